@@ -1,0 +1,67 @@
+"""`recsys`: one console command, one sub-command per role.
+
+Each role package owns its sub-commands in a `cli.py` with a `register(subparsers)` function;
+those modules import nothing heavy at module level, so `recsys --help` stays fast. Handlers
+take the parsed arguments and return a process exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from recsys.errors import ConfigError, RecsysError
+from recsys.logging_setup import configure_logging
+
+log = logging.getLogger("recsys")
+
+# Modules with a register(subparsers) function, in the order their commands appear in --help.
+COMMAND_MODULES = [
+    "recsys.stack_cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recsys",
+        description="Real-time streaming recommender: producer, stream worker, trainer, API.",
+    )
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = args.log_level
+    if level is None:
+        try:
+            from recsys.settings import get_settings
+
+            level = get_settings().log_level
+        except ConfigError as exc:
+            configure_logging("INFO")
+            log.error("%s", exc)
+            return 2
+    configure_logging(level.upper())
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    except RecsysError as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        log.info("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

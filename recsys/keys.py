@@ -1,0 +1,112 @@
+"""The Redis key layout: every key this project reads or writes is built here, and only here.
+
+All keys start with the deployment's namespace (`settings.redis_namespace`, default `recsys`),
+so several deployments or test runs can share one Redis.
+
+Model versions (written by the trainer, read by stream and serving)
+    {ns}:model:current                     string  id of the version in service (the pointer)
+    {ns}:model:previous                    list    ids of earlier versions, newest first (rollback)
+    {ns}:model:{v}:manifest                string  JSON manifest (hyper-parameters, metrics, snapshot)
+    {ns}:model:{v}:item_ids                string  item ids, newline-separated, row order of factors
+    {ns}:model:{v}:item_factors            string  float32 little-endian, shape (n_items, k)
+    {ns}:model:{v}:similar                 hash    item id -> JSON [[item, score], ...] top-N
+    {ns}:model:switch                      pub/sub channel: the new version id, after the pointer moved
+
+User state (written by the trainer for the users it fitted, and by the stream worker)
+    {ns}:uvec:{v}:{user}                   string  float32 LE user vector computed against version v
+    {ns}:seen:{user}                       zset    item id -> last interaction time (epoch ms)
+
+Popularity (written by the stream worker; trainer seeds the all-time list)
+    {ns}:pop:{window}                      zset    item id -> forward-decayed score (window: 1h, 24h, 7d)
+    {ns}:pop:{window}:ref                  string  reference time (epoch s) of that zset's decay
+    {ns}:pop:alltime:{v}                   zset    item id -> training popularity of version v
+
+Catalog (written by the API's PUT /v1/items)
+    {ns}:item:{item}                       hash    name, image_url, category, price, available, attributes
+    {ns}:catalog:category                  hash    item id -> category (serving keeps it in memory)
+    {ns}:catalog:unavailable               set     item ids that must not be recommended
+
+Putting the version into the user-vector key (rather than a field beside the vector) makes
+invariant 2 hold by construction: a reader that resolved version v can only ever fetch vectors
+computed against v.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+POPULARITY_WINDOWS = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    namespace: str = "recsys"
+
+    # --- model versions ------------------------------------------------------------------
+    @property
+    def current_model(self) -> str:
+        return f"{self.namespace}:model:current"
+
+    @property
+    def previous_models(self) -> str:
+        return f"{self.namespace}:model:previous"
+
+    @property
+    def model_switch_channel(self) -> str:
+        return f"{self.namespace}:model:switch"
+
+    def model_manifest(self, version: str) -> str:
+        return f"{self.namespace}:model:{version}:manifest"
+
+    def model_item_ids(self, version: str) -> str:
+        return f"{self.namespace}:model:{version}:item_ids"
+
+    def model_item_factors(self, version: str) -> str:
+        return f"{self.namespace}:model:{version}:item_factors"
+
+    def model_similar(self, version: str) -> str:
+        return f"{self.namespace}:model:{version}:similar"
+
+    def model_keys(self, version: str) -> list[str]:
+        """Every fixed-name key of one version (user vectors are found by `user_vector_pattern`)."""
+        return [
+            self.model_manifest(version),
+            self.model_item_ids(version),
+            self.model_item_factors(version),
+            self.model_similar(version),
+            self.popularity_alltime(version),
+        ]
+
+    # --- user state ------------------------------------------------------------------------
+    def user_vector(self, version: str, user_id: str) -> str:
+        return f"{self.namespace}:uvec:{version}:{user_id}"
+
+    def user_vector_pattern(self, version: str) -> str:
+        return f"{self.namespace}:uvec:{version}:*"
+
+    def seen(self, user_id: str) -> str:
+        return f"{self.namespace}:seen:{user_id}"
+
+    # --- popularity ------------------------------------------------------------------------
+    def popularity(self, window: str) -> str:
+        if window not in POPULARITY_WINDOWS:
+            raise ValueError(f"unknown popularity window {window!r}")
+        return f"{self.namespace}:pop:{window}"
+
+    def popularity_ref(self, window: str) -> str:
+        return f"{self.popularity(window)}:ref"
+
+    def popularity_alltime(self, version: str) -> str:
+        return f"{self.namespace}:pop:alltime:{version}"
+
+    # --- catalog ---------------------------------------------------------------------------
+    def item(self, item_id: str) -> str:
+        return f"{self.namespace}:item:{item_id}"
+
+    @property
+    def catalog_category(self) -> str:
+        return f"{self.namespace}:catalog:category"
+
+    @property
+    def catalog_unavailable(self) -> str:
+        return f"{self.namespace}:catalog:unavailable"

@@ -1,0 +1,140 @@
+"""A published model version as the stream worker and the API see it, read from Redis.
+
+The trainer writes versions (trainer/publish.py); this module is the reading side of that
+contract plus the byte format of vectors. Factors travel as raw little-endian float32 — 4
+bytes a number, no JSON text — so a 64-factor user vector is exactly 256 bytes in Redis.
+
+Manifest fields every version carries (JSON):
+    version, created_at (ISO-8601), factors, regularization, alpha, iterations,
+    event_weights, n_users, n_items, metrics {name: value}, baseline_metrics {...},
+    snapshot {offsets: {"topic:partition": next_offset}, latest_event_ms}, similar_items_n
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import orjson
+
+from recsys.errors import ModelIntegrityError, ModelNotFound
+from recsys.foldin import gram
+from recsys.keys import Keys
+
+VECTOR_DTYPE = np.dtype("<f4")
+
+
+def pack_vector(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=VECTOR_DTYPE).tobytes()
+
+
+def unpack_vector(raw: bytes, factors: int) -> np.ndarray:
+    if len(raw) != factors * VECTOR_DTYPE.itemsize:
+        raise ModelIntegrityError(
+            f"vector has {len(raw)} bytes; expected {factors * VECTOR_DTYPE.itemsize}"
+        )
+    return np.frombuffer(raw, dtype=VECTOR_DTYPE)
+
+
+def pack_ids(ids: list[str]) -> bytes:
+    return "\n".join(ids).encode("utf-8")
+
+
+def unpack_ids(raw: bytes) -> list[str]:
+    return raw.decode("utf-8").split("\n") if raw else []
+
+
+@dataclass(eq=False)
+class ModelVersion:
+    """Item side of one model version, immutable once loaded."""
+
+    version: str
+    item_ids: list[str]
+    item_factors: np.ndarray  # float32, (n_items, k), read-only
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def factors(self) -> int:
+        return int(self.item_factors.shape[1])
+
+    @property
+    def regularization(self) -> float:
+        return float(self.manifest["regularization"])
+
+    @property
+    def alpha(self) -> float:
+        return float(self.manifest["alpha"])
+
+    @property
+    def snapshot_latest_event_ms(self) -> int:
+        return int(self.manifest.get("snapshot", {}).get("latest_event_ms", 0))
+
+    @cached_property
+    def item_index(self) -> dict[str, int]:
+        return {item: row for row, item in enumerate(self.item_ids)}
+
+    @cached_property
+    def yty(self) -> np.ndarray:
+        """Gram matrix of the item factors, cached for every fold-in against this version."""
+        return gram(self.item_factors)
+
+
+def parse_model(version: str, manifest: bytes | None, item_ids: bytes | None,
+                item_factors: bytes | None) -> ModelVersion:
+    """Build a ModelVersion from its three Redis values, checking that they fit together."""
+    if manifest is None or item_ids is None or item_factors is None:
+        raise ModelNotFound(f"model version {version!r} is not (completely) in Redis")
+    meta = orjson.loads(manifest)
+    ids = unpack_ids(item_ids)
+    k = int(meta["factors"])
+    flat = np.frombuffer(item_factors, dtype=VECTOR_DTYPE)
+    if flat.size != len(ids) * k:
+        raise ModelIntegrityError(
+            f"version {version}: {flat.size} factor values for {len(ids)} items x {k} factors"
+        )
+    matrix = flat.reshape(len(ids), k)
+    if not np.isfinite(matrix).all():
+        raise ModelIntegrityError(f"version {version}: item factors contain NaN or Inf")
+    return ModelVersion(version=version, item_ids=ids, item_factors=matrix, manifest=meta)
+
+
+def _decode(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def read_current_version(redis: Any, keys: Keys) -> str | None:
+    """Synchronous redis client: id of the version in service, or None."""
+    return _decode(redis.get(keys.current_model))
+
+
+def load_model(redis: Any, keys: Keys, version: str | None = None) -> ModelVersion:
+    """Synchronous redis client: load `version` (default: the current one)."""
+    version = version or read_current_version(redis, keys)
+    if version is None:
+        raise ModelNotFound("no model version has been published yet")
+    manifest, ids, factors = redis.mget(
+        [keys.model_manifest(version), keys.model_item_ids(version),
+         keys.model_item_factors(version)]
+    )
+    return parse_model(version, manifest, ids, factors)
+
+
+async def aread_current_version(redis: Any, keys: Keys) -> str | None:
+    """redis.asyncio client: id of the version in service, or None."""
+    return _decode(await redis.get(keys.current_model))
+
+
+async def aload_model(redis: Any, keys: Keys, version: str | None = None) -> ModelVersion:
+    """redis.asyncio client: load `version` (default: the current one)."""
+    version = version or await aread_current_version(redis, keys)
+    if version is None:
+        raise ModelNotFound("no model version has been published yet")
+    manifest, ids, factors = await redis.mget(
+        [keys.model_manifest(version), keys.model_item_ids(version),
+         keys.model_item_factors(version)]
+    )
+    return parse_model(version, manifest, ids, factors)

@@ -1,0 +1,219 @@
+"""The one settings object of the project.
+
+Every role (producer, stream worker, trainer, API) reads its configuration from here, once at
+start-up, and passes the object down. Values come from the environment (and an optional
+`.env` file); a bad value stops start-up with a message that names the variable.
+
+Environment variables are the field names upper-cased with the prefix `RECSYS_`
+(`RECSYS_ALS_FACTORS=64`), except the two connection strings that the wider ecosystem already
+names: `KAFKA_BOOTSTRAP_SERVERS` and `REDIS_URL` (the prefixed forms work too). Dict-valued
+settings take JSON (`RECSYS_EVENT_WEIGHTS='{"view": 1, "transaction": 10}'`).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recsys.errors import ConfigError
+
+EVENT_TYPES = ("view", "click", "addtocart", "transaction", "rating")
+
+# Relative strength of each event type as evidence of preference. Purchases say far more than
+# views; the ratios follow the Retailrocket funnel (a purchase is ~100x rarer than a view).
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "click": 1.5,
+    "addtocart": 4.0,
+    "transaction": 8.0,
+    "rating": 1.0,
+}
+
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RECSYS_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    # --- connections ---------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        default="localhost:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "RECSYS_KAFKA_BOOTSTRAP_SERVERS"),
+        description="Kafka bootstrap servers, comma-separated host:port.",
+    )
+    kafka_client_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka options for every client (security.protocol, sasl.*), JSON.",
+    )
+    redis_url: str = Field(
+        default="redis://localhost:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "RECSYS_REDIS_URL"),
+        description="Redis connection URL.",
+    )
+    redis_namespace: str = Field(
+        default="recsys", description="Prefix of every Redis key this deployment writes."
+    )
+
+    # --- topics ----------------------------------------------------------------------------
+    interactions_topic: str = "interactions"
+    dead_letter_topic: str = "interactions.dlq"
+    topic_partitions: int = Field(default=4, ge=1, le=1024)
+
+    # --- storage ---------------------------------------------------------------------------
+    data_dir: Path = Path("var/data")
+    model_dir: Path = Path("var/models")
+
+    # --- model and confidence (shared by trainer and stream: same maths everywhere) ------
+    als_factors: int = Field(default=64, ge=1, le=1024)
+    als_regularization: float = Field(default=0.05, ge=0.0)
+    als_iterations: int = Field(default=15, ge=1, le=1000)
+    alpha: float = Field(default=2.0, gt=0.0, description="C = 1 + alpha * weighted count.")
+    event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    random_seed: int = 42
+
+    # --- stream processor ------------------------------------------------------------------
+    stream_app_id: str = "recsys-stream"
+    stream_fetch_max_wait_ms: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="Consumer fetch wait. Faust hard-codes 1500 ms; the local broker always "
+        "waits the full time, so it is lowered here.",
+    )
+    stream_batch_max_events: int = Field(default=500, ge=1, le=100_000)
+    stream_batch_max_ms: int = Field(default=20, ge=1, le=60_000)
+    stream_history_max_items: int = Field(default=200, ge=1, le=100_000)
+    stream_web_port: int = Field(default=6066, ge=0, le=65535)
+    stream_store: str = Field(default="memory://", description="Faust table store URL.")
+
+    # --- trainer ---------------------------------------------------------------------------
+    trainer_group_id: str = "recsys-trainer"
+    trainer_holdout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    trainer_gate_metric: str = "ndcg@10"
+    trainer_gate_tolerance: float = Field(default=0.02, ge=0.0, lt=1.0)
+    trainer_keep_versions: int = Field(default=3, ge=2, le=100)
+    trainer_retention_days: float = Field(default=180.0, gt=0.0)
+    trainer_time_decay_days: float | None = Field(
+        default=None, gt=0.0, description="Half-life of event weight decay; unset = no decay."
+    )
+    trainer_similar_items: int = Field(default=50, ge=1, le=1000)
+    trainer_metrics_port: int = Field(default=9101, ge=0, le=65535)
+
+    # --- serving ---------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    api_key: SecretStr | None = Field(
+        default=None, description="When set, write endpoints require header X-API-Key."
+    )
+    api_max_k: int = Field(default=500, ge=1, le=10_000)
+
+    # --- logging ---------------------------------------------------------------------------
+    log_level: str = "INFO"
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        if not servers:
+            raise ValueError("must name at least one host:port")
+        for server in servers:
+            host, sep, port = server.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{server!r} is not host:port")
+        return ",".join(servers)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("redis_namespace")
+    @classmethod
+    def _check_namespace(cls, value: str) -> str:
+        if not _NAMESPACE_RE.match(value):
+            raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("interactions_topic", "dead_letter_topic")
+    @classmethod
+    def _check_topic(cls, value: str) -> str:
+        if not _TOPIC_RE.match(value):
+            raise ValueError("is not a valid Kafka topic name")
+        return value
+
+    @field_validator("event_weights")
+    @classmethod
+    def _check_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = set(value) - set(EVENT_TYPES)
+        if unknown:
+            raise ValueError(f"unknown event types {sorted(unknown)}; known: {list(EVENT_TYPES)}")
+        for name, weight in value.items():
+            if not weight >= 0.0:
+                raise ValueError(f"weight of {name!r} must be >= 0")
+        # Types left out keep their default weight, so a partial override is safe.
+        return {**DEFAULT_EVENT_WEIGHTS, **value}
+
+    @field_validator("trainer_gate_metric")
+    @classmethod
+    def _check_gate_metric(cls, value: str) -> str:
+        name, _, k = value.partition("@")
+        known = {"precision", "recall", "f1", "map", "ndcg", "hit_rate", "coverage"}
+        if name not in known or not k.isdigit() or int(k) < 1:
+            raise ValueError(f"must look like 'ndcg@10' with a metric in {sorted(known)}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return upper
+
+    def kafka_config(self, **overrides: Any) -> dict[str, Any]:
+        """librdkafka configuration for a confluent-kafka client."""
+        return {"bootstrap.servers": self.kafka_bootstrap_servers, **self.kafka_client_options,
+                **overrides}
+
+
+def _env_name(field: str, settings_cls: type[BaseSettings] = Settings) -> str:
+    info = settings_cls.model_fields.get(field)
+    alias = getattr(info, "validation_alias", None) if info else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"RECSYS_{field.upper()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build and validate the settings; raise ConfigError naming each bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            env = _env_name(field) if field in Settings.model_fields else field
+            problems.append(f"{env}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings for entry points; library code takes a Settings argument."""
+    return load_settings()

@@ -1,0 +1,69 @@
+"""Invariant 1: the project's fold-in is implicit's recalculate_user (exact solver)."""
+
+import numpy as np
+import pytest
+from implicit.cpu.als import AlternatingLeastSquares
+from scipy.sparse import csr_matrix, random as sparse_random
+
+from recsys.confidence import confidence, event_weights_array
+from recsys.foldin import fold_in, fold_in_batch, gram, top_k
+from recsys.settings import DEFAULT_EVENT_WEIGHTS
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(7)
+    counts = sparse_random(300, 120, density=0.05, random_state=rng, format="csr")
+    counts.data = np.ceil(counts.data * 5)
+    alpha = 3.0
+    conf = counts.copy()
+    conf.data = confidence(counts.data, alpha).astype(np.float32)
+    # The project passes full confidences (1 + alpha * w) to implicit with its alpha left at 1.
+    model = AlternatingLeastSquares(factors=16, regularization=0.1, iterations=5,
+                                    use_cg=False, alpha=1.0, random_state=1)
+    model.fit(conf, show_progress=False)
+    return model, conf
+
+
+def _relative_error(a, b):
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12)
+
+
+def test_fold_in_matches_implicit_recalculate_user(fitted):
+    model, conf = fitted
+    yty = gram(model.item_factors)
+    for user in range(0, 300, 7):
+        row = conf[user]
+        ours = fold_in(model.item_factors, yty, model.regularization, row.indices, row.data)
+        theirs = model.recalculate_user(user, row)
+        assert _relative_error(ours, theirs) < 1e-4, user
+
+
+def test_batch_equals_single_and_handles_empty(fitted):
+    model, conf = fitted
+    yty = gram(model.item_factors)
+    histories = [(conf[u].indices, conf[u].data) for u in range(20)]
+    histories.append((np.array([], dtype=np.int64), np.array([])))
+    batch = fold_in_batch(model.item_factors, yty, model.regularization, histories)
+    for j, (idx, c) in enumerate(histories[:-1]):
+        single = fold_in(model.item_factors, yty, model.regularization, idx, c)
+        assert _relative_error(batch[j], single) < 1e-5
+    assert not batch[-1].any()
+
+
+def test_fold_in_of_a_new_user_matches_implicit(fitted):
+    model, _ = fitted
+    items = np.array([3, 17, 42, 99])
+    weights = event_weights_array(np.array(["view", "addtocart", "rating", "transaction"]),
+                                  np.array([np.nan, np.nan, 4.0, np.nan]), DEFAULT_EVENT_WEIGHTS)
+    conf = confidence(weights, 2.0)
+    ours = fold_in(model.item_factors, gram(model.item_factors), model.regularization, items, conf)
+    row = csr_matrix((conf.astype(np.float32), (np.zeros(4, int), items)), shape=(1, 120))
+    assert _relative_error(ours, model.recalculate_user(0, row)) < 1e-4
+
+
+def test_top_k_partial_sort_and_exclusion():
+    scores = np.array([0.1, 0.9, 0.5, 0.7, 0.3])
+    assert top_k(scores, 3).tolist() == [1, 3, 2]
+    assert top_k(scores, 3, exclude=np.array([1])).tolist() == [3, 2, 4]
+    assert top_k(scores, 10, exclude=np.array([0, 1, 2, 3])).tolist() == [4]

@@ -1,0 +1,62 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+import redis
+from confluent_kafka.admin import AdminClient
+
+from recsys.localstack import LocalStack
+
+pytestmark = pytest.mark.integration
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_start_answers_and_stop_leaves_nothing_behind():
+    with LocalStack() as stack:
+        pids = [p.pid for p in stack.processes]
+        assert redis.Redis.from_url(stack.redis_url).ping()
+        assert AdminClient({"bootstrap.servers": stack.bootstrap_servers}).list_topics(timeout=5)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def test_exception_inside_the_block_still_stops_everything():
+    pids = []
+    with pytest.raises(RuntimeError), LocalStack() as stack:
+        pids = [p.pid for p in stack.processes]
+        raise RuntimeError("a failing test")
+    assert pids and not any(_alive(pid) for pid in pids)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_parent_killed_or_interrupted_leaves_no_orphans(sig):
+    script = textwrap.dedent("""
+        import sys, time
+        from recsys.localstack import LocalStack
+        stack = LocalStack().start()
+        print(" ".join(str(p.pid) for p in stack.processes), flush=True)
+        try:
+            time.sleep(60)
+        finally:
+            stack.stop()
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ})
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    parent.send_signal(sig)
+    parent.wait(10)
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids)
