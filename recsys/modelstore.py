@@ -138,3 +138,87 @@ async def aload_model(redis: Any, keys: Keys, version: str | None = None) -> Mod
          keys.model_item_factors(version)]
     )
     return parse_model(version, manifest, ids, factors)
+
+
+# --- writing side (trainer, tests) -------------------------------------------------------
+# Protocol: every key of version v is written first (stage_model_version); only then does
+# activate_version move the `current` pointer, in a MULTI/EXEC together with the `previous`
+# list, and announce v on the switch channel. A reader that GETs `current` and then reads
+# version-scoped keys can therefore never see half a model or a mix of two.
+
+USER_VECTOR_BATCH = 5_000
+
+
+def stage_model_version(
+    redis: Any,
+    keys: Keys,
+    version: str,
+    item_ids: list[str],
+    item_factors: np.ndarray,
+    manifest: dict[str, Any],
+    user_ids: list[str] | None = None,
+    user_factors: np.ndarray | None = None,
+    similar: dict[str, list[tuple[str, float]]] | None = None,
+    popularity: dict[str, float] | None = None,
+) -> None:
+    """Write every key of one version (synchronous client). Does not make it current."""
+    item_factors = np.asarray(item_factors, dtype=VECTOR_DTYPE)
+    if item_factors.shape != (len(item_ids), int(manifest["factors"])):
+        raise ModelIntegrityError(
+            f"item factors {item_factors.shape} do not match {len(item_ids)} ids x "
+            f"{manifest['factors']} factors"
+        )
+    if not np.isfinite(item_factors).all():
+        raise ModelIntegrityError("refusing to stage item factors that contain NaN or Inf")
+    pipe = redis.pipeline(transaction=False)
+    pipe.set(keys.model_item_ids(version), pack_ids(item_ids))
+    pipe.set(keys.model_item_factors(version), item_factors.tobytes())
+    if similar:
+        pipe.hset(keys.model_similar(version),
+                  mapping={item: orjson.dumps(pairs) for item, pairs in similar.items()})
+    if popularity:
+        pipe.zadd(keys.popularity_alltime(version), popularity)
+    pipe.execute()
+    if user_ids is not None and user_factors is not None:
+        user_factors = np.asarray(user_factors, dtype=VECTOR_DTYPE)
+        if not np.isfinite(user_factors).all():
+            raise ModelIntegrityError("refusing to stage user factors that contain NaN or Inf")
+        for start in range(0, len(user_ids), USER_VECTOR_BATCH):
+            pipe = redis.pipeline(transaction=False)
+            for offset, user in enumerate(user_ids[start:start + USER_VECTOR_BATCH]):
+                pipe.set(keys.user_vector(version, user), user_factors[start + offset].tobytes())
+            pipe.execute()
+    # The manifest goes last: its presence marks the version as completely staged.
+    redis.set(keys.model_manifest(version), orjson.dumps(manifest))
+
+
+def activate_version(redis: Any, keys: Keys, version: str, keep_previous: int = 10) -> str | None:
+    """Atomically make `version` current; returns the version it replaced (or None)."""
+    if not redis.exists(keys.model_manifest(version)):
+        raise ModelNotFound(f"version {version!r} is not staged; refusing to activate it")
+    previous = _decode(redis.get(keys.current_model))
+    pipe = redis.pipeline(transaction=True)
+    pipe.set(keys.current_model, version)
+    if previous and previous != version:
+        pipe.lrem(keys.previous_models, 0, version)
+        pipe.lpush(keys.previous_models, previous)
+        pipe.ltrim(keys.previous_models, 0, keep_previous - 1)
+    pipe.execute()
+    redis.publish(keys.model_switch_channel, version)
+    return previous
+
+
+def delete_model_version(redis: Any, keys: Keys, version: str) -> int:
+    """Remove every key of a version that is no longer current or kept for rollback."""
+    if _decode(redis.get(keys.current_model)) == version:
+        raise ModelIntegrityError(f"refusing to delete the current version {version!r}")
+    removed = int(redis.delete(*keys.model_keys(version)))
+    batch: list[Any] = []
+    for key in redis.scan_iter(match=keys.user_vector_pattern(version), count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            removed += int(redis.unlink(*batch))
+            batch.clear()
+    if batch:
+        removed += int(redis.unlink(*batch))
+    return removed
