@@ -1,0 +1,99 @@
+"""`recsys bench` / `make bench`: run every benchmark, print one Markdown table, write
+reports/bench.json.
+
+Each benchmark module exposes `run(quick: bool) -> dict` returning flat measurements; the
+pairs below say which figure is compared with which same-run baseline.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import platform
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+BENCHMARKS = {
+    "trainer": "bench.trainer_bench",
+    "stream": "bench.stream_bench",
+    "serving": "bench.serving_bench",
+}
+
+# (part, figure, baseline, how the ratio reads)
+COMPARISONS = [
+    ("trainer", "fit_s", "implicit_fit_s", "whole train --once / plain implicit fit; target < 1.3"),
+    ("stream", "events_per_s", "ceiling_events_per_s", "worker / bare consume loop; target >= 5000 ev/s"),
+    ("stream", "freshness_p50_ms", None, "at 1,000 events/s"),
+    ("stream", "freshness_p99_ms", None, "at 1,000 events/s; target < 250 ms"),
+    ("stream", "redis_bytes_per_user", "raw_vector_bytes", "MEMORY USAGE / k*4"),
+    ("serving", "p50_ms", "redis_get_p50_ms", "API latency / raw Redis GET"),
+    ("serving", "p99_ms", "redis_get_p99_ms", "at 300 req/s; target < 10 ms"),
+    ("serving", "rps", None, "max throughput, personalised"),
+]
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), inner, out)
+    else:
+        out[prefix] = value
+
+
+def _lookup(results: dict[str, Any], part: str, name: str | None) -> Any:
+    if name is None:
+        return None
+    flat: dict[str, Any] = {}
+    _flatten("", results.get(part, {}), flat)
+    if name in flat:
+        return flat[name]
+    # Benchmarks may nest per dataset ({"ml100k": {...}}); take the first match.
+    for key, value in flat.items():
+        if key.endswith("." + name):
+            return value
+    return None
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    lines = ["| part | figure | measured | baseline (same run) | ratio | note |",
+             "|---|---|---|---|---|---|"]
+    for part, figure, baseline, note in COMPARISONS:
+        value = _lookup(results, part, figure)
+        base = _lookup(results, part, baseline)
+        ratio = (value / base if isinstance(value, (int, float)) and isinstance(base, (int, float))
+                 and base else None)
+        base_cell = f"{baseline} = {_fmt(base)}" if baseline else "-"
+        lines.append(f"| {part} | {figure} | {_fmt(value)} | {base_cell} | {_fmt(ratio)} | {note} |")
+    return "\n".join(lines)
+
+
+def run_all(parts: list[str], quick: bool, out: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "meta": {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "machine": platform.platform(), "quick": quick},
+    }
+    for part in parts:
+        log.info("benchmark %s ...", part)
+        started = time.perf_counter()
+        try:
+            results[part] = importlib.import_module(BENCHMARKS[part]).run(quick=quick)
+        except Exception as exc:  # noqa: BLE001 - one failing benchmark must not hide the others
+            log.error("benchmark %s failed: %s\n%s", part, exc, traceback.format_exc())
+            results[part] = {"error": f"{type(exc).__name__}: {exc}"}
+        log.info("benchmark %s took %.0fs", part, time.perf_counter() - started)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=float))
+    return results
