@@ -168,11 +168,18 @@ def build_world(seed: int, n_items: int, n_categories: int = sum(TREE_LEVEL_SIZE
     return World(parent, depth, item_leaf, popularity, price, cum, node_range, interest_range)
 
 
-def catalog(seed: int = 42, n_items: int = 5_000) -> pd.DataFrame:
+def catalog(seed: int = 42, n_items: int | None = None, n_events: int | None = None
+            ) -> pd.DataFrame:
     """Items of the synthetic shop: item_id, category_id, parent_category_id, name, price.
 
-    Matches the ids of `generate(..., seed=seed, n_items=n_items)`. parent_category_id is -1
+    Matches `generate(n_events, seed=seed, n_items=n_items)` only for the SAME seed and
+    n_items: pass the n_items given to generate, or, when generate chose it, its n_events
+    (the catalogue is then sized by `default_sizes(n_events)`). parent_category_id is -1
     for an item in a root category that has no children (Retailrocket has one such root)."""
+    if n_items is None:
+        if n_events is None:
+            raise ValueError("give n_items (as passed to generate) or n_events")
+        n_items = default_sizes(n_events)[1]
     world = build_world(seed, n_items)
     idx = np.arange(n_items)
     return pd.DataFrame({

@@ -90,9 +90,10 @@ def test_category_tree_has_retailrocket_shape() -> None:
 
 
 def test_catalog_covers_generated_items(frame: pd.DataFrame) -> None:
-    _, n_items = synthetic.default_sizes(len(frame))
-    items = synthetic.catalog(seed=11, n_items=n_items)
+    items = synthetic.catalog(seed=11, n_events=len(frame))
     assert set(frame.item_id) <= set(items.item_id)
+    explicit = synthetic.generate(500, seed=4, n_items=300, start_ms=START_MS)
+    assert set(explicit.item_id) <= set(synthetic.catalog(seed=4, n_items=300).item_id)
 
 
 def test_long_tails_and_returning_users(frame: pd.DataFrame) -> None:
