@@ -20,10 +20,15 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
+from recsys.errors import RecsysError
 from recsys.events import Event, EventType
 
 FRAME_COLUMNS = ["event_id", "user_id", "item_id", "event_type", "value", "timestamp"]
 _KNOWN_TYPES = {t.value for t in EventType}
+
+
+class SourceError(RecsysError, ValueError):
+    """A source cannot be read: missing file, wrong format, bad column mapping or values."""
 
 
 def make_frame(
@@ -53,7 +58,8 @@ def make_frame(
         frame["event_id"] = pd.Series(event_id).astype(str).to_numpy()
     unknown = set(frame["event_type"].unique()) - _KNOWN_TYPES
     if unknown:
-        raise ValueError(f"unknown event types in source: {sorted(unknown)[:5]}")
+        raise SourceError(f"unknown event types in source: {sorted(unknown)[:5]}; "
+                          f"known: {sorted(_KNOWN_TYPES)}")
     return frame[FRAME_COLUMNS].sort_values("timestamp", kind="stable").reset_index(drop=True)
 
 
