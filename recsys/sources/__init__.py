@@ -15,13 +15,13 @@ the producer turns rows into validated `Event`s with `iter_events`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 
 from recsys.errors import RecsysError
-from recsys.events import Event, EventType
+from recsys.events import Event, EventType, InvalidEvent
 
 FRAME_COLUMNS = ["event_id", "user_id", "item_id", "event_type", "value", "timestamp"]
 _KNOWN_TYPES = {t.value for t in EventType}
@@ -63,11 +63,19 @@ def make_frame(
     return frame[FRAME_COLUMNS].sort_values("timestamp", kind="stable").reset_index(drop=True)
 
 
-def iter_events(frame: pd.DataFrame) -> Iterator[Event]:
-    """Validated events, one per row, in frame order."""
-    for row in frame.itertuples(index=False):
-        yield Event.create(
-            user_id=row.user_id, item_id=row.item_id, event_type=row.event_type,
-            timestamp=int(row.timestamp), event_id=row.event_id,
-            value=None if row.value != row.value else float(row.value),  # NaN -> None
-        )
+def iter_events(frame: pd.DataFrame,
+                on_invalid: Callable[[int, InvalidEvent], None] | None = None) -> Iterator[Event]:
+    """Validated events, one per row, in frame order. Without `on_invalid` the first invalid
+    row raises InvalidEvent; with it, invalid rows are reported (row position, error) and
+    skipped."""
+    for position, row in enumerate(frame.itertuples(index=False)):
+        try:
+            yield Event.create(
+                user_id=row.user_id, item_id=row.item_id, event_type=row.event_type,
+                timestamp=int(row.timestamp), event_id=row.event_id,
+                value=None if row.value != row.value else float(row.value),  # NaN -> None
+            )
+        except InvalidEvent as exc:
+            if on_invalid is None:
+                raise
+            on_invalid(position, exc)
