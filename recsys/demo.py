@@ -1,0 +1,398 @@
+"""`recsys demo`: the whole system on its embedded local defaults, in one command.
+
+What happens, in order:
+1. the local stack starts (Tansu broker, redis-server) on free ports;
+2. the synthetic generator makes a catalog and a few weeks of shop traffic; the older 80% is
+   produced to Kafka as history;
+3. `recsys train --once` consumes that history and publishes the first model;
+4. the stream worker, the API (http://localhost:8000, docs at /docs) and a periodic trainer
+   start as separate processes, exactly as they run in production;
+5. the rest of the traffic is replayed in real time (re-stamped to "now"), while a spotlight
+   visitor browses one category after another through the API's ingest endpoint;
+6. a live terminal view shows events/s, freshness, the model version and the spotlight
+   visitor's recommendations changing as their events arrive.
+
+Ctrl-C (or `--duration`) stops everything cleanly. With `--duration` the demo exits 0 only
+if the system behaved: events flowed, the spotlight visitor got personalised recommendations
+and they changed with the visitor's behaviour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from recsys.localstack import LocalStack, free_port
+from recsys.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+SPOTLIGHT_USER = "demo-visitor"
+
+
+@dataclass
+class DemoOptions:
+    duration: float | None = None  # None: until Ctrl-C
+    rate: float = 200.0  # replayed events per second
+    history_events: int = 150_000
+    seed: int = 42
+    api_port: int = 8000
+    retrain_every: str = "45s"
+    spotlight_every: float = 1.5  # seconds between the spotlight visitor's events
+    spotlight_switch: float = 15.0  # seconds before the visitor moves to another category
+
+
+@dataclass
+class DemoState:
+    produced: int = 0
+    rate_window: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=50))
+    model_version: str | None = None
+    versions_seen: list[str] = field(default_factory=list)
+    spotlight_category: str | None = None
+    spotlight_recs: list[dict[str, Any]] = field(default_factory=list)
+    spotlight_source: str | None = None
+    spotlight_history: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    stream_metrics: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def events_per_s(self) -> float:
+        if len(self.rate_window) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self.rate_window[0], self.rate_window[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+class RoleProcess:
+    """A role (`recsys <args>`) as a child process with its output in a log file."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], logdir: Path) -> None:
+        self.name = name
+        self.logfile = logdir / f"{name}.log"
+        with open(self.logfile, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "recsys.cli", *args], env=env, stdout=out,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %.0fs; killing it", self.name, timeout)
+            self.proc.kill()
+            self.proc.wait()
+
+    def tail(self, lines: int = 20) -> str:
+        text = self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _wait_http(url: str, timeout: float, proc: RoleProcess) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited early:\n{proc.tail()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.25)
+    raise RuntimeError(f"{url} did not become ready within {timeout:.0f}s:\n{proc.tail()}")
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """Flatten a Prometheus text page into {sample name{labels}: value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    text = httpx.get(url, timeout=1.0).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
+
+
+def histogram_quantile(samples: dict[str, float], name: str, q: float) -> float | None:
+    """Quantile from cumulative `_bucket` samples (summed over label sets), as PromQL does."""
+    buckets: dict[float, float] = {}
+    for key, value in samples.items():
+        if key.startswith(f"{name}_bucket{{"):
+            labels = dict(p.split("=", 1) for p in key[key.index("{") + 1:-1].split(","))
+            bound = float(labels["le"])
+            buckets[bound] = buckets.get(bound, 0.0) + value
+    if not buckets:
+        return None
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+    if total <= 0:
+        return None
+    rank, prev_bound, prev_count = q * total, 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if bound == float("inf"):
+                return prev_bound
+            width = count - prev_count
+            return prev_bound + (bound - prev_bound) * ((rank - prev_count) / width if width else 0)
+        prev_bound, prev_count = bound, count
+    return bounds[-1]
+
+
+class Demo:
+    def __init__(self, options: DemoOptions, base: Settings) -> None:
+        self.options = options
+        self.base = base
+        self.state = DemoState()
+        self.stop = threading.Event()
+        self.roles: list[RoleProcess] = []
+
+    # --- set-up ----------------------------------------------------------------------------
+    def _role_env(self, stack: LocalStack, workdir: Path) -> dict[str, str]:
+        self.stream_port = free_port()
+        self.trainer_port = free_port()
+        return {
+            **os.environ,
+            **stack.env(),
+            "OPENBLAS_NUM_THREADS": "1",
+            "RECSYS_DATA_DIR": str(workdir / "data"),
+            "RECSYS_MODEL_DIR": str(workdir / "models"),
+            "RECSYS_API_PORT": str(self.options.api_port),
+            "RECSYS_STREAM_WEB_PORT": str(self.stream_port),
+            "RECSYS_TRAINER_METRICS_PORT": str(self.trainer_port),
+            "RECSYS_LOG_LEVEL": "INFO",
+        }
+
+    def _generate(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        from recsys.sources import synthetic
+
+        frame = synthetic.generate(self.options.history_events * 5 // 4, seed=self.options.seed)
+        catalog = synthetic.catalog(self.options.seed, int(frame["item_id"].nunique() * 1.2))
+        cut = frame["timestamp"].quantile(0.8)
+        return frame[frame["timestamp"] <= cut], frame[frame["timestamp"] > cut], catalog
+
+    def _produce_history(self, settings: Settings, history: pd.DataFrame) -> None:
+        from recsys.producer import EventProducer
+        from recsys.sources import iter_events
+
+        with EventProducer(settings) as producer:
+            for event in iter_events(history):
+                producer.send(event)
+        log.info("produced %d history events", len(history))
+
+    def _load_catalog(self, api: str, catalog: pd.DataFrame) -> None:
+        headers = self._write_headers()
+        with httpx.Client(base_url=api, timeout=5.0, headers=headers) as client:
+            for row in catalog.itertuples(index=False):
+                client.put(f"/v1/items/{row.item_id}", json={
+                    "name": row.name, "category": str(row.category_id),
+                    "price": float(row.price), "available": True,
+                }).raise_for_status()
+        self.category_of = dict(zip(catalog["item_id"].astype(str),
+                                    catalog["category_id"].astype(str), strict=True))
+        self.items_by_category = catalog.groupby(catalog["category_id"].astype(str))["item_id"] \
+            .apply(lambda s: s.astype(str).tolist()).to_dict()
+
+    def _write_headers(self) -> dict[str, str]:
+        key = self.base.api_key
+        return {"X-API-Key": key.get_secret_value()} if key else {}
+
+    # --- running ---------------------------------------------------------------------------
+    def _replay(self, settings: Settings, future: pd.DataFrame) -> None:
+        """Re-stamp the future traffic to now and send it at the configured rate."""
+        from recsys.events import Event
+        from recsys.producer import EventProducer
+
+        rows = future.itertuples(index=False)
+        interval = 1.0 / self.options.rate
+        next_at = time.monotonic()
+        with EventProducer(settings) as producer:
+            while not self.stop.is_set():
+                row = next(rows, None)
+                if row is None:
+                    rows = future.itertuples(index=False)  # loop the traffic
+                    continue
+                producer.send(Event.create(
+                    row.user_id, row.item_id, row.event_type,
+                    value=None if row.value != row.value else float(row.value)))
+                self.state.produced += 1
+                next_at += interval
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    self.stop.wait(delay)
+                self.state.rate_window.append((time.monotonic(), self.state.produced))
+
+    def _spotlight(self, api: str) -> None:
+        """A visitor who browses one category, then another: their recommendations follow."""
+        rng = np.random.default_rng(self.options.seed + 1)
+        categories = [c for c, items in self.items_by_category.items() if len(items) >= 10]
+        rng.shuffle(categories)
+        started = time.monotonic()
+        with httpx.Client(base_url=api, timeout=2.0, headers=self._write_headers()) as client:
+            while not self.stop.is_set():
+                phase = int((time.monotonic() - started) // self.options.spotlight_switch)
+                category = categories[phase % len(categories)]
+                self.state.spotlight_category = category
+                item = str(rng.choice(self.items_by_category[category][:20]))
+                event_type = str(rng.choice(["view", "view", "view", "addtocart"]))
+                try:
+                    client.post("/v1/events", json={"user_id": SPOTLIGHT_USER, "item_id": item,
+                                                    "event_type": event_type,
+                                                    "timestamp": int(time.time() * 1000)})
+                    time.sleep(0.3)  # let the stream fold it in before looking
+                    resp = client.get(f"/v1/users/{SPOTLIGHT_USER}/recommendations",
+                                      params={"k": 5}).json()
+                    self.state.spotlight_recs = resp.get("items", [])
+                    self.state.spotlight_source = resp.get("source")
+                    self.state.model_version = resp.get("model_version")
+                    ids = tuple(str(r.get("item_id")) for r in self.state.spotlight_recs)
+                    if not self.state.spotlight_history or self.state.spotlight_history[-1][1] != ids:
+                        self.state.spotlight_history.append((str(resp.get("source")), ids))
+                    if self.state.model_version and (
+                            not self.state.versions_seen
+                            or self.state.versions_seen[-1] != self.state.model_version):
+                        self.state.versions_seen.append(self.state.model_version)
+                except httpx.HTTPError as exc:
+                    self.state.errors.append(f"api: {exc}")
+                self.stop.wait(self.options.spotlight_every)
+
+    def _watch_stream(self) -> None:
+        url = f"http://127.0.0.1:{self.stream_port}/metrics"
+        while not self.stop.is_set():
+            with contextlib.suppress(Exception):
+                self.state.stream_metrics = _scrape(url)
+            self.stop.wait(1.0)
+
+    def _render(self) -> Any:
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.table import Table
+
+        st = self.state
+        metrics = st.stream_metrics
+        processed = sum(v for k, v in metrics.items()
+                        if k.startswith("recsys_stream_events_total") and "outcome=ok" in k)
+        p50 = histogram_quantile(metrics, "recsys_stream_freshness_seconds", 0.5)
+        p99 = histogram_quantile(metrics, "recsys_stream_freshness_seconds", 0.99)
+        head = Table.grid(padding=(0, 3))
+        head.add_row(f"[b]produced[/b] {st.produced:,}", f"[b]events/s[/b] {st.events_per_s():,.0f}",
+                     f"[b]stream processed[/b] {processed:,.0f}",
+                     f"[b]freshness p50/p99[/b] "
+                     f"{'-' if p50 is None else f'{p50 * 1000:.0f}'}/"
+                     f"{'-' if p99 is None else f'{p99 * 1000:.0f}'} ms",
+                     f"[b]model[/b] {st.model_version or '-'}")
+        recs = Table(title=f"{SPOTLIGHT_USER} browses category {st.spotlight_category} -> "
+                     f"recommendations (source: {st.spotlight_source})", expand=True)
+        for col in ("#", "item", "name", "category", "score"):
+            recs.add_column(col)
+        for rank, rec in enumerate(st.spotlight_recs, 1):
+            item = str(rec.get("item_id"))
+            recs.add_row(str(rank), item, str(rec.get("name") or ""),
+                         str(rec.get("category") or self.category_of.get(item, "")),
+                         f"{rec.get('score', 0):.3f}" if rec.get("score") is not None else "")
+        return Panel(Group(head, recs), title="recsys demo — API at "
+                     f"http://localhost:{self.options.api_port}/docs — Ctrl-C to stop")
+
+    # --- the whole run ---------------------------------------------------------------------
+    def run(self) -> int:
+        from rich.console import Console
+        from rich.live import Live
+
+        console = Console()
+        workdir = Path(tempfile.mkdtemp(prefix="recsys-demo-"))
+        logdir = workdir / "logs"
+        logdir.mkdir()
+        threads: list[threading.Thread] = []
+        with LocalStack() as stack:
+            env = self._role_env(stack, workdir)
+            settings = load_settings(kafka_bootstrap_servers=stack.bootstrap_servers,
+                                     redis_url=stack.redis_url)
+            from recsys.kafka import ensure_topics
+
+            ensure_topics(settings)
+            console.log(f"local stack up: {stack.env()}; logs in {logdir}")
+            history, future, catalog = self._generate()
+            console.log(f"synthetic shop: {len(catalog):,} items, {len(history):,} history "
+                        f"events, {len(future):,} to replay")
+            self._produce_history(settings, history)
+            console.log("training the first model (recsys train --once) ...")
+            first = RoleProcess("train-once", ["train", "--once"], env, logdir)
+            if first.proc.wait() != 0:
+                console.print(f"[red]first training failed:[/red]\n{first.tail(40)}")
+                return 1
+            try:
+                self.roles = [
+                    RoleProcess("stream", ["stream"], env, logdir),
+                    RoleProcess("api", ["serve", "--port", str(self.options.api_port)], env,
+                                logdir),
+                    RoleProcess("trainer", ["train", "--every", self.options.retrain_every],
+                                env, logdir),
+                ]
+                api = f"http://127.0.0.1:{self.options.api_port}"
+                _wait_http(f"{api}/readyz", 60, self.roles[1])
+                _wait_http(f"http://127.0.0.1:{self.stream_port}/metrics", 60, self.roles[0])
+                self._load_catalog(api, catalog)
+                console.log(f"API ready at {api} (docs at {api}/docs)")
+                for target, args in ((self._replay, (settings, future)),
+                                     (self._spotlight, (api,)), (self._watch_stream, ())):
+                    thread = threading.Thread(target=target, args=args, daemon=True)
+                    thread.start()
+                    threads.append(thread)
+                deadline = (time.monotonic() + self.options.duration
+                            if self.options.duration else None)
+                with Live(self._render(), console=console, refresh_per_second=2,
+                          transient=False) as live:
+                    while deadline is None or time.monotonic() < deadline:
+                        dead = [r for r in self.roles if not r.alive()]
+                        if dead:
+                            self.state.errors.append(f"{dead[0].name} exited:\n{dead[0].tail()}")
+                            break
+                        live.update(self._render())
+                        time.sleep(0.5)
+            except KeyboardInterrupt:
+                console.log("stopping ...")
+            finally:
+                self.stop.set()
+                for thread in threads:
+                    thread.join(10)
+                for role in reversed(self.roles):
+                    role.stop()
+        return self._summary(console)
+
+    def _summary(self, console: Any) -> int:
+        st = self.state
+        changes = len(st.spotlight_history)
+        personalised = [s for s, _ in st.spotlight_history if s == "personalized"]
+        processed = sum(v for k, v in st.stream_metrics.items()
+                        if k.startswith("recsys_stream_events_total") and "outcome=ok" in k)
+        console.rule("demo summary")
+        console.print(f"events produced: {st.produced:,}; processed by the stream: {processed:,.0f}")
+        console.print(f"model versions served: {', '.join(st.versions_seen) or '-'}")
+        console.print(f"spotlight recommendations changed {max(changes - 1, 0)} times; "
+                      f"personalised answers: {len(personalised)}")
+        for error in st.errors[-5:]:
+            console.print(f"[red]{error}[/red]")
+        healthy = (st.produced > 0 and processed > 0 and len(personalised) > 0 and changes >= 2
+                   and not any("exited" in e for e in st.errors))
+        console.print("[green]demo OK[/green]" if healthy else "[red]demo FAILED[/red]")
+        return 0 if healthy else 1
