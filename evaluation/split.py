@@ -1,0 +1,101 @@
+"""Time-based holdout: train on the past, test on the future, as the model will be used.
+
+    cutoff      = the timestamp below which (1 - holdout_fraction) of the events lie
+    train       = events with timestamp <  cutoff
+    test        = events with timestamp >= cutoff, kept only when
+                  - the user also has training events (test users = users in both parts:
+                    a model cannot rank for a user it knows nothing about),
+                  - the item occurs in training (no model can score an item it never saw),
+                  - the user did not already have the item in training (those items are
+                    excluded from the user's ranking, so they cannot count as hits either)
+
+The cut is by share of events, not of wall-clock time, so a quiet period at the end of the
+log (or a burst) does not leave an empty or a huge holdout.
+
+Works on integer user rows / item columns (a shared index over the whole history) and the
+training matrix the caller built from the events before the cutoff, so the same rows and
+columns serve fitting, fold-in and ranking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from evaluation.metrics import UserItems
+
+
+def cutoff_for(timestamps: np.ndarray, holdout_fraction: float) -> int:
+    if not 0.0 < holdout_fraction < 1.0:
+        raise ValueError("holdout_fraction must be in (0, 1)")
+    ts = np.asarray(timestamps, dtype=np.int64)
+    if ts.size == 0:
+        raise ValueError("cannot split an empty history")
+    # 'higher' keeps at least one event in the holdout even for tiny inputs
+    return int(np.quantile(ts, 1.0 - holdout_fraction, method="higher"))
+
+
+@dataclass(frozen=True)
+class Holdout:
+    cutoff_ms: int
+    users: np.ndarray  # sorted user rows of the test users
+    relevant: UserItems  # row j: held-out item columns of users[j]
+    seen: UserItems  # row j: training item columns of users[j] (excluded from the ranking)
+    seen_values: np.ndarray  # training matrix values aligned with seen.indices (fold-in input)
+    allowed: np.ndarray  # bool per item column: the item occurs in training
+    n_test_pairs: int
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.allowed.sum())
+
+    def histories(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(item columns, values) of each test user's training row, for fold-in."""
+        ptr = self.seen.indptr
+        return [(self.seen.indices[ptr[j]:ptr[j + 1]], self.seen_values[ptr[j]:ptr[j + 1]])
+                for j in range(self.n_users)]
+
+
+def build_holdout(test_rows: np.ndarray, test_cols: np.ndarray, train: sp.csr_matrix,
+                  cutoff_ms: int, max_users: int | None = None, seed: int = 0) -> Holdout:
+    """Filter the events after the cutoff (rows, cols) against the training matrix.
+
+    `max_users` caps the number of test users (a seeded random sample) so evaluation stays
+    cheap next to the fit on large histories.
+    """
+    train = sp.csr_matrix(train)
+    train.sort_indices()
+    n_users, n_items = train.shape
+    rows = np.asarray(test_rows, dtype=np.int64)
+    cols = np.asarray(test_cols, dtype=np.int64)
+    user_known = np.diff(train.indptr) > 0
+    allowed = np.bincount(train.indices, minlength=n_items) > 0
+    keep = user_known[rows] & allowed[cols]
+    rows, cols = rows[keep], cols[keep]
+    # drop pairs the user already had in training: one sorted-key lookup
+    train_keys = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(train.indptr)) \
+        * n_items + train.indices
+    keys = np.unique(rows * n_items + cols)
+    pos = np.searchsorted(train_keys, keys)
+    already = train_keys[np.minimum(pos, max(len(train_keys) - 1, 0))] == keys \
+        if len(train_keys) else np.zeros(len(keys), dtype=bool)
+    keys = keys[~already]
+    users_all, counts = np.unique(keys // n_items, return_counts=True)
+    if max_users is not None and len(users_all) > max_users:
+        chosen = np.sort(np.random.default_rng(seed).choice(len(users_all), max_users,
+                                                            replace=False))
+        mask = np.isin(keys // n_items, users_all[chosen])
+        keys = keys[mask]
+        users_all, counts = users_all[chosen], counts[chosen]
+    relevant = UserItems(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                         (keys % n_items).astype(np.int64))
+    sub = train[users_all]
+    seen = UserItems(sub.indptr.astype(np.int64), sub.indices.astype(np.int64))
+    return Holdout(cutoff_ms=int(cutoff_ms), users=users_all, relevant=relevant, seen=seen,
+                   seen_values=np.asarray(sub.data), allowed=allowed, n_test_pairs=len(keys))
