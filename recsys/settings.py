@@ -99,6 +99,34 @@ class Settings(BaseSettings):
     stream_history_max_items: int = Field(default=200, ge=1, le=100_000)
     stream_web_port: int = Field(default=6066, ge=0, le=65535)
     stream_store: str = Field(default="memory://", description="Faust table store URL.")
+    stream_dedupe_ids: int = Field(
+        default=64, ge=1, le=10_000,
+        description="Recent event ids remembered per user to drop re-sent events (replays after "
+        "a restart are dropped by offset, whatever their number).",
+    )
+    stream_model_poll_s: float = Field(
+        default=5.0, gt=0.0, le=3600.0,
+        description="Poll of the current-model pointer, besides the switch channel.",
+    )
+    stream_session_timeout_ms: int = Field(
+        default=10_000, ge=1_000, le=300_000,
+        description="Consumer group session timeout: how soon a dead worker's partitions move.",
+    )
+    stream_commit_interval_s: float = Field(
+        default=1.0, gt=0.0, le=60.0,
+        description="Offset commit interval; at most this much is re-read after a crash.",
+    )
+    stream_redis_backoff_max_s: float = Field(
+        default=5.0, gt=0.0, le=300.0, description="Longest wait between Redis write retries."
+    )
+    stream_batch_max_retries: int = Field(
+        default=3, ge=0, le=100,
+        description="Retries of a batch that fails for a reason other than Redis; then its "
+        "events go to the dead-letter topic (reason processing_error) and the worker moves on.",
+    )
+    stream_worker_id: str | None = Field(
+        default=None, description="Name of this worker in logs and dead letters (default host:pid)."
+    )
 
     # --- trainer ---------------------------------------------------------------------------
     trainer_group_id: str = "recsys-trainer"

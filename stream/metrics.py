@@ -1,0 +1,61 @@
+"""Every Prometheus metric of the stream worker, namespace `recsys_stream_`.
+
+One worker runs per process, so the metrics live in the process-wide default registry and
+are served by `start_metrics_server` on `settings.stream_web_port` (0 = a free port).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
+
+NS = "recsys_stream"
+
+# Outcome of each consumed record: ok | invalid | duplicate | no_model | unknown_item.
+EVENTS = Counter(f"{NS}_events_total", "Consumed events by type and outcome.",
+                 ["event_type", "outcome"])
+DEAD_LETTERS = Counter(f"{NS}_dead_letters_total", "Records sent to the dead-letter topic.",
+                       ["reason"])
+MISROUTED = Counter(f"{NS}_misrouted_events_total",
+                    "Valid events whose Kafka key is not their user id (producer bug).")
+PARTITION_EVENTS = Counter(f"{NS}_partition_events_total",
+                           "Records consumed per source partition.", ["partition"])
+BATCH_EVENTS = Histogram(f"{NS}_batch_events", "Records per micro-batch.",
+                         buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000))
+BATCH_USERS = Histogram(f"{NS}_batch_users", "Distinct users per micro-batch.",
+                        buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000))
+BATCH_SECONDS = Histogram(f"{NS}_batch_seconds", "Processing time of one micro-batch.",
+                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                   2.5, 5, 10))
+FOLDIN_SECONDS = Histogram(f"{NS}_foldin_seconds",
+                           "Time to solve the fold-in of one batch of users.",
+                           buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                    0.05, 0.1, 0.25, 0.5, 1, 2.5))
+FRESHNESS_SECONDS = Histogram(
+    f"{NS}_freshness_seconds",
+    "End-to-end freshness: event timestamp to the Redis write being acknowledged.",
+    buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+CONSUMER_LAG = Gauge(f"{NS}_consumer_lag", "Records behind the partition's end, after a batch.",
+                     ["partition"])
+ASSIGNED_PARTITIONS = Gauge(f"{NS}_assigned_partitions",
+                            "Partitions of the interactions topic this worker owns.")
+TABLE_USERS = Gauge(f"{NS}_table_users", "Users in this worker's local history table.")
+REDIS_RETRIES = Counter(f"{NS}_redis_retries_total", "Failed Redis writes that were retried.")
+BATCH_ERRORS = Counter(f"{NS}_batch_errors_total",
+                       "Batches that failed for a reason other than Redis.")
+STATE_RESETS = Counter(f"{NS}_state_resets_total",
+                       "Table values that could not be decoded and were started afresh.")
+MODEL = Info(f"{NS}_model", "Model version the worker folds users in against.")
+MODEL_SWITCHES = Counter(f"{NS}_model_switches_total", "Model versions switched to.")
+MODEL_LOAD_ERRORS = Counter(f"{NS}_model_load_errors_total",
+                            "Failed attempts to load a newly announced model version.")
+RECOMPUTED_USERS = Counter(f"{NS}_recomputed_users_total",
+                           "User vectors recomputed from the table after a switch/rebalance.")
+
+MODEL.info({"version": "none"})
+
+
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> int:
+    """Serve /metrics in a background thread; returns the port actually bound."""
+    server, _thread = start_http_server(port, addr=addr)
+    return int(server.server_port)

@@ -1,0 +1,109 @@
+"""Real-time popularity ("trending") by forward decay, one sorted set per window.
+
+Forward decay (Cormode, Shkapenyuk, Srivastava & Xu, 2009): an event of weight w at time t
+(seconds) adds w * exp((t - L) / tau) to its item's stored score S, where L is the set's
+reference time ("landmark"). The decayed score at any time T is
+
+    score(T) = S * exp(-(T - L) / tau)
+
+Every item shares the factor exp(-(T - L) / tau), so the stored scores already rank the items
+correctly at any moment: readers ZREVRANGE the set and only multiply when they want the
+decayed value itself. Nothing has to be decayed on a timer. tau is the window's length (the
+"1h" window forgets with a mean lifetime of an hour).
+
+Stored scores grow like exp((t - L) / tau), so once t - L passes REBASE_AFTER_TAUS windows the
+set is rebased: L moves to t, every score is multiplied by exp(-(t - L_old) / tau), and items
+whose scaled score fell below PRUNE_BELOW are dropped (that also bounds the set's size).
+
+Several workers update the same sets, so reading L, rebasing and adding must be one atomic
+step: `LUA_APPLY` does that inside Redis. `apply_increments` below is the same algorithm in
+Python, the reference the Lua is tested against (tests/stream/test_popularity.py).
+
+No I/O here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+REBASE_AFTER_TAUS = 16.0  # exp(16) ~ 8.9e6: far from float trouble, rebase is rare
+PRUNE_BELOW = 1e-6  # of an event weight, after scaling to the current landmark
+
+
+def aggregate(events: Iterable[tuple[str, float, float]], tau: float, t0: float
+              ) -> dict[str, float]:
+    """Sum a batch's events (item, time s, weight) per item as increments relative to t0:
+    sum of w * exp((t - t0) / tau). Times after t0 are allowed (t0 is usually the batch's
+    latest time, so they do not occur)."""
+    out: dict[str, float] = {}
+    for item, t, w in events:
+        out[item] = out.get(item, 0.0) + w * math.exp((t - t0) / tau)
+    return out
+
+
+def apply_increments(scores: dict[str, float], ref: int | None, t0: float,
+                     increments: dict[str, float], tau: float) -> int:
+    """Reference implementation of LUA_APPLY on a plain dict. Mutates `scores`; returns the
+    (possibly new) landmark L, an integer number of seconds."""
+    if ref is None:
+        ref = math.floor(t0)
+    if (t0 - ref) / tau > REBASE_AFTER_TAUS:
+        new_ref = math.floor(t0)
+        factor = math.exp(-(new_ref - ref) / tau)
+        for item in list(scores):
+            scaled = scores[item] * factor
+            if scaled < PRUNE_BELOW:
+                del scores[item]
+            else:
+                scores[item] = scaled
+        ref = new_ref
+    scale = math.exp((t0 - ref) / tau)
+    for item, inc in increments.items():
+        value = inc * scale
+        if value >= PRUNE_BELOW:
+            scores[item] = scores.get(item, 0.0) + value
+    return ref
+
+
+def decayed(stored: float, ref: float, now: float, tau: float) -> float:
+    """A stored score's value at time `now` (seconds)."""
+    return stored * math.exp(-(now - ref) / tau)
+
+
+# KEYS[1] = the window's sorted set, KEYS[2] = its landmark (integer epoch seconds)
+# ARGV = tau, t0, REBASE_AFTER_TAUS, PRUNE_BELOW, then item, increment, item, increment, ...
+LUA_APPLY = """
+local tau = tonumber(ARGV[1])
+local t0 = tonumber(ARGV[2])
+local rebase_after = tonumber(ARGV[3])
+local prune = tonumber(ARGV[4])
+local ref = tonumber(redis.call('GET', KEYS[2]))
+if not ref then
+  ref = math.floor(t0)
+  redis.call('SET', KEYS[2], string.format('%d', ref))
+end
+if (t0 - ref) / tau > rebase_after then
+  local new_ref = math.floor(t0)
+  local factor = math.exp(-(new_ref - ref) / tau)
+  local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  for i = 1, #members, 2 do
+    local scaled = tonumber(members[i + 1]) * factor
+    if scaled < prune then
+      redis.call('ZREM', KEYS[1], members[i])
+    else
+      redis.call('ZADD', KEYS[1], scaled, members[i])
+    end
+  end
+  ref = new_ref
+  redis.call('SET', KEYS[2], string.format('%d', ref))
+end
+local scale = math.exp((t0 - ref) / tau)
+for i = 5, #ARGV, 2 do
+  local value = tonumber(ARGV[i + 1]) * scale
+  if value >= prune then
+    redis.call('ZINCRBY', KEYS[1], value, ARGV[i])
+  end
+end
+return ref
+"""

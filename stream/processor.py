@@ -1,0 +1,278 @@
+"""One micro-batch end to end, and the recomputation after a model switch or a rebalance.
+
+For a batch of records:
+
+1. validate (`batching.coalesce`); invalid records go to the dead-letter topic with the reason;
+2. fold each user's new events into their table value (`state.UserState`: history + dedupe,
+   one value, one changelog record) and write the value back to the table;
+3. fold in every user of the batch at once (`recsys.foldin.fold_in_batch`) against the model
+   version read once at the start, so each vector is computed against exactly the version in
+   its key (invariant 2);
+4. write vectors, seen sets and popularity in one Redis MULTI/EXEC, retried until it succeeds.
+
+Only then does the agent release the batch's offsets for commit. A crash anywhere in between
+replays the batch: the table value already holds what was applied (dedupe by offset and
+event id drops it), and every user of a replayed batch is folded in and written again, so a
+vector lost between the table write and the Redis write is rewritten.
+
+Batches and recomputation chunks run under one lock, so no stale recomputation can overwrite
+a vector that a newer batch wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from recsys.confidence import confidence, weight_of
+from recsys.foldin import fold_in_batch
+from recsys.keys import POPULARITY_WINDOWS, Keys
+from recsys.modelstore import ModelVersion, pack_vector
+from recsys.settings import Settings
+from stream import metrics
+from stream.batching import (
+    PROCESSING_ERROR,
+    Coalesced,
+    Record,
+    Rejected,
+    coalesce,
+    dead_letter_record,
+)
+from stream.model_watch import ModelHolder
+from stream.popularity import aggregate
+from stream.redis_writer import RedisWriter, WritePlan
+from stream.state import Limits, StateDecodeError, UserState
+
+log = logging.getLogger(__name__)
+
+RECOMPUTE_CHUNK = 500
+RETRY_BACKOFF_S = 0.5
+
+DeadLetter = Callable[[bytes | None, bytes], Awaitable[None]]
+
+
+class HistoryTable(Protocol):
+    """What the processor needs of the Faust table (a dict-backed fake in unit tests)."""
+
+    def get(self, user: str) -> bytes | None: ...
+
+    def put(self, user: str, value: bytes, partition: int) -> None: ...
+
+    def users(self) -> list[str]: ...
+
+
+@dataclass(slots=True)
+class BatchResult:
+    outcomes: Counter[str]
+    users: int
+    vectors: int
+
+
+class BatchProcessor:
+    def __init__(self, settings: Settings, table: HistoryTable, writer: RedisWriter,
+                 holder: ModelHolder, dead_letter: DeadLetter, worker_id: str,
+                 owned_partitions: Callable[[], set[int] | None] = lambda: None) -> None:
+        self.table = table
+        self.writer = writer
+        self.holder = holder
+        self.dead_letter = dead_letter
+        self.worker_id = worker_id
+        self.owned_partitions = owned_partitions
+        self.keys = Keys(settings.redis_namespace)
+        self.topic = settings.interactions_topic
+        self.weights = dict(settings.event_weights)
+        self.limits = Limits(settings.stream_history_max_items, settings.stream_dedupe_ids)
+        self.max_retries = settings.stream_batch_max_retries
+        self.lock = asyncio.Lock()
+
+    # --- batches -----------------------------------------------------------------------
+    async def process(self, records: list[Record]) -> BatchResult:
+        started = time.perf_counter()
+        metrics.BATCH_EVENTS.observe(len(records))
+        for record in records:
+            metrics.PARTITION_EVENTS.labels(str(record.partition)).inc()
+        batch = coalesce(records)
+        if batch.misrouted:
+            metrics.MISROUTED.inc(batch.misrouted)
+        for rejected in batch.rejected:
+            await self._reject(rejected)
+        result = BatchResult(Counter({"invalid": len(batch.rejected)}), len(batch.by_user), 0)
+        if batch.by_user:
+            metrics.BATCH_USERS.observe(len(batch.by_user))
+            result = await self._apply_with_retries(batch, result)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        return result
+
+    async def _reject(self, rejected: Rejected) -> None:
+        key, value = dead_letter_record(rejected, self.worker_id)
+        await self.dead_letter(key, value)
+        metrics.DEAD_LETTERS.labels(rejected.reason).inc()
+        if rejected.reason != PROCESSING_ERROR:
+            metrics.EVENTS.labels("unknown", "invalid").inc()
+
+    async def _apply_with_retries(self, batch: Coalesced, result: BatchResult) -> BatchResult:
+        for attempt in range(self.max_retries + 1):
+            try:
+                async with self.lock:
+                    outcomes, vectors = await self._apply(batch)
+                result.outcomes.update(outcomes)
+                result.vectors = vectors
+                return result
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a bug must not stop the partition for good
+                metrics.BATCH_ERRORS.inc()
+                log.exception("batch of %d events failed (attempt %d of %d)", batch.n_valid,
+                              attempt + 1, self.max_retries + 1)
+                if attempt < self.max_retries:
+                    await asyncio.sleep(RETRY_BACKOFF_S * 2 ** attempt)
+        log.error("giving up on a batch: %d events go to the dead-letter topic", batch.n_valid)
+        for events in batch.by_user.values():
+            for _event, record in events:
+                await self._reject(Rejected(record, PROCESSING_ERROR, None,
+                                            "the worker failed to process this event; see logs"))
+        result.outcomes["processing_error"] += batch.n_valid
+        return result
+
+    def _load(self, user: str) -> UserState:
+        try:
+            return UserState.from_bytes(self.table.get(user))
+        except StateDecodeError as exc:
+            metrics.STATE_RESETS.inc()
+            log.error("table value of user %r is unreadable (%s); starting afresh", user, exc)
+            return UserState()
+
+    async def _apply(self, batch: Coalesced) -> tuple[Counter[str], int]:
+        model = self.holder.current  # one version for the whole batch
+        item_index = model.item_index if model is not None else {}
+        outcomes: Counter[tuple[str, str]] = Counter()
+        plan = WritePlan()
+        states: dict[str, UserState] = {}
+        applied: list[tuple[str, int, float]] = []  # (item, time ms, weight) of new events
+
+        for user, events in batch.by_user.items():
+            state = self._load(user)
+            changed = False
+            seen: dict[str, int] = {}
+            for event, record in events:
+                weight = weight_of(event, self.weights)
+                item, ts = event.item_id, event.timestamp
+                # Seen is written for replays too: ZADD GT is idempotent, and it repairs a
+                # write that a crash prevented.
+                seen[item] = max(seen.get(item, 0), ts)
+                if not state.apply(event.event_id, item, weight, ts, record.partition,
+                                   record.offset, self.limits):
+                    outcomes[(event.event_type, "duplicate")] += 1
+                    continue
+                changed = True
+                applied.append((item, ts, weight))
+                if model is None:
+                    outcomes[(event.event_type, "no_model")] += 1
+                elif item not in item_index:
+                    outcomes[(event.event_type, "unknown_item")] += 1
+                else:
+                    outcomes[(event.event_type, "ok")] += 1
+            if model is not None and state.version != model.version:
+                state.version = model.version
+                changed = True
+            if changed:
+                self.table.put(user, state.to_bytes(), events[-1][1].partition)
+            plan.seen[user] = seen
+            states[user] = state
+
+        n_vectors = 0
+        if model is not None:
+            n_vectors = self._fold_in(model, states.items(), plan)
+        if applied:
+            self._plan_popularity(applied, plan)
+        await self.writer.write(plan)
+
+        done_ms = time.time() * 1000.0
+        for _item, ts, _w in applied:
+            metrics.FRESHNESS_SECONDS.observe(max(0.0, done_ms - ts) / 1000.0)
+        for (event_type, outcome), n in outcomes.items():
+            metrics.EVENTS.labels(event_type, outcome).inc(n)
+        by_outcome: Counter[str] = Counter()
+        for (_, outcome), n in outcomes.items():
+            by_outcome[outcome] += n
+        return by_outcome, n_vectors
+
+    def _fold_in(self, model: ModelVersion, states: Iterable[tuple[str, UserState]],
+                 plan: WritePlan) -> int:
+        users: list[str] = []
+        histories: list[tuple[np.ndarray, np.ndarray]] = []
+        for user, state in states:
+            rows, weights, _unknown = state.known_history(model.item_index)
+            if len(rows):
+                users.append(user)
+                histories.append((rows, np.asarray(confidence(weights, model.alpha))))
+        if not users:
+            return 0
+        started = time.perf_counter()
+        vectors = fold_in_batch(model.item_factors, model.yty, model.regularization, histories)
+        metrics.FOLDIN_SECONDS.observe(time.perf_counter() - started)
+        for user, vector in zip(users, vectors, strict=True):
+            plan.vectors[self.keys.user_vector(model.version, user)] = pack_vector(vector)
+        return len(users)
+
+    @staticmethod
+    def _plan_popularity(applied: list[tuple[str, int, float]], plan: WritePlan) -> None:
+        t0 = max(ts for _, ts, _ in applied) / 1000.0
+        events = [(item, ts / 1000.0, w) for item, ts, w in applied]
+        for window, tau in POPULARITY_WINDOWS.items():
+            plan.popularity[window] = (t0, aggregate(events, float(tau), t0))
+
+    # --- model switches and rebalances ------------------------------------------------
+    async def switch_to(self, model: ModelVersion) -> int:
+        async with self.lock:
+            previous = self.holder.swap(model)
+        log.info("switched model %s -> %s (snapshot up to %d ms)",
+                 previous.version if previous else "none", model.version,
+                 model.snapshot_latest_event_ms)
+        return await self.recompute(model)
+
+    async def recompute(self, model: ModelVersion) -> int:
+        """Fold in, under `model`, the users of owned partitions whose vector under it is
+        missing or older than their history: users with events after the model's data
+        snapshot (the trainer did not see those), and users the trainer wrote no vector for.
+        Returns how many vectors were written."""
+        users = self.table.users()
+        snapshot = model.manifest.get("snapshot") or {}
+        latest_ms = model.snapshot_latest_event_ms
+        offsets = {str(k): int(v) for k, v in (snapshot.get("offsets") or {}).items()}
+        written = 0
+        for start in range(0, len(users), RECOMPUTE_CHUNK):
+            async with self.lock:
+                if self.holder.current is not model:
+                    log.info("recompute for %s stopped: a newer version is in use", model.version)
+                    break
+                owned = self.owned_partitions()
+                candidates: dict[str, UserState] = {}
+                for user in users[start:start + RECOMPUTE_CHUNK]:
+                    state = self._load(user)
+                    if state.version == model.version or not state.items:
+                        continue  # its vector under `model` was written from this history
+                    if owned is not None and state.partition not in owned:
+                        continue  # another worker owns it now
+                    candidates[user] = state
+                late = {u for u, s in candidates.items()
+                        if s.has_events_after(latest_ms, offsets, self.topic)}
+                others = [u for u in candidates if u not in late]
+                exists = await self.writer.exists(
+                    [self.keys.user_vector(model.version, u) for u in others])
+                missing = {u for u, found in zip(others, exists, strict=True) if not found}
+                todo = [(u, s) for u, s in candidates.items() if u in late or u in missing]
+                plan = WritePlan()
+                n = self._fold_in(model, todo, plan)
+                await self.writer.write(plan)
+                written += n
+        metrics.RECOMPUTED_USERS.inc(written)
+        log.info("recomputed %d user vectors under %s", written, model.version)
+        return written

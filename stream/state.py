@@ -1,0 +1,144 @@
+"""A user's state in the stream: bounded recent history plus what makes updates idempotent.
+
+One `UserState` is one value of the Faust table, so the history and the dedupe memory are
+persisted together, in one changelog record: after a crash they can never disagree.
+
+Idempotence has two layers:
+
+* **Offsets** (exact, unbounded): the state remembers the highest source offset it applied in
+  its partition. A restarted or rebalanced worker re-reads everything after the last commit;
+  each of those records has an offset at or below the watermark if it was applied already,
+  whatever their number.
+* **Event ids** (bounded): a producer that re-sends an event (retry after a timeout, a client
+  that submits twice) creates a new record with a new offset and the same `event_id`. The last
+  `max_ids` ids are kept as 63-bit hashes, which covers re-sends close in time.
+
+History: item -> [accumulated weighted count, last event time ms]. When it grows past
+`max_items`, the item touched longest ago (by event time) is forgotten. The fold-in turns the
+weighted count w into the confidence c = 1 + alpha * w (recsys.confidence).
+
+No I/O and no framework imports here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+
+class StateDecodeError(ValueError):
+    """A stored value is not a UserState encoding."""
+
+
+def event_id_hash(event_id: str) -> int:
+    """Stable 63-bit hash of an event id (fits a signed int64 and JSON integers)."""
+    digest = hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_items: int = 200
+    max_ids: int = 64
+
+    def __post_init__(self) -> None:
+        if self.max_items < 1 or self.max_ids < 1:
+            raise ValueError("history and dedupe limits must be >= 1")
+
+
+@dataclass(slots=True)
+class UserState:
+    items: dict[str, list[float]] = field(default_factory=dict)  # item -> [weight, last_ms]
+    recent_ids: list[int] = field(default_factory=list)  # oldest first
+    partition: int = -1
+    offset: int = -1  # highest offset applied in `partition`
+    last_event_ms: int = 0
+    # Model version whose vector was last computed from this history (None: none yet).
+    version: str | None = None
+
+    # --- updates -----------------------------------------------------------------------
+    def is_replay(self, partition: int, offset: int) -> bool:
+        return partition == self.partition and offset <= self.offset
+
+    def apply(self, event_id: str, item: str, weight: float, timestamp_ms: int,
+              partition: int, offset: int, limits: Limits) -> bool:
+        """Fold one event into the history. False (and nothing changes but the offset
+        watermark) when it was applied before."""
+        if self.is_replay(partition, offset):
+            return False
+        self._advance(partition, offset)
+        h = event_id_hash(event_id)
+        if h in self.recent_ids:
+            return False
+        self.recent_ids.append(h)
+        if len(self.recent_ids) > limits.max_ids:
+            del self.recent_ids[: len(self.recent_ids) - limits.max_ids]
+        entry = self.items.get(item)
+        if entry is None:
+            self.items[item] = [float(weight), int(timestamp_ms)]
+            if len(self.items) > limits.max_items:
+                self._evict_oldest(keep=item)
+        else:
+            entry[0] += float(weight)
+            entry[1] = max(int(entry[1]), int(timestamp_ms))
+        self.last_event_ms = max(self.last_event_ms, int(timestamp_ms))
+        return True
+
+    def _advance(self, partition: int, offset: int) -> None:
+        if partition != self.partition:
+            # The user's records moved (topic re-partitioned, or a producer keyed them
+            # differently): offsets of different partitions are not comparable.
+            self.partition, self.offset = partition, offset
+        else:
+            self.offset = max(self.offset, offset)
+
+    def _evict_oldest(self, keep: str) -> None:
+        # One item enters at a time, so one leaves: O(max_items) per eviction.
+        oldest = min((i for i in self.items if i != keep), key=lambda i: self.items[i][1])
+        del self.items[oldest]
+
+    # --- reading -----------------------------------------------------------------------
+    def known_history(self, item_index: dict[str, int]) -> tuple[np.ndarray, np.ndarray, int]:
+        """(row indices, weighted counts) of the items the model knows, and how many it
+        does not know (they stay in the history until a model that knows them arrives)."""
+        rows: list[int] = []
+        weights: list[float] = []
+        for item, (weight, _) in self.items.items():
+            row = item_index.get(item)
+            if row is not None:
+                rows.append(row)
+                weights.append(weight)
+        return (np.asarray(rows, dtype=np.int64), np.asarray(weights, dtype=np.float64),
+                len(self.items) - len(rows))
+
+    def has_events_after(self, latest_event_ms: int, topic_offsets: dict[str, int],
+                         topic: str) -> bool:
+        """Did this user act after a model's data snapshot? By event time, or by offset when
+        the snapshot recorded where it stopped reading this user's partition."""
+        if self.last_event_ms > latest_event_ms:
+            return True
+        next_offset = topic_offsets.get(f"{topic}:{self.partition}")
+        return next_offset is not None and self.offset >= int(next_offset)
+
+    # --- wire format -------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        return orjson.dumps({"i": self.items, "d": self.recent_ids, "p": self.partition,
+                             "o": self.offset, "t": self.last_event_ms, "v": self.version})
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> UserState:
+        if raw is None:
+            return cls()
+        try:
+            data: Any = orjson.loads(raw)
+            items = {str(k): [float(v[0]), int(v[1])] for k, v in data["i"].items()}
+            return cls(items=items, recent_ids=[int(h) for h in data["d"]],
+                       partition=int(data["p"]), offset=int(data["o"]),
+                       last_event_ms=int(data["t"]), version=data.get("v"))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError,
+                AttributeError) as exc:
+            raise StateDecodeError(f"not a user state: {exc}") from None

@@ -1,0 +1,140 @@
+"""Wire the stream worker together and run it.
+
+    settings = load_settings()
+    run(settings)          # blocks until SIGINT/SIGTERM; returns the exit code
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+import faust
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from recsys.errors import ModelIntegrityError, ModelNotFound
+from recsys.kafka import ensure_topics
+from recsys.keys import Keys
+from recsys.modelstore import load_model
+from recsys.settings import Settings
+from stream import metrics
+from stream.agents import register_agents
+from stream.app import create_app
+from stream.model_watch import ModelHolder, ModelWatcher
+from stream.processor import BatchProcessor
+from stream.redis_writer import RedisWriter
+from stream.tables import UserHistoryTable, history_table
+from stream.topics import dead_letter_topic, interactions_topic
+
+log = logging.getLogger(__name__)
+
+GAUGE_INTERVAL_S = 5.0
+
+
+@dataclass
+class StreamWorker:
+    settings: Settings
+    app: faust.App
+    table: UserHistoryTable
+    processor: BatchProcessor
+    watcher: ModelWatcher
+    worker_id: str
+
+
+def worker_id(settings: Settings) -> str:
+    return settings.stream_worker_id or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def build(settings: Settings) -> StreamWorker:
+    app = create_app(settings)
+    source = interactions_topic(app, settings)
+    dlq = dead_letter_topic(app, settings)
+    table = history_table(app, settings)
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10,
+                                     socket_connect_timeout=5, health_check_interval=30)
+    keys = Keys(settings.redis_namespace)
+    writer = RedisWriter(client, keys, seen_max=settings.stream_history_max_items,
+                         backoff_max_s=settings.stream_redis_backoff_max_s)
+    holder = ModelHolder()
+    name = worker_id(settings)
+
+    async def dead_letter(key: bytes | None, value: bytes) -> None:
+        await dlq.send(key=key, value=value)
+
+    def owned_partitions() -> set[int]:
+        return {tp.partition for tp in app.consumer.assignment()
+                if tp.topic == settings.interactions_topic}
+
+    processor = BatchProcessor(settings, table, writer, holder, dead_letter, name,
+                               owned_partitions=owned_partitions)
+    watcher = ModelWatcher(client, keys, holder, processor.switch_to, settings.stream_model_poll_s)
+    register_agents(app, source, processor, settings)
+    app.task(watcher.run)
+
+    pending: set[asyncio.Task] = set()
+
+    @app.on_rebalance_complete.connect
+    async def _after_rebalance(sender: object, **_: object) -> None:
+        owned = owned_partitions()
+        metrics.ASSIGNED_PARTITIONS.set(len(owned))
+        log.info("rebalance complete: %s owns partitions %s of %s (%d users in its table)",
+                 name, sorted(owned), settings.interactions_topic, len(table))
+        # Partitions may have arrived whose users have no vector under the current version
+        # (a switch while they were moving). Off the signal path: recovery must not wait.
+        model = holder.current
+        if model is not None:
+            task = asyncio.ensure_future(processor.recompute(model))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+    @app.timer(GAUGE_INTERVAL_S)
+    async def _gauges() -> None:
+        metrics.ASSIGNED_PARTITIONS.set(len(owned_partitions()))
+        metrics.TABLE_USERS.set(len(table))
+
+    return StreamWorker(settings, app, table, processor, watcher, name)
+
+
+def preload_model(worker: StreamWorker) -> None:
+    """Load the version in service before consuming, so a restart does not count its first
+    events as "no model". The watcher takes over from there."""
+    client = redis.Redis.from_url(worker.settings.redis_url, socket_timeout=10)
+    try:
+        model = load_model(client, Keys(worker.settings.redis_namespace))
+    except ModelNotFound:
+        log.info("no model version published yet: keeping histories, counting no_model")
+        return
+    except (RedisError, ModelIntegrityError) as exc:
+        log.warning("cannot preload the current model (%r); the watcher will retry", exc)
+        return
+    finally:
+        client.close()
+    _ = model.yty, model.item_index
+    worker.processor.holder.swap(model)
+    log.info("model version %s loaded (%d items, %d factors)", model.version,
+             len(model.item_ids), model.factors)
+
+
+def run(settings: Settings) -> int:
+    """Create the topics, serve metrics, run the worker until it is stopped."""
+    ensure_topics(settings)
+    port = metrics.start_metrics_server(settings.stream_web_port)
+    worker = build(settings)
+    preload_model(worker)
+    log.info("stream worker %s: group %s, topic %s (%d partitions), metrics on "
+             "http://0.0.0.0:%d/metrics, fetch wait %d ms, batches of <= %d events / %d ms",
+             worker.worker_id, settings.stream_app_id, settings.interactions_topic,
+             settings.topic_partitions, port, settings.stream_fetch_max_wait_ms,
+             settings.stream_batch_max_events, settings.stream_batch_max_ms)
+    faust_worker = faust.Worker(worker.app, loglevel=settings.log_level, override_logging=False,
+                                quiet=True)
+    try:
+        faust_worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

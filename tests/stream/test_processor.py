@@ -1,0 +1,229 @@
+"""The batch processor in-process against the real Redis (the table is a dict: the Faust
+side is covered by the worker tests): outcomes, idempotence, no model yet, recomputation
+after a switch, Redis outages, and a batch that keeps failing."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from recsys.events import Event
+from recsys.keys import Keys
+from recsys.localstack import start_redis
+from recsys.modelstore import aload_model, unpack_vector
+from stream import metrics
+from stream.batching import Record
+from stream.model_watch import ModelHolder
+from stream.processor import BatchProcessor
+from stream.redis_writer import RedisWriter
+from stream.state import UserState
+from tests.stream.conftest import FACTORS, expected_vector, publish, relative_error
+
+pytestmark = pytest.mark.integration
+
+
+class DictTable:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.partition: dict[str, int] = {}
+
+    def get(self, user):
+        return self.data.get(user)
+
+    def put(self, user, value, partition):
+        self.data[user] = value
+        self.partition[user] = partition
+
+    def users(self):
+        return list(self.data)
+
+
+class Harness:
+    def __init__(self, settings, redis_url, owned=None, table=None):
+        self.settings = settings
+        self.keys = Keys(settings.redis_namespace)
+        self.redis = aioredis.Redis.from_url(redis_url)
+        self.table = table or DictTable()
+        self.letters: list[dict] = []
+        self.holder = ModelHolder()
+        writer = RedisWriter(self.redis, self.keys, seen_max=settings.stream_history_max_items,
+                             backoff_max_s=0.2)
+
+        async def dead_letter(key, value):
+            self.letters.append(orjson.loads(value))
+
+        self.processor = BatchProcessor(settings, self.table, writer, self.holder, dead_letter,
+                                        "test-worker", owned_partitions=lambda: owned)
+        self.offset = 0
+
+    def records(self, events, partition=0, raw=()):
+        out = []
+        for event in events:
+            out.append(Record("t", partition, self.offset, event.key, event.to_json()))
+            self.offset += 1
+        for value in raw:
+            out.append(Record("t", partition, self.offset, b"k", value))
+            self.offset += 1
+        return out
+
+    async def vector(self, version, user):
+        raw = await self.redis.get(self.keys.user_vector(version, user))
+        return None if raw is None else unpack_vector(raw, FACTORS)
+
+
+def _events(user, items, types=None, start_ms=None, prefix=None):
+    start_ms = start_ms or int(time.time() * 1000) - 10_000
+    types = types or ["view"] * len(items)
+    return [Event.create(user, item, kind, timestamp=start_ms + n,
+                         event_id=f"{prefix or user}-{n}",
+                         value=4.0 if kind == "rating" else None)
+            for n, (item, kind) in enumerate(zip(items, types, strict=True))]
+
+
+def test_fold_in_outcomes_and_idempotent_replay(settings, redis_url, redis_client, clustered):
+    publish(redis_client, Keys(settings.redis_namespace), "v1", clustered)
+    items = clustered.items_of(2)
+
+    async def scenario():
+        h = Harness(settings, redis_url)
+        h.holder.swap(await aload_model(h.redis, h.keys))
+        events = _events("u1", [items[0], items[1], items[0], "brand-new-item", items[3]],
+                         ["view", "addtocart", "transaction", "view", "rating"])
+        records = h.records(events + [events[1]])  # the last one re-sent: same event id
+        result = await h.processor.process(records)
+        assert result.outcomes == {"ok": 4, "unknown_item": 1, "duplicate": 1, "invalid": 0}
+        first = await h.vector("v1", "u1")
+        expected = expected_vector(events, clustered, settings.event_weights)
+        assert relative_error(first, expected) < 1e-5
+
+        # The unknown item stays in the history (a later model may know it) and in seen.
+        state = UserState.from_bytes(h.table.get("u1"))
+        assert "brand-new-item" in state.items and state.version == "v1"
+        seen = await h.redis.zrange(h.keys.seen("u1"), 0, -1)
+        assert {s.decode() for s in seen} == {items[0], items[1], items[3], "brand-new-item"}
+        pop = await h.redis.zrevrange(h.keys.popularity("1h"), 0, 0)
+        assert pop == [items[0].encode()]  # view + transaction: the heaviest
+
+        # A replay of the whole batch (restart before the commit) changes nothing.
+        popularity = await h.redis.zrange(h.keys.popularity("1h"), 0, -1, withscores=True)
+        again = await h.processor.process(records)
+        assert again.outcomes == {"duplicate": 6, "invalid": 0}
+        assert np.array_equal(await h.vector("v1", "u1"), first)
+        assert await h.redis.zrange(h.keys.popularity("1h"), 0, -1, withscores=True) == popularity
+        await h.redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_invalid_records_go_to_the_dead_letter_topic_and_valid_ones_still_count(
+        settings, redis_url, redis_client, clustered):
+    publish(redis_client, Keys(settings.redis_namespace), "v1", clustered)
+
+    async def scenario():
+        h = Harness(settings, redis_url)
+        h.holder.swap(await aload_model(h.redis, h.keys))
+        good = _events("u2", clustered.items_of(0)[:2])
+        result = await h.processor.process(h.records(good, raw=[b"{oops", b'{"user_id": "u2"}']))
+        assert result.outcomes["invalid"] == 2 and result.outcomes["ok"] == 2
+        assert [(d["reason"], d["offset"]) for d in h.letters] == [
+            ("malformed_json", 2), ("missing_field", 3)]
+        assert await h.vector("v1", "u2") is not None
+        await h.redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_no_model_keeps_history_then_first_model_recomputes_only_what_is_needed(
+        settings, redis_url, redis_client, clustered):
+    keys = Keys(settings.redis_namespace)
+
+    async def scenario():
+        h = Harness(settings, redis_url, owned={0})
+        before = metrics.EVENTS.labels("view", "no_model")._value.get()
+        early = _events("early", clustered.items_of(1)[:3])
+        old = _events("old", clustered.items_of(3)[:2], start_ms=1_600_000_000_000)
+        away = _events("away", clustered.items_of(4)[:2])
+        await h.processor.process(h.records(early + old))
+        await h.processor.process(h.records(away, partition=1))
+        assert metrics.EVENTS.labels("view", "no_model")._value.get() - before == 7
+        assert await h.redis.exists(h.keys.seen("early"))
+        assert not await h.redis.keys(f"{settings.redis_namespace}:uvec:*")
+
+        # The first model: its snapshot ends before "early" acted but after "old" did, and
+        # the trainer wrote a vector for "old". "away" lives in a partition we do not own.
+        trainer_vector = np.full((1, FACTORS), 0.5, dtype=np.float32)
+        publish(redis_client, keys, "v1", clustered, snapshot_ms=1_700_000_000_000,
+                user_ids=["old"], user_factors=trainer_vector)
+        model = await aload_model(h.redis, h.keys)
+        assert await h.processor.switch_to(model) == 1
+        assert relative_error(await h.vector("v1", "early"),
+                              expected_vector(early, clustered, settings.event_weights)) < 1e-5
+        assert np.array_equal(await h.vector("v1", "old"), trainer_vector[0])
+        assert await h.vector("v1", "away") is None
+        await h.redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_redis_outage_is_retried_until_the_write_lands(settings, redis_client, clustered):
+    publish(redis_client, Keys(settings.redis_namespace), "v1", clustered)
+    workdir = Path(tempfile.mkdtemp(prefix="stream-redis-"))
+    own = start_redis(workdir)
+    try:
+        own_url = f"redis://127.0.0.1:{own.port}/0"
+        import redis as redis_lib
+
+        copy = redis_lib.Redis.from_url(own_url)
+        for key in redis_client.scan_iter(f"{settings.redis_namespace}:model:*"):
+            copy.set(key, redis_client.get(key))
+
+        async def scenario():
+            nonlocal own
+            h = Harness(settings, own_url)
+            h.holder.swap(await aload_model(h.redis, h.keys))
+            own.stop()
+            retries = metrics.REDIS_RETRIES._value.get()
+            task = asyncio.ensure_future(
+                h.processor.process(h.records(_events("u3", clustered.items_of(5)[:2]))))
+            await asyncio.sleep(0.8)
+            assert not task.done(), "the batch must wait for Redis, not move on"
+            assert metrics.REDIS_RETRIES._value.get() > retries
+            own = start_redis(workdir, port=own.port)
+            result = await asyncio.wait_for(task, 10)
+            assert result.vectors == 1
+            assert await h.vector("v1", "u3") is not None
+            await h.redis.aclose()
+
+        asyncio.run(scenario())
+    finally:
+        own.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_a_batch_that_keeps_failing_goes_to_the_dead_letter_topic(settings, redis_url,
+                                                                  redis_client, clustered):
+    publish(redis_client, Keys(settings.redis_namespace), "v1", clustered)
+
+    class BrokenTable(DictTable):
+        def put(self, user, value, partition):
+            raise RuntimeError("disk on fire")
+
+    async def scenario():
+        s = settings.model_copy(update={"stream_batch_max_retries": 1})
+        h = Harness(s, redis_url, table=BrokenTable())
+        h.holder.swap(await aload_model(h.redis, h.keys))
+        result = await h.processor.process(h.records(_events("u4", clustered.items_of(0)[:2])))
+        assert result.outcomes["processing_error"] == 2
+        assert [d["reason"] for d in h.letters] == ["processing_error"] * 2
+        assert orjson.loads(h.letters[0]["payload"])["user_id"] == "u4"
+        await h.redis.aclose()
+
+    asyncio.run(scenario())
