@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "recsys.stack_cli",
     "stream.cli",
     "recsys.produce_cli",
+    "evaluation.cli",
     "bench.cli",
 ]
 

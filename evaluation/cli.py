@@ -1,0 +1,172 @@
+"""`recsys evaluate`, `recsys insights`, `recsys tune`: the data scientist's commands.
+
+Nothing heavy is imported at module level (the handlers import pandas, implicit, matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected comma-separated numbers") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def _source_args(parser: argparse.ArgumentParser) -> None:
+    from recsys.sources.registry import SOURCE_HELP  # light: no pandas at import
+
+    parser.add_argument("--source", required=True, metavar="SPEC", help=SOURCE_HELP)
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="directory for the report, JSON and PNG charts")
+    parser.add_argument("--events", type=_positive_int, default=None, metavar="N",
+                        help="synthetic: events to generate (default 100000); files: the "
+                        "first N events in time order")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="synthetic generator seed (default: RECSYS_RANDOM_SEED)")
+    parser.add_argument("--map", dest="csv_map", default=None, metavar="FIELD=COLUMN,...",
+                        help="csv: sources: column mapping (user_id, item_id, timestamp, "
+                        "event_type, value, event_id)")
+    parser.add_argument("--event-type", default=None,
+                        help="csv: sources: one event type for every row")
+
+
+def _load(args: argparse.Namespace):  # noqa: ANN202 - (frame, settings)
+    from recsys.settings import get_settings
+    from recsys.sources.registry import load_source
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    settings = get_settings()
+    seed = settings.random_seed if args.seed is None else args.seed
+    frame = load_source(args.source, events=args.events, seed=seed, csv_map=args.csv_map,
+                        event_type=args.event_type)
+    log.info("loaded %d events from %s", len(frame), args.source)
+    return frame, settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser(
+        "evaluate", help="offline evaluation: popularity, item-kNN, ALS (+ RMSE, replay)",
+        description="Ranks items for held-out users with popularity, item-kNN and ALS and "
+        "reports precision, recall, F1, MAP, NDCG, hit rate and coverage at k; RMSE of rating "
+        "predictors when the source has explicit ratings; with --replay, the streaming replay "
+        "(static vs fold-in vs periodic retrains). Writes metrics.json, report.md and PNG "
+        "charts to --out and prints a table.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _source_args(ev)
+    ev.add_argument("--k", type=_positive_int, default=10, help="cut-off of the metrics")
+    ev.add_argument("--protocol", choices=["time", "stratified", "both"], default="time",
+                    help="time: last events by time are the test set (how the system is "
+                    "used); stratified: Microsoft Recommenders' per-user random 75/25 split")
+    ev.add_argument("--params", type=Path, default=None, metavar="JSON",
+                    help="best_params.json from `recsys tune`: adds an 'ALS (tuned)' row")
+    ev.add_argument("--replay", action="store_true", help="also run the streaming replay")
+    ev.add_argument("--train-fraction", type=_fraction, default=0.5,
+                    help="replay: share of the timeline the first model is trained on")
+    ev.add_argument("--retrains", type=int, default=4, help="replay: periodic refits")
+    ev.add_argument("--buckets", type=_positive_int, default=10,
+                    help="replay: points of the chart over time")
+    ev.set_defaults(handler=_evaluate)
+
+    ins = sub.add_parser(
+        "insights", help="charts of a dataset: event types, top items, long tail, funnel",
+        description="Events per type, most viewed and most bought items, the long tail of item "
+        "popularity, events per day, activity per user and the view -> cart -> purchase "
+        "funnel, as PNGs plus insights.md and index.html in --out.")
+    _source_args(ins)
+    ins.set_defaults(handler=_insights)
+
+    tu = sub.add_parser(
+        "tune", help="ALS hyper-parameter search on a validation split (never the test split)",
+        description="Random (or grid) search over factors, regularization and alpha, each "
+        "point evaluated at every iteration count, on a validation split carved from the "
+        "training part of --protocol's split; then a local refinement around the best. The "
+        "test split is scored once at the end, for the report. Writes tune_<protocol>.md, "
+        "tune.json, best_params.json (input of `recsys evaluate --params`) and charts.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _source_args(tu)
+    tu.add_argument("--protocol", choices=["time", "stratified"], default="time")
+    tu.add_argument("--k", type=_positive_int, default=10)
+    tu.add_argument("--metric", default=None, help="selection metric (default ndcg@K)")
+    tu.add_argument("--search", choices=["random", "grid"], default="random")
+    tu.add_argument("--trials", type=_positive_int, default=24,
+                    help="random search: (factors, regularization, alpha) points")
+    tu.add_argument("--no-refine", action="store_true",
+                    help="skip the local search around the best random point")
+    for axis in ("factors", "regularization", "alpha", "iterations"):
+        tu.add_argument(f"--{axis}", type=_floats, default=None, metavar="V,V,...",
+                        help=f"values of {axis} to search (default: a built-in grid)")
+    tu.set_defaults(handler=_tune)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from evaluation.evaluate import load_params_file, run_evaluation, summary_table
+
+    frame, settings = _load(args)
+    protocols = ("time", "stratified") if args.protocol == "both" else (args.protocol,)
+    tuned = load_params_file(args.params) if args.params else None
+    report = run_evaluation(
+        frame, settings, args.out, k=args.k, protocols=protocols, source=args.source,
+        tuned=tuned, replay=args.replay,
+        replay_options={"train_fraction": args.train_fraction, "retrains": args.retrains,
+                        "n_buckets": args.buckets})
+    print(summary_table(report))
+    print(f"\nwritten: {args.out / 'metrics.json'}, {args.out / 'report.md'}")
+    return 0
+
+
+def _insights(args: argparse.Namespace) -> int:
+    from evaluation.insights import write_insights
+
+    frame, _settings = _load(args)
+    paths = write_insights(frame, args.out, source=args.source)
+    charts = sorted(p.name for p in paths.values() if p.suffix == ".png")
+    print(f"{len(charts)} charts: {', '.join(charts)}")
+    print(f"page: {args.out / 'index.html'} (and insights.md)")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from evaluation.tune import DEFAULT_SPACE, run_tune
+
+    frame, settings = _load(args)
+    space = {axis: getattr(args, axis) or DEFAULT_SPACE[axis]
+             for axis in ("factors", "regularization", "alpha", "iterations")}
+    result = run_tune(frame, settings, args.out, args.protocol, source=args.source, k=args.k,
+                      search=args.search, n_trials=args.trials, refine=not args.no_refine,
+                      space=space, metric=args.metric)
+    best = result.best
+    print(f"best on the {args.protocol} validation split ({result.metric} "
+          f"{best.metrics[result.metric]:.4f}): factors={best.factors} "
+          f"regularization={best.regularization:g} alpha={best.alpha:g} "
+          f"iterations={best.iterations}")
+    for name, values in result.test.items():
+        print(f"test split, {name}: " + ", ".join(
+            f"{m} {values[m]:.4f}" for m in (f"ndcg@{args.k}", f"precision@{args.k}",
+                                             f"recall@{args.k}", f"map@{args.k}")))
+    print(f"written: {args.out / f'tune_{args.protocol}.md'}, {args.out / 'best_params.json'}")
+    return 0

@@ -1,0 +1,400 @@
+"""`recsys evaluate`: offline comparison of the recommenders on one source, one or two protocols.
+
+    report = run_evaluation(frame, settings, out_dir, k=10, protocols=("time",))
+
+Models, each ranked for the same test users with their training items excluded and only
+items that occur in training allowed:
+
+* **popularity**: distinct training users per item (evaluation.baselines), the floor;
+* **item-kNN**: implicit's `CosineRecommender` (cosine item-item similarity on the training
+  confidences, `KNN_NEIGHBOURS` neighbours); score(u, i) = sum_j c_uj sim(j, i);
+* **ALS**: implicit ALS fitted by the trainer's own `trainer.fit.fit_als` on the trainer's
+  confidence matrix (c = 1 + alpha * weighted count, recsys.confidence), with the settings'
+  hyper-parameters; each test user's vector is folded in from their training items
+  (trainer.evaluate.fold_in_users, the stream's maths). With `params` (from `recsys tune`)
+  a second row "ALS (tuned)" uses those.
+
+Metrics at k: evaluation.metrics (precision, recall, F1, MAP, NDCG, hit rate, coverage), plus
+`map_ms@k`, MAP as Microsoft Recommenders computes it (AP divided by all of the user's
+held-out items, not min(k, n)), so the stratified table compares with their published rows.
+
+For sources with explicit ratings, RMSE of rating predictors (evaluation.rating) on the held
+-out ratings of users and items that occur in training.
+
+Writes metrics.json, report.md and charts into `out_dir`; `--replay` adds the streaming
+replay (evaluation.replay).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from evaluation import charts
+from evaluation.baselines import PopularityRecommender
+from evaluation.metrics import METRIC_NAMES, UserItems, hits, ranking_metrics
+from evaluation.protocols import PROTOCOLS, Split, make_split
+from evaluation.ranking import rank, rank_by_factors
+from evaluation.rating import rating_models, rmse
+from recsys.errors import RecsysError
+from recsys.events import EventType
+from recsys.settings import Settings
+from trainer.evaluate import fold_in_users
+from trainer.fit import AlsParams, fit_als
+from trainer.matrix import IndexedEvents, index_events
+
+log = logging.getLogger(__name__)
+
+KNN_NEIGHBOURS = 100
+CHART_METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
+PARAM_NAMES = ("factors", "regularization", "alpha", "iterations")
+
+# Microsoft Recommenders' ML-100K benchmark (stratified 75/25, seed 42, k = 10): the rows
+# ARCHITECTURE.md quotes. Their MAP is our map_ms.
+REFERENCE_ML100K = {
+    "BiVAE (MS Recommenders)": {"ndcg@10": 0.475, "precision@10": 0.412, "recall@10": 0.219,
+                                "map_ms@10": 0.146},
+    "BPR (MS Recommenders)": {"ndcg@10": 0.442},
+    "SAR (MS Recommenders)": {"ndcg@10": 0.382},
+}
+
+
+class EvaluationError(RecsysError):
+    """The source cannot be evaluated (too few events, no test users)."""
+
+
+# --- hyper-parameters ---------------------------------------------------------------------
+def als_params(settings: Settings, overrides: Mapping[str, Any] | None = None) -> AlsParams:
+    """The settings' ALS hyper-parameters, with `overrides` (factors, regularization, alpha,
+    iterations) on top."""
+    values: dict[str, Any] = {
+        "factors": settings.als_factors, "regularization": settings.als_regularization,
+        "iterations": settings.als_iterations, "alpha": settings.alpha,
+    }
+    for name, value in (overrides or {}).items():
+        if name not in PARAM_NAMES:
+            raise EvaluationError(f"unknown ALS parameter {name!r}; known: {PARAM_NAMES}")
+        values[name] = value
+    return AlsParams(factors=int(values["factors"]),
+                     regularization=float(values["regularization"]),
+                     iterations=int(values["iterations"]), alpha=float(values["alpha"]),
+                     seed=settings.random_seed)
+
+
+def load_params_file(path: Path) -> dict[str, dict[str, Any]]:
+    """Tuned parameters per protocol from a `recsys tune` best_params.json (or a flat
+    {factors, regularization, alpha, iterations} object applied to every protocol)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EvaluationError(f"cannot read parameters from {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise EvaluationError(f"{path}: expected a JSON object")
+    if set(data) <= set(PARAM_NAMES):
+        return {p: dict(data) for p in PROTOCOLS}
+    return {p: dict(v) for p, v in data.items() if p in PROTOCOLS and isinstance(v, dict)}
+
+
+# --- rankers: each returns (n_test_users, k) item columns, best first -------------------
+def _seen_matrix(split: Split) -> sp.csr_matrix:
+    h = split.holdout
+    return sp.csr_matrix((h.seen_values.astype(np.float32), h.seen.indices, h.seen.indptr),
+                         shape=(h.n_users, split.conf_train.shape[1]))
+
+
+def rank_popularity(split: Split, events: IndexedEvents, k: int) -> np.ndarray:
+    h = split.holdout
+    model = PopularityRecommender(split.conf_train.shape[1]).fit(
+        events.rows[split.train_mask], events.cols[split.train_mask],
+        events.weights[split.train_mask])
+    return model.recommend(h.n_users, k, exclude=h.seen, allowed=h.allowed)
+
+
+def rank_item_knn(split: Split, k: int, neighbours: int = KNN_NEIGHBOURS) -> np.ndarray:
+    from implicit.nearest_neighbours import CosineRecommender
+
+    model = CosineRecommender(K=neighbours, num_threads=1)
+    with warnings.catch_warnings():
+        # implicit transposes our CSR internally and then warns that it got a COO matrix
+        warnings.filterwarnings("ignore", message="Method expects CSR input")
+        model.fit(split.conf_train, show_progress=False)
+    similarity = sp.csr_matrix(model.similarity)
+    seen = _seen_matrix(split)
+    h = split.holdout
+    return rank(lambda a, b: (seen[a:b] @ similarity).toarray(), h.n_users, seen.shape[1], k,
+                exclude=h.seen, allowed=h.allowed)
+
+
+def rank_als(split: Split, events: IndexedEvents, params: AlsParams, k: int,
+             rescale: bool = True) -> tuple[np.ndarray, float]:
+    """ALS top-k and the fit time. `rescale` rebuilds the confidences when `params.alpha`
+    differs from the alpha the split was built with."""
+    from evaluation.protocols import with_alpha
+
+    split = with_alpha(split, events, params.alpha) if rescale else split
+    factors = fit_als(split.conf_train, params)
+    users = fold_in_users(split.holdout, factors.item_factors, params.regularization)
+    recs = rank_by_factors(users, factors.item_factors, k, exclude=split.holdout.seen,
+                           allowed=split.holdout.allowed)
+    return recs, factors.seconds
+
+
+# --- metrics ------------------------------------------------------------------------------
+def map_ms_at_k(recommended: np.ndarray, relevant: UserItems, k: int) -> float:
+    """MAP as Microsoft Recommenders' benchmark computes it: AP divided by n_u (all held-out
+    items of the user), not by min(k, n_u)."""
+    hit = hits(np.asarray(recommended)[:, :k], relevant).astype(np.float64)
+    if hit.size == 0:
+        return 0.0
+    precision = np.cumsum(hit, axis=1) / np.arange(1, hit.shape[1] + 1)
+    ap = (precision * hit).sum(axis=1) / np.maximum(relevant.counts, 1)
+    return float(ap.mean())
+
+
+def score(recs: np.ndarray, split: Split, k: int) -> dict[str, float]:
+    h = split.holdout
+    values = ranking_metrics(recs, h.relevant, k, h.n_items)
+    values[f"map_ms@{k}"] = map_ms_at_k(recs, h.relevant, k)
+    return values
+
+
+def evaluate_split(split: Split, events: IndexedEvents, k: int, params: AlsParams,
+                   tuned: AlsParams | None = None) -> dict[str, dict[str, float]]:
+    """Every model's metrics on one split, keyed by model name (plus `seconds`)."""
+    if split.holdout.n_users == 0:
+        raise EvaluationError(f"{split.protocol} split has no test users: the source is too "
+                              "small or its users do not come back")
+    table: dict[str, dict[str, float]] = {}
+    started = time.perf_counter()
+    table["popularity"] = {**score(rank_popularity(split, events, k), split, k),
+                           "seconds": time.perf_counter() - started}
+    started = time.perf_counter()
+    table["item-kNN"] = {**score(rank_item_knn(split, k), split, k),
+                         "seconds": time.perf_counter() - started}
+    for name, p in (("ALS", params), ("ALS (tuned)", tuned)):
+        if p is None:
+            continue
+        started = time.perf_counter()
+        recs, fit_s = rank_als(split, events, p, k)
+        table[name] = {**score(recs, split, k), "fit_seconds": fit_s,
+                       "seconds": time.perf_counter() - started}
+    return table
+
+
+def rating_rmse(frame: pd.DataFrame, events: IndexedEvents, split: Split,
+                seed: int = 42) -> dict[str, Any] | None:
+    """RMSE of each rating predictor on held-out ratings of known users and items; None when
+    the source has no explicit ratings."""
+    is_rating = (frame["event_type"].to_numpy() == EventType.RATING.value) \
+        & frame["value"].notna().to_numpy()
+    train = split.train_mask & is_rating
+    test = split.test_mask & is_rating
+    if not train.any() or not test.any():
+        return None
+    rows, cols = events.rows.astype(np.int64), events.cols.astype(np.int64)
+    ratings = frame["value"].to_numpy(dtype=np.float64)
+    known_users = np.bincount(rows[train], minlength=events.shape[0]) > 0
+    known_items = np.bincount(cols[train], minlength=events.shape[1]) > 0
+    test &= known_users[rows] & known_items[cols]
+    if not test.any():
+        return None
+    out: dict[str, Any] = {"n_train": int(train.sum()), "n_test": int(test.sum()), "rmse": {}}
+    for model in rating_models(seed):
+        started = time.perf_counter()
+        model.fit(rows[train], cols[train], ratings[train])
+        out["rmse"][model.name] = rmse(model.predict(rows[test], cols[test]), ratings[test])
+        log.info("RMSE %s: %.4f (%.2fs)", model.name, out["rmse"][model.name],
+                 time.perf_counter() - started)
+    return out
+
+
+# --- the run --------------------------------------------------------------------------------
+def dataset_stats(frame: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "events": len(frame), "users": int(frame["user_id"].nunique()),
+        "items": int(frame["item_id"].nunique()),
+        "event_types": {str(k): int(v) for k, v in frame["event_type"].value_counts().items()},
+        "first_event": pd.to_datetime(int(frame["timestamp"].min()), unit="ms").isoformat(),
+        "last_event": pd.to_datetime(int(frame["timestamp"].max()), unit="ms").isoformat(),
+    }
+
+
+def run_evaluation(frame: pd.DataFrame, settings: Settings, out_dir: Path, *, k: int = 10,
+                   protocols: Sequence[str] = ("time",), source: str = "frame",
+                   tuned: Mapping[str, Mapping[str, Any]] | None = None,
+                   replay: bool = False, replay_options: Mapping[str, Any] | None = None,
+                   ) -> dict[str, Any]:
+    """Evaluate every model under each protocol; write metrics.json, report.md, charts."""
+    if k < 1:
+        raise EvaluationError("k must be >= 1")
+    if len(frame) < 10:
+        raise EvaluationError(f"the source has {len(frame)} events; too few to evaluate")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    events = index_events(frame, settings.event_weights)
+    params = als_params(settings)
+    report: dict[str, Any] = {
+        "source": source, "k": k, "dataset": dataset_stats(frame),
+        "als_settings": asdict(params), "knn_neighbours": KNN_NEIGHBOURS,
+        "event_weights": dict(settings.event_weights), "protocols": {},
+        "environment": {"python": platform.python_version()},
+    }
+    for protocol in protocols:
+        split = make_split(protocol, events, params.alpha,
+                           holdout_fraction=settings.trainer_holdout_fraction,
+                           seed=settings.random_seed)
+        tuned_params = (als_params(settings, tuned[protocol])
+                        if tuned and protocol in tuned else None)
+        log.info("%s split: %d train / %d test events, %d test users", protocol,
+                 split.n_train, split.n_test, split.holdout.n_users)
+        entry: dict[str, Any] = {
+            "description": split.description,
+            "n_train_events": split.n_train, "n_test_events": split.n_test,
+            "n_test_users": split.holdout.n_users, "n_test_pairs": split.holdout.n_test_pairs,
+            "n_items_ranked": split.holdout.n_items,
+            "models": evaluate_split(split, events, k, params, tuned_params),
+        }
+        if tuned_params is not None:
+            entry["als_tuned"] = asdict(tuned_params)
+        if split.holdout.cutoff_ms >= 0:
+            entry["cutoff"] = pd.to_datetime(split.holdout.cutoff_ms, unit="ms").isoformat()
+        ratings = rating_rmse(frame, events, split, settings.random_seed)
+        if ratings is not None:
+            entry["ratings"] = ratings
+        report["protocols"][protocol] = entry
+    if replay:
+        from evaluation.replay import run_replay
+
+        result = run_replay(frame, settings, k=k, params=_replay_params(settings, tuned),
+                            **dict(replay_options or {}))
+        result.draw(out_dir)
+        report["replay"] = result.to_json()
+    report["seconds"] = time.perf_counter() - started
+    write_report(report, out_dir)
+    return report
+
+
+def _replay_params(settings: Settings,
+                   tuned: Mapping[str, Mapping[str, Any]] | None) -> AlsParams:
+    # The replay trains on the past and predicts the future: the time protocol's tuning fits.
+    if tuned and "time" in tuned:
+        return als_params(settings, tuned["time"])
+    return als_params(settings)
+
+
+# --- output ---------------------------------------------------------------------------------
+def _metric_keys(k: int) -> list[str]:
+    return [f"{m}@{k}" for m in METRIC_NAMES] + [f"map_ms@{k}"]
+
+
+def results_table(models: Mapping[str, Mapping[str, float]], k: int,
+                  reference: Mapping[str, Mapping[str, float]] | None = None,
+                  keys: Sequence[str] | None = None) -> str:
+    keys = list(keys or _metric_keys(k))
+    lines = ["| model | " + " | ".join(keys) + " | seconds |",
+             "|---|" + "---:|" * (len(keys) + 1)]
+    for name, values in models.items():
+        cells = [f"{values[key]:.4f}" if key in values else "" for key in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {values.get('seconds', 0):.1f} |")
+    for name, values in (reference or {}).items():
+        cells = [f"{values[key]:.3f}" if key in values else "" for key in keys]
+        lines.append(f"| *{name}* | " + " | ".join(cells) + " | |")
+    return "\n".join(lines)
+
+
+def _is_ml100k(report: Mapping[str, Any]) -> bool:
+    d = report["dataset"]
+    return (d["events"], d["users"], d["items"]) == (100_000, 943, 1_682)
+
+
+def render_report(report: Mapping[str, Any]) -> str:
+    k = report["k"]
+    a = report["als_settings"]
+    d = report["dataset"]
+    lines = [
+        f"# Offline evaluation: `{report['source']}`", "",
+        f"{d['events']:,} events, {d['users']:,} users, {d['items']:,} items, "
+        f"{d['first_event'][:10]} to {d['last_event'][:10]}; event types "
+        + ", ".join(f"{t} {n:,}" for t, n in d["event_types"].items()) + ".", "",
+        f"ALS (settings): factors {a['factors']}, regularization {a['regularization']}, "
+        f"alpha {a['alpha']}, iterations {a['iterations']}, seed {a['seed']}; confidence "
+        f"c = 1 + alpha * sum of event weights {report['event_weights']}. "
+        f"item-kNN: implicit CosineRecommender, K = {report['knn_neighbours']}. "
+        "Popularity: distinct training users per item.", "",
+        f"Metrics at k = {k}, binary relevance, averaged over test users. `map@{k}` divides "
+        f"each user's AP by min(k, n_u); `map_ms@{k}` by n_u (Microsoft Recommenders' MAP).",
+    ]
+    for protocol, entry in report["protocols"].items():
+        lines += ["", f"## Protocol: {protocol}", "", f"Protocol: {entry['description']}.", "",
+                  f"{entry['n_train_events']:,} training events, {entry['n_test_events']:,} "
+                  f"test events; {entry['n_test_users']:,} test users, "
+                  f"{entry['n_test_pairs']:,} held-out (user, item) pairs, "
+                  f"{entry['n_items_ranked']:,} items ranked"
+                  + (f"; cutoff {entry['cutoff']}" if "cutoff" in entry else "") + "."]
+        if "als_tuned" in entry:
+            t = entry["als_tuned"]
+            lines += ["", f"ALS (tuned, by `recsys tune` on a validation split of the training "
+                      f"part): factors {t['factors']}, regularization {t['regularization']}, "
+                      f"alpha {t['alpha']}, iterations {t['iterations']}."]
+        reference = REFERENCE_ML100K if protocol == "stratified" and _is_ml100k(report) \
+            else None
+        lines += ["", results_table(entry["models"], k, reference)]
+        if reference:
+            lines += ["", "*Italic rows*: Microsoft Recommenders' published ML-100K benchmark "
+                      "(same protocol, their own split), for comparison."]
+        lines += ["", f"![{protocol} metrics](metrics_{protocol}.png)"]
+        if "ratings" in entry:
+            r = entry["ratings"]
+            lines += ["", f"RMSE on {r['n_test']:,} held-out ratings of known users and items "
+                      f"({r['n_train']:,} training ratings):", "", "| rating predictor | RMSE |",
+                      "|---|---:|"]
+            lines += [f"| {name} | {value:.4f} |" for name, value in r["rmse"].items()]
+    if "replay" in report:
+        from evaluation.replay import render_replay
+
+        lines += ["", render_replay(report["replay"])]
+    lines += ["", f"Run time: {report['seconds']:.1f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: Mapping[str, Any], out_dir: Path) -> None:
+    out_dir = Path(out_dir)
+    k = report["k"]
+    for protocol, entry in report["protocols"].items():
+        charts.grouped_bars(entry["models"], [f"{m}@{k}" for m in CHART_METRICS],
+                            out_dir / f"metrics_{protocol}.png",
+                            f"{report['source']}: {protocol} split, k = {k}")
+    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2, default=str) + "\n",
+                                          encoding="utf-8")
+    (out_dir / "report.md").write_text(render_report(report), encoding="utf-8")
+    log.info("evaluation report written to %s", out_dir)
+
+
+def summary_table(report: Mapping[str, Any]) -> str:
+    """The table the CLI prints: one block per protocol, the main metrics."""
+    k = report["k"]
+    keys = [f"{m}@{k}" for m in ("precision", "recall", "ndcg", "map", "hit_rate", "coverage")]
+    out = []
+    for protocol, entry in report["protocols"].items():
+        out += [f"\n{protocol} split ({entry['n_test_users']:,} test users)",
+                results_table(entry["models"], k, keys=keys)]
+        if "ratings" in entry:
+            out += ["RMSE: " + ", ".join(f"{n} {v:.4f}"
+                                        for n, v in entry["ratings"]["rmse"].items())]
+    if "replay" in report:
+        out += ["\nreplay (" + report["replay"]["protocol"] + ")"]
+        out += [f"  {name}: hit_rate@{k} {v['hit_rate']:.4f}, ndcg@{k} {v['ndcg']:.4f}"
+                for name, v in report["replay"]["overall"].items()]
+    return "\n".join(out)

@@ -1,0 +1,156 @@
+"""The two offline protocols of `recsys evaluate` and `recsys tune`, stated exactly.
+
+Both work on `trainer.matrix.IndexedEvents` (one shared user/item index over the whole
+history) and return a `Split`: boolean masks over the events plus the `Holdout` that the
+ranking code consumes (test users, their held-out items, their training items to exclude).
+
+* **time** (how the system is used; the trainer's gate uses the same split):
+  cutoff = the event-count quantile (1 - holdout_fraction) of the timestamps; train = events
+  before it, test = events at or after it. Test users must have training events; held-out
+  items must occur in training and not already be in the user's training items
+  (evaluation.split.build_holdout). Every event type counts as relevant.
+
+* **stratified** (Microsoft Recommenders' benchmark protocol, `python_stratified_split`):
+  per user, the user's events are shuffled with `numpy.random.RandomState(seed)` (a fresh
+  generator per user, as `DataFrame.sample(frac=1, random_state=seed)` does) and the first
+  round(ratio * n_u) go to train, the rest to test (ratio 0.75, seed 42). Every user is in
+  both parts. Items seen in training are removed from the user's ranking. The held-out items
+  are all of the user's test items, including the few that never occur in training (no model
+  can rank those, but they still count in recall and the ideal DCG, as in the reference).
+  The row order inside a user is our frame's (time) order, not the file order, so the exact
+  partition differs from theirs; the protocol is the same.
+
+`mask` restricts either protocol to a subset of the events: `recsys tune` splits the
+training part again to get its validation split and never sees the test events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import scipy.sparse as sp
+
+from evaluation.metrics import UserItems
+from evaluation.split import Holdout, build_holdout, cutoff_for
+from trainer.matrix import IndexedEvents, confidence_matrix
+
+PROTOCOLS = ("time", "stratified")
+
+TIME_DESCRIPTION = (
+    "time split: the last {pct:.0%} of events (by timestamp, cut at the event-count "
+    "quantile) are the test set; test users must have training events; held-out items must "
+    "occur in training and not be among the user's training items; training items are "
+    "excluded from each user's top-k; every event type counts as relevant")
+STRATIFIED_DESCRIPTION = (
+    "stratified split (Microsoft Recommenders' python_stratified_split): per user, a random "
+    "{ratio:.0%}/{rest:.0%} split of the user's events (numpy RandomState({seed}) per user), "
+    "every user in both parts; items seen in training removed from the ranking; every "
+    "held-out item is relevant")
+
+
+@dataclass(frozen=True)
+class Split:
+    protocol: str
+    description: str
+    train_mask: np.ndarray   # bool per event
+    test_mask: np.ndarray    # bool per event
+    holdout: Holdout
+    conf_train: sp.csr_matrix  # confidences of the training events (users x items)
+
+    @property
+    def n_train(self) -> int:
+        return int(self.train_mask.sum())
+
+    @property
+    def n_test(self) -> int:
+        return int(self.test_mask.sum())
+
+
+def _subset(events: IndexedEvents, mask: np.ndarray | None) -> np.ndarray:
+    if mask is None:
+        return np.ones(len(events), dtype=bool)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != (len(events),):
+        raise ValueError("mask must hold one bool per event")
+    return mask
+
+
+def time_split(events: IndexedEvents, alpha: float, holdout_fraction: float,
+               mask: np.ndarray | None = None, max_users: int | None = None,
+               seed: int = 0) -> Split:
+    subset = _subset(events, mask)
+    ts = events.timestamps
+    cutoff = cutoff_for(ts[subset], holdout_fraction)
+    train = subset & (ts < cutoff)
+    test = subset & (ts >= cutoff)
+    conf = confidence_matrix(events, alpha, train)
+    holdout = build_holdout(events.rows[test], events.cols[test], conf, cutoff,
+                            max_users=max_users, seed=seed)
+    return Split("time", TIME_DESCRIPTION.format(pct=holdout_fraction), train, test, holdout,
+                 conf)
+
+
+def stratified_masks(user_rows: np.ndarray, subset: np.ndarray, ratio: float,
+                     seed: int) -> np.ndarray:
+    """Train mask of the per-user random split (see module docstring); test = subset & ~it."""
+    if not 0.0 < ratio < 1.0:
+        raise ValueError("ratio must be in (0, 1)")
+    positions = np.flatnonzero(subset)
+    rows = np.asarray(user_rows)[positions]
+    order = np.argsort(rows, kind="stable")  # each user's events, in frame order
+    bounds = np.flatnonzero(np.diff(rows[order])) + 1
+    train = np.zeros(len(user_rows), dtype=bool)
+    for group in np.split(positions[order], bounds):
+        if not len(group):
+            continue
+        shuffled = group[np.random.RandomState(seed).permutation(len(group))]
+        # Python's round (half to even), as the reference's round(x * len(data)) does
+        train[shuffled[: round(ratio * len(group))]] = True
+    return train
+
+
+def stratified_split(events: IndexedEvents, alpha: float, ratio: float = 0.75, seed: int = 42,
+                     mask: np.ndarray | None = None) -> Split:
+    subset = _subset(events, mask)
+    train = stratified_masks(events.rows, subset, ratio, seed)
+    test = subset & ~train
+    conf = confidence_matrix(events, alpha, train)
+    conf.sort_indices()
+    n_users, n_items = conf.shape
+    # Held-out (user, item) pairs minus those already in the user's training items.
+    train_keys = np.unique(events.rows[train].astype(np.int64) * n_items + events.cols[train])
+    keys = np.unique(events.rows[test].astype(np.int64) * n_items + events.cols[test])
+    keys = keys[~np.isin(keys, train_keys)]
+    users, counts = np.unique(keys // n_items, return_counts=True)
+    relevant = UserItems(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                         (keys % n_items).astype(np.int64))
+    sub = conf[users]
+    holdout = Holdout(
+        cutoff_ms=-1, users=users, relevant=relevant,
+        seen=UserItems(sub.indptr.astype(np.int64), sub.indices.astype(np.int64)),
+        seen_values=np.asarray(sub.data), allowed=np.bincount(conf.indices, minlength=n_items) > 0,
+        n_test_pairs=len(keys))
+    description = STRATIFIED_DESCRIPTION.format(ratio=ratio, rest=1 - ratio, seed=seed)
+    return Split("stratified", description, train, test, holdout, conf)
+
+
+def make_split(protocol: str, events: IndexedEvents, alpha: float, *,
+               holdout_fraction: float = 0.2, ratio: float = 0.75, seed: int = 42,
+               mask: np.ndarray | None = None, max_users: int | None = None) -> Split:
+    if protocol == "time":
+        return time_split(events, alpha, holdout_fraction, mask, max_users, seed)
+    if protocol == "stratified":
+        return stratified_split(events, alpha, ratio, seed, mask)
+    raise ValueError(f"unknown protocol {protocol!r}; known: {PROTOCOLS}")
+
+
+def with_alpha(split: Split, events: IndexedEvents, alpha: float) -> Split:
+    """The same split with confidences rebuilt for another alpha (the training matrix and
+    the test users' fold-in histories); the partition does not change."""
+    conf = confidence_matrix(events, alpha, split.train_mask)
+    sub = conf[split.holdout.users]
+    if not np.array_equal(sub.indices, split.holdout.seen.indices):
+        raise ValueError("confidence pattern changed with alpha; the split is inconsistent")
+    holdout = replace(split.holdout, seen_values=np.asarray(sub.data))
+    return replace(split, holdout=holdout, conf_train=conf)

@@ -1,0 +1,322 @@
+"""Streaming replay: what the real-time layer buys, measured on the timeline of a source.
+
+Protocol (stated in every report):
+
+1. Events are ordered by time. A model is fitted (trainer.fit.fit_als on the trainer's
+   confidence matrix) on the first `train_fraction` of them (cut at the event-count quantile).
+2. The rest is replayed one event at a time, in order. Before an event is applied, if its
+   item is new to the user (the user never touched it before, in training or replay), the
+   event is a *target*: each variant ranks all items its model knows, minus everything the
+   user touched so far, and the target's rank gives hit@k (rank < k) and NDCG@k
+   (1 / log2(rank + 2) when a hit). Ties count against the target. A user without a vector
+   gets the variant's popularity ranking (distinct users per item in its training data), as
+   serving falls back.
+3. Then the event is applied to the user's stream state.
+4. Targets are bucketed into `n_buckets` groups of equal size in time order; each bucket's
+   mean hit rate and NDCG per variant is one point of the chart.
+
+Variants:
+
+* popularity         the popularity ranking of the first model's data, for everybody;
+* static             the first model; user vectors folded in once at the cutoff;
+* static + fold-in   the first model; after each event the user's vector is recomputed by the
+                     stream worker's own code path: `stream.state.UserState.apply` (the
+                     bounded, deduplicated history), `UserState.known_history`,
+                     `recsys.confidence.confidence` and `recsys.foldin.fold_in_batch`, the
+                     calls `stream.processor` makes;
+* periodic retrain   a full refit on all events so far at `retrains` evenly spaced points of
+                     the replay; vectors recomputed at each switch, then frozen;
+* retrain + fold-in  periodic refits plus per-event fold-in: the architecture as deployed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from evaluation import charts
+from evaluation.baselines import PopularityRecommender
+from evaluation.split import cutoff_for
+from recsys.confidence import confidence
+from recsys.foldin import fold_in_batch, gram
+from recsys.settings import Settings
+from stream.state import Limits, UserState
+from trainer.fit import AlsParams, fit_als
+from trainer.matrix import IndexedEvents, confidence_matrix, index_events
+
+log = logging.getLogger(__name__)
+
+POPULARITY, STATIC, FOLDIN, RETRAIN, RETRAIN_FOLDIN = (
+    "popularity", "static", "static + fold-in", "periodic retrain", "retrain + fold-in")
+VARIANTS = (POPULARITY, STATIC, FOLDIN, RETRAIN, RETRAIN_FOLDIN)
+_FOLDING = (FOLDIN, RETRAIN_FOLDIN)
+_RETRAINING = (RETRAIN, RETRAIN_FOLDIN)
+
+
+@dataclass
+class ReplayModel:
+    """A fitted model as the stream and serving see it: item factors of the items it knows
+    (`item_index`: item id -> row, like ModelVersion.item_index), their Gram matrix, and the
+    popularity fallback of its training data."""
+
+    item_factors: np.ndarray   # (n_items, k) float32; rows of unknown items are zero
+    yty: np.ndarray
+    allowed: np.ndarray        # bool per item column: the model knows the item
+    item_index: dict[str, int]
+    popularity: np.ndarray
+    regularization: float
+    alpha: float
+    fitted_at_ms: int
+
+
+def fit_model(events: IndexedEvents, mask: np.ndarray, params: AlsParams) -> ReplayModel:
+    conf = confidence_matrix(events, params.alpha, mask)
+    factors = fit_als(conf, params)
+    allowed = np.bincount(conf.indices, minlength=conf.shape[1]) > 0
+    items = np.array(factors.item_factors, dtype=np.float32, copy=True)
+    items[~allowed] = 0.0  # never trained: no score at all, and out of YtY
+    popularity = PopularityRecommender(conf.shape[1]).fit(
+        events.rows[mask], events.cols[mask], events.weights[mask]).scores
+    index = {str(events.item_ids[c]): int(c) for c in np.flatnonzero(allowed)}
+    return ReplayModel(items, gram(items), allowed, index, popularity, params.regularization,
+                       params.alpha, int(events.timestamps[mask].max()))
+
+
+def user_vectors(model: ReplayModel, states: Mapping[int, UserState]) -> dict[int, np.ndarray]:
+    """Fold in the given users under `model`, as the stream worker does after an event or a
+    model switch (stream.processor: known_history -> confidence -> fold_in_batch)."""
+    users: list[int] = []
+    histories: list[tuple[np.ndarray, np.ndarray]] = []
+    for user, state in states.items():
+        rows, weights, _unknown = state.known_history(model.item_index)
+        if len(rows):
+            users.append(user)
+            histories.append((rows, np.asarray(confidence(weights, model.alpha))))
+    if not users:
+        return {}
+    vectors = fold_in_batch(model.item_factors, model.yty, model.regularization, histories)
+    return dict(zip(users, vectors, strict=True))
+
+
+def target_rank(scores: np.ndarray, allowed: np.ndarray, seen: np.ndarray, item: int) -> float:
+    """0-based rank of `item` among the allowed, unseen items (ties count against it);
+    inf when the model cannot recommend the item at all."""
+    if not allowed[item]:
+        return float("inf")
+    ahead = scores >= scores[item]
+    ahead &= allowed
+    if len(seen):
+        ahead[seen] = False
+    return float(ahead.sum() - 1)
+
+
+@dataclass
+class ReplayResult:
+    protocol: str
+    params: dict[str, Any]
+    k: int
+    cutoff: str
+    n_train_events: int
+    n_replay_events: int
+    n_targets: int
+    retrain_times: list[str]
+    buckets: list[dict[str, Any]]
+    overall: dict[str, dict[str, float]]
+    by_user_kind: dict[str, dict[str, dict[str, float]]]
+    seconds: float = 0.0
+    charts: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def draw(self, out_dir: Path) -> list[Path]:
+        out_dir = Path(out_dir)
+        mids = [pd.Timestamp(b["mid"]) for b in self.buckets]
+        markers = [pd.Timestamp(t) for t in self.retrain_times]
+        per_bucket = self.n_targets // max(1, len(self.buckets))
+        paths = []
+        for metric, label in (("hit_rate", "hit rate"), ("ndcg", "NDCG")):
+            series = {v: [b["variants"][v][metric] for b in self.buckets] for v in VARIANTS}
+            path = charts.lines_over_time(
+                mids, series, out_dir / f"replay_{metric}.png",
+                f"Replay: {label}@{self.k} of each next new item, over time",
+                f"{label}@{self.k}", xlabel=f"time (buckets of ~{per_bucket:,} targets)",
+                markers=markers, marker_label="retrain")
+            paths.append(path)
+        self.charts = [p.name for p in paths]
+        return paths
+
+
+def _summary(hit: np.ndarray, ndcg: np.ndarray) -> dict[str, float]:
+    return {"hit_rate": float(hit.mean()) if hit.size else 0.0,
+            "ndcg": float(ndcg.mean()) if ndcg.size else 0.0, "n": int(hit.size)}
+
+
+def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
+               params: AlsParams | None = None, train_fraction: float = 0.5,
+               n_buckets: int = 10, retrains: int = 4) -> ReplayResult:
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError("train_fraction must be in (0, 1)")
+    if n_buckets < 1 or retrains < 0:
+        raise ValueError("n_buckets must be >= 1 and retrains >= 0")
+    started = time.perf_counter()
+    if params is None:
+        from evaluation.evaluate import als_params
+
+        params = als_params(settings)
+    events = index_events(frame, settings.event_weights)
+    ts = events.timestamps
+    cutoff = cutoff_for(ts, 1.0 - train_fraction)
+    train = ts < cutoff
+    replay_pos = np.flatnonzero(~train)
+    if train.sum() == 0 or len(replay_pos) == 0:
+        raise ValueError("the split left no training or no replay events")
+    event_ids = frame["event_id"].astype(str).to_numpy()
+    item_ids = np.asarray(events.item_ids, dtype=object).astype(str)
+    limits = Limits(settings.stream_history_max_items, settings.stream_dedupe_ids)
+
+    states: dict[int, UserState] = {}
+    seen: dict[int, list[int]] = {}
+
+    def apply(pos: int) -> int:
+        user = int(events.rows[pos])
+        state = states.setdefault(user, UserState())
+        # One partition for the whole replay; the event's position is its offset.
+        state.apply(event_ids[pos], item_ids[events.cols[pos]], float(events.weights[pos]),
+                    int(ts[pos]), 0, int(pos), limits)
+        items = seen.setdefault(user, [])
+        col = int(events.cols[pos])
+        if col not in items:
+            items.append(col)
+        return user
+
+    for pos in np.flatnonzero(train):
+        apply(int(pos))
+    known_users = set(states)
+
+    first = fit_model(events, train, params)
+    models = {v: first for v in VARIANTS}
+    vectors: dict[str, dict[int, np.ndarray]] = {v: {} for v in VARIANTS}
+    vectors[STATIC] = user_vectors(first, states)
+    for v in (FOLDIN, RETRAIN, RETRAIN_FOLDIN):
+        vectors[v] = dict(vectors[STATIC])
+    dirty: dict[str, set[int]] = {v: set() for v in _FOLDING}
+
+    # Refit points: evenly spaced positions of the replay (the refit sees every event before).
+    refit_at = set(int(replay_pos[len(replay_pos) * j // (retrains + 1)])
+                   for j in range(1, retrains + 1))
+    retrain_times: list[str] = []
+
+    hits: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    gains: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    target_ts: list[int] = []
+    target_new_user: list[bool] = []
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+
+    for pos in replay_pos:
+        pos = int(pos)
+        if pos in refit_at:
+            so_far = ts < ts[pos]
+            model = fit_model(events, so_far, params)
+            retrain_times.append(pd.to_datetime(int(ts[pos]), unit="ms").isoformat())
+            fresh = user_vectors(model, states)
+            for v in _RETRAINING:
+                models[v] = model
+                vectors[v] = dict(fresh)
+            dirty[RETRAIN_FOLDIN].clear()
+            log.info("replay: refit at %s on %d events", retrain_times[-1], int(so_far.sum()))
+        user, col = int(events.rows[pos]), int(events.cols[pos])
+        user_seen = seen.get(user, [])
+        if col not in user_seen:
+            folded: dict[int, dict[int, np.ndarray]] = {}  # by model: until the first refit
+            for v in _FOLDING:                             # both fold-in variants share one
+                if user in dirty[v]:
+                    key = id(models[v])
+                    if key not in folded:
+                        folded[key] = user_vectors(models[v], {user: states[user]})
+                    if user in folded[key]:
+                        vectors[v][user] = folded[key][user]
+                    else:  # nothing the model knows in the history: popularity fallback
+                        vectors[v].pop(user, None)
+                    dirty[v].discard(user)
+            exclude = np.asarray(user_seen, dtype=np.int64)
+            for v in VARIANTS:
+                model = models[v]
+                x = vectors[v].get(user) if v != POPULARITY else None
+                scores = model.popularity if x is None else model.item_factors @ x
+                r = target_rank(scores, model.allowed, exclude, col)
+                hit = r < k
+                hits[v].append(float(hit))
+                gains[v].append(float(discount[int(r)]) if hit else 0.0)
+            target_ts.append(int(ts[pos]))
+            target_new_user.append(user not in known_users)
+        apply(pos)
+        for v in _FOLDING:
+            dirty[v].add(user)
+
+    n_targets = len(target_ts)
+    if n_targets == 0:
+        raise ValueError("the replay has no targets (no user met a new item after the cutoff)")
+    hit_arr = {v: np.asarray(hits[v]) for v in VARIANTS}
+    gain_arr = {v: np.asarray(gains[v]) for v in VARIANTS}
+    tt = np.asarray(target_ts)
+    buckets = []
+    for chunk in np.array_split(np.arange(n_targets), min(n_buckets, n_targets)):
+        lo, hi = int(tt[chunk[0]]), int(tt[chunk[-1]])
+        buckets.append({
+            "start": pd.to_datetime(lo, unit="ms").isoformat(),
+            "end": pd.to_datetime(hi, unit="ms").isoformat(),
+            "mid": pd.to_datetime((lo + hi) // 2, unit="ms").isoformat(),
+            "n": len(chunk),
+            "variants": {v: _summary(hit_arr[v][chunk], gain_arr[v][chunk]) for v in VARIANTS},
+        })
+    new = np.asarray(target_new_user)
+    result = ReplayResult(
+        protocol=(f"train on the first {train_fraction:.0%} of events, replay the rest in "
+                  f"time order; targets = events on items new to the user; {retrains} "
+                  f"periodic refits; history limits of the stream worker "
+                  f"(max {limits.max_items} items)"),
+        params=asdict(params), k=k, cutoff=pd.to_datetime(cutoff, unit="ms").isoformat(),
+        n_train_events=int(train.sum()), n_replay_events=len(replay_pos), n_targets=n_targets,
+        retrain_times=retrain_times, buckets=buckets,
+        overall={v: _summary(hit_arr[v], gain_arr[v]) for v in VARIANTS},
+        by_user_kind={
+            "users seen before the cutoff": {v: _summary(hit_arr[v][~new], gain_arr[v][~new])
+                                             for v in VARIANTS},
+            "users new after the cutoff": {v: _summary(hit_arr[v][new], gain_arr[v][new])
+                                           for v in VARIANTS}},
+        seconds=time.perf_counter() - started,
+    )
+    log.info("replay: %d targets in %.1fs; hit_rate@%d %s", n_targets, result.seconds, k,
+             {v: round(s["hit_rate"], 4) for v, s in result.overall.items()})
+    return result
+
+
+def render_replay(data: Mapping[str, Any]) -> str:
+    """Markdown section for the evaluation report (from ReplayResult.to_json())."""
+    k = data["k"]
+    p = data["params"]
+    lines = [
+        "## Streaming replay", "",
+        f"Protocol: {data['protocol']}. Cutoff {data['cutoff']}; {data['n_train_events']:,} "
+        f"training events, {data['n_replay_events']:,} replayed, {data['n_targets']:,} "
+        f"targets. ALS factors {p['factors']}, regularization {p['regularization']}, alpha "
+        f"{p['alpha']}, iterations {p['iterations']}.", "",
+        f"| variant | hit rate@{k} | NDCG@{k} | hit rate, users seen before | hit rate, new "
+        "users |", "|---|---:|---:|---:|---:|",
+    ]
+    kinds = data["by_user_kind"]
+    before, after = kinds["users seen before the cutoff"], kinds["users new after the cutoff"]
+    for v, s in data["overall"].items():
+        lines.append(f"| {v} | {s['hit_rate']:.4f} | {s['ndcg']:.4f} | "
+                     f"{before[v]['hit_rate']:.4f} (n={before[v]['n']:,}) | "
+                     f"{after[v]['hit_rate']:.4f} (n={after[v]['n']:,}) |")
+    lines += [""] + [f"![replay {name}]({name})" for name in data.get("charts", [])]
+    return "\n".join(lines)

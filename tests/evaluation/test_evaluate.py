@@ -1,0 +1,110 @@
+"""recsys evaluate: files, sane values, the protocols, RMSE on ML-100K."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evaluation.evaluate import map_ms_at_k, rating_rmse, run_evaluation
+from evaluation.metrics import UserItems
+from evaluation.protocols import make_split, stratified_masks
+from recsys.cli import main
+from recsys.settings import load_settings
+from recsys.sources.movielens import load_movielens
+from trainer.matrix import index_events
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_writes_metrics_report_and_charts(clustered, fast_settings, tmp_path) -> None:
+    report = run_evaluation(clustered, fast_settings, tmp_path, k=10,
+                            protocols=("time", "stratified"), source="clustered")
+    for name in ("metrics.json", "report.md", "metrics_time.png", "metrics_stratified.png"):
+        assert (tmp_path / name).exists(), name
+    for name in ("metrics_time.png", "metrics_stratified.png"):
+        assert (tmp_path / name).read_bytes().startswith(PNG_MAGIC)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["protocols"].keys() == {"time", "stratified"}
+    for protocol, entry in saved["protocols"].items():
+        models = entry["models"]
+        assert set(models) == {"popularity", "item-kNN", "ALS"}
+        for model, values in models.items():
+            for key, value in values.items():
+                if "@" in key:
+                    assert 0.0 <= value <= 1.0, (protocol, model, key, value)
+        # each user likes one cluster: personalised models must beat popularity by far
+        assert models["ALS"]["ndcg@10"] > 2 * models["popularity"]["ndcg@10"], protocol
+        assert models["item-kNN"]["ndcg@10"] > 2 * models["popularity"]["ndcg@10"], protocol
+        assert entry["n_test_users"] > 100
+    md = (tmp_path / "report.md").read_text()
+    assert "time split: the last 20% of events" in md
+    assert "python_stratified_split" in md
+    assert report["protocols"]["time"]["cutoff"]
+
+
+def test_tuned_params_add_a_row(clustered, fast_settings, tmp_path) -> None:
+    tuned = {"time": {"factors": 8, "regularization": 5.0, "alpha": 2.0, "iterations": 5}}
+    report = run_evaluation(clustered, fast_settings, tmp_path, protocols=("time",),
+                            tuned=tuned)
+    entry = report["protocols"]["time"]
+    assert "ALS (tuned)" in entry["models"]
+    assert entry["als_tuned"]["factors"] == 8
+
+
+def test_cli_evaluate_on_synthetic(tmp_path, capsys) -> None:
+    code = main(["evaluate", "--source", "synthetic", "--events", "20000", "--seed", "3",
+                 "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| popularity |" in out and "| ALS |" in out
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["dataset"]["events"] == 20_000
+    assert saved["protocols"]["time"]["models"]["ALS"]["ndcg@10"] > 0.0
+
+
+def test_map_ms_divides_by_all_relevant_items() -> None:
+    recs = np.array([[0, 5, 1]])
+    relevant = UserItems(np.array([0, 4]), np.array([0, 1, 7, 8]))
+    # hits at ranks 1 and 3: AP = (1/1 + 2/3) / 4 (all four relevant items)
+    assert map_ms_at_k(recs, relevant, 3) == pytest.approx((1 + 2 / 3) / 4)
+
+
+def test_stratified_split_follows_the_reference_algorithm() -> None:
+    rng = np.random.default_rng(1)
+    users = np.repeat(np.arange(5), [4, 7, 10, 13, 22])
+    subset = np.ones(len(users), dtype=bool)
+    train = stratified_masks(users, subset, 0.75, 42)
+    for user in range(5):
+        positions = np.flatnonzero(users == user)
+        # what pandas' DataFrame.sample(frac=1, random_state=42) + np.split does per user
+        group = pd.DataFrame({"pos": positions})
+        shuffled = group.sample(frac=1, random_state=42)["pos"].to_numpy()
+        expected = np.sort(shuffled[: round(0.75 * len(positions))])
+        assert np.array_equal(np.flatnonzero(train & (users == user)), expected)
+    del rng
+
+
+def test_stratified_split_keeps_every_user_in_both_parts(clustered, fast_settings) -> None:
+    events = index_events(clustered, fast_settings.event_weights)
+    split = make_split("stratified", events, 2.0)
+    assert split.holdout.n_users == events.shape[0]
+    assert not (split.train_mask & split.test_mask).any()
+    assert (split.train_mask | split.test_mask).all()
+    share = split.train_mask.mean()
+    assert 0.72 < share < 0.78
+
+
+def test_rmse_predictor_beats_global_mean_on_ml100k(ml100k_path) -> None:
+    frame = load_movielens(ml100k_path)
+    settings = load_settings()
+    events = index_events(frame, settings.event_weights)
+    split = make_split("stratified", events, settings.alpha)
+    result = rating_rmse(frame, events, split)
+    assert result is not None and result["n_test"] > 20_000
+    rmse = result["rmse"]
+    assert rmse["biased MF (ALS-WR)"] < rmse["user/item bias"] < rmse["global mean"]
+    assert rmse["global mean"] > 1.05
+    assert rmse["biased MF (ALS-WR)"] < 0.95

@@ -1,0 +1,63 @@
+"""Streaming replay: uses the stream's own fold-in path, and fold-in pays off when tastes are
+revealed after the training cutoff."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import recsys.foldin
+import stream.state
+from evaluation import replay
+from evaluation.replay import FOLDIN, POPULARITY, RETRAIN, RETRAIN_FOLDIN, STATIC, run_replay
+
+from .conftest import DAY, T0, clustered_frame
+
+
+def test_replay_uses_the_stream_code_path() -> None:
+    # the same objects, not copies: a change in the stream's state or maths changes the replay
+    assert replay.UserState is stream.state.UserState
+    assert replay.Limits is stream.state.Limits
+    assert replay.fold_in_batch is recsys.foldin.fold_in_batch
+
+
+@pytest.fixture(scope="module")
+def revealed() -> pd.DataFrame:
+    """Days 0-10: 300 users establish the item clusters. Days 10-20: 150 new users, each with
+    one cluster, none seen before the cutoff (at half the events)."""
+    old = clustered_frame(n_users=300, seed=1, days=10)
+    new = clustered_frame(n_users=150, seed=2, start_user=10_000, t_start=T0 + 10 * DAY,
+                          days=10, noise=0.0)
+    frame = pd.concat([old, new.assign(event_id="n" + new["event_id"])])
+    return frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
+def test_fold_in_beats_static_when_tastes_arrive_after_the_cutoff(
+        revealed, fast_settings, tmp_path) -> None:
+    n_old = int(revealed["user_id"].str.len().lt(6).sum())  # u0..u299 vs u10000..
+    result = run_replay(revealed, fast_settings, k=10, train_fraction=n_old / len(revealed),
+                        n_buckets=4, retrains=2)
+    overall = result.overall
+    for v in (POPULARITY, STATIC, FOLDIN, RETRAIN, RETRAIN_FOLDIN):
+        assert 0.0 <= overall[v]["hit_rate"] <= 1.0
+        assert overall[v]["n"] == result.n_targets
+    new_users = result.by_user_kind["users new after the cutoff"]
+    assert new_users[FOLDIN]["n"] > 1000
+    # static knows nothing about the new users: it can only fall back to popularity
+    assert new_users[STATIC]["hit_rate"] == pytest.approx(new_users[POPULARITY]["hit_rate"])
+    # fold-in learns each new user's cluster from their first events
+    assert new_users[FOLDIN]["hit_rate"] > new_users[STATIC]["hit_rate"] + 0.2
+    assert overall[RETRAIN_FOLDIN]["hit_rate"] > overall[RETRAIN]["hit_rate"]
+    assert len(result.retrain_times) == 2
+    assert sum(b["n"] for b in result.buckets) == result.n_targets
+
+    paths = result.draw(tmp_path)
+    assert [p.name for p in paths] == ["replay_hit_rate.png", "replay_ndcg.png"]
+    assert all(p.stat().st_size > 5_000 for p in paths)
+
+
+def test_replay_rejects_bad_options(clustered, fast_settings) -> None:
+    with pytest.raises(ValueError):
+        run_replay(clustered, fast_settings, train_fraction=1.0)
+    with pytest.raises(ValueError):
+        run_replay(clustered, fast_settings, n_buckets=0)
