@@ -21,6 +21,7 @@ log = logging.getLogger("recsys")
 # Modules with a register(subparsers) function, in the order their commands appear in --help.
 COMMAND_MODULES = [
     "recsys.stack_cli",
+    "trainer.cli",
     "stream.cli",
     "recsys.produce_cli",
     "evaluation.cli",

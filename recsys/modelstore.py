@@ -158,10 +158,13 @@ def stage_model_version(
     manifest: dict[str, Any],
     user_ids: list[str] | None = None,
     user_factors: np.ndarray | None = None,
-    similar: dict[str, list[tuple[str, float]]] | None = None,
+    similar: dict[str, list[tuple[str, float]] | bytes] | None = None,
     popularity: dict[str, float] | None = None,
 ) -> None:
-    """Write every key of one version (synchronous client). Does not make it current."""
+    """Write every key of one version (synchronous client). Does not make it current.
+
+    `similar` values may be given already JSON-encoded (bytes), which saves re-encoding
+    large lists; user vectors go in MSET batches (one command per batch, not per user)."""
     item_factors = np.asarray(item_factors, dtype=VECTOR_DTYPE)
     if item_factors.shape != (len(item_ids), int(manifest["factors"])):
         raise ModelIntegrityError(
@@ -174,8 +177,11 @@ def stage_model_version(
     pipe.set(keys.model_item_ids(version), pack_ids(item_ids))
     pipe.set(keys.model_item_factors(version), item_factors.tobytes())
     if similar:
-        pipe.hset(keys.model_similar(version),
-                  mapping={item: orjson.dumps(pairs) for item, pairs in similar.items()})
+        encoded = [(item, pairs if isinstance(pairs, bytes) else orjson.dumps(pairs))
+                   for item, pairs in similar.items()]
+        for start in range(0, len(encoded), USER_VECTOR_BATCH):
+            pipe.hset(keys.model_similar(version),
+                      mapping=dict(encoded[start:start + USER_VECTOR_BATCH]))
     if popularity:
         pipe.zadd(keys.popularity_alltime(version), popularity)
     pipe.execute()
@@ -184,10 +190,9 @@ def stage_model_version(
         if not np.isfinite(user_factors).all():
             raise ModelIntegrityError("refusing to stage user factors that contain NaN or Inf")
         for start in range(0, len(user_ids), USER_VECTOR_BATCH):
-            pipe = redis.pipeline(transaction=False)
-            for offset, user in enumerate(user_ids[start:start + USER_VECTOR_BATCH]):
-                pipe.set(keys.user_vector(version, user), user_factors[start + offset].tobytes())
-            pipe.execute()
+            chunk = user_ids[start:start + USER_VECTOR_BATCH]
+            redis.mset({keys.user_vector(version, user): user_factors[start + offset].tobytes()
+                        for offset, user in enumerate(chunk)})
     # The manifest goes last: its presence marks the version as completely staged.
     redis.set(keys.model_manifest(version), orjson.dumps(manifest))
 

@@ -1,0 +1,95 @@
+"""`recsys train --once` / `recsys model` as processes against the real local stack, and the
+--every loop with its metrics endpoint."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import urllib.request
+
+import pytest
+
+from recsys.keys import Keys
+from recsys.modelstore import load_model, unpack_vector
+from recsys.producer import EventProducer
+from recsys.sources import iter_events
+from trainer.schedule import parse_duration, run_every
+
+from .conftest import FAST
+
+pytestmark = pytest.mark.integration
+
+
+def _env(settings) -> dict[str, str]:
+    return {**os.environ, "OPENBLAS_NUM_THREADS": "1",
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "REDIS_URL": settings.redis_url,
+            "RECSYS_REDIS_NAMESPACE": settings.redis_namespace,
+            "RECSYS_INTERACTIONS_TOPIC": settings.interactions_topic,
+            "RECSYS_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+            "RECSYS_TRAINER_GROUP_ID": settings.trainer_group_id,
+            "RECSYS_DATA_DIR": str(settings.data_dir), "RECSYS_MODEL_DIR": str(settings.model_dir),
+            "RECSYS_ALS_FACTORS": "16", "RECSYS_ALS_ITERATIONS": "5"}
+
+
+def _recsys(settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "recsys.cli", *args], env=_env(settings),
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_train_once_consumes_the_topic_and_publishes_a_readable_version(
+        settings, small_frame, redis_client):
+    with EventProducer(settings) as producer:
+        for event in iter_events(small_frame):
+            producer.send(event)
+    done = _recsys(settings, "train", "--once")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("published v"), done.stdout
+    version = done.stdout.split()[1].rstrip(":")
+    keys = Keys(settings.redis_namespace)
+    model = load_model(redis_client, keys)  # what the stream worker and the API read
+    assert model.version == version and model.factors == 16
+    user = str(small_frame["user_id"].iloc[-1])
+    unpack_vector(redis_client.get(keys.user_vector(version, user)), 16)
+    offsets = model.manifest["snapshot"]["offsets"]
+    assert sum(offsets.values()) == len(small_frame)  # trained on everything in the topic
+
+    listing = _recsys(settings, "model", "list")
+    assert listing.returncode == 0 and version in listing.stdout and "current" in listing.stdout
+    refused = _recsys(settings, "model", "rollback")  # only one version: nothing to go back to
+    assert refused.returncode == 1 and "no previous model version" in refused.stderr
+
+
+def test_parse_duration():
+    assert parse_duration("15m") == 900 and parse_duration("30s") == 30
+    assert parse_duration("1h") == 3600 and parse_duration("250ms") == 0.25
+    assert parse_duration("42") == 42
+    for bad in ("", "fast", "0s", "-1m"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_every_trains_when_due_skips_without_new_events_and_serves_metrics(
+        make_trainer, small_frame):
+    trainer = make_trainer(params=FAST)
+    trainer.store.append(small_frame)
+    port = trainer.metrics.serve(0, "127.0.0.1")
+    stop = threading.Event()
+    timer = threading.Timer(4.0, stop.set)
+    timer.start()
+    try:
+        # first tick: nothing in service -> train; later ticks: no new events -> skip
+        state = run_every(trainer, interval_s=0.5, min_new_events=1, stop=stop)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    finally:
+        timer.cancel()
+        trainer.metrics.stop_serving()
+    assert (state.runs, state.published, state.failures) == (1, 1, 0)
+    text = body.decode()
+    for name in ("recsys_trainer_published_total 1.0", "recsys_trainer_fit_seconds_count",
+                 'recsys_trainer_eval_metric{metric="ndcg@10",model="candidate"}',
+                 'recsys_trainer_eval_metric{metric="ndcg@10",model="popularity"}',
+                 "recsys_trainer_seconds_since_last_publish", "recsys_trainer_training_users"):
+        assert name in text, name

@@ -1,0 +1,182 @@
+"""The training run end to end against a real Redis: the gate, publishing, rollback, garbage
+collection, failing runs and the atomicity of a model switch as a concurrent reader sees it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import orjson
+import pytest
+
+from recsys.errors import ModelIntegrityError, ModelNotFound
+from recsys.keys import Keys
+from recsys.modelstore import load_model, read_current_version, unpack_vector
+from trainer.errors import NonFiniteFactors
+from trainer.fit import AlsParams, Factors, check_finite
+from trainer.publish import disk_versions, read_manifest, rollback
+
+from .conftest import FAST
+
+pytestmark = pytest.mark.integration
+
+BAD = AlsParams(factors=2, regularization=5000.0, iterations=1, alpha=10.0)
+
+
+def split_by_time(frame, share: float):
+    cut = frame["timestamp"].quantile(share)
+    return frame[frame["timestamp"] < cut], frame[frame["timestamp"] >= cut]
+
+
+def sample(registry, name: str, **labels) -> float | None:
+    return registry.get_sample_value(name, labels or None)
+
+
+def test_gate_rejects_a_worse_model_and_keeps_serving_then_accepts_a_good_one(
+        make_trainer, synthetic_frame, redis_client, settings):
+    keys = Keys(settings.redis_namespace)
+    old, new = split_by_time(synthetic_frame, 0.7)
+    first = make_trainer()
+    first.store.append(old)
+    v1 = first.run_once()
+    assert v1.published and read_current_version(redis_client, keys) == v1.version
+
+    first.store.append(new)  # more data arrived since v1
+    worse = make_trainer(params=BAD)
+    rejected = worse.run_once()
+    assert not rejected.published
+    assert rejected.serving_version == v1.version
+    # v1's data ends before this holdout starts: the whole holdout is new to both models
+    assert v1.manifest["trained_until_ms"] < rejected.manifest["holdout"]["cutoff_ms"]
+    assert rejected.manifest["gate"]["holdout"] == "full"
+    assert rejected.decision.candidate < 0.98 * rejected.decision.serving
+    assert read_current_version(redis_client, keys) == v1.version  # still serving
+    assert read_manifest(settings.model_dir, rejected.version)["status"] == "rejected"
+    assert not redis_client.exists(keys.model_manifest(rejected.version))  # disk only
+    assert sample(worse.metrics.registry, "recsys_trainer_rejected_total", reason="gate") == 1
+    assert sample(worse.metrics.registry, "recsys_trainer_eval_metric", metric="ndcg@10",
+                  model="serving") == pytest.approx(rejected.decision.serving)
+
+    better = make_trainer().run_once()
+    assert better.published and read_current_version(redis_client, keys) == better.version
+    assert better.manifest["serving_version"] == v1.version
+
+
+def test_failing_run_is_counted_and_leaves_serving_untouched(make_trainer, small_frame,
+                                                            redis_client, settings, monkeypatch):
+    keys = Keys(settings.redis_namespace)
+    trainer = make_trainer(params=FAST)
+    trainer.store.append(small_frame)
+    good = trainer.run_once()
+
+    def nan_fit(*args, **kwargs) -> Factors:
+        bad = np.full((3, 4), np.nan, dtype=np.float32)
+        return check_finite(Factors(bad, bad))
+
+    monkeypatch.setattr("trainer.pipeline.fit_als", nan_fit)
+    with pytest.raises(NonFiniteFactors):
+        trainer.run_once()
+    assert sample(trainer.metrics.registry, "recsys_trainer_run_failures_total",
+                  stage="fit") == 1
+    assert read_current_version(redis_client, keys) == good.version
+    assert disk_versions(settings.model_dir) == [good.version]
+
+
+def test_rollback_restores_the_previous_version_and_gc_keeps_only_recent(
+        make_trainer, small_frame, redis_client, settings):
+    keys = Keys(settings.redis_namespace)
+    trainer = make_trainer(params=FAST, trainer_gate_tolerance=0.99, trainer_keep_versions=2)
+    trainer.store.append(small_frame)
+    versions = [trainer.run_once().version for _ in range(3)]
+    assert read_current_version(redis_client, keys) == versions[2]
+    # keep 2: the current one and one to roll back to; the oldest is gone everywhere
+    assert disk_versions(settings.model_dir) == versions[1:]
+    assert not redis_client.exists(*keys.model_keys(versions[0]))
+    assert not list(redis_client.scan_iter(match=keys.user_vector_pattern(versions[0])))
+
+    restored, replaced = rollback(redis_client, keys)
+    assert (restored, replaced) == (versions[1], versions[2])
+    model = load_model(redis_client, keys)
+    assert model.version == versions[1] and model.manifest["version"] == versions[1]
+    with pytest.raises(ModelNotFound):  # nothing further back
+        rollback(redis_client, keys)
+    assert read_current_version(redis_client, keys) == versions[1]
+
+
+def test_reader_never_sees_a_mix_of_two_versions(make_trainer, small_frame, redis_client,
+                                                 redis_url, settings):
+    import redis as redis_lib
+
+    keys = Keys(settings.redis_namespace)
+    trainer = make_trainer(params=FAST, trainer_gate_tolerance=0.99, trainer_keep_versions=2)
+    trainer.store.append(small_frame)
+    first = trainer.run_once()
+    user = str(small_frame["user_id"].value_counts().index[0])  # in every version
+    problems: list[str] = []
+    seen: set[str] = set()
+    reads = 0
+    stop = threading.Event()
+
+    def reader() -> None:
+        nonlocal reads
+        client = redis_lib.Redis.from_url(redis_url)
+        while not stop.is_set():
+            version = read_current_version(client, keys)
+            try:
+                model = load_model(client, keys, version)  # MGET of that version's keys
+                raw = client.get(keys.user_vector(model.version, user))
+            except (ModelNotFound, ModelIntegrityError) as exc:
+                # A version GC'd between the two reads would be benign, but with
+                # keep_versions=2 the replaced version stays; so any failure is a bug.
+                problems.append(f"{version} unreadable while current: {exc}")
+                continue
+            reads += 1
+            seen.add(model.version)
+            if model.manifest["version"] != model.version:
+                problems.append(f"manifest of {model.manifest['version']} under {model.version}")
+            if model.item_factors.shape != (len(model.item_ids), model.factors):
+                problems.append(f"{model.version}: factors do not fit the ids")
+            if raw is None:
+                problems.append(f"{model.version}: user vector missing")
+            else:
+                unpack_vector(raw, model.factors)
+            time.sleep(0.002)  # leave the GIL to the publisher now and then
+        client.close()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        later = [trainer.run_once().version for _ in range(2)]
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not problems, problems[:5]
+    assert reads > 20
+    assert seen & {first.version, *later} and len(seen) >= 2
+
+
+def test_manifest_carries_the_contract_fields(make_trainer, ml100k_frame, redis_client,
+                                             settings):
+    keys = Keys(settings.redis_namespace)
+    trainer = make_trainer()
+    trainer.store.append(ml100k_frame, {"interactions:0": 10})
+    result = trainer.run_once()
+    manifest = orjson.loads(redis_client.get(keys.model_manifest(result.version)))
+    for name in ("version", "created_at", "factors", "regularization", "alpha", "iterations",
+                 "event_weights", "n_users", "n_items", "metrics", "baseline_metrics",
+                 "snapshot", "similar_items_n", "beats_popularity"):
+        assert name in manifest, name
+    assert manifest["snapshot"] == {"offsets": {"interactions:0": 10},
+                                    "latest_event_ms": int(ml100k_frame["timestamp"].max())}
+    assert manifest == read_manifest(settings.model_dir, result.version)
+    # similar items and all-time popularity of this version
+    item = str(ml100k_frame["item_id"].value_counts().index[0])
+    pairs = orjson.loads(redis_client.hget(keys.model_similar(result.version), item))
+    assert len(pairs) == settings.trainer_similar_items and item not in [p[0] for p in pairs]
+    assert [p[1] for p in pairs] == sorted((p[1] for p in pairs), reverse=True)
+    top = redis_client.zrevrange(keys.popularity_alltime(result.version), 0, 0)
+    assert top == [item.encode()]
+    assert sample(trainer.metrics.registry, "recsys_trainer_published_total") == 1
+    since = sample(trainer.metrics.registry, "recsys_trainer_seconds_since_last_publish")
+    assert 0 <= since < 60

@@ -1,0 +1,151 @@
+"""`recsys train` and `recsys model`: the trainer's commands.
+
+    recsys train --once [--from-file SOURCE] [--no-consume]
+    recsys train --every 15m [--min-new-events N]
+    recsys model list
+    recsys model rollback
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+# implicit runs its own threads; a threaded BLAS under them oversubscribes the cores. This
+# must happen before numpy is first imported, which is why it sits at module level here.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser(
+        "train",
+        help="fit ALS on the trainer's history, evaluate, publish if the gate passes",
+        description="Consumes the interactions topic into the trainer's history (its own "
+        "consumer group), fits implicit ALS, evaluates it on a time-based holdout against "
+        "popularity and the model in service, and publishes it atomically if it is not "
+        "worse. Exit code 0 for a published or a rejected candidate, 1 for a failed run.",
+    )
+    mode = train.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="one run, then exit (default)")
+    mode.add_argument("--every", metavar="DURATION",
+                      help="run on a schedule (30s, 15m, 1h) until stopped")
+    train.add_argument("--from-file", metavar="SOURCE",
+                       help="seed the history from a dataset first (synthetic, movielens:PATH, "
+                       "retailrocket:PATH, csv:PATH); re-seeding is idempotent (event ids)")
+    train.add_argument("--events", type=int, default=None,
+                       help="synthetic: number of events; files: keep the first N")
+    train.add_argument("--seed", type=int, default=42, help="synthetic generator seed")
+    train.add_argument("--min-new-events", type=int, default=None, metavar="N",
+                       help="--every: train only when N new events arrived "
+                       "(default: settings.trainer_min_new_events)")
+    train.add_argument("--no-consume", action="store_true",
+                       help="do not read the interactions topic (train on the stored history)")
+    train.set_defaults(handler=_train)
+
+    model = sub.add_parser("model", help="list model versions, roll back to the previous one")
+    actions = model.add_subparsers(dest="model_action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="versions on disk with their role and metrics"
+                       ).set_defaults(handler=_model_list)
+    actions.add_parser("rollback", help="make the previous version current again"
+                       ).set_defaults(handler=_model_rollback)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from recsys.settings import get_settings
+    from trainer.errors import TrainerError
+    from trainer.ingest import HistoryConsumer
+    from trainer.pipeline import Trainer, history_store
+    from trainer.schedule import parse_duration, run_every
+
+    log = logging.getLogger("trainer")
+    settings = get_settings()
+    store = history_store(settings)
+    if args.from_file:
+        from recsys.sources.registry import load_source
+
+        frame = load_source(args.from_file, events=args.events, seed=args.seed)
+        stored = store.append(frame)
+        log.info("seeded the history from %s: %d events (%d new)", args.from_file,
+                 len(frame), stored)
+    trainer = Trainer(settings, store=store)
+    consumer = None if args.no_consume else HistoryConsumer(settings, store, trainer.metrics)
+    try:
+        if args.every:
+            try:
+                interval = parse_duration(args.every)
+            except ValueError as exc:
+                raise TrainerError(str(exc)) from None
+            stop = threading.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
+            port = trainer.metrics.serve(settings.trainer_metrics_port)
+            log.info("trainer metrics on :%d/metrics; training every %s", port, args.every)
+            min_new = (settings.trainer_min_new_events if args.min_new_events is None
+                       else args.min_new_events)
+            state = run_every(trainer, interval, min_new, stop, consumer)
+            print(f"trainer stopped: {state.runs} runs, {state.published} published, "
+                  f"{state.failures} failed")
+            return 0
+        if consumer is not None:
+            new = consumer.catch_up()
+            log.info("history caught up with %s: %d new events", settings.interactions_topic,
+                     new)
+        if len(store.files()) > settings.trainer_compact_parts:
+            store.compact()
+        result = trainer.run_once()
+    finally:
+        if consumer is not None:
+            consumer.close()
+    gate = result.decision
+    status = "published" if result.published else "rejected"
+    print(f"{status} {result.version}: {gate.metric} candidate={_fmt(gate.candidate)} "
+          f"popularity={_fmt(gate.popularity)} serving={_fmt(gate.serving)} "
+          f"beats_popularity={str(gate.beats_popularity).lower()} ({gate.reason}); "
+          f"{result.seconds:.1f}s")
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _model_list(args: argparse.Namespace) -> int:
+    import redis as redis_lib
+
+    from recsys.keys import Keys
+    from recsys.settings import get_settings
+    from trainer.publish import list_versions
+
+    settings = get_settings()
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    rows = list_versions(client, Keys(settings.redis_namespace), settings.model_dir)
+    if not rows:
+        print(f"no model versions in {settings.model_dir}")
+        return 0
+    metric = settings.trainer_gate_metric
+    print(f"{'version':<30} {'role':<9} {metric:>9} {'beats_pop':>9} {'users':>8} {'items':>7}"
+          f"  created_at")
+    for row in rows:
+        value = row["metrics"].get(metric)
+        print(f"{row['version']:<30} {row['role']:<9} {_fmt(value):>9} "
+              f"{str(row['beats_popularity']).lower():>9} {row['n_users'] or 0:>8} "
+              f"{row['n_items'] or 0:>7}  {row['created_at']}")
+    return 0
+
+
+def _model_rollback(args: argparse.Namespace) -> int:
+    import redis as redis_lib
+
+    from recsys.keys import Keys
+    from recsys.settings import get_settings
+    from trainer.publish import rollback
+
+    settings = get_settings()
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    restored, replaced = rollback(client, Keys(settings.redis_namespace))
+    print(f"rolled back: {replaced} -> {restored} (current)")
+    return 0

@@ -1,0 +1,278 @@
+"""The trainer's own durable interaction history: Parquet files in `settings.data_dir/history`.
+
+Why Parquet (pyarrow): the trainer only ever reads whole columns (user, item, type, value,
+time) of the whole history to build a sparse matrix, which is what a columnar format is for;
+ids compress well with dictionary encoding and a million events read back in a fraction of a
+second. Parquet files are immutable, so appending is "one new file per flush" and a periodic
+compaction merges them (dropping events older than the retention window and duplicates).
+
+Exactly-once from Kafka without a transaction manager: every file carries, in its own
+key-value metadata, the next offset of every partition it covers (`recsys.offsets`,
+{"topic:partition": next_offset}). A file is written under a temporary name and renamed into
+place, so its rows and its offsets appear together or not at all. On restart the consumer
+seeks each assigned partition to the highest stored offset: what is on disk is exactly what
+was consumed. Kafka's committed group offsets are also updated after each flush, but only so
+that lag shows in the usual tools; the files are the source of truth.
+
+Compaction writes `base-<seq>.parquet` naming the files it replaces (`recsys.replaces`); a
+crash between writing it and deleting those files is repaired on the next open.
+
+Dedupe by event id: every stored event id is kept as a 64-bit hash in a sorted array (8 bytes
+an event, not a Python string set); a new event whose id hash is known is skipped.
+
+Retention: events older than `retention_days` before the newest stored event are dropped at
+compaction and ignored by `load` (relative to the newest event rather than the wall clock,
+so that replaying an old dataset keeps it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from recsys.sources import FRAME_COLUMNS
+from trainer.errors import HistoryError
+
+log = logging.getLogger(__name__)
+
+MS_PER_DAY = 86_400_000
+OFFSETS_KEY = b"recsys.offsets"
+REPLACES_KEY = b"recsys.replaces"
+_PART_RE = re.compile(r"^(part|base)-(\d{12})\.parquet$")
+
+SCHEMA = pa.schema([
+    ("event_id", pa.string()),
+    ("user_id", pa.string()),
+    ("item_id", pa.string()),
+    ("event_type", pa.string()),
+    ("value", pa.float64()),
+    ("timestamp", pa.int64()),
+    # where the row came from: Kafka partition/offset, or -1/-1 for a seeded dataset
+    ("source_partition", pa.int32()),
+    ("source_offset", pa.int64()),
+])
+
+
+def id_hashes(event_ids: Iterable[str] | np.ndarray | pd.Series) -> np.ndarray:
+    """Deterministic 64-bit hashes of event ids (pandas' SipHash with a fixed key)."""
+    values = np.asarray(event_ids, dtype=object)
+    return pd.util.hash_array(values, categorize=False).astype(np.uint64)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Where a history (and the model trained on it) stands in the stream."""
+
+    offsets: dict[str, int] = field(default_factory=dict)
+    latest_event_ms: int = 0
+    n_events: int = 0
+
+    def as_manifest(self) -> dict[str, Any]:
+        return {"offsets": dict(self.offsets), "latest_event_ms": int(self.latest_event_ms)}
+
+
+def offset_key(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+class HistoryStore:
+    """Append-only Parquet event store with per-partition offsets kept beside the rows."""
+
+    def __init__(self, directory: Path, retention_days: float | None = None) -> None:
+        self.directory = Path(directory)
+        self.retention_days = retention_days
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._offsets: dict[str, int] = {}
+        self._known = np.empty(0, dtype=np.uint64)
+        self._latest_ms = 0
+        self._seq = 0
+        self._recover()
+        self._scan()
+
+    # --- opening -----------------------------------------------------------------------
+    def files(self) -> list[Path]:
+        found = [p for p in self.directory.iterdir() if _PART_RE.match(p.name)]
+        return sorted(found, key=lambda p: int(_PART_RE.match(p.name).group(2)))  # type: ignore[union-attr]
+
+    def _recover(self) -> None:
+        for stale in self.directory.glob("*.tmp"):
+            stale.unlink(missing_ok=True)
+        for base in self.directory.glob("base-*.parquet"):
+            for name in _metadata(base).get(REPLACES_KEY, []):
+                leftover = self.directory / name
+                if leftover.exists() and leftover != base:
+                    log.warning("removing %s, already merged into %s", leftover.name, base.name)
+                    leftover.unlink()
+
+    def _scan(self) -> None:
+        hashes = []
+        for path in self.files():
+            meta = _metadata(path)
+            for key, offset in meta.get(OFFSETS_KEY, {}).items():
+                self._offsets[key] = max(self._offsets.get(key, 0), int(offset))
+            table = pq.read_table(path, columns=["event_id", "timestamp"])
+            if table.num_rows:
+                hashes.append(id_hashes(table.column("event_id").to_numpy(zero_copy_only=False)))
+                self._latest_ms = max(self._latest_ms, int(pc.max(table["timestamp"]).as_py()))
+            self._seq = max(self._seq, int(_PART_RE.match(path.name).group(2)))  # type: ignore[union-attr]
+        if hashes:
+            self._known = np.unique(np.concatenate(hashes))
+
+    # --- state -------------------------------------------------------------------------
+    @property
+    def offsets(self) -> dict[str, int]:
+        """Next offset to consume per "topic:partition" (what the stored rows cover)."""
+        return dict(self._offsets)
+
+    def partition_offsets(self, topic: str) -> dict[int, int]:
+        prefix = f"{topic}:"
+        return {int(k[len(prefix):]): v for k, v in self._offsets.items() if k.startswith(prefix)}
+
+    @property
+    def n_events(self) -> int:
+        return int(self._known.size)
+
+    @property
+    def latest_event_ms(self) -> int:
+        return self._latest_ms
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.offsets, self._latest_ms, self.n_events)
+
+    # --- writing -----------------------------------------------------------------------
+    def append(self, frame: pd.DataFrame, offsets: Mapping[str, int] | None = None) -> int:
+        """Store new events (an event frame, optionally with source_partition/source_offset
+        columns) together with the offsets they bring the history to. Events whose id is
+        already stored, or repeated within `frame`, are skipped. Returns the rows written.
+
+        A call with no new rows but new offsets still writes (an empty file), so that offsets
+        of skipped (invalid or duplicate) messages are not consumed again after a restart.
+        """
+        frame = frame.loc[~frame["event_id"].duplicated()] if len(frame) else frame
+        hashes = id_hashes(frame["event_id"]) if len(frame) else np.empty(0, np.uint64)
+        if len(hashes) and self._known.size:
+            pos = np.searchsorted(self._known, hashes)
+            seen = self._known[np.minimum(pos, self._known.size - 1)] == hashes
+            frame, hashes = frame.loc[~seen], hashes[~seen]
+        new_offsets = {k: int(v) for k, v in (offsets or {}).items()
+                       if int(v) > self._offsets.get(k, -1)}
+        if not len(frame) and not new_offsets:
+            return 0
+        table = _to_table(frame)
+        meta = {OFFSETS_KEY: orjson.dumps({**self._offsets, **new_offsets})}
+        self._seq += 1
+        self._write(table, f"part-{self._seq:012d}.parquet", meta)
+        self._offsets.update(new_offsets)
+        if len(hashes):
+            self._known = np.union1d(self._known, hashes)
+            self._latest_ms = max(self._latest_ms, int(frame["timestamp"].max()))
+        return len(frame)
+
+    def _write(self, table: pa.Table, name: str, meta: dict[bytes, bytes]) -> Path:
+        final = self.directory / name
+        tmp = self.directory / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+        table = table.replace_schema_metadata(meta)
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=True)
+        with open(tmp, "rb") as handle:  # durable before it becomes visible
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(self.directory)
+        return final
+
+    def compact(self) -> Path | None:
+        """Merge every file into one base file: retention applied, duplicates removed."""
+        files = self.files()
+        if len(files) <= 1:
+            return None
+        started = time.perf_counter()
+        table = pa.concat_tables([pq.read_table(p, schema=SCHEMA) for p in files])
+        frame = table.to_pandas()
+        frame = frame.loc[~frame["event_id"].duplicated()]
+        frame = self._apply_retention(frame)
+        meta = {OFFSETS_KEY: orjson.dumps(self._offsets),
+                REPLACES_KEY: orjson.dumps([p.name for p in files])}
+        seq = int(_PART_RE.match(files[-1].name).group(2))  # type: ignore[union-attr]
+        base = self._write(_to_table(frame), f"base-{seq:012d}.parquet", meta)
+        for path in files:
+            if path != base:
+                path.unlink(missing_ok=True)
+        self._known = np.unique(id_hashes(frame["event_id"])) if len(frame) else \
+            np.empty(0, np.uint64)
+        log.info("history compacted: %d files -> %s, %d events (%.2fs)", len(files), base.name,
+                 len(frame), time.perf_counter() - started)
+        return base
+
+    # --- reading -----------------------------------------------------------------------
+    def _apply_retention(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if self.retention_days is None or not len(frame):
+            return frame
+        horizon = int(frame["timestamp"].max()) - int(self.retention_days * MS_PER_DAY)
+        return frame.loc[frame["timestamp"].to_numpy() >= horizon]
+
+    def load(self, with_source: bool = False) -> pd.DataFrame:
+        """The whole history as an event frame (ids as pandas categoricals: cheap to index),
+        retention applied; not sorted (callers that need order sort by timestamp)."""
+        files = self.files()
+        columns = FRAME_COLUMNS + (["source_partition", "source_offset"] if with_source else [])
+        if not files:
+            return pd.DataFrame({c: pd.Series(dtype=SCHEMA.field(c).type.to_pandas_dtype())
+                                 for c in columns})
+        try:
+            tables = [pq.read_table(p, columns=columns, schema=SCHEMA,
+                                    read_dictionary=["user_id", "item_id", "event_type"])
+                      for p in files]
+        except (OSError, pa.ArrowException) as exc:
+            raise HistoryError(f"cannot read the history in {self.directory}: {exc}") from exc
+        table = pa.concat_tables(tables).unify_dictionaries()
+        frame = table.to_pandas()
+        return self._apply_retention(frame).reset_index(drop=True)
+
+
+def _to_table(frame: pd.DataFrame) -> pa.Table:
+    n = len(frame)
+    data = {
+        "event_id": frame["event_id"].astype(str).to_numpy(),
+        "user_id": frame["user_id"].astype(str).to_numpy(),
+        "item_id": frame["item_id"].astype(str).to_numpy(),
+        "event_type": frame["event_type"].astype(str).to_numpy(),
+        "value": frame["value"].to_numpy(dtype=np.float64),
+        "timestamp": frame["timestamp"].to_numpy(dtype=np.int64),
+        "source_partition": (frame["source_partition"].to_numpy(dtype=np.int32)
+                             if "source_partition" in frame else np.full(n, -1, np.int32)),
+        "source_offset": (frame["source_offset"].to_numpy(dtype=np.int64)
+                          if "source_offset" in frame else np.full(n, -1, np.int64)),
+    }
+    return pa.Table.from_pydict(data, schema=SCHEMA)
+
+
+def _metadata(path: Path) -> dict[bytes, Any]:
+    try:
+        raw = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException) as exc:
+        raise HistoryError(f"unreadable history file {path}: {exc}") from exc
+    return {k: orjson.loads(v) for k, v in raw.items() if k in (OFFSETS_KEY, REPLACES_KEY)}
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,353 @@
+"""One training run: history -> confidence matrix -> fit -> evaluate -> gate -> publish.
+
+    1. load the history (retention applied) and its snapshot (offsets, newest event time)
+    2. index users/items over the whole history; split at the holdout cutoff
+       (evaluation.split: the last `trainer_holdout_fraction` of the events)
+    3. fit ALS on the training part only
+    4. evaluate on the holdout: the candidate, the popularity baseline and the model in service
+       (its factors re-read from the model directory and scored on THIS holdout, users folded
+       in from the same training interactions)
+    5. gate (trainer.gate); a rejected candidate is written to disk only, logged and counted
+    6. on success, refit on the whole history warm-started from the candidate's factors
+       (`trainer_refit_iterations`, so the served model knows the newest events and items at
+       a fraction of a second fit), compute similar items and popularity, write the version to
+       disk and to Redis, move the pointer, garbage-collect old versions
+
+Leakage guard for step 4: a serving model refitted on the whole history has seen the part of
+this holdout that is older than its own data (`trained_until_ms`). When that overlaps, both
+models are compared on the holdout events after it, if at least `trainer_gate_min_users`
+users have some; otherwise on the whole holdout, which can only favour the serving model
+(the gate errs on the side of keeping what is in service).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from evaluation.baselines import PopularityRecommender
+from evaluation.split import Holdout, build_holdout, cutoff_for
+from recsys.errors import ModelIntegrityError, ModelNotFound
+from recsys.keys import Keys
+from recsys.modelstore import load_model, read_current_version
+from recsys.settings import Settings
+from trainer.errors import NotEnoughData
+from trainer.evaluate import align_items, evaluate_factors, evaluate_popularity
+from trainer.fit import AlsParams, Factors, fit_als
+from trainer.gate import GateDecision, decide
+from trainer.history import HistoryStore, Snapshot
+from trainer.matrix import IndexedEvents, confidence_matrix, index_events
+from trainer.metrics import TrainerMetrics
+from trainer.publish import (
+    ModelArtifacts,
+    collect_garbage,
+    encode_similar,
+    load_from_disk,
+    new_version_id,
+    publish,
+    save_to_disk,
+    similar_items,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    version: str
+    published: bool
+    decision: GateDecision
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    serving_version: str | None
+    serving_metrics: dict[str, float] | None
+    manifest: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.timings.values())
+
+
+@dataclass
+class ServingModel:
+    version: str
+    factors: np.ndarray  # laid out in the current item columns
+    known: np.ndarray  # bool per current item column
+    regularization: float
+    trained_until_ms: int
+
+
+def history_store(settings: Settings) -> HistoryStore:
+    return HistoryStore(settings.data_dir / "history", settings.trainer_retention_days)
+
+
+def als_params(settings: Settings, **overrides: Any) -> AlsParams:
+    values = dict(factors=settings.als_factors, regularization=settings.als_regularization,
+                  iterations=settings.als_iterations, alpha=settings.alpha,
+                  seed=settings.random_seed, threads=settings.trainer_fit_threads)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return AlsParams(**values)
+
+
+class Trainer:
+    """Runs training passes for one deployment (settings); holds its Redis client and metrics."""
+
+    def __init__(self, settings: Settings, redis: Any | None = None,
+                 metrics: TrainerMetrics | None = None, store: HistoryStore | None = None,
+                 params: AlsParams | None = None) -> None:
+        import redis as redis_lib
+
+        self.settings = settings
+        self.keys = Keys(settings.redis_namespace)
+        self.redis = redis or redis_lib.Redis.from_url(settings.redis_url)
+        self.metrics = metrics or TrainerMetrics()
+        self.store = store or history_store(settings)
+        self.params = params or als_params(settings)
+        self.model_dir = settings.model_dir
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        self._init_last_publish()
+
+    def _init_last_publish(self) -> None:
+        try:
+            version = read_current_version(self.redis, self.keys)
+            if version:
+                raw = self.redis.get(self.keys.model_manifest(version))
+                if raw:
+                    import orjson
+
+                    created = orjson.loads(raw).get("created_at")
+                    if created:
+                        self.metrics.mark_published(datetime.fromisoformat(created).timestamp())
+        except Exception as exc:  # noqa: BLE001 - only a gauge's starting value
+            log.debug("cannot read the last publish time: %s", exc)
+
+    # --- the run -------------------------------------------------------------------------
+    def run_once(self) -> RunResult:
+        """One full pass. Any failure is counted and re-raised; serving is left untouched
+        (the pointer only moves as the very last step)."""
+        self.metrics.runs.inc()
+        self._stage = "load"
+        started = time.perf_counter()
+        try:
+            result = self._run()
+        except Exception:
+            self.metrics.run_failures.labels(stage=self._stage).inc()
+            log.exception("training run failed at stage %s; serving model unchanged",
+                          self._stage)
+            raise
+        self.metrics.run_seconds.observe(time.perf_counter() - started)
+        return result
+
+    @contextmanager
+    def _timed(self, timings: dict[str, float], stage: str):  # noqa: ANN202
+        self._stage = stage
+        t0 = time.perf_counter()
+        yield
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+
+    def _run(self) -> RunResult:
+        s, timings = self.settings, {}
+        k = max(s.trainer_eval_k, int(s.trainer_gate_metric.partition("@")[2]))
+        with self._timed(timings, "load"):
+            frame = self.store.load()
+            if len(frame) < 2:
+                raise NotEnoughData(f"the history holds {len(frame)} events; need more to train")
+            latest = int(frame["timestamp"].max())
+            snapshot = Snapshot(self.store.offsets, latest, len(frame))
+        with self._timed(timings, "matrix"):
+            events = index_events(frame, s.event_weights, s.trainer_time_decay_days, latest)
+            del frame
+            cutoff = cutoff_for(events.timestamps, s.trainer_holdout_fraction)
+            train = events.timestamps < cutoff
+            c_train = confidence_matrix(events, self.params.alpha, train)
+            holdout = build_holdout(events.rows[~train], events.cols[~train], c_train, cutoff,
+                                    s.trainer_eval_max_users, s.random_seed)
+        self._record_sizes(events, c_train)
+        with self._timed(timings, "fit"):
+            candidate = fit_als(c_train, self.params)
+        self.metrics.fit_seconds.observe(candidate.seconds)
+        with self._timed(timings, "evaluate"):
+            reg = self.params.regularization
+            cand_metrics = evaluate_factors(holdout, candidate.item_factors, reg, k)
+            pop_metrics = evaluate_popularity(holdout, events.rows[train], events.cols[train],
+                                              events.weights[train], events.shape[1], k)
+            serving = self._serving_model(events)
+            gate_info: dict[str, Any] = {"holdout": "full", "users": holdout.n_users}
+            serving_metrics = gate_cand = None
+            if serving is not None:
+                gate_holdout, gate_info = self._gate_holdout(events, train, c_train, holdout,
+                                                             serving)
+                gate_cand = (cand_metrics if gate_holdout is holdout else
+                             evaluate_factors(gate_holdout, candidate.item_factors, reg, k))
+                serving_metrics = evaluate_factors(gate_holdout, serving.factors,
+                                                   serving.regularization, k, serving.known)
+            decision = decide(s.trainer_gate_metric, s.trainer_gate_tolerance,
+                              gate_cand if gate_cand is not None else cand_metrics,
+                              serving_metrics, pop_metrics)
+        self._record_eval(cand_metrics, pop_metrics, serving_metrics, decision)
+
+        version = new_version_id()
+        manifest = self._manifest(version, events, c_train, holdout, snapshot, candidate,
+                                  cand_metrics, pop_metrics, serving, serving_metrics,
+                                  gate_cand, gate_info, decision, k)
+        if not decision.publish:
+            with self._timed(timings, "save"):
+                manifest.update(status="rejected", trained_until_ms=cutoff - 1)
+                artifacts, _ = self._artifacts(version, events, c_train, candidate, manifest)
+                save_to_disk(self.model_dir, artifacts)
+                collect_garbage(self.redis, self.keys, self.model_dir, s.trainer_keep_versions)
+            self.metrics.rejected.labels(reason="gate").inc()
+            log.warning("candidate %s rejected: %s; serving %s stays", version, decision.reason,
+                        serving.version if serving else None)
+            return RunResult(version, False, decision, cand_metrics, pop_metrics,
+                             serving.version if serving else None, serving_metrics, manifest,
+                             timings)
+
+        if not decision.beats_popularity:
+            log.warning("candidate %s does not beat popularity on its holdout (%s): published "
+                        "with beats_popularity=false, serving falls back to popularity",
+                        version, decision.reason)
+        final, matrix, trained_until = candidate, c_train, cutoff - 1
+        if s.trainer_refit_iterations > 0:
+            with self._timed(timings, "refit"):
+                matrix = confidence_matrix(events, self.params.alpha)
+                final = fit_als(matrix, self.params, init=candidate,
+                                iterations=s.trainer_refit_iterations)
+                trained_until = latest
+            self.metrics.fit_seconds.observe(final.seconds)
+        self.metrics.last_fit_seconds.set(candidate.seconds + (final.seconds if final
+                                                               is not candidate else 0.0))
+        manifest.update(status="published", trained_until_ms=trained_until,
+                        fit_seconds=round(candidate.seconds + (final.seconds if final is not
+                                                               candidate else 0.0), 3))
+        with self._timed(timings, "similar"):
+            artifacts, item_mask = self._artifacts(version, events, matrix, final, manifest)
+            idx, scores = similar_items(artifacts.item_factors, s.trainer_similar_items)
+            similar = encode_similar(artifacts.item_ids, idx, scores)
+            popularity = self._popularity(events, item_mask)
+        with self._timed(timings, "publish"):
+            manifest["timings"] = {k_: round(v, 3) for k_, v in timings.items()}
+            save_to_disk(self.model_dir, artifacts)
+            publish(self.redis, self.keys, artifacts, similar, popularity,
+                    s.trainer_keep_versions)
+            self.metrics.published.inc()
+            self.metrics.mark_published()
+            collect_garbage(self.redis, self.keys, self.model_dir, s.trainer_keep_versions)
+        log.info("published %s: %s=%.4f (popularity %.4f, serving %s) in %.1fs", version,
+                 s.trainer_gate_metric, decision.candidate or float("nan"),
+                 decision.popularity or float("nan"), decision.serving, sum(timings.values()))
+        return RunResult(version, True, decision, cand_metrics, pop_metrics,
+                         serving.version if serving else None, serving_metrics, manifest,
+                         timings)
+
+    # --- pieces ----------------------------------------------------------------------------
+    def _serving_model(self, events: IndexedEvents) -> ServingModel | None:
+        """The version in service, re-read from the model directory (Redis as fallback)."""
+        version = read_current_version(self.redis, self.keys)
+        if version is None:
+            return None
+        try:
+            stored = load_from_disk(self.model_dir, version, items_only=True)
+            ids, factors, manifest = stored.item_ids, stored.item_factors, stored.manifest
+        except ModelNotFound:
+            try:
+                model = load_model(self.redis, self.keys, version)
+            except (ModelNotFound, ModelIntegrityError) as exc:
+                log.warning("serving version %s is unreadable (%s): gating as if none",
+                            version, exc)
+                return None
+            ids, factors, manifest = np.asarray(model.item_ids), model.item_factors, \
+                model.manifest
+        aligned, known = align_items(np.asarray(ids).astype(str), factors,
+                                     np.asarray(events.item_ids).astype(str))
+        until = manifest.get("trained_until_ms",
+                             manifest.get("snapshot", {}).get("latest_event_ms", 0))
+        return ServingModel(version, aligned, known, float(manifest["regularization"]),
+                            int(until or 0))
+
+    def _gate_holdout(self, events: IndexedEvents, train: np.ndarray, c_train: sp.csr_matrix,
+                      holdout: Holdout, serving: ServingModel) -> tuple[Holdout, dict[str, Any]]:
+        if serving.trained_until_ms < holdout.cutoff_ms:
+            return holdout, {"holdout": "full", "users": holdout.n_users}
+        after = events.timestamps > serving.trained_until_ms
+        fresh = build_holdout(events.rows[after], events.cols[after], c_train,
+                              holdout.cutoff_ms, self.settings.trainer_eval_max_users,
+                              self.settings.random_seed)
+        if fresh.n_users >= self.settings.trainer_gate_min_users:
+            return fresh, {"holdout": "after_serving_data", "users": fresh.n_users,
+                           "after_ms": serving.trained_until_ms}
+        log.info("serving model %s was trained on part of this holdout and only %d users "
+                 "have newer events: gating on the whole holdout (favours serving)",
+                 serving.version, fresh.n_users)
+        return holdout, {"holdout": "full_overlapping_serving", "users": holdout.n_users}
+
+    def _artifacts(self, version: str, events: IndexedEvents, matrix: sp.csr_matrix,
+                   factors: Factors, manifest: dict[str, Any]
+                   ) -> tuple[ModelArtifacts, np.ndarray]:
+        # Users and items without any (non-zero) interaction in the fitted matrix carry no
+        # learnt vector: leave them out rather than serve noise.
+        users = np.diff(matrix.indptr) > 0
+        items = np.bincount(matrix.indices, minlength=matrix.shape[1]) > 0
+        manifest.update(n_users=int(users.sum()), n_items=int(items.sum()))
+        return ModelArtifacts(
+            version=version, item_ids=np.asarray(events.item_ids[items]).astype(str),
+            item_factors=factors.item_factors[items],
+            user_ids=np.asarray(events.user_ids[users]).astype(str),
+            user_factors=factors.user_factors[users], manifest=manifest), items
+
+    def _popularity(self, events: IndexedEvents, item_mask: np.ndarray) -> dict[str, float]:
+        scores = PopularityRecommender(events.shape[1]).fit(events.rows, events.cols,
+                                                            events.weights).scores
+        ids = events.item_ids
+        return {str(ids[i]): float(scores[i]) for i in np.flatnonzero(item_mask & (scores > 0))}
+
+    def _manifest(self, version: str, events: IndexedEvents, c_train: sp.csr_matrix,
+                  holdout: Holdout, snapshot: Snapshot, candidate: Factors,
+                  cand_metrics: dict[str, float], pop_metrics: dict[str, float],
+                  serving: ServingModel | None, serving_metrics: dict[str, float] | None,
+                  gate_cand: dict[str, float] | None, gate_info: dict[str, Any],
+                  decision: GateDecision, k: int) -> dict[str, Any]:
+        s, p = self.settings, self.params
+        return {
+            "version": version,
+            "created_at": datetime.now(UTC).isoformat(),
+            "factors": p.factors, "regularization": p.regularization, "alpha": p.alpha,
+            "iterations": p.iterations, "refit_iterations": s.trainer_refit_iterations,
+            "event_weights": dict(s.event_weights),
+            "time_decay_days": s.trainer_time_decay_days,
+            "n_events": len(events), "n_users": len(events.user_ids),
+            "n_items": len(events.item_ids), "train_nonzeros": int(c_train.nnz),
+            "metrics": cand_metrics, "baseline_metrics": pop_metrics,
+            "serving_version": serving.version if serving else None,
+            "serving_metrics": serving_metrics,
+            "beats_popularity": decision.beats_popularity,
+            "gate": {**decision.as_manifest(), **gate_info,
+                     "candidate_metrics": gate_cand if gate_cand is not None else cand_metrics},
+            "holdout": {"cutoff_ms": holdout.cutoff_ms, "fraction": s.trainer_holdout_fraction,
+                        "users": holdout.n_users, "pairs": holdout.n_test_pairs, "k": k},
+            "snapshot": snapshot.as_manifest(),
+            "similar_items_n": s.trainer_similar_items,
+            "candidate_fit_seconds": round(candidate.seconds, 3),
+        }
+
+    def _record_sizes(self, events: IndexedEvents, c_train: sp.csr_matrix) -> None:
+        self.metrics.training_events.set(len(events))
+        self.metrics.training_users.set(events.shape[0])
+        self.metrics.training_items.set(events.shape[1])
+        self.metrics.training_nonzeros.set(c_train.nnz)
+
+    def _record_eval(self, cand: dict[str, float], pop: dict[str, float],
+                     serving: dict[str, float] | None, decision: GateDecision) -> None:
+        self.metrics.set_eval("candidate", cand)
+        self.metrics.set_eval("popularity", pop)
+        if serving:
+            self.metrics.set_eval("serving", serving)
+        self.metrics.beats_popularity.set(1.0 if decision.beats_popularity else 0.0)

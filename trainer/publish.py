@@ -1,0 +1,256 @@
+"""Model versions on disk and in Redis: write, activate, roll back, list, garbage-collect.
+
+On disk, one directory per version (written under a temporary name, then renamed):
+
+    {model_dir}/{version}/model.npz       item_ids, item_factors, user_ids, user_factors
+                                          (plain arrays, np.savez: no pickle)
+    {model_dir}/{version}/manifest.json   the manifest (recsys.modelstore lists its fields)
+                                          plus status: "published" | "rejected"
+
+In Redis, through recsys.modelstore: `stage_model_version` writes every key of the version
+(manifest last), then `activate_version` moves the `current` pointer in one MULTI/EXEC. A
+reader that resolves `current` and then reads version-scoped keys never sees half a model.
+Rejected candidates are written to disk only.
+
+Garbage collection keeps the current version and the newest `keep - 1` previous ones (the
+rollback list) in Redis and on disk, and the newest `keep` rejected candidates on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from redis.exceptions import WatchError
+
+from evaluation.metrics import UserItems
+from evaluation.ranking import rank_by_factors
+from recsys.errors import ModelNotFound
+from recsys.keys import Keys
+from recsys.modelstore import activate_version, delete_model_version, stage_model_version
+from trainer.errors import PublishError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.npz"
+MANIFEST_FILE = "manifest.json"
+
+
+def new_version_id(now: float | None = None) -> str:
+    """Sortable by creation time, unique across processes: v20250101T120000123-1a2b3c."""
+    now = time.time() if now is None else now
+    stamp = datetime.fromtimestamp(now, tz=UTC).strftime("%Y%m%dT%H%M%S")
+    return f"v{stamp}{int(now * 1000) % 1000:03d}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class ModelArtifacts:
+    version: str
+    item_ids: np.ndarray  # str
+    item_factors: np.ndarray  # float32 (n_items, k)
+    user_ids: np.ndarray  # str
+    user_factors: np.ndarray  # float32 (n_users, k)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+# --- similar items -----------------------------------------------------------------------
+def similar_items(item_factors: np.ndarray, n: int,
+                  allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-n neighbours of every item by cosine of item factors, best first.
+
+    Returns (indices int64 (n_items, n), -1 padded; scores float32 (n_items, n)). One chunked
+    matrix product of the normalised factors with themselves, each item excluded from its own
+    list, items outside `allowed` (no training data) never proposed.
+    """
+    factors = np.asarray(item_factors, dtype=np.float32)
+    norms = np.linalg.norm(factors, axis=1)
+    unit = factors / np.where(norms > 0, norms, 1.0)[:, None]
+    n_items = len(unit)
+    itself = UserItems(np.arange(n_items + 1, dtype=np.int64), np.arange(n_items, dtype=np.int64))
+    idx = rank_by_factors(unit, unit, n, exclude=itself, allowed=allowed)
+    safe = np.maximum(idx, 0)
+    scores = np.einsum("ik,ijk->ij", unit, unit[safe]).astype(np.float32)
+    scores[idx < 0] = 0.0
+    return idx, scores
+
+
+def encode_similar(item_ids: np.ndarray, idx: np.ndarray, scores: np.ndarray
+                   ) -> dict[str, bytes]:
+    """JSON [[item, score], ...] per item (the layout recsys.keys documents)."""
+    ids = [str(i) for i in item_ids]
+    rounded = np.round(scores.astype(np.float64), 5)
+    out: dict[str, bytes] = {}
+    for row, item in enumerate(ids):
+        cols = idx[row]
+        valid = cols >= 0
+        if not valid.any():
+            continue
+        out[item] = orjson.dumps([[ids[c], s] for c, s in
+                                  zip(cols[valid].tolist(), rounded[row][valid].tolist(),
+                                      strict=True)])
+    return out
+
+
+# --- disk --------------------------------------------------------------------------------
+def version_dir(model_dir: Path, version: str) -> Path:
+    return Path(model_dir) / version
+
+
+def save_to_disk(model_dir: Path, artifacts: ModelArtifacts) -> Path:
+    final = version_dir(model_dir, artifacts.version)
+    tmp = Path(model_dir) / f".{artifacts.version}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.savez(tmp / MODEL_FILE,
+             item_ids=np.asarray(artifacts.item_ids, dtype=str),
+             item_factors=np.asarray(artifacts.item_factors, dtype=np.float32),
+             user_ids=np.asarray(artifacts.user_ids, dtype=str),
+             user_factors=np.asarray(artifacts.user_factors, dtype=np.float32))
+    write_manifest(tmp, artifacts.manifest)
+    os.replace(tmp, final)
+    return final
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    tmp = Path(directory) / f".{MANIFEST_FILE}.tmp"
+    tmp.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    os.replace(tmp, Path(directory) / MANIFEST_FILE)
+
+
+def read_manifest(model_dir: Path, version: str) -> dict[str, Any]:
+    path = version_dir(model_dir, version) / MANIFEST_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelNotFound(f"version {version!r} is not in {model_dir}") from None
+
+
+def load_from_disk(model_dir: Path, version: str, items_only: bool = False) -> ModelArtifacts:
+    """A version's arrays and manifest; `items_only` skips the (large) user side."""
+    directory = version_dir(model_dir, version)
+    names = ["item_ids", "item_factors"] + ([] if items_only else ["user_ids", "user_factors"])
+    try:
+        with np.load(directory / MODEL_FILE, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in names}  # an npz reads members lazily
+    except FileNotFoundError:
+        raise ModelNotFound(f"version {version!r} has no {MODEL_FILE} in {model_dir}") from None
+    empty = np.empty(0, dtype=str)
+    return ModelArtifacts(version=version, item_ids=arrays["item_ids"],
+                          item_factors=arrays["item_factors"],
+                          user_ids=arrays.get("user_ids", empty),
+                          user_factors=arrays.get("user_factors", np.empty((0, 0), np.float32)),
+                          manifest=read_manifest(model_dir, version))
+
+
+def disk_versions(model_dir: Path) -> list[str]:
+    """Versions on disk, oldest first (ids sort by creation time)."""
+    root = Path(model_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST_FILE).exists())
+
+
+# --- Redis -------------------------------------------------------------------------------
+def _decode(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def current_and_previous(redis: Any, keys: Keys) -> tuple[str | None, list[str]]:
+    current, previous = redis.get(keys.current_model), redis.lrange(keys.previous_models, 0, -1)
+    return _decode(current), [v for v in (_decode(p) for p in previous) if v]
+
+
+def publish(redis: Any, keys: Keys, artifacts: ModelArtifacts,
+            similar: dict[str, bytes] | None, popularity: dict[str, float] | None,
+            keep: int) -> str | None:
+    """Stage every key of the version, then make it current. Returns the replaced version."""
+    manifest = artifacts.manifest
+    stage_model_version(
+        redis, keys, artifacts.version, [str(i) for i in artifacts.item_ids],
+        artifacts.item_factors, manifest, user_ids=[str(u) for u in artifacts.user_ids],
+        user_factors=artifacts.user_factors, similar=similar, popularity=popularity)
+    replaced = activate_version(redis, keys, artifacts.version, keep_previous=keep - 1)
+    log.info("published model version %s (replaced %s)", artifacts.version, replaced)
+    return replaced
+
+
+def rollback(redis: Any, keys: Keys) -> tuple[str, str | None]:
+    """Make the newest previous version current again, atomically (WATCH/MULTI).
+
+    The version rolled back from leaves the rollback list, so a second rollback goes one
+    further back instead of returning to it. Returns (restored, replaced)."""
+    with redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                pipe.watch(keys.current_model, keys.previous_models)
+                current = _decode(pipe.get(keys.current_model))
+                target = _decode(pipe.lindex(keys.previous_models, 0))
+                if target is None:
+                    raise ModelNotFound("no previous model version to roll back to")
+                if not pipe.exists(keys.model_manifest(target)):
+                    raise PublishError(f"previous version {target!r} is no longer in Redis")
+                pipe.multi()
+                pipe.set(keys.current_model, target)
+                pipe.lpop(keys.previous_models)
+                pipe.execute()
+                break
+            except WatchError:
+                continue  # someone published meanwhile: decide again on fresh state
+    redis.publish(keys.model_switch_channel, target)
+    log.warning("rolled back from %s to %s", current, target)
+    return target, current
+
+
+def collect_garbage(redis: Any, keys: Keys, model_dir: Path, keep: int) -> list[str]:
+    """Delete versions that are neither current nor among the newest keep - 1 previous ones
+    (Redis and disk); keep the newest `keep` rejected candidates on disk. Returns deleted."""
+    current, previous = current_and_previous(redis, keys)
+    live = {v for v in [current, *previous[:keep - 1]] if v}
+    deleted: list[str] = []
+    rejected_seen = 0
+    for version in reversed(disk_versions(model_dir)):  # newest first
+        if version in live:
+            continue
+        try:
+            status = read_manifest(model_dir, version).get("status")
+        except (ModelNotFound, ValueError):
+            status = None
+        if status == "rejected":
+            rejected_seen += 1
+            if rejected_seen <= keep:
+                continue
+        else:
+            delete_model_version(redis, keys, version)
+        shutil.rmtree(version_dir(model_dir, version), ignore_errors=True)
+        deleted.append(version)
+    if deleted:
+        log.info("garbage-collected model versions %s", deleted)
+    return deleted
+
+
+def list_versions(redis: Any | None, keys: Keys, model_dir: Path) -> list[dict[str, Any]]:
+    """One row per version on disk, newest first, with its role in Redis when reachable."""
+    current, previous = current_and_previous(redis, keys) if redis is not None else (None, [])
+    rows = []
+    for version in reversed(disk_versions(model_dir)):
+        manifest = read_manifest(model_dir, version)
+        role = ("current" if version == current else
+                "previous" if version in previous else manifest.get("status", "?"))
+        rows.append({"version": version, "role": role, "created_at": manifest.get("created_at"),
+                     "status": manifest.get("status"), "metrics": manifest.get("metrics", {}),
+                     "beats_popularity": manifest.get("beats_popularity"),
+                     "n_users": manifest.get("n_users"), "n_items": manifest.get("n_items")})
+    return rows
