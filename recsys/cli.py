@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "recsys.produce_cli",
     "evaluation.cli",
     "bench.cli",
+    "serving.cli",
 ]
 
 

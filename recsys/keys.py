@@ -25,6 +25,8 @@ Catalog (written by the API's PUT /v1/items)
     {ns}:item:{item}                       hash    name, image_url, category, price, available, attributes
     {ns}:catalog:category                  hash    item id -> category (serving keeps it in memory)
     {ns}:catalog:unavailable               set     item ids that must not be recommended
+    {ns}:catalog:generation                string  counter bumped by every catalog write (API
+                                                   replicas reload category/unavailable on change)
 
 Putting the version into the user-vector key (rather than a field beside the vector) makes
 invariant 2 hold by construction: a reader that resolved version v can only ever fetch vectors
@@ -110,3 +112,7 @@ class Keys:
     @property
     def catalog_unavailable(self) -> str:
         return f"{self.namespace}:catalog:unavailable"
+
+    @property
+    def catalog_generation(self) -> str:
+        return f"{self.namespace}:catalog:generation"

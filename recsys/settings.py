@@ -168,6 +168,33 @@ class Settings(BaseSettings):
         default=None, description="When set, write endpoints require header X-API-Key."
     )
     api_max_k: int = Field(default=500, ge=1, le=10_000)
+    api_redis_timeout_s: float = Field(
+        default=0.25, gt=0.0, le=30.0,
+        description="Per-operation Redis timeout on the request path; past it, a fallback.",
+    )
+    api_redis_retry_after_s: float = Field(
+        default=1.0, ge=0.0, le=60.0,
+        description="After a Redis error, requests skip Redis (straight to the in-memory "
+        "fallback) for this long before trying again.",
+    )
+    api_model_poll_s: float = Field(
+        default=5.0, gt=0.0, le=3600.0,
+        description="Poll of the current-model pointer, besides the switch channel.",
+    )
+    api_catalog_poll_s: float = Field(default=2.0, gt=0.0, le=3600.0)
+    api_catalog_cache_s: float = Field(
+        default=30.0, ge=0.0, le=86_400.0,
+        description="How long item details (name, price...) are cached in memory.",
+    )
+    api_catalog_cache_size: int = Field(default=100_000, ge=0, le=10_000_000)
+    api_seen_max: int = Field(
+        default=1000, ge=1, le=100_000, description="Most recent seen items read per request."
+    )
+    api_fallback_window: str = Field(
+        default="24h", pattern=r"^(1h|24h|7d)$", description="Trending window of fallbacks."
+    )
+    api_max_batch_events: int = Field(default=1000, ge=1, le=100_000)
+    api_max_anonymous_items: int = Field(default=200, ge=1, le=10_000)
 
     # --- logging ---------------------------------------------------------------------------
     log_level: str = "INFO"

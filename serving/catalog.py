@@ -1,0 +1,245 @@
+"""The item catalog: details for display, categories and availability for filtering.
+
+Redis holds the truth (`keys.item`, `keys.catalog_category`, `keys.catalog_unavailable`,
+`keys.catalog_generation`); each API process keeps the category map and the unavailable set
+in memory, reloads them when the generation counter moves (another replica wrote), and caches
+item details for `api_catalog_cache_s`. In-memory updates are synchronous (no await between
+them), so a request never sees half of one.
+
+Derived index arrays (rows of unavailable items, rows of a category) are memoised per model
+version and catalog state, which keeps exclusion on the hot path a single fancy-index write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from recsys.keys import Keys
+from recsys.settings import Settings
+from serving.metrics import ApiMetrics
+from serving.model_holder import LoadedModel
+from serving.redis_guard import RedisGuard
+from serving.scoring import rows_of
+
+log = logging.getLogger(__name__)
+
+SCAN_BATCH = 10_000
+
+
+def encode_item(item: dict[str, Any]) -> dict[str, str]:
+    """Catalog fields -> Redis hash fields (text)."""
+    out = {"available": "1" if item.get("available", True) else "0",
+           "attributes": orjson.dumps(item.get("attributes") or {}).decode()}
+    for name in ("name", "image_url", "category"):
+        if item.get(name) is not None:
+            out[name] = str(item[name])
+    if item.get("price") is not None:
+        out["price"] = repr(float(item["price"]))
+    return out
+
+
+def decode_item(raw: dict[Any, Any]) -> dict[str, Any]:
+    """Redis hash -> catalog fields; tolerant of hand-written hashes (bad numbers are dropped)."""
+    text = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in raw.items()}
+    item: dict[str, Any] = {name: text[name] for name in ("name", "image_url", "category")
+                            if text.get(name) not in (None, "")}
+    if text.get("price") not in (None, ""):
+        with contextlib.suppress(ValueError):
+            item["price"] = float(text["price"])
+    item["available"] = text.get("available", "1") not in ("0", "false", "False")
+    attributes: Any = {}
+    if text.get("attributes"):
+        with contextlib.suppress(orjson.JSONDecodeError):
+            attributes = orjson.loads(text["attributes"])
+    item["attributes"] = attributes if isinstance(attributes, dict) else {}
+    return item
+
+
+class Catalog:
+    def __init__(self, settings: Settings, keys: Keys, redis: aioredis.Redis,
+                 metrics: ApiMetrics, guard: RedisGuard) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.redis = redis
+        self.metrics = metrics
+        self.guard = guard
+        self.categories: dict[str, str] = {}
+        self.by_category: dict[str, set[str]] = {}
+        self.unavailable: set[str] = set()
+        self.generation: int | None = None
+        self._seq = 0  # bumped on every in-memory change; keys the memo
+        self._memo: dict[tuple[str, int, str], np.ndarray] = {}
+        self._details: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # --- in-memory state -----------------------------------------------------------------
+    def _changed(self) -> None:
+        self._seq += 1
+        self._memo.clear()
+        self.metrics.catalog_items_unavailable.set(len(self.unavailable))
+
+    def _memoised(self, model: LoadedModel, what: str, build: Any) -> np.ndarray:
+        key = (model.version, self._seq, what)
+        rows = self._memo.get(key)
+        if rows is None:
+            if len(self._memo) > 1024:
+                self._memo.clear()
+            rows = self._memo[key] = build()
+        return rows
+
+    def unavailable_rows(self, model: LoadedModel) -> np.ndarray:
+        return self._memoised(model, "", lambda: rows_of(model.index, self.unavailable))
+
+    def category_rows(self, model: LoadedModel, category: str) -> np.ndarray:
+        return self._memoised(
+            model, "c:" + category,
+            lambda: np.sort(rows_of(model.index, self.by_category.get(category, ()))))
+
+    def is_allowed(self, item_id: str, category: str | None = None) -> bool:
+        if item_id in self.unavailable:
+            return False
+        return category is None or self.categories.get(item_id) == category
+
+    def _apply(self, item_id: str, item: dict[str, Any]) -> None:
+        old = self.categories.pop(item_id, None)
+        if old is not None:
+            members = self.by_category.get(old)
+            if members is not None:
+                members.discard(item_id)
+                if not members:
+                    del self.by_category[old]
+        category = item.get("category")
+        if category:
+            self.categories[item_id] = category
+            self.by_category.setdefault(category, set()).add(item_id)
+        if item.get("available", True):
+            self.unavailable.discard(item_id)
+        else:
+            self.unavailable.add(item_id)
+        self._details[item_id] = (time.monotonic() + self.settings.api_catalog_cache_s, item)
+        self._changed()
+
+    # --- Redis ---------------------------------------------------------------------------
+    async def load(self) -> None:
+        """Full reload of categories and availability (start-up, or another replica wrote)."""
+        generation = await self.redis.get(self.keys.catalog_generation)
+        categories: dict[str, str] = {}
+        cursor = 0
+        while True:
+            cursor, chunk = await self.redis.hscan(self.keys.catalog_category, cursor,
+                                                   count=SCAN_BATCH)
+            categories.update({k.decode(): v.decode() for k, v in chunk.items()})
+            if not cursor:
+                break
+        unavailable = {m.decode() for m in await self.redis.smembers(self.keys.catalog_unavailable)}
+        by_category: dict[str, set[str]] = {}
+        for item, category in categories.items():
+            by_category.setdefault(category, set()).add(item)
+        self.categories, self.by_category, self.unavailable = categories, by_category, unavailable
+        self.generation = int(generation) if generation is not None else None
+        self._details.clear()
+        self._changed()
+        log.info("catalog loaded: %d items with a category, %d unavailable (generation %s)",
+                 len(categories), len(unavailable), self.generation)
+
+    async def refresh_if_changed(self) -> bool:
+        raw = await self.redis.get(self.keys.catalog_generation)
+        generation = int(raw) if raw is not None else None
+        if generation == self.generation:
+            return False
+        await self.load()
+        return True
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.api_catalog_poll_s)
+            try:
+                await self.refresh_if_changed()
+            except (RedisError, OSError) as exc:
+                self.metrics.redis_errors.labels("catalog_refresh").inc()
+                log.debug("catalog refresh failed: %s", exc)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.watch(), name="catalog-refresh")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def put(self, item_id: str, item: dict[str, Any]) -> dict[str, Any]:
+        """Write one item (replacing it) and apply it locally. Redis errors propagate."""
+        keys = self.keys
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(keys.item(item_id))
+        pipe.hset(keys.item(item_id), mapping=encode_item(item))
+        if item.get("category"):
+            pipe.hset(keys.catalog_category, item_id, item["category"])
+        else:
+            pipe.hdel(keys.catalog_category, item_id)
+        if item.get("available", True):
+            pipe.srem(keys.catalog_unavailable, item_id)
+        else:
+            pipe.sadd(keys.catalog_unavailable, item_id)
+        pipe.incr(keys.catalog_generation)
+        results = await pipe.execute()
+        stored = decode_item(encode_item(item))
+        previous_generation = self.generation
+        self.generation = int(results[-1])
+        self._apply(item_id, stored)
+        if self.generation != (previous_generation or 0) + 1:
+            # Another replica wrote in between: pick its changes up too.
+            await self.load()
+        return stored
+
+    async def get(self, item_id: str) -> dict[str, Any] | None:
+        raw = await self.redis.hgetall(self.keys.item(item_id))
+        return decode_item(raw) if raw else None
+
+    async def exists(self, item_id: str) -> bool:
+        return bool(await self.redis.exists(self.keys.item(item_id)))
+
+    async def details(self, item_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Display fields of items (cached); missing items are simply absent from the result."""
+        now = time.monotonic()
+        out: dict[str, dict[str, Any]] = {}
+        missing: list[str] = []
+        for item_id in item_ids:
+            hit = self._details.get(item_id)
+            if hit is not None and hit[0] > now:
+                if hit[1] is not None:
+                    out[item_id] = hit[1]
+            else:
+                missing.append(item_id)
+        if not missing or not self.guard.available:
+            return out
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for item_id in missing:
+                pipe.hgetall(self.keys.item(item_id))
+            raws = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self.guard.failed("catalog_details", exc)
+            return out
+        if len(self._details) + len(missing) > self.settings.api_catalog_cache_size:
+            self._details.clear()
+        expires = now + self.settings.api_catalog_cache_s
+        for item_id, raw in zip(missing, raws, strict=True):
+            item = decode_item(raw) if raw else None
+            if self.settings.api_catalog_cache_size:
+                self._details[item_id] = (expires, item)
+            if item is not None:
+                out[item_id] = item
+        return out

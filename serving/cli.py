@@ -1,0 +1,45 @@
+"""`recsys serve`: run the API with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "serve",
+        help="run the serving API (FastAPI + uvicorn)",
+        description="Serve recommendations over HTTP (docs at /docs, metrics at /metrics). "
+        "Settings come from the environment (RECSYS_API_*, REDIS_URL, KAFKA_BOOTSTRAP_SERVERS).",
+    )
+    parser.add_argument("--host", default=None, help="default: RECSYS_API_HOST (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="default: RECSYS_API_PORT (8000)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="uvicorn worker processes (each holds its own copy of the factors "
+                        "and its own /metrics; prefer one per container)")
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    import uvicorn
+
+    from recsys.settings import get_settings
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    settings = get_settings()
+    host = args.host or settings.api_host
+    port = settings.api_port if args.port is None else args.port
+    logging.getLogger(__name__).info("serving on http://%s:%d (docs at /docs)", host, port)
+    common = {"host": host, "port": port, "log_config": None, "access_log": args.access_log,
+              "timeout_graceful_shutdown": 5}
+    if args.workers > 1:
+        uvicorn.run("serving.main:app_from_env", factory=True, workers=args.workers, **common)
+    else:
+        from serving.main import create_app
+
+        uvicorn.run(create_app(settings), **common)
+    return 0

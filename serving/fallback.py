@@ -1,0 +1,144 @@
+"""What to answer when the model cannot: the fallback chain of invariant 6.
+
+In order, filling up to k items (each source only contributes what the earlier ones left):
+1. `trending:{window}`: the stream's forward-decayed popularity zset (Redis);
+2. `popular:alltime`: the served version's training popularity (in memory, so it still
+   answers when Redis is down);
+3. `category`: content-based, items in the categories of the user's (or session's) recently
+   seen items (in memory; useful at cold start, before any model or trending data exists).
+Seen items, unavailable items and the requested category are honoured throughout. The
+response's `source` is `fallback:<reason>`; `fallback_sources` lists the sources used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from recsys.keys import Keys
+from recsys.settings import Settings
+from serving.catalog import Catalog
+from serving.metrics import ApiMetrics
+from serving.model_holder import LoadedModel, ModelHolder
+from serving.redis_guard import RedisGuard
+from serving.scoring import merge_ranked
+
+log = logging.getLogger(__name__)
+
+# Trending entries read per request beyond k, to survive filtering without a second trip.
+TRENDING_MARGIN = 50
+TRENDING_MAX_FETCH = 5_000
+# How many recently seen items decide the categories of the content-based fallback.
+RECENT_FOR_CATEGORIES = 20
+
+
+@dataclass
+class Result:
+    """Items chosen for one response, before display details are attached."""
+
+    items: list[tuple[str, float]]
+    source: str
+    model_version: str | None
+    fallback_sources: list[str] = field(default_factory=list)
+
+
+class Fallback:
+    def __init__(self, settings: Settings, keys: Keys, redis: aioredis.Redis,
+                 holder: ModelHolder, catalog: Catalog, guard: RedisGuard,
+                 metrics: ApiMetrics) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.redis = redis
+        self.holder = holder
+        self.catalog = catalog
+        self.guard = guard
+        self.metrics = metrics
+
+    async def seen(self, user_id: str) -> list[str] | None:
+        """The user's seen items, most recent first (None when Redis cannot say)."""
+        if not self.guard.available:
+            return None
+        try:
+            raw = await self.redis.zrevrange(self.keys.seen(user_id), 0,
+                                             self.settings.api_seen_max - 1)
+        except (RedisError, OSError) as exc:
+            self.guard.failed("seen", exc)
+            return None
+        return [m.decode() for m in raw]
+
+    async def trending(self, window: str, count: int) -> list[tuple[str, float]] | None:
+        """Top of a trending zset (None when Redis cannot say)."""
+        if not self.guard.available:
+            return None
+        try:
+            raw = await self.redis.zrevrange(self.keys.popularity(window), 0, count - 1,
+                                             withscores=True)
+        except (RedisError, OSError) as exc:
+            self.guard.failed("trending", exc)
+            return None
+        self.guard.succeeded()
+        return [(m.decode(), float(s)) for m, s in raw]
+
+    def trending_fetch(self, k: int, n_excluded: int) -> int:
+        return min(TRENDING_MAX_FETCH,
+                   k + n_excluded + min(len(self.catalog.unavailable), 1000) + TRENDING_MARGIN)
+
+    def alltime(self, model: LoadedModel | None, category: str | None
+                ) -> Iterable[tuple[str, float]]:
+        if model is None:
+            return ()
+        if category is None:
+            return model.popular()
+        return model.popular(self.catalog.category_rows(model, category))
+
+    def by_categories(self, model: LoadedModel | None, recent: Sequence[str]
+                      ) -> Iterator[tuple[str, float]]:
+        """Items sharing a category with the recent items, most recent category first."""
+        categories: list[str] = []
+        for item in recent[:RECENT_FOR_CATEGORIES]:
+            category = self.catalog.categories.get(item)
+            if category is not None and category not in categories:
+                categories.append(category)
+        for category in categories:
+            if model is not None:
+                rows = self.catalog.category_rows(model, category)
+                ranked = rows[np.argsort(model.popular_rank[rows], kind="stable")]
+                yield from ((model.item_ids[row], 0.0) for row in ranked)
+            # Items without factors (new in the catalog) come after the modelled ones.
+            yield from ((item, 0.0) for item in sorted(self.catalog.by_category.get(category, ())))
+
+    async def answer(
+        self,
+        reason: str,
+        k: int,
+        *,
+        user_id: str | None = None,
+        seen: list[str] | None = None,
+        exclude: Iterable[str] = (),
+        recent: Sequence[str] = (),
+        category: str | None = None,
+        endpoint: str = "",
+    ) -> Result:
+        self.metrics.fallbacks.labels(reason).inc()
+        model = self.holder.current
+        if seen is None and user_id is not None:
+            seen = await self.seen(user_id)
+        excluded = set(seen or ())
+        excluded.update(exclude)
+        window = self.settings.api_fallback_window
+        sources: list[tuple[str, Iterable[tuple[str, float]]]] = []
+        trending = await self.trending(window, self.trending_fetch(k, len(excluded)))
+        if trending:
+            sources.append((f"trending:{window}", trending))
+        sources.append(("popular:alltime", self.alltime(model, category)))
+        sources.append(("category", self.by_categories(model, list(recent) or (seen or []))))
+        catalog = self.catalog
+        items, used = merge_ranked(sources, k, excluded,
+                                   lambda item: catalog.is_allowed(item, category))
+        return Result([(item, score) for item, score, _ in items], f"fallback:{reason}",
+                      model.version if model else None, used)

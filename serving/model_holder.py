@@ -1,0 +1,242 @@
+"""The model version in service, held in memory, and the background task that swaps it.
+
+Requests read `holder.current` once and use only that object, so a swap (one attribute
+assignment) is atomic from their point of view: a request that started on version A finishes
+on A, the next one sees B. Loading happens in a worker thread with its own synchronous Redis
+client, so a 100 MB factor read never stalls the event loop.
+
+A new version is noticed two ways: the switch channel (instant) and a poll of the current
+pointer (every `api_model_poll_s`, in case a message was missed while disconnected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import redis as redis_sync
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from recsys.errors import ModelIntegrityError, ModelNotFound
+from recsys.keys import Keys
+from recsys.modelstore import ModelVersion, aread_current_version, load_model
+from recsys.settings import Settings
+from serving.metrics import ApiMetrics
+from serving.scoring import item_norms, rows_of
+
+log = logging.getLogger(__name__)
+
+# A version that failed to load is retried after this long, not on every poll.
+FAILED_RETRY_S = 30.0
+STOP_CHECK_S = 0.5
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """One model version plus everything serving derives from it once, at load time."""
+
+    model: ModelVersion
+    norms: np.ndarray
+    popular_rows: np.ndarray  # rows ordered by the version's all-time popularity, best first
+    popular_scores: np.ndarray
+    popular_rank: np.ndarray  # row -> position in popular_rows (n_items when absent)
+    event_weights: dict[str, float]
+    regularization: float
+    alpha: float
+    beats_popularity: bool
+    loaded_at: float
+    load_seconds: float
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    @property
+    def item_ids(self) -> list[str]:
+        return self.model.item_ids
+
+    @property
+    def item_factors(self) -> np.ndarray:
+        return self.model.item_factors
+
+    @property
+    def index(self) -> dict[str, int]:
+        return self.model.item_index
+
+    @property
+    def factors(self) -> int:
+        return self.model.factors
+
+    def popular(self, rows: np.ndarray | None = None) -> Iterator[tuple[str, float]]:
+        """All-time popularity of this version (or of `rows` only), lazily, best first.
+
+        Callers stop after k items, so nothing here may touch every item per request.
+        """
+        ids, scores, rank = self.item_ids, self.popular_scores, self.popular_rank
+        if rows is None:
+            for pos, row in enumerate(self.popular_rows):
+                yield ids[row], float(scores[pos])
+            return
+        ranked = rows[np.argsort(rank[rows], kind="stable")]
+        for row in ranked:
+            pos = rank[row]
+            if pos >= len(scores):
+                return  # the rest have no popularity under this version
+            yield ids[row], float(scores[pos])
+
+
+def build_loaded_model(client: Any, keys: Keys, version: str, settings: Settings) -> LoadedModel:
+    """Read one version from Redis (synchronous client) and derive the serving state."""
+    start = time.perf_counter()
+    model = load_model(client, keys, version)
+    pairs = client.zrange(keys.popularity_alltime(version), 0, -1, desc=True, withscores=True)
+    index = model.item_index  # built here, in the loader thread, not on a first request
+    ids = [member.decode() if isinstance(member, bytes) else member for member, _ in pairs]
+    scores = np.asarray([score for _, score in pairs], dtype=np.float64)
+    keep = np.fromiter((item in index for item in ids), dtype=bool, count=len(ids))
+    popular_rows = rows_of(index, ids)
+    popular_rank = np.full(len(model.item_ids), len(popular_rows), dtype=np.int64)
+    popular_rank[popular_rows] = np.arange(len(popular_rows))
+    manifest = model.manifest
+    _ = model.yty  # cached for anonymous fold-ins
+    return LoadedModel(
+        model=model,
+        norms=item_norms(model.item_factors),
+        popular_rows=popular_rows,
+        popular_scores=scores[keep] if len(scores) else scores,
+        popular_rank=popular_rank,
+        # The version's own confidence rule, so a session is folded in with the maths the
+        # factors were fitted with (settings only fill what an older manifest lacks).
+        event_weights={**settings.event_weights, **(manifest.get("event_weights") or {})},
+        regularization=float(manifest.get("regularization", settings.als_regularization)),
+        alpha=float(manifest.get("alpha", settings.alpha)),
+        # A manifest without the flag predates the gate: serve it.
+        beats_popularity=bool(manifest.get("beats_popularity", True)),
+        loaded_at=time.time(),
+        load_seconds=time.perf_counter() - start,
+    )
+
+
+class ModelHolder:
+    def __init__(self, settings: Settings, keys: Keys, redis: aioredis.Redis,
+                 metrics: ApiMetrics) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.redis = redis
+        self.metrics = metrics
+        self.current: LoadedModel | None = None
+        self._lock = asyncio.Lock()
+        self._failed: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._loader_client: redis_sync.Redis | None = None
+        self._stopping = False
+
+    def _loader(self) -> redis_sync.Redis:
+        if self._loader_client is None:
+            # Generous timeout: a 500,000-item version is a 128 MB value.
+            self._loader_client = redis_sync.Redis.from_url(
+                self.settings.redis_url, socket_timeout=60, socket_connect_timeout=5)
+        return self._loader_client
+
+    def install(self, loaded: LoadedModel) -> None:
+        """Swap the served version (one reference assignment)."""
+        previous = self.current
+        self.current = loaded
+        self.metrics.set_model(loaded.version, len(loaded.item_ids), loaded.loaded_at,
+                               previous.version if previous else None)
+        self.metrics.factor_load_seconds.observe(loaded.load_seconds)
+        self.metrics.model_switches.inc()
+        log.info("serving model version %s (%d items x %d factors, loaded in %.3fs)%s",
+                 loaded.version, len(loaded.item_ids), loaded.factors, loaded.load_seconds,
+                 f"; replaced {previous.version}" if previous else "")
+
+    async def refresh(self) -> bool:
+        """Load and install the current version if it is not the one in memory.
+
+        Returns True when a new version was installed. Redis errors propagate.
+        """
+        version = await aread_current_version(self.redis, self.keys)
+        if version is None or (self.current is not None and self.current.version == version):
+            return False
+        retry_at = self._failed.get(version)
+        if retry_at is not None and time.monotonic() < retry_at:
+            return False
+        async with self._lock:
+            if self.current is not None and self.current.version == version:
+                return False
+            try:
+                loaded = await asyncio.to_thread(
+                    build_loaded_model, self._loader(), self.keys, version, self.settings)
+            except (ModelNotFound, ModelIntegrityError, ValueError, KeyError) as exc:
+                self.metrics.model_load_failures.inc()
+                self._failed[version] = time.monotonic() + FAILED_RETRY_S
+                log.error("cannot load model version %s (still serving %s): %s", version,
+                          self.current.version if self.current else "none", exc)
+                return False
+            self._failed.pop(version, None)
+            self.install(loaded)
+            return True
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self.refresh()
+        except (RedisError, OSError) as exc:
+            self.metrics.redis_errors.labels("model_refresh").inc()
+            log.warning("model refresh failed (keeping %s): %s",
+                        self.current.version if self.current else "no model", exc)
+
+    async def watch(self) -> None:
+        """Background loop: wake on the switch channel or every poll interval."""
+        poll = self.settings.api_model_poll_s
+        while True:
+            listener = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2)
+            pubsub = listener.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.keys.model_switch_channel)
+                while True:
+                    await self._refresh_quietly()
+                    deadline = time.monotonic() + poll
+                    while (left := deadline - time.monotonic()) > 0:
+                        # Short reads: redis-py's pub/sub read can swallow a cancellation,
+                        # so stop() also sets a flag that is checked between reads.
+                        message = await pubsub.get_message(timeout=min(left, STOP_CHECK_S))
+                        if self._stopping:
+                            return
+                        if message is not None and message.get("type") == "message":
+                            break
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                self.metrics.redis_errors.labels("model_watch").inc()
+                log.warning("model switch channel lost (%s); polling again in %.1fs", exc,
+                            min(poll, 2.0))
+                await self._refresh_quietly()
+                await asyncio.sleep(min(poll, 2.0))
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                with contextlib.suppress(Exception):
+                    await listener.aclose()
+
+    def start(self) -> None:
+        self._stopping = False
+        self._task = asyncio.create_task(self.watch(), name="model-holder")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, STOP_CHECK_S * 4)
+            self._task = None
+        if self._loader_client is not None:
+            self._loader_client.close()
+            self._loader_client = None

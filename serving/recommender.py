@@ -1,0 +1,216 @@
+"""The read paths: personalised, similar, popular and anonymous recommendations.
+
+Each method takes `holder.current` once and uses only that version for the whole request
+(invariant 2): the user vector is fetched from `keys.user_vector(that version, user)`, so it
+can only have been computed against the factors it is scored with. Anything that stops the
+model from answering (no model, unknown user, Redis trouble, a model the trainer flagged as
+worse than popularity) becomes a fallback with `source = fallback:<reason>` (invariant 6).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from recsys.confidence import event_weight
+from recsys.errors import ModelIntegrityError
+from recsys.keys import Keys
+from recsys.modelstore import unpack_vector
+from recsys.settings import Settings
+from serving import ServingError
+from serving.catalog import Catalog
+from serving.fallback import Fallback, Result
+from serving.model_holder import LoadedModel, ModelHolder
+from serving.redis_guard import RedisGuard
+from serving.scoring import (
+    EMPTY_ROWS,
+    cosine_neighbours,
+    fold_in_session,
+    join_rows,
+    merge_ranked,
+    recommend,
+    rows_of,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ItemNotFound(ServingError):
+    """The item is neither in the served model nor in the catalog."""
+
+
+def _ranked(model: LoadedModel, rows: np.ndarray, scores: np.ndarray) -> list[tuple[str, float]]:
+    ids = model.item_ids
+    return [(ids[row], score) for row, score in zip(rows.tolist(), scores.tolist(), strict=True)]
+
+
+def _parse_similar(raw: bytes | None) -> list[tuple[str, float]]:
+    """The trainer's JSON [[item, score], ...]; malformed entries are skipped, not fatal."""
+    if not raw:
+        return []
+    try:
+        pairs = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return []
+    out = []
+    for pair in pairs if isinstance(pairs, list) else []:
+        if (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], int | float)
+                and isinstance(pair[0], str | int)):
+            out.append((str(pair[0]), float(pair[1])))
+    return out
+
+
+class Recommender:
+    def __init__(self, settings: Settings, keys: Keys, redis: aioredis.Redis,
+                 holder: ModelHolder, catalog: Catalog, guard: RedisGuard,
+                 fallback: Fallback) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.redis = redis
+        self.holder = holder
+        self.catalog = catalog
+        self.guard = guard
+        self.fallback = fallback
+
+    # --- personalised ----------------------------------------------------------------------
+    async def _user_fallback(self, reason: str, user_id: str, k: int, exclude_seen: bool,
+                             category: str | None, seen: list[str] | None = None) -> Result:
+        if seen is None:
+            seen = await self.fallback.seen(user_id) or []
+        return await self.fallback.answer(reason, k, seen=seen if exclude_seen else [],
+                                          recent=seen, category=category)
+
+    async def for_user(self, user_id: str, k: int, exclude_seen: bool = True,
+                       category: str | None = None) -> Result:
+        model = self.holder.current
+        if model is None:
+            return await self._user_fallback("no_model", user_id, k, exclude_seen, category)
+        if not model.beats_popularity:
+            return await self._user_fallback("model_below_popularity", user_id, k,
+                                             exclude_seen, category)
+        if not self.guard.available:
+            return await self._user_fallback("redis_unavailable", user_id, k, exclude_seen,
+                                             category, seen=[])
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.get(self.keys.user_vector(model.version, user_id))
+            pipe.zrevrange(self.keys.seen(user_id), 0, self.settings.api_seen_max - 1)
+            raw, seen_raw = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self.guard.failed("user_vector", exc)
+            return await self._user_fallback("redis_unavailable", user_id, k, exclude_seen,
+                                             category, seen=[])
+        self.guard.succeeded()
+        seen = [m.decode() for m in seen_raw]
+        if raw is None:
+            # No vector under the served version: a stranger, or a user the stream has not
+            # folded in against this version yet.
+            reason = "no_user_vector" if seen else "unknown_user"
+            return await self._user_fallback(reason, user_id, k, exclude_seen, category, seen)
+        try:
+            vector = unpack_vector(raw, model.factors)
+        except ModelIntegrityError as exc:
+            log.warning("user %s: unusable vector under %s: %s", user_id, model.version, exc)
+            return await self._user_fallback("bad_user_vector", user_id, k, exclude_seen,
+                                             category, seen)
+        if not np.isfinite(vector).all():
+            return await self._user_fallback("bad_user_vector", user_id, k, exclude_seen,
+                                             category, seen)
+        seen_rows = rows_of(model.index, seen) if exclude_seen and seen else EMPTY_ROWS
+        exclude = join_rows(self.catalog.unavailable_rows(model), seen_rows)
+        candidates = self.catalog.category_rows(model, category) if category else None
+        rows, scores = recommend(vector, model.item_factors, k, exclude, candidates)
+        if not len(rows):
+            return await self._user_fallback("no_candidates", user_id, k, exclude_seen,
+                                             category, seen)
+        return Result(_ranked(model, rows, scores), "personalized", model.version)
+
+    # --- similar items ---------------------------------------------------------------------
+    async def similar(self, item_id: str, k: int) -> Result:
+        model = self.holder.current
+        if model is not None and item_id in model.index:
+            return await self._similar_in_model(model, item_id, k)
+        known = item_id in self.catalog.categories
+        redis_down = not self.guard.available
+        if not known and not redis_down:
+            try:
+                known = await self.catalog.exists(item_id)
+            except (RedisError, OSError) as exc:
+                self.guard.failed("item_exists", exc)
+                redis_down = True
+        if not known and not redis_down:
+            raise ItemNotFound(f"item {item_id!r} is not in the model nor in the catalog")
+        reason = ("redis_unavailable" if redis_down and not known
+                  else "no_model" if model is None else "item_not_in_model")
+        return await self.fallback.answer(reason, k, exclude=[item_id], recent=[item_id])
+
+    async def _similar_in_model(self, model: LoadedModel, item_id: str, k: int) -> Result:
+        stored: list[tuple[str, float]] = []
+        if self.guard.available:
+            try:
+                stored = _parse_similar(
+                    await self.redis.hget(self.keys.model_similar(model.version), item_id))
+            except (RedisError, OSError) as exc:
+                self.guard.failed("similar", exc)
+        sources: list[tuple[str, Sequence[tuple[str, float]]]] = [("stored", stored)]
+        catalog = self.catalog
+        items, _ = merge_ranked(sources, k, {item_id}, catalog.is_allowed)
+        if len(items) < k:
+            # The stored list is short (top-N) or unreadable: the same version's factors
+            # give the rest by cosine.
+            rows, scores = cosine_neighbours(model.index[item_id], model.item_factors,
+                                             model.norms, k + len(items),
+                                             catalog.unavailable_rows(model))
+            sources.append(("factors", _ranked(model, rows, scores)))
+            items, _ = merge_ranked(sources, k, {item_id}, catalog.is_allowed)
+        return Result([(item, score) for item, score, _ in items], "similar", model.version)
+
+    # --- popular ---------------------------------------------------------------------------
+    async def popular(self, k: int, window: str, category: str | None = None) -> Result:
+        trending = await self.fallback.trending(window, self.fallback.trending_fetch(k, 0))
+        model = self.holder.current
+        if trending:
+            catalog = self.catalog
+            items, used = merge_ranked([(f"trending:{window}", trending)], k, set(),
+                                       lambda item: catalog.is_allowed(item, category))
+            if items:
+                return Result([(item, score) for item, score, _ in items], "popular",
+                              model.version if model else None)
+        reason = "redis_unavailable" if trending is None else "no_trending_data"
+        return await self.fallback.answer(reason, k, category=category)
+
+    # --- anonymous sessions ----------------------------------------------------------------
+    async def anonymous(self, interactions: Sequence[Any], k: int,
+                        category: str | None = None) -> Result:
+        ids = [i.item_id for i in interactions]
+        recent = ids[::-1]
+        model = self.holder.current
+        if model is None or not model.beats_popularity:
+            reason = "no_model" if model is None else "model_below_popularity"
+            return await self.fallback.answer(reason, k, exclude=ids, recent=recent,
+                                              category=category)
+        rows, weights = [], []
+        for interaction in interactions:
+            row = model.index.get(interaction.item_id)
+            if row is not None:
+                rows.append(row)
+                weights.append(event_weight(interaction.event_type, interaction.value,
+                                            model.event_weights))
+        if not rows:
+            return await self.fallback.answer("no_known_items", k, exclude=ids, recent=recent,
+                                              category=category)
+        vector = fold_in_session(model.item_factors, model.model.yty, model.regularization,
+                                 model.alpha, rows, weights)
+        exclude = join_rows(self.catalog.unavailable_rows(model), np.unique(rows))
+        candidates = self.catalog.category_rows(model, category) if category else None
+        best, scores = recommend(vector, model.item_factors, k, exclude, candidates)
+        if not len(best):
+            return await self.fallback.answer("no_candidates", k, exclude=ids, recent=recent,
+                                              category=category)
+        return Result(_ranked(model, best, scores), "anonymous", model.version)

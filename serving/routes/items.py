@@ -1,0 +1,58 @@
+"""Items: similar items (from the served version) and the catalog."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+from redis.exceptions import RedisError
+
+from serving.deps import ItemIdPath, K, ServicesDep, WriteAccess
+from serving.recommender import ItemNotFound
+from serving.responses import OrjsonResponse, render
+from serving.schemas import CatalogItemIn, CatalogItemOut, ErrorOut, SimilarItems
+
+# Every field present in catalog answers (null when not set), unlike the compact item
+# entries inside recommendation lists.
+EMPTY_ITEM = {"name": None, "image_url": None, "category": None, "price": None,
+              "available": True, "attributes": {}}
+
+router = APIRouter(tags=["items"],
+                   responses={422: {"model": ErrorOut, "description": "bad parameters"}})
+
+
+@router.get("/v1/items/{item_id}/similar", response_model=SimilarItems,
+            responses={404: {"model": ErrorOut, "description": "unknown item"}},
+            summary="Items similar to an item")
+async def similar_items(services: ServicesDep, item_id: ItemIdPath, k: K) -> SimilarItems:
+    try:
+        result = await services.recommender.similar(item_id, k)
+    except ItemNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    return await render(result, services.catalog, services.metrics, "similar",
+                        item_id=item_id)  # type: ignore[return-value]
+
+
+@router.put("/v1/items/{item_id}", response_model=CatalogItemOut, dependencies=[WriteAccess],
+            responses={401: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+            summary="Create or replace a catalog item")
+async def put_item(services: ServicesDep, item_id: ItemIdPath, body: CatalogItemIn
+                   ) -> CatalogItemOut:
+    try:
+        stored = await services.catalog.put(item_id, body.model_dump())
+    except (RedisError, OSError) as exc:
+        services.guard.failed("catalog_put", exc)
+        raise HTTPException(503, "the catalog store (Redis) is unavailable; retry") from None
+    return OrjsonResponse({"item_id": item_id, **EMPTY_ITEM, **stored})  # type: ignore[return-value]
+
+
+@router.get("/v1/items/{item_id}", response_model=CatalogItemOut,
+            responses={404: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+            summary="A catalog item")
+async def get_item(services: ServicesDep, item_id: ItemIdPath) -> CatalogItemOut:
+    try:
+        item = await services.catalog.get(item_id)
+    except (RedisError, OSError) as exc:
+        services.guard.failed("catalog_get", exc)
+        raise HTTPException(503, "the catalog store (Redis) is unavailable; retry") from None
+    if item is None:
+        raise HTTPException(404, f"item {item_id!r} is not in the catalog")
+    return OrjsonResponse({"item_id": item_id, **EMPTY_ITEM, **item})  # type: ignore[return-value]

@@ -1,0 +1,26 @@
+"""Real-time trending items, from the stream's popularity counters."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from serving.deps import CategoryQuery, K, ServicesDep
+from serving.responses import render
+from serving.schemas import ErrorOut, PopularItems
+
+router = APIRouter(tags=["recommendations"],
+                   responses={422: {"model": ErrorOut, "description": "bad parameters"}})
+
+
+@router.get("/v1/popular", response_model=PopularItems, summary="Trending items")
+async def popular(
+    services: ServicesDep,
+    k: K,
+    window: Annotated[Literal["1h", "24h", "7d"], Query(description="Trending window.")] = "24h",
+    category: CategoryQuery = None,
+) -> PopularItems:
+    result = await services.recommender.popular(k, window, category)
+    return await render(result, services.catalog, services.metrics, "popular",
+                        window=window)  # type: ignore[return-value]

@@ -1,0 +1,158 @@
+"""Request and response schemas of the public API (not the storage shapes in Redis).
+
+Handlers on the hot path return pre-built JSON (see `serving.responses`); these models then
+document the shape in OpenAPI and validate request bodies.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from recsys.events import MAX_ID_LENGTH, RATING_MAX, RATING_MIN, EventType
+
+# No control characters, at least one visible character: the same rule as recsys.events ids.
+ID_PATTERN = r"^[^\x00-\x1F\x7F]*[^\x00-\x20\x7F][^\x00-\x1F\x7F]*$"
+TEXT_PATTERN = r"^[^\x00-\x1F\x7F]*$"
+
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+AttributeValue = str | bool | int | FiniteFloat
+
+
+class ErrorOut(BaseModel):
+    detail: Any = Field(description="What was wrong, in words (or a list of field errors).")
+
+
+# --- catalog -----------------------------------------------------------------------------
+class CatalogItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=512, pattern=TEXT_PATTERN)
+    image_url: str | None = Field(default=None, max_length=2048, pattern=TEXT_PATTERN)
+    category: Id | None = None
+    price: float | None = Field(default=None, ge=0.0, le=1e12, allow_inf_nan=False)
+    available: bool = True
+    attributes: dict[Annotated[str, Field(max_length=128)], AttributeValue] = Field(
+        default_factory=dict, max_length=64, description="Free attributes (brand, colour...)."
+    )
+
+
+class CatalogItemOut(BaseModel):
+    item_id: str
+    name: str | None = None
+    image_url: str | None = None
+    category: str | None = None
+    price: float | None = None
+    available: bool = True
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- recommendations ---------------------------------------------------------------------
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float = Field(description="Model score, similarity or popularity (by source).")
+    name: str | None = None
+    image_url: str | None = None
+    category: str | None = None
+    price: float | None = None
+    available: bool | None = None
+    attributes: dict[str, Any] | None = None
+
+
+class RecommendationList(BaseModel):
+    items: list[RecommendedItem]
+    model_version: str | None = Field(description="Model version that produced the list.")
+    source: str = Field(
+        description="personalized | similar | popular | anonymous | fallback:<reason>")
+    fallback_sources: list[str] = Field(
+        default_factory=list,
+        description="For fallbacks: which lists filled it (trending:<window>, "
+        "popular:alltime, category), in order.")
+
+
+class UserRecommendations(RecommendationList):
+    user_id: str
+
+
+class SimilarItems(RecommendationList):
+    item_id: str
+
+
+class PopularItems(RecommendationList):
+    window: str
+
+
+class SessionInteraction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    item_id: Id
+    event_type: EventType = EventType.VIEW
+    value: float | None = Field(default=None, allow_inf_nan=False,
+                                description="Rating 1-5 for rating events.")
+
+    @model_validator(mode="after")
+    def _rating_needs_value(self) -> SessionInteraction:
+        if self.event_type is EventType.RATING and (
+                self.value is None or not RATING_MIN <= self.value <= RATING_MAX):
+            raise ValueError("a rating interaction needs a value between 1 and 5")
+        return self
+
+
+class AnonymousRequest(BaseModel):
+    items: list[SessionInteraction] = Field(
+        min_length=1, description="The visitor's interactions, oldest first.")
+
+
+# --- events ------------------------------------------------------------------------------
+class EventError(BaseModel):
+    index: int
+    reason: str
+    field: str | None
+    message: str
+
+
+class EventsAccepted(BaseModel):
+    accepted: int
+    rejected: int
+    event_ids: list[str]
+    errors: list[EventError]
+
+
+# --- classic API -------------------------------------------------------------------------
+class Feedback(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    user_id: Id | int
+    product_id: Id | int
+    rating: float = Field(ge=RATING_MIN, le=RATING_MAX, allow_inf_nan=False)
+
+
+class FeedbackAccepted(BaseModel):
+    status: str
+    event_id: str
+
+
+class ClassicRecommendation(BaseModel):
+    product_id: str
+    score: float
+
+
+class ClassicRecommendations(BaseModel):
+    user_id: str
+    recommendations: list[ClassicRecommendation]
+    model_version: str | None
+    source: str
+
+
+# --- health ------------------------------------------------------------------------------
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    redis: bool
+    model_version: str | None
+    items: int

@@ -1,0 +1,137 @@
+"""Pure scoring and filtering for the serving hot path. No I/O, no framework imports.
+
+The maths is recsys.foldin's (`score_items` = Y x_u, `top_k` = partial sort, `fold_in` for
+anonymous sessions); this module only adds the bookkeeping around it: exclusions and
+candidate restrictions as index arrays (so no per-request Python loop touches every item),
+cosine neighbours, and merging ranked fallback lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from recsys.confidence import confidence
+from recsys.foldin import fold_in, score_items, top_k
+
+EMPTY_ROWS = np.empty(0, dtype=np.intp)
+
+Ranked = list[tuple[str, float]]
+
+
+def rows_of(index: Mapping[str, int], item_ids: Iterable[str]) -> np.ndarray:
+    """Row indices of the ids that the model knows (unknown ids are skipped)."""
+    rows = [row for row in map(index.get, item_ids) if row is not None]
+    return np.asarray(rows, dtype=np.intp) if rows else EMPTY_ROWS
+
+
+def join_rows(*parts: np.ndarray) -> np.ndarray:
+    parts_ = [p for p in parts if len(p)]
+    if not parts_:
+        return EMPTY_ROWS
+    return parts_[0] if len(parts_) == 1 else np.concatenate(parts_)
+
+
+def recommend(
+    user_vector: np.ndarray,
+    item_factors: np.ndarray,
+    k: int,
+    exclude: np.ndarray | None = None,
+    candidates: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k rows for a user and their scores, best first.
+
+    One mat-vec over all items (Y x_u); excluded rows get -inf; when `candidates` is given
+    (a category filter), only those rows compete.
+    """
+    scores = score_items(user_vector, item_factors)  # a fresh array: safe to mutate
+    if exclude is not None and len(exclude):
+        scores[exclude] = -np.inf
+    if candidates is not None:
+        sub = scores[candidates]
+        best = top_k(sub, k)
+        return candidates[best], sub[best]
+    best = top_k(scores, k)
+    return best, scores[best]
+
+
+def item_norms(item_factors: np.ndarray) -> np.ndarray:
+    """L2 norm of every item vector (zero rows get 1 so that division is safe)."""
+    norms = np.linalg.norm(item_factors, axis=1).astype(np.float32)
+    norms[norms == 0] = 1.0
+    return norms
+
+
+def cosine_neighbours(
+    row: int,
+    item_factors: np.ndarray,
+    norms: np.ndarray,
+    k: int,
+    exclude: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Items most similar to item `row` by cosine of their factors; the item itself excluded.
+
+    cos(i, j) = y_i . y_j / (|y_i| |y_j|)
+    """
+    scores = score_items(item_factors[row], item_factors)
+    scores /= norms * norms[row]
+    scores[row] = -np.inf
+    if exclude is not None and len(exclude):
+        scores[exclude] = -np.inf
+    best = top_k(scores, k)
+    return best, scores[best]
+
+
+def session_confidences(
+    rows: Sequence[int], weights: Sequence[float], alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sum the weights of repeated items and turn them into confidences c = 1 + alpha * w."""
+    rows_arr = np.asarray(rows, dtype=np.intp)
+    unique, inverse = np.unique(rows_arr, return_inverse=True)
+    summed = np.bincount(inverse, weights=np.asarray(weights, dtype=np.float64),
+                         minlength=len(unique))
+    return unique, np.asarray(confidence(summed, alpha), dtype=np.float64)
+
+
+def fold_in_session(
+    item_factors: np.ndarray,
+    yty: np.ndarray,
+    regularization: float,
+    alpha: float,
+    rows: Sequence[int],
+    weights: Sequence[float],
+) -> np.ndarray:
+    """The vector of a visitor without an id, from the items of their session."""
+    unique, conf = session_confidences(rows, weights, alpha)
+    return fold_in(item_factors, yty, regularization, unique, conf)
+
+
+def merge_ranked(
+    sources: Iterable[tuple[str, Ranked]],
+    k: int,
+    excluded: set[str] | frozenset[str],
+    allowed: Callable[[str], bool] | None = None,
+) -> tuple[list[tuple[str, float, str]], list[str]]:
+    """Fill up to k items from ranked lists in order, skipping excluded and duplicate ids.
+
+    Returns (item, score, source name) triples and the names of the sources that contributed.
+    The source lists are only walked until k items are found.
+    """
+    out: list[tuple[str, float, str]] = []
+    used: list[str] = []
+    taken: set[str] = set()
+    for name, ranked in sources:
+        if len(out) >= k:
+            break
+        before = len(out)
+        for item, score in ranked:
+            if item in excluded or item in taken or (allowed is not None and not allowed(item)):
+                continue
+            taken.add(item)
+            out.append((item, float(score), name))
+            if len(out) >= k:
+                break
+        if len(out) > before:
+            used.append(name)
+    return out, used

@@ -1,0 +1,111 @@
+"""The app's long-lived clients and components, created in the lifespan, closed at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from recsys.keys import Keys
+from recsys.producer import EventProducer, ProducerError
+from recsys.settings import Settings
+from serving.catalog import Catalog
+from serving.fallback import Fallback
+from serving.metrics import ApiMetrics
+from serving.model_holder import ModelHolder
+from serving.recommender import Recommender
+from serving.redis_guard import RedisGuard
+
+log = logging.getLogger(__name__)
+
+PRODUCER_POLL_S = 0.2
+
+
+def make_redis(settings: Settings) -> aioredis.Redis:
+    # Short timeouts and a single immediate retry (a pooled connection may have gone stale):
+    # a slow Redis must turn into a quick fallback, not a slow answer.
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.api_redis_timeout_s,
+        socket_connect_timeout=settings.api_redis_timeout_s,
+        retry=Retry(NoBackoff(), 1),
+        max_connections=256,
+    )
+
+
+@dataclass
+class Services:
+    settings: Settings
+    metrics: ApiMetrics
+    keys: Keys
+    redis: aioredis.Redis
+    guard: RedisGuard
+    holder: ModelHolder
+    catalog: Catalog
+    fallback: Fallback
+    recommender: Recommender
+    producer: EventProducer | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _delivery_failed_seen: int = 0
+
+    @classmethod
+    async def start(cls, settings: Settings, metrics: ApiMetrics) -> Services:
+        keys = Keys(settings.redis_namespace)
+        redis = make_redis(settings)
+        guard = RedisGuard(settings.api_redis_retry_after_s, metrics)
+        holder = ModelHolder(settings, keys, redis, metrics)
+        catalog = Catalog(settings, keys, redis, metrics, guard)
+        fallback = Fallback(settings, keys, redis, holder, catalog, guard, metrics)
+        recommender = Recommender(settings, keys, redis, holder, catalog, guard, fallback)
+        services = cls(settings, metrics, keys, redis, guard, holder, catalog, fallback,
+                       recommender)
+        # First load before serving, so a healthy start answers from the model at once;
+        # failures here are not fatal (the background tasks keep trying).
+        try:
+            await catalog.load()
+            await holder.refresh()
+        except (RedisError, OSError) as exc:
+            guard.failed("startup", exc)
+            log.warning("starting without Redis (%s): serving fallbacks until it answers", exc)
+        holder.start()
+        catalog.start()
+        try:
+            services.producer = EventProducer(settings, logger=logging.getLogger("serving.kafka"))
+        except (ProducerError, Exception) as exc:  # noqa: BLE001 - bad client config
+            log.error("Kafka producer unavailable; POST /v1/events will answer 503: %s", exc)
+        services._tasks.append(asyncio.create_task(services._poll_producer(),
+                                                   name="producer-poll"))
+        return services
+
+    async def _poll_producer(self) -> None:
+        """Serve delivery reports between requests and count failed deliveries."""
+        while True:
+            await asyncio.sleep(PRODUCER_POLL_S)
+            if self.producer is None:
+                continue
+            self.producer._producer.poll(0)
+            failed = self.producer.stats.failed
+            if failed > self._delivery_failed_seen:
+                self.metrics.events.labels("delivery_failed", "broker").inc(
+                    failed - self._delivery_failed_seen)
+                log.warning("%d events could not be delivered: %s",
+                            failed - self._delivery_failed_seen, self.producer.stats.last_error)
+                self._delivery_failed_seen = failed
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.holder.stop()
+        await self.catalog.stop()
+        if self.producer is not None:
+            await asyncio.to_thread(self.producer.flush, 5.0)
+        await self.redis.aclose()

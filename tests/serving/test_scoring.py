@@ -1,0 +1,81 @@
+"""Pure scoring logic against brute force (no Redis, no app)."""
+
+import numpy as np
+
+from recsys.foldin import fold_in, gram
+from serving.scoring import (
+    cosine_neighbours,
+    fold_in_session,
+    join_rows,
+    merge_ranked,
+    recommend,
+    rows_of,
+    session_confidences,
+)
+
+rng = np.random.default_rng(0)
+FACTORS = rng.normal(size=(500, 16)).astype(np.float32)
+USER = rng.normal(size=16).astype(np.float32)
+
+
+def brute_top(scores, k, banned=()):
+    order = [int(i) for i in np.argsort(-scores, kind="stable") if int(i) not in set(banned)]
+    return order[:k]
+
+
+def test_recommend_matches_brute_force_with_exclusions():
+    exclude = np.array([3, 17, 250], dtype=np.intp)
+    scores = FACTORS @ USER
+    rows, got = recommend(USER, FACTORS, 20, exclude)
+    assert rows.tolist() == brute_top(scores, 20, exclude.tolist())
+    np.testing.assert_allclose(got, scores[rows], rtol=1e-6)
+    assert not set(rows.tolist()) & set(exclude.tolist())
+
+
+def test_recommend_with_candidates_only_ranks_those():
+    candidates = np.array([5, 9, 40, 41, 42, 300], dtype=np.intp)
+    rows, _ = recommend(USER, FACTORS, 4, exclude=np.array([40]), candidates=candidates)
+    scores = FACTORS @ USER
+    expected = sorted([5, 9, 41, 42, 300], key=lambda r: -scores[r])[:4]
+    assert rows.tolist() == expected
+
+
+def test_recommend_returns_fewer_when_everything_is_excluded():
+    rows, _ = recommend(USER, FACTORS[:3], 10, exclude=np.array([0, 1, 2]))
+    assert len(rows) == 0
+
+
+def test_cosine_neighbours_excludes_the_item_and_ranks_by_cosine():
+    norms = np.linalg.norm(FACTORS, axis=1)
+    rows, scores = cosine_neighbours(7, FACTORS, norms.astype(np.float32), 5)
+    cosine = (FACTORS @ FACTORS[7]) / (norms * norms[7])
+    assert 7 not in rows.tolist()
+    assert rows.tolist() == brute_top(cosine, 5, [7])
+    np.testing.assert_allclose(scores, cosine[rows], rtol=1e-5)
+
+
+def test_rows_of_skips_unknown_and_join_handles_empties():
+    index = {"a": 0, "b": 4}
+    assert rows_of(index, ["b", "zz", "a"]).tolist() == [4, 0]
+    assert rows_of(index, []).dtype == np.intp
+    assert join_rows(rows_of(index, []), np.array([2])).tolist() == [2]
+
+
+def test_session_fold_in_sums_repeats_like_the_confidence_rule():
+    rows, conf = session_confidences([5, 9, 5], [1.0, 4.0, 2.0], alpha=2.0)
+    assert rows.tolist() == [5, 9]
+    np.testing.assert_allclose(conf, [1 + 2.0 * 3.0, 1 + 2.0 * 4.0])
+    yty = gram(FACTORS)
+    got = fold_in_session(FACTORS, yty, 0.1, 2.0, [5, 9, 5], [1.0, 4.0, 2.0])
+    want = fold_in(FACTORS, yty, 0.1, np.array([5, 9]), np.array([7.0, 9.0]))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_merge_ranked_fills_in_order_and_names_the_sources():
+    first = [("a", 3.0), ("b", 2.0)]
+    second = [("b", 9.0), ("c", 1.0), ("d", 0.5), ("e", 0.1)]
+    items, used = merge_ranked([("one", first), ("two", second)], 3, {"a"}, lambda i: i != "c")
+    assert items == [("b", 2.0, "one"), ("d", 0.5, "two"), ("e", 0.1, "two")]
+    assert used == ["one", "two"]
+    items, used = merge_ranked([("one", first), ("two", iter(()))], 5, set())
+    assert [i for i, _, _ in items] == ["a", "b"] and used == ["one"]
