@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import scipy.sparse as sp
 
 from evaluation.metrics import UserItems
 
@@ -72,11 +73,36 @@ def rank(score_block: Callable[[int, int], np.ndarray], n_users: int, n_items: i
 def rank_by_factors(user_vectors: np.ndarray, item_factors: np.ndarray, k: int,
                     exclude: UserItems | None = None,
                     allowed: np.ndarray | None = None) -> np.ndarray:
-    """Top-k by dot product x_u . y_i (the ALS score), chunked."""
-    users = np.asarray(user_vectors, dtype=np.float32)
-    items_t = np.ascontiguousarray(np.asarray(item_factors, dtype=np.float32).T)
-    return rank(lambda a, b: users[a:b] @ items_t, len(users), items_t.shape[1], k,
-                exclude, allowed)
+    """Top-k by dot product x_u . y_i (the ALS score).
+
+    Uses implicit's C++ top-k (blocked matrix product + heap selection, exclusions applied
+    inside): about twice as fast as argpartition over dense score blocks, which dominates
+    evaluation and similar-item cost on large catalogues. Same contract as `rank`.
+    """
+    from implicit.cpu.topk import topk
+
+    users = np.ascontiguousarray(user_vectors, dtype=np.float32)
+    items = np.ascontiguousarray(item_factors, dtype=np.float32)
+    n_users, n_items = len(users), len(items)
+    out = np.full((n_users, k), -1, dtype=np.int64)
+    kk = min(k, n_items)
+    if n_users == 0 or kk == 0:
+        return out
+    query_filter = None
+    if exclude is not None and len(exclude.indices):
+        query_filter = sp.csr_matrix(
+            (np.ones(len(exclude.indices), dtype=np.float32), exclude.indices, exclude.indptr),
+            shape=(n_users, n_items))
+    item_filter = (None if allowed is None else
+                   np.flatnonzero(~np.asarray(allowed, dtype=bool)).astype(np.int32))
+    if item_filter is not None and not len(item_filter):
+        item_filter = None
+    ids, scores = topk(items, users, kk, filter_query_items=query_filter,
+                       filter_items=item_filter)
+    # filtered items come back with score -FLT_MAX when a row runs out of candidates
+    valid = scores > np.finfo(np.float32).min / 2
+    out[:, :kk] = np.where(valid, ids, -1)
+    return out
 
 
 def rank_by_scores(item_scores: np.ndarray, n_users: int, k: int,

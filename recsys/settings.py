@@ -152,7 +152,7 @@ class Settings(BaseSettings):
         "the gate to compare on those alone (otherwise the whole holdout)."
     )
     trainer_refit_iterations: int = Field(
-        default=3, ge=0, le=1000, description="Warm-started iterations on the whole history "
+        default=2, ge=0, le=1000, description="Warm-started iterations on the whole history "
         "after the gate passed; 0 publishes the model fitted without the holdout."
     )
     trainer_fit_threads: int = Field(default=0, ge=0, le=256, description="0 = all cores.")
@@ -160,6 +160,10 @@ class Settings(BaseSettings):
     trainer_flush_events: int = Field(default=50_000, ge=1)
     trainer_flush_seconds: float = Field(default=5.0, gt=0.0)
     trainer_compact_parts: int = Field(default=32, ge=2)
+    trainer_similar_max_items: int = Field(
+        default=10_000, ge=0, description="Stored similar lists for at most this many (most "
+        "popular) items; serving computes the others from the factors. 0 = all items."
+    )
 
     # --- serving ---------------------------------------------------------------------------
     api_host: str = "127.0.0.1"

@@ -61,21 +61,35 @@ def make_model(params: AlsParams, iterations: int | None = None):  # noqa: ANN20
 def fit_als(conf: sp.csr_matrix, params: AlsParams, init: Factors | None = None,
             iterations: int | None = None) -> Factors:
     """Fit on C (users x items, full confidences). With `init`, continue from those factors
-    (same shape) instead of a random start: a warm-started refit needs few iterations."""
+    (same shape) instead of a random start: a warm-started refit needs few iterations.
+
+    Only users and items with at least one entry are fitted (an empty row's solution is the
+    zero vector anyway, and each costs a k x k solve per iteration: the users who only appear
+    in a holdout, say); they come back as zero rows so that indices stay shared.
+    """
     if conf.nnz == 0:
         raise NotEnoughData("the confidence matrix is empty")
+    conf = sp.csr_matrix(conf, dtype=np.float32)
+    n_users, n_items = conf.shape
+    if init is not None and (init.user_factors.shape != (n_users, params.factors)
+                             or init.item_factors.shape != (n_items, params.factors)):
+        raise ValueError("warm-start factors do not match the matrix shape")
+    rows = np.flatnonzero(np.diff(conf.indptr) > 0)
+    cols = np.flatnonzero(np.bincount(conf.indices, minlength=n_items) > 0)
+    sub = conf[rows][:, cols] if len(rows) < n_users or len(cols) < n_items else conf
     model = make_model(params, iterations)
     if init is not None:
-        if init.user_factors.shape != (conf.shape[0], params.factors) or \
-                init.item_factors.shape != (conf.shape[1], params.factors):
-            raise ValueError("warm-start factors do not match the matrix shape")
-        model.user_factors = np.array(init.user_factors, dtype=np.float32, copy=True)
-        model.item_factors = np.array(init.item_factors, dtype=np.float32, copy=True)
+        model.user_factors = np.array(init.user_factors[rows], dtype=np.float32)
+        model.item_factors = np.array(init.item_factors[cols], dtype=np.float32)
     started = time.perf_counter()
     with threadpool_limits(limits=1, user_api="blas"):
-        model.fit(sp.csr_matrix(conf, dtype=np.float32), show_progress=False)
+        model.fit(sub, show_progress=False)
     seconds = time.perf_counter() - started
-    log.info("ALS fit: %d users x %d items, %d nonzeros, k=%d, %d iterations in %.2fs",
-             conf.shape[0], conf.shape[1], conf.nnz, params.factors, model.iterations, seconds)
-    return check_finite(Factors(np.asarray(model.user_factors, dtype=np.float32),
-                                np.asarray(model.item_factors, dtype=np.float32), seconds))
+    log.info("ALS fit: %d users x %d items, %d nonzeros, k=%d, %d iterations%s in %.2fs",
+             len(rows), len(cols), conf.nnz, params.factors, model.iterations,
+             " (warm start)" if init is not None else "", seconds)
+    users = np.zeros((n_users, params.factors), dtype=np.float32)
+    items = np.zeros((n_items, params.factors), dtype=np.float32)
+    users[rows] = model.user_factors
+    items[cols] = model.item_factors
+    return check_finite(Factors(users, items, seconds))

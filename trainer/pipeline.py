@@ -230,9 +230,10 @@ class Trainer:
                                                                candidate else 0.0), 3))
         with self._timed(timings, "similar"):
             artifacts, item_mask = self._artifacts(version, events, matrix, final, manifest)
-            idx, scores = similar_items(artifacts.item_factors, s.trainer_similar_items)
-            similar = encode_similar(artifacts.item_ids, idx, scores)
             popularity = self._popularity(events, item_mask)
+            rows = self._similar_rows(artifacts, popularity)
+            idx, scores = similar_items(artifacts.item_factors, s.trainer_similar_items, rows)
+            similar = encode_similar(artifacts.item_ids, rows, idx, scores)
         with self._timed(timings, "publish"):
             manifest["timings"] = {k_: round(v, 3) for k_, v in timings.items()}
             save_to_disk(self.model_dir, artifacts)
@@ -303,6 +304,17 @@ class Trainer:
             user_ids=np.asarray(events.user_ids[users]).astype(str),
             user_factors=factors.user_factors[users], manifest=manifest), items
 
+    def _similar_rows(self, artifacts: ModelArtifacts, popularity: dict[str, float]
+                      ) -> np.ndarray:
+        """Items that get a stored similar list: all, or the most popular
+        `trainer_similar_max_items` (serving computes the tail's lists from the factors)."""
+        limit = self.settings.trainer_similar_max_items
+        n_items = len(artifacts.item_ids)
+        if not limit or n_items <= limit:
+            return np.arange(n_items)
+        score = np.array([popularity.get(str(i), 0.0) for i in artifacts.item_ids])
+        return np.sort(np.argpartition(-score, limit - 1)[:limit])
+
     def _popularity(self, events: IndexedEvents, item_mask: np.ndarray) -> dict[str, float]:
         scores = PopularityRecommender(events.shape[1]).fit(events.rows, events.cols,
                                                             events.weights).scores
@@ -335,6 +347,7 @@ class Trainer:
                         "users": holdout.n_users, "pairs": holdout.n_test_pairs, "k": k},
             "snapshot": snapshot.as_manifest(),
             "similar_items_n": s.trainer_similar_items,
+            "similar_items_max": s.trainer_similar_max_items,
             "candidate_fit_seconds": round(candidate.seconds, 3),
         }
 

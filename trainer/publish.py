@@ -64,40 +64,38 @@ class ModelArtifacts:
 
 
 # --- similar items -----------------------------------------------------------------------
-def similar_items(item_factors: np.ndarray, n: int,
-                  allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-n neighbours of every item by cosine of item factors, best first.
+def similar_items(item_factors: np.ndarray, n: int, rows: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Top-n neighbours by cosine of item factors, best first, for the items `rows` (default:
+    all) among all items.
 
-    Returns (indices int64 (n_items, n), -1 padded; scores float32 (n_items, n)). One chunked
-    matrix product of the normalised factors with themselves, each item excluded from its own
-    list, items outside `allowed` (no training data) never proposed.
+    Returns (indices int64 (len(rows), n), -1 padded; scores float32). One blocked product of
+    the normalised factors, each item excluded from its own list.
     """
     factors = np.asarray(item_factors, dtype=np.float32)
     norms = np.linalg.norm(factors, axis=1)
     unit = factors / np.where(norms > 0, norms, 1.0)[:, None]
-    n_items = len(unit)
-    itself = UserItems(np.arange(n_items + 1, dtype=np.int64), np.arange(n_items, dtype=np.int64))
-    idx = rank_by_factors(unit, unit, n, exclude=itself, allowed=allowed)
+    rows = np.arange(len(unit), dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+    itself = UserItems(np.arange(len(rows) + 1, dtype=np.int64), rows)
+    idx = rank_by_factors(unit[rows], unit, n, exclude=itself)
     safe = np.maximum(idx, 0)
-    scores = np.einsum("ik,ijk->ij", unit, unit[safe]).astype(np.float32)
+    scores = np.einsum("ik,ijk->ij", unit[rows], unit[safe]).astype(np.float32)
     scores[idx < 0] = 0.0
     return idx, scores
 
 
-def encode_similar(item_ids: np.ndarray, idx: np.ndarray, scores: np.ndarray
-                   ) -> dict[str, bytes]:
-    """JSON [[item, score], ...] per item (the layout recsys.keys documents)."""
-    ids = [str(i) for i in item_ids]
-    rounded = np.round(scores.astype(np.float64), 5)
+def encode_similar(item_ids: np.ndarray, rows: np.ndarray, idx: np.ndarray,
+                   scores: np.ndarray) -> dict[str, bytes]:
+    """JSON [[item, score], ...] for item_ids[rows[j]] from row j (recsys.keys' layout)."""
+    ids = np.asarray(item_ids).astype(str).astype(object)
+    names = ids[np.maximum(idx, 0)].tolist()
+    rounded = np.round(scores.astype(np.float64), 5).tolist()
+    counts = (idx >= 0).sum(axis=1).tolist()  # -1 padding only ever trails
     out: dict[str, bytes] = {}
-    for row, item in enumerate(ids):
-        cols = idx[row]
-        valid = cols >= 0
-        if not valid.any():
-            continue
-        out[item] = orjson.dumps([[ids[c], s] for c, s in
-                                  zip(cols[valid].tolist(), rounded[row][valid].tolist(),
-                                      strict=True)])
+    for j, row in enumerate(np.asarray(rows).tolist()):
+        if counts[j]:
+            out[ids[row]] = orjson.dumps(list(zip(names[j][:counts[j]], rounded[j][:counts[j]],
+                                                  strict=True)))
     return out
 
 

@@ -82,3 +82,22 @@ def test_ranking_excludes_each_users_own_items_and_disallowed_items():
     assert recs.tolist() == [[1, 3], [4, 0]]
     pop = rank_by_scores(np.array([5.0, 4.0, 3.0, 2.0, 1.0]), 2, 2, exclude=exclude)
     assert pop.tolist() == [[1, 2], [0, 1]]
+
+
+def test_factor_ranking_agrees_with_the_dense_reference():
+    """rank_by_factors (implicit's top-k) == rank (numpy, dense blocks) on random data."""
+    from evaluation.ranking import rank
+
+    rng = np.random.default_rng(3)
+    users = rng.standard_normal((50, 8)).astype(np.float32)
+    items = rng.standard_normal((300, 8)).astype(np.float32)
+    exclude = UserItems.from_lists([rng.choice(300, rng.integers(0, 40), replace=False)
+                                    for _ in range(50)])
+    allowed = rng.random(300) > 0.2
+    fast = rank_by_factors(users, items, 10, exclude=exclude, allowed=allowed)
+    dense = rank(lambda a, b: users[a:b] @ items.T, 50, 300, 10, exclude, allowed)
+    assert (fast == dense).all()
+    # a catalogue smaller than k pads with -1
+    tiny = rank_by_factors(users[:2], items[:3], 5, exclude=UserItems.from_lists([[0], []]))
+    assert (tiny[0, 2:] == -1).all() and (tiny[1, 3:] == -1).all()
+    assert set(tiny[0, :2]) == {1, 2} and set(tiny[1, :3]) == {0, 1, 2}

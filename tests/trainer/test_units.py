@@ -1,0 +1,84 @@
+"""Pure pieces of the trainer: confidence matrix, fit guard, gate decision, similar items."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from recsys.settings import DEFAULT_EVENT_WEIGHTS
+from recsys.sources import make_frame
+from trainer.errors import NonFiniteFactors, NotEnoughData
+from trainer.fit import AlsParams, Factors, check_finite, fit_als
+from trainer.gate import decide
+from trainer.matrix import MS_PER_DAY, confidence_matrix, index_events
+from trainer.publish import encode_similar, similar_items
+
+T0 = 1_700_000_000_000
+
+
+def test_confidence_is_one_plus_alpha_times_summed_weights_with_optional_decay():
+    frame = make_frame(user_id=["a", "a", "a", "b", "b"], item_id=["x", "x", "y", "x", "y"],
+                       event_type=["view", "transaction", "rating", "addtocart", "view"],
+                       value=[None, None, 4.0, None, None],
+                       timestamp=[T0, T0, T0, T0, T0 + 10 * MS_PER_DAY])
+    events = index_events(frame, DEFAULT_EVENT_WEIGHTS)
+    conf = confidence_matrix(events, alpha=2.0).toarray()
+    a, b = list(events.user_ids).index("a"), list(events.user_ids).index("b")
+    x, y = list(events.item_ids).index("x"), list(events.item_ids).index("y")
+    assert conf[a, x] == pytest.approx(1 + 2 * (1.0 + 8.0))
+    assert conf[a, y] == pytest.approx(1 + 2 * (1.0 * 4 / 5))  # rating r -> r / 5
+    assert conf[b, x] == pytest.approx(1 + 2 * 4.0)
+    # half-life 10 days: b's add-to-cart is 10 days older than the newest event
+    decayed = confidence_matrix(index_events(frame, DEFAULT_EVENT_WEIGHTS, 10.0), 2.0)
+    assert decayed.toarray()[b, x] == pytest.approx(1 + 2 * 4.0 * 0.5)
+    # a zero weight removes the pair instead of storing a positive with confidence 1
+    silent = index_events(frame, {**DEFAULT_EVENT_WEIGHTS, "view": 0.0})
+    assert confidence_matrix(silent, 2.0).toarray()[b, y] == 0.0
+
+
+def test_fit_refuses_nan_and_empty_input_and_keeps_empty_rows_zero():
+    nan = np.full((2, 3), np.nan, dtype=np.float32)
+    with pytest.raises(NonFiniteFactors):
+        check_finite(Factors(np.zeros((2, 3), np.float32), nan))
+    import scipy.sparse as sp
+
+    params = AlsParams(factors=4, regularization=1.0, iterations=3, alpha=1.0, threads=1)
+    with pytest.raises(NotEnoughData):
+        fit_als(sp.csr_matrix((3, 3), dtype=np.float32), params)
+    conf = sp.csr_matrix(np.array([[2, 0, 3, 0], [0, 0, 0, 0], [4, 5, 0, 0]], np.float32))
+    fitted = fit_als(conf, params)
+    assert fitted.user_factors.shape == (3, 4) and fitted.item_factors.shape == (4, 4)
+    assert not fitted.user_factors[1].any() and not fitted.item_factors[3].any()
+    warm = fit_als(conf, params, init=fitted, iterations=1)
+    assert np.isfinite(warm.item_factors).all()
+
+
+def test_gate_decision():
+    pop = {"ndcg@10": 0.10}
+    assert decide("ndcg@10", 0.02, {"ndcg@10": 0.2}, None, pop).publish
+    ok = decide("ndcg@10", 0.02, {"ndcg@10": 0.196}, {"ndcg@10": 0.2}, pop)
+    assert ok.publish and ok.beats_popularity  # 0.196 >= 0.98 * 0.2
+    worse = decide("ndcg@10", 0.02, {"ndcg@10": 0.195}, {"ndcg@10": 0.2}, pop)
+    assert not worse.publish and "0.195" in worse.reason
+    weak = decide("ndcg@10", 0.02, {"ndcg@10": 0.09}, {"ndcg@10": 0.08}, pop)
+    assert weak.publish and not weak.beats_popularity  # better than serving, flagged
+    blind = decide("ndcg@10", 0.02, {}, {"ndcg@10": 0.2}, pop)
+    assert not blind.publish
+
+
+def test_similar_items_are_cosine_neighbours_without_the_item_itself():
+    rng = np.random.default_rng(0)
+    factors = rng.standard_normal((40, 6)).astype(np.float32)
+    unit = factors / np.linalg.norm(factors, axis=1, keepdims=True)
+    cosine = unit @ unit.T
+    np.fill_diagonal(cosine, -np.inf)
+    rows = np.array([3, 17])
+    idx, scores = similar_items(factors, 5, rows)
+    assert idx.tolist() == np.argsort(-cosine[rows], axis=1)[:, :5].tolist()
+    assert scores == pytest.approx(np.sort(cosine[rows], axis=1)[:, ::-1][:, :5], abs=1e-5)
+    ids = np.array([f"item-{i}" for i in range(40)])
+    encoded = encode_similar(ids, rows, idx, scores)
+    assert set(encoded) == {"item-3", "item-17"}
+    pairs = orjson.loads(encoded["item-3"])
+    assert [p[0] for p in pairs] == [f"item-{i}" for i in idx[0]]
