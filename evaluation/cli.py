@@ -10,14 +10,9 @@ import logging
 import os
 from pathlib import Path
 
+from recsys.produce_cli import _positive_int  # the one "N >= 1" argument type of the CLI
+
 log = logging.getLogger(__name__)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
 
 
 def _fraction(text: str) -> float:
@@ -115,6 +110,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     tu.add_argument("--search", choices=["random", "grid"], default="random")
     tu.add_argument("--trials", type=_positive_int, default=24,
                     help="random search: (factors, regularization, alpha) points")
+    tu.add_argument("--folds", type=_positive_int, default=3,
+                    help="validation folds carved from the training part; scores are means")
+    tu.add_argument("--no-progress", action="store_true", help="no progress bar")
     tu.add_argument("--no-refine", action="store_true",
                     help="skip the local search around the best random point")
     for axis in ("factors", "regularization", "alpha", "iterations"):
@@ -156,9 +154,23 @@ def _tune(args: argparse.Namespace) -> int:
     frame, settings = _load(args)
     space = {axis: getattr(args, axis) or DEFAULT_SPACE[axis]
              for axis in ("factors", "regularization", "alpha", "iterations")}
-    result = run_tune(frame, settings, args.out, args.protocol, source=args.source, k=args.k,
-                      search=args.search, n_trials=args.trials, refine=not args.no_refine,
-                      space=space, metric=args.metric)
+    from tqdm import tqdm
+
+    bar = tqdm(desc=f"tune {args.protocol}", unit="point", disable=args.no_progress)
+
+    def progress(done: int, total: int, best_here) -> None:  # noqa: ANN001 - a Trial
+        bar.total = max(total, done)
+        bar.update(done - bar.n)
+        bar.set_postfix(factors=best_here.factors, reg=best_here.regularization,
+                        alpha=best_here.alpha, refresh=False)
+
+    try:
+        result = run_tune(frame, settings, args.out, args.protocol, source=args.source,
+                          k=args.k, search=args.search, n_trials=args.trials,
+                          refine=not args.no_refine, folds=args.folds, space=space,
+                          metric=args.metric, progress=progress)
+    finally:
+        bar.close()
     best = result.best
     print(f"best on the {args.protocol} validation split ({result.metric} "
           f"{best.metrics[result.metric]:.4f}): factors={best.factors} "

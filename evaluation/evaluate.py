@@ -314,6 +314,18 @@ def results_table(models: Mapping[str, Mapping[str, float]], k: int,
     return "\n".join(lines)
 
 
+def floor_warnings(models: Mapping[str, Mapping[str, float]], k: int) -> list[str]:
+    """Models that do not beat popularity (the floor) on NDCG@k: they must not be served
+    silently, so the report and the printed table say so."""
+    key = f"ndcg@{k}"
+    floor = models.get("popularity", {}).get(key)
+    if floor is None:
+        return []
+    return [f"{name} is below popularity on {key} ({values[key]:.4f} < {floor:.4f})"
+            for name, values in models.items()
+            if name != "popularity" and key in values and values[key] < floor]
+
+
 def _is_ml100k(report: Mapping[str, Any]) -> bool:
     d = report["dataset"]
     return (d["events"], d["users"], d["items"]) == (100_000, 943, 1_682)
@@ -351,6 +363,9 @@ def render_report(report: Mapping[str, Any]) -> str:
         reference = REFERENCE_ML100K if protocol == "stratified" and _is_ml100k(report) \
             else None
         lines += ["", results_table(entry["models"], k, reference)]
+        below = floor_warnings(entry["models"], k)
+        if below:
+            lines += [""] + [f"**Warning**: {w}." for w in below]
         if reference:
             lines += ["", "*Italic rows*: Microsoft Recommenders' published ML-100K benchmark "
                       "(same protocol, their own split), for comparison."]
@@ -390,6 +405,7 @@ def summary_table(report: Mapping[str, Any]) -> str:
     for protocol, entry in report["protocols"].items():
         out += [f"\n{protocol} split ({entry['n_test_users']:,} test users)",
                 results_table(entry["models"], k, keys=keys)]
+        out += [f"WARNING: {w}" for w in floor_warnings(entry["models"], k)]
         if "ratings" in entry:
             out += ["RMSE: " + ", ".join(f"{n} {v:.4f}"
                                         for n, v in entry["ratings"]["rmse"].items())]

@@ -45,6 +45,17 @@ def _take(values: np.ndarray, index: np.ndarray) -> np.ndarray:
     return out
 
 
+def _columns(users: np.ndarray, items: np.ndarray, ratings: np.ndarray,
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Typed training columns and the matrix shape they span."""
+    users = np.asarray(users, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    ratings = np.asarray(ratings, dtype=np.float64)
+    if not (len(users) == len(items) == len(ratings)) or len(ratings) == 0:
+        raise ValueError("fit needs non-empty users, items and ratings of one length")
+    return users, items, ratings, int(users.max()) + 1, int(items.max()) + 1
+
+
 class GlobalMean:
     name = "global mean"
 
@@ -63,10 +74,7 @@ class BiasBaseline:
         self.reg_user, self.reg_item, self.iterations = reg_user, reg_item, iterations
 
     def fit(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> BiasBaseline:
-        users = np.asarray(users, dtype=np.int64)
-        items = np.asarray(items, dtype=np.int64)
-        r = np.asarray(ratings, dtype=np.float64)
-        n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
+        users, items, r, n_users, n_items = _columns(users, items, ratings)
         self.mu = float(r.mean())
         n_u = np.bincount(users, minlength=n_users)
         n_i = np.bincount(items, minlength=n_items)
@@ -117,10 +125,7 @@ class BiasedMF:
         self.iterations, self.seed = iterations, seed
 
     def fit(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> BiasedMF:
-        users = np.asarray(users, dtype=np.int64)
-        items = np.asarray(items, dtype=np.int64)
-        r = np.asarray(ratings, dtype=np.float64)
-        n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
+        users, items, r, n_users, n_items = _columns(users, items, ratings)
         self.mu = float(r.mean())
         by_user = sp.csr_matrix((r - self.mu, (users, items)), shape=(n_users, n_items))
         by_item = by_user.T.tocsr()

@@ -6,18 +6,21 @@
 
 How the search works:
 
-1. The training part of the outer split is split again with the same protocol (time: its
-   last `holdout_fraction` of events by time; stratified: per user 75/25 with seed + 1) into
-   a fit part and a validation part. The test events are never read: `tune` receives a mask
-   of the training events and everything it builds is restricted to it (`TuneResult` keeps
-   the positions it used, and tests assert they are disjoint from the test positions).
+1. The training part of the outer split is split again with the same protocol into a fit
+   part and a validation part, `folds` times (time: rolling origin, each fold holding out the
+   last `holdout_fraction` of the previous fold's fit part; stratified: per user 75/25 with
+   seeds seed + 1, seed + 2, ...). A point's score is its mean over the folds: on ML-100K's
+   time split one fold has only ~100 validation users, too few to choose by. The test events
+   are never read: `tune` receives a mask of the training events and everything it builds is
+   restricted to it (`TuneResult` keeps the positions it used, and tests assert they are
+   disjoint from the test positions and that scrambling the test events changes nothing).
 2. Trials draw (factors, regularization, alpha) from the grid (all of it with
    `search="grid"`, `n_trials` distinct points at random otherwise). Each trial fits ALS once
    per iteration count in the grid, warm-starting from the previous count (trainer.fit_als
    with `init`), so the iteration axis costs one fit of the largest count.
 3. `refine` then walks the grid from the best point: one step up and down in each of
    factors, regularization and alpha, keeping any improvement, until none improves.
-4. The best trial by the validation metric (default ndcg@10) is the answer.
+4. The best trial by the mean validation metric (default ndcg@10) is the answer.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +48,20 @@ from trainer.matrix import IndexedEvents
 
 log = logging.getLogger(__name__)
 
+# Wide on the axes that matter most on small dense data (regularization, alpha: implicit's
+# default-like tiny regularization lands far below popularity on ML-100K).
 DEFAULT_SPACE: dict[str, list[float]] = {
     "factors": [16, 32, 64, 128, 200],
     "regularization": [0.01, 0.1, 1.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0],
     "alpha": [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0],
-    "iterations": [5, 10, 15, 25, 40],
+    "iterations": [5, 10, 15, 25],
 }
 SEARCH_AXES = ("factors", "regularization", "alpha")
+FOLD_NOTE = {
+    "stratified": " (seeds seed + 1, seed + 2, ...: a new shuffle per fold)",
+    "time": " (rolling origin: each fold holds out the last share of the previous fold's "
+            "fit part)",
+}
 
 
 class TuneError(RecsysError):
@@ -85,7 +95,8 @@ class TuneResult:
     trials: list[Trial]
     fit_positions: np.ndarray         # event positions the fits used
     validation_positions: np.ndarray  # event positions the validation metric used
-    n_validation_users: int
+    n_validation_users: int        # per fold, mean
+    folds: int = 1
     seconds: float = 0.0
     test: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -98,7 +109,8 @@ class TuneResult:
             "protocol": self.protocol, "metric": self.metric, "k": self.k,
             "validation": self.description, "n_fit_events": len(self.fit_positions),
             "n_validation_events": len(self.validation_positions),
-            "n_validation_users": self.n_validation_users, "seconds": self.seconds,
+            "n_validation_users": self.n_validation_users, "folds": self.folds,
+            "seconds": self.seconds,
             "best": {**self.best.hyper(), "validation": self.best.metrics},
             "test": self.test,
             "trials": [{**t.hyper(), **t.metrics, "fit_seconds": t.fit_seconds}
@@ -165,24 +177,63 @@ def _neighbours(point: tuple[int, float, float],
     return out
 
 
+def validation_splits(events: IndexedEvents, train_mask: np.ndarray, protocol: str, alpha: float,
+                      folds: int, holdout_fraction: float, seed: int) -> list[Split]:
+    """`folds` validation splits carved from the training events only.
+
+    stratified: the same per-user random split with seeds seed+1, seed+2, ... (seed + 1: the
+    inner shuffle must not repeat the outer one). time: rolling origin: fold 1 holds out the
+    last `holdout_fraction` of the training events, fold 2 the same share of what fold 1
+    fitted on, and so on back in time.
+    """
+    splits: list[Split] = []
+    subset = np.asarray(train_mask, dtype=bool)
+    for fold in range(folds):
+        if protocol == "stratified":
+            split = make_split(protocol, events, alpha, seed=seed + 1 + fold, mask=subset)
+        else:
+            split = make_split(protocol, events, alpha, holdout_fraction=holdout_fraction,
+                               seed=seed, mask=subset)
+            subset = split.train_mask
+        if split.holdout.n_users == 0:
+            if not splits:
+                raise TuneError("the validation split has no users; the training part is "
+                                "too small")
+            log.warning("validation fold %d has no users; using %d folds", fold + 1,
+                        len(splits))
+            break
+        splits.append(split)
+    return splits
+
+
+def _mean_trials(per_fold: list[list[Trial]]) -> list[Trial]:
+    """Average each iteration count's metrics over the folds; fit time is the total."""
+    out = []
+    for same in zip(*per_fold, strict=True):
+        metrics = {m: float(np.mean([t.metrics[m] for t in same])) for m in same[0].metrics}
+        out.append(replace(same[0], metrics=metrics,
+                           fit_seconds=float(sum(t.fit_seconds for t in same))))
+    return out
+
+
 def tune(events: IndexedEvents, train_mask: np.ndarray, protocol: str, *,
          space: Mapping[str, Sequence[float]] | None = None, search: str = "random",
-         n_trials: int = 24, refine: bool = True, k: int = 10, metric: str | None = None,
-         holdout_fraction: float = 0.2, seed: int = 42, threads: int = 0,
-         progress: Callable[[int, int, Trial], None] | None = None) -> TuneResult:
-    """Search on a validation split carved from the events in `train_mask` only."""
+         n_trials: int = 24, refine: bool = True, folds: int = 3, k: int = 10,
+         metric: str | None = None, holdout_fraction: float = 0.2, seed: int = 42,
+         threads: int = 0, progress: Callable[[int, int, Trial], None] | None = None,
+         ) -> TuneResult:
+    """Search on validation splits carved from the events in `train_mask` only; a point's
+    score is its mean over the folds (one small validation set is too noisy to choose by)."""
     started = time.perf_counter()
     grid = _check_space(space or DEFAULT_SPACE)
     metric = metric or f"ndcg@{k}"
-    train_mask = np.asarray(train_mask, dtype=bool)
-    # seed + 1: the inner stratified split must not repeat the outer one's shuffle
-    base = make_split(protocol, events, grid["alpha"][0], holdout_fraction=holdout_fraction,
-                      seed=seed + 1, mask=train_mask)
-    if base.holdout.n_users == 0:
-        raise TuneError("the validation split has no users; the training part is too small")
     known = {f"{name}@{k}" for name in METRIC_NAMES} | {f"map_ms@{k}"}
     if metric not in known:
         raise TuneError(f"unknown metric {metric!r}; known: {sorted(known)}")
+    if folds < 1:
+        raise TuneError("folds must be >= 1")
+    bases = validation_splits(events, train_mask, protocol, grid["alpha"][0], folds,
+                              holdout_fraction, seed)
     points = _grid_points(grid)
     if search == "random":
         rng = np.random.default_rng(seed)
@@ -191,17 +242,18 @@ def tune(events: IndexedEvents, train_mask: np.ndarray, protocol: str, *,
     elif search != "grid":
         raise TuneError("search must be 'random' or 'grid'")
 
-    by_alpha: dict[float, Split] = {}
+    by_alpha: dict[float, list[Split]] = {}
     done: dict[tuple[int, float, float], list[Trial]] = {}
     trials: list[Trial] = []
 
     def evaluate(point: tuple[int, float, float], total: int) -> None:
         if point in done:
             return
-        split = by_alpha.get(point[2])
-        if split is None:
-            split = by_alpha[point[2]] = with_alpha(base, events, point[2])
-        done[point] = run_trial(split, point, grid["iterations"], k, seed, threads)
+        splits = by_alpha.get(point[2])
+        if splits is None:
+            splits = by_alpha[point[2]] = [with_alpha(b, events, point[2]) for b in bases]
+        done[point] = _mean_trials([run_trial(split, point, grid["iterations"], k, seed,
+                                              threads) for split in splits])
         trials.extend(done[point])
         best_here = max(done[point], key=lambda t: t.metrics[metric])
         log.info("trial %d/%s factors=%d reg=%g alpha=%g: best %s %.4f at %d iterations",
@@ -221,11 +273,17 @@ def tune(events: IndexedEvents, train_mask: np.ndarray, protocol: str, *,
                 evaluate(point, len(done) + len(todo))
             if max(trials, key=lambda t: t.metrics[metric]) is best:
                 break
+    fit = np.zeros(len(events), dtype=bool)
+    validation = np.zeros(len(events), dtype=bool)
+    for b in bases:
+        fit |= b.train_mask
+        validation |= b.test_mask
     return TuneResult(
-        protocol=protocol, metric=metric, k=k, description=base.description,
-        trials=trials, fit_positions=np.flatnonzero(base.train_mask),
-        validation_positions=np.flatnonzero(base.test_mask),
-        n_validation_users=base.holdout.n_users, seconds=time.perf_counter() - started)
+        protocol=protocol, metric=metric, k=k, description=bases[0].description,
+        trials=trials, fit_positions=np.flatnonzero(fit),
+        validation_positions=np.flatnonzero(validation),
+        n_validation_users=int(np.mean([b.holdout.n_users for b in bases])),
+        folds=len(bases), seconds=time.perf_counter() - started)
 
 
 def test_scores(events: IndexedEvents, outer: Split, params: Mapping[str, AlsParams],
@@ -290,10 +348,12 @@ def render_tune(result: TuneResult, source: str) -> str:
     top = sorted(result.trials, key=lambda t: -t.metrics[m])[:10]
     lines = [
         f"# ALS tuning: `{source}`, {result.protocol} protocol", "",
-        f"Validation split, carved from the training part only (the test split is never "
-        f"read during the search): {result.description}. {len(result.fit_positions):,} fit "
-        f"events, {len(result.validation_positions):,} validation events, "
-        f"{result.n_validation_users:,} validation users.", "",
+        f"Validation splits, carved from the training part only (the test split is never "
+        f"read during the search): {result.folds} fold(s) of {result.description}"
+        f"{FOLD_NOTE[result.protocol] if result.folds > 1 else ''}. Each point's score is its "
+        f"mean over the folds. {len(result.fit_positions):,} distinct fit events, "
+        f"{len(result.validation_positions):,} distinct validation events, "
+        f"~{result.n_validation_users:,} validation users per fold.", "",
         f"{len({(t.factors, t.regularization, t.alpha) for t in result.trials})} points "
         f"(factors, regularization, alpha) x {len({t.iterations for t in result.trials})} "
         f"iteration counts = {len(result.trials)} evaluations in {result.seconds:.0f} s; "
@@ -322,8 +382,9 @@ def render_tune(result: TuneResult, source: str) -> str:
 
 def run_tune(frame: Any, settings: Any, out_dir: Path, protocol: str, *, source: str,
              k: int = 10, search: str = "random", n_trials: int = 24, refine: bool = True,
-             space: Mapping[str, Sequence[float]] | None = None,
-             metric: str | None = None) -> TuneResult:
+             folds: int = 3, space: Mapping[str, Sequence[float]] | None = None,
+             metric: str | None = None,
+             progress: Callable[[int, int, Trial], None] | None = None) -> TuneResult:
     """The CLI's whole run: outer split, search on its training part, one test scoring of
     the best and of the settings' parameters, report files."""
     from evaluation.evaluate import als_params
@@ -334,8 +395,9 @@ def run_tune(frame: Any, settings: Any, out_dir: Path, protocol: str, *, source:
                        holdout_fraction=settings.trainer_holdout_fraction,
                        seed=settings.random_seed)
     result = tune(events, outer.train_mask, protocol, space=space, search=search,
-                  n_trials=n_trials, refine=refine, k=k, metric=metric,
-                  holdout_fraction=settings.trainer_holdout_fraction, seed=settings.random_seed)
+                  n_trials=n_trials, refine=refine, folds=folds, k=k, metric=metric,
+                  holdout_fraction=settings.trainer_holdout_fraction, seed=settings.random_seed,
+                  progress=progress)
     result.test = test_scores(events, outer, {
         "best (tuned)": result.best.params(settings.random_seed),
         "settings": als_params(settings)}, k)

@@ -108,3 +108,12 @@ def test_rmse_predictor_beats_global_mean_on_ml100k(ml100k_path) -> None:
     assert rmse["biased MF (ALS-WR)"] < rmse["user/item bias"] < rmse["global mean"]
     assert rmse["global mean"] > 1.05
     assert rmse["biased MF (ALS-WR)"] < 0.95
+
+
+def test_models_below_popularity_are_flagged() -> None:
+    from evaluation.evaluate import floor_warnings
+
+    models = {"popularity": {"ndcg@10": 0.2}, "ALS": {"ndcg@10": 0.1},
+              "item-kNN": {"ndcg@10": 0.3}}
+    warnings = floor_warnings(models, 10)
+    assert len(warnings) == 1 and warnings[0].startswith("ALS is below popularity")

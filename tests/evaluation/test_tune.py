@@ -19,8 +19,9 @@ SPACE = {"factors": [8, 16], "regularization": [0.1, 5.0], "alpha": [1.0, 10.0],
 def test_tune_never_touches_the_test_split(clustered, fast_settings, protocol) -> None:
     events = index_events(clustered, fast_settings.event_weights)
     outer = make_split(protocol, events, fast_settings.alpha)
-    result = tune(events, outer.train_mask, protocol, space=SPACE, search="random", n_trials=3,
-                  refine=False)
+    result = tune(events, outer.train_mask, protocol, space=SPACE, search="random", n_trials=2,
+                  refine=False, folds=2)
+    assert result.folds == 2
     train_positions = set(np.flatnonzero(outer.train_mask))
     test_positions = set(np.flatnonzero(outer.test_mask))
     used = set(result.fit_positions) | set(result.validation_positions)
@@ -37,14 +38,14 @@ def test_tune_never_touches_the_test_split(clustered, fast_settings, protocol) -
                               events.weights * np.where(outer.test_mask, 7.0, 1.0),
                               events.timestamps)
     again = tune(scrambled, outer.train_mask, protocol, space=SPACE, search="random",
-                 n_trials=3, refine=False)
+                 n_trials=2, refine=False, folds=2)
     assert [t.metrics for t in again.trials] == [t.metrics for t in result.trials]
 
 
 def test_grid_search_covers_the_grid_and_picks_the_max(clustered, fast_settings) -> None:
     events = index_events(clustered, fast_settings.event_weights)
     outer = make_split("time", events, fast_settings.alpha)
-    result = tune(events, outer.train_mask, "time", space=SPACE, search="grid")
+    result = tune(events, outer.train_mask, "time", space=SPACE, search="grid", folds=1)
     points = {(t.factors, t.regularization, t.alpha, t.iterations) for t in result.trials}
     assert len(points) == 2 * 2 * 2 * 2
     best = result.best
@@ -57,7 +58,7 @@ def test_grid_search_covers_the_grid_and_picks_the_max(clustered, fast_settings)
 
 def test_run_tune_writes_report_and_best_params(clustered, fast_settings, tmp_path) -> None:
     result = run_tune(clustered, fast_settings, tmp_path, "time", source="clustered",
-                      space=SPACE, n_trials=2, refine=True)
+                      space=SPACE, n_trials=2, refine=True, folds=1)
     best = json.loads((tmp_path / "best_params.json").read_text())
     assert best["time"] == result.best.hyper()
     assert set(result.test) == {"best (tuned)", "settings"}
