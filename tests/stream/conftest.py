@@ -227,14 +227,16 @@ class WorkerProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if not wait:
+            return
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
         self._log.close()
 
 
@@ -243,6 +245,8 @@ def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
     """Collects the worker processes a test starts; stops them all afterwards."""
     started: list[WorkerProcess] = []
     yield started
+    for worker in started:  # all at once: a group losing members one by one rebalances
+        worker.stop(wait=False)
     for worker in started:
         worker.stop()
 

@@ -78,7 +78,8 @@ def test_round_trip_and_corrupt_values():
     again = UserState.from_bytes(state.to_bytes())
     assert again == state
     assert UserState.from_bytes(None) == UserState()
-    for bad in (b"", b"{", b"[]", b'{"i": 3}', b'{"i": {"a": [1]}, "d": [], "p": 0, "o": 0, "t": 0}'):
+    short_entry = b'{"i": {"a": [1]}, "d": [], "p": 0, "o": 0, "t": 0}'
+    for bad in (b"", b"{", b"[]", b'{"i": 3}', short_entry):
         with pytest.raises(StateDecodeError):
             UserState.from_bytes(bad)
 

@@ -1,0 +1,413 @@
+"""Stream worker benchmark: one real `python -m stream` worker on the local stack, each figure
+next to a ceiling measured in the same run.
+
+    python -m bench.stream_bench [--quick]
+
+Model: k = 64 factors, 50,000 items (random factors: the fold-in costs the same). Events are
+Zipf-distributed over the items, spread over many users (most batches fold in mostly distinct
+users, the expensive case).
+
+* `events_per_s`: the worker is started and warmed up, then frozen (SIGSTOP); N events are
+  pre-produced; it is resumed (SIGCONT) and timed until its metrics count all N consumed,
+  folded in and written to Redis.
+  `ceiling_events_per_s`: a bare aiokafka consume loop (same broker, same fetch wait, no
+  work at all) reading the same N events.
+* `freshness_p50_ms` / `freshness_p99_ms`: events produced at a fixed 1,000 events/s, each
+  stamped with its send time; freshness = event time -> Redis write acknowledged, from the
+  worker's histogram (quantiles interpolated inside its buckets, like PromQL's
+  histogram_quantile). `ceiling_freshness_*`: the same paced producer to a bare aiokafka
+  consumer (send -> consumed, exact).
+* `redis_bytes_per_user`: mean `MEMORY USAGE` of user-vector keys vs `raw_vector_bytes`
+  (k * 4); `seen_bytes_per_user` likewise for the seen sets.
+* `worker_rss_mb_per_100k_users`: growth of the worker's resident memory from warmed-up to
+  holding every benchmark user in its history table, scaled to 100,000 users.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import orjson  # noqa: E402
+import psutil  # noqa: E402
+import redis  # noqa: E402
+from confluent_kafka import Producer  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from recsys.kafka import ensure_topics  # noqa: E402
+from recsys.keys import Keys  # noqa: E402
+from recsys.localstack import LocalStack, free_port  # noqa: E402
+from recsys.modelstore import activate_version, stage_model_version  # noqa: E402
+from recsys.settings import Settings, load_settings  # noqa: E402
+
+log = logging.getLogger("bench.stream")
+
+FACTORS = 64
+N_ITEMS = 50_000
+FRESH_RATE = 1_000  # events/s
+TYPES = np.array(["view", "click", "addtocart", "transaction"])
+TYPE_P = np.array([0.90, 0.05, 0.04, 0.01])
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- data ---------------------------------------------------------------------------------
+def _publish_model(client: redis.Redis, keys: Keys, rng: np.random.Generator) -> list[str]:
+    items = [f"item-{i}" for i in range(N_ITEMS)]
+    factors = (rng.standard_normal((N_ITEMS, FACTORS)) * 0.1).astype(np.float32)
+    manifest = {"version": "bench", "factors": FACTORS, "regularization": 0.05, "alpha": 2.0,
+                "snapshot": {"latest_event_ms": 0, "offsets": {}}}
+    stage_model_version(client, keys, "bench", items, factors, manifest)
+    activate_version(client, keys, "bench")
+    return items
+
+
+class EventMaker:
+    """Valid event JSON built directly (validation is the worker's job, not the producer's)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        weights = 1.0 / np.arange(1, N_ITEMS + 1) ** 0.8
+        self.item_p = weights / weights.sum()
+        self.serial = 0
+
+    def batch(self, users: np.ndarray, timestamp_ms: int | None = None
+              ) -> list[tuple[bytes, bytes]]:
+        items = self.rng.choice(N_ITEMS, size=len(users), p=self.item_p)
+        kinds = self.rng.choice(TYPES, size=len(users), p=TYPE_P)
+        out = []
+        for user, item, kind in zip(users, items, kinds, strict=True):
+            self.serial += 1
+            ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
+            key = f"u{user}".encode()
+            out.append((key, orjson.dumps({
+                "event_id": f"b{self.serial}", "user_id": f"u{user}", "item_id": f"item-{item}",
+                "event_type": str(kind), "timestamp": ts})))
+        return out
+
+
+def _producer(settings: Settings) -> Producer:
+    return Producer(settings.kafka_config(**{"linger.ms": 1, "compression.type": "lz4",
+                                             "queue.buffering.max.messages": 1_000_000}))
+
+
+def _produce_all(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> float:
+    producer = _producer(settings)
+    started = time.perf_counter()
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    if producer.flush(60):
+        raise RuntimeError("benchmark events were not all delivered")
+    return time.perf_counter() - started
+
+
+def _produce_paced(settings: Settings, topic: str, maker: EventMaker, seconds: float,
+                   user_base: int) -> int:
+    """FRESH_RATE events/s in 10 ms ticks, each stamped with its send time."""
+    producer = _producer(settings)
+    per_tick = FRESH_RATE // 100
+    ticks = int(seconds * 100)
+    start = time.perf_counter()
+    rng = np.random.default_rng(user_base)
+    sent = 0
+    for tick in range(ticks):
+        target = start + tick * 0.01
+        delay = target - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        users = user_base + rng.integers(0, 1_000_000, size=per_tick)
+        for key, value in maker.batch(users):
+            producer.produce(topic, key=key, value=value)
+        sent += per_tick
+        producer.poll(0)
+    producer.flush(30)
+    return sent
+
+
+# --- the bare consumer (ceiling) --------------------------------------------------------------
+async def _bare_consume(settings: Settings, topic: str, expected: int,
+                        latency: bool = False, timeout: float = 300.0) -> dict[str, Any]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                enable_auto_commit=False, fetch_max_wait_ms=
+                                settings.stream_fetch_max_wait_ms, auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=1 << 20)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        count, first, latencies = 0, None, []
+        deadline = time.monotonic() + timeout
+        while count < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            now_ms = time.time() * 1000
+            for records in batches.values():
+                if first is None and records:
+                    first = time.perf_counter()
+                count += len(records)
+                if latency:
+                    latencies += [now_ms - orjson.loads(r.value)["timestamp"] for r in records]
+        elapsed = time.perf_counter() - (first or time.perf_counter())
+        return {"count": count, "seconds": elapsed, "latencies_ms": latencies}
+    finally:
+        await consumer.stop()
+
+
+# --- the worker -------------------------------------------------------------------------------
+class Worker:
+    def __init__(self, settings: Settings, logdir: Path) -> None:
+        self.port = free_port()
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1",
+               "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+               "REDIS_URL": settings.redis_url,
+               "RECSYS_REDIS_NAMESPACE": settings.redis_namespace,
+               "RECSYS_INTERACTIONS_TOPIC": settings.interactions_topic,
+               "RECSYS_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+               "RECSYS_STREAM_APP_ID": settings.stream_app_id,
+               "RECSYS_TOPIC_PARTITIONS": str(settings.topic_partitions),
+               "RECSYS_STREAM_WEB_PORT": str(self.port),
+               # The worker is frozen while the backlog is produced: keep its membership.
+               "RECSYS_STREAM_SESSION_TIMEOUT_MS": "60000",
+               "RECSYS_LOG_LEVEL": "WARNING"}
+        self.log_path = logdir / "worker.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([sys.executable, "-m", "stream"], cwd=REPO, env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.ps = psutil.Process(self.proc.pid)
+
+    def samples(self) -> dict[tuple[str, tuple], float]:
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        out = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+    def total(self, name: str, samples: dict | None = None) -> float:
+        samples = samples if samples is not None else self.samples()
+        return sum(v for (n, _), v in samples.items() if n == name)
+
+    def consumed(self) -> float:
+        return self.total("recsys_stream_events_total")
+
+    def wait(self, check, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if check():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"worker: {what} not reached in {timeout:.0f}s; "
+                           f"log tail: {self.log_path.read_text()[-3000:]}")
+
+    def rss(self) -> int:
+        return int(self.ps.memory_info().rss)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+
+def _histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """PromQL-style quantile from cumulative (upper bound, count) pairs."""
+    buckets = sorted(buckets)
+    total = buckets[-1][1]
+    if total <= 0:
+        return float("nan")
+    rank = q * total
+    prev_bound, prev_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return prev_bound
+            inside = count - prev_count
+            frac = (rank - prev_count) / inside if inside else 0.0
+            return prev_bound + (bound - prev_bound) * frac
+        prev_bound, prev_count = bound, count
+    return prev_bound
+
+
+def _freshness_buckets(samples: dict) -> dict[float, float]:
+    out = {}
+    for (name, labels), value in samples.items():
+        if name == "recsys_stream_freshness_seconds_bucket":
+            out[float(dict(labels)["le"])] = value
+    return out
+
+
+# --- the run ------------------------------------------------------------------------------------
+def run(quick: bool = False) -> dict[str, Any]:
+    n_users = 10_000 if quick else 100_000
+    n_events = 20_000 if quick else 200_000
+    fresh_seconds = 6.0 if quick else 20.0
+    rng = np.random.default_rng(42)
+    results: dict[str, Any] = {"factors": FACTORS, "items": N_ITEMS, "events": n_events,
+                               "users": n_users, "raw_vector_bytes": FACTORS * 4}
+    with tempfile.TemporaryDirectory(prefix="stream-bench-") as tmp, LocalStack() as stack:
+        settings = load_settings(
+            kafka_bootstrap_servers=stack.bootstrap_servers, redis_url=stack.redis_url,
+            redis_namespace="bench", interactions_topic="bench.interactions",
+            dead_letter_topic="bench.dlq", stream_app_id="bench-stream", topic_partitions=4)
+        ceiling_topic = "bench.ceiling"
+        ensure_topics(settings, extra={ceiling_topic: settings.topic_partitions})
+        client = redis.Redis.from_url(stack.redis_url)
+        keys = Keys(settings.redis_namespace)
+        _publish_model(client, keys, rng)
+        maker = EventMaker(seed=1)
+
+        worker = Worker(settings, Path(tmp))
+        try:
+            # Warm up: a few hundred events through the whole path.
+            warm = maker.batch(rng.integers(10_000_000, 10_001_000, size=500))
+            _produce_all(settings, settings.interactions_topic, warm)
+            worker.wait(lambda: worker.consumed() >= len(warm), 120, "warm-up")
+            time.sleep(1.0)
+            rss_before = worker.rss()
+
+            # Throughput: freeze, pre-produce the backlog, resume, time it.
+            worker.proc.send_signal(signal.SIGSTOP)
+            users = np.concatenate([np.arange(n_users),
+                                    rng.integers(0, n_users, size=n_events - n_users)])
+            rng.shuffle(users)
+            backlog = maker.batch(users, timestamp_ms=int(time.time() * 1000) - 60_000)
+            produce_s = _produce_all(settings, settings.interactions_topic, backlog)
+            _produce_all(settings, ceiling_topic, backlog)
+            ceiling = asyncio.run(_bare_consume(settings, ceiling_topic, len(backlog)))
+            results["ceiling_events_per_s"] = ceiling["count"] / ceiling["seconds"]
+            results["produce_events_per_s"] = len(backlog) / produce_s
+
+            before = worker.consumed()
+            started = time.perf_counter()
+            worker.proc.send_signal(signal.SIGCONT)
+            worker.wait(lambda: worker.consumed() >= before + len(backlog), 900, "backlog")
+            elapsed = time.perf_counter() - started
+            results["events_per_s"] = len(backlog) / elapsed
+            results["events_per_s_vs_ceiling"] = results["events_per_s"] / \
+                results["ceiling_events_per_s"]
+            samples = worker.samples()
+            batch_count = worker.total("recsys_stream_batch_events_count", samples)
+            batch_sum = worker.total("recsys_stream_batch_events_sum", samples)
+            results["mean_batch_events"] = batch_sum / batch_count if batch_count else None
+            results["foldin_s_per_batch"] = (
+                worker.total("recsys_stream_foldin_seconds_sum", samples)
+                / max(1.0, worker.total("recsys_stream_foldin_seconds_count", samples)))
+            results["batch_s_mean"] = (worker.total("recsys_stream_batch_seconds_sum", samples)
+                                       / max(1.0, batch_count))
+
+            # Memory: worker RSS growth for the users now in its table; Redis per user.
+            time.sleep(1.0)
+            grown = worker.rss() - rss_before
+            results["worker_rss_mb_before"] = rss_before / 2**20
+            results["worker_rss_mb_per_100k_users"] = grown / n_users * 100_000 / 2**20
+            sample_users = [f"u{u}" for u in rng.choice(n_users, size=1000, replace=False)]
+            vec = [client.memory_usage(keys.user_vector("bench", u), samples=0) or 0
+                   for u in sample_users]
+            seen = [client.memory_usage(keys.seen(u), samples=0) or 0 for u in sample_users]
+            results["redis_bytes_per_user"] = float(np.mean(vec))
+            results["redis_vector_bytes_ratio"] = results["redis_bytes_per_user"] / (FACTORS * 4)
+            results["seen_bytes_per_user"] = float(np.mean(seen))
+
+            # Freshness at a fixed rate: the bare consumer first, then the worker.
+            ceiling_fresh: dict[str, Any] = {}
+
+            def bare() -> None:
+                ceiling_fresh.update(asyncio.run(_bare_consume(
+                    settings, "bench.fresh", int(fresh_seconds * FRESH_RATE), latency=True,
+                    timeout=fresh_seconds + 60)))
+
+            ensure_topics(settings, extra={"bench.fresh": settings.topic_partitions})
+            reader = threading.Thread(target=bare)
+            reader.start()
+            time.sleep(1.0)  # let it join before the first event
+            _produce_paced(settings, "bench.fresh", maker, fresh_seconds, 20_000_000)
+            reader.join()
+            lat = np.array(ceiling_fresh["latencies_ms"])
+            results["ceiling_freshness_p50_ms"] = float(np.percentile(lat, 50))
+            results["ceiling_freshness_p99_ms"] = float(np.percentile(lat, 99))
+
+            base = _freshness_buckets(worker.samples())
+            before = worker.consumed()
+            cpu_before, wall_before = sum(worker.ps.cpu_times()[:2]), time.perf_counter()
+            sent = _produce_paced(settings, settings.interactions_topic, maker, fresh_seconds,
+                                  30_000_000)
+            worker.wait(lambda: worker.consumed() >= before + sent, 60, "paced events")
+            results["worker_cpu_percent_at_1000_per_s"] = 100 * (
+                sum(worker.ps.cpu_times()[:2]) - cpu_before) / (time.perf_counter() - wall_before)
+            after = _freshness_buckets(worker.samples())
+            delta = [(le, after[le] - base.get(le, 0.0)) for le in after]
+            results["freshness_events"] = sent
+            results["freshness_p50_ms"] = _histogram_quantile(delta, 0.50) * 1000
+            results["freshness_p99_ms"] = _histogram_quantile(delta, 0.99) * 1000
+            results["freshness_p99_vs_ceiling"] = results["freshness_p99_ms"] / \
+                results["ceiling_freshness_p99_ms"]
+        finally:
+            worker.stop()
+            client.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    results = run(quick=args.quick)
+    rows = [
+        ("events/s (one worker)", results["events_per_s"], results["ceiling_events_per_s"],
+         ">= 5,000"),
+        ("freshness p50 ms @1000/s", results["freshness_p50_ms"],
+         results["ceiling_freshness_p50_ms"], ""),
+        ("freshness p99 ms @1000/s", results["freshness_p99_ms"],
+         results["ceiling_freshness_p99_ms"], "< 250"),
+        ("Redis bytes per user vector", results["redis_bytes_per_user"],
+         results["raw_vector_bytes"], "k*4 raw"),
+    ]
+    print("| figure | measured | same-run ceiling / raw | ratio | target |")
+    print("|---|---|---|---|---|")
+    for name, value, base, target in rows:
+        print(f"| {name} | {value:,.1f} | {base:,.1f} | {value / base:.2f} | {target} |")
+    print(f"\nworker RSS: {results['worker_rss_mb_before']:.0f} MB warmed up, "
+          f"+{results['worker_rss_mb_per_100k_users']:.0f} MB per 100,000 users in its table")
+    print(json.dumps(results, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

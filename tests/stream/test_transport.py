@@ -1,0 +1,55 @@
+"""The transport's two fixes, against the real broker: the consumer's fetch wait comes from
+the settings, and end offsets count every record of the last batch."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from confluent_kafka import Producer
+
+from recsys.kafka import ensure_topics
+from stream.app import create_app
+from stream.transport import FetchWaitTransport, exact_end_offsets
+
+pytestmark = pytest.mark.integration
+
+
+def test_exact_end_offsets_count_the_whole_last_batch(settings):
+    ensure_topics(settings)
+    topic = settings.interactions_topic
+    producer = Producer(settings.kafka_config(**{"linger.ms": 50}))
+    for n in range(5):  # one linger window: one record batch
+        producer.produce(topic, key=b"k", value=b"%d" % n, partition=0)
+    for n in range(3):
+        producer.produce(topic, key=b"k", value=b"%d" % n, partition=1)
+    assert producer.flush(10) == 0
+
+    async def ends():
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(3)]
+            reported = await consumer.end_offsets(tps)
+        finally:
+            await consumer.stop()
+        exact = await exact_end_offsets(reported, settings.kafka_bootstrap_servers)
+        return reported, exact
+
+    reported, exact = asyncio.run(ends())
+    # (The local broker reports 1 for partition 0 here; Apache Kafka reports 5.)
+    assert [exact[TopicPartition(topic, p)] for p in range(3)] == [5, 3, 0]
+    assert all(exact[tp] >= reported[tp] for tp in reported)
+
+
+def test_the_app_consumer_uses_the_configured_fetch_wait(settings):
+    s = settings.model_copy(update={"stream_fetch_max_wait_ms": 37})
+    app = create_app(s)
+    assert isinstance(app.transport, FetchWaitTransport)
+
+    async def build():
+        # What the consumer thread creates at start-up (aiokafka wants a running loop).
+        return app.consumer._thread._create_worker_consumer(app.transport)
+
+    assert asyncio.run(build())._fetch_max_wait_ms == 37
