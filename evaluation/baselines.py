@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluation.metrics import UserItems
+from evaluation.metrics import UserItems, unique_sorted
 from evaluation.ranking import rank_by_scores
 
 
@@ -25,7 +25,7 @@ class PopularityRecommender:
         users = np.asarray(user_rows, dtype=np.int64)
         items = np.asarray(item_cols, dtype=np.int64)
         width = int(users.max()) + 1 if len(users) else 1
-        distinct_items = np.unique(items * width + users) // width  # one entry per pair
+        distinct_items = unique_sorted(items * width + users) // width  # one entry per pair
         distinct_users = np.bincount(distinct_items, minlength=self.n_items).astype(np.float64)
         if weights is not None and len(items):
             total = np.bincount(items, weights=np.asarray(weights, np.float64),

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from evaluation.metrics import UserItems
+from evaluation.metrics import UserItems, unique_sorted
 
 
 def cutoff_for(timestamps: np.ndarray, holdout_fraction: float) -> int:
@@ -81,12 +81,12 @@ def build_holdout(test_rows: np.ndarray, test_cols: np.ndarray, train: sp.csr_ma
     # drop pairs the user already had in training: one sorted-key lookup
     train_keys = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(train.indptr)) \
         * n_items + train.indices
-    keys = np.unique(rows * n_items + cols)
+    keys = unique_sorted(rows * n_items + cols)
     pos = np.searchsorted(train_keys, keys)
     already = train_keys[np.minimum(pos, max(len(train_keys) - 1, 0))] == keys \
         if len(train_keys) else np.zeros(len(keys), dtype=bool)
     keys = keys[~already]
-    users_all, counts = np.unique(keys // n_items, return_counts=True)
+    users_all, counts = unique_sorted(keys // n_items, return_counts=True)
     if max_users is not None and len(users_all) > max_users:
         chosen = np.sort(np.random.default_rng(seed).choice(len(users_all), max_users,
                                                             replace=False))

@@ -158,10 +158,13 @@ class Settings(BaseSettings):
     trainer_fit_threads: int = Field(default=0, ge=0, le=256, description="0 = all cores.")
     trainer_min_new_events: int = Field(default=1, ge=0)
     trainer_flush_events: int = Field(default=50_000, ge=1)
-    trainer_flush_seconds: float = Field(default=5.0, gt=0.0)
+    trainer_flush_seconds: float = Field(
+        default=60.0, gt=0.0, description="History file cadence while consuming (and always "
+        "before a run); unflushed events are re-read from Kafka after a crash, never lost."
+    )
     trainer_compact_parts: int = Field(default=32, ge=2)
     trainer_similar_max_items: int = Field(
-        default=10_000, ge=0, description="Stored similar lists for at most this many (most "
+        default=5_000, ge=0, description="Stored similar lists for at most this many (most "
         "popular) items; serving computes the others from the factors. 0 = all items."
     )
 

@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from evaluation.metrics import unique_sorted
 from recsys.sources import FRAME_COLUMNS
 from trainer.errors import HistoryError
 
@@ -130,7 +131,7 @@ class HistoryStore:
                 self._latest_ms = max(self._latest_ms, int(pc.max(table["timestamp"]).as_py()))
             self._seq = max(self._seq, int(_PART_RE.match(path.name).group(2)))  # type: ignore[union-attr]
         if hashes:
-            self._known = np.unique(np.concatenate(hashes))
+            self._known = unique_sorted(np.concatenate(hashes))
 
     # --- state -------------------------------------------------------------------------
     @property
@@ -178,7 +179,7 @@ class HistoryStore:
         self._write(table, f"part-{self._seq:012d}.parquet", meta)
         self._offsets.update(new_offsets)
         if len(hashes):
-            self._known = np.union1d(self._known, hashes)
+            self._known = unique_sorted(np.concatenate([self._known, hashes]))
             self._latest_ms = max(self._latest_ms, int(frame["timestamp"].max()))
         return len(frame)
 
@@ -210,7 +211,7 @@ class HistoryStore:
         for path in files:
             if path != base:
                 path.unlink(missing_ok=True)
-        self._known = np.unique(id_hashes(frame["event_id"])) if len(frame) else \
+        self._known = unique_sorted(id_hashes(frame["event_id"])) if len(frame) else \
             np.empty(0, np.uint64)
         log.info("history compacted: %d files -> %s, %d events (%.2fs)", len(files), base.name,
                  len(frame), time.perf_counter() - started)

@@ -169,13 +169,15 @@ class HistoryConsumer:
         return self.stats.stored - before
 
     def consume_for(self, seconds: float) -> int:
-        """Keep consuming for a while (between scheduled runs); returns events stored."""
-        before = self.stats.stored
+        """Keep consuming for a while (between scheduled runs); returns the messages read.
+        Buffered events are written by the flush policy (trainer_flush_events /
+        trainer_flush_seconds) or an explicit flush() before a training run, not per call:
+        fewer, larger files."""
+        before = self.stats.consumed
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             self._poll(min(0.5, max(0.01, deadline - time.monotonic())))
-        self.flush()
-        return self.stats.stored - before
+        return self.stats.consumed - before
 
     def close(self) -> None:
         try:

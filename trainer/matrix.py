@@ -61,8 +61,12 @@ def index_events(frame: pd.DataFrame, event_weights: Mapping[str, float],
     rows, user_ids = pd.factorize(frame["user_id"], sort=False)
     cols, item_ids = pd.factorize(frame["item_id"], sort=False)
     ts = frame["timestamp"].to_numpy(dtype=np.int64)
-    weights = event_weights_array(frame["event_type"].to_numpy(), frame["value"].to_numpy(),
-                                  event_weights)
+    types = frame["event_type"]
+    if isinstance(types.dtype, pd.CategoricalDtype):  # the history loads ids as categoricals
+        # fixed-width text from the codes: event_weights_array's str conversion is then a copy,
+        # not a million Python objects
+        types = np.asarray(types.cat.categories, dtype=str)[types.cat.codes.to_numpy()]
+    weights = event_weights_array(np.asarray(types), frame["value"].to_numpy(), event_weights)
     weights *= decay_factors(ts, half_life_days, reference_ms)
     return IndexedEvents(
         user_ids=np.asarray(user_ids, dtype=object), item_ids=np.asarray(item_ids, dtype=object),

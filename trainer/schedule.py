@@ -50,14 +50,18 @@ def run_every(trainer: Trainer, interval_s: float, min_new_events: int,
     state = ScheduleState()
     store = trainer.store
     if consumer is not None:
-        state.new_events += consumer.catch_up()
+        consumer.catch_up()
+    trained_at = 0  # history size at the last successful run (nothing trained yet)
     next_run = time.monotonic()
     while not stop.is_set():
         now = time.monotonic()
         if now >= next_run:
             next_run = now + interval_s
+            if consumer is not None:
+                consumer.flush()  # the run trains on everything read so far
+            state.new_events = max(0, store.n_events - trained_at)
             nothing_served = read_current_version(trainer.redis, trainer.keys) is None
-            due = state.new_events >= min_new_events or (nothing_served and store.n_events)
+            due = state.new_events >= min_new_events or nothing_served
             if due and store.n_events:
                 state.runs += 1
                 try:
@@ -65,7 +69,7 @@ def run_every(trainer: Trainer, interval_s: float, min_new_events: int,
                 except Exception:  # noqa: BLE001 - logged and counted by run_once; retry later
                     state.failures += 1
                 else:
-                    state.new_events = 0
+                    trained_at = store.n_events
                     state.published += int(result.published)
             else:
                 log.info("skipping this run: %d new events (need %d)", state.new_events,
@@ -76,7 +80,7 @@ def run_every(trainer: Trainer, interval_s: float, min_new_events: int,
             store.compact()
         wait = max(0.0, min(1.0, next_run - time.monotonic()))
         if consumer is not None:
-            state.new_events += consumer.consume_for(wait)
+            consumer.consume_for(wait)
         else:
             stop.wait(wait)
     return state

@@ -97,6 +97,16 @@ def test_factor_ranking_agrees_with_the_dense_reference():
     fast = rank_by_factors(users, items, 10, exclude=exclude, allowed=allowed)
     dense = rank(lambda a, b: users[a:b] @ items.T, 50, 300, 10, exclude, allowed)
     assert (fast == dense).all()
+    # one heavy user among many light ones: over-fetching misses, the dense path takes over
+    many = rng.standard_normal((200, 8)).astype(np.float32)
+    lists = [rng.choice(300, 3, replace=False) for _ in range(199)]
+    lists.insert(7, np.argsort(-(items @ many[7]))[:250])  # excludes its 250 best items
+    heavy = UserItems.from_lists(lists)
+    fast = rank_by_factors(many, items, 10, exclude=heavy, allowed=allowed)
+    dense = rank(lambda a, b: many[a:b] @ items.T, 200, 300, 10, heavy, allowed)
+    assert (fast == dense).all()
+    for recs in (fast, rank_by_scores(np.arange(300.0), 200, 10, heavy, allowed)):
+        assert not set(recs[7]) & set(lists[7])
     # a catalogue smaller than k pads with -1
     tiny = rank_by_factors(users[:2], items[:3], 5, exclude=UserItems.from_lists([[0], []]))
     assert (tiny[0, 2:] == -1).all() and (tiny[1, 3:] == -1).all()

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 
 import pytest
@@ -15,6 +16,7 @@ from recsys.keys import Keys
 from recsys.modelstore import load_model, unpack_vector
 from recsys.producer import EventProducer
 from recsys.sources import iter_events
+from trainer.ingest import HistoryConsumer
 from trainer.schedule import parse_duration, run_every
 
 from .conftest import FAST
@@ -93,3 +95,43 @@ def test_every_trains_when_due_skips_without_new_events_and_serves_metrics(
                  'recsys_trainer_eval_metric{metric="ndcg@10",model="popularity"}',
                  "recsys_trainer_seconds_since_last_publish", "recsys_trainer_training_users"):
         assert name in text, name
+
+
+def test_every_with_the_consumer_retrains_when_new_events_arrive(make_trainer, settings,
+                                                                  small_frame):
+    """The scheduled loop reads the topic between runs and trains again once
+    `min_new_events` new events are in the history."""
+    first, later = small_frame.iloc[:12_000], small_frame.iloc[12_000:12_400]
+    with EventProducer(settings) as producer:
+        for event in iter_events(first):
+            producer.send(event)
+    trainer = make_trainer(params=FAST, trainer_gate_tolerance=0.99)
+    stop = threading.Event()
+    guard = threading.Timer(90.0, stop.set)
+    guard.start()
+    result: dict[str, object] = {}
+
+    def loop() -> None:
+        with HistoryConsumer(settings, trainer.store, trainer.metrics) as consumer:
+            result["state"] = run_every(trainer, interval_s=0.5, min_new_events=300,
+                                        stop=stop, consumer=consumer, max_runs=2)
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while (trainer.metrics.registry.get_sample_value("recsys_trainer_runs_total") or 0) < 1:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.2)
+        time.sleep(1.5)  # a few ticks without enough new events: no second run
+        assert trainer.metrics.registry.get_sample_value("recsys_trainer_runs_total") == 1
+        with EventProducer(settings) as producer:
+            for event in iter_events(later):
+                producer.send(event)
+        thread.join(60)
+    finally:
+        guard.cancel()
+        stop.set()
+    state = result["state"]
+    assert (state.runs, state.failures) == (2, 0)
+    assert trainer.store.n_events == 12_400
