@@ -22,8 +22,9 @@ log = logging.getLogger("recsys")
 COMMAND_MODULES = [
     "recsys.stack_cli",
     "trainer.cli",
-    "stream.cli",
     "recsys.produce_cli",
+    "stream.cli",
+    "recsys.demo_cli",
     "evaluation.cli",
     "bench.cli",
     "serving.cli",

@@ -186,8 +186,10 @@ class Demo:
     def _generate(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         from recsys.sources import synthetic
 
-        frame = synthetic.generate(self.options.history_events * 5 // 4, seed=self.options.seed)
-        catalog = synthetic.catalog(self.options.seed, int(frame["item_id"].nunique() * 1.2))
+        n_events = self.options.history_events * 5 // 4
+        frame = synthetic.generate(n_events, seed=self.options.seed)
+        # Same seed and size: the catalog describes exactly the shop the events came from.
+        catalog = synthetic.catalog(self.options.seed, n_events=n_events)
         cut = frame["timestamp"].quantile(0.8)
         return frame[frame["timestamp"] <= cut], frame[frame["timestamp"] > cut], catalog
 
@@ -201,13 +203,23 @@ class Demo:
         log.info("produced %d history events", len(history))
 
     def _load_catalog(self, api: str, catalog: pd.DataFrame) -> None:
-        headers = self._write_headers()
-        with httpx.Client(base_url=api, timeout=5.0, headers=headers) as client:
-            for row in catalog.itertuples(index=False):
-                client.put(f"/v1/items/{row.item_id}", json={
-                    "name": row.name, "category": str(row.category_id),
-                    "price": float(row.price), "available": True,
-                }).raise_for_status()
+        """PUT every item through the API, as a shop's catalog sync would (50 in flight)."""
+        import asyncio
+
+        async def put_all() -> None:
+            limit = asyncio.Semaphore(50)
+            async with httpx.AsyncClient(base_url=api, timeout=10.0,
+                                         headers=self._write_headers()) as client:
+                async def put(row: Any) -> None:
+                    async with limit:
+                        resp = await client.put(f"/v1/items/{row.item_id}", json={
+                            "name": row.name, "category": str(row.category_id),
+                            "price": float(row.price), "available": True})
+                        resp.raise_for_status()
+
+                await asyncio.gather(*(put(row) for row in catalog.itertuples(index=False)))
+
+        asyncio.run(put_all())
         self.category_of = dict(zip(catalog["item_id"].astype(str),
                                     catalog["category_id"].astype(str), strict=True))
         self.items_by_category = catalog.groupby(catalog["category_id"].astype(str))["item_id"] \
@@ -245,7 +257,11 @@ class Demo:
     def _spotlight(self, api: str) -> None:
         """A visitor who browses one category, then another: their recommendations follow."""
         rng = np.random.default_rng(self.options.seed + 1)
-        categories = [c for c, items in self.items_by_category.items() if len(items) >= 10]
+        # Items the model knows (seen in the history), so the visitor's events can be folded in.
+        by_category = {c: [i for i in items if i in self.known_items]
+                       for c, items in self.items_by_category.items()}
+        by_category = {c: items for c, items in by_category.items() if len(items) >= 10}
+        categories = sorted(by_category, key=lambda c: -len(by_category[c]))[:12]
         rng.shuffle(categories)
         started = time.monotonic()
         with httpx.Client(base_url=api, timeout=2.0, headers=self._write_headers()) as client:
@@ -253,7 +269,7 @@ class Demo:
                 phase = int((time.monotonic() - started) // self.options.spotlight_switch)
                 category = categories[phase % len(categories)]
                 self.state.spotlight_category = category
-                item = str(rng.choice(self.items_by_category[category][:20]))
+                item = str(rng.choice(by_category[category][:20]))
                 event_type = str(rng.choice(["view", "view", "view", "addtocart"]))
                 try:
                     client.post("/v1/events", json={"user_id": SPOTLIGHT_USER, "item_id": item,
@@ -332,6 +348,7 @@ class Demo:
             ensure_topics(settings)
             console.log(f"local stack up: {stack.env()}; logs in {logdir}")
             history, future, catalog = self._generate()
+            self.known_items = set(history["item_id"].astype(str))
             console.log(f"synthetic shop: {len(catalog):,} items, {len(history):,} history "
                         f"events, {len(future):,} to replay")
             self._produce_history(settings, history)
