@@ -179,6 +179,7 @@ class Settings(BaseSettings):
         default=0.25, gt=0.0, le=30.0,
         description="Per-operation Redis timeout on the request path; past it, a fallback.",
     )
+    api_redis_max_connections: int = Field(default=256, ge=1, le=10_000)
     api_redis_retry_after_s: float = Field(
         default=1.0, ge=0.0, le=60.0,
         description="After a Redis error, requests skip Redis (straight to the in-memory "

@@ -67,10 +67,12 @@ def decode_item(raw: dict[Any, Any]) -> dict[str, Any]:
 
 class Catalog:
     def __init__(self, settings: Settings, keys: Keys, redis: aioredis.Redis,
-                 metrics: ApiMetrics, guard: RedisGuard) -> None:
+                 metrics: ApiMetrics, guard: RedisGuard,
+                 control: aioredis.Redis | None = None) -> None:
         self.settings = settings
         self.keys = keys
-        self.redis = redis
+        self.redis = redis  # request path
+        self.control = control or redis  # background reloads: never starved by requests
         self.metrics = metrics
         self.guard = guard
         self.categories: dict[str, str] = {}
@@ -132,16 +134,17 @@ class Catalog:
     # --- Redis ---------------------------------------------------------------------------
     async def load(self) -> None:
         """Full reload of categories and availability (start-up, or another replica wrote)."""
-        generation = await self.redis.get(self.keys.catalog_generation)
+        generation = await self.control.get(self.keys.catalog_generation)
         categories: dict[str, str] = {}
         cursor = 0
         while True:
-            cursor, chunk = await self.redis.hscan(self.keys.catalog_category, cursor,
+            cursor, chunk = await self.control.hscan(self.keys.catalog_category, cursor,
                                                    count=SCAN_BATCH)
             categories.update({k.decode(): v.decode() for k, v in chunk.items()})
             if not cursor:
                 break
-        unavailable = {m.decode() for m in await self.redis.smembers(self.keys.catalog_unavailable)}
+        members = await self.control.smembers(self.keys.catalog_unavailable)
+        unavailable = {m.decode() for m in members}
         by_category: dict[str, set[str]] = {}
         for item, category in categories.items():
             by_category.setdefault(category, set()).add(item)
@@ -153,7 +156,7 @@ class Catalog:
                  len(categories), len(unavailable), self.generation)
 
     async def refresh_if_changed(self) -> bool:
-        raw = await self.redis.get(self.keys.catalog_generation)
+        raw = await self.control.get(self.keys.catalog_generation)
         generation = int(raw) if raw is not None else None
         if generation == self.generation:
             return False

@@ -124,7 +124,6 @@ class Fallback:
         category: str | None = None,
         endpoint: str = "",
     ) -> Result:
-        self.metrics.fallbacks.labels(reason).inc()
         model = self.holder.current
         if seen is None and user_id is not None:
             seen = await self.seen(user_id)
@@ -133,6 +132,9 @@ class Fallback:
         window = self.settings.api_fallback_window
         sources: list[tuple[str, Iterable[tuple[str, float]]]] = []
         trending = await self.trending(window, self.trending_fetch(k, len(excluded)))
+        if reason == "no_model" and not self.guard.available:
+            reason = "redis_unavailable"  # the root cause: no model *because* no Redis
+        self.metrics.fallbacks.labels(reason).inc()
         if trending:
             sources.append((f"trending:{window}", trending))
         sources.append(("popular:alltime", self.alltime(model, category)))

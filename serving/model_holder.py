@@ -172,6 +172,7 @@ class ModelHolder:
         async with self._lock:
             if self.current is not None and self.current.version == version:
                 return False
+            log.debug("loading model version %s", version)
             try:
                 loaded = await asyncio.to_thread(
                     build_loaded_model, self._loader(), self.keys, version, self.settings)
@@ -211,6 +212,7 @@ class ModelHolder:
                         if self._stopping:
                             return
                         if message is not None and message.get("type") == "message":
+                            log.debug("switch announced: %s", message.get("data"))
                             break
             except asyncio.CancelledError:
                 raise

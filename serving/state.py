@@ -30,13 +30,24 @@ PRODUCER_POLL_S = 0.2
 def make_redis(settings: Settings) -> aioredis.Redis:
     # Short timeouts and a single immediate retry (a pooled connection may have gone stale):
     # a slow Redis must turn into a quick fallback, not a slow answer.
+    # Beyond max connections a request fails fast into a fallback (load shedding) rather
+    # than queueing behind a saturated loop.
     return aioredis.Redis.from_url(
         settings.redis_url,
+        max_connections=settings.api_redis_max_connections,
         socket_timeout=settings.api_redis_timeout_s,
         socket_connect_timeout=settings.api_redis_timeout_s,
         retry=Retry(NoBackoff(), 1),
-        max_connections=256,
     )
+
+
+def make_control_redis(settings: Settings) -> aioredis.Redis:
+    """Background work (model pointer, catalog reloads) gets its own connections, so a flood
+    of requests can never starve a model switch."""
+    timeout = max(1.0, settings.api_redis_timeout_s)
+    return aioredis.Redis.from_url(settings.redis_url, socket_timeout=timeout,
+                                   socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1),
+                                   max_connections=8)
 
 
 @dataclass
@@ -45,6 +56,7 @@ class Services:
     metrics: ApiMetrics
     keys: Keys
     redis: aioredis.Redis
+    control: aioredis.Redis
     guard: RedisGuard
     holder: ModelHolder
     catalog: Catalog
@@ -58,12 +70,13 @@ class Services:
     async def start(cls, settings: Settings, metrics: ApiMetrics) -> Services:
         keys = Keys(settings.redis_namespace)
         redis = make_redis(settings)
+        control = make_control_redis(settings)
         guard = RedisGuard(settings.api_redis_retry_after_s, metrics)
-        holder = ModelHolder(settings, keys, redis, metrics)
-        catalog = Catalog(settings, keys, redis, metrics, guard)
+        holder = ModelHolder(settings, keys, control, metrics)
+        catalog = Catalog(settings, keys, redis, metrics, guard, control=control)
         fallback = Fallback(settings, keys, redis, holder, catalog, guard, metrics)
         recommender = Recommender(settings, keys, redis, holder, catalog, guard, fallback)
-        services = cls(settings, metrics, keys, redis, guard, holder, catalog, fallback,
+        services = cls(settings, metrics, keys, redis, control, guard, holder, catalog, fallback,
                        recommender)
         # First load before serving, so a healthy start answers from the model at once;
         # failures here are not fatal (the background tasks keep trying).
@@ -109,3 +122,4 @@ class Services:
         if self.producer is not None:
             await asyncio.to_thread(self.producer.flush, 5.0)
         await self.redis.aclose()
+        await self.control.aclose()
