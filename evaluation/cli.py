@@ -50,6 +50,13 @@ def _source_args(parser: argparse.ArgumentParser) -> None:
                         help="csv: sources: one event type for every row")
 
 
+def source_label(spec: str) -> str:
+    """`movielens:/long/path/u.data.gz` -> `movielens:u.data.gz`: reports and chart titles
+    name the dataset, not the machine's directories."""
+    kind, sep, rest = spec.partition(":")
+    return f"{kind}:{Path(rest).name}" if sep and rest else Path(spec).name or spec
+
+
 def _load(args: argparse.Namespace):  # noqa: ANN202 - (frame, settings)
     from recsys.settings import get_settings
     from recsys.sources.registry import load_source
@@ -128,7 +135,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     protocols = ("time", "stratified") if args.protocol == "both" else (args.protocol,)
     tuned = load_params_file(args.params) if args.params else None
     report = run_evaluation(
-        frame, settings, args.out, k=args.k, protocols=protocols, source=args.source,
+        frame, settings, args.out, k=args.k, protocols=protocols,
+        source=source_label(args.source),
         tuned=tuned, replay=args.replay,
         replay_options={"train_fraction": args.train_fraction, "retrains": args.retrains,
                         "n_buckets": args.buckets})
@@ -141,7 +149,7 @@ def _insights(args: argparse.Namespace) -> int:
     from evaluation.insights import write_insights
 
     frame, _settings = _load(args)
-    paths = write_insights(frame, args.out, source=args.source)
+    paths = write_insights(frame, args.out, source=source_label(args.source))
     charts = sorted(p.name for p in paths.values() if p.suffix == ".png")
     print(f"{len(charts)} charts: {', '.join(charts)}")
     print(f"page: {args.out / 'index.html'} (and insights.md)")
@@ -165,7 +173,8 @@ def _tune(args: argparse.Namespace) -> int:
                         alpha=best_here.alpha, refresh=False)
 
     try:
-        result = run_tune(frame, settings, args.out, args.protocol, source=args.source,
+        result = run_tune(frame, settings, args.out, args.protocol,
+                          source=source_label(args.source),
                           k=args.k, search=args.search, n_trials=args.trials,
                           refine=not args.no_refine, folds=args.folds, space=space,
                           metric=args.metric, progress=progress)

@@ -162,10 +162,36 @@ def map_ms_at_k(recommended: np.ndarray, relevant: UserItems, k: int) -> float:
     return float(ap.mean())
 
 
-def score(recs: np.ndarray, split: Split, k: int) -> dict[str, float]:
+def _take_users(relevant: UserItems, idx: np.ndarray) -> UserItems:
+    """The rows `idx` of a UserItems (repeats allowed), in that order."""
+    counts = relevant.counts[idx]
+    starts = relevant.indptr[idx]
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    return UserItems(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                     relevant.indices[np.repeat(starts, counts) + offsets])
+
+
+def bootstrap_ci(recs: np.ndarray, relevant: UserItems, k: int, n_items: int, metric: str,
+                 n_boot: int = 200, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile interval of a metric over test users resampled with replacement: how
+    far the number would move on another draw of users of the same size."""
+    rng = np.random.default_rng(seed)
+    n = len(recs)
+    values = [ranking_metrics(recs[idx], _take_users(relevant, idx), k, n_items)[metric]
+              for idx in (rng.integers(0, n, n) for _ in range(n_boot))]
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def score(recs: np.ndarray, split: Split, k: int, ci: bool = False) -> dict[str, float]:
+    """Metrics at k of a ranking; with `ci`, the bootstrap interval of NDCG@k as
+    `ndcg_lo@k` / `ndcg_hi@k`."""
     h = split.holdout
     values = ranking_metrics(recs, h.relevant, k, h.n_items)
     values[f"map_ms@{k}"] = map_ms_at_k(recs, h.relevant, k)
+    if ci:
+        lo, hi = bootstrap_ci(recs, h.relevant, k, h.n_items, f"ndcg@{k}")
+        values[f"ndcg_lo@{k}"], values[f"ndcg_hi@{k}"] = lo, hi
     return values
 
 
@@ -177,17 +203,17 @@ def evaluate_split(split: Split, events: IndexedEvents, k: int, params: AlsParam
                               "small or its users do not come back")
     table: dict[str, dict[str, float]] = {}
     started = time.perf_counter()
-    table["popularity"] = {**score(rank_popularity(split, events, k), split, k),
+    table["popularity"] = {**score(rank_popularity(split, events, k), split, k, ci=True),
                            "seconds": time.perf_counter() - started}
     started = time.perf_counter()
-    table["item-kNN"] = {**score(rank_item_knn(split, k), split, k),
+    table["item-kNN"] = {**score(rank_item_knn(split, k), split, k, ci=True),
                          "seconds": time.perf_counter() - started}
     for name, p in (("ALS", params), ("ALS (tuned)", tuned)):
         if p is None:
             continue
         started = time.perf_counter()
         recs, fit_s = rank_als(split, events, p, k)
-        table[name] = {**score(recs, split, k), "fit_seconds": fit_s,
+        table[name] = {**score(recs, split, k, ci=True), "fit_seconds": fit_s,
                        "seconds": time.perf_counter() - started}
     return table
 
@@ -303,14 +329,17 @@ def results_table(models: Mapping[str, Mapping[str, float]], k: int,
                   reference: Mapping[str, Mapping[str, float]] | None = None,
                   keys: Sequence[str] | None = None) -> str:
     keys = list(keys or _metric_keys(k))
-    lines = ["| model | " + " | ".join(keys) + " | seconds |",
-             "|---|" + "---:|" * (len(keys) + 1)]
+    lo, hi = f"ndcg_lo@{k}", f"ndcg_hi@{k}"
+    lines = ["| model | " + " | ".join(keys) + f" | ndcg@{k} 95% CI | seconds |",
+             "|---|" + "---:|" * (len(keys) + 2)]
     for name, values in models.items():
         cells = [f"{values[key]:.4f}" if key in values else "" for key in keys]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {values.get('seconds', 0):.1f} |")
+        ci = f"{values[lo]:.3f}-{values[hi]:.3f}" if lo in values else ""
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {ci} | {values.get('seconds', 0):.1f} |")
     for name, values in (reference or {}).items():
         cells = [f"{values[key]:.3f}" if key in values else "" for key in keys]
-        lines.append(f"| *{name}* | " + " | ".join(cells) + " | |")
+        lines.append(f"| *{name}* | " + " | ".join(cells) + " | | |")
     return "\n".join(lines)
 
 
@@ -346,7 +375,9 @@ def render_report(report: Mapping[str, Any]) -> str:
         f"item-kNN: implicit CosineRecommender, K = {report['knn_neighbours']}. "
         "Popularity: distinct training users per item.", "",
         f"Metrics at k = {k}, binary relevance, averaged over test users. `map@{k}` divides "
-        f"each user's AP by min(k, n_u); `map_ms@{k}` by n_u (Microsoft Recommenders' MAP).",
+        f"each user's AP by min(k, n_u); `map_ms@{k}` by n_u (Microsoft Recommenders' MAP). "
+        f"The NDCG interval is a 95 % bootstrap over test users (200 resamples): differences "
+        f"inside it are noise.",
     ]
     for protocol, entry in report["protocols"].items():
         lines += ["", f"## Protocol: {protocol}", "", f"Protocol: {entry['description']}.", "",

@@ -117,3 +117,17 @@ def test_models_below_popularity_are_flagged() -> None:
               "item-kNN": {"ndcg@10": 0.3}}
     warnings = floor_warnings(models, 10)
     assert len(warnings) == 1 and warnings[0].startswith("ALS is below popularity")
+
+
+def test_bootstrap_interval_brackets_the_mean() -> None:
+    from evaluation.evaluate import bootstrap_ci
+    from evaluation.metrics import ranking_metrics
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = 200, 50
+    recs = np.stack([rng.permutation(n_items)[:10] for _ in range(n_users)])
+    relevant = UserItems.from_lists([rng.choice(n_items, 5, replace=False)
+                                     for _ in range(n_users)])
+    mean = ranking_metrics(recs, relevant, 10, n_items)["ndcg@10"]
+    lo, hi = bootstrap_ci(recs, relevant, 10, n_items, "ndcg@10")
+    assert lo < mean < hi and hi - lo < 0.2
