@@ -75,6 +75,8 @@ class Catalog:
         self.control = control or redis  # background reloads: never starved by requests
         self.metrics = metrics
         self.guard = guard
+        # Every catalog item -> its category ('' when it has none): membership tells, without
+        # a Redis trip, whether an item has details at all.
         self.categories: dict[str, str] = {}
         self.by_category: dict[str, set[str]] = {}
         self.unavailable: set[str] = set()
@@ -120,9 +122,9 @@ class Catalog:
                 members.discard(item_id)
                 if not members:
                     del self.by_category[old]
-        category = item.get("category")
+        category = item.get("category") or ""
+        self.categories[item_id] = category
         if category:
-            self.categories[item_id] = category
             self.by_category.setdefault(category, set()).add(item_id)
         if item.get("available", True):
             self.unavailable.discard(item_id)
@@ -147,7 +149,8 @@ class Catalog:
         unavailable = {m.decode() for m in members}
         by_category: dict[str, set[str]] = {}
         for item, category in categories.items():
-            by_category.setdefault(category, set()).add(item)
+            if category:
+                by_category.setdefault(category, set()).add(item)
         self.categories, self.by_category, self.unavailable = categories, by_category, unavailable
         self.generation = int(generation) if generation is not None else None
         self._details.clear()
@@ -188,10 +191,7 @@ class Catalog:
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(keys.item(item_id))
         pipe.hset(keys.item(item_id), mapping=encode_item(item))
-        if item.get("category"):
-            pipe.hset(keys.catalog_category, item_id, item["category"])
-        else:
-            pipe.hdel(keys.catalog_category, item_id)
+        pipe.hset(keys.catalog_category, item_id, item.get("category") or "")
         if item.get("available", True):
             pipe.srem(keys.catalog_unavailable, item_id)
         else:
@@ -219,7 +219,10 @@ class Catalog:
         now = time.monotonic()
         out: dict[str, dict[str, Any]] = {}
         missing: list[str] = []
+        known = self.categories
         for item_id in item_ids:
+            if item_id not in known:
+                continue  # not in the catalog: nothing to show, nothing to ask Redis
             hit = self._details.get(item_id)
             if hit is not None and hit[0] > now:
                 if hit[1] is not None:

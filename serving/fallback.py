@@ -102,7 +102,7 @@ class Fallback:
         categories: list[str] = []
         for item in recent[:RECENT_FOR_CATEGORIES]:
             category = self.catalog.categories.get(item)
-            if category is not None and category not in categories:
+            if category and category not in categories:
                 categories.append(category)
         for category in categories:
             if model is not None:
