@@ -396,8 +396,8 @@ def main(argv: list[str] | None = None) -> int:
           f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms "
           f"(target < 10 ms: {'met' if result['p99_target_met'] else 'NOT met'})")
     print(f"raw Redis GET from Python: p50 {result['redis_get_p50_ms']:.3f} ms, "
-          f"p99 {result['redis_get_p99_ms']:.3f} ms -> API/GET p50 x{result['p50_vs_redis_get']:.1f},"
-          f" p99 x{result['p99_vs_redis_get']:.1f}")
+          f"p99 {result['redis_get_p99_ms']:.3f} ms -> API/GET "
+          f"p50 x{result['p50_vs_redis_get']:.1f}, p99 x{result['p99_vs_redis_get']:.1f}")
     print(f"scoring alone (mat-vec + exclusion + top-{K}, in-process): "
           f"p50 {result['scoring_p50_ms']:.2f} ms, p99 {result['scoring_p99_ms']:.2f} ms")
     print(f"GET /healthz at the same rate: p50 {result['healthz_p50_ms']:.2f} ms, "

@@ -23,7 +23,8 @@ Popularity (written by the stream worker; trainer seeds the all-time list)
 
 Catalog (written by the API's PUT /v1/items)
     {ns}:item:{item}                       hash    name, image_url, category, price, available, attributes
-    {ns}:catalog:category                  hash    item id -> category (serving keeps it in memory)
+    {ns}:catalog:category                  hash    item id -> category, '' if none: every catalog
+                                                   item is a field (serving keeps it in memory)
     {ns}:catalog:unavailable               set     item ids that must not be recommended
     {ns}:catalog:generation                string  counter bumped by every catalog write (API
                                                    replicas reload category/unavailable on change)
