@@ -216,7 +216,8 @@ class Worker:
     def consumed(self) -> float:
         return self.total("recsys_stream_events_total")
 
-    def wait(self, check, timeout: float, what: str) -> None:
+    def wait(self, check, timeout: float, what: str, interval: float = 0.25) -> None:
+        # Not too often: every scrape costs the worker CPU (the whole exposition is built).
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -226,7 +227,7 @@ class Worker:
                     return
             except OSError:
                 pass
-            time.sleep(0.05)
+            time.sleep(interval)
         raise RuntimeError(f"worker: {what} not reached in {timeout:.0f}s; "
                            f"log tail: {self.log_path.read_text()[-3000:]}")
 
@@ -302,6 +303,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             rss_before = worker.rss()
 
             # Throughput: freeze, pre-produce the backlog, resume, time it.
+            before = worker.consumed()
             worker.proc.send_signal(signal.SIGSTOP)
             users = np.concatenate([np.arange(n_users),
                                     rng.integers(0, n_users, size=n_events - n_users)])
@@ -313,7 +315,6 @@ def run(quick: bool = False) -> dict[str, Any]:
             results["ceiling_events_per_s"] = ceiling["count"] / ceiling["seconds"]
             results["produce_events_per_s"] = len(backlog) / produce_s
 
-            before = worker.consumed()
             started = time.perf_counter()
             worker.proc.send_signal(signal.SIGCONT)
             worker.wait(lambda: worker.consumed() >= before + len(backlog), 900, "backlog")

@@ -1,15 +1,17 @@
-"""The consuming agent: take a micro-batch, hand it to the processor, release its offsets.
+"""The consuming agent: hand each event to the micro-batcher, which processes batches and
+only then releases their offsets.
 
-`take_events` acks a batch's events when the agent asks for the next batch, or when the
-generator is closed, including on cancellation in the middle of a batch (a worker stopping
-while Redis is down). Acked means committable, so each event is pinned with one extra
-reference while the batch is processed and unpinned only once the Redis write succeeded: an
-interrupted batch is never acked, never committed, and is read again by whoever owns the
-partition next.
+Each event is pinned with one extra reference when it arrives. Faust drops its own reference
+when the stream moves on; the pin is dropped (`event.ack()`) only after the batch holding the
+event was processed, Redis write included. An event is committable only when both are gone,
+so a batch interrupted by a crash or a shutdown (Redis down, say) is never committed and is
+read again by whoever owns the partition next.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 
 import faust
@@ -18,17 +20,12 @@ from faust.types import EventT
 from recsys.settings import Settings
 from stream import metrics
 from stream.batching import Record
+from stream.microbatch import MicroBatcher
 from stream.processor import BatchProcessor
 
+log = logging.getLogger(__name__)
 
-def _pin(events: Sequence[EventT]) -> None:
-    for event in events:
-        event.message.incref()
-
-
-def _unpin(events: Sequence[EventT]) -> None:
-    for event in events:
-        event.message.decref()
+RETRY_S = 1.0
 
 
 def _record(event: EventT) -> Record:
@@ -53,13 +50,32 @@ def _update_lag(app: faust.App, events: Sequence[EventT]) -> None:
 
 def register_agents(app: faust.App, topic: faust.TopicT, processor: BatchProcessor,
                     settings: Settings) -> None:
-    max_events = settings.stream_batch_max_events
-    within_s = settings.stream_batch_max_ms / 1000.0
+    async def process(events: list[EventT]) -> None:
+        records = [_record(e) for e in events]
+        while True:
+            try:
+                await processor.process(records)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - e.g. the dead-letter send; keep the batch
+                metrics.BATCH_ERRORS.inc()
+                log.exception("batch of %d records failed; retrying", len(records))
+                await asyncio.sleep(RETRY_S)
+        for event in events:
+            event.ack()  # drop the pin: committable once Faust has moved past it too
+        _update_lag(app, events)
 
     @app.agent(topic, name="fold_in")
     async def fold_in(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(max_events, within=within_s):
-            _pin(events)
-            await processor.process([_record(e) for e in events])
-            _unpin(events)
-            _update_lag(app, events)
+        batcher: MicroBatcher[EventT] = MicroBatcher(
+            process, settings.stream_batch_max_events, settings.stream_batch_max_ms / 1000.0)
+        worker = asyncio.ensure_future(batcher.run())
+        try:
+            async for event in stream.events():
+                if worker.done():
+                    worker.result()  # re-raise what stopped it rather than stall
+                event.message.incref()  # the pin
+                await batcher.add(event)
+        finally:
+            worker.cancel()

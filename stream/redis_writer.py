@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import orjson
 from redis.exceptions import RedisError
 
 from recsys.keys import POPULARITY_WINDOWS, Keys
@@ -25,6 +26,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BACKOFF_INITIAL_S = 0.05
+
+# Every seen set of a batch in one command. KEYS = the users' seen sets; ARGV[1] = how many
+# items to keep, ARGV[2] = JSON list (one entry per key) of [time ms, item, time ms, item, ...].
+# GT: a replayed or late event never moves an item's time backwards.
+LUA_SEEN = """
+local keep = tonumber(ARGV[1])
+local per_key = cjson.decode(ARGV[2])
+for k = 1, #KEYS do
+  redis.call('ZADD', KEYS[k], 'GT', unpack(per_key[k]))
+  redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -(keep + 1))
+end
+return #KEYS
+"""
 
 
 @dataclass(slots=True)
@@ -46,7 +60,6 @@ class RedisWriter:
         self.seen_max = seen_max
         self.backoff_max_s = backoff_max_s
         self._sleep = sleep
-        self._popularity = redis.register_script(LUA_APPLY)
 
     async def write(self, plan: WritePlan) -> None:
         if plan:
@@ -66,23 +79,23 @@ class RedisWriter:
         return await self._retrying("exists", once)
 
     async def _write_once(self, plan: WritePlan) -> None:
+        # A constant number of commands per batch, however many users: packing commands is
+        # a large share of a batch's CPU in the Redis client. EVAL, not EVALSHA: a registered
+        # script in a pipeline costs an extra SCRIPT EXISTS round trip per batch, and EVALSHA
+        # inside MULTI could fail half a transaction after a Redis restart (NOSCRIPT).
         pipe = self.redis.pipeline(transaction=True)
-        for key, raw in plan.vectors.items():
-            pipe.set(key, raw)
-        for user, items in plan.seen.items():
-            seen_key = self.keys.seen(user)
-            # GT: a replayed or late event never moves an item's time backwards.
-            pipe.zadd(seen_key, items, gt=True)
-            pipe.zremrangebyrank(seen_key, 0, -(self.seen_max + 1))
+        if plan.vectors:
+            pipe.mset(plan.vectors)
+        seen = {user: items for user, items in plan.seen.items() if items}
+        if seen:
+            per_key = [[x for item, ms in items.items() for x in (ms, item)]
+                       for items in seen.values()]
+            pipe.eval(LUA_SEEN, len(seen), *[self.keys.seen(user) for user in seen],
+                      self.seen_max, orjson.dumps(per_key))
         for window, (t0, increments) in plan.popularity.items():
-            args: list[Any] = [POPULARITY_WINDOWS[window], t0, REBASE_AFTER_TAUS, PRUNE_BELOW]
-            for item, inc in increments.items():
-                args += [item, inc]
-            # With a pipeline as client this only queues EVALSHA (the script is loaded at
-            # execute time if Redis does not know it).
-            await self._popularity(
-                keys=[self.keys.popularity(window), self.keys.popularity_ref(window)],
-                args=args, client=pipe)
+            pipe.eval(LUA_APPLY, 2, self.keys.popularity(window),
+                      self.keys.popularity_ref(window), POPULARITY_WINDOWS[window], t0,
+                      REBASE_AFTER_TAUS, PRUNE_BELOW, orjson.dumps(increments))
         await pipe.execute()
 
     async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:

@@ -3,6 +3,7 @@
 import math
 import random
 
+import orjson
 import pytest
 
 from recsys.keys import Keys
@@ -103,10 +104,8 @@ def test_lua_script_matches_the_reference(redis_client, unique_name):
     zset, ref_key = keys.popularity("1h"), keys.popularity_ref("1h")
     for events in batches:
         t0 = max(t for _, t, _ in events)
-        args = [TAU, t0, REBASE_AFTER_TAUS, PRUNE_BELOW]
-        for item, inc in aggregate(events, TAU, t0).items():
-            args += [item, inc]
-        script(keys=[zset, ref_key], args=args)
+        increments = orjson.dumps(aggregate(events, TAU, t0))
+        script(keys=[zset, ref_key], args=[TAU, t0, REBASE_AFTER_TAUS, PRUNE_BELOW, increments])
     stored = {k.decode(): v for k, v in redis_client.zrange(zset, 0, -1, withscores=True)}
     assert int(redis_client.get(ref_key)) == expected_ref
     assert stored.keys() == expected.keys()

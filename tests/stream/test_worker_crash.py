@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import random
+import signal
 import threading
 import time
 
 import pytest
+import redis
 
 from recsys.events import Event
 from recsys.keys import Keys
+from recsys.localstack import start_redis
 from recsys.modelstore import unpack_vector
 from tests.stream.conftest import (
     FACTORS,
@@ -79,17 +82,9 @@ def test_kill_9_mid_stream_then_restart_reflects_every_event_exactly_once(
     workers.append(second)
     produce(settings, phase3)
 
-    def mismatches() -> list[str]:
-        bad = []
-        for user, history in by_user.items():
-            raw = redis_client.get(keys.user_vector("v1", user))
-            want = expected_vector(history, clustered, settings.event_weights)
-            if raw is None or relative_error(unpack_vector(raw, FACTORS), want) > 1e-5:
-                bad.append(user)
-        return bad
-
     deadline = time.monotonic() + 60
-    while (bad := mismatches()) and time.monotonic() < deadline:
+    while (bad := _mismatches(redis_client, keys, by_user, clustered, settings)) \
+            and time.monotonic() < deadline:
         assert second.proc.poll() is None, second.log_tail()
         time.sleep(0.25)
     assert not bad, f"{len(bad)} users differ from a from-scratch fold-in, e.g. {bad[:3]}\n" \
@@ -101,3 +96,66 @@ def test_kill_9_mid_stream_then_restart_reflects_every_event_exactly_once(
     # the re-sent ids alone.
     duplicates = second.metric("recsys_stream_events_total", outcome="duplicate")
     assert n_resent > 50 and duplicates > 2 * n_resent, (n_resent, duplicates)
+
+
+def test_offsets_wait_for_redis_even_across_a_kill_9(
+        settings, clustered, workers, tmp_path):
+    """Redis freezes: batches hang in their write while the agent keeps reading ahead and the
+    consumer keeps committing every 100 ms. Nothing read during the freeze may be committed:
+    after a kill -9 and a restart, every event is reflected."""
+    own = start_redis(tmp_path)
+    try:
+        own_url = f"redis://127.0.0.1:{own.port}/0"
+        client = redis.Redis.from_url(own_url, socket_timeout=30)
+        keys = Keys(settings.redis_namespace)
+        publish(client, keys, "v1", clustered)
+        events = _stream(clustered, n_users=20, per_user=20, seed=8)
+        by_user: dict[str, list[Event]] = {}
+        for event in events:
+            by_user.setdefault(event.user_id, []).append(event)
+        before, during = events[:200], events[200:]
+
+        first = WorkerProcess(settings, tmp_path, "frozen-redis", redis_url=own_url,
+                              stream_commit_interval_s=0.1)
+        workers.append(first)
+        first.wait_assigned()
+        produce(settings, before)
+        wait_until(lambda: _consumed(first) >= len(before), timeout=10,
+                   message=f"the first events were not processed:\n{first.log_tail()}")
+
+        own.proc.send_signal(signal.SIGSTOP)
+        try:
+            produce(settings, during)
+            time.sleep(2.0)  # twenty commit intervals with the events read, not written
+            first.kill()
+        finally:
+            own.proc.send_signal(signal.SIGCONT)
+
+        second = WorkerProcess(settings, tmp_path, "after-freeze", redis_url=own_url)
+        workers.append(second)
+        deadline = time.monotonic() + 60
+        while (bad := _mismatches(client, keys, by_user, clustered, settings)) \
+                and time.monotonic() < deadline:
+            assert second.proc.poll() is None, second.log_tail()
+            time.sleep(0.25)
+        assert not bad, f"{len(bad)} users lost events, e.g. {bad[:3]}\n{second.log_tail()}"
+        client.close()
+    finally:
+        own.stop()
+
+
+def _consumed(worker: WorkerProcess) -> float:
+    try:
+        return worker.metric("recsys_stream_events_total")
+    except OSError:
+        return 0.0
+
+
+def _mismatches(redis_client, keys, by_user, clustered, settings) -> list[str]:
+    bad = []
+    for user, history in by_user.items():
+        raw = redis_client.get(keys.user_vector("v1", user))
+        want = expected_vector(history, clustered, settings.event_weights)
+        if raw is None or relative_error(unpack_vector(raw, FACTORS), want) > 1e-5:
+            bad.append(user)
+    return bad
