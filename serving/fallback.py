@@ -47,17 +47,15 @@ class Result:
     fallback_sources: list[str] = field(default_factory=list)
 
 
+@dataclass
 class Fallback:
-    def __init__(self, settings: Settings, keys: Keys, redis: aioredis.Redis,
-                 holder: ModelHolder, catalog: Catalog, guard: RedisGuard,
-                 metrics: ApiMetrics) -> None:
-        self.settings = settings
-        self.keys = keys
-        self.redis = redis
-        self.holder = holder
-        self.catalog = catalog
-        self.guard = guard
-        self.metrics = metrics
+    settings: Settings
+    keys: Keys
+    redis: aioredis.Redis
+    holder: ModelHolder
+    catalog: Catalog
+    guard: RedisGuard
+    metrics: ApiMetrics
 
     async def seen(self, user_id: str) -> list[str] | None:
         """The user's seen items, most recent first (None when Redis cannot say)."""

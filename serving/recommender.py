@@ -15,19 +15,14 @@ from typing import Any
 
 import numpy as np
 import orjson
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from recsys.confidence import event_weight
 from recsys.errors import ModelIntegrityError
-from recsys.keys import Keys
 from recsys.modelstore import unpack_vector
-from recsys.settings import Settings
 from serving import ServingError
-from serving.catalog import Catalog
 from serving.fallback import Fallback, Result
-from serving.model_holder import LoadedModel, ModelHolder
-from serving.redis_guard import RedisGuard
+from serving.model_holder import LoadedModel
 from serving.scoring import (
     EMPTY_ROWS,
     cosine_neighbours,
@@ -67,16 +62,12 @@ def _parse_similar(raw: bytes | None) -> list[tuple[str, float]]:
 
 
 class Recommender:
-    def __init__(self, settings: Settings, keys: Keys, redis: aioredis.Redis,
-                 holder: ModelHolder, catalog: Catalog, guard: RedisGuard,
-                 fallback: Fallback) -> None:
-        self.settings = settings
-        self.keys = keys
-        self.redis = redis
-        self.holder = holder
-        self.catalog = catalog
-        self.guard = guard
+    """Built on the fallback chain, whose clients and components it shares."""
+
+    def __init__(self, fallback: Fallback) -> None:
         self.fallback = fallback
+        self.settings, self.keys, self.redis = fallback.settings, fallback.keys, fallback.redis
+        self.holder, self.catalog, self.guard = fallback.holder, fallback.catalog, fallback.guard
 
     # --- personalised ----------------------------------------------------------------------
     async def _user_fallback(self, reason: str, user_id: str, k: int, exclude_seen: bool,

@@ -75,7 +75,7 @@ class Services:
         holder = ModelHolder(settings, keys, control, metrics)
         catalog = Catalog(settings, keys, redis, metrics, guard, control=control)
         fallback = Fallback(settings, keys, redis, holder, catalog, guard, metrics)
-        recommender = Recommender(settings, keys, redis, holder, catalog, guard, fallback)
+        recommender = Recommender(fallback)
         services = cls(settings, metrics, keys, redis, control, guard, holder, catalog, fallback,
                        recommender)
         # First load before serving, so a healthy start answers from the model at once;
