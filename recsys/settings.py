@@ -152,7 +152,7 @@ class Settings(BaseSettings):
         "the gate to compare on those alone (otherwise the whole holdout)."
     )
     trainer_refit_iterations: int = Field(
-        default=2, ge=0, le=1000, description="Warm-started iterations on the whole history "
+        default=1, ge=0, le=1000, description="Warm-started iterations on the whole history "
         "after the gate passed; 0 publishes the model fitted without the holdout."
     )
     trainer_fit_threads: int = Field(default=0, ge=0, le=256, description="0 = all cores.")

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 import scipy.sparse as sp
 
 from evaluation.baselines import PopularityRecommender
@@ -121,8 +122,6 @@ class Trainer:
             if version:
                 raw = self.redis.get(self.keys.model_manifest(version))
                 if raw:
-                    import orjson
-
                     created = orjson.loads(raw).get("created_at")
                     if created:
                         self.metrics.mark_published(datetime.fromisoformat(created).timestamp())
