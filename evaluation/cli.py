@@ -108,7 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "point evaluated at every iteration count, on a validation split carved from the "
         "training part of --protocol's split; then a local refinement around the best. The "
         "test split is scored once at the end, for the report. Writes tune_<protocol>.md, "
-        "tune.json, best_params.json (input of `recsys evaluate --params`) and charts.",
+        "tune_<protocol>.json, best_params.json (input of `recsys evaluate --params`) and charts.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _source_args(tu)
     tu.add_argument("--protocol", choices=["time", "stratified"], default="time")

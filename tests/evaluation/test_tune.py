@@ -66,7 +66,8 @@ def test_run_tune_writes_report_and_best_params(clustered, fast_settings, tmp_pa
     md = (tmp_path / "tune_time.md").read_text()
     assert "never read during the search" in md and "**Best**" in md
     for axis in ("factors", "regularization", "alpha", "iterations"):
-        assert (tmp_path / f"tune_{axis}.png").stat().st_size > 3_000
+        assert (tmp_path / f"tune_time_{axis}.png").stat().st_size > 3_000
+    assert json.loads((tmp_path / "tune_time.json").read_text())["protocol"] == "time"
 
 
 def test_bad_space_and_metric_are_rejected(clustered, fast_settings) -> None:
