@@ -283,6 +283,12 @@ class _Api:
 
         return psutil.Process(self.proc.pid).memory_info().rss / 2**20
 
+    def cpu_s(self) -> float:
+        import psutil
+
+        times = psutil.Process(self.proc.pid).cpu_times()
+        return float(times.user + times.system)
+
     def factor_load_s(self) -> float:
         _, text = self.get("/metrics")
         for line in text.decode().splitlines():
@@ -325,17 +331,23 @@ def run(quick: bool = False) -> dict[str, Any]:
         try:
             api.wait_ready("v50k")
             result["factor_load_s_50k"] = api.factor_load_s()
-            plan = {"host": "127.0.0.1", "port": port, "phases": [
+            load = _run_load({"host": "127.0.0.1", "port": port, "phases": [
                 {"name": "warmup", "kind": "closed", "paths": paths, "concurrency": 4,
                  "duration": 2.0},
                 {"name": "healthz", "kind": "fixed", "paths": ["/healthz"], "rate": RATE,
-                 "duration": duration / 2},
+                 "duration": duration / 2}]})
+            # The API's own CPU time per request: what a dedicated core could sustain,
+            # whatever else this shared machine is running.
+            cpu_before = api.cpu_s()
+            load.update(_run_load({"host": "127.0.0.1", "port": port, "phases": [
                 {"name": "fixed", "kind": "fixed", "paths": paths, "rate": RATE,
-                 "duration": duration, "expect": personalised},
+                 "duration": duration, "expect": personalised}]}))
+            result["api_cpu_ms_per_request"] = (
+                (api.cpu_s() - cpu_before) * 1000 / len(load["fixed"]["latencies"]))
+            load.update(_run_load({"host": "127.0.0.1", "port": port, "phases": [
                 {"name": "max", "kind": "closed", "paths": paths,
-                 "concurrency": MAX_CONCURRENCY, "duration": duration, "expect": personalised},
-            ]}
-            load = _run_load(plan)
+                 "concurrency": MAX_CONCURRENCY, "duration": duration,
+                 "expect": personalised}]}))
             result["rss_mb_50k"] = api.rss_mb()
         finally:
             api.stop()
@@ -404,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
           f"p99 {result['healthz_p99_ms']:.2f} ms")
     print(f"max throughput ({MAX_CONCURRENCY} connections): {result['rps']:.0f} req/s, "
           f"p50 {result['max_p50_ms']:.2f} ms, p99 {result['max_p99_ms']:.2f} ms")
+    print(f"API process CPU per personalised request: {result['api_cpu_ms_per_request']:.2f} ms "
+          f"(one dedicated core: ~{1000 / result['api_cpu_ms_per_request']:.0f} req/s); "
+          f"load average during the run {result['load_avg_1m_before']:.1f} -> "
+          f"{result['load_avg_1m_after']:.1f} on {os.cpu_count()} cores")
     print(f"API RSS: {result['rss_mb_50k']:.0f} MB with {N_ITEMS:,} items, "
           f"{result['rss_mb_500k']:.0f} MB with {N_ITEMS_LARGE:,} items")
     return 0
