@@ -88,3 +88,13 @@ def test_rejects_a_non_frame(tmp_path) -> None:
         compute_insights(pd.DataFrame({"user_id": ["u"]}))
     with pytest.raises(InsightsError):
         compute_insights(make_frame([], [], "view", []))
+
+
+def test_cli_insights(tmp_path, capsys) -> None:
+    from recsys.cli import main
+
+    assert main(["insights", "--source", "synthetic", "--events", "5000", "--out",
+                 str(tmp_path)]) == 0
+    assert "6 charts" in capsys.readouterr().out
+    assert (tmp_path / "index.html").exists() and (tmp_path / "funnel.png").exists()
+    assert "synthetic" in (tmp_path / "insights.md").read_text()

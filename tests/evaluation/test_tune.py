@@ -77,3 +77,17 @@ def test_bad_space_and_metric_are_rejected(clustered, fast_settings) -> None:
         tune(events, mask, "time", space={**SPACE, "factors": []})
     with pytest.raises(TuneError):
         tune(events, mask, "time", space=SPACE, metric="auc@10")
+
+
+def test_cli_tune(tmp_path, capsys) -> None:
+    from recsys.cli import main
+
+    code = main(["tune", "--source", "synthetic", "--events", "8000", "--out", str(tmp_path),
+                 "--trials", "2", "--folds", "1", "--no-refine", "--no-progress",
+                 "--factors", "8", "--regularization", "1,10", "--alpha", "5",
+                 "--iterations", "4"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "best on the time validation split" in out and "test split, settings" in out
+    best = json.loads((tmp_path / "best_params.json").read_text())["time"]
+    assert best["factors"] == 8 and best["regularization"] in (1.0, 10.0)
