@@ -67,17 +67,20 @@ async def test_switch_under_concurrent_requests_never_mixes_versions(settings, r
                 responses.append((user, r.status_code, r.json()))
 
         workers = [asyncio.create_task(worker(n)) for n in range(200)]
-        await asyncio.sleep(0.3)
+
+        async def until(condition, timeout: float = 20.0) -> None:
+            deadline = time.monotonic() + timeout
+            while not condition() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+
+        await until(lambda: len(responses) >= 200)  # every client has had answers from A
         items_b, users_b = version_factors("B")
         # The trainer's publish path, from another thread, while requests are in flight.
         await asyncio.to_thread(publish, redis_client, keys, "B", item_ids, items_b, user_ids,
                                 users_b)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if any(body.get("model_version") == "B" for _, _, body in responses[-50:]):
-                break
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.3)
+        switched_at = len(responses)
+        await until(lambda: sum(body.get("model_version") == "B"
+                                for _, _, body in responses[switched_at:]) >= 200)
         stop.set()
         await asyncio.gather(*workers)
 
