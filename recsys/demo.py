@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,7 @@ SPOTLIGHT_USER = "demo-visitor"
 class DemoOptions:
     duration: float | None = None  # None: until Ctrl-C
     rate: float = 200.0  # replayed events per second
-    history_events: int = 150_000
+    history_events: int = 60_000
     seed: int = 42
     api_port: int = 8000
     retrain_every: str = "45s"
@@ -203,23 +204,30 @@ class Demo:
         log.info("produced %d history events", len(history))
 
     def _load_catalog(self, api: str, catalog: pd.DataFrame) -> None:
-        """PUT every item through the API, as a shop's catalog sync would (50 in flight)."""
+        """PUT every item through the API, as a shop's catalog sync would (8 in flight;
+        the API answers 503 when its Redis pool is exhausted, so those are retried)."""
         import asyncio
 
         async def put_all() -> None:
-            limit = asyncio.Semaphore(50)
+            limit = asyncio.Semaphore(8)
             async with httpx.AsyncClient(base_url=api, timeout=10.0,
                                          headers=self._write_headers()) as client:
                 async def put(row: Any) -> None:
+                    body = {"name": row.name, "category": str(row.category_id),
+                            "price": float(row.price), "available": True}
                     async with limit:
-                        resp = await client.put(f"/v1/items/{row.item_id}", json={
-                            "name": row.name, "category": str(row.category_id),
-                            "price": float(row.price), "available": True})
+                        for attempt in range(5):
+                            resp = await client.put(f"/v1/items/{row.item_id}", json=body)
+                            if resp.status_code != 503:
+                                break
+                            await asyncio.sleep(0.2 * (attempt + 1))
                         resp.raise_for_status()
 
                 await asyncio.gather(*(put(row) for row in catalog.itertuples(index=False)))
 
+        started = time.perf_counter()
         asyncio.run(put_all())
+        log.info("catalog: %d items PUT in %.1fs", len(catalog), time.perf_counter() - started)
         self.category_of = dict(zip(catalog["item_id"].astype(str),
                                     catalog["category_id"].astype(str), strict=True))
         self.items_by_category = catalog.groupby(catalog["category_id"].astype(str))["item_id"] \
@@ -272,9 +280,13 @@ class Demo:
                 item = str(rng.choice(by_category[category][:20]))
                 event_type = str(rng.choice(["view", "view", "view", "addtocart"]))
                 try:
-                    client.post("/v1/events", json={"user_id": SPOTLIGHT_USER, "item_id": item,
-                                                    "event_type": event_type,
-                                                    "timestamp": int(time.time() * 1000)})
+                    resp = client.post("/v1/events", json={
+                        "event_id": uuid.uuid4().hex, "user_id": SPOTLIGHT_USER,
+                        "item_id": item, "event_type": event_type,
+                        "timestamp": int(time.time() * 1000)})
+                    if resp.status_code != 202:
+                        self.state.errors.append(f"POST /v1/events: {resp.status_code} "
+                                                 f"{resp.text[:200]}")
                     time.sleep(0.3)  # let the stream fold it in before looking
                     resp = client.get(f"/v1/users/{SPOTLIGHT_USER}/recommendations",
                                       params={"k": 5}).json()
@@ -299,13 +311,43 @@ class Demo:
                 self.state.stream_metrics = _scrape(url)
             self.stop.wait(1.0)
 
+    def _consumed(self, metrics: dict[str, float]) -> float:
+        return sum(v for k, v in metrics.items() if k.startswith("recsys_stream_events_total"))
+
+    def _wait_for_stream(self, console: Any, history_events: int, timeout: float = 300) -> None:
+        """Start the live phase only once the worker has caught up with the history, so the
+        spotlight visitor's events are not queued behind it."""
+        url = f"http://127.0.0.1:{self.stream_port}/metrics"
+        deadline = time.monotonic() + timeout
+        last_log = 0.0
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                self.state.stream_metrics = _scrape(url)
+            consumed = self._consumed(self.state.stream_metrics)
+            if consumed >= history_events:
+                console.log(f"stream worker caught up: {consumed:,.0f} events consumed")
+                return
+            if not self.roles[0].alive():
+                raise RuntimeError(f"stream worker exited:\n{self.roles[0].tail()}")
+            if time.monotonic() - last_log > 5:
+                console.log(f"stream worker catching up on the history: "
+                            f"{consumed:,.0f}/{history_events:,}")
+                last_log = time.monotonic()
+            time.sleep(0.5)
+        raise RuntimeError(f"the stream worker did not catch up within {timeout:.0f}s")
+
+    def _live(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Counters since the live phase began (history replay excluded)."""
+        base = getattr(self, "live_baseline", {})
+        return {k: v - base.get(k, 0.0) for k, v in metrics.items()}
+
     def _render(self) -> Any:
         from rich.console import Group
         from rich.panel import Panel
         from rich.table import Table
 
         st = self.state
-        metrics = st.stream_metrics
+        metrics = self._live(st.stream_metrics)
         processed = sum(v for k, v in metrics.items()
                         if k.startswith("recsys_stream_events_total") and "outcome=ok" in k)
         p50 = histogram_quantile(metrics, "recsys_stream_freshness_seconds", 0.5)
@@ -352,14 +394,17 @@ class Demo:
             console.log(f"synthetic shop: {len(catalog):,} items, {len(history):,} history "
                         f"events, {len(future):,} to replay")
             self._produce_history(settings, history)
+            # The stream worker starts at once: it builds users' histories while the first
+            # model trains (counting "no model"), then folds them in when the model arrives.
+            self.roles = [RoleProcess("stream", ["stream"], env, logdir)]
             console.log("training the first model (recsys train --once) ...")
             first = RoleProcess("train-once", ["train", "--once"], env, logdir)
             if first.proc.wait() != 0:
                 console.print(f"[red]first training failed:[/red]\n{first.tail(40)}")
+                self.roles[0].stop()
                 return 1
             try:
-                self.roles = [
-                    RoleProcess("stream", ["stream"], env, logdir),
+                self.roles += [
                     RoleProcess("api", ["serve", "--port", str(self.options.api_port)], env,
                                 logdir),
                     RoleProcess("trainer", ["train", "--every", self.options.retrain_every],
@@ -370,6 +415,8 @@ class Demo:
                 _wait_http(f"http://127.0.0.1:{self.stream_port}/metrics", 60, self.roles[0])
                 self._load_catalog(api, catalog)
                 console.log(f"API ready at {api} (docs at {api}/docs)")
+                self._wait_for_stream(console, len(history))
+                self.live_baseline = dict(self.state.stream_metrics)
                 for target, args in ((self._replay, (settings, future)),
                                      (self._spotlight, (api,)), (self._watch_stream, ())):
                     thread = threading.Thread(target=target, args=args, daemon=True)
@@ -400,10 +447,16 @@ class Demo:
         st = self.state
         changes = len(st.spotlight_history)
         personalised = [s for s, _ in st.spotlight_history if s == "personalized"]
-        processed = sum(v for k, v in st.stream_metrics.items()
+        live = self._live(st.stream_metrics)
+        processed = sum(v for k, v in live.items()
                         if k.startswith("recsys_stream_events_total") and "outcome=ok" in k)
+        p50 = histogram_quantile(live, "recsys_stream_freshness_seconds", 0.5)
+        p99 = histogram_quantile(live, "recsys_stream_freshness_seconds", 0.99)
         console.rule("demo summary")
         console.print(f"events produced: {st.produced:,}; processed by the stream: {processed:,.0f}")
+        if p50 is not None and p99 is not None:
+            console.print(f"freshness (event -> Redis) p50 {p50 * 1000:.0f} ms, "
+                          f"p99 {p99 * 1000:.0f} ms")
         console.print(f"model versions served: {', '.join(st.versions_seen) or '-'}")
         console.print(f"spotlight recommendations changed {max(changes - 1, 0)} times; "
                       f"personalised answers: {len(personalised)}")

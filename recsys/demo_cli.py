@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--duration", type=float, default=None,
                         help="seconds to run the live phase, then stop (default: until Ctrl-C)")
     parser.add_argument("--rate", type=float, default=200.0, help="replayed events per second")
-    parser.add_argument("--history-events", type=int, default=150_000,
+    parser.add_argument("--history-events", type=int, default=60_000,
                         help="synthetic history events used for the first model")
     parser.add_argument("--port", type=int, default=None, help="API port (default 8000)")
     parser.add_argument("--retrain-every", default="45s", help="periodic retrain interval")

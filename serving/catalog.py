@@ -199,12 +199,13 @@ class Catalog:
         pipe.incr(keys.catalog_generation)
         results = await pipe.execute()
         stored = decode_item(encode_item(item))
-        previous_generation = self.generation
-        self.generation = int(results[-1])
+        written = int(results[-1])
         self._apply(item_id, stored)
-        if self.generation != (previous_generation or 0) + 1:
-            # Another replica wrote in between: pick its changes up too.
-            await self.load()
+        if written == (self.generation or 0) + 1:
+            self.generation = written
+        # Otherwise another write (another replica's, or a concurrent request's) came in
+        # between: the generation is left behind so that the watcher reloads the catalog once
+        # on its next tick. Reloading here would make a bulk catalog sync quadratic.
         return stored
 
     async def get(self, item_id: str) -> dict[str, Any] | None:
