@@ -75,6 +75,10 @@ class EventProducer:
         self.stats.sent += 1
         self._producer.poll(0)
 
+    def poll(self, timeout: float = 0.0) -> int:
+        """Serve pending delivery reports (updates `stats`); returns how many were served."""
+        return int(self._producer.poll(timeout))
+
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for outstanding deliveries; returns how many are still undelivered."""
         remaining = int(self._producer.flush(timeout))

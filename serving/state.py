@@ -102,8 +102,7 @@ class Services:
             await asyncio.sleep(PRODUCER_POLL_S)
             if self.producer is None:
                 continue
-            # EventProducer has no public poll(); flush(0) would log a warning every time.
-            self.producer._producer.poll(0)
+            self.producer.poll(0)
             failed = self.producer.stats.failed
             if failed > self._delivery_failed_seen:
                 self.metrics.events.labels("delivery_failed", "broker").inc(
