@@ -4,10 +4,12 @@
 
 Layout (agents stay thin; the maths and the rules live in pure modules):
     app.py          the faust.App (configuration only)
-    transport.py    aiokafka transport with a configurable fetch wait (Faust hard-codes 1500 ms)
+    transport.py    aiokafka transport: configurable fetch wait (Faust hard-codes 1500 ms) and
+                    exact end offsets for table recovery (the local broker under-reports them)
     topics.py       the interactions and dead-letter topics
     tables.py       the per-user history table (changelog partition = the user's partition)
-    agents.py       the consuming agent: take a micro-batch, process it, release its offsets
+    agents.py       the consuming agent: pin each event, hand it to the micro-batcher
+    microbatch.py   adaptive micro-batches: delivery overlaps processing
     state.py        pure: a user's bounded history, dedupe by offset and event id
     batching.py     pure: records -> validated events coalesced by user, dead-letter records
     popularity.py   pure: forward-decay maths for trending (and the Lua that applies it)

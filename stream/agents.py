@@ -69,7 +69,8 @@ def register_agents(app: faust.App, topic: faust.TopicT, processor: BatchProcess
     @app.agent(topic, name="fold_in")
     async def fold_in(stream: faust.StreamT) -> None:
         batcher: MicroBatcher[EventT] = MicroBatcher(
-            process, settings.stream_batch_max_events, settings.stream_batch_max_ms / 1000.0)
+            process, settings.stream_batch_max_events, settings.stream_batch_max_ms / 1000.0,
+            quiet_s=settings.stream_batch_quiet_ms / 1000.0)
         worker = asyncio.ensure_future(batcher.run())
         try:
             async for event in stream.events():

@@ -8,7 +8,7 @@ import pytest
 from stream.microbatch import MicroBatcher
 
 
-def test_batches_fill_up_to_max_and_partial_ones_leave_after_the_wait():
+def _collect(batcher_kwargs, feed):
     async def scenario():
         seen: list[tuple[list[int], float]] = []
         started = time.monotonic()
@@ -16,18 +16,37 @@ def test_batches_fill_up_to_max_and_partial_ones_leave_after_the_wait():
         async def process(batch):
             seen.append((batch, time.monotonic() - started))
 
-        batcher = MicroBatcher(process, max_items=3, max_wait_s=0.2)
+        batcher = MicroBatcher(process, **batcher_kwargs)
         runner = asyncio.ensure_future(batcher.run())
-        for n in range(7):
-            await batcher.add(n)
-        await asyncio.sleep(0.4)
+        await feed(batcher)
+        await asyncio.sleep(0.3)
         runner.cancel()
         return seen
 
-    seen = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_full_batches_go_at_once_and_a_lone_item_after_a_quiet_gap():
+    async def feed(batcher):
+        for n in range(7):
+            await batcher.add(n)
+
+    seen = _collect(dict(max_items=3, max_wait_s=0.2, quiet_s=0.01), feed)
     assert [b for b, _ in seen] == [[0, 1, 2], [3, 4, 5], [6]]
-    assert seen[0][1] < 0.1  # full: no waiting
-    assert 0.15 < seen[2][1] < 0.35  # the lone event waited for company, then went
+    assert seen[0][1] < 0.05  # full: no waiting
+    assert seen[2][1] < 0.1  # nothing followed it: gone after the quiet gap, not max_wait
+
+
+def test_a_steady_trickle_is_cut_at_max_wait():
+    async def feed(batcher):
+        for n in range(40):
+            await batcher.add(n)
+            await asyncio.sleep(0.005)  # faster than the quiet gap: never quiet
+
+    seen = _collect(dict(max_items=1000, max_wait_s=0.05, quiet_s=0.02), feed)
+    sizes = [len(b) for b, _ in seen]
+    assert sum(sizes) == 40 and len(sizes) >= 3, sizes  # ~0.2 s of trickle in 50 ms cuts
+    assert max(sizes) <= 15, sizes
 
 
 def test_a_backlog_builds_bigger_batches_while_one_is_processed():
@@ -38,7 +57,7 @@ def test_a_backlog_builds_bigger_batches_while_one_is_processed():
             sizes.append(len(batch))
             await asyncio.sleep(0.05)
 
-        batcher = MicroBatcher(slow, max_items=100, max_wait_s=0.01)
+        batcher = MicroBatcher(slow, max_items=100, max_wait_s=0.01, quiet_s=0.002)
         runner = asyncio.ensure_future(batcher.run())
         for n in range(300):
             await batcher.add(n)

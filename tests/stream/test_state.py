@@ -108,3 +108,18 @@ def test_events_after_a_snapshot_by_time_or_by_offset():
 def test_limits_are_validated():
     with pytest.raises(ValueError):
         Limits(max_items=0)
+
+
+def test_encoded_states_do_not_carry_a_large_buffer():
+    import tracemalloc
+
+    state = UserState()
+    _apply(state, "e1", "a", 0)
+    tracemalloc.start()
+    try:
+        kept = [state.to_bytes() for _ in range(1000)]
+        per_value = tracemalloc.get_traced_memory()[0] / len(kept)
+    finally:
+        tracemalloc.stop()
+    # A table holds one per user: ~len + header, not orjson's whole output buffer (~4 KB).
+    assert per_value < len(kept[0]) + 200, per_value
