@@ -98,7 +98,14 @@ class Settings(BaseSettings):
         "waits the full time, so it is lowered here.",
     )
     stream_batch_max_events: int = Field(default=500, ge=1, le=100_000)
-    stream_batch_max_ms: int = Field(default=20, ge=1, le=60_000)
+    stream_batch_max_ms: int = Field(
+        default=20, ge=1, le=60_000,
+        description="Longest a micro-batch is held open for more events (latency bound).",
+    )
+    stream_batch_quiet_ms: float = Field(
+        default=2.0, ge=0.0, le=60_000,
+        description="A micro-batch closes early once no event arrived for this long.",
+    )
     stream_history_max_items: int = Field(default=200, ge=1, le=100_000)
     stream_web_port: int = Field(default=6066, ge=0, le=65535)
     stream_store: str = Field(default="memory://", description="Faust table store URL.")
