@@ -39,12 +39,24 @@ def _thousands(x: float, _pos: object = None) -> str:
     return f"{x:g}"
 
 
+def shrink_png(path: Path, colors: int = 128) -> None:
+    """Rewrite a PNG with a palette of `colors` (charts use a handful of flat colours plus
+    antialiasing): about 4x smaller, no visible change; keeps committed charts light."""
+    from PIL import Image  # matplotlib's own dependency
+
+    with Image.open(path) as image:
+        quantized = image.convert("RGB").quantize(colors=colors,
+                                                  method=Image.Quantize.MEDIANCUT)
+    quantized.save(path, optimize=True)
+
+
 def _save(fig: plt.Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
+    shrink_png(path)
     log.debug("chart written: %s", path)
     return path
 

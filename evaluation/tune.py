@@ -328,7 +328,8 @@ def write_tune_report(result: TuneResult, out_dir: Path, source: str) -> dict[st
         name = f"tune_{result.protocol}_{axis}.png"
         paths[name] = charts.sweep(
             xs, ys, out_dir / name,
-            f"{source}, {result.protocol} validation: best {m} by {axis}", axis, m,
+            f"{source}, {result.protocol} validation: best {m} of the points tried, by {axis}",
+            axis, m,
             log_x=axis in ("regularization", "alpha"))
     data = {"source": source, **result.to_json()}
     data_file = out_dir / f"tune_{result.protocol}.json"
