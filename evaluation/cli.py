@@ -77,21 +77,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "reports precision, recall, F1, MAP, NDCG, hit rate and coverage at k; RMSE of rating "
         "predictors when the source has explicit ratings; with --replay, the streaming replay "
         "(static vs fold-in vs periodic retrains). Writes metrics.json, report.md and PNG "
-        "charts to --out and prints a table.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "charts to --out and prints a table.")
     _source_args(ev)
-    ev.add_argument("--k", type=_positive_int, default=10, help="cut-off of the metrics")
+    ev.add_argument("--k", type=_positive_int, default=10,
+                    help="cut-off of the metrics (default 10)")
     ev.add_argument("--protocol", choices=["time", "stratified", "both"], default="time",
                     help="time: last events by time are the test set (how the system is "
-                    "used); stratified: Microsoft Recommenders' per-user random 75/25 split")
+                    "used; default); stratified: Microsoft Recommenders' per-user random "
+                    "75/25 split; both")
     ev.add_argument("--params", type=Path, default=None, metavar="JSON",
                     help="best_params.json from `recsys tune`: adds an 'ALS (tuned)' row")
     ev.add_argument("--replay", action="store_true", help="also run the streaming replay")
     ev.add_argument("--train-fraction", type=_fraction, default=0.5,
-                    help="replay: share of the timeline the first model is trained on")
-    ev.add_argument("--retrains", type=int, default=4, help="replay: periodic refits")
+                    help="replay: share of the timeline the first model is trained on "
+                    "(default 0.5)")
+    ev.add_argument("--retrains", type=int, default=4, help="replay: periodic refits (default 4)")
     ev.add_argument("--buckets", type=_positive_int, default=10,
-                    help="replay: points of the chart over time")
+                    help="replay: points of the chart over time (default 10)")
     ev.set_defaults(handler=_evaluate)
 
     ins = sub.add_parser(
@@ -108,17 +110,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "point evaluated at every iteration count, on a validation split carved from the "
         "training part of --protocol's split; then a local refinement around the best. The "
         "test split is scored once at the end, for the report. Writes tune_<protocol>.md, "
-        "tune_<protocol>.json, best_params.json (input of `recsys evaluate --params`) and charts.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "tune_<protocol>.json, best_params.json (input of `recsys evaluate --params`) and charts.")
     _source_args(tu)
-    tu.add_argument("--protocol", choices=["time", "stratified"], default="time")
-    tu.add_argument("--k", type=_positive_int, default=10)
+    tu.add_argument("--protocol", choices=["time", "stratified"], default="time",
+                    help="the split to tune for (default time)")
+    tu.add_argument("--k", type=_positive_int, default=10, help="metric cut-off (default 10)")
     tu.add_argument("--metric", default=None, help="selection metric (default ndcg@K)")
-    tu.add_argument("--search", choices=["random", "grid"], default="random")
+    tu.add_argument("--search", choices=["random", "grid"], default="random",
+                    help="random points of the grid (default) or all of it")
     tu.add_argument("--trials", type=_positive_int, default=24,
-                    help="random search: (factors, regularization, alpha) points")
+                    help="random search: (factors, regularization, alpha) points (default 24)")
     tu.add_argument("--folds", type=_positive_int, default=3,
-                    help="validation folds carved from the training part; scores are means")
+                    help="validation folds carved from the training part; scores are means "
+                    "(default 3)")
     tu.add_argument("--no-progress", action="store_true", help="no progress bar")
     tu.add_argument("--no-refine", action="store_true",
                     help="skip the local search around the best random point")
