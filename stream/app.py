@@ -43,14 +43,10 @@ class LeanMonitor(Monitor):
 
 def create_app(settings: Settings) -> faust.App:
     session_s = settings.stream_session_timeout_ms / 1000.0
-    datadir = settings.data_dir / "stream" / settings.stream_app_id
-    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.stream_app_id,  # consumer group id and prefix of the changelog topic
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         store=settings.stream_store,
-        # Faust's default is "{id}-data" in the working directory.
-        datadir=str(datadir),
         autodiscover=False,
         web_enabled=False,  # metrics are served by stream.metrics on stream_web_port
         topic_partitions=settings.topic_partitions,

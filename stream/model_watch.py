@@ -85,17 +85,9 @@ class ModelWatcher:
     async def run(self) -> None:
         await asyncio.gather(self._poll(), self._listen())
 
-    async def _safe_check(self) -> None:
-        try:
-            await self.check()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - the watcher must outlive any one failed switch
-            log.exception("model check failed; trying again at the next poll")
-
     async def _poll(self) -> None:
         while True:
-            await self._safe_check()
+            await self.check()
             await asyncio.sleep(self.poll_s)
 
     async def _listen(self) -> None:
@@ -104,11 +96,11 @@ class ModelWatcher:
             try:
                 await pubsub.subscribe(self.keys.model_switch_channel)
                 # A switch may have happened while we were not subscribed.
-                await self._safe_check()
+                await self.check()
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
-                        await self._safe_check()
+                        await self.check()
             except (RedisError, OSError) as exc:
                 log.warning("model switch channel lost (%r); polling meanwhile", exc)
                 await asyncio.sleep(RESUBSCRIBE_BACKOFF_S)

@@ -96,8 +96,8 @@ class BatchProcessor:
     async def process(self, records: list[Record]) -> BatchResult:
         started = time.perf_counter()
         metrics.BATCH_EVENTS.observe(len(records))
-        for partition, n in Counter(r.partition for r in records).items():
-            metrics.PARTITION_EVENTS.labels(str(partition)).inc(n)
+        for record in records:
+            metrics.PARTITION_EVENTS.labels(str(record.partition)).inc()
         batch = coalesce(records)
         if batch.misrouted:
             metrics.MISROUTED.inc(batch.misrouted)

@@ -67,11 +67,8 @@ def build(settings: Settings) -> StreamWorker:
         await dlq.send(key=key, value=value)
 
     def owned_partitions() -> set[int]:
-        try:
-            assignment = app.consumer.assignment()
-        except Exception:  # noqa: BLE001 - consumer not started yet: it owns nothing yet
-            return set()
-        return {tp.partition for tp in assignment if tp.topic == settings.interactions_topic}
+        return {tp.partition for tp in app.consumer.assignment()
+                if tp.topic == settings.interactions_topic}
 
     processor = BatchProcessor(settings, table, writer, holder, dead_letter, name,
                                owned_partitions=owned_partitions)
