@@ -115,6 +115,10 @@ class Catalog:
         return category is None or self.categories.get(item_id) == category
 
     def _apply(self, item_id: str, item: dict[str, Any]) -> None:
+        self._apply_one(item_id, item)
+        self._changed()
+
+    def _apply_one(self, item_id: str, item: dict[str, Any]) -> None:
         old = self.categories.pop(item_id, None)
         if old is not None:
             members = self.by_category.get(old)
@@ -131,7 +135,6 @@ class Catalog:
         else:
             self.unavailable.add(item_id)
         self._details[item_id] = (time.monotonic() + self.settings.api_catalog_cache_s, item)
-        self._changed()
 
     # --- Redis ---------------------------------------------------------------------------
     async def load(self) -> None:
@@ -187,25 +190,40 @@ class Catalog:
 
     async def put(self, item_id: str, item: dict[str, Any]) -> dict[str, Any]:
         """Write one item (replacing it) and apply it locally. Redis errors propagate."""
+        return (await self.put_many([(item_id, item)]))[0]
+
+    async def put_many(self, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Write items (each replacing its previous version) in one MULTI/EXEC and apply
+        them locally; a later entry for the same id wins, as with one PUT after another.
+
+        The generation moves once per call, so other replicas reload the catalog once per
+        batch, not once per item. All or nothing: Redis errors propagate.
+        """
         keys = self.keys
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(keys.item(item_id))
-        pipe.hset(keys.item(item_id), mapping=encode_item(item))
-        pipe.hset(keys.catalog_category, item_id, item.get("category") or "")
-        if item.get("available", True):
-            pipe.srem(keys.catalog_unavailable, item_id)
-        else:
-            pipe.sadd(keys.catalog_unavailable, item_id)
+        stored = []
+        for item_id, item in items:
+            encoded = encode_item(item)
+            pipe.delete(keys.item(item_id))
+            pipe.hset(keys.item(item_id), mapping=encoded)
+            pipe.hset(keys.catalog_category, item_id, item.get("category") or "")
+            if item.get("available", True):
+                pipe.srem(keys.catalog_unavailable, item_id)
+            else:
+                pipe.sadd(keys.catalog_unavailable, item_id)
+            stored.append(decode_item(encoded))
         pipe.incr(keys.catalog_generation)
         results = await pipe.execute()
-        stored = decode_item(encode_item(item))
         written = int(results[-1])
-        self._apply(item_id, stored)
+        # Synchronous from here on: a request sees the catalog before or after the batch.
+        for (item_id, _), item in zip(items, stored, strict=True):
+            self._apply_one(item_id, item)
+        self._changed()
         if written == (self.generation or 0) + 1:
             self.generation = written
         # Otherwise another write (another replica's, or a concurrent request's) came in
         # between: the generation is left behind so that the watcher reloads the catalog once
-        # on its next tick. Reloading here would make a bulk catalog sync quadratic.
+        # on its next tick. Reloading here would make a concurrent catalog sync quadratic.
         return stored
 
     async def get(self, item_id: str) -> dict[str, Any] | None:

@@ -39,6 +39,16 @@ class CatalogItemIn(BaseModel):
     )
 
 
+# One bulk write at most: a shop syncing a larger catalog sends several batches.
+MAX_CATALOG_BATCH = 1000
+
+
+class CatalogEntryIn(CatalogItemIn):
+    """One item of a bulk catalog write: the per-item body plus its id."""
+
+    item_id: Id
+
+
 class CatalogItemOut(BaseModel):
     item_id: str
     name: str | None = None
@@ -47,6 +57,11 @@ class CatalogItemOut(BaseModel):
     price: float | None = None
     available: bool = True
     attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class CatalogBatchOut(BaseModel):
+    stored: int = Field(description="How many items were written (all of them, or none).")
+    items: list[CatalogItemOut] = Field(description="The stored items, in request order.")
 
 
 # --- recommendations ---------------------------------------------------------------------

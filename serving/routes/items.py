@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from typing import Annotated
+
+from fastapi import APIRouter, Body, HTTPException
 from redis.exceptions import RedisError
 
 from serving.deps import ItemIdPath, K, ServicesDep, WriteAccess
 from serving.recommender import ItemNotFound
 from serving.responses import OrjsonResponse, render
-from serving.schemas import CatalogItemIn, CatalogItemOut, ErrorOut, SimilarItems
+from serving.schemas import (
+    MAX_CATALOG_BATCH,
+    CatalogBatchOut,
+    CatalogEntryIn,
+    CatalogItemIn,
+    CatalogItemOut,
+    ErrorOut,
+    SimilarItems,
+)
 
 # Every field present in catalog answers (null when not set), unlike the compact item
 # entries inside recommendation lists.
@@ -42,6 +52,30 @@ async def put_item(services: ServicesDep, item_id: ItemIdPath, body: CatalogItem
         services.guard.failed("catalog_put", exc)
         raise HTTPException(503, "the catalog store (Redis) is unavailable; retry") from None
     return OrjsonResponse({"item_id": item_id, **EMPTY_ITEM, **stored})  # type: ignore[return-value]
+
+
+@router.put("/v1/items", response_model=CatalogBatchOut, dependencies=[WriteAccess],
+            responses={401: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+            summary="Create or replace many catalog items at once",
+            description=f"A JSON array of items (1..{MAX_CATALOG_BATCH}), each the body of "
+            "`PUT /v1/items/{item_id}` plus its `item_id`. Validated as a whole (one bad "
+            "item: 422 and nothing is written) and written atomically; replicas reload the "
+            "catalog once per batch. A later entry for the same id wins.")
+async def put_items(
+    services: ServicesDep,
+    body: Annotated[list[CatalogEntryIn],
+                    Body(min_length=1, max_length=MAX_CATALOG_BATCH)],
+) -> CatalogBatchOut:
+    entries = [(entry.item_id, entry.model_dump(exclude={"item_id"})) for entry in body]
+    try:
+        stored = await services.catalog.put_many(entries)
+    except (RedisError, OSError) as exc:
+        services.guard.failed("catalog_put", exc)
+        raise HTTPException(503, "the catalog store (Redis) is unavailable; retry") from None
+    return OrjsonResponse({  # type: ignore[return-value]
+        "stored": len(stored),
+        "items": [{"item_id": item_id, **EMPTY_ITEM, **item}
+                  for (item_id, _), item in zip(entries, stored, strict=True)]})
 
 
 @router.get("/v1/items/{item_id}", response_model=CatalogItemOut,
