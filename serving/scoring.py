@@ -3,7 +3,8 @@
 The maths is recsys.foldin's (`score_items` = Y x_u, `top_k` = partial sort, `fold_in` for
 anonymous sessions); this module only adds the bookkeeping around it: exclusions and
 candidate restrictions as index arrays (so no per-request Python loop touches every item),
-cosine neighbours, and merging ranked fallback lists.
+an exact pre-filtered top-k for large catalogues, cosine neighbours, and merging ranked
+fallback lists.
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ from recsys.confidence import confidence
 from recsys.foldin import fold_in, score_items, top_k
 
 EMPTY_ROWS = np.empty(0, dtype=np.intp)
+
+# Pre-filter of `select_top`: every SAMPLE_STRIDE-th score estimates a threshold that about
+# OVERSAMPLE * k scores reach. Below PREFILTER_MIN_ITEMS scores a plain partial sort is as fast.
+SAMPLE_STRIDE = 16
+OVERSAMPLE = 3
+PREFILTER_MIN_ITEMS = 4096
 
 Ranked = list[tuple[str, float]]
 
@@ -31,6 +38,27 @@ def join_rows(*parts: np.ndarray) -> np.ndarray:
     if not parts_:
         return EMPTY_ROWS
     return parts_[0] if len(parts_) == 1 else np.concatenate(parts_)
+
+
+def select_top(scores: np.ndarray, k: int) -> np.ndarray:
+    """`top_k(scores, k)`, exactly, in about half its time on large catalogues.
+
+    A threshold t from a strided sample keeps only the scores >= t (a ~3k-item candidate
+    set, found by one vectorised compare) for the partial sort. Exact whenever at least k
+    scores reach t: then the k-th best score is >= t, so every item of the top k (ties
+    included) is a candidate. Otherwise (rare: a sample unlike the rest, many excluded
+    rows) it falls back to the full partial sort.
+    """
+    n = len(scores)
+    if n < PREFILTER_MIN_ITEMS or k * SAMPLE_STRIDE * OVERSAMPLE > n:
+        return top_k(scores, k)
+    sample = scores[::SAMPLE_STRIDE]  # a view; np.partition below copies it
+    rank = min(len(sample), -(-OVERSAMPLE * k // SAMPLE_STRIDE))
+    threshold = np.partition(sample, len(sample) - rank)[len(sample) - rank]
+    candidates = np.flatnonzero(scores >= threshold)
+    if len(candidates) < k:
+        return top_k(scores, k)
+    return candidates[top_k(scores[candidates], k)]
 
 
 def recommend(
@@ -50,9 +78,9 @@ def recommend(
         scores[exclude] = -np.inf
     if candidates is not None:
         sub = scores[candidates]
-        best = top_k(sub, k)
+        best = select_top(sub, k)
         return candidates[best], sub[best]
-    best = top_k(scores, k)
+    best = select_top(scores, k)
     return best, scores[best]
 
 
@@ -79,7 +107,7 @@ def cosine_neighbours(
     scores[row] = -np.inf
     if exclude is not None and len(exclude):
         scores[exclude] = -np.inf
-    best = top_k(scores, k)
+    best = select_top(scores, k)
     return best, scores[best]
 
 

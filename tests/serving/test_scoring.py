@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from recsys.foldin import fold_in, gram
+from recsys.foldin import fold_in, gram, top_k
 from serving.scoring import (
     cosine_neighbours,
     fold_in_session,
@@ -10,6 +10,7 @@ from serving.scoring import (
     merge_ranked,
     recommend,
     rows_of,
+    select_top,
     session_confidences,
 )
 
@@ -79,3 +80,29 @@ def test_merge_ranked_fills_in_order_and_names_the_sources():
     assert used == ["one", "two"]
     items, used = merge_ranked([("one", first), ("two", iter(()))], 5, set())
     assert [i for i, _, _ in items] == ["a", "b"] and used == ["one"]
+
+
+def test_select_top_is_exactly_top_k_on_large_catalogues():
+    big = rng.normal(size=(20_000, 16)).astype(np.float32)
+    for trial in range(20):
+        scores = big @ rng.normal(size=16).astype(np.float32)
+        if trial % 2:
+            scores[rng.integers(0, len(scores), 50)] = -np.inf  # excluded rows
+        if trial % 3 == 0:
+            scores = np.round(scores, 1)  # many ties, including at the k-th place
+        for k in (1, 10, 64, 100):
+            got, expected = select_top(scores, k), top_k(scores, k)
+            assert len(set(got.tolist())) == len(got) == len(expected)
+            np.testing.assert_array_equal(scores[got], scores[expected])
+
+
+def test_select_top_falls_back_when_the_sample_misleads_or_few_are_usable():
+    scores = rng.normal(size=20_000).astype(np.float32)
+    scores[:16 * 12:16] = 10.0  # the sample's top is far above the rest: < k candidates
+    scores[1] = 20.0
+    got = select_top(scores, 64)
+    np.testing.assert_array_equal(scores[got], scores[top_k(scores, 64)])
+    assert got[0] == 1
+    few = np.full(20_000, -np.inf, dtype=np.float32)
+    few[[7, 70, 700]] = [1.0, 3.0, 2.0]
+    assert select_top(few, 64).tolist() == [70, 700, 7]
