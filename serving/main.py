@@ -54,8 +54,8 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.metrics.request_seconds.labels(scope["method"], template, str(status)).observe(
-                time.perf_counter() - start)
+            self.metrics.observe_request(scope["method"], template, status,
+                                         time.perf_counter() - start)
 
 
 def _validation_message(exc: RequestValidationError) -> str:

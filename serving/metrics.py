@@ -7,6 +7,8 @@ raw paths, and fallback reasons come from a fixed vocabulary.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 NAMESPACE = "recsys_api"
@@ -19,6 +21,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05
 class ApiMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.request_seconds = Histogram(
             "request_duration_seconds", "HTTP request latency by route template and status.",
@@ -72,6 +75,23 @@ class ApiMetrics:
             "unhandled_errors_total", "Exceptions that reached the last-resort handler.",
             namespace=NAMESPACE, registry=r,
         )
+
+    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
+        # `.labels()` validates and hashes on every call (~10 us each, twice per request);
+        # the children are looked up here instead. Bounded like the labels themselves.
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) > 4096:
+                self._children.clear()
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self._child(self.request_seconds, (method, route, str(status))).observe(seconds)
+
+    def count_response(self, endpoint: str, source: str) -> None:
+        self._child(self.responses, (endpoint, source)).inc()
 
     def set_model(self, version: str, n_items: int, loaded_at: float, previous: str | None
                   ) -> None:

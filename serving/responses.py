@@ -22,7 +22,7 @@ class OrjsonResponse(JSONResponse):
 async def render(result: Result, catalog: Catalog, metrics: ApiMetrics, endpoint: str,
                  **extra: Any) -> OrjsonResponse:
     """Items with their catalog details, model version and source."""
-    metrics.responses.labels(endpoint, result.source).inc()
+    metrics.count_response(endpoint, result.source)
     details = await catalog.details([item for item, _ in result.items])
     items = []
     for item, score in result.items:

@@ -24,7 +24,7 @@ async def classic_recommendations(
     k: K,
 ) -> ClassicRecommendations:
     result = await services.recommender.for_user(user_id, k)
-    services.metrics.responses.labels("classic", result.source).inc()
+    services.metrics.count_response("classic", result.source)
     return OrjsonResponse({  # type: ignore[return-value]
         "user_id": user_id,
         "recommendations": [{"product_id": item, "score": score} for item, score in result.items],
