@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     # --- model and confidence (shared by trainer and stream: same maths everywhere) ------
     als_factors: int = Field(default=64, ge=1, le=1024)
     # Tuned on ML-100K (time split and per-user random split) and on the synthetic stream;
-    # see docs/readme/trainer.md. Small regularisation (implicit's default-like 0.01-0.1)
+    # see the README, "Tuning and quality". Small regularisation (implicit's default-like 0.01-0.1)
     # overfits small dense data and loses to popularity.
     als_regularization: float = Field(default=50.0, ge=0.0)
     als_iterations: int = Field(default=15, ge=1, le=1000)
