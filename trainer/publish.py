@@ -69,18 +69,16 @@ def similar_items(item_factors: np.ndarray, n: int, rows: np.ndarray | None = No
     """Top-n neighbours by cosine of item factors, best first, for the items `rows` (default:
     all) among all items.
 
-    Returns (indices int64 (len(rows), n), -1 padded; scores float32). One blocked product of
-    the normalised factors, each item excluded from its own list.
+    Returns (indices int64 (len(rows), n), -1 padded; scores float32, 0 where padded). One
+    blocked product of the normalised factors (cos(i, j) = y_i . y_j / |y_i| |y_j|), each
+    item excluded from its own list; the scores come out of the same top-n selection.
     """
     factors = np.asarray(item_factors, dtype=np.float32)
     norms = np.linalg.norm(factors, axis=1)
     unit = factors / np.where(norms > 0, norms, 1.0)[:, None]
     rows = np.arange(len(unit), dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
     itself = UserItems(np.arange(len(rows) + 1, dtype=np.int64), rows)
-    idx = rank_by_factors(unit[rows], unit, n, exclude=itself)
-    safe = np.maximum(idx, 0)
-    scores = np.einsum("ik,ijk->ij", unit[rows], unit[safe]).astype(np.float32)
-    scores[idx < 0] = 0.0
+    idx, scores = rank_by_factors(unit[rows], unit, n, exclude=itself, return_scores=True)
     return idx, scores
 
 

@@ -82,3 +82,22 @@ def test_similar_items_are_cosine_neighbours_without_the_item_itself():
     assert set(encoded) == {"item-3", "item-17"}
     pairs = orjson.loads(encoded["item-3"])
     assert [p[0] for p in pairs] == [f"item-{i}" for i in idx[0]]
+
+
+def test_pruned_top_k_is_exact_on_a_large_catalogue():
+    """top_k_rows prunes to a few candidate columns when the catalogue is large: the result
+    must be the full sort's, -inf (excluded) scores included, with the matching scores."""
+    from evaluation.ranking import top_k_rows
+
+    rng = np.random.default_rng(5)
+    scores = rng.standard_normal((40, 5003)).astype(np.float32)  # 5003: a ragged last group
+    scores[3, :4990] = -np.inf  # fewer finite scores than k in the main groups
+    scores[7, rng.choice(5003, 4000, replace=False)] = -np.inf
+    for k in (1, 10, 50):
+        idx, best = top_k_rows(scores, k, return_scores=True)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        expect = np.where(np.isfinite(np.take_along_axis(scores, order, axis=1)), order, -1)
+        assert idx.tolist() == expect.tolist()
+        assert best == pytest.approx(np.where(expect >= 0, np.take_along_axis(
+            scores, np.maximum(expect, 0), axis=1), 0.0))
+
