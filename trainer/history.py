@@ -98,7 +98,7 @@ class HistoryStore:
         self.retention_days = retention_days
         self.directory.mkdir(parents=True, exist_ok=True)
         self._offsets: dict[str, int] = {}
-        self._known = np.empty(0, dtype=np.uint64)
+        self._known_ids: np.ndarray | None = None  # built on first use: see `_known`
         self._latest_ms = 0
         self._seq = 0
         self._recover()
@@ -120,18 +120,29 @@ class HistoryStore:
                     leftover.unlink()
 
     def _scan(self) -> None:
-        hashes = []
+        """Offsets, newest event time and file sequence, from the files' footers only."""
         for path in self.files():
             meta = _metadata(path)
             for key, offset in meta.get(OFFSETS_KEY, {}).items():
                 self._offsets[key] = max(self._offsets.get(key, 0), int(offset))
-            table = pq.read_table(path, columns=["event_id", "timestamp"])
-            if table.num_rows:
-                hashes.append(id_hashes(table.column("event_id").to_numpy(zero_copy_only=False)))
-                self._latest_ms = max(self._latest_ms, int(pc.max(table["timestamp"]).as_py()))
+            self._latest_ms = max(self._latest_ms, _max_timestamp(path))
             self._seq = max(self._seq, int(_PART_RE.match(path.name).group(2)))  # type: ignore[union-attr]
-        if hashes:
-            self._known = unique_sorted(np.concatenate(hashes))
+
+    @property
+    def _known(self) -> np.ndarray:
+        """Sorted hashes of every stored event id. Read from the files when first needed
+        (append, compaction, n_events): hashing a million ids costs ~0.3 s, which a process
+        that only trains (`train --once --no-consume`) should not pay."""
+        if self._known_ids is None:
+            hashes = [id_hashes(pq.read_table(path, columns=["event_id"]).column("event_id")
+                                .to_numpy(zero_copy_only=False)) for path in self.files()]
+            self._known_ids = (unique_sorted(np.concatenate(hashes)) if hashes else
+                               np.empty(0, dtype=np.uint64))
+        return self._known_ids
+
+    @_known.setter
+    def _known(self, value: np.ndarray) -> None:
+        self._known_ids = value
 
     # --- state -------------------------------------------------------------------------
     @property
@@ -224,17 +235,27 @@ class HistoryStore:
         horizon = int(frame["timestamp"].max()) - int(self.retention_days * MS_PER_DAY)
         return frame.loc[frame["timestamp"].to_numpy() >= horizon]
 
-    def load(self, with_source: bool = False) -> pd.DataFrame:
+    def load(self, with_source: bool = False, columns: list[str] | None = None
+             ) -> pd.DataFrame:
         """The whole history as an event frame (ids as pandas categoricals: cheap to index),
-        retention applied; not sorted (callers that need order sort by timestamp)."""
+        retention applied; not sorted (callers that need order sort by timestamp).
+
+        `columns` narrows the read (default: every event column, plus the source columns
+        with `with_source`); the trainer leaves out event_id, a unique string per row that
+        costs as much to decode as all the other columns together. `timestamp` is always
+        read (retention needs it)."""
         files = self.files()
-        columns = FRAME_COLUMNS + (["source_partition", "source_offset"] if with_source else [])
+        columns = list(columns) if columns is not None else (
+            FRAME_COLUMNS + (["source_partition", "source_offset"] if with_source else []))
+        if "timestamp" not in columns:
+            columns.append("timestamp")
         if not files:
             return pd.DataFrame({c: pd.Series(dtype=SCHEMA.field(c).type.to_pandas_dtype())
                                  for c in columns})
+        dictionary = [c for c in ("user_id", "item_id", "event_type") if c in columns]
         try:
             tables = [pq.read_table(p, columns=columns, schema=SCHEMA,
-                                    read_dictionary=["user_id", "item_id", "event_type"])
+                                    read_dictionary=dictionary)
                       for p in files]
         except (OSError, pa.ArrowException) as exc:
             raise HistoryError(f"cannot read the history in {self.directory}: {exc}") from exc
@@ -258,6 +279,21 @@ def _to_table(frame: pd.DataFrame) -> pa.Table:
                           if "source_offset" in frame else np.full(n, -1, np.int64)),
     }
     return pa.Table.from_pydict(data, schema=SCHEMA)
+
+
+def _max_timestamp(path: Path) -> int:
+    """Newest event time in a file: from the row groups' statistics (footer only) when the
+    writer stored them (pyarrow does), else by reading the column."""
+    try:
+        meta = pq.read_metadata(path)
+        column = meta.schema.names.index("timestamp")
+        stats = [meta.row_group(g).column(column).statistics for g in range(meta.num_row_groups)]
+        if all(s is not None and s.has_min_max for s in stats):
+            return max((int(s.max) for s in stats), default=0)
+        table = pq.read_table(path, columns=["timestamp"])
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise HistoryError(f"unreadable history file {path}: {exc}") from exc
+    return int(pc.max(table["timestamp"]).as_py() or 0) if table.num_rows else 0
 
 
 def _metadata(path: Path) -> dict[bytes, Any]:

@@ -61,17 +61,36 @@ def index_events(frame: pd.DataFrame, event_weights: Mapping[str, float],
     rows, user_ids = pd.factorize(frame["user_id"], sort=False)
     cols, item_ids = pd.factorize(frame["item_id"], sort=False)
     ts = frame["timestamp"].to_numpy(dtype=np.int64)
-    types = frame["event_type"]
-    if isinstance(types.dtype, pd.CategoricalDtype):  # the history loads ids as categoricals
-        # fixed-width text from the codes: event_weights_array's str conversion is then a copy,
-        # not a million Python objects
-        types = np.asarray(types.cat.categories, dtype=str)[types.cat.codes.to_numpy()]
-    weights = event_weights_array(np.asarray(types), frame["value"].to_numpy(), event_weights)
+    weights = event_weights_of(frame["event_type"], frame["value"].to_numpy(), event_weights)
     weights *= decay_factors(ts, half_life_days, reference_ms)
     return IndexedEvents(
         user_ids=np.asarray(user_ids, dtype=object), item_ids=np.asarray(item_ids, dtype=object),
         rows=rows.astype(np.int32), cols=cols.astype(np.int32), weights=weights, timestamps=ts,
     )
+
+
+def event_weights_of(types: pd.Series, values: np.ndarray,
+                     event_weights: Mapping[str, float]) -> np.ndarray:
+    """recsys.confidence's `event_weights_array`, per event, float64.
+
+    For categorical types (the history loads them so) the rule is applied to the few
+    categories instead of a million strings: it is affine in the value (a constant per type,
+    or weight * rating / 5), so w = a[type] + (b - a)[type] * value with a, b the weights of
+    each category at value 0 and 1 (a missing value counts as 0, as in the rule).
+    """
+    if not isinstance(types.dtype, pd.CategoricalDtype):
+        return event_weights_array(np.asarray(types), values, event_weights)
+    names = np.asarray(types.cat.categories, dtype=str)
+    at0 = event_weights_array(names, np.zeros(len(names)), event_weights)
+    slope = event_weights_array(names, np.ones(len(names)), event_weights) - at0
+    codes = types.cat.codes.to_numpy()
+    weights = at0[codes]  # a code of -1 (missing type) is remapped below
+    if (codes < 0).any():
+        weights[codes < 0] = 0.0
+    if slope.any():
+        value = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
+        weights += np.where(codes >= 0, slope[codes], 0.0) * value
+    return weights
 
 
 def weight_matrix(events: IndexedEvents, mask: np.ndarray | None = None) -> sp.csr_matrix:

@@ -59,6 +59,10 @@ from trainer.publish import (
 
 log = logging.getLogger(__name__)
 
+# What training reads of the history: event_id (a unique string per row, for dedupe only)
+# would cost as much to decode as everything else together.
+TRAIN_COLUMNS = ["user_id", "item_id", "event_type", "value", "timestamp"]
+
 
 @dataclass
 class RunResult:
@@ -156,7 +160,7 @@ class Trainer:
         s, timings = self.settings, {}
         k = max(s.trainer_eval_k, int(s.trainer_gate_metric.partition("@")[2]))
         with self._timed(timings, "load"):
-            frame = self.store.load()
+            frame = self.store.load(columns=TRAIN_COLUMNS)
             if len(frame) < 2:
                 raise NotEnoughData(f"the history holds {len(frame)} events; need more to train")
             latest = int(frame["timestamp"].max())

@@ -101,3 +101,18 @@ def test_pruned_top_k_is_exact_on_a_large_catalogue():
         assert best == pytest.approx(np.where(expect >= 0, np.take_along_axis(
             scores, np.maximum(expect, 0), axis=1), 0.0))
 
+
+def test_category_weights_equal_the_per_event_rule():
+    import pandas as pd
+
+    from recsys.confidence import event_weights_array
+    from trainer.matrix import event_weights_of
+
+    types = ["view", "rating", "transaction", "rating", "addtocart", "click", "view"]
+    values = np.array([np.nan, 4.0, 2.0, np.nan, 1.0, np.nan, 3.0])
+    expect = event_weights_array(np.array(types), values, DEFAULT_EVENT_WEIGHTS)
+    got = event_weights_of(pd.Series(types, dtype="category"), values, DEFAULT_EVENT_WEIGHTS)
+    assert got == pytest.approx(expect)
+    assert event_weights_of(pd.Series(types), values, DEFAULT_EVENT_WEIGHTS) == \
+        pytest.approx(expect)
+
