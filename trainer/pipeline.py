@@ -9,9 +9,10 @@
        in from the same training interactions)
     5. gate (trainer.gate); a rejected candidate is written to disk only, logged and counted
     6. on success, refit on the whole history warm-started from the candidate's factors
-       (`trainer_refit_iterations`, so the served model knows the newest events and items at
-       a fraction of a second fit), compute similar items and popularity, write the version to
-       disk and to Redis, move the pointer, garbage-collect old versions
+       (`trainer_refit_iterations` sweeps, the first one only over the users with events
+       after the cutoff: trainer.fit.refit_als), so the served model knows the newest events
+       and items at a fraction of a fit; compute similar items and popularity, write the
+       version to disk and to Redis, move the pointer, garbage-collect old versions
 
 Leakage guard for step 4: a serving model refitted on the whole history has seen the part of
 this holdout that is older than its own data (`trained_until_ms`). When that overlaps, both
@@ -34,6 +35,7 @@ import orjson
 import scipy.sparse as sp
 
 from evaluation.baselines import PopularityRecommender
+from evaluation.metrics import unique_sorted
 from evaluation.split import Holdout, build_holdout, cutoff_for
 from recsys.errors import ModelIntegrityError, ModelNotFound
 from recsys.keys import Keys
@@ -41,7 +43,7 @@ from recsys.modelstore import load_model, read_current_version
 from recsys.settings import Settings
 from trainer.errors import NotEnoughData
 from trainer.evaluate import align_items, evaluate_factors, evaluate_popularity
-from trainer.fit import AlsParams, Factors, fit_als
+from trainer.fit import AlsParams, Factors, fit_als, refit_als
 from trainer.gate import GateDecision, decide
 from trainer.history import HistoryStore, Snapshot
 from trainer.matrix import IndexedEvents, confidence_matrix, index_events
@@ -222,8 +224,10 @@ class Trainer:
         if s.trainer_refit_iterations > 0:
             with self._timed(timings, "refit"):
                 matrix = confidence_matrix(events, self.params.alpha)
-                final = fit_als(matrix, self.params, init=candidate,
-                                iterations=s.trainer_refit_iterations)
+                # the rows that differ from c_train: users with events after the cutoff
+                changed = unique_sorted(events.rows[~train])
+                final = refit_als(matrix, self.params, candidate, changed,
+                                  s.trainer_refit_iterations)
                 trained_until = latest
             self.metrics.fit_seconds.observe(final.seconds)
         self.metrics.last_fit_seconds.set(candidate.seconds + (final.seconds if final

@@ -116,3 +116,23 @@ def test_category_weights_equal_the_per_event_rule():
     assert event_weights_of(pd.Series(types), values, DEFAULT_EVENT_WEIGHTS) == \
         pytest.approx(expect)
 
+
+def test_partial_refit_updates_changed_users_and_all_items_only():
+    import scipy.sparse as sp
+
+    from trainer.fit import refit_als
+
+    rng = np.random.default_rng(2)
+    dense = (rng.random((30, 12)) < 0.3) * (1 + rng.integers(1, 5, (30, 12)))
+    dense[:, 11] = 0
+    part = sp.csr_matrix(dense.astype(np.float32))
+    dense[[4, 9], 11] = 3  # users 4 and 9 touch item 11, new in the whole matrix
+    params = AlsParams(factors=4, regularization=1.0, iterations=5, alpha=1.0, threads=1)
+    fitted = fit_als(part, params)
+    assert not fitted.item_factors[11].any()
+    refitted = refit_als(sp.csr_matrix(dense.astype(np.float32)), params, fitted,
+                         np.array([4, 9]))
+    unchanged = np.setdiff1d(np.arange(30), [4, 9])
+    assert (refitted.user_factors[unchanged] == fitted.user_factors[unchanged]).all()
+    assert not np.allclose(refitted.user_factors[[4, 9]], fitted.user_factors[[4, 9]])
+    assert refitted.item_factors[11].any() and np.isfinite(refitted.item_factors).all()
