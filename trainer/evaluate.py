@@ -10,6 +10,7 @@ exactly the same users, histories and held-out items; only the item factors diff
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from evaluation.baselines import PopularityRecommender
 from evaluation.metrics import ranking_metrics
@@ -60,9 +61,9 @@ def align_items(item_ids: np.ndarray, item_factors: np.ndarray,
 
     Returns (factors with zero rows for unknown items, bool mask of known columns).
     """
-    position = {item: row for row, item in enumerate(item_ids)}
-    src = np.fromiter((position.get(item, -1) for item in target_ids), dtype=np.int64,
-                      count=len(target_ids))
+    # a hash join in pandas, not a Python dict: 40k ids cost 0.14 s as a dict
+    src = pd.Index(np.asarray(item_ids, dtype=object)).get_indexer(
+        np.asarray(target_ids, dtype=object)).astype(np.int64)
     known = src >= 0
     out = np.zeros((len(target_ids), item_factors.shape[1]), dtype=np.float32)
     out[known] = item_factors[src[known]]

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 MS_PER_DAY = 86_400_000
 OFFSETS_KEY = b"recsys.offsets"
 REPLACES_KEY = b"recsys.replaces"
+_DICTIONARY_COLUMNS = ("user_id", "item_id", "event_type")  # few distinct values: codes
 _PART_RE = re.compile(r"^(part|base)-(\d{12})\.parquet$")
 
 SCHEMA = pa.schema([
@@ -252,16 +253,33 @@ class HistoryStore:
         if not files:
             return pd.DataFrame({c: pd.Series(dtype=SCHEMA.field(c).type.to_pandas_dtype())
                                  for c in columns})
-        dictionary = [c for c in ("user_id", "item_id", "event_type") if c in columns]
+        dictionary = [c for c in _DICTIONARY_COLUMNS if c in columns]
         try:
-            tables = [pq.read_table(p, columns=columns, schema=SCHEMA,
-                                    read_dictionary=dictionary)
+            # no schema= here: it would override read_dictionary and decode every id to a
+            # string (every file is written with SCHEMA anyway)
+            tables = [pq.read_table(p, columns=columns, read_dictionary=dictionary)
                       for p in files]
+            table = pa.concat_tables(tables, promote_options="permissive")
         except (OSError, pa.ArrowException) as exc:
             raise HistoryError(f"cannot read the history in {self.directory}: {exc}") from exc
-        table = pa.concat_tables(tables).unify_dictionaries()
-        frame = table.to_pandas()
+        frame = _to_frame(table.unify_dictionaries())
         return self._apply_retention(frame).reset_index(drop=True)
+
+
+def _to_frame(table: pa.Table) -> pd.DataFrame:
+    """Dictionary columns become pandas categoricals straight from their codes and dictionary
+    (a third of the time of pyarrow's to_pandas for a million rows); the others, numpy."""
+    data = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if pa.types.is_dictionary(column.type):
+            chunk = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+            categories = pd.Index(chunk.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+            codes = chunk.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+            data[name] = pd.Categorical.from_codes(codes, categories=categories)
+        else:
+            data[name] = column.to_pandas()
+    return pd.DataFrame(data)
 
 
 def _to_table(frame: pd.DataFrame) -> pa.Table:
