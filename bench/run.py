@@ -27,7 +27,8 @@ BENCHMARKS = {
 # (part, figure, baseline, how the ratio reads)
 COMPARISONS = [
     ("trainer", "fit_s", "implicit_fit_s", "whole train --once / plain implicit fit; target < 1.3"),
-    ("stream", "events_per_s", "ceiling_events_per_s", "worker / bare consume loop; target >= 5000 ev/s"),
+    ("stream", "events_per_s", "ceiling_events_per_s",
+     "worker / bare consume loop; target >= 5000 ev/s"),
     ("stream", "freshness_p50_ms", None, "at 1,000 events/s"),
     ("stream", "freshness_p99_ms", None, "at 1,000 events/s; target < 250 ms"),
     ("stream", "redis_bytes_per_user", "raw_vector_bytes", "MEMORY USAGE / k*4"),
@@ -76,7 +77,8 @@ def markdown_table(results: dict[str, Any]) -> str:
         ratio = (value / base if isinstance(value, (int, float)) and isinstance(base, (int, float))
                  and base else None)
         base_cell = f"{baseline} = {_fmt(base)}" if baseline else "-"
-        lines.append(f"| {part} | {figure} | {_fmt(value)} | {base_cell} | {_fmt(ratio)} | {note} |")
+        lines.append(
+            f"| {part} | {figure} | {_fmt(value)} | {base_cell} | {_fmt(ratio)} | {note} |")
     return "\n".join(lines)
 
 

@@ -290,8 +290,9 @@ class Demo:
                     self.state.spotlight_source = resp.get("source")
                     self.state.model_version = resp.get("model_version")
                     ids = tuple(str(r.get("item_id")) for r in self.state.spotlight_recs)
-                    if not self.state.spotlight_history or self.state.spotlight_history[-1][1] != ids:
-                        self.state.spotlight_history.append((str(resp.get("source")), ids))
+                    history = self.state.spotlight_history
+                    if not history or history[-1][1] != ids:
+                        history.append((str(resp.get("source")), ids))
                     if self.state.model_version and (
                             not self.state.versions_seen
                             or self.state.versions_seen[-1] != self.state.model_version):
@@ -349,7 +350,8 @@ class Demo:
         p50 = histogram_quantile(metrics, "recsys_stream_freshness_seconds", 0.5)
         p99 = histogram_quantile(metrics, "recsys_stream_freshness_seconds", 0.99)
         head = Table.grid(padding=(0, 3))
-        head.add_row(f"[b]produced[/b] {st.produced:,}", f"[b]events/s[/b] {st.events_per_s():,.0f}",
+        head.add_row(f"[b]produced[/b] {st.produced:,}",
+                     f"[b]events/s[/b] {st.events_per_s():,.0f}",
                      f"[b]stream processed[/b] {processed:,.0f}",
                      f"[b]freshness p50/p99[/b] "
                      f"{'-' if p50 is None else f'{p50 * 1000:.0f}'}/"
@@ -449,7 +451,8 @@ class Demo:
         p50 = histogram_quantile(live, "recsys_stream_freshness_seconds", 0.5)
         p99 = histogram_quantile(live, "recsys_stream_freshness_seconds", 0.99)
         console.rule("demo summary")
-        console.print(f"events produced: {st.produced:,}; processed by the stream: {processed:,.0f}")
+        console.print(f"events produced: {st.produced:,}; "
+                      f"processed by the stream: {processed:,.0f}")
         if p50 is not None and p99 is not None:
             console.print(f"freshness (event -> Redis) p50 {p50 * 1000:.0f} ms, "
                           f"p99 {p99 * 1000:.0f} ms")

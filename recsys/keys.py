@@ -4,30 +4,30 @@ All keys start with the deployment's namespace (`settings.redis_namespace`, defa
 so several deployments or test runs can share one Redis.
 
 Model versions (written by the trainer, read by stream and serving)
-    {ns}:model:current                     string  id of the version in service (the pointer)
-    {ns}:model:previous                    list    ids of earlier versions, newest first (rollback)
-    {ns}:model:{v}:manifest                string  JSON manifest (hyper-parameters, metrics, snapshot)
-    {ns}:model:{v}:item_ids                string  item ids, newline-separated, row order of factors
-    {ns}:model:{v}:item_factors            string  float32 little-endian, shape (n_items, k)
-    {ns}:model:{v}:similar                 hash    item id -> JSON [[item, score], ...] top-N
-    {ns}:model:switch                      pub/sub channel: the new version id, after the pointer moved
+    {ns}:model:current               string  id of the version in service (the pointer)
+    {ns}:model:previous              list    ids of earlier versions, newest first (rollback)
+    {ns}:model:{v}:manifest          string  JSON manifest (hyper-parameters, metrics, snapshot)
+    {ns}:model:{v}:item_ids          string  item ids, newline-separated, row order of factors
+    {ns}:model:{v}:item_factors      string  float32 little-endian, shape (n_items, k)
+    {ns}:model:{v}:similar           hash    item id -> JSON [[item, score], ...] top-N
+    {ns}:model:switch                pub/sub channel: the new version id, after the pointer moved
 
 User state (written by the trainer for the users it fitted, and by the stream worker)
-    {ns}:uvec:{v}:{user}                   string  float32 LE user vector computed against version v
-    {ns}:seen:{user}                       zset    item id -> last interaction time (epoch ms)
+    {ns}:uvec:{v}:{user}             string  float32 LE user vector computed against version v
+    {ns}:seen:{user}                 zset    item id -> last interaction time (epoch ms)
 
 Popularity (written by the stream worker; trainer seeds the all-time list)
-    {ns}:pop:{window}                      zset    item id -> forward-decayed score (window: 1h, 24h, 7d)
-    {ns}:pop:{window}:ref                  string  reference time (epoch s) of that zset's decay
-    {ns}:pop:alltime:{v}                   zset    item id -> training popularity of version v
+    {ns}:pop:{window}                zset    item id -> forward-decayed score (window: 1h, 24h, 7d)
+    {ns}:pop:{window}:ref            string  reference time (epoch s) of that zset's decay
+    {ns}:pop:alltime:{v}             zset    item id -> training popularity of version v
 
 Catalog (written by the API's PUT /v1/items)
-    {ns}:item:{item}                       hash    name, image_url, category, price, available, attributes
-    {ns}:catalog:category                  hash    item id -> category, '' if none: every catalog
-                                                   item is a field (serving keeps it in memory)
-    {ns}:catalog:unavailable               set     item ids that must not be recommended
-    {ns}:catalog:generation                string  counter bumped by every catalog write (API
-                                                   replicas reload category/unavailable on change)
+    {ns}:item:{item}                 hash    name, image_url, category, price, available, attributes
+    {ns}:catalog:category            hash    item id -> category, '' if none: every catalog
+                                             item is a field (serving keeps it in memory)
+    {ns}:catalog:unavailable         set     item ids that must not be recommended
+    {ns}:catalog:generation          string  counter bumped by every catalog write (API
+                                             replicas reload category/unavailable on change)
 
 Putting the version into the user-vector key (rather than a field beside the vector) makes
 invariant 2 hold by construction: a reader that resolved version v can only ever fetch vectors
