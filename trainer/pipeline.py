@@ -76,7 +76,8 @@ class RunResult:
     serving_version: str | None
     serving_metrics: dict[str, float] | None
     manifest: dict[str, Any]
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage
+    cpu_timings: dict[str, float] = field(default_factory=dict)  # process CPU s per stage
 
     @property
     def seconds(self) -> float:
@@ -153,13 +154,17 @@ class Trainer:
 
     @contextmanager
     def _timed(self, timings: dict[str, float], stage: str):  # noqa: ANN202
+        # CPU seconds of the whole process (all threads) beside wall time: on a shared
+        # machine they say what a stage costs, whatever else runs
         self._stage = stage
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         yield
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+        self._cpu[stage] = self._cpu.get(stage, 0.0) + time.process_time() - c0
 
     def _run(self) -> RunResult:
         s, timings = self.settings, {}
+        self._cpu: dict[str, float] = {}
         k = max(s.trainer_eval_k, int(s.trainer_gate_metric.partition("@")[2]))
         with self._timed(timings, "load"):
             frame = self.store.load(columns=TRAIN_COLUMNS)
@@ -214,7 +219,7 @@ class Trainer:
                         serving.version if serving else None)
             return RunResult(version, False, decision, cand_metrics, pop_metrics,
                              serving.version if serving else None, serving_metrics, manifest,
-                             timings)
+                             timings, self._cpu)
 
         if not decision.beats_popularity:
             log.warning("candidate %s does not beat popularity on its holdout (%s): published "
@@ -254,7 +259,7 @@ class Trainer:
                  decision.popularity or float("nan"), decision.serving, sum(timings.values()))
         return RunResult(version, True, decision, cand_metrics, pop_metrics,
                          serving.version if serving else None, serving_metrics, manifest,
-                         timings)
+                         timings, self._cpu)
 
     # --- pieces ----------------------------------------------------------------------------
     def _serving_model(self, events: IndexedEvents) -> ServingModel | None:

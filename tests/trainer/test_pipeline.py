@@ -170,6 +170,8 @@ def test_manifest_carries_the_contract_fields(make_trainer, ml100k_frame, redis_
     assert manifest["snapshot"] == {"offsets": {"interactions:0": 10},
                                     "latest_event_ms": int(ml100k_frame["timestamp"].max())}
     assert manifest == read_manifest(settings.model_dir, result.version)
+    # every stage timed in wall and CPU seconds (the benchmark prints both)
+    assert set(result.cpu_timings) == set(result.timings) >= {"load", "fit", "publish"}
     # similar items and all-time popularity of this version
     item = str(ml100k_frame["item_id"].value_counts().index[0])
     pairs = orjson.loads(redis_client.hget(keys.model_similar(result.version), item))
