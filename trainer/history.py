@@ -262,7 +262,9 @@ class HistoryStore:
             table = pa.concat_tables(tables, promote_options="permissive")
         except (OSError, pa.ArrowException) as exc:
             raise HistoryError(f"cannot read the history in {self.directory}: {exc}") from exc
-        frame = _to_frame(table.unify_dictionaries())
+        # no unify_dictionaries(): 0.2 s for 1M rows even when every chunk shares one
+        # dictionary (one file); _to_frame's combine_chunks unifies differing ones itself
+        frame = _to_frame(table)
         return self._apply_retention(frame).reset_index(drop=True)
 
 
