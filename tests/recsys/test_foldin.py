@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 from implicit.cpu.als import AlternatingLeastSquares
-from scipy.sparse import csr_matrix, random as sparse_random
+from scipy.sparse import csr_matrix
+from scipy.sparse import random as sparse_random
 
 from recsys.confidence import confidence, event_weights_array
 from recsys.foldin import fold_in, fold_in_batch, gram, top_k
@@ -67,3 +68,49 @@ def test_top_k_partial_sort_and_exclusion():
     assert top_k(scores, 3).tolist() == [1, 3, 2]
     assert top_k(scores, 3, exclude=np.array([1])).tolist() == [3, 2, 4]
     assert top_k(scores, 10, exclude=np.array([0, 1, 2, 3])).tolist() == [4]
+
+
+@pytest.mark.parametrize("max_len", [6, 60, 200])
+def test_batch_matches_single_for_mixed_lengths_and_empty_histories(fitted, max_len):
+    # Lengths of every class at once: exact short ones (Woodbury), padded mid ones, long ones
+    # (normal equations), empty ones, repeated lengths, in shuffled order.
+    model, _ = fitted
+    items = np.asarray(model.item_factors)
+    yty = gram(items)
+    rng = np.random.default_rng(max_len)
+    lengths = [0, 1, 1, 2, 3, 0, 5, max_len, 9, 17, 33, max_len, 1, 0]
+    rng.shuffle(lengths)
+    histories = []
+    for n in lengths:
+        idx = rng.choice(min(len(items), 120), size=min(n, 120), replace=False)
+        histories.append((idx, confidence(rng.integers(1, 6, size=len(idx)) * 1.0, 3.0)))
+    batch = fold_in_batch(items, yty, model.regularization, histories)
+    assert batch.shape == (len(histories), items.shape[1]) and batch.dtype == np.float32
+    for j, (idx, c) in enumerate(histories):
+        single = fold_in(items, yty, model.regularization, idx, c)
+        if len(idx) == 0:
+            assert not batch[j].any()
+        else:
+            assert _relative_error(batch[j], single) < 1e-5, (j, len(idx))
+            row = csr_matrix((np.asarray(c, np.float32), (np.zeros(len(idx), int), idx)),
+                             shape=(1, 120))
+            assert _relative_error(batch[j], model.recalculate_user(0, row)) < 1e-4
+
+
+def test_batch_of_nothing_or_only_empty_histories(fitted):
+    model, _ = fitted
+    yty = gram(model.item_factors)
+    assert fold_in_batch(model.item_factors, yty, 0.1, []).shape == (0, 16)
+    empty = (np.array([], dtype=np.int64), np.array([]))
+    assert not fold_in_batch(model.item_factors, yty, 0.1, [empty, empty]).any()
+
+
+def test_batch_with_confidence_below_one(fitted):
+    # c - 1 < 0 (a negative weight in some configuration) is still the same maths.
+    model, _ = fitted
+    yty = gram(model.item_factors)
+    histories = [(np.array([1, 2, 3]), np.array([0.5, 2.0, 1.0])), (np.array([4]), np.array([0.0]))]
+    batch = fold_in_batch(model.item_factors, yty, model.regularization, histories)
+    for j, (idx, c) in enumerate(histories):
+        single = fold_in(model.item_factors, yty, model.regularization, idx, c)
+        assert _relative_error(batch[j], single) < 1e-5
