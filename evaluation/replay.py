@@ -21,8 +21,8 @@ Variants:
 * static             the first model; user vectors folded in once at the cutoff;
 * static + fold-in   the first model; after each event the user's vector is recomputed by the
                      stream worker's own code path: `stream.state.UserState.apply` (the
-                     bounded, deduplicated history), `UserState.known_history`,
-                     `recsys.confidence.confidence` and `recsys.foldin.fold_in_batch`, the
+                     bounded, deduplicated history), `stream.state.fold_in_inputs` (known
+                     items and their confidences) and `recsys.foldin.fold_in_batch`, the
                      calls `stream.processor` makes;
 * periodic retrain   a full refit on all events so far at `retrains` evenly spaced points of
                      the replay; vectors recomputed at each switch, then frozen;
@@ -44,10 +44,9 @@ import pandas as pd
 from evaluation import charts
 from evaluation.baselines import PopularityRecommender
 from evaluation.split import cutoff_for
-from recsys.confidence import confidence
 from recsys.foldin import fold_in_batch, gram
 from recsys.settings import Settings
-from stream.state import Limits, UserState
+from stream.state import Limits, UserState, fold_in_inputs
 from trainer.fit import AlsParams, fit_als
 from trainer.matrix import IndexedEvents, confidence_matrix, index_events
 
@@ -91,14 +90,8 @@ def fit_model(events: IndexedEvents, mask: np.ndarray, params: AlsParams) -> Rep
 
 def user_vectors(model: ReplayModel, states: Mapping[int, UserState]) -> dict[int, np.ndarray]:
     """Fold in the given users under `model`, as the stream worker does after an event or a
-    model switch (stream.processor: known_history -> confidence -> fold_in_batch)."""
-    users: list[int] = []
-    histories: list[tuple[np.ndarray, np.ndarray]] = []
-    for user, state in states.items():
-        rows, weights, _unknown = state.known_history(model.item_index)
-        if len(rows):
-            users.append(user)
-            histories.append((rows, np.asarray(confidence(weights, model.alpha))))
+    model switch: the stream's own `stream.state.fold_in_inputs`, then `fold_in_batch`."""
+    users, histories = fold_in_inputs(states.items(), model.item_index, model.alpha)
     if not users:
         return {}
     vectors = fold_in_batch(model.item_factors, model.yty, model.regularization, histories)

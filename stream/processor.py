@@ -29,9 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
-
-from recsys.confidence import confidence, weight_of
+from recsys.confidence import weight_of
 from recsys.foldin import fold_in_batch
 from recsys.keys import POPULARITY_WINDOWS, Keys
 from recsys.modelstore import ModelVersion, pack_vector
@@ -48,7 +46,7 @@ from stream.batching import (
 from stream.model_watch import ModelHolder
 from stream.popularity import aggregate
 from stream.redis_writer import RedisWriter, WritePlan
-from stream.state import Limits, StateDecodeError, UserState
+from stream.state import Limits, StateDecodeError, UserState, fold_in_inputs
 
 log = logging.getLogger(__name__)
 
@@ -206,13 +204,7 @@ class BatchProcessor:
 
     def _fold_in(self, model: ModelVersion, states: Iterable[tuple[str, UserState]],
                  plan: WritePlan) -> int:
-        users: list[str] = []
-        histories: list[tuple[np.ndarray, np.ndarray]] = []
-        for user, state in states:
-            rows, weights, _unknown = state.known_history(model.item_index)
-            if len(rows):
-                users.append(user)
-                histories.append((rows, np.asarray(confidence(weights, model.alpha))))
+        users, histories = fold_in_inputs(states, model.item_index, model.alpha)
         if not users:
             return 0
         started = time.perf_counter()

@@ -23,11 +23,17 @@ No I/O and no framework imports here.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
+
+from recsys.confidence import confidence
+from recsys.foldin import UserHistory
+
+K = TypeVar("K", bound=Hashable)
 
 
 class StateDecodeError(ValueError):
@@ -146,3 +152,21 @@ class UserState:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError,
                 AttributeError) as exc:
             raise StateDecodeError(f"not a user state: {exc}") from None
+
+
+def fold_in_inputs(states: Iterable[tuple[K, UserState]], item_index: dict[str, int],
+                   alpha: float) -> tuple[list[K], list[UserHistory]]:
+    """What `recsys.foldin.fold_in_batch` needs for these users under one model: the users
+    with at least one item the model knows, and per user (item rows, confidences
+    c = 1 + alpha * weighted count). A user with none is left out (no vector to write).
+
+    The one place that turns stream state into fold-in inputs: the stream worker
+    (stream.processor) and the replay evaluation (evaluation.replay) both call it."""
+    users: list[K] = []
+    histories: list[UserHistory] = []
+    for user, state in states:
+        rows, weights, _unknown = state.known_history(item_index)
+        if len(rows):
+            users.append(user)
+            histories.append((rows, np.asarray(confidence(weights, alpha))))
+    return users, histories

@@ -19,6 +19,7 @@ def test_replay_uses_the_stream_code_path() -> None:
     assert replay.UserState is stream.state.UserState
     assert replay.Limits is stream.state.Limits
     assert replay.fold_in_batch is recsys.foldin.fold_in_batch
+    assert replay.fold_in_inputs is stream.state.fold_in_inputs
 
 
 @pytest.fixture(scope="module")

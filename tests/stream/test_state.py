@@ -123,3 +123,19 @@ def test_encoded_states_do_not_carry_a_large_buffer():
         tracemalloc.stop()
     # A table holds one per user: ~len + header, not orjson's whole output buffer (~4 KB).
     assert per_value < len(kept[0]) + 200, per_value
+
+
+def test_fold_in_inputs_are_known_rows_and_confidences():
+    from stream.state import fold_in_inputs
+
+    a, b, c = UserState(), UserState(), UserState()
+    _apply(a, "e1", "x", 0, weight=1.0)
+    _apply(a, "e2", "gone", 1, weight=5.0)
+    _apply(a, "e3", "y", 2, weight=2.0)
+    _apply(b, "e4", "gone", 0)  # nothing the model knows: left out
+    index = {"x": 7, "y": 3}
+    users, histories = fold_in_inputs([("a", a), ("b", b), ("c", c)], index, alpha=2.0)
+    assert users == ["a"]
+    (rows, conf), = histories
+    assert rows.tolist() == [7, 3]
+    assert conf.tolist() == [3.0, 5.0]  # 1 + alpha * weighted count
