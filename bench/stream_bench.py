@@ -209,7 +209,8 @@ def _faust_noop(expected: int) -> None:
                  ).execute_from_commandline()
 
 
-def _faust_noop_rate(settings: Settings, expected: int, timeout: float = 180.0) -> float:
+def _faust_noop_rate(settings: Settings, expected: int, timeout: float = 180.0,
+                     profile: Path | None = None) -> float:
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1",
            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
            "RECSYS_INTERACTIONS_TOPIC": settings.interactions_topic,
@@ -232,8 +233,10 @@ def _faust_noop_rate(settings: Settings, expected: int, timeout: float = 180.0) 
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
+    profiler = _start_profiler(proc.pid, profile / "faust_noop.txt") if profile else None
     try:
         reader.join(timeout)
+        _stop_profiler(profiler)
         if not found:
             log.error("the Faust no-op consumer saw %s of %d events in %.0fs", counts[-1],
                       expected, timeout)
@@ -344,7 +347,27 @@ def _freshness_buckets(samples: dict) -> dict[float, float]:
 
 
 # --- the run ------------------------------------------------------------------------------------
-def run(quick: bool = False) -> dict[str, Any]:
+def _start_profiler(pid: int, out: Path) -> subprocess.Popen | None:
+    """py-spy (if installed) sampling `pid` into a collapsed-stack file until stopped."""
+    exe = Path(sys.executable).with_name("py-spy")
+    if not exe.exists():
+        log.warning("--profile: py-spy is not installed next to %s", sys.executable)
+        return None
+    return subprocess.Popen([str(exe), "record", "--pid", str(pid), "--format", "raw",
+                             "--rate", "250", "--nonblocking", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop_profiler(proc: subprocess.Popen | None) -> None:
+    if proc is not None:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def run(quick: bool = False, profile: Path | None = None) -> dict[str, Any]:
     n_users = 10_000 if quick else 100_000
     n_events = 20_000 if quick else 200_000
     fresh_seconds = 6.0 if quick else 20.0
@@ -385,12 +408,15 @@ def run(quick: bool = False) -> dict[str, Any]:
             results["ceiling_events_per_s"] = ceiling["count"] / ceiling["seconds"]
             results["produce_events_per_s"] = len(backlog) / produce_s
 
+            profiler = (_start_profiler(worker.proc.pid, profile / "worker.txt")
+                        if profile else None)
             started = time.perf_counter()
             worker.proc.send_signal(signal.SIGCONT)
             cpu_before = sum(worker.ps.cpu_times()[:2])
             worker.wait(lambda: worker.consumed() >= before + len(backlog), 900, "backlog",
                         interval=0.5)
             elapsed = time.perf_counter() - started
+            _stop_profiler(profiler)
             results["events_per_s"] = len(backlog) / elapsed
             results["events_per_s_vs_ceiling"] = results["events_per_s"] / \
                 results["ceiling_events_per_s"]
@@ -401,7 +427,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             # Every event so far through Faust alone (its own group, nothing done per event),
             # while the worker idles, caught up.
             results["faust_noop_events_per_s"] = _faust_noop_rate(
-                settings, len(warm) + len(backlog))
+                settings, len(warm) + len(backlog), profile=profile)
             results["events_per_s_vs_faust_noop"] = results["events_per_s"] / \
                 results["faust_noop_events_per_s"]
             samples = worker.samples()
@@ -469,13 +495,18 @@ def run(quick: bool = False) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="sample the worker with py-spy during the throughput phase; "
+                             "collapsed stacks go to DIR/worker.txt")
     parser.add_argument("--faust-noop", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.faust_noop:
         _faust_noop(args.faust_noop)
         return 0
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    results = run(quick=args.quick)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    results = run(quick=args.quick, profile=args.profile)
     rows = [
         ("events/s (one worker)", results["events_per_s"], results["ceiling_events_per_s"],
          ">= 5,000"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -93,7 +93,7 @@ def _parse_timestamp(value: Any) -> int:
                 Reason.WRONG_TYPE, "timestamp text is not ISO-8601: {value}", value=value[:64]
             ) from None
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
         return int(parsed.timestamp() * 1000)
     raise _custom(Reason.WRONG_TYPE, "timestamp must be epoch milliseconds or ISO-8601 text")
 
