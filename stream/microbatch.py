@@ -1,9 +1,9 @@
 """Adaptive micro-batching between a consuming loop and a batch processor.
 
 The consumer hands items over with `add` and goes straight back to reading; one task takes
-them in batches of at most `max_items`. A batch closes when it is full, when no item arrived
-for `quiet_s` (the burst of one fetch is over), or `max_wait_s` after the batcher was ready
-for it, whichever comes first. So a lone event goes through after `quiet_s`, a steady stream
+them in batches of at most `max_items`. A batch closes when it is full, when a `quiet_s` window
+passed without an item (the burst of one fetch is over), or `max_wait_s` after the batcher was
+ready for it, whichever comes first. So a lone event goes through after `quiet_s`, a steady stream
 in batches of one fetch each, and a backlog in big batches: the per-batch costs (one Redis
 round trip, one stacked solve) are shared by more events exactly when there are more events.
 
@@ -16,11 +16,15 @@ delivery and processing alternate instead of overlapping.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class MicroBatcher(Generic[T]):
@@ -36,6 +40,7 @@ class MicroBatcher(Generic[T]):
         self.max_pending = max(max_pending or 4 * max_items, max_items)
         self._pending: list[T] = []
         self._arrived = asyncio.Event()
+        self._full: asyncio.Future[None] | None = None  # set when the open batch is full
         self._room = asyncio.Event()
         self._room.set()
 
@@ -48,22 +53,36 @@ class MicroBatcher(Generic[T]):
             self._room.clear()
             await self._room.wait()
         self._pending.append(item)
-        self._arrived.set()
+        if len(self._pending) == 1:
+            self._arrived.set()
+        full = self._full
+        if full is not None and len(self._pending) >= self.max_items and not full.done():
+            full.set_result(None)
 
     async def next_batch(self) -> list[T]:
         """Wait for the next batch: full, quiet for `quiet_s`, or `max_wait_s` in the making."""
         while not self._pending:
             self._arrived.clear()
             await self._arrived.wait()
-        deadline = time.monotonic() + self.max_wait_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
+        # Windows of `quiet_s`, each one timer: waking up for every arriving item (a
+        # wait_for, i.e. a task and a timer per item) cost more than the rest of the
+        # batcher. A window without arrivals ends the batch, so a burst's batch closes
+        # between quiet_s and 2 * quiet_s after its last item; a full batch closes at once.
         while len(self._pending) < self.max_items:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            self._arrived.clear()
+            before = len(self._pending)
+            self._full = loop.create_future()
+            timer = loop.call_later(min(self.quiet_s, remaining), _wake, self._full)
             try:
-                await asyncio.wait_for(self._arrived.wait(), min(self.quiet_s, remaining))
-            except TimeoutError:
+                await self._full
+            finally:
+                timer.cancel()
+                self._full = None
+            if len(self._pending) == before:
                 break  # quiet: this burst is over
         batch = self._pending[: self.max_items]
         del self._pending[: self.max_items]
