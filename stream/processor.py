@@ -94,8 +94,9 @@ class BatchProcessor:
     async def process(self, records: list[Record]) -> BatchResult:
         started = time.perf_counter()
         metrics.BATCH_EVENTS.observe(len(records))
-        for record in records:
-            metrics.PARTITION_EVENTS.labels(str(record.partition)).inc()
+        # One counter update per partition, not per record (labels() is a locked dict lookup).
+        for partition, n in Counter(record.partition for record in records).items():
+            metrics.PARTITION_EVENTS.labels(str(partition)).inc(n)
         batch = coalesce(records)
         if batch.misrouted:
             metrics.MISROUTED.inc(batch.misrouted)
