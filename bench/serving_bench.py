@@ -11,7 +11,7 @@ Measured in the same run:
 - fixed rate (300 requests/s, open loop): latency from each request's *scheduled* send time
   (so a stall is not hidden by coordinated omission), p50/p99, and the rate achieved;
 - max throughput (closed loop, 16 connections): requests/s, p50/p99;
-- baselines: a raw Redis GET of a user vector from Python (synchronous redis-py), and
+- baselines: a raw Redis read (HGET) of a user vector from Python (synchronous redis-py), and
   `GET /healthz` at the same fixed rate (the HTTP framework + client floor);
 - CPU time per request: the API process's (personalised and /healthz phases), the load
   generator's, and the app's own in this process without HTTP (whole ASGI app, recommender
@@ -316,13 +316,15 @@ def _inprocess_cpu(redis_url: str, kafka: str, users: list[str], n: int) -> dict
 def _redis_get_baseline(client: Any, keys: Any, version: str, users: list[str],
                         n: int) -> tuple[float, float]:
     rnd = random.Random(3)
+    # The read the API makes for a user vector (HGET of the version's hash), alone.
+    key = keys.user_vectors(version)
     for user in users[:200]:
-        client.get(keys.user_vector(version, user))
+        client.hget(key, user)
     samples = []
     for _ in range(n):
-        key = keys.user_vector(version, rnd.choice(users))
+        user = rnd.choice(users)
         start = time.perf_counter()
-        client.get(key)
+        client.hget(key, user)
         samples.append(time.perf_counter() - start)
     return _percentiles(samples)
 

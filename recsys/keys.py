@@ -13,7 +13,8 @@ Model versions (written by the trainer, read by stream and serving)
     {ns}:model:switch                pub/sub channel: the new version id, after the pointer moved
 
 User state (written by the trainer for the users it fitted, and by the stream worker)
-    {ns}:uvec:{v}:{user}             string  float32 LE user vector computed against version v
+    {ns}:uvec:{v}                    hash    user id -> float32 LE vector computed against version v
+                                             (one hash per version: retiring one is a single UNLINK)
     {ns}:seen:{user}                 zset    item id -> last interaction time (epoch ms)
 
 Popularity (written by the stream worker; trainer seeds the all-time list)
@@ -71,9 +72,10 @@ class Keys:
         return f"{self.namespace}:model:{version}:similar"
 
     def model_keys(self, version: str) -> list[str]:
-        """Every fixed-name key of one version (user vectors are found by `user_vector_pattern`)."""
+        """Every key of one version, its user vectors included."""
         return [
             self.model_manifest(version),
+            self.user_vectors(version),
             self.model_item_ids(version),
             self.model_item_factors(version),
             self.model_similar(version),
@@ -81,11 +83,9 @@ class Keys:
         ]
 
     # --- user state ------------------------------------------------------------------------
-    def user_vector(self, version: str, user_id: str) -> str:
-        return f"{self.namespace}:uvec:{version}:{user_id}"
-
-    def user_vector_pattern(self, version: str) -> str:
-        return f"{self.namespace}:uvec:{version}:*"
+    def user_vectors(self, version: str) -> str:
+        """The hash of user vectors computed against `version` (field: the user id)."""
+        return f"{self.namespace}:uvec:{version}"
 
     def seen(self, user_id: str) -> str:
         return f"{self.namespace}:seen:{user_id}"

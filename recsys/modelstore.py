@@ -191,8 +191,9 @@ def stage_model_version(
             raise ModelIntegrityError("refusing to stage user factors that contain NaN or Inf")
         for start in range(0, len(user_ids), USER_VECTOR_BATCH):
             chunk = user_ids[start:start + USER_VECTOR_BATCH]
-            redis.mset({keys.user_vector(version, user): user_factors[start + offset].tobytes()
-                        for offset, user in enumerate(chunk)})
+            redis.hset(keys.user_vectors(version),
+                       mapping={user: user_factors[start + offset].tobytes()
+                                for offset, user in enumerate(chunk)})
     # The manifest goes last: its presence marks the version as completely staged.
     redis.set(keys.model_manifest(version), orjson.dumps(manifest))
 
@@ -217,13 +218,5 @@ def delete_model_version(redis: Any, keys: Keys, version: str) -> int:
     """Remove every key of a version that is no longer current or kept for rollback."""
     if _decode(redis.get(keys.current_model)) == version:
         raise ModelIntegrityError(f"refusing to delete the current version {version!r}")
-    removed = int(redis.delete(*keys.model_keys(version)))
-    batch: list[Any] = []
-    for key in redis.scan_iter(match=keys.user_vector_pattern(version), count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            removed += int(redis.unlink(*batch))
-            batch.clear()
-    if batch:
-        removed += int(redis.unlink(*batch))
-    return removed
+    # UNLINK: Redis frees the (large) user-vector hash in a background thread.
+    return int(redis.unlink(*keys.model_keys(version)))

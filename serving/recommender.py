@@ -1,7 +1,7 @@
 """The read paths: personalised, similar, popular and anonymous recommendations.
 
 Each method takes `holder.current` once and uses only that version for the whole request
-(invariant 2): the user vector is fetched from `keys.user_vector(that version, user)`, so it
+(invariant 2): the user vector is fetched from `keys.user_vectors(that version)`, so it
 can only have been computed against the factors it is scored with. Anything that stops the
 model from answering (no model, unknown user, Redis trouble, a model the trainer flagged as
 worse than popularity) becomes a fallback with `source = fallback:<reason>` (invariant 6).
@@ -90,7 +90,7 @@ class Recommender:
                                              category, seen=[])
         try:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.get(self.keys.user_vector(model.version, user_id))
+            pipe.hget(self.keys.user_vectors(model.version), user_id)
             pipe.zrevrange(self.keys.seen(user_id), 0, self.settings.api_seen_max - 1)
             raw, seen_raw = await pipe.execute()
         except (RedisError, OSError) as exc:

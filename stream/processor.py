@@ -209,10 +209,11 @@ class BatchProcessor:
         if not users:
             return 0
         started = time.perf_counter()
-        vectors = fold_in_batch(model.item_factors, model.yty, model.regularization, histories)
+        solved = fold_in_batch(model.item_factors, model.yty, model.regularization, histories)
         metrics.FOLDIN_SECONDS.observe(time.perf_counter() - started)
-        for user, vector in zip(users, vectors, strict=True):
-            plan.vectors[self.keys.user_vector(model.version, user)] = pack_vector(vector)
+        vectors = plan.vectors.setdefault(self.keys.user_vectors(model.version), {})
+        for user, vector in zip(users, solved, strict=True):
+            vectors[user] = pack_vector(vector)
         return len(users)
 
     @staticmethod
@@ -258,8 +259,7 @@ class BatchProcessor:
                 late = {u for u, s in candidates.items()
                         if s.has_events_after(latest_ms, offsets, self.topic)}
                 others = [u for u in candidates if u not in late]
-                exists = await self.writer.exists(
-                    [self.keys.user_vector(model.version, u) for u in others])
+                exists = await self.writer.exists(self.keys.user_vectors(model.version), others)
                 missing = {u for u, found in zip(others, exists, strict=True) if not found}
                 todo = [(u, s) for u, s in candidates.items() if u in late or u in missing]
                 plan = WritePlan()

@@ -43,7 +43,8 @@ return #KEYS
 
 @dataclass(slots=True)
 class WritePlan:
-    vectors: dict[str, bytes] = field(default_factory=dict)  # user-vector key -> float32 bytes
+    # user-vector hash (one per model version) -> user -> float32 bytes
+    vectors: dict[str, dict[str, bytes]] = field(default_factory=dict)
     seen: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> item -> time ms
     # window -> (t0 seconds, item -> increment relative to t0); see stream.popularity
     popularity: dict[str, tuple[float, dict[str, float]]] = field(default_factory=dict)
@@ -65,15 +66,15 @@ class RedisWriter:
         if plan:
             await self._retrying("write", lambda: self._write_once(plan))
 
-    async def exists(self, keys: list[str]) -> list[bool]:
-        """EXISTS of each key, in one pipeline (retried like writes)."""
-        if not keys:
+    async def exists(self, hash_key: str, fields: list[str]) -> list[bool]:
+        """HEXISTS of each field of one hash, in one pipeline (retried like writes)."""
+        if not fields:
             return []
 
         async def once() -> list[bool]:
             pipe = self.redis.pipeline(transaction=False)
-            for key in keys:
-                pipe.exists(key)
+            for name in fields:
+                pipe.hexists(hash_key, name)
             return [bool(n) for n in await pipe.execute()]
 
         return await self._retrying("exists", once)
@@ -84,8 +85,9 @@ class RedisWriter:
         # script in a pipeline costs an extra SCRIPT EXISTS round trip per batch, and EVALSHA
         # inside MULTI could fail half a transaction after a Redis restart (NOSCRIPT).
         pipe = self.redis.pipeline(transaction=True)
-        if plan.vectors:
-            pipe.mset(plan.vectors)
+        for hash_key, vectors in plan.vectors.items():
+            if vectors:
+                pipe.hset(hash_key, mapping=vectors)
         seen = {user: items for user, items in plan.seen.items() if items}
         if seen:
             per_key = [[x for item, ms in items.items() for x in (ms, item)]

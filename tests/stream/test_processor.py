@@ -75,7 +75,7 @@ class Harness:
         return out
 
     async def vector(self, version, user):
-        raw = await self.redis.get(self.keys.user_vector(version, user))
+        raw = await self.redis.hget(self.keys.user_vectors(version), user)
         return None if raw is None else unpack_vector(raw, FACTORS)
 
 

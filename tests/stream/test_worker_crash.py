@@ -154,7 +154,7 @@ def _consumed(worker: WorkerProcess) -> float:
 def _mismatches(redis_client, keys, by_user, clustered, settings) -> list[str]:
     bad = []
     for user, history in by_user.items():
-        raw = redis_client.get(keys.user_vector("v1", user))
+        raw = redis_client.hget(keys.user_vectors("v1"), user)
         want = expected_vector(history, clustered, settings.event_weights)
         if raw is None or relative_error(unpack_vector(raw, FACTORS), want) > 1e-5:
             bad.append(user)

@@ -44,7 +44,7 @@ class Live:
     model: Clustered
 
     def vector(self, user: str, version: str = "v1") -> np.ndarray | None:
-        raw = self.redis.get(self.keys.user_vector(version, user))
+        raw = self.redis.hget(self.keys.user_vectors(version), user)
         return None if raw is None else unpack_vector(raw, FACTORS)
 
     def seen(self, user: str) -> set[str]:

@@ -78,7 +78,7 @@ def test_two_workers_share_the_users_each_updated_by_exactly_one(
     def stale() -> list[tuple[str, int]]:
         out = []
         for user in users:
-            raw = redis_client.get(keys.user_vector("v1", user))
+            raw = redis_client.hget(keys.user_vectors("v1"), user)
             want = expected_vector(history[user], clustered, settings.event_weights)
             if raw is None or relative_error(unpack_vector(raw, FACTORS), want) > 1e-5:
                 out.append((user, user_partition[user]))

@@ -65,7 +65,7 @@ def test_switch_mid_stream_keeps_versions_apart_and_loses_nothing(
         history.setdefault(event.user_id, []).append(event)
 
     produce(settings, phase_a)
-    wait_until(lambda: len(redis_client.keys(keys.user_vector_pattern("v1"))) == N_USERS,
+    wait_until(lambda: redis_client.hlen(keys.user_vectors("v1")) == N_USERS,
                timeout=10, message="phase A not folded in")
 
     # The trainer's snapshot ends with phase A; it fits users 0-19 and stages v2.
@@ -90,7 +90,7 @@ def test_switch_mid_stream_keeps_versions_apart_and_loses_nothing(
         while not stop.is_set():
             for version in ("v1", "v2"):
                 users = [f"user-{u}" for u in range(N_USERS)]
-                raws = redis_client.mget([keys.user_vector(version, u) for u in users])
+                raws = redis_client.hmget(keys.user_vectors(version), users)
                 samples.update((version, u, r)
                                for u, r in zip(users, raws, strict=True) if r is not None)
             time.sleep(0.01)
@@ -107,7 +107,7 @@ def test_switch_mid_stream_keeps_versions_apart_and_loses_nothing(
 
         def settled() -> bool:
             for u in range(10, N_USERS):
-                raw = redis_client.get(keys.user_vector("v2", f"user-{u}"))
+                raw = redis_client.hget(keys.user_vectors("v2"), f"user-{u}")
                 want = expected_vector(history[f"user-{u}"], clustered_v2, weights)
                 if raw is None or relative_error(unpack_vector(raw, FACTORS), want) > 1e-5:
                     return False
@@ -122,7 +122,7 @@ def test_switch_mid_stream_keeps_versions_apart_and_loses_nothing(
 
     # Users the trainer fitted and who did nothing since keep the trainer's v2 vector.
     for u in range(10):
-        raw = redis_client.get(keys.user_vector("v2", f"user-{u}"))
+        raw = redis_client.hget(keys.user_vectors("v2"), f"user-{u}")
         assert np.array_equal(unpack_vector(raw, FACTORS), trainer_vectors[u])
 
     # Invariant 2 on every vector observed, of either version, at any time.

@@ -54,7 +54,7 @@ def test_train_once_consumes_the_topic_and_publishes_a_readable_version(
     model = load_model(redis_client, keys)  # what the stream worker and the API read
     assert model.version == version and model.factors == 16
     user = str(small_frame["user_id"].iloc[-1])
-    unpack_vector(redis_client.get(keys.user_vector(version, user)), 16)
+    unpack_vector(redis_client.hget(keys.user_vectors(version), user), 16)
     offsets = model.manifest["snapshot"]["offsets"]
     assert sum(offsets.values()) == len(small_frame)  # trained on everything in the topic
 

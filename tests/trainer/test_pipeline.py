@@ -93,7 +93,8 @@ def test_rollback_restores_the_previous_version_and_gc_keeps_only_recent(
     # keep 2: the current one and one to roll back to; the oldest is gone everywhere
     assert disk_versions(settings.model_dir) == versions[1:]
     assert not redis_client.exists(*keys.model_keys(versions[0]))
-    assert not list(redis_client.scan_iter(match=keys.user_vector_pattern(versions[0])))
+    assert redis_client.hlen(keys.user_vectors(versions[0])) == 0
+    assert redis_client.hlen(keys.user_vectors(versions[2])) > 0  # the current one is kept
 
     restored, replaced = rollback(redis_client, keys)
     assert (restored, replaced) == (versions[1], versions[2])
@@ -125,7 +126,7 @@ def test_reader_never_sees_a_mix_of_two_versions(make_trainer, small_frame, redi
             version = read_current_version(client, keys)
             try:
                 model = load_model(client, keys, version)  # MGET of that version's keys
-                raw = client.get(keys.user_vector(model.version, user))
+                raw = client.hget(keys.user_vectors(model.version), user)
             except (ModelNotFound, ModelIntegrityError) as exc:
                 # A version GC'd between the two reads would be benign, but with
                 # keep_versions=2 the replaced version stays; so any failure is a bug.
