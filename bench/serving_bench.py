@@ -332,11 +332,11 @@ def _redis_get_baseline(client: Any, keys: Any, version: str, users: list[str],
 class _Api:
     """`recsys serve` in its own process, stopped by its own handle."""
 
-    def __init__(self, env: dict[str, str], port: int) -> None:
+    def __init__(self, env: dict[str, str], port: int, workers: int = 1) -> None:
         self.port = port
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "recsys.cli", "--log-level", "WARNING", "serve",
-             "--port", str(port)],
+             "--port", str(port), "--workers", str(workers)],
             env={**os.environ, **env, "OPENBLAS_NUM_THREADS": "1"},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -447,6 +447,23 @@ def run(quick: bool = False) -> dict[str, Any]:
             result["rss_mb_50k"] = api.rss_mb()
         finally:
             api.stop()
+        # Scale-out on the same machine: two API processes (`recsys serve --workers 2`, as two
+        # replicas behind a load balancer would be), the same fixed-rate phase.
+        api = _Api(env, free_port(), workers=2)
+        try:
+            for _ in range(8):  # each answer comes from either process: both must be ready
+                api.wait_ready("v50k")
+            two = _run_load({"host": "127.0.0.1", "port": api.port, "phases": [
+                {"name": "warmup", "kind": "fixed", "paths": paths[::-1], "rate": RATE,
+                 "duration": 2.0},
+                {"name": "fixed", "kind": "fixed", "paths": paths, "rate": RATE,
+                 "duration": duration, "expect": personalised}]})["fixed"]
+            result["p50_ms_2_workers"], result["p99_ms_2_workers"] = _percentiles(
+                two["latencies"])
+            result["fixed_rate_achieved_rps_2_workers"] = two["achieved_rps"]
+            result["failed_or_not_personalised"] = two["failures"]
+        finally:
+            api.stop()
         result["redis_get_p50_ms"], result["redis_get_p99_ms"] = _redis_get_baseline(
             client, keys, "v50k", users, 1000 if quick else 5000)
         result["scoring_p50_ms"], result["scoring_p99_ms"] = _scoring_baseline(
@@ -461,7 +478,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         result["rps"] = top["achieved_rps"]
         result["max_p50_ms"], result["max_p99_ms"] = _percentiles(top["latencies"])
         result["healthz_p50_ms"], result["healthz_p99_ms"] = _percentiles(health["latencies"])
-        result["failed_or_not_personalised"] = fixed["failures"] + top["failures"]
+        result["failed_or_not_personalised"] += fixed["failures"] + top["failures"]
         result["fixed_rate_max_ms"] = max(fixed["latencies"]) * 1000.0
         result["fixed_rate_over_10ms"] = len(fixed["slow"])
         result["fixed_rate_slow_episodes"] = _stalls(fixed["slow"])[:5]
@@ -520,6 +537,9 @@ def main(argv: list[str] | None = None) -> int:
           + ("; largest episodes (due at s: requests, worst ms): " + ", ".join(
               f"{e['first_due_s']:.1f}-{e['last_due_s']:.1f}: {e['requests']:.0f}, "
               f"{e['worst_ms']:.0f}" for e in episodes[:3]) if episodes else ""))
+    print(f"two API processes (--workers 2), same rate: p50 {result['p50_ms_2_workers']:.2f} ms, "
+          f"p99 {result['p99_ms_2_workers']:.2f} ms, "
+          f"{result['fixed_rate_achieved_rps_2_workers']:.0f} req/s achieved")
     print(f"raw Redis GET from Python: p50 {result['redis_get_p50_ms']:.3f} ms, "
           f"p99 {result['redis_get_p99_ms']:.3f} ms -> API/GET "
           f"p50 x{result['p50_vs_redis_get']:.1f}, p99 x{result['p99_vs_redis_get']:.1f}")
