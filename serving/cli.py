@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,15 +22,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default=None, help="default: RECSYS_API_HOST (127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="default: RECSYS_API_PORT (8000)")
     parser.add_argument("--workers", type=int, default=1,
-                        help="uvicorn worker processes (each holds its own copy of the factors "
-                        "and its own /metrics; prefer one per container)")
+                        help="uvicorn worker processes (each holds its own copy of the factors; "
+                        "/metrics aggregates them through prometheus-client's multiprocess "
+                        f"mode, in a temporary directory unless {MULTIPROC_ENV} is set)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.set_defaults(handler=_serve)
 
 
+@contextmanager
+def multiprocess_metrics_dir() -> Iterator[str]:
+    """`PROMETHEUS_MULTIPROC_DIR` for the worker processes, set before they are spawned.
+
+    An operator's own setting is kept (and left alone: prometheus-client wants it emptied
+    between runs, which is then the operator's job); otherwise a fresh temporary directory,
+    removed on exit."""
+    existing = os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower())
+    if existing:
+        yield existing
+        return
+    path = tempfile.mkdtemp(prefix="recsys-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    try:
+        yield path
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import logging
-    import os
 
     import uvicorn
 
@@ -37,7 +64,11 @@ def _serve(args: argparse.Namespace) -> int:
     common = {"host": host, "port": port, "log_config": None, "access_log": args.access_log,
               "timeout_graceful_shutdown": 5}
     if args.workers > 1:
-        uvicorn.run("serving.main:app_from_env", factory=True, workers=args.workers, **common)
+        # Each worker has its own metric values: they go to files in one directory, which
+        # every worker's /metrics reads (serving/metrics.py).
+        with multiprocess_metrics_dir():
+            uvicorn.run("serving.main:app_from_env", factory=True, workers=args.workers,
+                        **common)
     else:
         from serving.main import create_app
 

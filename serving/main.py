@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await services.close()
             app.state.services = None
+            metrics.mark_process_dead()  # multiprocess /metrics: drop this worker's live gauges
 
     app = FastAPI(
         title="recsys serving API",

@@ -3,13 +3,20 @@
 Each app instance has its own registry (tests build several apps in one process); `/metrics`
 exposes it. Label values are bounded: routes are templates (`/v1/users/{user_id}/...`), never
 raw paths, and fallback reasons come from a fixed vocabulary.
+
+Several worker processes (`recsys serve --workers N`): prometheus-client's multiprocess mode.
+When `PROMETHEUS_MULTIPROC_DIR` is set (the CLI sets it to a fresh temporary directory before
+uvicorn spawns the workers), every process writes its values to files there and `/metrics`
+serves `exposed`, a registry whose `MultiProcessCollector` reads all the files: counters and
+histograms are summed over the processes, gauges follow their `multiprocess_mode`.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 NAMESPACE = "recsys_api"
 
@@ -17,10 +24,27 @@ NAMESPACE = "recsys_api"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25,
                    0.5, 1.0, 2.5)
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory, if this process writes its metrics there.
+
+    prometheus-client decides at import time from the same variables (it also accepts the
+    legacy lower-case name)."""
+    return os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower()) or None
+
 
 class ApiMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._multiproc_dir = multiprocess_dir()
+        # What /metrics serves: in multiprocess mode all processes' values, read from their
+        # files (the app's own registry would show only this process).
+        self.exposed = self.registry
+        if self._multiproc_dir is not None:
+            self.exposed = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.exposed, path=self._multiproc_dir)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.request_seconds = Histogram(
@@ -39,13 +63,16 @@ class ApiMetrics:
         self.model_version = Gauge(
             "model_version_info", "1 for the model version being served.",
             ["version"], namespace=NAMESPACE, registry=r,
+            # 1 if any live process serves that version (both show 1 while processes switch).
+            multiprocess_mode="livemax",
         )
         self.model_items = Gauge(
             "model_items", "Items in the served model version.", namespace=NAMESPACE, registry=r,
+            multiprocess_mode="livemostrecent",  # the latest load among the live processes
         )
         self.model_loaded_at = Gauge(
             "model_loaded_timestamp_seconds", "When the served version was loaded (epoch s).",
-            namespace=NAMESPACE, registry=r,
+            namespace=NAMESPACE, registry=r, multiprocess_mode="livemax",
         )
         self.factor_load_seconds = Histogram(
             "factor_load_seconds", "Time to load a model version's item factors from Redis.",
@@ -70,6 +97,8 @@ class ApiMetrics:
         self.catalog_items_unavailable = Gauge(
             "catalog_unavailable_items", "Items marked unavailable in the catalog.",
             namespace=NAMESPACE, registry=r,
+            # Every process polls the same catalog: the latest refresh is the current answer.
+            multiprocess_mode="livemostrecent",
         )
         self.unhandled_errors = Counter(
             "unhandled_errors_total", "Exceptions that reached the last-resort handler.",
@@ -96,10 +125,21 @@ class ApiMetrics:
     def set_model(self, version: str, n_items: int, loaded_at: float, previous: str | None
                   ) -> None:
         if previous is not None and previous != version:
-            try:
-                self.model_version.remove(previous)
-            except KeyError:
-                pass
+            if self._multiproc_dir is not None:
+                # Removing a label set is not implemented in multiprocess mode (the value
+                # stays in this process's file): say 0 instead.
+                self.model_version.labels(previous).set(0)
+            else:
+                try:
+                    self.model_version.remove(previous)
+                except KeyError:
+                    pass
         self.model_version.labels(version).set(1)
         self.model_items.set(n_items)
         self.model_loaded_at.set(loaded_at)
+
+    def mark_process_dead(self) -> None:
+        """At worker shutdown: drop this process's live gauges (`live*` modes) from /metrics.
+        Its counters and histograms stay in the totals, as they should."""
+        if self._multiproc_dir is not None:
+            multiprocess.mark_process_dead(os.getpid(), self._multiproc_dir)

@@ -37,5 +37,6 @@ async def readyz(services: ServicesDep) -> Readiness:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.metrics.registry),
+    # `exposed`: all worker processes' values in multiprocess mode, else the app's registry.
+    return Response(generate_latest(request.app.state.metrics.exposed),
                     media_type=CONTENT_TYPE_LATEST)
