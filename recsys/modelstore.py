@@ -164,7 +164,7 @@ def stage_model_version(
     """Write every key of one version (synchronous client). Does not make it current.
 
     `similar` values may be given already JSON-encoded (bytes), which saves re-encoding
-    large lists; user vectors go in MSET batches (one command per batch, not per user)."""
+    large lists; user vectors go into the version's hash in HSET batches (one command per batch)."""
     item_factors = np.asarray(item_factors, dtype=VECTOR_DTYPE)
     if item_factors.shape != (len(item_ids), int(manifest["factors"])):
         raise ModelIntegrityError(
