@@ -3,7 +3,8 @@ only then releases their offsets.
 
 Each event is pinned with one extra reference when it arrives. Faust drops its own reference
 when the stream moves on; the pin is dropped (`event.ack()`) only after the batch holding the
-event was processed, Redis write included. An event is committable only when both are gone,
+event was processed, Redis write included, and its history-table changelog records were
+acknowledged by the broker. An event is committable only when both are gone,
 so a batch interrupted by a crash or a shutdown (Redis down, say) is never committed and is
 read again by whoever owns the partition next.
 """
@@ -50,11 +51,16 @@ def _update_lag(app: faust.App, events: Sequence[EventT]) -> None:
 
 def register_agents(app: faust.App, topic: faust.TopicT, processor: BatchProcessor,
                     settings: Settings) -> None:
+    def release(events: list[EventT]) -> None:
+        for event in events:
+            event.ack()  # drop the pin: committable once Faust has moved past it too
+        _update_lag(app, events)
+
     async def process(events: list[EventT]) -> None:
         records = [_record(e) for e in events]
         while True:
             try:
-                await processor.process(records)
+                result = await processor.process(records)
                 break
             except asyncio.CancelledError:
                 raise
@@ -62,9 +68,16 @@ def register_agents(app: faust.App, topic: faust.TopicT, processor: BatchProcess
                 metrics.BATCH_ERRORS.inc()
                 log.exception("batch of %d records failed; retrying", len(records))
                 await asyncio.sleep(RETRY_S)
-        for event in events:
-            event.ack()  # drop the pin: committable once Faust has moved past it too
-        _update_lag(app, events)
+        # Redis has the batch's effects; its offsets are released once its changelog records
+        # are acknowledged too. Not awaited here: the next batch need not wait for the broker.
+        durable = [f for f in result.durable if not f.done()]
+        if not durable:
+            release(events)
+            return
+        waiting = asyncio.gather(*durable)
+        waiting.add_done_callback(
+            lambda done: release(events) if not done.cancelled() and done.exception() is None
+            else None)
 
     @app.agent(topic, name="fold_in")
     async def fold_in(stream: faust.StreamT) -> None:

@@ -41,6 +41,8 @@ ASSIGNED_PARTITIONS = Gauge(f"{NS}_assigned_partitions",
                             "Partitions of the interactions topic this worker owns.")
 TABLE_USERS = Gauge(f"{NS}_table_users", "Users in this worker's local history table.")
 REDIS_RETRIES = Counter(f"{NS}_redis_retries_total", "Failed Redis writes that were retried.")
+CHANGELOG_RESENDS = Counter(f"{NS}_changelog_resends_total",
+                            "History-table changelog records sent again after a failed delivery.")
 BATCH_ERRORS = Counter(f"{NS}_batch_errors_total",
                        "Batches that failed for a reason other than Redis.")
 STATE_RESETS = Counter(f"{NS}_state_resets_total",

@@ -4,16 +4,18 @@ For a batch of records:
 
 1. validate (`batching.coalesce`); invalid records go to the dead-letter topic with the reason;
 2. fold each user's new events into their table value (`state.UserState`: history + dedupe,
-   one value, one changelog record) and write the value back to the table;
+   one value, one changelog record) and write the changed values back to the table in one
+   go (`tables.UserHistoryTable.put_many`: their changelog records go out together);
 3. fold in every user of the batch at once (`recsys.foldin.fold_in_batch`) against the model
    version read once at the start, so each vector is computed against exactly the version in
    its key (invariant 2);
 4. write vectors, seen sets and popularity in one Redis MULTI/EXEC, retried until it succeeds.
 
-Only then does the agent release the batch's offsets for commit. A crash anywhere in between
-replays the batch: the table value already holds what was applied (dedupe by offset and
-event id drops it), and every user of a replayed batch is folded in and written again, so a
-vector lost between the table write and the Redis write is rewritten.
+Only then, and once the broker acknowledged the batch's changelog records
+(`BatchResult.durable`), does the agent release the batch's offsets for commit. A crash
+anywhere in between replays the batch: the table value already holds what was applied (dedupe
+by offset and event id drops it), and every user of a replayed batch is folded in and written
+again, so a vector lost between the table write and the Redis write is rewritten.
 
 Batches and recomputation chunks run under one lock, so no stale recomputation can overwrite
 a vector that a newer batch wrote.
@@ -25,8 +27,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from recsys.confidence import weight_of
@@ -59,9 +61,10 @@ DeadLetter = Callable[[bytes | None, bytes], Awaitable[None]]
 class HistoryTable(Protocol):
     """What the processor needs of the Faust table (a dict-backed fake in unit tests)."""
 
-    def get(self, user: str) -> bytes | None: ...
+    def get_value(self, user: str) -> bytes | None: ...
 
-    def put(self, user: str, value: bytes, partition: int) -> None: ...
+    async def put_many(self, values: Sequence[tuple[str, bytes, int]]
+                       ) -> asyncio.Future[None]: ...
 
     def users(self) -> list[str]: ...
 
@@ -71,6 +74,9 @@ class BatchResult:
     outcomes: Counter[str]
     users: int
     vectors: int
+    # Resolve when the batch's table changes are durable (changelog acknowledged); the
+    # batch's offsets may be committed only after them.
+    durable: list[asyncio.Future[None]] = field(default_factory=list)
 
 
 class BatchProcessor:
@@ -120,7 +126,7 @@ class BatchProcessor:
         for attempt in range(self.max_retries + 1):
             try:
                 async with self.lock:
-                    outcomes, vectors = await self._apply(batch)
+                    outcomes, vectors = await self._apply(batch, result.durable)
                 result.outcomes.update(outcomes)
                 result.vectors = vectors
                 return result
@@ -142,18 +148,20 @@ class BatchProcessor:
 
     def _load(self, user: str) -> UserState:
         try:
-            return UserState.from_bytes(self.table.get(user))
+            return UserState.from_bytes(self.table.get_value(user))
         except StateDecodeError as exc:
             metrics.STATE_RESETS.inc()
             log.error("table value of user %r is unreadable (%s); starting afresh", user, exc)
             return UserState()
 
-    async def _apply(self, batch: Coalesced) -> tuple[Counter[str], int]:
+    async def _apply(self, batch: Coalesced, durable: list[asyncio.Future[None]]
+                     ) -> tuple[Counter[str], int]:
         model = self.holder.current  # one version for the whole batch
         item_index = model.item_index if model is not None else {}
         outcomes: Counter[tuple[str, str]] = Counter()
         plan = WritePlan()
         states: dict[str, UserState] = {}
+        changed_values: list[tuple[str, bytes, int]] = []  # (user, table value, partition)
         applied: list[tuple[str, int, float]] = []  # (item, time ms, weight) of new events
 
         for user, events in batch.by_user.items():
@@ -182,10 +190,14 @@ class BatchProcessor:
                 state.version = model.version
                 changed = True
             if changed:
-                self.table.put(user, state.to_bytes(), events[-1][1].partition)
+                changed_values.append((user, state.to_bytes(), events[-1][1].partition))
             plan.seen[user] = seen
             states[user] = state
 
+        if changed_values:
+            # Recorded before the Redis write: a retry of this batch finds its events applied
+            # (no new values), and must still wait for these records before committing.
+            durable.append(await self.table.put_many(changed_values))
         n_vectors = 0
         if model is not None:
             n_vectors = self._fold_in(model, states.items(), plan)

@@ -25,6 +25,7 @@ from recsys.settings import Settings
 from stream import metrics
 from stream.agents import register_agents
 from stream.app import create_app
+from stream.changelog import ChangelogWriter
 from stream.model_watch import ModelHolder, ModelWatcher
 from stream.processor import BatchProcessor
 from stream.redis_writer import RedisWriter
@@ -55,6 +56,9 @@ def build(settings: Settings) -> StreamWorker:
     source = interactions_topic(app, settings)
     dlq = dead_letter_topic(app, settings)
     table = history_table(app, settings)
+    changelog = ChangelogWriter(settings.kafka_config(), table.changelog_topic.get_topic_name(),
+                                table.value_for_changelog_key)
+    table.changelog_writer = changelog
     client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10,
                                      socket_connect_timeout=5, health_check_interval=30)
     keys = Keys(settings.redis_namespace)
@@ -91,6 +95,11 @@ def build(settings: Settings) -> StreamWorker:
             task = asyncio.ensure_future(processor.recompute(model))
             pending.add(task)
             task.add_done_callback(pending.discard)
+
+    @app.on_before_shutdown.connect
+    async def _close_changelog(sender: object, **_: object) -> None:
+        # Blocking librdkafka flush: off the event loop, which must keep settling deliveries.
+        await asyncio.get_running_loop().run_in_executor(None, changelog.close)
 
     @app.timer(GAUGE_INTERVAL_S)
     async def _gauges() -> None:

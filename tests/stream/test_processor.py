@@ -35,12 +35,16 @@ class DictTable:
         self.data: dict[str, bytes] = {}
         self.partition: dict[str, int] = {}
 
-    def get(self, user):
+    def get_value(self, user):
         return self.data.get(user)
 
-    def put(self, user, value, partition):
-        self.data[user] = value
-        self.partition[user] = partition
+    async def put_many(self, values):
+        for user, value, partition in values:
+            self.data[user] = value
+            self.partition[user] = partition
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     def users(self):
         return list(self.data)
@@ -105,7 +109,7 @@ def test_fold_in_outcomes_and_idempotent_replay(settings, redis_url, redis_clien
         assert relative_error(first, expected) < 1e-5
 
         # The unknown item stays in the history (a later model may know it) and in seen.
-        state = UserState.from_bytes(h.table.get("u1"))
+        state = UserState.from_bytes(h.table.get_value("u1"))
         assert "brand-new-item" in state.items and state.version == "v1"
         seen = await h.redis.zrange(h.keys.seen("u1"), 0, -1)
         assert {s.decode() for s in seen} == {items[0], items[1], items[3], "brand-new-item"}
@@ -213,7 +217,7 @@ def test_a_batch_that_keeps_failing_goes_to_the_dead_letter_topic(settings, redi
     publish(redis_client, Keys(settings.redis_namespace), "v1", clustered)
 
     class BrokenTable(DictTable):
-        def put(self, user, value, partition):
+        async def put_many(self, values):
             raise RuntimeError("disk on fire")
 
     async def scenario():
