@@ -28,7 +28,10 @@ ratio = fit_s / implicit_fit_s (target < 1.3); cpu_ratio is the same with proces
 seconds (all threads: what the run costs, less sensitive to other load on a shared machine).
 Each figure is the best of its repeats (8 for ML-100K, 2 for 1M events, fewer with --quick).
 Per-stage wall and CPU seconds of the best timed run are printed below the table; "other" is
-the rest of fit_s (opening the history, the manifest, logging).
+the rest of fit_s (opening the history, the manifest, logging). Stages are those of the run's
+main thread: the refit, popularity and similar lists are computed in a helper thread from the
+end of the fit (overlapping the evaluation), so "refit" is only what is left to wait for once
+the gate has decided, and "publish" includes waiting for the similar lists.
 """
 
 from __future__ import annotations

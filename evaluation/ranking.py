@@ -19,6 +19,13 @@ from evaluation.metrics import UserItems, hits
 _BLOCK_VALUES = 16_000_000
 
 
+# Below this many scores a ranking runs in the calling thread: a thread pool costs ~1-3 ms to
+# start and join (measured: 107 holdout users x 1,682 items ranked in 0.5 ms on one thread,
+# 3-4 ms through a two-thread pool), while 1,682 x 1,682 similar-item scores take 15 ms on
+# one thread and 7 ms on two.
+_THREADED_MIN_VALUES = 1_000_000
+
+
 def _chunk_rows(n_items: int) -> int:
     return max(1, min(4096, _BLOCK_VALUES // max(n_items, 1)))
 
@@ -118,6 +125,8 @@ def _rank_blocks(score_block: Callable[[int, int], np.ndarray], n_users: int, n_
     out = np.empty((n_users, k), dtype=np.int64)
     out_scores = np.empty((n_users, k), dtype=np.float32) if return_scores else None
     step = _chunk_rows(n_items)
+    if n_users * n_items < _THREADED_MIN_VALUES:
+        threads = 1  # starting and joining a pool would cost more than the chunks
     if threads > 1:  # at least two chunks per thread, for balance
         step = max(1, min(step, -(-n_users // (2 * threads))))
 
@@ -153,9 +162,19 @@ def _first_k_allowed(ids: np.ndarray, valid: np.ndarray, k: int) -> tuple[np.nda
     return out, valid.sum(axis=1)
 
 
-def _excluded(candidates: np.ndarray, exclude: UserItems | None) -> np.ndarray:
+def _excluded(candidates: np.ndarray, exclude: UserItems | None, n_items: int = 0
+              ) -> np.ndarray:
+    """Boolean (n_users, width): is candidates[u, j] one of user u's excluded items?"""
     if exclude is None or not len(exclude.indices):
         return np.zeros(candidates.shape, dtype=bool)
+    n_users = candidates.shape[0]
+    if 0 < n_users * n_items <= _BLOCK_VALUES:
+        # a dense (users x items) flag matrix, one scatter and one gather: ~5x cheaper than
+        # the sorted-key lookup below for a small holdout (107 users x 1,682 items: 0.2 ms
+        # against 2 ms for the head of the popularity list)
+        dense = np.zeros((n_users, n_items), dtype=bool)
+        dense[np.repeat(np.arange(n_users), exclude.counts), exclude.indices] = True
+        return np.take_along_axis(dense, candidates, axis=1) & (candidates >= 0)
     return hits(candidates, exclude)  # membership test: same sorted-key lookup
 
 
@@ -202,7 +221,7 @@ def rank_by_scores(item_scores: np.ndarray, n_users: int, k: int,
     counts = exclude.counts if exclude is not None else np.zeros(n_users, dtype=np.int64)
     head = order[:k + int(np.ceil(np.quantile(counts, 0.99)))]
     ids = np.broadcast_to(head, (n_users, len(head)))
-    valid = ~_excluded(ids, exclude)
+    valid = ~_excluded(ids, exclude, len(scores))
     out, n_valid = _first_k_allowed(np.ascontiguousarray(ids), valid, k)
     short = np.flatnonzero((n_valid < k) & (len(head) < len(order)))
     for user in short:  # rare: a user who has seen most of the head

@@ -12,6 +12,7 @@ Manifest fields every version carries (JSON):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -147,6 +148,7 @@ async def aload_model(redis: Any, keys: Keys, version: str | None = None) -> Mod
 # version-scoped keys can therefore never see half a model or a mix of two.
 
 USER_VECTOR_BATCH = 5_000
+SimilarLists = Mapping[str, list[tuple[str, float]] | bytes]
 
 
 def stage_model_version(
@@ -158,13 +160,15 @@ def stage_model_version(
     manifest: dict[str, Any],
     user_ids: list[str] | None = None,
     user_factors: np.ndarray | None = None,
-    similar: dict[str, list[tuple[str, float]] | bytes] | None = None,
+    similar: SimilarLists | Callable[[], SimilarLists] | None = None,
     popularity: dict[str, float] | None = None,
 ) -> None:
     """Write every key of one version (synchronous client). Does not make it current.
 
     `similar` values may be given already JSON-encoded (bytes), which saves re-encoding
-    large lists; user vectors go into the version's hash in HSET batches (one command per batch)."""
+    large lists; `similar` may also be a callable returning them, called once the other
+    keys are written (the trainer computes the lists meanwhile). User vectors go into the
+    version's hash in HSET batches (one command per batch); the manifest is written last."""
     item_factors = np.asarray(item_factors, dtype=VECTOR_DTYPE)
     if item_factors.shape != (len(item_ids), int(manifest["factors"])):
         raise ModelIntegrityError(
@@ -176,12 +180,6 @@ def stage_model_version(
     pipe = redis.pipeline(transaction=False)
     pipe.set(keys.model_item_ids(version), pack_ids(item_ids))
     pipe.set(keys.model_item_factors(version), item_factors.tobytes())
-    if similar:
-        encoded = [(item, pairs if isinstance(pairs, bytes) else orjson.dumps(pairs))
-                   for item, pairs in similar.items()]
-        for start in range(0, len(encoded), USER_VECTOR_BATCH):
-            pipe.hset(keys.model_similar(version),
-                      mapping=dict(encoded[start:start + USER_VECTOR_BATCH]))
     if popularity:
         pipe.zadd(keys.popularity_alltime(version), popularity)
     pipe.execute()
@@ -194,6 +192,18 @@ def stage_model_version(
             redis.hset(keys.user_vectors(version),
                        mapping={user: user_factors[start + offset].tobytes()
                                 for offset, user in enumerate(chunk)})
+    # The similar lists come after the rest: a caller may still be computing them (a
+    # callable is only called now), while the other keys are already on their way.
+    if callable(similar):
+        similar = similar()
+    if similar:
+        encoded = [(item, pairs if isinstance(pairs, bytes) else orjson.dumps(pairs))
+                   for item, pairs in similar.items()]
+        pipe = redis.pipeline(transaction=False)
+        for start in range(0, len(encoded), USER_VECTOR_BATCH):
+            pipe.hset(keys.model_similar(version),
+                      mapping=dict(encoded[start:start + USER_VECTOR_BATCH]))
+        pipe.execute()
     # The manifest goes last: its presence marks the version as completely staged.
     redis.set(keys.model_manifest(version), orjson.dumps(manifest))
 

@@ -24,6 +24,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -170,14 +171,24 @@ def current_and_previous(redis: Any, keys: Keys) -> tuple[str | None, list[str]]
 
 
 def publish(redis: Any, keys: Keys, artifacts: ModelArtifacts,
-            similar: dict[str, bytes] | None, popularity: dict[str, float] | None,
-            keep: int) -> str | None:
-    """Stage every key of the version, then make it current. Returns the replaced version."""
+            similar: dict[str, bytes] | Callable[[], dict[str, bytes]] | None,
+            popularity: dict[str, float] | None, keep: int,
+            before_activate: Callable[[], object] | None = None) -> str | None:
+    """Stage every key of the version, then make it current. Returns the replaced version.
+
+    `similar` may be a callable (a future's `result`): it is called after the other keys
+    are written, so that they overlap its computation.
+
+    `before_activate` runs between the two (and may raise to stop the switch): the caller
+    waits there for work that must be complete before the version is served, such as its
+    directory on disk being written in another thread."""
     manifest = artifacts.manifest
     stage_model_version(
-        redis, keys, artifacts.version, [str(i) for i in artifacts.item_ids],
-        artifacts.item_factors, manifest, user_ids=[str(u) for u in artifacts.user_ids],
+        redis, keys, artifacts.version, artifacts.item_ids.tolist(),
+        artifacts.item_factors, manifest, user_ids=artifacts.user_ids.tolist(),
         user_factors=artifacts.user_factors, similar=similar, popularity=popularity)
+    if before_activate is not None:
+        before_activate()
     replaced = activate_version(redis, keys, artifacts.version, keep_previous=keep - 1)
     log.info("published model version %s (replaced %s)", artifacts.version, replaced)
     return replaced

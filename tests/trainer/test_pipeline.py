@@ -54,6 +54,9 @@ def test_gate_rejects_a_worse_model_and_keeps_serving_then_accepts_a_good_one(
     assert read_current_version(redis_client, keys) == v1.version  # still serving
     assert read_manifest(settings.model_dir, rejected.version)["status"] == "rejected"
     assert not redis_client.exists(keys.model_manifest(rejected.version))  # disk only
+    # its refit and similar lists were computed ahead of the verdict, but nothing of it
+    # reached Redis
+    assert not list(redis_client.scan_iter(match=f"*{rejected.version}*"))
     assert sample(worse.metrics.registry, "recsys_trainer_rejected_total", reason="gate") == 1
     assert sample(worse.metrics.registry, "recsys_trainer_eval_metric", metric="ndcg@10",
                   model="serving") == pytest.approx(rejected.decision.serving)
@@ -183,3 +186,41 @@ def test_manifest_carries_the_contract_fields(make_trainer, ml100k_frame, redis_
     assert sample(trainer.metrics.registry, "recsys_trainer_published_total") == 1
     since = sample(trainer.metrics.registry, "recsys_trainer_seconds_since_last_publish")
     assert 0 <= since < 60
+
+
+def test_publish_moves_the_pointer_only_after_every_key_and_the_callback(redis_client,
+                                                                          settings, tmp_path):
+    """The pipeline writes the version's directory in another thread while it stages the
+    Redis keys and waits for it in `before_activate`: that runs after every key is written
+    and before the pointer moves, and its failure leaves the pointer where it was."""
+    from trainer.publish import ModelArtifacts, publish
+
+    keys = Keys(settings.redis_namespace)
+    rng = np.random.default_rng(1)
+    items = np.array([f"i{n}" for n in range(30)])
+    users = np.array([f"u{n}" for n in range(20)])
+
+    def artifacts(version: str) -> ModelArtifacts:
+        manifest = {"version": version, "factors": 4, "regularization": 1.0, "alpha": 1.0}
+        return ModelArtifacts(version, items, rng.standard_normal((30, 4)).astype(np.float32),
+                              users, rng.standard_normal((20, 4)).astype(np.float32), manifest)
+
+    similar = {f"i{n}": orjson.dumps([[f"i{(n + 1) % 30}", 0.5]]) for n in range(30)}
+    seen: dict[str, object] = {}
+
+    def check() -> None:
+        seen["current"] = read_current_version(redis_client, keys)
+        seen["manifest"] = redis_client.exists(keys.model_manifest("va"))
+        seen["similar"] = redis_client.hlen(keys.model_similar("va"))
+        seen["users"] = redis_client.hlen(keys.user_vectors("va"))
+
+    publish(redis_client, keys, artifacts("va"), similar, {"i0": 2.0}, 3, before_activate=check)
+    assert seen == {"current": None, "manifest": 1, "similar": 30, "users": 20}
+    assert read_current_version(redis_client, keys) == "va"
+
+    def fail() -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        publish(redis_client, keys, artifacts("vb"), similar, None, 3, before_activate=fail)
+    assert read_current_version(redis_client, keys) == "va"
