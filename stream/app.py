@@ -99,12 +99,17 @@ def broker_credentials(options: Mapping[str, str]) -> CredentialsT | None:
 
 
 def create_app(settings: Settings) -> faust.App:
+    faust_dir = settings.data_dir / "stream"
+    faust_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     session_s = settings.stream_session_timeout_ms / 1000.0
     app = faust.App(
         settings.stream_app_id,  # consumer group id and prefix of the changelog topic
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         store=settings.stream_store,
         autodiscover=False,
+        # Faust's own folder (table stores other than memory://); its default is the
+        # working directory.
+        datadir=str(faust_dir / "{conf.id}"),
         web_enabled=False,  # metrics are served by stream.metrics on stream_web_port
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
