@@ -17,7 +17,9 @@ Measured in the same run:
   generator's, and the app's own in this process without HTTP (whole ASGI app, recommender
   alone, /healthz), which moves far less with the machine's load than latencies do;
 - the API process's resident memory with 50,000 and with 500,000 items loaded, and its own
-  factor load time (from its /metrics).
+  factor load time (from its /metrics);
+- requests per scoring pass at the fixed rate and at max throughput (the API scores
+  concurrent requests in one pass over the factors: serving/batching.py).
 """
 
 from __future__ import annotations
@@ -329,6 +331,11 @@ def _redis_get_baseline(client: Any, keys: Any, version: str, users: list[str],
     return _percentiles(samples)
 
 
+def _batch_size(before: tuple[float, float], after: tuple[float, float]) -> float:
+    requests, batches = after[0] - before[0], after[1] - before[1]
+    return requests / batches if batches else float("nan")
+
+
 class _Api:
     """`recsys serve` in its own process, stopped by its own handle."""
 
@@ -372,12 +379,21 @@ class _Api:
         times = psutil.Process(self.proc.pid).cpu_times()
         return float(times.user + times.system)
 
-    def factor_load_s(self) -> float:
+    def metric(self, name: str) -> float:
+        """An unlabelled sample of the API's /metrics (NaN when absent)."""
         _, text = self.get("/metrics")
         for line in text.decode().splitlines():
-            if line.startswith("recsys_api_factor_load_seconds_sum"):
+            if line.startswith(name + " "):
                 return float(line.split()[-1])
         return float("nan")
+
+    def factor_load_s(self) -> float:
+        return self.metric("recsys_api_factor_load_seconds_sum")
+
+    def batches(self) -> tuple[float, float]:
+        """(requests, batches) scored so far: see serving/batching.py."""
+        return (self.metric("recsys_api_scoring_batch_size_sum"),
+                self.metric("recsys_api_scoring_batch_size_count"))
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -425,7 +441,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 (api.cpu_s() - cpu_before) * 1000 / len(load["healthz"]["latencies"]))
             # The API's own CPU time per request: what a dedicated core could sustain,
             # whatever else this shared machine is running.
-            cpu_before = api.cpu_s()
+            cpu_before, batches_before = api.cpu_s(), api.batches()
             # The measured phase follows a short one at the same rate in the same generator
             # process: a fresh generator's first second (connections, first-time code paths)
             # showed up as a burst of slow requests that the steady state never had. The
@@ -440,10 +456,15 @@ def run(quick: bool = False) -> dict[str, Any]:
                 / (len(load["fixed"]["latencies"]) + len(load["fixed_warmup"]["latencies"])))
             result["fixed_warmup_p50_ms"], result["fixed_warmup_p99_ms"] = _percentiles(
                 load["fixed_warmup"]["latencies"])
+            # Requests per scoring pass (concurrent requests share one; serving/batching.py).
+            batches_after = api.batches()
+            result["scoring_batch_mean_fixed"] = _batch_size(batches_before, batches_after)
+            batches_before = batches_after
             load.update(_run_load({"host": "127.0.0.1", "port": port, "phases": [
                 {"name": "max", "kind": "closed", "paths": paths,
                  "concurrency": MAX_CONCURRENCY, "duration": duration,
                  "expect": personalised}]}))
+            result["scoring_batch_mean_max"] = _batch_size(batches_before, api.batches())
             result["rss_mb_50k"] = api.rss_mb()
         finally:
             api.stop()
@@ -549,6 +570,9 @@ def main(argv: list[str] | None = None) -> int:
           f"p99 {result['healthz_p99_ms']:.2f} ms")
     print(f"max throughput ({MAX_CONCURRENCY} connections): {result['rps']:.0f} req/s, "
           f"p50 {result['max_p50_ms']:.2f} ms, p99 {result['max_p99_ms']:.2f} ms")
+    print(f"requests per scoring pass (batched when concurrent): "
+          f"{result['scoring_batch_mean_fixed']:.2f} at {RATE:.0f} req/s, "
+          f"{result['scoring_batch_mean_max']:.2f} at max throughput")
     print(f"API process CPU per personalised request: {result['api_cpu_ms_per_request']:.2f} ms "
           f"(one dedicated core: ~{1000 / result['api_cpu_ms_per_request']:.0f} req/s); "
           f"load average during the run {result['load_avg_1m_before']:.1f} -> "

@@ -65,6 +65,17 @@ def decode_item(raw: dict[Any, Any]) -> dict[str, Any]:
     return item
 
 
+def detail_members(item: dict[str, Any] | None) -> bytes:
+    """An item's display fields as serialised JSON object members, `,"name":...,...` (b''
+    when there are none): ready to follow "item_id" and "score" in a response entry.
+
+    Cached in this form, so that a response with k items costs k byte joins rather than k
+    dict merges and a nested serialisation (~0.15 ms at k=64)."""
+    if not item:
+        return b""
+    return b"," + orjson.dumps(item)[1:-1]
+
+
 class Catalog:
     def __init__(self, settings: Settings, keys: Keys, redis: aioredis.Redis,
                  metrics: ApiMetrics, guard: RedisGuard,
@@ -83,7 +94,8 @@ class Catalog:
         self.generation: int | None = None
         self._seq = 0  # bumped on every in-memory change; keys the memo
         self._memo: dict[tuple[str, int, str], np.ndarray] = {}
-        self._details: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        # item -> (expires, detail_members(item)); b'' caches "not in Redis" too.
+        self._details: dict[str, tuple[float, bytes]] = {}
         self._task: asyncio.Task[None] | None = None
 
     # --- in-memory state -----------------------------------------------------------------
@@ -134,7 +146,8 @@ class Catalog:
             self.unavailable.discard(item_id)
         else:
             self.unavailable.add(item_id)
-        self._details[item_id] = (time.monotonic() + self.settings.api_catalog_cache_s, item)
+        self._details[item_id] = (time.monotonic() + self.settings.api_catalog_cache_s,
+                                  detail_members(item))
 
     # --- Redis ---------------------------------------------------------------------------
     async def load(self) -> None:
@@ -233,38 +246,36 @@ class Catalog:
     async def exists(self, item_id: str) -> bool:
         return bool(await self.redis.exists(self.keys.item(item_id)))
 
-    async def details(self, item_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Display fields of items (cached); missing items are simply absent from the result."""
+    async def detail_members(self, item_ids: list[str]) -> list[bytes]:
+        """`detail_members` of each item, in order (cached; b'' for items without details)."""
         now = time.monotonic()
-        out: dict[str, dict[str, Any]] = {}
-        missing: list[str] = []
-        known = self.categories
+        out: list[bytes] = []
+        missing: list[int] = []  # positions in `out` still to read from Redis
+        known, cache = self.categories, self._details
         for item_id in item_ids:
-            if item_id not in known:
-                continue  # not in the catalog: nothing to show, nothing to ask Redis
-            hit = self._details.get(item_id)
-            if hit is not None and hit[0] > now:
-                if hit[1] is not None:
-                    out[item_id] = hit[1]
-            else:
-                missing.append(item_id)
+            if item_id in known:  # else: not in the catalog, nothing to show or to ask Redis
+                hit = cache.get(item_id)
+                if hit is not None and hit[0] > now:
+                    out.append(hit[1])
+                    continue
+                missing.append(len(out))
+            out.append(b"")
         if not missing or not self.guard.available:
             return out
         try:
             pipe = self.redis.pipeline(transaction=False)
-            for item_id in missing:
-                pipe.hgetall(self.keys.item(item_id))
+            for pos in missing:
+                pipe.hgetall(self.keys.item(item_ids[pos]))
             raws = await pipe.execute()
         except (RedisError, OSError) as exc:
             self.guard.failed("catalog_details", exc)
             return out
-        if len(self._details) + len(missing) > self.settings.api_catalog_cache_size:
-            self._details.clear()
+        if len(cache) + len(missing) > self.settings.api_catalog_cache_size:
+            cache.clear()
         expires = now + self.settings.api_catalog_cache_s
-        for item_id, raw in zip(missing, raws, strict=True):
-            item = decode_item(raw) if raw else None
+        for pos, raw in zip(missing, raws, strict=True):
+            members = detail_members(decode_item(raw) if raw else None)
             if self.settings.api_catalog_cache_size:
-                self._details[item_id] = (expires, item)
-            if item is not None:
-                out[item_id] = item
+                cache[item_ids[pos]] = (expires, members)
+            out[pos] = members
         return out

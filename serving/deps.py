@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import secrets
+from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Query, Request, Security, status
@@ -23,10 +25,13 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
+DEFAULT_K = 10
+
+
 async def get_k(
     services: ServicesDep,
     k: Annotated[int, Query(ge=1, description="How many items (1..api_max_k, default 500).")]
-    = 10,
+    = DEFAULT_K,
 ) -> int:
     limit = services.settings.api_max_k
     if k > limit:
@@ -65,3 +70,57 @@ async def require_api_key(services: ServicesDep,
 
 
 WriteAccess = Depends(require_api_key)
+
+
+# --- the hot route's shortcut -------------------------------------------------------------
+# FastAPI's dependency solving and per-parameter pydantic validation cost ~60 us a request
+# (more than Redis). `plain_user_params` accepts only requests whose parameters are plainly
+# valid under exactly the rules declared above (UserIdPath, K, CategoryQuery, a bool), and
+# says None for anything else, which then goes through FastAPI's own validation and its
+# 422s. So it can only skip work, never accept what FastAPI would refuse or read a value
+# differently.
+_ID_RE = re.compile(ID_PATTERN)
+_PLAIN_BOOLS = {"true": True, "false": False, "1": True, "0": False}
+_MAX_K_DIGITS = 6
+
+
+def plain_id(value: str) -> bool:
+    """True when `value` passes UserIdPath / ItemIdPath / CategoryQuery."""
+    # fullmatch, not match: Python's `$` also matches before a trailing newline.
+    return len(value) <= MAX_ID_LENGTH and _ID_RE.fullmatch(value) is not None
+
+
+def plain_user_params(user_id: str, query: Iterable[tuple[str, str]], max_k: int
+                      ) -> tuple[str, int, bool, str | None] | None:
+    """(user_id, k, exclude_seen, category) of a plainly well-formed personalised request,
+    from its path parameter and its query pairs (Starlette's `query_params.multi_items()`);
+    None when FastAPI should decide (anything unusual, invalid or unknown)."""
+    if not plain_id(user_id):
+        return None
+    k, exclude_seen, category = DEFAULT_K, True, None
+    names: set[str] = set()
+    for name, value in query:
+        if name in names:
+            return None  # repeated: FastAPI's rule (the last wins) stays FastAPI's
+        names.add(name)
+        if name == "k":
+            # ASCII digits without a leading zero; pydantic's laxer forms ("+5", " 5",
+            # "5.0") take the long way.
+            if not (0 < len(value) <= _MAX_K_DIGITS and value.isascii() and value.isdigit()
+                    and value[0] != "0"):
+                return None
+            k = int(value)
+            if k > max_k:
+                return None
+        elif name == "exclude_seen":
+            flag = _PLAIN_BOOLS.get(value)
+            if flag is None:
+                return None
+            exclude_seen = flag
+        elif name == "category":
+            if not plain_id(value):
+                return None
+            category = value
+        else:
+            return None
+    return user_id, k, exclude_seen, category

@@ -100,6 +100,11 @@ class ApiMetrics:
             # Every process polls the same catalog: the latest refresh is the current answer.
             multiprocess_mode="livemostrecent",
         )
+        self.scoring_batch_size = Histogram(
+            "scoring_batch_size", "Personalised requests scored together in one pass over the "
+            "item factors (1 when alone; larger under load).",
+            namespace=NAMESPACE, registry=r, buckets=(1, 2, 4, 8, 16, 32),
+        )
         self.unhandled_errors = Counter(
             "unhandled_errors_total", "Exceptions that reached the last-resort handler.",
             namespace=NAMESPACE, registry=r,

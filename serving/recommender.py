@@ -21,6 +21,7 @@ from recsys.confidence import event_weight
 from recsys.errors import ModelIntegrityError
 from recsys.modelstore import unpack_vector
 from serving import ServingError
+from serving.batching import ScoringBatcher
 from serving.fallback import Fallback, Result
 from serving.model_holder import LoadedModel
 from serving.scoring import (
@@ -31,9 +32,21 @@ from serving.scoring import (
     merge_ranked,
     recommend,
     rows_of,
+    top_of_scores,
 )
 
 log = logging.getLogger(__name__)
+
+# Everything a personalised request reads from Redis, in one EVALSHA: the user's vector under
+# the served version (KEYS[1] = keys.user_vectors(version), field ARGV[1]) and their most
+# recent seen items (KEYS[2] = keys.seen(user), ARGV[2] = how many). One command instead of a
+# two-command pipeline halves redis-py's client-side cost (~0.10 -> ~0.05 ms CPU a request),
+# which is most of what Redis costs the hot path. A missing vector comes back as nil (Lua
+# false). Read-only; redis-py reloads the script by itself after a Redis restart (NOSCRIPT).
+USER_STATE_LUA = """
+return {redis.call('HGET', KEYS[1], ARGV[1]),
+        redis.call('ZREVRANGE', KEYS[2], 0, tonumber(ARGV[2]) - 1)}
+"""
 
 
 class ItemNotFound(ServingError):
@@ -68,6 +81,8 @@ class Recommender:
         self.fallback = fallback
         self.settings, self.keys, self.redis = fallback.settings, fallback.keys, fallback.redis
         self.holder, self.catalog, self.guard = fallback.holder, fallback.catalog, fallback.guard
+        self._user_state = self.redis.register_script(USER_STATE_LUA)  # no I/O until called
+        self.batcher = ScoringBatcher(observe=fallback.metrics.scoring_batch_size.observe)
 
     # --- personalised ----------------------------------------------------------------------
     async def _user_fallback(self, reason: str, user_id: str, k: int, exclude_seen: bool,
@@ -89,10 +104,9 @@ class Recommender:
             return await self._user_fallback("redis_unavailable", user_id, k, exclude_seen,
                                              category, seen=[])
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hget(self.keys.user_vectors(model.version), user_id)
-            pipe.zrevrange(self.keys.seen(user_id), 0, self.settings.api_seen_max - 1)
-            raw, seen_raw = await pipe.execute()
+            raw, seen_raw = await self._user_state(
+                keys=[self.keys.user_vectors(model.version), self.keys.seen(user_id)],
+                args=[user_id, self.settings.api_seen_max])
         except (RedisError, OSError) as exc:
             self.guard.failed("user_vector", exc)
             return await self._user_fallback("redis_unavailable", user_id, k, exclude_seen,
@@ -113,10 +127,12 @@ class Recommender:
         if not np.isfinite(vector).all():
             return await self._user_fallback("bad_user_vector", user_id, k, exclude_seen,
                                              category, seen)
+        scores = await self.batcher.scores(model.item_factors, vector)
+        # Exclusions from the catalog as it is after that await (no await from here on).
         seen_rows = rows_of(model.index, seen) if exclude_seen and seen else EMPTY_ROWS
         exclude = join_rows(self.catalog.unavailable_rows(model), seen_rows)
         candidates = self.catalog.category_rows(model, category) if category else None
-        rows, scores = recommend(vector, model.item_factors, k, exclude, candidates)
+        rows, scores = top_of_scores(scores, k, exclude, candidates)
         if not len(rows):
             return await self._user_fallback("no_candidates", user_id, k, exclude_seen,
                                              category, seen)

@@ -23,6 +23,9 @@ EMPTY_ROWS = np.empty(0, dtype=np.intp)
 SAMPLE_STRIDE = 16
 OVERSAMPLE = 3
 PREFILTER_MIN_ITEMS = 4096
+# `score_batch` multiplies this many items at a time: a (block x users) product that stays in
+# the core's cache while it is transposed into the users' rows.
+SCORE_BLOCK = 1024
 
 Ranked = list[tuple[str, float]]
 
@@ -61,6 +64,28 @@ def select_top(scores: np.ndarray, k: int) -> np.ndarray:
     return candidates[top_k(scores[candidates], k)]
 
 
+def score_batch(item_factors: np.ndarray, user_vectors: Sequence[np.ndarray]) -> np.ndarray:
+    """Every item's score for several users at once, one row per user: (Y [x_1 .. x_B])^T.
+
+    Scoring is memory-bound: one mat-vec streams all of Y (12 MB at 50,000 x 64) for 64
+    multiply-adds per item. A mat-mat product streams Y once for B users, so B users cost
+    far less than B mat-vecs (measured at 50,000 x 64: B=4 ~0.6 ms, B=8 ~1.1 ms, against
+    ~0.45 ms for one). Row j equals `score_items(user_vectors[j], item_factors)` up to float
+    rounding (another summation order).
+    """
+    if len(user_vectors) == 1:
+        return score_items(user_vectors[0], item_factors)[None, :]
+    users = np.stack(user_vectors, axis=1).astype(item_factors.dtype, copy=False)
+    n = len(item_factors)
+    out = np.empty((len(user_vectors), n), dtype=item_factors.dtype)
+    block = np.empty((min(SCORE_BLOCK, n), len(user_vectors)), dtype=item_factors.dtype)
+    for start in range(0, n, SCORE_BLOCK):
+        stop = min(n, start + SCORE_BLOCK)
+        np.matmul(item_factors[start:stop], users, out=block[:stop - start])
+        out[:, start:stop] = block[:stop - start].T
+    return out
+
+
 def recommend(
     user_vector: np.ndarray,
     item_factors: np.ndarray,
@@ -73,7 +98,17 @@ def recommend(
     One mat-vec over all items (Y x_u); excluded rows get -inf; when `candidates` is given
     (a category filter), only those rows compete.
     """
-    scores = score_items(user_vector, item_factors)  # a fresh array: safe to mutate
+    # A fresh array: safe to mutate.
+    return top_of_scores(score_items(user_vector, item_factors), k, exclude, candidates)
+
+
+def top_of_scores(
+    scores: np.ndarray,
+    k: int,
+    exclude: np.ndarray | None = None,
+    candidates: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`recommend` from a user's scores of every item, which it overwrites (exclusions)."""
     if exclude is not None and len(exclude):
         scores[exclude] = -np.inf
     if candidates is not None:

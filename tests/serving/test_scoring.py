@@ -10,8 +10,10 @@ from serving.scoring import (
     merge_ranked,
     recommend,
     rows_of,
+    score_batch,
     select_top,
     session_confidences,
+    top_of_scores,
 )
 
 rng = np.random.default_rng(0)
@@ -106,3 +108,17 @@ def test_select_top_falls_back_when_the_sample_misleads_or_few_are_usable():
     few = np.full(20_000, -np.inf, dtype=np.float32)
     few[[7, 70, 700]] = [1.0, 3.0, 2.0]
     assert select_top(few, 64).tolist() == [70, 700, 7]
+
+
+def test_score_batch_rows_are_each_users_scores():
+    factors = rng.normal(size=(2500, 16)).astype(np.float32)  # not a multiple of the block
+    users = [rng.normal(size=16).astype(np.float32) for _ in range(5)]
+    for batch in (users[:1], users):
+        rows = score_batch(factors, batch)
+        assert rows.shape == (len(batch), len(factors)) and rows.flags.c_contiguous
+        for row, user in zip(rows, batch, strict=True):
+            np.testing.assert_allclose(row, factors @ user, rtol=1e-5, atol=1e-5)
+    # Each row is a user's own: excluding in one leaves the others alone.
+    rows = score_batch(factors, users)
+    top_of_scores(rows[0], 5, exclude=np.arange(100))
+    np.testing.assert_allclose(rows[1], factors @ users[1], rtol=1e-5, atol=1e-5)
