@@ -26,7 +26,11 @@ async def _for_user(services: Services, user_id: str, k: int, exclude_seen: bool
 class PersonalisedRoute(APIRoute):
     """The hot route: plainly well-formed requests (`plain_user_params`) skip FastAPI's
     dependency solving and parameter validation (~60 us of ~1 ms); anything else, and the
-    OpenAPI schema, come from the declared signature below as usual."""
+    OpenAPI schema, come from the declared signature below as usual.
+
+    Those requests take the services from `app.state` directly, so a
+    `dependency_overrides[get_services]` would not reach them: override `app.state.services`
+    instead."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         standard = super().get_route_handler()
