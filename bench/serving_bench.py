@@ -1,6 +1,6 @@
 """Serving benchmark: personalised recommendations over HTTP, 50,000 items x 64 factors, k=64.
 
-    python -m bench.serving_bench [--quick]
+    python -m bench.serving_bench [--quick] [--profile FILE]
 
 Three processes, as in production: the API (`recsys serve`, uvicorn) in its own process
 against the embedded local stack's Redis (and broker); the load generator in another process
@@ -28,9 +28,11 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -331,6 +333,19 @@ def _redis_get_baseline(client: Any, keys: Any, version: str, users: list[str],
     return _percentiles(samples)
 
 
+def _profile(pid: int, seconds: float, out: str) -> subprocess.Popen[bytes]:
+    """py-spy (a dev dependency) sampling the API process, without pausing it, for `seconds`:
+    an SVG flame graph, or speedscope JSON (.json), or collapsed stacks (.txt)."""
+    exe = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+    if exe is None:
+        raise RuntimeError("--profile needs py-spy (pip install py-spy)")
+    fmt = {".json": "speedscope", ".txt": "raw"}.get(os.path.splitext(out)[1], "flamegraph")
+    return subprocess.Popen(
+        [exe, "record", "--pid", str(pid), "--duration", str(math.ceil(seconds)), "--rate", "250",
+         "--nonblocking", "--format", fmt, "--output", out],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def _batch_size(before: tuple[float, float], after: tuple[float, float]) -> float:
     requests, batches = after[0] - before[0], after[1] - before[1]
     return requests / batches if batches else float("nan")
@@ -405,7 +420,7 @@ class _Api:
                 self.proc.wait(5)
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, profile: str | None = None) -> dict[str, Any]:
     import redis
 
     from recsys.keys import Keys
@@ -442,6 +457,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             # The API's own CPU time per request: what a dedicated core could sustain,
             # whatever else this shared machine is running.
             cpu_before, batches_before = api.cpu_s(), api.batches()
+            # A profiler shares the cores: the figures of a profiled run are not comparable.
+            profiler = _profile(api.proc.pid, duration + 2.0, profile) if profile else None
             # The measured phase follows a short one at the same rate in the same generator
             # process: a fresh generator's first second (connections, first-time code paths)
             # showed up as a burst of slow requests that the steady state never had. The
@@ -451,6 +468,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                  "duration": 2.0, "expect": personalised},
                 {"name": "fixed", "kind": "fixed", "paths": paths, "rate": RATE,
                  "duration": duration, "expect": personalised}]}))
+            if profiler is not None:
+                profiler.wait(30)
             result["api_cpu_ms_per_request"] = (
                 (api.cpu_s() - cpu_before) * 1000
                 / (len(load["fixed"]["latencies"]) + len(load["fixed_warmup"]["latencies"])))
@@ -541,9 +560,12 @@ def run(quick: bool = False) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter phases, fewer users")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="py-spy profile of the API process during the fixed-rate phase "
+                        "(.svg flame graph, .json speedscope, .txt collapsed stacks)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    result = run(quick=args.quick)
+    result = run(quick=args.quick, profile=args.profile)
     print(json.dumps(result, indent=2))
     print(f"\npersonalised k={K} over {N_ITEMS:,} items at {RATE:.0f} req/s: "
           f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, max "
