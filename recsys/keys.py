@@ -9,7 +9,11 @@ Model versions (written by the trainer, read by stream and serving)
     {ns}:model:{v}:manifest          string  JSON manifest (hyper-parameters, metrics, snapshot)
     {ns}:model:{v}:item_ids          string  item ids, newline-separated, row order of factors
     {ns}:model:{v}:item_factors      string  float32 little-endian, shape (n_items, k)
-    {ns}:model:{v}:similar           hash    item id -> JSON [[item, score], ...] top-N
+    {ns}:model:{v}:similar           hash    item id -> top-N neighbours, best first: packed
+                                             (int32 row in item_ids, float32 cosine) records
+                                             (recsys.modelstore.pack_similar); JSON
+                                             [[item, score], ...] when the manifest has no
+                                             `similar_format`
     {ns}:model:switch                pub/sub channel: the new version id, after the pointer moved
 
 User state (written by the trainer for the users it fitted, and by the stream worker)

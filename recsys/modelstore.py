@@ -31,6 +31,32 @@ def pack_vector(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype=VECTOR_DTYPE).tobytes()
 
 
+# Similar-item lists: per item, (row of the neighbour in the version's item ids, cosine) records,
+# best first. Packed rather than JSON text: the trainer encodes ~5 us per list instead of ~30
+# (JSON was the longest step after the fit on small catalogues) and Redis holds 8 bytes per
+# neighbour instead of the id text plus the score's digits. A version's manifest names the
+# format (`similar_format`); lists of versions without it are JSON [[item, score], ...].
+SIMILAR_FORMAT = "rows-i32-scores-f32"
+SIMILAR_DTYPE = np.dtype([("row", "<i4"), ("score", "<f4")])
+
+
+def pack_similar(rows: np.ndarray, scores: np.ndarray) -> bytes:
+    packed = np.empty(len(rows), dtype=SIMILAR_DTYPE)
+    packed["row"] = rows
+    packed["score"] = scores
+    return packed.tobytes()
+
+
+def unpack_similar(raw: bytes, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, scores) of one packed list; rows outside the version's `n_items` are dropped."""
+    if len(raw) % SIMILAR_DTYPE.itemsize:
+        raise ModelIntegrityError(f"similar list has {len(raw)} bytes; expected a multiple "
+                                  f"of {SIMILAR_DTYPE.itemsize}")
+    packed = np.frombuffer(raw, dtype=SIMILAR_DTYPE)
+    valid = (packed["row"] >= 0) & (packed["row"] < n_items)
+    return packed["row"][valid], packed["score"][valid]
+
+
 def unpack_vector(raw: bytes, factors: int) -> np.ndarray:
     if len(raw) != factors * VECTOR_DTYPE.itemsize:
         raise ModelIntegrityError(

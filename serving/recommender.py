@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from recsys.confidence import event_weight
 from recsys.errors import ModelIntegrityError
-from recsys.modelstore import unpack_vector
+from recsys.modelstore import SIMILAR_FORMAT, unpack_similar, unpack_vector
 from serving import ServingError
 from serving.batching import ScoringBatcher
 from serving.fallback import Fallback, Result
@@ -58,8 +58,22 @@ def _ranked(model: LoadedModel, rows: np.ndarray, scores: np.ndarray) -> list[tu
     return [(ids[row], score) for row, score in zip(rows.tolist(), scores.tolist(), strict=True)]
 
 
+def _stored_similar(model: LoadedModel, raw: bytes | None) -> list[tuple[str, float]]:
+    """A stored similar list in the format the version's manifest names (packed rows, or the
+    JSON of versions before it); an unreadable list counts as empty, not fatal."""
+    if not raw:
+        return []
+    if model.model.manifest.get("similar_format") == SIMILAR_FORMAT:
+        try:
+            rows, scores = unpack_similar(raw, len(model.item_ids))
+        except ModelIntegrityError:
+            return []
+        return _ranked(model, rows, scores)
+    return _parse_similar(raw)
+
+
 def _parse_similar(raw: bytes | None) -> list[tuple[str, float]]:
-    """The trainer's JSON [[item, score], ...]; malformed entries are skipped, not fatal."""
+    """JSON [[item, score], ...]; malformed entries are skipped, not fatal."""
     if not raw:
         return []
     try:
@@ -161,8 +175,8 @@ class Recommender:
         stored: list[tuple[str, float]] = []
         if self.guard.available:
             try:
-                stored = _parse_similar(
-                    await self.redis.hget(self.keys.model_similar(model.version), item_id))
+                stored = _stored_similar(model, await self.redis.hget(
+                    self.keys.model_similar(model.version), item_id))
             except (RedisError, OSError) as exc:
                 self.guard.failed("similar", exc)
         sources: list[tuple[str, Sequence[tuple[str, float]]]] = [("stored", stored)]

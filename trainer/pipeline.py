@@ -46,7 +46,7 @@ from evaluation.metrics import unique_sorted
 from evaluation.split import Holdout, build_holdout, cutoff_for
 from recsys.errors import ModelIntegrityError, ModelNotFound
 from recsys.keys import Keys
-from recsys.modelstore import load_model, read_current_version
+from recsys.modelstore import SIMILAR_FORMAT, load_model, read_current_version
 from recsys.settings import Settings
 from trainer.errors import NotEnoughData
 from trainer.evaluate import align_items, evaluate_factors, evaluate_popularity
@@ -435,6 +435,7 @@ class Trainer:
                         "users": holdout.n_users, "pairs": holdout.n_test_pairs, "k": k},
             "snapshot": snapshot.as_manifest(),
             "similar_items_n": s.trainer_similar_items,
+            "similar_format": SIMILAR_FORMAT,
             "similar_items_max": s.trainer_similar_max_items,
             "candidate_fit_seconds": round(candidate.seconds, 3),
         }

@@ -38,7 +38,12 @@ from evaluation.metrics import UserItems
 from evaluation.ranking import rank_by_factors
 from recsys.errors import ModelNotFound
 from recsys.keys import Keys
-from recsys.modelstore import activate_version, delete_model_version, stage_model_version
+from recsys.modelstore import (
+    SIMILAR_DTYPE,
+    activate_version,
+    delete_model_version,
+    stage_model_version,
+)
 from trainer.errors import PublishError
 
 log = logging.getLogger(__name__)
@@ -85,17 +90,15 @@ def similar_items(item_factors: np.ndarray, n: int, rows: np.ndarray | None = No
 
 def encode_similar(item_ids: np.ndarray, rows: np.ndarray, idx: np.ndarray,
                    scores: np.ndarray) -> dict[str, bytes]:
-    """JSON [[item, score], ...] for item_ids[rows[j]] from row j (recsys.keys' layout)."""
-    ids = np.asarray(item_ids).astype(str).astype(object)
-    names = ids[np.maximum(idx, 0)].tolist()
-    rounded = np.round(scores.astype(np.float64), 5).tolist()
+    """item_ids[rows[j]] -> its list from row j of (idx, scores), packed
+    (recsys.modelstore.pack_similar: neighbours as rows of `item_ids`, the version's order)."""
+    ids = np.asarray(item_ids).astype(str).tolist()
     counts = (idx >= 0).sum(axis=1).tolist()  # -1 padding only ever trails
-    out: dict[str, bytes] = {}
-    for j, row in enumerate(np.asarray(rows).tolist()):
-        if counts[j]:
-            out[ids[row]] = orjson.dumps(list(zip(names[j][:counts[j]], rounded[j][:counts[j]],
-                                                  strict=True)))
-    return out
+    packed = np.empty(idx.shape, dtype=SIMILAR_DTYPE)
+    packed["row"] = idx
+    packed["score"] = scores
+    return {ids[row]: packed[j, :counts[j]].tobytes()
+            for j, row in enumerate(np.asarray(rows).tolist()) if counts[j]}
 
 
 # --- disk --------------------------------------------------------------------------------

@@ -16,7 +16,12 @@ import redis as redis_lib
 import scipy.sparse as sp
 
 from recsys.keys import Keys
-from recsys.modelstore import activate_version, stage_model_version
+from recsys.modelstore import (
+    SIMILAR_FORMAT,
+    activate_version,
+    pack_similar,
+    stage_model_version,
+)
 from recsys.settings import Settings
 from serving.main import create_app
 
@@ -83,10 +88,18 @@ def manifest(version: str, n_items: int, factors: int, n_users: int = 0,
 def publish(client: redis_lib.Redis, keys: Keys, version: str, items: list[str],
             item_factors: np.ndarray, users: list[str], user_factors: np.ndarray,
             similar: dict | None = None, popularity: dict | None = None,
-            beats_popularity: bool = True) -> None:
-    stage_model_version(client, keys, version, items, item_factors,
-                        manifest(version, len(items), item_factors.shape[1], len(users),
-                                 beats_popularity),
+            beats_popularity: bool = True, packed_similar: bool = True) -> None:
+    """Stage and activate a version as the trainer does. `similar`: item -> [(item, score)];
+    stored packed (the trainer's format) or, with packed_similar=False, as the JSON of
+    versions published before it."""
+    meta = manifest(version, len(items), item_factors.shape[1], len(users), beats_popularity)
+    if similar and packed_similar:
+        row = {item: n for n, item in enumerate(items)}
+        similar = {item: pack_similar(np.array([row[i] for i, _ in pairs]),
+                                      np.array([score for _, score in pairs]))
+                   for item, pairs in similar.items()}
+        meta["similar_format"] = SIMILAR_FORMAT
+    stage_model_version(client, keys, version, items, item_factors, meta,
                         user_ids=users, user_factors=user_factors, similar=similar,
                         popularity=popularity)
     activate_version(client, keys, version)

@@ -293,3 +293,23 @@ async def test_health_readiness_and_metrics(published, client):
     assert 'recsys_api_model_version_info{version="v1"} 1.0' in text
     assert "recsys_api_factor_load_seconds_count 1.0" in text
     assert 'recsys_api_recommendations_total{endpoint="user",source="personalized"} 1.0' in text
+
+
+def test_stored_similar_lists_are_read_in_the_format_the_manifest_names():
+    """Packed lists (the trainer's format) and the JSON of older versions both read; an
+    unreadable list is empty (the route then tops up from the factors), never an error."""
+    from types import SimpleNamespace
+
+    from recsys.modelstore import SIMILAR_FORMAT, pack_similar
+    from serving.recommender import _stored_similar
+
+    items = ["a", "b", "c"]
+    packed = SimpleNamespace(model=SimpleNamespace(manifest={"similar_format": SIMILAR_FORMAT}),
+                             item_ids=items)
+    legacy = SimpleNamespace(model=SimpleNamespace(manifest={}), item_ids=items)
+    raw = pack_similar(np.array([2, 0]), np.array([0.75, 0.5]))
+    assert _stored_similar(packed, raw) == [("c", 0.75), ("a", 0.5)]
+    assert _stored_similar(packed, raw[:-1]) == []
+    assert _stored_similar(packed, None) == []
+    assert _stored_similar(legacy, b'[["c", 0.75], ["a", 0.5]]') == [("c", 0.75), ("a", 0.5)]
+    assert _stored_similar(legacy, b"not json") == []

@@ -12,7 +12,13 @@ import pytest
 
 from recsys.errors import ModelIntegrityError, ModelNotFound
 from recsys.keys import Keys
-from recsys.modelstore import load_model, read_current_version, unpack_vector
+from recsys.modelstore import (
+    SIMILAR_FORMAT,
+    load_model,
+    read_current_version,
+    unpack_similar,
+    unpack_vector,
+)
 from trainer.errors import NonFiniteFactors
 from trainer.fit import AlsParams, Factors, check_finite
 from trainer.publish import disk_versions, read_manifest, rollback
@@ -178,9 +184,21 @@ def test_manifest_carries_the_contract_fields(make_trainer, ml100k_frame, redis_
     assert set(result.cpu_timings) == set(result.timings) >= {"load", "fit", "publish"}
     # similar items and all-time popularity of this version
     item = str(ml100k_frame["item_id"].value_counts().index[0])
-    pairs = orjson.loads(redis_client.hget(keys.model_similar(result.version), item))
-    assert len(pairs) == settings.trainer_similar_items and item not in [p[0] for p in pairs]
-    assert [p[1] for p in pairs] == sorted((p[1] for p in pairs), reverse=True)
+    assert manifest["similar_format"] == SIMILAR_FORMAT
+    item_ids = redis_client.get(keys.model_item_ids(result.version)).decode().split("\n")
+    rows, scores = unpack_similar(redis_client.hget(keys.model_similar(result.version), item),
+                                  len(item_ids))
+    neighbours = [item_ids[r] for r in rows]
+    assert len(neighbours) == settings.trainer_similar_items and item not in neighbours
+    assert scores.tolist() == sorted(scores.tolist(), reverse=True)
+    # the stored list is the top of the cosine ranking of the version's own item factors
+    factors = np.frombuffer(redis_client.get(keys.model_item_factors(result.version)),
+                            dtype="<f4").reshape(len(item_ids), -1)
+    unit = factors / np.linalg.norm(factors, axis=1, keepdims=True)
+    cosine = unit @ unit[item_ids.index(item)]
+    assert np.allclose(scores, cosine[rows], atol=1e-5)
+    cosine[item_ids.index(item)] = -np.inf
+    assert set(rows.tolist()) == set(np.argsort(-cosine)[:len(rows)].tolist())
     top = redis_client.zrevrange(keys.popularity_alltime(result.version), 0, 0)
     assert top == [item.encode()]
     assert sample(trainer.metrics.registry, "recsys_trainer_published_total") == 1

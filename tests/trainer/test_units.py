@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import orjson
 import pytest
 
+from recsys.errors import ModelIntegrityError
+from recsys.modelstore import pack_similar, unpack_similar
 from recsys.settings import DEFAULT_EVENT_WEIGHTS
 from recsys.sources import make_frame
 from trainer.errors import NonFiniteFactors, NotEnoughData
@@ -80,8 +81,16 @@ def test_similar_items_are_cosine_neighbours_without_the_item_itself():
     ids = np.array([f"item-{i}" for i in range(40)])
     encoded = encode_similar(ids, rows, idx, scores)
     assert set(encoded) == {"item-3", "item-17"}
-    pairs = orjson.loads(encoded["item-3"])
-    assert [p[0] for p in pairs] == [f"item-{i}" for i in idx[0]]
+    neighbours, stored = unpack_similar(encoded["item-3"], len(ids))
+    assert neighbours.tolist() == idx[0].tolist() and stored.tolist() == scores[0].tolist()
+    # a short list (-1 padding at the end of a row) keeps only its real neighbours
+    short = encode_similar(ids, rows[:1], np.array([[4, 9, -1, -1]]),
+                           np.array([[0.9, 0.5, 0.0, 0.0]], dtype=np.float32))
+    assert unpack_similar(short["item-3"], len(ids))[0].tolist() == [4, 9]
+    assert unpack_similar(pack_similar(np.array([4, 99]), np.array([0.9, 0.5])), 40)[0] \
+        .tolist() == [4]  # a row outside the version's items is dropped
+    with pytest.raises(ModelIntegrityError):
+        unpack_similar(b"\x00" * 7, 40)
 
 
 def test_pruned_top_k_is_exact_on_a_large_catalogue():
