@@ -225,10 +225,12 @@ def _faust_noop_rate(settings: Settings, expected: int, timeout: float = 180.0,
     def read() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            if line.startswith("FAUST_NOOP_COUNT"):
-                counts.append(line.split()[1])
-            if line.startswith("FAUST_NOOP_RATE"):
-                found.append(float(line.split()[1]))
+            # Markers are searched, not matched at the start: Faust's console may prefix a line
+            # with terminal control codes (seen: backspace + "show cursor" before the rate).
+            if "FAUST_NOOP_COUNT" in line:
+                counts.append(line.split("FAUST_NOOP_COUNT", 1)[1].split()[0])
+            if "FAUST_NOOP_RATE" in line:
+                found.append(float(line.split("FAUST_NOOP_RATE", 1)[1].split()[0]))
                 return
 
     reader = threading.Thread(target=read, daemon=True)
