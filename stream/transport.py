@@ -26,6 +26,17 @@ if it finishes without suspending (the common case) nothing else is needed, and 
 does suspend is the rest of it raced against `suspend_flow` exactly as Faust does. Offsets,
 gaps, acks and commits are Faust's own code paths, untouched.
 
+Partitions without a committed offset are rewound after a rebalance: Faust seeks the source
+partitions "to their committed offsets" once its table recovery is done, but aiokafka only
+seeks partitions that *have* one. Records fetched for the others while the rebalance was in
+flight may have been dropped by Faust's `getmany` (it discards records of partitions that are
+not active, and a batch whose consumer generation changed mid-iteration), yet the fetch
+position has moved past them: seen here as a restarted worker sitting idle at the end of
+every partition while nothing had been processed (kill -9 and an immediate restart, so two
+rebalances close together; about one run in four). `_Consumer.seek_to_committed` therefore
+seeks those partitions to the beginning, which is what `auto_offset_reset=earliest` means for
+a group that never committed; re-reading is harmless, the worker's state dedupes by offset.
+
 Install it right after creating the App, before anything touches `app.transport`:
 
     app.transport = FetchWaitTransport(app.conf.broker_consumer, app, fetch_max_wait_ms=20)
@@ -144,6 +155,17 @@ def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any,
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Faust's seek to the committed offsets, plus: source partitions that have none go to
+        the beginning (see the module docstring). Changelog partitions are the table
+        recovery's business and are left alone."""
+        committed = await super().seek_to_committed()
+        never_committed = [tp for tp, offset in committed.items()
+                           if (offset is None or offset < 0) and not self._is_changelog_tp(tp)]
+        if never_committed:
+            await self._thread.seek_to_beginning(*never_committed)
+        return committed
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - see tests
         # Faust's Consumer._drain_messages (faust-streaming 0.15.3), variables localised the
