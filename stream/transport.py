@@ -161,8 +161,9 @@ class _Consumer(faust_aiokafka.Consumer):
         the beginning (see the module docstring). Changelog partitions are the table
         recovery's business and are left alone."""
         committed = await super().seek_to_committed()
+        # aiokafka skips offset 0 as well (`if offset and offset > 0`): same treatment.
         never_committed = [tp for tp, offset in committed.items()
-                           if (offset is None or offset < 0) and not self._is_changelog_tp(tp)]
+                           if (offset is None or offset <= 0) and not self._is_changelog_tp(tp)]
         if never_committed:
             await self._thread.seek_to_beginning(*never_committed)
         return committed
