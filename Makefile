@@ -23,7 +23,7 @@ system-deps:
 
 setup: system-deps $(STAMP)
 
-test: setup
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
@@ -34,6 +34,7 @@ bench: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) var reports .pytest_cache

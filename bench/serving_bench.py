@@ -19,7 +19,7 @@ Measured in the same run:
 - the API process's resident memory with 50,000 and with 500,000 items loaded, and its own
   factor load time (from its /metrics);
 - requests per scoring pass at the fixed rate and at max throughput (the API scores
-  concurrent requests in one pass over the factors: serving/batching.py).
+  concurrent requests in one pass over the factors: serving/score_batching.py).
 """
 
 from __future__ import annotations
@@ -357,7 +357,7 @@ class _Api:
     def __init__(self, env: dict[str, str], port: int, workers: int = 1) -> None:
         self.port = port
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "recsys.cli", "--log-level", "WARNING", "serve",
+            [sys.executable, "-m", "shell.cli", "--log-level", "WARNING", "serve",
              "--port", str(port), "--workers", str(workers)],
             env={**os.environ, **env, "OPENBLAS_NUM_THREADS": "1"},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -406,7 +406,7 @@ class _Api:
         return self.metric("recsys_api_factor_load_seconds_sum")
 
     def batches(self) -> tuple[float, float]:
-        """(requests, batches) scored so far: see serving/batching.py."""
+        """(requests, batches) scored so far: see serving/score_batching.py."""
         return (self.metric("recsys_api_scoring_batch_size_sum"),
                 self.metric("recsys_api_scoring_batch_size_count"))
 
@@ -424,7 +424,7 @@ def run(quick: bool = False, profile: str | None = None) -> dict[str, Any]:
     import redis
 
     from recsys.keys import Keys
-    from recsys.localstack import LocalStack, free_port
+    from shell.localstack import LocalStack, free_port
 
     duration = 5.0 if quick else 20.0
     n_users = 5_000 if quick else 20_000
@@ -475,7 +475,7 @@ def run(quick: bool = False, profile: str | None = None) -> dict[str, Any]:
                 / (len(load["fixed"]["latencies"]) + len(load["fixed_warmup"]["latencies"])))
             result["fixed_warmup_p50_ms"], result["fixed_warmup_p99_ms"] = _percentiles(
                 load["fixed_warmup"]["latencies"])
-            # Requests per scoring pass (concurrent requests share one; serving/batching.py).
+            # Requests per scoring pass (concurrent requests share one; serving/score_batching.py).
             batches_after = api.batches()
             result["scoring_batch_mean_fixed"] = _batch_size(batches_before, batches_after)
             batches_before = batches_after

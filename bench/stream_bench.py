@@ -1,4 +1,4 @@
-"""Stream worker benchmark: one real `python -m stream` worker on the local stack, each figure
+"""Stream worker benchmark: one real `recsys stream` worker on the local stack, each figure
 next to a ceiling measured in the same run.
 
     python -m bench.stream_bench [--quick]
@@ -52,9 +52,9 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from recsys.kafka import ensure_topics  # noqa: E402
 from recsys.keys import Keys  # noqa: E402
-from recsys.localstack import LocalStack, free_port  # noqa: E402
 from recsys.modelstore import activate_version, stage_model_version  # noqa: E402
 from recsys.settings import Settings, load_settings  # noqa: E402
+from shell.localstack import LocalStack, free_port  # noqa: E402
 
 log = logging.getLogger("bench.stream")
 
@@ -270,7 +270,8 @@ class Worker:
                "RECSYS_LOG_LEVEL": "WARNING"}
         self.log_path = logdir / "worker.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "stream"], cwd=REPO, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "shell.cli", "stream"],
+                                     cwd=REPO, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT)
         self.ps = psutil.Process(self.proc.pid)
 

@@ -13,7 +13,7 @@ steady state (not timed). Then, interleaved and repeated:
   before the clock starts; the same factors, regularisation, iterations, seed, dtype
   (float32), solver (conjugate gradient, implicit's default), `num_threads` (all cores) and
   BLAS limited to one thread (OPENBLAS_NUM_THREADS=1 before numpy is imported, plus
-  `threadpool_limits`), exactly as trainer.fit calls it. Reading the data, building the
+  `threadpool_limits`), exactly as recsys.als calls it. Reading the data, building the
   matrix, evaluating or publishing anything are not part of it.
 * trainer side, `fit_s`: `Trainer(...)` (opens the history) + `run_once()`, i.e. everything
   a scheduled `train --once` does after start-up: load the Parquet history -> index and
@@ -58,7 +58,7 @@ SYNTHETIC_EVENTS_QUICK = 200_000
 
 def _plain_matrix(settings: Any) -> Any:
     """The whole history's confidence matrix, as the trainer builds it for its refit."""
-    from trainer.matrix import confidence_matrix, index_events
+    from recsys.matrix import confidence_matrix, index_events
     from trainer.pipeline import TRAIN_COLUMNS, history_store
 
     frame = history_store(settings).load(columns=TRAIN_COLUMNS)
@@ -151,9 +151,9 @@ def _with_other(stages: dict[str, float], total: float) -> dict[str, float]:
 def run(quick: bool = False) -> dict[str, Any]:
     """Measurements per dataset; the top-level fit_s / implicit_fit_s / ratio are those of the
     synthetic stream (the larger one)."""
-    from recsys.localstack import LocalStack
     from recsys.sources import synthetic
     from recsys.sources.movielens import load_movielens
+    from shell.localstack import LocalStack
 
     results: dict[str, Any] = {}
     with LocalStack(with_broker=False) as stack:

@@ -10,7 +10,7 @@ import logging
 import os
 from pathlib import Path
 
-from recsys.produce_cli import _positive_int  # the one "N >= 1" argument type of the CLI
+from recsys.argtypes import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def _source_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", required=True, metavar="SPEC", help=SOURCE_HELP)
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="directory for the report, JSON and PNG charts")
-    parser.add_argument("--events", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--events", type=positive_int, default=None, metavar="N",
                         help="synthetic: events to generate (default 100000); files: the "
                         "first N events in time order")
     parser.add_argument("--seed", type=int, default=None,
@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(static vs fold-in vs periodic retrains). Writes metrics.json, report.md and PNG "
         "charts to --out and prints a table.")
     _source_args(ev)
-    ev.add_argument("--k", type=_positive_int, default=10,
+    ev.add_argument("--k", type=positive_int, default=10,
                     help="cut-off of the metrics (default 10)")
     ev.add_argument("--protocol", choices=["time", "stratified", "both"], default="time",
                     help="time: last events by time are the test set (how the system is "
@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="replay: share of the timeline the first model is trained on "
                     "(default 0.5)")
     ev.add_argument("--retrains", type=int, default=4, help="replay: periodic refits (default 4)")
-    ev.add_argument("--buckets", type=_positive_int, default=10,
+    ev.add_argument("--buckets", type=positive_int, default=10,
                     help="replay: points of the chart over time (default 10)")
     ev.set_defaults(handler=_evaluate)
 
@@ -114,13 +114,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     _source_args(tu)
     tu.add_argument("--protocol", choices=["time", "stratified"], default="time",
                     help="the split to tune for (default time)")
-    tu.add_argument("--k", type=_positive_int, default=10, help="metric cut-off (default 10)")
+    tu.add_argument("--k", type=positive_int, default=10, help="metric cut-off (default 10)")
     tu.add_argument("--metric", default=None, help="selection metric (default ndcg@K)")
     tu.add_argument("--search", choices=["random", "grid"], default="random",
                     help="random points of the grid (default) or all of it")
-    tu.add_argument("--trials", type=_positive_int, default=24,
+    tu.add_argument("--trials", type=positive_int, default=24,
                     help="random search: (factors, regularization, alpha) points (default 24)")
-    tu.add_argument("--folds", type=_positive_int, default=3,
+    tu.add_argument("--folds", type=positive_int, default=3,
                     help="validation folds carved from the training part; scores are means "
                     "(default 3)")
     tu.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -5,16 +5,16 @@
 Models, each ranked for the same test users with their training items excluded and only
 items that occur in training allowed:
 
-* **popularity**: distinct training users per item (evaluation.baselines), the floor;
+* **popularity**: distinct training users per item (recsys.baselines), the floor;
 * **item-kNN**: implicit's `CosineRecommender` (cosine item-item similarity on the training
   confidences, `KNN_NEIGHBOURS` neighbours); score(u, i) = sum_j c_uj sim(j, i);
-* **ALS**: implicit ALS fitted by the trainer's own `trainer.fit.fit_als` on the trainer's
+* **ALS**: implicit ALS fitted by the trainer's own `recsys.als.fit_als` on the trainer's
   confidence matrix (c = 1 + alpha * weighted count, recsys.confidence), with the settings'
   hyper-parameters; each test user's vector is folded in from their training items
-  (trainer.evaluate.fold_in_users, the stream's maths). With `params` (from `recsys tune`)
+  (recsys.holdout_eval.fold_in_users, the stream's maths). With `params` (from `recsys tune`)
   a second row "ALS (tuned)" uses those.
 
-Metrics at k: evaluation.metrics (precision, recall, F1, MAP, NDCG, hit rate, coverage), plus
+Metrics at k: recsys.quality (precision, recall, F1, MAP, NDCG, hit rate, coverage), plus
 `map_ms@k`, MAP as Microsoft Recommenders computes it (AP divided by all of the user's
 held-out items, not min(k, n)), so the stratified table compares with their published rows.
 
@@ -42,17 +42,17 @@ import pandas as pd
 import scipy.sparse as sp
 
 from evaluation import charts
-from evaluation.baselines import PopularityRecommender
-from evaluation.metrics import METRIC_NAMES, UserItems, hits, ranking_metrics
 from evaluation.protocols import PROTOCOLS, Split, make_split
-from evaluation.ranking import rank, rank_by_factors
 from evaluation.rating import rating_models, rmse
+from recsys.als import AlsParams, fit_als
+from recsys.baselines import PopularityRecommender
 from recsys.errors import RecsysError
 from recsys.events import EventType
+from recsys.holdout_eval import fold_in_users
+from recsys.matrix import IndexedEvents, index_events
+from recsys.quality import METRIC_NAMES, UserItems, hits, ranking_metrics
 from recsys.settings import Settings
-from trainer.evaluate import fold_in_users
-from trainer.fit import AlsParams, fit_als
-from trainer.matrix import IndexedEvents, index_events
+from recsys.topk import rank, rank_by_factors
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The two offline protocols of `recsys evaluate` and `recsys tune`, stated exactly.
 
-Both work on `trainer.matrix.IndexedEvents` (one shared user/item index over the whole
+Both work on `recsys.matrix.IndexedEvents` (one shared user/item index over the whole
 history) and return a `Split`: boolean masks over the events plus the `Holdout` that the
 ranking code consumes (test users, their held-out items, their training items to exclude).
 
@@ -8,7 +8,7 @@ ranking code consumes (test users, their held-out items, their training items to
   cutoff = the event-count quantile (1 - holdout_fraction) of the timestamps; train = events
   before it, test = events at or after it. Test users must have training events; held-out
   items must occur in training and not already be in the user's training items
-  (evaluation.split.build_holdout). Every event type counts as relevant.
+  (recsys.split.build_holdout). Every event type counts as relevant.
 
 * **stratified** (Microsoft Recommenders' benchmark protocol, `python_stratified_split`):
   per user, the user's events are shuffled with `numpy.random.RandomState(seed)` (a fresh
@@ -31,9 +31,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import scipy.sparse as sp
 
-from evaluation.metrics import UserItems
-from evaluation.split import Holdout, build_holdout, cutoff_for
-from trainer.matrix import IndexedEvents, confidence_matrix
+from recsys.matrix import IndexedEvents, confidence_matrix
+from recsys.quality import UserItems
+from recsys.split import Holdout, build_holdout, cutoff_for
 
 PROTOCOLS = ("time", "stratified")
 

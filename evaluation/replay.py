@@ -2,7 +2,7 @@
 
 Protocol (stated in every report):
 
-1. Events are ordered by time. A model is fitted (trainer.fit.fit_als on the trainer's
+1. Events are ordered by time. A model is fitted (recsys.als.fit_als on the trainer's
    confidence matrix) on the first `train_fraction` of them (cut at the event-count quantile).
 2. The rest is replayed one event at a time, in order. Before an event is applied, if its
    item is new to the user (the user never touched it before, in training or replay), the
@@ -20,8 +20,8 @@ Variants:
 * popularity         the popularity ranking of the first model's data, for everybody;
 * static             the first model; user vectors folded in once at the cutoff;
 * static + fold-in   the first model; after each event the user's vector is recomputed by the
-                     stream worker's own code path: `stream.state.UserState.apply` (the
-                     bounded, deduplicated history), `stream.state.fold_in_inputs` (known
+                     stream worker's own code path: `recsys.userstate.UserState.apply` (the
+                     bounded, deduplicated history), `recsys.userstate.fold_in_inputs` (known
                      items and their confidences) and `recsys.foldin.fold_in_batch`, the
                      calls `stream.processor` makes;
 * periodic retrain   a full refit on all events so far at `retrains` evenly spaced points of
@@ -42,13 +42,13 @@ import numpy as np
 import pandas as pd
 
 from evaluation import charts
-from evaluation.baselines import PopularityRecommender
-from evaluation.split import cutoff_for
+from recsys.als import AlsParams, fit_als
+from recsys.baselines import PopularityRecommender
 from recsys.foldin import fold_in_batch, gram
+from recsys.matrix import IndexedEvents, confidence_matrix, index_events
 from recsys.settings import Settings
-from stream.state import Limits, UserState, fold_in_inputs
-from trainer.fit import AlsParams, fit_als
-from trainer.matrix import IndexedEvents, confidence_matrix, index_events
+from recsys.split import cutoff_for
+from recsys.userstate import Limits, UserState, fold_in_inputs
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def fit_model(events: IndexedEvents, mask: np.ndarray, params: AlsParams) -> Rep
 
 def user_vectors(model: ReplayModel, states: Mapping[int, UserState]) -> dict[int, np.ndarray]:
     """Fold in the given users under `model`, as the stream worker does after an event or a
-    model switch: the stream's own `stream.state.fold_in_inputs`, then `fold_in_batch`."""
+    model switch: the stream's own `recsys.userstate.fold_in_inputs`, then `fold_in_batch`."""
     users, histories = fold_in_inputs(states.items(), model.item_index, model.alpha)
     if not users:
         return {}

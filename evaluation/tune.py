@@ -38,13 +38,13 @@ import numpy as np
 
 from evaluation import charts
 from evaluation.evaluate import score
-from evaluation.metrics import METRIC_NAMES
 from evaluation.protocols import Split, make_split, with_alpha
-from evaluation.ranking import rank_by_factors
+from recsys.als import AlsParams, Factors, fit_als
 from recsys.errors import RecsysError
-from trainer.evaluate import fold_in_users
-from trainer.fit import AlsParams, Factors, fit_als
-from trainer.matrix import IndexedEvents
+from recsys.holdout_eval import fold_in_users
+from recsys.matrix import IndexedEvents
+from recsys.quality import METRIC_NAMES
+from recsys.topk import rank_by_factors
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +395,7 @@ def run_tune(frame: Any, settings: Any, out_dir: Path, protocol: str, *, source:
     """The CLI's whole run: outer split, search on its training part, one test scoring of
     the best and of the settings' parameters, report files."""
     from evaluation.evaluate import als_params
-    from trainer.matrix import index_events
+    from recsys.matrix import index_events
 
     events = index_events(frame, settings.event_weights)
     outer = make_split(protocol, events, settings.alpha,

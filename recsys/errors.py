@@ -20,3 +20,11 @@ class ModelNotFound(RecsysError):
 
 class ModelIntegrityError(RecsysError):
     """A model version is incomplete or inconsistent (shapes, NaN/Inf, missing keys)."""
+
+
+class NotEnoughData(RecsysError):
+    """The data is too small to fit or to evaluate a model."""
+
+
+class NonFiniteFactors(RecsysError):
+    """A fit produced NaN or Inf factors; they are never published."""

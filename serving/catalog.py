@@ -25,10 +25,10 @@ from redis.exceptions import RedisError
 
 from recsys.keys import Keys
 from recsys.settings import Settings
-from serving.metrics import ApiMetrics
 from serving.model_holder import LoadedModel
 from serving.redis_guard import RedisGuard
 from serving.scoring import rows_of
+from serving.telemetry import ApiMetrics
 
 log = logging.getLogger(__name__)
 

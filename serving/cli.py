@@ -65,7 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
               "timeout_graceful_shutdown": 5}
     if args.workers > 1:
         # Each worker has its own metric values: they go to files in one directory, which
-        # every worker's /metrics reads (serving/metrics.py).
+        # every worker's /metrics reads (serving/telemetry.py).
         with multiprocess_metrics_dir():
             uvicorn.run("serving.main:app_from_env", factory=True, workers=args.workers,
                         **common)

@@ -23,10 +23,10 @@ from redis.exceptions import RedisError
 from recsys.keys import Keys
 from recsys.settings import Settings
 from serving.catalog import Catalog
-from serving.metrics import ApiMetrics
 from serving.model_holder import LoadedModel, ModelHolder
 from serving.redis_guard import RedisGuard
 from serving.scoring import merge_ranked
+from serving.telemetry import ApiMetrics
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys.settings import Settings, get_settings
-from serving.metrics import ApiMetrics
 from serving.responses import OrjsonResponse
 from serving.routes import compat, events, health, items, popular, recommendations
 from serving.state import Services
+from serving.telemetry import ApiMetrics
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from recsys.errors import ModelIntegrityError, ModelNotFound
 from recsys.keys import Keys
 from recsys.modelstore import ModelVersion, aread_current_version, load_model
 from recsys.settings import Settings
-from serving.metrics import ApiMetrics
 from serving.scoring import item_norms, rows_of
+from serving.telemetry import ApiMetrics
 
 log = logging.getLogger(__name__)
 

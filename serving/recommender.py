@@ -21,9 +21,9 @@ from recsys.confidence import event_weight
 from recsys.errors import ModelIntegrityError
 from recsys.modelstore import SIMILAR_FORMAT, unpack_similar, unpack_vector
 from serving import ServingError
-from serving.batching import ScoringBatcher
 from serving.fallback import Fallback, Result
 from serving.model_holder import LoadedModel
+from serving.score_batching import ScoringBatcher
 from serving.scoring import (
     EMPTY_ROWS,
     cosine_neighbours,

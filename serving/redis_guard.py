@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from serving.metrics import ApiMetrics
+from serving.telemetry import ApiMetrics
 
 log = logging.getLogger(__name__)
 

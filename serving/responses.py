@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 from serving.catalog import Catalog
 from serving.fallback import Result
-from serving.metrics import ApiMetrics
+from serving.telemetry import ApiMetrics
 
 
 class OrjsonResponse(JSONResponse):

@@ -17,10 +17,10 @@ from recsys.producer import EventProducer, ProducerError
 from recsys.settings import Settings
 from serving.catalog import Catalog
 from serving.fallback import Fallback
-from serving.metrics import ApiMetrics
 from serving.model_holder import ModelHolder
 from serving.recommender import Recommender
 from serving.redis_guard import RedisGuard
+from serving.telemetry import ApiMetrics
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import faust
 from faust.types import EventT
 
 from recsys.settings import Settings
-from stream import metrics
-from stream.batching import Record
+from stream import telemetry
+from stream.decode import Record
 from stream.microbatch import MicroBatcher
 from stream.processor import BatchProcessor
 
@@ -46,7 +46,7 @@ def _update_lag(app: faust.App, events: Sequence[EventT]) -> None:
         except Exception:  # noqa: BLE001 - lag is best effort; never fail a batch for it
             continue
         if highwater is not None:
-            metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, highwater - offset - 1))
+            telemetry.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, highwater - offset - 1))
 
 
 def register_agents(app: faust.App, topic: faust.TopicT, processor: BatchProcessor,
@@ -65,7 +65,7 @@ def register_agents(app: faust.App, topic: faust.TopicT, processor: BatchProcess
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - e.g. the dead-letter send; keep the batch
-                metrics.BATCH_ERRORS.inc()
+                telemetry.BATCH_ERRORS.inc()
                 log.exception("batch of %d records failed; retrying", len(records))
                 await asyncio.sleep(RETRY_S)
         # Redis has the batch's effects; its offsets are released once its changelog records

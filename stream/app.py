@@ -26,7 +26,7 @@ SECURITY_OPTIONS = {
 class LeanMonitor(Monitor):
     """Faust's Monitor without its per-event and per-send bookkeeping (timestamps, deques,
     counters updated for every message: a measurable share of the worker's CPU). Our own
-    metrics (stream.metrics) cover what it would tell; offsets and commits are still tracked."""
+    metrics (stream.telemetry) cover what it would tell; offsets and commits are still tracked."""
 
     def on_message_in(self, *args: Any, **kwargs: Any) -> None:
         return None
@@ -110,7 +110,7 @@ def create_app(settings: Settings) -> faust.App:
         # Faust's own folder (table stores other than memory://); its default is the
         # working directory.
         datadir=str(faust_dir / "{conf.id}"),
-        web_enabled=False,  # metrics are served by stream.metrics on stream_web_port
+        web_enabled=False,  # metrics are served by stream.telemetry on stream_web_port
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
         # Standby replicas would replay every other worker's changelog too: CPU we spend on

@@ -31,7 +31,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from stream import metrics
+from stream import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class ChangelogWriter:
             delivery.future.set_result(None)
             return
         delivery.attempt += 1
-        metrics.CHANGELOG_RESENDS.inc(len(delivery.failed))
+        telemetry.CHANGELOG_RESENDS.inc(len(delivery.failed))
         backoff = min(RESEND_BACKOFF_S[1], RESEND_BACKOFF_S[0] * 2 ** (delivery.attempt - 1))
         delivery.loop.call_later(backoff, self._resend, delivery)
 

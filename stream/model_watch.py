@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from recsys.errors import ModelIntegrityError, ModelNotFound
 from recsys.keys import Keys
 from recsys.modelstore import ModelVersion, aload_model, aread_current_version
-from stream import metrics
+from stream import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,8 @@ class ModelHolder:
 
     def swap(self, model: ModelVersion) -> ModelVersion | None:
         previous, self.current = self.current, model
-        metrics.MODEL.info({"version": model.version})
-        metrics.MODEL_SWITCHES.inc()
+        telemetry.MODEL.info({"version": model.version})
+        telemetry.MODEL_SWITCHES.inc()
         return previous
 
 
@@ -75,7 +75,7 @@ class ModelWatcher:
                 model = await asyncio.to_thread(_prepare, model)
             except (ModelNotFound, ModelIntegrityError, RedisError, OSError, KeyError,
                     ValueError) as exc:
-                metrics.MODEL_LOAD_ERRORS.inc()
+                telemetry.MODEL_LOAD_ERRORS.inc()
                 log.error("cannot load model version %s (keeping %s): %r", version,
                           current.version if current else "none", exc)
                 return False

@@ -36,8 +36,9 @@ from recsys.foldin import fold_in_batch
 from recsys.keys import POPULARITY_WINDOWS, Keys
 from recsys.modelstore import ModelVersion, pack_vector
 from recsys.settings import Settings
-from stream import metrics
-from stream.batching import (
+from recsys.userstate import Limits, StateDecodeError, UserState, fold_in_inputs
+from stream import telemetry
+from stream.decode import (
     PROCESSING_ERROR,
     Coalesced,
     Record,
@@ -48,7 +49,6 @@ from stream.batching import (
 from stream.model_watch import ModelHolder
 from stream.popularity import aggregate
 from stream.redis_writer import RedisWriter, WritePlan
-from stream.state import Limits, StateDecodeError, UserState, fold_in_inputs
 
 log = logging.getLogger(__name__)
 
@@ -99,28 +99,28 @@ class BatchProcessor:
     # --- batches -----------------------------------------------------------------------
     async def process(self, records: list[Record]) -> BatchResult:
         started = time.perf_counter()
-        metrics.BATCH_EVENTS.observe(len(records))
+        telemetry.BATCH_EVENTS.observe(len(records))
         # One counter update per partition, not per record (labels() is a locked dict lookup).
         for partition, n in Counter(record.partition for record in records).items():
-            metrics.PARTITION_EVENTS.labels(str(partition)).inc(n)
+            telemetry.PARTITION_EVENTS.labels(str(partition)).inc(n)
         batch = coalesce(records)
         if batch.misrouted:
-            metrics.MISROUTED.inc(batch.misrouted)
+            telemetry.MISROUTED.inc(batch.misrouted)
         for rejected in batch.rejected:
             await self._reject(rejected)
         result = BatchResult(Counter({"invalid": len(batch.rejected)}), len(batch.by_user), 0)
         if batch.by_user:
-            metrics.BATCH_USERS.observe(len(batch.by_user))
+            telemetry.BATCH_USERS.observe(len(batch.by_user))
             result = await self._apply_with_retries(batch, result)
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        telemetry.BATCH_SECONDS.observe(time.perf_counter() - started)
         return result
 
     async def _reject(self, rejected: Rejected) -> None:
         key, value = dead_letter_record(rejected, self.worker_id)
         await self.dead_letter(key, value)
-        metrics.DEAD_LETTERS.labels(rejected.reason).inc()
+        telemetry.DEAD_LETTERS.labels(rejected.reason).inc()
         if rejected.reason != PROCESSING_ERROR:
-            metrics.EVENTS.labels("unknown", "invalid").inc()
+            telemetry.EVENTS.labels("unknown", "invalid").inc()
 
     async def _apply_with_retries(self, batch: Coalesced, result: BatchResult) -> BatchResult:
         for attempt in range(self.max_retries + 1):
@@ -133,7 +133,7 @@ class BatchProcessor:
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - a bug must not stop the partition for good
-                metrics.BATCH_ERRORS.inc()
+                telemetry.BATCH_ERRORS.inc()
                 log.exception("batch of %d events failed (attempt %d of %d)", batch.n_valid,
                               attempt + 1, self.max_retries + 1)
                 if attempt < self.max_retries:
@@ -150,7 +150,7 @@ class BatchProcessor:
         try:
             return UserState.from_bytes(self.table.get_value(user))
         except StateDecodeError as exc:
-            metrics.STATE_RESETS.inc()
+            telemetry.STATE_RESETS.inc()
             log.error("table value of user %r is unreadable (%s); starting afresh", user, exc)
             return UserState()
 
@@ -207,9 +207,9 @@ class BatchProcessor:
 
         done_ms = time.time() * 1000.0
         for _item, ts, _w in applied:
-            metrics.FRESHNESS_SECONDS.observe(max(0.0, done_ms - ts) / 1000.0)
+            telemetry.FRESHNESS_SECONDS.observe(max(0.0, done_ms - ts) / 1000.0)
         for (event_type, outcome), n in outcomes.items():
-            metrics.EVENTS.labels(event_type, outcome).inc(n)
+            telemetry.EVENTS.labels(event_type, outcome).inc(n)
         by_outcome: Counter[str] = Counter()
         for (_, outcome), n in outcomes.items():
             by_outcome[outcome] += n
@@ -222,7 +222,7 @@ class BatchProcessor:
             return 0
         started = time.perf_counter()
         solved = fold_in_batch(model.item_factors, model.yty, model.regularization, histories)
-        metrics.FOLDIN_SECONDS.observe(time.perf_counter() - started)
+        telemetry.FOLDIN_SECONDS.observe(time.perf_counter() - started)
         vectors = plan.vectors.setdefault(self.keys.user_vectors(model.version), {})
         for user, vector in zip(users, solved, strict=True):
             vectors[user] = pack_vector(vector)
@@ -278,6 +278,6 @@ class BatchProcessor:
                 n = self._fold_in(model, todo, plan)
                 await self.writer.write(plan)
                 written += n
-        metrics.RECOMPUTED_USERS.inc(written)
+        telemetry.RECOMPUTED_USERS.inc(written)
         log.info("recomputed %d user vectors under %s", written, model.version)
         return written

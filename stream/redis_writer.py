@@ -19,7 +19,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from recsys.keys import POPULARITY_WINDOWS, Keys
-from stream import metrics
+from stream import telemetry
 from stream.popularity import LUA_APPLY, PRUNE_BELOW, REBASE_AFTER_TAUS
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class RedisWriter:
                 return await attempt()
             except (RedisError, OSError) as exc:
                 failures += 1
-                metrics.REDIS_RETRIES.inc()
+                telemetry.REDIS_RETRIES.inc()
                 if failures == 1 or failures % 20 == 0:
                     log.warning("redis %s failed (%d in a row), retrying: %r", what, failures, exc)
                 await self._sleep(delay * (0.5 + random.random()))

@@ -1,4 +1,4 @@
-"""The per-user history table: user id -> `stream.state.UserState` bytes.
+"""The per-user history table: user id -> `recsys.userstate.UserState` bytes.
 
 Partitioned like the interactions topic, so a user's history lives with the partition that
 carries their events and moves with it on a rebalance (restored from the changelog by Faust).
@@ -61,7 +61,7 @@ def history_table(app: faust.App, settings: Settings) -> UserHistoryTable:
         app, name=TABLE_NAME, beacon=app.beacon, default=None,
         partitions=settings.topic_partitions,
         key_type=str, value_type=bytes,  # keys JSON-encoded, values raw (state.py encodes)
-        help="Per-user bounded history and dedupe memory (stream.state.UserState).",
+        help="Per-user bounded history and dedupe memory (recsys.userstate.UserState).",
     )
     app.tables.add(table)
     return table

@@ -22,7 +22,7 @@ from recsys.kafka import ensure_topics
 from recsys.keys import Keys
 from recsys.modelstore import load_model
 from recsys.settings import Settings
-from stream import metrics
+from stream import telemetry
 from stream.agents import register_agents
 from stream.app import create_app
 from stream.changelog import ChangelogWriter
@@ -85,7 +85,7 @@ def build(settings: Settings) -> StreamWorker:
     @app.on_rebalance_complete.connect
     async def _after_rebalance(sender: object, **_: object) -> None:
         owned = owned_partitions()
-        metrics.ASSIGNED_PARTITIONS.set(len(owned))
+        telemetry.ASSIGNED_PARTITIONS.set(len(owned))
         log.info("rebalance complete: %s owns partitions %s of %s (%d users in its table)",
                  name, sorted(owned), settings.interactions_topic, len(table))
         # Partitions may have arrived whose users have no vector under the current version
@@ -103,8 +103,8 @@ def build(settings: Settings) -> StreamWorker:
 
     @app.timer(GAUGE_INTERVAL_S)
     async def _gauges() -> None:
-        metrics.ASSIGNED_PARTITIONS.set(len(owned_partitions()))
-        metrics.TABLE_USERS.set(len(table))
+        telemetry.ASSIGNED_PARTITIONS.set(len(owned_partitions()))
+        telemetry.TABLE_USERS.set(len(table))
 
     return StreamWorker(settings, app, table, processor, watcher, name)
 
@@ -132,7 +132,7 @@ def preload_model(worker: StreamWorker) -> None:
 def run(settings: Settings) -> int:
     """Create the topics, serve metrics, run the worker until it is stopped."""
     ensure_topics(settings)
-    port = metrics.start_metrics_server(settings.stream_web_port)
+    port = telemetry.start_metrics_server(settings.stream_web_port)
     worker = build(settings)
     preload_model(worker)
     log.info("stream worker %s: group %s, topic %s (%d partitions), metrics on "

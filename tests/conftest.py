@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from recsys.localstack import LocalStack
 from recsys.settings import Settings, load_settings
+from shell.localstack import LocalStack
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 log = logging.getLogger(__name__)

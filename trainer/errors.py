@@ -7,14 +7,6 @@ class TrainerError(RecsysError):
     """Base of every error the trainer raises on purpose."""
 
 
-class NotEnoughData(TrainerError):
-    """The history is too small to fit or to evaluate a model."""
-
-
-class NonFiniteFactors(TrainerError):
-    """A fit produced NaN or Inf factors; they are never published."""
-
-
 class HistoryError(TrainerError):
     """The on-disk history is unreadable or inconsistent."""
 

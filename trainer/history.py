@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from evaluation.metrics import unique_sorted
+from recsys.quality import unique_sorted
 from recsys.sources import FRAME_COLUMNS
 from trainer.errors import HistoryError
 

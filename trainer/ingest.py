@@ -23,7 +23,7 @@ from recsys.settings import Settings
 from recsys.sources import FRAME_COLUMNS
 from trainer.errors import TrainerError
 from trainer.history import HistoryStore, offset_key
-from trainer.metrics import TrainerMetrics
+from trainer.telemetry import TrainerMetrics
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
     1. load the history (retention applied) and its snapshot (offsets, newest event time)
     2. index users/items over the whole history; split at the holdout cutoff
-       (evaluation.split: the last `trainer_holdout_fraction` of the events)
+       (recsys.split: the last `trainer_holdout_fraction` of the events)
     3. fit ALS on the training part only
     4. evaluate on the holdout: the candidate, the popularity baseline and the model in service
        (its factors re-read from the model directory and scored on THIS holdout, users folded
@@ -10,7 +10,7 @@
     5. gate (trainer.gate); a rejected candidate is written to disk only, logged and counted
     6. on success, refit on the whole history warm-started from the candidate's factors
        (`trainer_refit_iterations` sweeps, the first one only over the users with events
-       after the cutoff: trainer.fit.refit_als), so the served model knows the newest events
+       after the cutoff: recsys.als.refit_als), so the served model knows the newest events
        and items at a fraction of a fit; compute similar items and popularity, write the
        version to disk and to Redis, move the pointer, garbage-collect old versions
 
@@ -41,20 +41,18 @@ import numpy as np
 import orjson
 import scipy.sparse as sp
 
-from evaluation.baselines import PopularityRecommender
-from evaluation.metrics import unique_sorted
-from evaluation.split import Holdout, build_holdout, cutoff_for
-from recsys.errors import ModelIntegrityError, ModelNotFound
+from recsys.als import AlsParams, Factors, fit_als, refit_als
+from recsys.baselines import PopularityRecommender
+from recsys.errors import ModelIntegrityError, ModelNotFound, NotEnoughData
+from recsys.holdout_eval import align_items, evaluate_factors, evaluate_popularity
 from recsys.keys import Keys
+from recsys.matrix import IndexedEvents, confidence_matrix, index_events
 from recsys.modelstore import SIMILAR_FORMAT, load_model, read_current_version
+from recsys.quality import unique_sorted
 from recsys.settings import Settings
-from trainer.errors import NotEnoughData
-from trainer.evaluate import align_items, evaluate_factors, evaluate_popularity
-from trainer.fit import AlsParams, Factors, fit_als, refit_als
+from recsys.split import Holdout, build_holdout, cutoff_for
 from trainer.gate import GateDecision, decide
 from trainer.history import HistoryStore, Snapshot
-from trainer.matrix import IndexedEvents, confidence_matrix, index_events
-from trainer.metrics import TrainerMetrics
 from trainer.publish import (
     ModelArtifacts,
     collect_garbage,
@@ -65,6 +63,7 @@ from trainer.publish import (
     save_to_disk,
     similar_items,
 )
+from trainer.telemetry import TrainerMetrics
 
 log = logging.getLogger(__name__)
 

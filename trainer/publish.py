@@ -34,8 +34,6 @@ import numpy as np
 import orjson
 from redis.exceptions import WatchError
 
-from evaluation.metrics import UserItems
-from evaluation.ranking import rank_by_factors
 from recsys.errors import ModelNotFound
 from recsys.keys import Keys
 from recsys.modelstore import (
@@ -44,6 +42,8 @@ from recsys.modelstore import (
     delete_model_version,
     stage_model_version,
 )
+from recsys.quality import UserItems
+from recsys.topk import rank_by_factors
 from trainer.errors import PublishError
 
 log = logging.getLogger(__name__)

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 
 from evaluation.evaluate import map_ms_at_k, rating_rmse, run_evaluation
-from evaluation.metrics import UserItems
 from evaluation.protocols import make_split, stratified_masks
-from recsys.cli import main
+from recsys.matrix import index_events
+from recsys.quality import UserItems
 from recsys.settings import load_settings
 from recsys.sources.movielens import load_movielens
-from trainer.matrix import index_events
+from shell.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -121,7 +121,7 @@ def test_models_below_popularity_are_flagged() -> None:
 
 def test_bootstrap_interval_brackets_the_mean() -> None:
     from evaluation.evaluate import bootstrap_ci
-    from evaluation.metrics import ranking_metrics
+    from recsys.quality import ranking_metrics
 
     rng = np.random.default_rng(0)
     n_users, n_items = 200, 50

@@ -91,7 +91,7 @@ def test_rejects_a_non_frame(tmp_path) -> None:
 
 
 def test_cli_insights(tmp_path, capsys) -> None:
-    from recsys.cli import main
+    from shell.cli import main
 
     assert main(["insights", "--source", "synthetic", "--events", "5000", "--out",
                  str(tmp_path)]) == 0

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import recsys.foldin
-import stream.state
+import recsys.userstate
 from evaluation import replay
 from evaluation.replay import FOLDIN, POPULARITY, RETRAIN, RETRAIN_FOLDIN, STATIC, run_replay
 
@@ -16,10 +16,10 @@ from .conftest import DAY, T0, clustered_frame
 
 def test_replay_uses_the_stream_code_path() -> None:
     # the same objects, not copies: a change in the stream's state or maths changes the replay
-    assert replay.UserState is stream.state.UserState
-    assert replay.Limits is stream.state.Limits
+    assert replay.UserState is recsys.userstate.UserState
+    assert replay.Limits is recsys.userstate.Limits
     assert replay.fold_in_batch is recsys.foldin.fold_in_batch
-    assert replay.fold_in_inputs is stream.state.fold_in_inputs
+    assert replay.fold_in_inputs is recsys.userstate.fold_in_inputs
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from evaluation.protocols import make_split
 from evaluation.tune import TuneError, run_tune, tune
-from trainer.matrix import IndexedEvents, index_events
+from recsys.matrix import IndexedEvents, index_events
 
 SPACE = {"factors": [8, 16], "regularization": [0.1, 5.0], "alpha": [1.0, 10.0],
          "iterations": [3, 8]}
@@ -80,7 +80,7 @@ def test_bad_space_and_metric_are_rejected(clustered, fast_settings) -> None:
 
 
 def test_cli_tune(tmp_path, capsys) -> None:
-    from recsys.cli import main
+    from shell.cli import main
 
     code = main(["tune", "--source", "synthetic", "--events", "8000", "--out", str(tmp_path),
                  "--trials", "2", "--folds", "1", "--no-refine", "--no-progress",

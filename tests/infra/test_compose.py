@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recsys.cli import build_parser
+from shell.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -30,9 +30,9 @@ def _exported(registry: CollectorRegistry) -> set[str]:
 
 @pytest.fixture(scope="module")
 def exported_metrics() -> set[str]:
-    import stream.metrics  # noqa: F401 - registers the worker's metrics in the default registry
-    from serving.metrics import ApiMetrics
-    from trainer.metrics import TrainerMetrics
+    import stream.telemetry  # noqa: F401 - registers the worker's metrics in the default registry
+    from serving.telemetry import ApiMetrics
+    from trainer.telemetry import TrainerMetrics
 
     return (_exported(REGISTRY) | _exported(ApiMetrics().registry)
             | _exported(TrainerMetrics().registry))

@@ -10,7 +10,7 @@ import pytest
 import redis
 from confluent_kafka.admin import AdminClient
 
-from recsys.localstack import LocalStack
+from shell.localstack import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def test_exception_inside_the_block_still_stops_everything():
 def test_parent_killed_or_interrupted_leaves_no_orphans(sig):
     script = textwrap.dedent("""
         import sys, time
-        from recsys.localstack import LocalStack
+        from shell.localstack import LocalStack
         stack = LocalStack().start()
         print(" ".join(str(p.pid) for p in stack.processes), flush=True)
         try:

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from recsys.cli import main
 from recsys.events import parse_event
 from recsys.kafka import ensure_topics
-from recsys.produce_cli import Pacer, replay
 from recsys.producer import EventProducer
 from recsys.settings import Settings, get_settings
 from recsys.sources import make_frame, synthetic
+from shell.cli import main
+from shell.produce_cli import Pacer, replay
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 START_MS = 1_700_000_000_000

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from evaluation import metrics
+from recsys import quality
 from recsys.confidence import confidence, event_weights_array
 from recsys.events import validate_event
 from recsys.settings import DEFAULT_EVENT_WEIGHTS
@@ -120,13 +120,13 @@ def test_sessions_are_bursts_with_gaps_between_visits(frame: pd.DataFrame) -> No
 
 def _recommend_metrics(recs: dict[int, list[int]], truth: dict[int, set[int]],
                        k: int = 10) -> tuple[float, float]:
-    """Mean NDCG@k and recall@k over users with held-out items (evaluation.metrics)."""
+    """Mean NDCG@k and recall@k over users with held-out items (recsys.quality)."""
     users = list(truth)
-    relevant = metrics.UserItems.from_lists([sorted(truth[u]) for u in users])
+    relevant = quality.UserItems.from_lists([sorted(truth[u]) for u in users])
     recommended = np.array([recs[u][:k] + [-1] * (k - len(recs[u][:k])) for u in users])
-    hit = metrics.hits(recommended, relevant)
-    return (metrics.ndcg_at_k(hit, relevant.counts, k),
-            metrics.recall_at_k(hit, relevant.counts, k))
+    hit = quality.hits(recommended, relevant)
+    return (quality.ndcg_at_k(hit, relevant.counts, k),
+            quality.recall_at_k(hit, relevant.counts, k))
 
 
 def test_als_on_the_past_predicts_the_future_better_than_popularity() -> None:

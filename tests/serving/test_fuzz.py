@@ -19,9 +19,9 @@ from hypothesis import settings as hypothesis_settings
 
 from recsys.kafka import ensure_topics
 from recsys.keys import Keys
-from recsys.localstack import free_port
 from recsys.settings import load_settings
 from serving.main import create_app
+from shell.localstack import free_port
 from tests.serving.conftest import publish
 
 pytestmark = pytest.mark.integration

@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from recsys.localstack import free_port
 from recsys.settings import Settings
+from shell.localstack import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,7 @@ def recsys_serve_two_workers(settings: Settings, tmp_path: Path) -> Iterator[tup
     })
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "recsys.cli", "serve", "--workers", "2", "--host", "127.0.0.1",
+        [sys.executable, "-m", "shell.cli", "serve", "--workers", "2", "--host", "127.0.0.1",
          "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"

@@ -10,7 +10,7 @@ import pytest
 import redis as redis_lib
 
 from recsys.keys import Keys
-from recsys.localstack import free_port, start_redis
+from shell.localstack import free_port, start_redis
 from tests.serving.conftest import publish, running_app, with_overrides
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]

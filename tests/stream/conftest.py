@@ -1,5 +1,5 @@
 """Helpers of the stream tests: a model fitted on clustered data, publishing it, running real
-worker processes (`python -m stream`) and producing events with known partitions."""
+worker processes (`recsys stream`) and producing events with known partitions."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ from recsys.confidence import confidence, weight_of
 from recsys.events import Event
 from recsys.foldin import fold_in
 from recsys.keys import Keys
-from recsys.localstack import free_port
 from recsys.modelstore import activate_version, stage_model_version
 from recsys.settings import Settings
+from shell.localstack import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 N_CLUSTERS = 6
@@ -174,7 +174,7 @@ def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """One `python -m stream` process with its own metrics port and log file."""
+    """One `recsys stream` process with its own metrics port and log file."""
 
     def __init__(self, settings: Settings, logdir: Path, name: str, **overrides: Any) -> None:
         self.name = name
@@ -184,7 +184,8 @@ class WorkerProcess:
                **settings_env(settings, stream_web_port=self.port, stream_worker_id=name,
                               stream_session_timeout_ms=6000, **overrides)}
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "stream"], cwd=REPO, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "shell.cli", "stream"],
+                                     cwd=REPO, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT)
 
     def log_tail(self, chars: int = 4000) -> str:

@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from recsys.kafka import ensure_topics
-from stream import metrics
+from stream import telemetry
 from stream.app import create_app
 from stream.changelog import ChangelogWriter
 from stream.tables import history_table
@@ -106,7 +106,7 @@ class FlakyProducer:
 def test_a_failed_record_is_sent_again_with_the_current_value():
     table = {b'"u1"': b"v1", b'"u2"': b"w1"}
     producer = FlakyProducer(failures=1)
-    resends = metrics.CHANGELOG_RESENDS._value.get()
+    resends = telemetry.CHANGELOG_RESENDS._value.get()
 
     async def scenario() -> None:
         writer = ChangelogWriter({}, "t", table.get, producer=producer)
@@ -122,4 +122,4 @@ def test_a_failed_record_is_sent_again_with_the_current_value():
     asyncio.run(scenario())
     # The failed record went again with u1's value as it is now, never the older one.
     assert producer.produced == [(0, b'"u1"', b"v1"), (1, b'"u2"', b"w1"), (0, b'"u1"', b"v2")]
-    assert metrics.CHANGELOG_RESENDS._value.get() == resends + 1
+    assert telemetry.CHANGELOG_RESENDS._value.get() == resends + 1

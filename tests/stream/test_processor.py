@@ -17,14 +17,14 @@ import redis.asyncio as aioredis
 
 from recsys.events import Event
 from recsys.keys import Keys
-from recsys.localstack import start_redis
 from recsys.modelstore import aload_model, unpack_vector
-from stream import metrics
-from stream.batching import Record
+from recsys.userstate import UserState
+from shell.localstack import start_redis
+from stream import telemetry
+from stream.decode import Record
 from stream.model_watch import ModelHolder
 from stream.processor import BatchProcessor
 from stream.redis_writer import RedisWriter
-from stream.state import UserState
 from tests.stream.conftest import FACTORS, expected_vector, publish, relative_error
 
 pytestmark = pytest.mark.integration
@@ -151,13 +151,13 @@ def test_no_model_keeps_history_then_first_model_recomputes_only_what_is_needed(
 
     async def scenario():
         h = Harness(settings, redis_url, owned={0})
-        before = metrics.EVENTS.labels("view", "no_model")._value.get()
+        before = telemetry.EVENTS.labels("view", "no_model")._value.get()
         early = _events("early", clustered.items_of(1)[:3])
         old = _events("old", clustered.items_of(3)[:2], start_ms=1_600_000_000_000)
         away = _events("away", clustered.items_of(4)[:2])
         await h.processor.process(h.records(early + old))
         await h.processor.process(h.records(away, partition=1))
-        assert metrics.EVENTS.labels("view", "no_model")._value.get() - before == 7
+        assert telemetry.EVENTS.labels("view", "no_model")._value.get() - before == 7
         assert await h.redis.exists(h.keys.seen("early"))
         assert not await h.redis.keys(f"{settings.redis_namespace}:uvec:*")
 
@@ -194,12 +194,12 @@ def test_a_redis_outage_is_retried_until_the_write_lands(settings, redis_client,
             h = Harness(settings, own_url)
             h.holder.swap(await aload_model(h.redis, h.keys))
             own.stop()
-            retries = metrics.REDIS_RETRIES._value.get()
+            retries = telemetry.REDIS_RETRIES._value.get()
             task = asyncio.ensure_future(
                 h.processor.process(h.records(_events("u3", clustered.items_of(5)[:2]))))
             await asyncio.sleep(0.8)
             assert not task.done(), "the batch must wait for Redis, not move on"
-            assert metrics.REDIS_RETRIES._value.get() > retries
+            assert telemetry.REDIS_RETRIES._value.get() > retries
             own = start_redis(workdir, port=own.port)
             result = await asyncio.wait_for(task, 10)
             assert result.vectors == 1

@@ -12,8 +12,8 @@ import redis
 
 from recsys.events import Event
 from recsys.keys import Keys
-from recsys.localstack import start_redis
 from recsys.modelstore import unpack_vector
+from shell.localstack import start_redis
 from tests.stream.conftest import (
     FACTORS,
     WorkerProcess,

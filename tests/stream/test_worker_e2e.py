@@ -1,4 +1,4 @@
-"""A real worker process (`python -m stream`) on the real broker and Redis: freshness for a new
+"""A real worker process (`recsys stream`) on the real broker and Redis: freshness for a new
 user, recommendations that follow what they viewed, fold-in equal to the maths (and to
 implicit), malformed records in the dead-letter topic while good ones keep flowing."""
 

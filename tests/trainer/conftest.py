@@ -9,12 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from recsys.als import AlsParams
 from recsys.settings import Settings
 from recsys.sources import synthetic
 from recsys.sources.movielens import load_movielens
-from trainer.fit import AlsParams
-from trainer.metrics import TrainerMetrics
 from trainer.pipeline import Trainer, history_store
+from trainer.telemetry import TrainerMetrics
 
 START_MS = 1_735_689_600_000  # 2025-01-01: fixed, so the frame is the same on every run
 

@@ -37,7 +37,7 @@ def _env(settings) -> dict[str, str]:
 
 
 def _recsys(settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "recsys.cli", *args], env=_env(settings),
+    return subprocess.run([sys.executable, "-m", "shell.cli", *args], env=_env(settings),
                           capture_output=True, text=True, timeout=180)
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import orjson
 import pytest
 
-from recsys.errors import ModelIntegrityError, ModelNotFound
+from recsys.als import AlsParams, Factors, check_finite
+from recsys.errors import ModelIntegrityError, ModelNotFound, NonFiniteFactors
 from recsys.keys import Keys
 from recsys.modelstore import (
     SIMILAR_FORMAT,
@@ -19,8 +20,6 @@ from recsys.modelstore import (
     unpack_similar,
     unpack_vector,
 )
-from trainer.errors import NonFiniteFactors
-from trainer.fit import AlsParams, Factors, check_finite
 from trainer.publish import disk_versions, read_manifest, rollback
 
 from .conftest import FAST

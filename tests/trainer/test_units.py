@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys.errors import ModelIntegrityError
+from recsys.als import AlsParams, Factors, check_finite, fit_als
+from recsys.errors import ModelIntegrityError, NonFiniteFactors, NotEnoughData
+from recsys.matrix import MS_PER_DAY, confidence_matrix, index_events
 from recsys.modelstore import pack_similar, unpack_similar
 from recsys.settings import DEFAULT_EVENT_WEIGHTS
 from recsys.sources import make_frame
-from trainer.errors import NonFiniteFactors, NotEnoughData
-from trainer.fit import AlsParams, Factors, check_finite, fit_als
 from trainer.gate import decide
-from trainer.matrix import MS_PER_DAY, confidence_matrix, index_events
 from trainer.publish import encode_similar, similar_items
 
 T0 = 1_700_000_000_000
@@ -96,7 +95,7 @@ def test_similar_items_are_cosine_neighbours_without_the_item_itself():
 def test_pruned_top_k_is_exact_on_a_large_catalogue():
     """top_k_rows prunes to a few candidate columns when the catalogue is large: the result
     must be the full sort's, -inf (excluded) scores included, with the matching scores."""
-    from evaluation.ranking import top_k_rows
+    from recsys.topk import top_k_rows
 
     rng = np.random.default_rng(5)
     scores = rng.standard_normal((40, 5003)).astype(np.float32)  # 5003: a ragged last group
@@ -115,7 +114,7 @@ def test_category_weights_equal_the_per_event_rule():
     import pandas as pd
 
     from recsys.confidence import event_weights_array
-    from trainer.matrix import event_weights_of
+    from recsys.matrix import event_weights_of
 
     types = ["view", "rating", "transaction", "rating", "addtocart", "click", "view"]
     values = np.array([np.nan, 4.0, 2.0, np.nan, 1.0, np.nan, 3.0])
@@ -129,7 +128,7 @@ def test_category_weights_equal_the_per_event_rule():
 def test_partial_refit_updates_changed_users_and_all_items_only():
     import scipy.sparse as sp
 
-    from trainer.fit import refit_als
+    from recsys.als import refit_als
 
     rng = np.random.default_rng(2)
     dense = (rng.random((30, 12)) < 0.3) * (1 + rng.integers(1, 5, (30, 12)))

@@ -5,13 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from evaluation.metrics import (
+from recsys.quality import (
     UserItems,
     catalog_coverage,
     hits,
     ranking_metrics,
 )
-from evaluation.ranking import rank_by_factors, rank_by_scores, top_k_rows
+from recsys.topk import rank_by_factors, rank_by_scores, top_k_rows
 
 # user 0: relevant {1, 3, 5}; recommended [1, 2, 3]       -> hits at ranks 1 and 3
 # user 1: relevant {4};       recommended [0, 4, -1 (pad)] -> hit at rank 2
@@ -86,7 +86,7 @@ def test_ranking_excludes_each_users_own_items_and_disallowed_items():
 
 def test_factor_ranking_agrees_with_the_dense_reference():
     """rank_by_factors (implicit's top-k) == rank (numpy, dense blocks) on random data."""
-    from evaluation.ranking import rank
+    from recsys.topk import rank
 
     rng = np.random.default_rng(3)
     users = rng.standard_normal((50, 8)).astype(np.float32)

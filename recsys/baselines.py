@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluation.metrics import UserItems, unique_sorted
-from evaluation.ranking import rank_by_scores
+from recsys.quality import UserItems, unique_sorted
+from recsys.topk import rank_by_scores
 
 
 class PopularityRecommender:

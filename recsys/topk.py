@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from evaluation.metrics import UserItems, hits
+from recsys.quality import UserItems, hits
 
 # Scores of one chunk of users are materialised as a dense (chunk, n_items) float32 block;
 # 1024 rows x 100k items is 400 MB, so the chunk shrinks with the catalogue.

@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from evaluation.baselines import PopularityRecommender
-from evaluation.metrics import ranking_metrics
-from evaluation.ranking import rank_by_factors
-from evaluation.split import Holdout
+from recsys.baselines import PopularityRecommender
 from recsys.foldin import fold_in_batch, gram
+from recsys.quality import ranking_metrics
+from recsys.split import Holdout
+from recsys.topk import rank_by_factors
 
 _FOLD_IN_BATCH = 2048  # users per stacked solve: bounds the (batch, k, k) array
 

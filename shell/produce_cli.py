@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from recsys.argtypes import positive_float, positive_int
+
 if TYPE_CHECKING:  # heavy imports stay out of `recsys --help`
     import pandas as pd
 
@@ -152,10 +154,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--source", default="synthetic", metavar="SPEC",
                         help=f"what to replay (default: synthetic): {SOURCE_HELP}")
-    parser.add_argument("--events", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--events", type=positive_int, default=None, metavar="N",
                         help="synthetic: how many events to generate (default 100000); "
                         "files: send only the first N events in time order")
-    parser.add_argument("--rate", type=_positive_float, default=None, metavar="EV_PER_S",
+    parser.add_argument("--rate", type=positive_float, default=None, metavar="EV_PER_S",
                         help="target events per second (default: as fast as possible)")
     parser.add_argument("--seed", type=int, default=None,
                         help="synthetic generator seed (default: RECSYS_RANDOM_SEED)")
@@ -179,19 +181,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     csv.add_argument("--sep", default=",", help="field separator (default ','; $'\\t' for tabs)")
     parser.set_defaults(handler=_produce)
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
 
 
 def _produce(args: argparse.Namespace) -> int:

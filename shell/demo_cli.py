@@ -1,4 +1,4 @@
-"""`recsys demo`: the whole system on embedded defaults (see recsys/demo.py)."""
+"""`recsys demo`: the whole system on embedded defaults (see shell/demo.py)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from recsys.demo import Demo, DemoOptions
     from recsys.settings import get_settings
+    from shell.demo import Demo, DemoOptions
 
     settings = get_settings()
     if args.duration is not None and args.duration <= 0:

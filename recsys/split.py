@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from evaluation.metrics import UserItems, unique_sorted
+from recsys.quality import UserItems, unique_sorted
 
 
 def cutoff_for(timestamps: np.ndarray, holdout_fraction: float) -> int:

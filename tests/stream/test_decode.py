@@ -5,7 +5,7 @@ import base64
 import orjson
 
 from recsys.events import Event
-from stream.batching import Record, coalesce, dead_letter_record
+from stream.decode import Record, coalesce, dead_letter_record
 
 
 def _rec(offset, value, key=b"u1", partition=0):

@@ -20,11 +20,11 @@ log = logging.getLogger("recsys")
 
 # Modules with a register(subparsers) function, in the order their commands appear in --help.
 COMMAND_MODULES = [
-    "recsys.stack_cli",
+    "shell.stack_cli",
     "trainer.cli",
-    "recsys.produce_cli",
+    "shell.produce_cli",
     "stream.cli",
-    "recsys.demo_cli",
+    "shell.demo_cli",
     "evaluation.cli",
     "bench.cli",
     "serving.cli",

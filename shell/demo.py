@@ -38,8 +38,8 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from recsys.localstack import LocalStack, free_port
 from recsys.settings import Settings, load_settings
+from shell.localstack import LocalStack, free_port
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class RoleProcess:
         self.logfile = logdir / f"{name}.log"
         with open(self.logfile, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "recsys.cli", *args], env=env, stdout=out,
+                [sys.executable, "-m", "shell.cli", *args], env=env, stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
 

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from serving.batching import ScoringBatcher
+from serving.score_batching import ScoringBatcher
 
 pytestmark = pytest.mark.anyio
 

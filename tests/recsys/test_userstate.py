@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stream.state import Limits, StateDecodeError, UserState, event_id_hash
+from recsys.userstate import Limits, StateDecodeError, UserState, event_id_hash
 
 LIMITS = Limits(max_items=3, max_ids=4)
 
@@ -126,7 +126,7 @@ def test_encoded_states_do_not_carry_a_large_buffer():
 
 
 def test_fold_in_inputs_are_known_rows_and_confidences():
-    from stream.state import fold_in_inputs
+    from recsys.userstate import fold_in_inputs
 
     a, b, c = UserState(), UserState(), UserState()
     _apply(a, "e1", "x", 0, weight=1.0)

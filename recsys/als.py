@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from trainer.errors import NonFiniteFactors, NotEnoughData
+from recsys.errors import NonFiniteFactors, NotEnoughData
 
 log = logging.getLogger(__name__)
 
