@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         default="localhost:9092",
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "RECSYS_KAFKA_BOOTSTRAP_SERVERS"),
-        description="Kafka bootstrap servers, comma-separated host:port.",
+        description="Kafka bootstrap servers, comma-separated host:port (at least one).",
     )
     kafka_client_options: dict[str, str] = Field(
         default_factory=dict,
@@ -62,34 +62,69 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         default="redis://localhost:6379/0",
         validation_alias=AliasChoices("REDIS_URL", "RECSYS_REDIS_URL"),
-        description="Redis connection URL.",
+        description="Redis connection URL (redis://, rediss:// or unix://).",
     )
     redis_namespace: str = Field(
-        default="recsys", description="Prefix of every Redis key this deployment writes."
+        default="recsys",
+        description="Prefix of every Redis key this deployment writes (1-64 letters, digits, "
+        "'_', '.', '-').",
     )
 
     # --- topics ----------------------------------------------------------------------------
-    interactions_topic: str = "interactions"
-    dead_letter_topic: str = "interactions.dlq"
-    topic_partitions: int = Field(default=4, ge=1, le=1024)
+    interactions_topic: str = Field(
+        default="interactions",
+        description="Topic of interaction events (key = user id). A valid Kafka topic name.",
+    )
+    dead_letter_topic: str = Field(
+        default="interactions.dlq",
+        description="Topic for rejected events, with the reason. A valid Kafka topic name.",
+    )
+    topic_partitions: int = Field(
+        default=4, ge=1, le=1024,
+        description="Partitions when the project creates the interactions topic.",
+    )
 
     # --- storage ---------------------------------------------------------------------------
-    data_dir: Path = Path("var/data")
-    model_dir: Path = Path("var/models")
+    data_dir: Path = Field(
+        default=Path("var/data"),
+        description="Local state: the trainer's Parquet history (`history/`) and the stream "
+        "worker's Faust folder (`stream/`).",
+    )
+    model_dir: Path = Field(
+        default=Path("var/models"),
+        description="Published and rejected model versions (npz + manifest).",
+    )
 
     # --- model and confidence (shared by trainer and stream: same maths everywhere) ------
-    als_factors: int = Field(default=64, ge=1, le=1024)
+    als_factors: int = Field(
+        default=64, ge=1, le=1024, description="ALS latent factors (shared by trainer and stream)."
+    )
     # Tuned on ML-100K (time split and per-user random split) and on the synthetic stream;
-    # see the README, "Tuning and quality". Small regularisation (implicit's default-like 0.01-0.1)
-    # overfits small dense data and loses to popularity.
-    als_regularization: float = Field(default=50.0, ge=0.0)
-    als_iterations: int = Field(default=15, ge=1, le=1000)
+    # see docs/trainer.md, "Tuning and quality". Small regularisation (implicit's
+    # default-like 0.01-0.1) overfits small dense data and loses to popularity.
+    als_regularization: float = Field(
+        default=50.0, ge=0.0,
+        description="ALS regularisation lambda (tuned on ML-100K; see the trainer page).",
+    )
+    als_iterations: int = Field(
+        default=15, ge=1, le=1000, description="ALS iterations of a full fit."
+    )
     alpha: float = Field(default=10.0, gt=0.0, description="C = 1 + alpha * weighted count.")
-    event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
-    random_seed: int = 42
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS),
+        description="Weight of each event type in the confidence (JSON; known types only, "
+        "weights >= 0; partial overrides keep the other defaults). Shared by trainer and stream.",
+    )
+    random_seed: int = Field(
+        default=42, description="Seed of fits, samples and the synthetic generator."
+    )
 
     # --- stream processor ------------------------------------------------------------------
-    stream_app_id: str = "recsys-stream"
+    stream_app_id: str = Field(
+        default="recsys-stream",
+        description="Faust app id = consumer group of the stream workers and prefix of the "
+        "changelog topic.",
+    )
     stream_fetch_max_wait_ms: int = Field(
         default=20,
         ge=1,
@@ -97,7 +132,9 @@ class Settings(BaseSettings):
         description="Consumer fetch wait. Faust hard-codes 1500 ms; the local broker always "
         "waits the full time, so it is lowered here.",
     )
-    stream_batch_max_events: int = Field(default=500, ge=1, le=100_000)
+    stream_batch_max_events: int = Field(
+        default=500, ge=1, le=100_000, description="Largest micro-batch."
+    )
     stream_batch_max_ms: int = Field(
         default=20, ge=1, le=60_000,
         description="Longest a micro-batch is held open for more events (latency bound).",
@@ -106,8 +143,15 @@ class Settings(BaseSettings):
         default=2.0, ge=0.0, le=60_000,
         description="A micro-batch closes early once no event arrived for this long.",
     )
-    stream_history_max_items: int = Field(default=200, ge=1, le=100_000)
-    stream_web_port: int = Field(default=6066, ge=0, le=65535)
+    stream_history_max_items: int = Field(
+        default=200, ge=1, le=100_000,
+        description="Items kept per user in the history table (least recently touched leave "
+        "first); also the size of the seen set in Redis.",
+    )
+    stream_web_port: int = Field(
+        default=6066, ge=0, le=65535,
+        description="Stream worker /metrics port (0 = a free one, logged).",
+    )
     stream_store: str = Field(default="memory://", description="Faust table store URL.")
     stream_dedupe_ids: int = Field(
         default=64, ge=1, le=10_000,
@@ -139,17 +183,40 @@ class Settings(BaseSettings):
     )
 
     # --- trainer ---------------------------------------------------------------------------
-    trainer_group_id: str = "recsys-trainer"
-    trainer_holdout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
-    trainer_gate_metric: str = "ndcg@10"
-    trainer_gate_tolerance: float = Field(default=0.02, ge=0.0, lt=1.0)
-    trainer_keep_versions: int = Field(default=3, ge=2, le=100)
-    trainer_retention_days: float = Field(default=365.0, gt=0.0)
+    trainer_group_id: str = Field(
+        default="recsys-trainer", description="Consumer group of the trainer's history."
+    )
+    trainer_holdout_fraction: float = Field(
+        default=0.2, gt=0.0, lt=1.0,
+        description="Share of events (by time) held out for the gate.",
+    )
+    trainer_gate_metric: str = Field(
+        default="ndcg@10",
+        description="Metric the gate compares, `metric@k` with a metric among precision, recall, "
+        "f1, map, ndcg, hit_rate, coverage.",
+    )
+    trainer_gate_tolerance: float = Field(
+        default=0.02, ge=0.0, lt=1.0,
+        description="Publish if candidate >= (1 - tolerance) x serving.",
+    )
+    trainer_keep_versions: int = Field(
+        default=3, ge=2, le=100,
+        description="Versions kept for rollback (current included), and rejected candidates "
+        "kept on disk.",
+    )
+    trainer_retention_days: float = Field(
+        default=365.0, gt=0.0, description="History window, back from the newest event."
+    )
     trainer_time_decay_days: float | None = Field(
         default=None, gt=0.0, description="Half-life of event weight decay; unset = no decay."
     )
-    trainer_similar_items: int = Field(default=50, ge=1, le=1000)
-    trainer_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    trainer_similar_items: int = Field(
+        default=50, ge=1, le=1000, description="Length of each similar-items list."
+    )
+    trainer_metrics_port: int = Field(
+        default=9101, ge=0, le=65535,
+        description="Trainer /metrics port in --every mode (0 = a free one).",
+    )
     trainer_eval_k: int = Field(default=10, ge=1, le=1000, description="Metrics at this k.")
     trainer_eval_max_users: int = Field(
         default=2000, ge=10, description="Holdout users scored (seeded sample): bounds eval cost."
@@ -163,30 +230,42 @@ class Settings(BaseSettings):
         "after the gate passed; 0 publishes the model fitted without the holdout."
     )
     trainer_fit_threads: int = Field(default=0, ge=0, le=256, description="0 = all cores.")
-    trainer_min_new_events: int = Field(default=1, ge=0)
-    trainer_flush_events: int = Field(default=50_000, ge=1)
+    trainer_min_new_events: int = Field(
+        default=1, ge=0, description="--every: train only when this many new events arrived."
+    )
+    trainer_flush_events: int = Field(
+        default=50_000, ge=1,
+        description="History: flush a Parquet part after this many events.",
+    )
     trainer_flush_seconds: float = Field(
         default=60.0, gt=0.0, description="History file cadence while consuming (and always "
         "before a run); unflushed events are re-read from Kafka after a crash, never lost."
     )
-    trainer_compact_parts: int = Field(default=32, ge=2)
+    trainer_compact_parts: int = Field(
+        default=32, ge=2, description="History: compact when this many parts exist."
+    )
     trainer_similar_max_items: int = Field(
         default=5_000, ge=0, description="Stored similar lists for at most this many (most "
         "popular) items; serving computes the others from the factors. 0 = all items."
     )
 
     # --- serving ---------------------------------------------------------------------------
-    api_host: str = "127.0.0.1"
-    api_port: int = Field(default=8000, ge=0, le=65535)
+    api_host: str = Field(default="127.0.0.1", description="API bind address.")
+    api_port: int = Field(default=8000, ge=0, le=65535, description="API port.")
     api_key: SecretStr | None = Field(
         default=None, description="When set, write endpoints require header X-API-Key."
     )
-    api_max_k: int = Field(default=500, ge=1, le=10_000)
+    api_max_k: int = Field(
+        default=500, ge=1, le=10_000, description="Largest k a request may ask for."
+    )
     api_redis_timeout_s: float = Field(
         default=0.25, gt=0.0, le=30.0,
         description="Per-operation Redis timeout on the request path; past it, a fallback.",
     )
-    api_redis_max_connections: int = Field(default=256, ge=1, le=10_000)
+    api_redis_max_connections: int = Field(
+        default=256, ge=1, le=10_000,
+        description="Redis connection pool size of one API process (beyond it: a fallback).",
+    )
     api_redis_retry_after_s: float = Field(
         default=1.0, ge=0.0, le=60.0,
         description="After a Redis error, requests skip Redis (straight to the in-memory "
@@ -196,23 +275,36 @@ class Settings(BaseSettings):
         default=5.0, gt=0.0, le=3600.0,
         description="Poll of the current-model pointer, besides the switch channel.",
     )
-    api_catalog_poll_s: float = Field(default=2.0, gt=0.0, le=3600.0)
+    api_catalog_poll_s: float = Field(
+        default=2.0, gt=0.0, le=3600.0,
+        description="How often an API process checks for catalog changes by others.",
+    )
     api_catalog_cache_s: float = Field(
         default=30.0, ge=0.0, le=86_400.0,
         description="How long item details (name, price...) are cached in memory.",
     )
-    api_catalog_cache_size: int = Field(default=100_000, ge=0, le=10_000_000)
+    api_catalog_cache_size: int = Field(
+        default=100_000, ge=0, le=10_000_000,
+        description="Catalog item details cached in memory.",
+    )
     api_seen_max: int = Field(
         default=1000, ge=1, le=100_000, description="Most recent seen items read per request."
     )
     api_fallback_window: str = Field(
         default="24h", pattern=r"^(1h|24h|7d)$", description="Trending window of fallbacks."
     )
-    api_max_batch_events: int = Field(default=1000, ge=1, le=100_000)
-    api_max_anonymous_items: int = Field(default=200, ge=1, le=10_000)
+    api_max_batch_events: int = Field(
+        default=1000, ge=1, le=100_000, description="Most events in one POST /v1/events."
+    )
+    api_max_anonymous_items: int = Field(
+        default=200, ge=1, le=10_000,
+        description="Most items in one anonymous session request.",
+    )
 
     # --- logging ---------------------------------------------------------------------------
-    log_level: str = "INFO"
+    log_level: str = Field(
+        default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)."
+    )
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
