@@ -110,8 +110,8 @@ def refit_als(conf: sp.csr_matrix, params: AlsParams, init: Factors, changed_use
     (they are most of the users) and it moves them by a rounding error. Measured on a
     60/20/20 time split (candidate on 60 %, refit on 80 %, scored on the last 20 %): the same
     NDCG@10 as implicit's warm iteration and as a fit from scratch, on ML-100K and on 1M
-    synthetic events, at ~60 % of the warm iteration's time. New users and items start from
-    zero (their rows in `init` are zero), as in a warm-started implicit fit.
+    synthetic events, in less time than the warm iteration (docs/benchmarks.md). New users
+    and items start from zero (their rows in `init` are zero), as in a warm-started implicit fit.
     """
     if conf.nnz == 0:
         raise NotEnoughData("the confidence matrix is empty")

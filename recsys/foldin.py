@@ -99,9 +99,9 @@ def _solve_normal(yu: np.ndarray, conf: np.ndarray, weight: np.ndarray, base: np
                   ) -> np.ndarray:
     # A = YtY + lambda I + Yu^T (Cu - I) Yu ;  b = Yu^T Cu 1
     # Yu^T (Cu - I) Yu is the O(L k^2) bulk of a long history: accumulated in float32, the
-    # factors' own precision (implicit computes its solves in float32 too), about 30 % faster
-    # than float64 on ML-100K's heaviest users, 2e-7 relative to the float64 result; the
-    # k x k solve stays in float64.
+    # factors' own precision (implicit computes its solves in float32 too), faster than
+    # float64 (docs/benchmarks.md) and within rounding of it (tests hold it to implicit);
+    # the k x k solve stays in float64.
     yu32 = yu.astype(np.float32, copy=False)
     a = base + (yu32.transpose(0, 2, 1) * weight[:, None, :].astype(np.float32)) @ yu32
     b = yu.transpose(0, 2, 1) @ conf[:, :, None]

@@ -32,10 +32,10 @@ def pack_vector(vector: np.ndarray) -> bytes:
 
 
 # Similar-item lists: per item, (row of the neighbour in the version's item ids, cosine) records,
-# best first. Packed rather than JSON text: the trainer encodes ~5 us per list instead of ~30
-# (JSON was the longest step after the fit on small catalogues) and Redis holds 8 bytes per
-# neighbour instead of the id text plus the score's digits. A version's manifest names the
-# format (`similar_format`); lists of versions without it are JSON [[item, score], ...].
+# best first. Packed rather than JSON text: far cheaper for the trainer to encode (JSON was
+# the longest step after the fit on small catalogues; docs/benchmarks.md) and Redis holds 8
+# bytes per neighbour instead of the id text plus the score's digits. A version's manifest
+# names the format (`similar_format`); lists of versions without it are JSON [[item, score], ...].
 SIMILAR_FORMAT = "rows-i32-scores-f32"
 SIMILAR_DTYPE = np.dtype([("row", "<i4"), ("score", "<f4")])
 

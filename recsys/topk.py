@@ -19,10 +19,9 @@ from recsys.quality import UserItems, hits
 _BLOCK_VALUES = 16_000_000
 
 
-# Below this many scores a ranking runs in the calling thread: a thread pool costs ~1-3 ms to
-# start and join (measured: 107 holdout users x 1,682 items ranked in 0.5 ms on one thread,
-# 3-4 ms through a two-thread pool), while 1,682 x 1,682 similar-item scores take 15 ms on
-# one thread and 7 ms on two.
+# Below this many scores a ranking runs in the calling thread: starting and joining a thread
+# pool costs more than a small holdout's whole ranking, while the similar-item scores of a
+# catalogue gain from a second thread (figures in docs/benchmarks.md).
 _THREADED_MIN_VALUES = 1_000_000
 
 
@@ -63,7 +62,7 @@ def top_k_rows(scores: np.ndarray, k: int, return_scores: bool = False
     fewer than k finite scores (an excluded item scores -inf). With `return_scores`, also
     their scores (float32, 0 where padded).
 
-    Exact: a full argpartition of every row costs ~10 ns per score; pruning to candidate
+    Exact: a full argpartition of every row is costly per score; pruning to candidate
     columns first (`_candidate_columns`) leaves one vectorised max pass over the scores.
     """
     scores = np.asarray(scores)
@@ -169,9 +168,8 @@ def _excluded(candidates: np.ndarray, exclude: UserItems | None, n_items: int = 
         return np.zeros(candidates.shape, dtype=bool)
     n_users = candidates.shape[0]
     if 0 < n_users * n_items <= _BLOCK_VALUES:
-        # a dense (users x items) flag matrix, one scatter and one gather: ~5x cheaper than
-        # the sorted-key lookup below for a small holdout (107 users x 1,682 items: 0.2 ms
-        # against 2 ms for the head of the popularity list)
+        # a dense (users x items) flag matrix, one scatter and one gather: cheaper than the
+        # sorted-key lookup below for a small holdout (docs/benchmarks.md)
         dense = np.zeros((n_users, n_items), dtype=bool)
         dense[np.repeat(np.arange(n_users), exclude.counts), exclude.indices] = True
         return np.take_along_axis(dense, candidates, axis=1) & (candidates >= 0)
@@ -188,7 +186,7 @@ def rank_by_factors(user_vectors: np.ndarray, item_factors: np.ndarray, k: int,
     Dense blocks: one BLAS product per chunk of users, exclusions written as -inf, then the
     pruned exact top-k of `top_k_rows`. The product is the floor of the cost (2 k_f m flops
     a user); the selection adds about a third of it. (implicit's topk does the same product
-    but selects with a heap of k + (exclusions) per row, which was 2-5x slower here once a
+    but selects with a heap of k + (exclusions) per row, which was slower here once a
     user's own items have to be over-fetched and dropped afterwards.)
     """
     users = np.ascontiguousarray(user_vectors, dtype=np.float32)

@@ -135,8 +135,8 @@ class UserState:
         raw = orjson.dumps({"i": self.items, "d": self.recent_ids, "p": self.partition,
                             "o": self.offset, "t": self.last_event_ms, "v": self.version})
         # orjson's result keeps its whole output buffer (~4 KB) allocated however short the
-        # text; table values live long, so copy into an object of the right size (measured:
-        # 4.2 KB -> 0.3 KB resident per user in a 100,000-user table).
+        # text; table values live long, so copy into an object of the right size (resident
+        # memory per user in docs/benchmarks.md).
         return bytes(memoryview(raw))
 
     @classmethod

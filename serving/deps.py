@@ -73,12 +73,12 @@ WriteAccess = Depends(require_api_key)
 
 
 # --- the hot route's shortcut -------------------------------------------------------------
-# FastAPI's dependency solving and per-parameter pydantic validation cost ~60 us a request
-# (more than Redis). `plain_user_params` accepts only requests whose parameters are plainly
-# valid under exactly the rules declared above (UserIdPath, K, CategoryQuery, a bool), and
-# says None for anything else, which then goes through FastAPI's own validation and its
-# 422s. So it can only skip work, never accept what FastAPI would refuse or read a value
-# differently.
+# FastAPI's dependency solving and per-parameter pydantic validation cost more a request
+# than Redis does (docs/benchmarks.md). `plain_user_params` accepts only requests whose
+# parameters are plainly valid under exactly the rules declared above (UserIdPath, K,
+# CategoryQuery, a bool), and says None for anything else, which then goes through FastAPI's
+# own validation and its 422s. So it can only skip work, never accept what FastAPI would
+# refuse or read a value differently.
 _ID_RE = re.compile(ID_PATTERN)
 _PLAIN_BOOLS = {"true": True, "false": False, "1": True, "0": False}
 _MAX_K_DIGITS = 6

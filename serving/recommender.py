@@ -40,9 +40,9 @@ log = logging.getLogger(__name__)
 # Everything a personalised request reads from Redis, in one EVALSHA: the user's vector under
 # the served version (KEYS[1] = keys.user_vectors(version), field ARGV[1]) and their most
 # recent seen items (KEYS[2] = keys.seen(user), ARGV[2] = how many). One command instead of a
-# two-command pipeline halves redis-py's client-side cost (~0.10 -> ~0.05 ms CPU a request),
-# which is most of what Redis costs the hot path. A missing vector comes back as nil (Lua
-# false). Read-only; redis-py reloads the script by itself after a Redis restart (NOSCRIPT).
+# two-command pipeline halves redis-py's client-side cost (docs/benchmarks.md), which is
+# most of what Redis costs the hot path. A missing vector comes back as nil (Lua false).
+# Read-only; redis-py reloads the script by itself after a Redis restart (NOSCRIPT).
 USER_STATE_LUA = """
 return {redis.call('HGET', KEYS[1], ARGV[1]),
         redis.call('ZREVRANGE', KEYS[2], 0, tonumber(ARGV[2]) - 1)}

@@ -3,8 +3,8 @@
 Requests whose user vectors are ready in the same event-loop turn (their Redis replies came
 in together, as they do when the process is busy or was descheduled for a moment) are scored
 by one `score_batch` instead of one mat-vec each. The work per request then falls as the
-load rises (~0.45 ms alone, ~0.15 ms in a batch of 4-8 at 50,000 x 64), so a queue drains
-faster instead of growing; a lone request waits one loop turn, microseconds.
+load rises (figures in docs/benchmarks.md), so a queue drains faster instead of growing; a
+lone request waits one loop turn, microseconds.
 
 A batch only ever holds requests scoring the same factor matrix, i.e. the same model version
 (invariant 2): each request passes the matrix of the version it took at its start.
@@ -20,7 +20,7 @@ import numpy as np
 
 from serving.scoring import score_batch
 
-# Larger batches would make their first request wait for the whole product (~1 ms at 8).
+# Larger batches would make their first request wait for the whole product.
 MAX_BATCH = 8
 
 

@@ -69,9 +69,9 @@ def score_batch(item_factors: np.ndarray, user_vectors: Sequence[np.ndarray]) ->
 
     Scoring is memory-bound: one mat-vec streams all of Y (12 MB at 50,000 x 64) for 64
     multiply-adds per item. A mat-mat product streams Y once for B users, so B users cost
-    far less than B mat-vecs (measured at 50,000 x 64: B=4 ~0.6 ms, B=8 ~1.1 ms, against
-    ~0.45 ms for one). Row j equals `score_items(user_vectors[j], item_factors)` up to float
-    rounding (another summation order).
+    far less than B mat-vecs (figures in docs/benchmarks.md). Row j equals
+    `score_items(user_vectors[j], item_factors)` up to float rounding (another summation
+    order).
     """
     if len(user_vectors) == 1:
         return score_items(user_vectors[0], item_factors)[None, :]

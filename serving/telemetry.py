@@ -111,8 +111,9 @@ class ApiMetrics:
         )
 
     def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
-        # `.labels()` validates and hashes on every call (~10 us each, twice per request);
-        # the children are looked up here instead. Bounded like the labels themselves.
+        # `.labels()` validates and hashes on every call (twice per request; its cost is in
+        # docs/benchmarks.md); the children are looked up here instead. Bounded like the
+        # labels themselves.
         key = (id(metric), labels)
         child = self._children.get(key)
         if child is None:

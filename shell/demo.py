@@ -206,7 +206,7 @@ class Demo:
     def _load_catalog(self, api: str, catalog: pd.DataFrame) -> None:
         """Send the catalog through the API's bulk write, as a shop's catalog sync would:
         batches of up to MAX_CATALOG_BATCH items, each one Redis transaction and one catalog
-        reload on the other replicas (one PUT per item cost ~10 ms each). A 503 (Redis busy)
+        reload on the other replicas (one PUT per item was far slower). A 503 (Redis busy)
         is retried."""
         from serving.schemas import MAX_CATALOG_BATCH
 

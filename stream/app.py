@@ -123,10 +123,9 @@ def create_app(settings: Settings) -> faust.App:
         # Changelog and dead-letter records only: batching them costs no event any latency
         # (the commit flushes the producer first).
         producer_linger_ms=10,
-        # aiokafka's default 16 KB record batch holds ~50 changelog values, so a busy worker
+        # aiokafka's default 16 KB record batch holds few changelog values, so a busy worker
         # sends many small produce requests; 256 KB batches cut the producer's CPU per record
-        # by about a quarter (measured against the local broker). Stays below the default
-        # producer_max_request_size (1 MB).
+        # (docs/benchmarks.md). Stays below the default producer_max_request_size (1 MB).
         producer_max_batch_size=256 * 1024,
         Monitor=LeanMonitor,
         broker_credentials=broker_credentials(settings.kafka_client_options),

@@ -18,7 +18,8 @@ reports correctly this finds the same number, at the cost of one short fetch per
 Delivery without a race per message: Faust's consumer loop (`Consumer._drain_messages`) hands
 every record to the conductor through `Service.wait_first(callback(message),
 suspend_flow.wait())`, which creates four tasks, runs `asyncio.wait` over them and cancels
-three, for every single record (measured: about half of what Faust alone costs per event).
+three, for every single record (a large share of what Faust alone costs per event; figures in
+docs/benchmarks.md).
 The race only matters when delivery *blocks*: the stream buffer is full, the producer buffer
 is over its limit or flow control is suspended for a rebalance. `_Consumer._drain_messages`
 is Faust's loop with one change: it runs the callback directly up to its first suspension;

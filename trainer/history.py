@@ -132,8 +132,8 @@ class HistoryStore:
     @property
     def _known(self) -> np.ndarray:
         """Sorted hashes of every stored event id. Read from the files when first needed
-        (append, compaction, n_events): hashing a million ids costs ~0.3 s, which a process
-        that only trains (`train --once --no-consume`) should not pay."""
+        (append, compaction, n_events): hashing every id is a cost that a process that only
+        trains (`train --once --no-consume`) should not pay."""
         if self._known_ids is None:
             hashes = [id_hashes(pq.read_table(path, columns=["event_id"]).column("event_id")
                                 .to_numpy(zero_copy_only=False)) for path in self.files()]

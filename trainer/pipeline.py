@@ -200,7 +200,7 @@ class Trainer:
         # candidate but not the gate's verdict runs there while this thread evaluates.
         # numpy, implicit's solvers and socket I/O release the GIL, so they overlap; the
         # Python parts (fold-in batching, JSON, command packing) do not, which bounds the
-        # gain (measured: ~89 -> ~70 ms after the fit on ML-100K, 1.71 -> 1.48 s on 1M).
+        # gain (docs/benchmarks.md).
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="trainer") as pool:
             return self._run_in(pool)
 

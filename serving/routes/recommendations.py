@@ -25,7 +25,7 @@ async def _for_user(services: Services, user_id: str, k: int, exclude_seen: bool
 
 class PersonalisedRoute(APIRoute):
     """The hot route: plainly well-formed requests (`plain_user_params`) skip FastAPI's
-    dependency solving and parameter validation (~60 us of ~1 ms); anything else, and the
+    dependency solving and parameter validation; anything else, and the
     OpenAPI schema, come from the declared signature below as usual.
 
     Those requests take the services from `app.state` directly, so a
