@@ -9,6 +9,7 @@ text; it touches no file and no environment.
 from __future__ import annotations
 
 import json
+import re
 import types
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
@@ -101,8 +102,17 @@ def constraints_text(info: FieldInfo) -> str:
         elif isinstance(item, annotated_types.Lt):
             parts.append(f"< {item.lt}")
         elif getattr(item, "pattern", None):
-            parts.append(f"matches `{item.pattern}`")
+            parts.append(_pattern_text(item.pattern))
     return ", ".join(parts)
+
+
+def _pattern_text(pattern: str) -> str:
+    # `^(1h|24h|7d)$` reads better as a list, and keeps pipes (which the Markdown renderers
+    # escape differently inside code) out of the table.
+    choices = re.fullmatch(r"\^\(([\w.-]+(?:\|[\w.-]+)+)\)\$", pattern)
+    if choices:
+        return "one of " + ", ".join(f"`{c}`" for c in choices.group(1).split("|"))
+    return f"matches `{pattern}`"
 
 
 def _cell(text: str) -> str:
