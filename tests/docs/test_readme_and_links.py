@@ -66,3 +66,27 @@ def test_link_finder_sees_links_and_skips_code_and_urls() -> None:
         "`[e](e.md)`\n```\n[f](f.md)\n```\n[g](docs/g.md#part)"
     )
     assert relative_links(text) == ["docs/a.md", "img/b.png", "docs/g.md#part"]
+
+
+_REPO_PATH = re.compile(
+    r"`((?:recsys|stream|serving|trainer|evaluation|shell|bench|infra|tests|docs)/[\w./-]*?)`"
+)
+
+
+def named_repo_paths(text: str) -> set[str]:
+    """Repository paths the text names in code spans (`stream/processor.py`, `tests/stream/`)."""
+    return {m for m in _REPO_PATH.findall(_FENCE.sub("", text)) if "{" not in m and "*" not in m}
+
+
+@pytest.mark.parametrize("path", markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_named_files_exist(path: Path) -> None:
+    # The data path and the role pages walk through the code file by file: a module that moves
+    # or is renamed must take its mentions along.
+    missing = sorted(p for p in named_repo_paths(path.read_text(encoding="utf-8"))
+                     if not (ROOT / p).exists())
+    assert not missing, f"{path.relative_to(ROOT)} names files that do not exist: {missing}"
+
+
+def test_named_path_finder() -> None:
+    text = "`stream/processor.py`, `tests/stream/`, `{ns}:uvec`, `recsys.foldin`, `x/y.py`"
+    assert named_repo_paths(text) == {"stream/processor.py", "tests/stream/"}
