@@ -135,17 +135,20 @@ def render_markdown(settings_cls: type[Settings] = Settings) -> str:
         if not fields:
             continue
         lines += [f"## {title}", ""]
-        lines.append("| setting | environment variable | type | default | constraints | meaning |")
-        lines.append("|---|---|---|---|---|---|")
+        lines.append("| environment variable / field | type | default | meaning |")
+        lines.append("|---|---|---|---|")
         for name, info in fields:
             envs = env_names(name, info)
-            env = f"`{envs[0]}`" + "".join(f" (or `{e}`)" for e in envs[1:])
+            # <br> keeps the table at four columns (GitHub and MkDocs both render it).
+            variable = "<br>".join(
+                [f"`{envs[0]}`", *(f"or `{e}`" for e in envs[1:]), f"field `{name}`"]
+            )
+            kind = type_name(info.annotation)
+            bounds = constraints_text(info)
             row = [
-                f"`{name}`",
-                env,
-                type_name(info.annotation),
+                variable,
+                f"{kind}, {bounds}" if bounds else kind,
                 default_text(info),
-                constraints_text(info),
                 info.description or "",
             ]
             lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
