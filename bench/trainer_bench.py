@@ -158,7 +158,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with LocalStack(with_broker=False) as stack:
         if ML100K.exists():
-            # a fit of ~0.3-0.6 s varies by +-20 % run to run here: more repeats, cheap
+            # a sub-second fit varies run to run here (docs/benchmarks.md): more repeats, cheap
             results["ml100k"] = bench_dataset("ml100k", load_movielens(ML100K), stack.redis_url,
                                               repeats=3 if quick else 8)
         n = SYNTHETIC_EVENTS_QUICK if quick else SYNTHETIC_EVENTS
