@@ -17,7 +17,15 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from recsys.errors import RecsysError
@@ -27,10 +35,13 @@ MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_CONTEXT_ENTRIES = 32
 RATING_MIN, RATING_MAX = 1.0, 5.0
 MAX_QUANTITY = 1_000_000.0
-# MovieLens-100K starts in 1997; anything before 1990 is a unit mistake (seconds vs ms, say).
+# MovieLens-100K starts in 1997; anything before 1990 is a unit mistake (seconds vs ms, say),
+# and anything after 2100 too (microseconds vs ms). Between those, a time in the future is not
+# rejected: it is clamped to its arrival time by whoever uses it as a clock (recsys.eventtime).
 MIN_TIMESTAMP_MS = 631_152_000_000  # 1990-01-01T00:00:00Z
-# Producers' clocks drift; a day of slack in the future, no more.
-FUTURE_SLACK_MS = 24 * 3600 * 1000
+MAX_TIMESTAMP_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+# Validation context key: read ISO-8601 text without a zone as UTC (Settings.event_time_naive_utc)
+NAIVE_UTC = "naive_utc"
 
 
 class EventType(StrEnum):
@@ -53,6 +64,7 @@ class Reason(StrEnum):
     ID_TOO_LONG = "id_too_long"
     UNKNOWN_EVENT_TYPE = "unknown_event_type"
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
+    TIMESTAMP_WITHOUT_TIMEZONE = "timestamp_without_timezone"
     RATING_OUT_OF_RANGE = "rating_out_of_range"
     VALUE_OUT_OF_RANGE = "value_out_of_range"
     CONTEXT_TOO_LARGE = "context_too_large"
@@ -75,8 +87,13 @@ def _custom(reason: Reason, message: str, **ctx: Any) -> PydanticCustomError:
     return PydanticCustomError(str(reason), message, ctx or None)
 
 
-def _parse_timestamp(value: Any) -> int:
-    """Epoch milliseconds (int) or ISO-8601 text (naive means UTC) -> epoch milliseconds."""
+def _parse_timestamp(value: Any, naive_utc: bool = False) -> int:
+    """Epoch milliseconds (int) or ISO-8601 text -> epoch milliseconds.
+
+    ISO text must carry its zone ("Z" or "+02:00"): a time without one is whatever the
+    producer's local time was, and reading it as UTC is how a client hours ahead of UTC ends
+    up in the future. It is rejected unless `naive_utc` (a deployment whose producers all
+    send UTC can say so)."""
     if isinstance(value, bool):
         raise _custom(Reason.WRONG_TYPE, "timestamp must be epoch milliseconds or ISO-8601 text")
     if isinstance(value, int):
@@ -93,6 +110,13 @@ def _parse_timestamp(value: Any) -> int:
                 Reason.WRONG_TYPE, "timestamp text is not ISO-8601: {value}", value=value[:64]
             ) from None
         if parsed.tzinfo is None:
+            if not naive_utc:
+                raise _custom(
+                    Reason.TIMESTAMP_WITHOUT_TIMEZONE,
+                    "timestamp text {value} has no time zone; add 'Z' or an offset "
+                    "like +02:00, or send epoch milliseconds",
+                    value=value[:64],
+                )
             parsed = parsed.replace(tzinfo=UTC)
         return int(parsed.timestamp() * 1000)
     raise _custom(Reason.WRONG_TYPE, "timestamp must be epoch milliseconds or ISO-8601 text")
@@ -151,13 +175,12 @@ class Event(BaseModel):
 
     @field_validator("timestamp", mode="before")
     @classmethod
-    def _check_timestamp(cls, value: Any) -> int:
-        millis = _parse_timestamp(value)
-        latest = int(time.time() * 1000) + FUTURE_SLACK_MS
-        if not MIN_TIMESTAMP_MS <= millis <= latest:
+    def _check_timestamp(cls, value: Any, info: ValidationInfo) -> int:
+        millis = _parse_timestamp(value, bool((info.context or {}).get(NAIVE_UTC)))
+        if not MIN_TIMESTAMP_MS <= millis < MAX_TIMESTAMP_MS:
             raise _custom(
                 Reason.TIMESTAMP_OUT_OF_RANGE,
-                "timestamp {value} ms is outside 1990-01-01 .. now + 1 day",
+                "timestamp {value} ms is outside 1990-01-01 .. 2100-01-01 (a unit mistake?)",
                 value=millis,
             )
         return millis
@@ -260,17 +283,18 @@ def _to_invalid_event(exc: ValidationError) -> InvalidEvent:
     return InvalidEvent(reason, message, field)
 
 
-def validate_event(data: Any) -> Event:
-    """Validate an already-decoded JSON object; raise InvalidEvent with a precise reason."""
+def validate_event(data: Any, *, naive_utc: bool = False) -> Event:
+    """Validate an already-decoded JSON object; raise InvalidEvent with a precise reason.
+    `naive_utc`: read ISO times without a zone as UTC instead of rejecting them."""
     if not isinstance(data, dict):
         raise InvalidEvent(Reason.NOT_AN_OBJECT, "an event must be a JSON object")
     try:
-        return Event.model_validate(data)
+        return Event.model_validate(data, context={NAIVE_UTC: naive_utc})
     except ValidationError as exc:
         raise _to_invalid_event(exc) from None
 
 
-def parse_event(raw: bytes | str) -> Event:
+def parse_event(raw: bytes | str, *, naive_utc: bool = False) -> Event:
     """Decode and validate one event from the wire."""
     if isinstance(raw, str):
         raw = raw.encode("utf-8")
@@ -283,5 +307,5 @@ def parse_event(raw: bytes | str) -> Event:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent(Reason.MALFORMED_JSON, f"not valid JSON: {exc}") from None
-    return validate_event(data)
+    return validate_event(data, naive_utc=naive_utc)
 

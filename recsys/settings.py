@@ -119,6 +119,21 @@ class Settings(BaseSettings):
         default=42, description="Seed of fits, samples and the synthetic generator."
     )
 
+    # --- event time (the producer's clock is not trusted; see recsys/eventtime.py) -------
+    event_time_future_tolerance_s: float = Field(
+        default=300.0, ge=0.0, le=86_400.0,
+        description="An event time more than this far past its arrival (the Kafka record's "
+        "timestamp, or the API's clock) is clamped to the arrival time wherever it serves as "
+        "a clock (trending, decay, snapshots) and counted in the *_events_clamped_total "
+        "metrics. The event is kept: it is still a real interaction.",
+    )
+    event_time_naive_utc: bool = Field(
+        default=False,
+        description="Read ISO-8601 timestamps without a time zone as UTC. Off: such events "
+        "are rejected with reason timestamp_without_timezone (a zone-less time is the "
+        "producer's local time, which reads as hours in the future or past).",
+    )
+
     # --- stream processor ------------------------------------------------------------------
     stream_app_id: str = Field(
         default="recsys-stream",

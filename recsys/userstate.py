@@ -123,12 +123,18 @@ class UserState:
 
     def has_events_after(self, latest_event_ms: int, topic_offsets: dict[str, int],
                          topic: str) -> bool:
-        """Did this user act after a model's data snapshot? By event time, or by offset when
-        the snapshot recorded where it stopped reading this user's partition."""
-        if self.last_event_ms > latest_event_ms:
-            return True
-        next_offset = topic_offsets.get(f"{topic}:{self.partition}")
-        return next_offset is not None and self.offset >= int(next_offset)
+        """Did this user act after a model's data snapshot?
+
+        The snapshot is a set of Kafka offsets (the next offset the trainer would have read,
+        per partition): an event at or past it was not in the training data, whatever time
+        the producer wrote on it. A partition of the topic missing from a snapshot that has
+        others was not read at all. Only a snapshot with no offsets for the topic (a history
+        loaded from files) falls back to event time, the best it has."""
+        prefix = f"{topic}:"
+        if any(key.startswith(prefix) for key in topic_offsets):
+            next_offset = topic_offsets.get(f"{prefix}{self.partition}")
+            return next_offset is None or self.offset >= int(next_offset)
+        return self.last_event_ms > latest_event_ms
 
     # --- wire format -------------------------------------------------------------------
     def to_bytes(self) -> bytes:

@@ -31,8 +31,10 @@ RETRY_S = 1.0
 
 def _record(event: EventT) -> Record:
     message = event.message
+    stamp = message.timestamp  # seconds (float), Kafka's record timestamp
     return Record(topic=message.topic, partition=message.partition, offset=message.offset,
-                  key=message.key, value=message.value)
+                  key=message.key, value=message.value,
+                  timestamp_ms=int(stamp * 1000) if stamp else None)
 
 
 def _update_lag(app: faust.App, events: Sequence[EventT]) -> None:

@@ -29,6 +29,9 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+    # The record's Kafka timestamp (ms): its arrival time, what an event time is clamped to
+    # (recsys.eventtime). None when unknown: the worker's clock is used.
+    timestamp_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +53,12 @@ class Coalesced:
         return sum(len(events) for events in self.by_user.values())
 
 
-def coalesce(records: list[Record]) -> Coalesced:
+def coalesce(records: list[Record], naive_utc: bool = False) -> Coalesced:
     out = Coalesced()
     for record in records:
         try:
-            event = parse_event(record.value if record.value is not None else b"")
+            event = parse_event(record.value if record.value is not None else b"",
+                                naive_utc=naive_utc)
         except InvalidEvent as exc:
             out.rejected.append(Rejected(record, str(exc.reason), exc.field, exc.message))
             continue

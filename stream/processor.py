@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from recsys.confidence import weight_of
+from recsys.eventtime import EventClock, arrival_ms, now_ms
 from recsys.foldin import fold_in_batch
 from recsys.keys import POPULARITY_WINDOWS, Keys
 from recsys.modelstore import ModelVersion, pack_vector
@@ -94,6 +95,8 @@ class BatchProcessor:
         self.weights = dict(settings.event_weights)
         self.limits = Limits(settings.stream_history_max_items, settings.stream_dedupe_ids)
         self.max_retries = settings.stream_batch_max_retries
+        self.clock = EventClock.from_seconds(settings.event_time_future_tolerance_s)
+        self.naive_utc = settings.event_time_naive_utc
         self.lock = asyncio.Lock()
 
     # --- batches -----------------------------------------------------------------------
@@ -103,7 +106,7 @@ class BatchProcessor:
         # One counter update per partition, not per record (labels() is a locked dict lookup).
         for partition, n in Counter(record.partition for record in records).items():
             telemetry.PARTITION_EVENTS.labels(str(partition)).inc(n)
-        batch = coalesce(records)
+        batch = coalesce(records, self.naive_utc)
         if batch.misrouted:
             telemetry.MISROUTED.inc(batch.misrouted)
         for rejected in batch.rejected:
@@ -163,6 +166,8 @@ class BatchProcessor:
         states: dict[str, UserState] = {}
         changed_values: list[tuple[str, bytes, int]] = []  # (user, table value, partition)
         applied: list[tuple[str, int, float]] = []  # (item, time ms, weight) of new events
+        clock_ms = now_ms()
+        clamped: Counter[str] = Counter()
 
         for user, events in batch.by_user.items():
             state = self._load(user)
@@ -170,7 +175,12 @@ class BatchProcessor:
             seen: dict[str, int] = {}
             for event, record in events:
                 weight = weight_of(event, self.weights)
-                item, ts = event.item_id, event.timestamp
+                item = event.item_id
+                # The producer's clock is not trusted: beyond the tolerance, the event counts
+                # at its arrival, so it cannot move the trending landmark or a user's "last
+                # event" into the future.
+                ts, why = self.clock.clamp(event.timestamp,
+                                           arrival_ms(record.timestamp_ms, clock_ms))
                 # Seen is written for replays too: ZADD GT is idempotent, and it repairs a
                 # write that a crash prevented.
                 seen[item] = max(seen.get(item, 0), ts)
@@ -180,6 +190,8 @@ class BatchProcessor:
                     continue
                 changed = True
                 applied.append((item, ts, weight))
+                if why is not None:
+                    clamped[why] += 1  # once per event: replays were dropped just above
                 if model is None:
                     outcomes[(event.event_type, "no_model")] += 1
                 elif item not in item_index:
@@ -205,6 +217,8 @@ class BatchProcessor:
             self._plan_popularity(applied, plan)
         await self.writer.write(plan)
 
+        for why, n in clamped.items():
+            telemetry.CLAMPED.labels(why).inc(n)
         done_ms = time.time() * 1000.0
         for _item, ts, _w in applied:
             telemetry.FRESHNESS_SECONDS.observe(max(0.0, done_ms - ts) / 1000.0)

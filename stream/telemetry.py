@@ -15,6 +15,10 @@ EVENTS = Counter(f"{NS}_events_total", "Consumed events by type and outcome.",
                  ["event_type", "outcome"])
 DEAD_LETTERS = Counter(f"{NS}_dead_letters_total", "Records sent to the dead-letter topic.",
                        ["reason"])
+CLAMPED = Counter(f"{NS}_events_clamped_total",
+                  "Events whose time was clamped to their arrival (reason future: more than "
+                  "event_time_future_tolerance_s ahead of the record's Kafka timestamp).",
+                  ["reason"])
 MISROUTED = Counter(f"{NS}_misrouted_events_total",
                     "Valid events whose Kafka key is not their user id (producer bug).")
 PARTITION_EVENTS = Counter(f"{NS}_partition_events_total",

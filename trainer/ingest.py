@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from recsys.eventtime import EventClock, arrival_ms, now_ms
 from recsys.events import InvalidEvent, parse_event
 from recsys.kafka import ensure_topics
 from recsys.settings import Settings
@@ -34,6 +35,7 @@ class IngestStats:
     stored: int = 0
     invalid: Tally[str] = field(default_factory=Tally)
     duplicates: int = 0
+    clamped: Tally[str] = field(default_factory=Tally)
 
 
 class HistoryConsumer:
@@ -52,6 +54,7 @@ class HistoryConsumer:
         self._dirty: set[int] = set()
         self._assigned: list[int] | None = None
         self._last_flush = time.monotonic()
+        self._clock = EventClock.from_seconds(settings.event_time_future_tolerance_s)
         ensure_topics(settings)
         self._consumer = Consumer(settings.kafka_config(**{
             "group.id": settings.trainer_group_id,
@@ -92,6 +95,7 @@ class HistoryConsumer:
     # --- consuming ---------------------------------------------------------------------
     def _poll(self, timeout: float) -> int:
         messages = self._consumer.consume(num_messages=5000, timeout=timeout)
+        clock_ms = now_ms()
         rows = self._rows
         for msg in messages:
             err = msg.error()
@@ -104,7 +108,8 @@ class HistoryConsumer:
             self._dirty.add(partition)
             self.stats.consumed += 1
             try:
-                event = parse_event(msg.value() or b"")
+                event = parse_event(msg.value() or b"",
+                                    naive_utc=self.settings.event_time_naive_utc)
             except InvalidEvent as exc:
                 self.stats.invalid[str(exc.reason)] += 1
                 if self.metrics:
@@ -115,7 +120,16 @@ class HistoryConsumer:
             rows["item_id"].append(event.item_id)
             rows["event_type"].append(str(event.event_type))
             rows["value"].append(float("nan") if event.value is None else event.value)
-            rows["timestamp"].append(event.timestamp)
+            # Stored clamped to arrival: the history's times feed the decay reference and
+            # the holdout cut, which must not follow a producer's clock into the future.
+            stamp_type, stamp = msg.timestamp()
+            ts, why = self._clock.clamp(event.timestamp,
+                                        arrival_ms(stamp if stamp_type else None, clock_ms))
+            if why is not None:
+                self.stats.clamped[why] += 1
+                if self.metrics:
+                    self.metrics.history_clamped.labels(reason=why).inc()
+            rows["timestamp"].append(ts)
             rows["source_partition"].append(partition)
             rows["source_offset"].append(offset)
         if len(rows["event_id"]) >= self.settings.trainer_flush_events or (

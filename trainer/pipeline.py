@@ -44,6 +44,7 @@ import scipy.sparse as sp
 from recsys.als import AlsParams, Factors, fit_als, refit_als
 from recsys.baselines import PopularityRecommender
 from recsys.errors import ModelIntegrityError, ModelNotFound, NotEnoughData
+from recsys.eventtime import EventClock
 from recsys.holdout_eval import align_items, evaluate_factors, evaluate_popularity
 from recsys.keys import Keys
 from recsys.matrix import IndexedEvents, confidence_matrix, index_events
@@ -154,6 +155,7 @@ class Trainer:
         self.params = params or als_params(settings)
         self.model_dir = settings.model_dir
         self.model_dir.mkdir(parents=True, exist_ok=True)
+        self._clock = EventClock.from_seconds(settings.event_time_future_tolerance_s)
         self._init_last_publish()
 
     def _init_last_publish(self) -> None:
@@ -212,7 +214,9 @@ class Trainer:
             frame = self.store.load(columns=TRAIN_COLUMNS)
             if len(frame) < 2:
                 raise NotEnoughData(f"the history holds {len(frame)} events; need more to train")
-            latest = int(frame["timestamp"].max())
+            # The decay reference and the snapshot's "newest event" never pass this machine's
+            # clock (+ tolerance), whatever times older history files hold.
+            latest = self._clock.reference(int(frame["timestamp"].max()))
             snapshot = Snapshot(self.store.offsets, latest, len(frame))
         with self._timed(timings, "matrix"):
             events = index_events(frame, s.event_weights, s.trainer_time_decay_days, latest)

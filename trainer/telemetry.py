@@ -15,6 +15,7 @@
     recsys_trainer_history_events_total             events appended to the history
     recsys_trainer_history_invalid_total{reason}    consumed messages skipped as invalid
     recsys_trainer_history_duplicates_total         events skipped as already stored
+    recsys_trainer_history_clamped_total{reason}    event times clamped to arrival (future)
 
 Each TrainerMetrics owns its registry, so two trainers in one process (tests) do not clash.
 """
@@ -65,6 +66,9 @@ class TrainerMetrics:
                                       namespace=ns, registry=r)
         self.history_invalid = Counter("history_invalid", "Invalid messages skipped.",
                                        ["reason"], namespace=ns, registry=r)
+        self.history_clamped = Counter(
+            "history_clamped", "Event times clamped to their arrival (reason future: beyond "
+            "event_time_future_tolerance_s).", ["reason"], namespace=ns, registry=r)
         self.history_duplicates = Counter("history_duplicates", "Duplicate events skipped.",
                                           namespace=ns, registry=r)
         self._last_publish: float | None = None

@@ -72,10 +72,27 @@ def test_empty_id():
     assert reject(good(user_id="  ")).reason == Reason.EMPTY_ID
 
 
-@pytest.mark.parametrize("ts", [0, 874724710, NOW_MS + 2 * 86_400_000, "1970-01-02T00:00:00Z"])
+@pytest.mark.parametrize("ts", [0, 874724710, NOW_MS * 1000, "1970-01-02T00:00:00Z",
+                                "2150-01-01T00:00:00Z"])
 def test_timestamp_out_of_range(ts):
     err = reject(good(timestamp=ts))
     assert (err.reason, err.field) == (Reason.TIMESTAMP_OUT_OF_RANGE, "timestamp")
+
+
+def test_a_future_time_is_data_not_an_error():
+    # Clamping to arrival is the consumers' job (recsys.eventtime); validation keeps the event.
+    event = parse_event(orjson.dumps(good(timestamp=NOW_MS + 23 * 3_600_000)))
+    assert event.timestamp == NOW_MS + 23 * 3_600_000
+
+
+def test_iso_time_without_zone_is_rejected_unless_configured_as_utc():
+    err = reject(good(timestamp="2024-05-01T12:00:00"))
+    assert (err.reason, err.field) == (Reason.TIMESTAMP_WITHOUT_TIMEZONE, "timestamp")
+    assert "time zone" in err.message
+    event = parse_event(orjson.dumps(good(timestamp="2024-05-01T12:00:00")), naive_utc=True)
+    assert event.timestamp == 1714564800000
+    with_zone = parse_event(orjson.dumps(good(timestamp="2024-05-01T14:00:00+02:00")))
+    assert with_zone.timestamp == 1714564800000
 
 
 @pytest.mark.parametrize("value", [0, 6, 5.5])

@@ -231,3 +231,94 @@ def test_a_batch_that_keeps_failing_goes_to_the_dead_letter_topic(settings, redi
         await h.redis.aclose()
 
     asyncio.run(scenario())
+
+
+def test_one_future_dated_event_does_not_empty_trending(settings, redis_url, redis_client,
+                                                        clustered):
+    """The issue's case: one view 23 h ahead (a client sending local time as UTC) used to move
+    the 1-hour landmark a day on and prune every other item."""
+    publish(redis_client, Keys(settings.redis_namespace), "v1", clustered)
+    items = clustered.items_of(1)
+
+    async def scenario():
+        h = Harness(settings, redis_url)
+        h.holder.swap(await aload_model(h.redis, h.keys))
+        now = int(time.time() * 1000)
+        flow = [Event.create(f"u{n}", items[n % 5], "view", timestamp=now - 1000 + n,
+                             event_id=f"flow-{n}") for n in range(40)]
+        await h.processor.process(h.records(flow))
+        before = await h.redis.zrevrange(h.keys.popularity("1h"), 0, -1)
+        assert len(before) == 5
+        clamped_before = telemetry.CLAMPED.labels("future")._value.get()
+
+        ahead = Event.create("clock-skewed", items[9], "view", timestamp=now + 23 * 3_600_000,
+                             event_id="ahead")
+        more = [Event.create(f"u{n}", items[n % 5], "view", timestamp=now + n,
+                             event_id=f"more-{n}") for n in range(10)]
+        await h.processor.process(h.records([ahead, *more]))
+
+        after = await h.redis.zrevrange(h.keys.popularity("1h"), 0, -1)
+        others = [i for i in after if i != items[9].encode()]
+        assert others == before  # the other items are all there, in the same order
+        assert items[9].encode() in after  # the event itself still counts, at arrival
+        assert telemetry.CLAMPED.labels("future")._value.get() == clamped_before + 1
+        state = UserState.from_bytes(h.table.get_value("clock-skewed"))
+        assert state.last_event_ms <= int(time.time() * 1000)
+        await h.redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_invariant_3_by_offsets_with_a_future_dated_event_in_the_snapshot(
+        settings, redis_url, redis_client, clustered, clustered_v2):
+    """The trainer's snapshot is a set of offsets. Its newest event time is a day ahead here
+    (an unclamped client clock): users who acted after the snapshot, at ordinary times, are
+    still recomputed under the new version, and users who did not keep the trainer's vector."""
+    keys = Keys(settings.redis_namespace)
+    publish(redis_client, keys, "v1", clustered)
+    items = clustered.items_of(3)
+
+    async def scenario():
+        h = Harness(settings, redis_url)
+        h.holder.swap(await aload_model(h.redis, h.keys))
+        now = int(time.time() * 1000)
+        phase_a = [Event.create(f"u{u}", items[(u + k) % len(items)], "view",
+                                timestamp=now - 60_000 + k, event_id=f"a-{u}-{k}")
+                   for u in range(6) for k in range(3)]
+        phase_a.append(Event.create("u0", items[7], "view", timestamp=now + 23 * 3_600_000,
+                                    event_id="a-future"))
+        await h.processor.process(h.records(phase_a))
+        # the next offset the trainer would read, per partition of the topic
+        snapshot_offsets = {f"{settings.interactions_topic}:0": h.offset}
+
+        trained = [f"u{u}" for u in range(6)]
+        trainer_vectors = np.stack([
+            expected_vector([e for e in phase_a if e.user_id == user], clustered_v2,
+                            settings.event_weights) for user in trained]).astype(np.float32)
+        from recsys.modelstore import stage_model_version
+        from tests.stream.conftest import manifest
+        stage_model_version(redis_client, keys, "v2", clustered_v2.item_ids,
+                            clustered_v2.factors,
+                            manifest("v2", clustered_v2, now + 23 * 3_600_000,
+                                     offsets=snapshot_offsets),
+                            user_ids=trained, user_factors=trainer_vectors)
+
+        # After the snapshot, before the switch: ordinary times, older than the snapshot's
+        # (bogus) newest event time.
+        phase_b = [Event.create(f"u{u}", items[(u + 11) % len(items)], "addtocart",
+                                timestamp=now - 1_000 + u, event_id=f"b-{u}")
+                   for u in (1, 3)]
+        await h.processor.process(h.records(phase_b))
+        model = await aload_model(h.redis, h.keys, "v2")
+        written = await h.processor.switch_to(model)
+        assert written == 2
+        for u in (1, 3):
+            history = [e for e in phase_a + phase_b if e.user_id == f"u{u}"]
+            want = expected_vector(history, clustered_v2, settings.event_weights)
+            assert relative_error(await h.vector("v2", f"u{u}"), want) < 1e-5
+        for n, user in enumerate(trained):
+            if user not in ("u1", "u3"):
+                assert np.array_equal(await h.vector("v2", user), trainer_vectors[n])
+        await h.redis.aclose()
+
+    asyncio.run(scenario())
