@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from recsys.eventtime import EventClock, arrival_ms, now_ms
 from recsys.events import InvalidEvent, parse_event
+from recsys.eventtime import EventClock, arrival_ms, now_ms
 from recsys.kafka import ensure_topics
 from recsys.settings import Settings
 from recsys.sources import FRAME_COLUMNS
