@@ -6,11 +6,18 @@
 Events are validated before they leave (the same `recsys.events` rules the consumers apply),
 keyed by user id, and sent asynchronously; `flush()` waits for delivery reports. Counters say
 how many were delivered and how many failed, with the last error kept for the caller.
+
+`send` waits for room when the local queue is full (a batch job: back-pressure is what it
+wants). `offer` never waits (an event loop: the HTTP ingest): it refuses with `ProducerBusy`
+when the queue cannot take the events or the broker has acknowledged nothing for longer than
+a bound while events wait, and the caller answers 503 with Retry-After.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +32,18 @@ log = logging.getLogger(__name__)
 
 class ProducerError(RecsysError):
     """The broker could not be reached or rejected events."""
+
+
+class ProducerBusy(ProducerError):
+    """The events were not queued: the local queue is full, or the broker has acknowledged
+    nothing for too long. Nothing of the refused events was sent; retry later."""
+
+    QUEUE_FULL = "queue_full"
+    BROKER_STALLED = "broker_stalled"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -49,13 +68,61 @@ class EventProducer:
             **client_overrides,
         })
         self._producer = Producer(config)
+        self.queue_max = int(config["queue.buffering.max.messages"])
+        # When the broker last acknowledged a record, or when the queue last became non-empty
+        # (an idle producer is not a stalled one).
+        self._last_ack = time.monotonic()
 
     def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
         if err is None:
             self.stats.delivered += 1
+            self._last_ack = time.monotonic()
         else:
             self.stats.failed += 1
             self.stats.last_error = str(err)
+
+    @property
+    def pending(self) -> int:
+        """Records queued locally or in flight, not yet acknowledged (nor failed)."""
+        return len(self._producer)
+
+    def stalled_for(self) -> float:
+        """Seconds the broker has acknowledged nothing while records wait (0 when none do)."""
+        if not len(self._producer):
+            return 0.0
+        return time.monotonic() - self._last_ack
+
+    def offer(self, events: Sequence[Event], max_stall_s: float) -> None:
+        """Queue all `events` without ever waiting, or none of them: raise ProducerBusy when
+        the local queue has no room for the whole batch or the broker has acknowledged
+        nothing for `max_stall_s` while records wait."""
+        pending = len(self._producer)
+        if pending and time.monotonic() - self._last_ack > max_stall_s:
+            raise ProducerBusy(ProducerBusy.BROKER_STALLED,
+                               f"the broker acknowledged nothing for "
+                               f"{time.monotonic() - self._last_ack:.0f}s; "
+                               f"{pending} events wait")
+        if pending + len(events) > self.queue_max:
+            raise ProducerBusy(ProducerBusy.QUEUE_FULL,
+                               f"the local queue holds {pending} of at most "
+                               f"{self.queue_max} events")
+        if not pending:
+            self._last_ack = time.monotonic()
+        for n, event in enumerate(events):
+            try:
+                self._producer.produce(self.topic, value=event.to_json(), key=event.key,
+                                       on_delivery=self._on_delivery)
+            except BufferError:
+                # The byte bound (queue.buffering.max.kbytes) can be hit before the count:
+                # the first n are queued and will be delivered; their ids are stable, so a
+                # retry of the whole batch is deduplicated downstream.
+                raise ProducerBusy(ProducerBusy.QUEUE_FULL,
+                                   f"the local queue is full after {n} of {len(events)} "
+                                   "events") from None
+            except KafkaException as exc:
+                raise ProducerError(f"cannot produce to {self.topic}: {exc}") from exc
+            self.stats.sent += 1
+        self._producer.poll(0)
 
     def send(self, event: Event) -> None:
         self.send_raw(event.key, event.to_json())

@@ -309,11 +309,28 @@ class Settings(BaseSettings):
         default="24h", pattern=r"^(1h|24h|7d)$", description="Trending window of fallbacks."
     )
     api_max_batch_events: int = Field(
-        default=1000, ge=1, le=100_000, description="Most events in one POST /v1/events."
-    )
+        default=1000, ge=1, le=100_000, description="Most events in one POST /v1/events body.")
     api_max_anonymous_items: int = Field(
         default=200, ge=1, le=10_000,
-        description="Most items in one anonymous session request.",
+        description="Most interactions in one anonymous-session request (422 beyond).")
+    api_produce_queue_max: int = Field(
+        default=100_000, ge=1, le=10_000_000,
+        description="Events the API holds for Kafka (queued or in flight) at most. A POST "
+        "that does not fit answers 503 with Retry-After, at once: the event loop never waits "
+        "for room.",
+    )
+    api_produce_stall_s: float = Field(
+        default=10.0, gt=0.0, le=3600.0,
+        description="While events wait and the broker has acknowledged none for this long, "
+        "POSTs answer 503 with Retry-After instead of queueing more.",
+    )
+    api_produce_delivery_timeout_s: float = Field(
+        default=300.0, ge=1.0, le=86_400.0,
+        description="How long an accepted (202) event is retried towards Kafka before it "
+        "counts as lost (recsys_api_events_delivery_failed_total; alert RecsysEventsLost).",
+    )
+    api_retry_after_s: int = Field(
+        default=2, ge=1, le=3600, description="Retry-After (seconds) of the API's 503 answers."
     )
 
     # --- logging ---------------------------------------------------------------------------

@@ -89,7 +89,10 @@ class Services:
         holder.start()
         catalog.start()
         try:
-            services.producer = EventProducer(settings, logger=logging.getLogger("serving.kafka"))
+            services.producer = EventProducer(
+                settings, logger=logging.getLogger("serving.kafka"),
+                **{"queue.buffering.max.messages": settings.api_produce_queue_max,
+                   "message.timeout.ms": int(settings.api_produce_delivery_timeout_s * 1000)})
         except (ProducerError, Exception) as exc:  # noqa: BLE001 - bad client config
             log.error("Kafka producer unavailable; POST /v1/events will answer 503: %s", exc)
         services._tasks.append(asyncio.create_task(services._poll_producer(),
@@ -104,10 +107,12 @@ class Services:
                 continue
             self.producer.poll(0)
             failed = self.producer.stats.failed
+            self.metrics.produce_pending.set(self.producer.pending)
             if failed > self._delivery_failed_seen:
                 self.metrics.events.labels("delivery_failed", "broker").inc(
                     failed - self._delivery_failed_seen)
-                log.warning("%d events could not be delivered: %s",
+                self.metrics.delivery_failed.inc(failed - self._delivery_failed_seen)
+                log.error("%d accepted events could not be delivered to Kafka (lost): %s",
                             failed - self._delivery_failed_seen, self.producer.stats.last_error)
                 self._delivery_failed_seen = failed
 

@@ -94,6 +94,25 @@ class ApiMetrics:
             "events_total", "Events received over HTTP: accepted (produced) or rejected.",
             ["result", "reason"], namespace=NAMESPACE, registry=r,
         )
+        self.events_clamped = Counter(
+            "events_clamped_total", "Events whose time was set to their arrival (reason "
+            "future: more than event_time_future_tolerance_s ahead of the API's clock).",
+            ["reason"], namespace=NAMESPACE, registry=r,
+        )
+        self.delivery_failed = Counter(
+            "events_delivery_failed_total", "Events answered 202 that Kafka never acknowledged "
+            "within api_produce_delivery_timeout_s: lost (alert RecsysEventsLost).",
+            namespace=NAMESPACE, registry=r,
+        )
+        self.produce_refused = Counter(
+            "events_refused_total", "POSTed events answered 503 because Kafka could not take "
+            "them (reason queue_full | broker_stalled | no_producer).",
+            ["reason"], namespace=NAMESPACE, registry=r,
+        )
+        self.produce_pending = Gauge(
+            "events_pending", "Events queued for Kafka or in flight, not yet acknowledged.",
+            namespace=NAMESPACE, registry=r, multiprocess_mode="livesum",
+        )
         self.catalog_items_unavailable = Gauge(
             "catalog_unavailable_items", "Items marked unavailable in the catalog.",
             namespace=NAMESPACE, registry=r,

@@ -6,8 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException
 
+from recsys.eventtime import EventClock, now_ms
 from recsys.events import MAX_PAYLOAD_BYTES, Event, InvalidEvent, Reason, validate_event
-from recsys.producer import ProducerError
+from recsys.producer import ProducerBusy, ProducerError
 from serving.deps import ServicesDep, WriteAccess
 from serving.responses import OrjsonResponse
 from serving.schemas import ErrorOut, EventsAccepted
@@ -19,19 +20,43 @@ EVENT_EXAMPLE = {"event_id": "e-1", "user_id": "u42", "item_id": "i7", "event_ty
                  "timestamp": 1_700_000_000_000}
 
 
+def unavailable(services: Services, reason: str, detail: str, n: int) -> HTTPException:
+    """503 with Retry-After: the client keeps the events and sends them again."""
+    services.metrics.produce_refused.labels(reason).inc(n)
+    return HTTPException(503, detail,
+                         headers={"Retry-After": str(services.settings.api_retry_after_s)})
+
+
 def produce(services: Services, events: list[Event]) -> None:
-    """Queue events on the producer (delivery is asynchronous). Raises 503 when it cannot."""
+    """Queue events on the producer without waiting (delivery is asynchronous); 503 with
+    Retry-After when Kafka cannot take them now. Never blocks the event loop."""
+    if not events:
+        return
     if services.producer is None:
-        raise HTTPException(503, "event ingest is unavailable (no Kafka producer)")
+        raise unavailable(services, "no_producer",
+                          "event ingest is unavailable (no Kafka producer)", len(events))
     try:
-        for event in events:
-            services.producer.send(event)
+        services.producer.offer(events, services.settings.api_produce_stall_s)
+    except ProducerBusy as exc:
+        raise unavailable(services, exc.reason, f"Kafka cannot take events now: {exc}",
+                          len(events)) from None
     except ProducerError as exc:
-        raise HTTPException(503, f"cannot hand events to Kafka: {exc}") from None
+        raise unavailable(services, "producer_error", f"cannot hand events to Kafka: {exc}",
+                          len(events)) from None
 
 
-def check_event(data: Any) -> Event:
-    event = validate_event(data)
+def at_arrival(services: Services, clock: EventClock, event: Event, arrival: int) -> Event:
+    """The event, its time clamped to its arrival when the client's clock runs too far ahead
+    (counted; recsys.eventtime)."""
+    ts, why = clock.clamp(event.timestamp, arrival)
+    if why is None:
+        return event
+    services.metrics.events_clamped.labels(why).inc()
+    return event.model_copy(update={"timestamp": ts})
+
+
+def check_event(data: Any, naive_utc: bool = False) -> Event:
+    event = validate_event(data, naive_utc=naive_utc)
     size = len(event.to_json())
     if size > MAX_PAYLOAD_BYTES:
         raise InvalidEvent(Reason.OVERSIZED_PAYLOAD,
@@ -46,7 +71,11 @@ def check_event(data: Any) -> Event:
     summary="Ingest one event or a batch",
     description="Body: one event object, or a JSON array of them. Valid events are produced "
     "to the interactions topic (keyed by user id); invalid ones are reported by index with "
-    "a machine-readable reason. 202 when at least one event was accepted.",
+    "a machine-readable reason. 202 when at least one event was accepted (it is then "
+    "queued for Kafka). 503 with Retry-After when Kafka cannot take the events now: send the "
+    "same batch again later (event ids make a repeat harmless). A time "
+    "more than event_time_future_tolerance_s ahead of the API's clock is set to the arrival "
+    "time; ISO times need a zone.",
 )
 async def post_events(
     services: ServicesDep,
@@ -58,11 +87,14 @@ async def post_events(
         raise HTTPException(422, "the batch is empty")
     if len(batch) > limit:
         raise HTTPException(422, f"at most {limit} events per request; got {len(batch)}")
+    settings = services.settings
+    clock, arrival = EventClock.from_seconds(settings.event_time_future_tolerance_s), now_ms()
     accepted: list[Event] = []
     errors: list[dict[str, Any]] = []
     for index, data in enumerate(batch):
         try:
-            accepted.append(check_event(data))
+            event = check_event(data, settings.event_time_naive_utc)
+            accepted.append(at_arrival(services, clock, event, arrival))
         except InvalidEvent as exc:
             errors.append({"index": index, **exc.as_dict()})
             services.metrics.events.labels("rejected", str(exc.reason)).inc()

@@ -71,8 +71,19 @@ def test_alerts_cover_what_sres_need():
     for metric in ("recsys_stream_consumer_lag", "recsys_stream_freshness_seconds_bucket",
                    "recsys_trainer_seconds_since_last_publish",
                    "recsys_api_request_duration_seconds_count", "recsys_api_fallbacks_total",
-                   "recsys_stream_dead_letters_total"):
+                   "recsys_stream_dead_letters_total", "recsys_api_events_delivery_failed_total",
+                   "recsys_api_events_refused_total"):
         assert metric in text, metric
+
+
+def test_lost_events_page_someone():
+    import yaml
+
+    rules = {rule["alert"]: rule for group in yaml.safe_load(ALERTS.read_text())["groups"]
+             for rule in group["rules"]}
+    lost = rules["RecsysEventsLost"]
+    assert "recsys_api_events_delivery_failed_total" in lost["expr"]
+    assert lost["labels"]["severity"] == "page" and "for" not in lost
 
 
 def test_alerts_name_only_exported_metrics(exported_metrics):
