@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException
 
-from recsys.eventtime import EventClock, now_ms
 from recsys.events import MAX_PAYLOAD_BYTES, Event, InvalidEvent, Reason, validate_event
+from recsys.eventtime import EventClock, now_ms
 from recsys.producer import ProducerBusy, ProducerError
 from serving.deps import ServicesDep, WriteAccess
 from serving.responses import OrjsonResponse
