@@ -268,7 +268,13 @@ class Settings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", description="API bind address.")
     api_port: int = Field(default=8000, ge=0, le=65535, description="API port.")
     api_key: SecretStr | None = Field(
-        default=None, description="When set, write endpoints require header X-API-Key."
+        default=None, description="When set, write endpoints require header X-API-Key. Set "
+        "but empty is a configuration error (it used to mean: every write answers 401)."
+    )
+    api_allow_open_writes: bool = Field(
+        default=False,
+        description="Allow the API to bind a non-loopback address without an api_key (write "
+        "endpoints open to anyone who reaches it). Off: such a start-up is refused.",
     )
     api_max_k: int = Field(
         default=500, ge=1, le=10_000, description="Largest k a request may ask for."
@@ -355,6 +361,14 @@ class Settings(BaseSettings):
     def _check_redis_url(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _check_api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is set but empty; set a real key, or unset the variable to run "
+                             "without one (loopback only, or with RECSYS_API_ALLOW_OPEN_WRITES)")
         return value
 
     @field_validator("redis_namespace")

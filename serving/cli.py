@@ -60,6 +60,13 @@ def _serve(args: argparse.Namespace) -> int:
     settings = get_settings()
     host = args.host or settings.api_host
     port = settings.api_port if args.port is None else args.port
+    from serving.main import check_write_access
+
+    check_write_access(settings, host)  # ConfigError: the CLI's exit code for bad settings
+    if args.workers > 1:
+        # The worker processes build the app from the environment (app_from_env), which
+        # checks settings.api_host: say which host they really bind.
+        os.environ["RECSYS_API_HOST"] = host
     logging.getLogger(__name__).info("serving on http://%s:%d (docs at /docs)", host, port)
     common = {"host": host, "port": port, "log_config": None, "access_log": args.access_log,
               "timeout_graceful_shutdown": 5}

@@ -7,6 +7,7 @@ them at shutdown.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from recsys.errors import ConfigError
 from recsys.settings import Settings, get_settings
 from serving.responses import OrjsonResponse
 from serving.routes import compat, events, health, items, popular, recommendations
@@ -66,8 +68,28 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_write_access(settings: Settings, host: str) -> None:
+    """Refuse to serve open write endpoints beyond this machine: a non-loopback bind needs an
+    api_key, or the explicit opt-out api_allow_open_writes."""
+    if settings.api_key is None and not is_loopback(host) and not settings.api_allow_open_writes:
+        raise ConfigError(
+            f"refusing to serve on {host} without an API key: anyone who reaches it could "
+            "write events and the catalog. Set RECSYS_API_KEY, bind 127.0.0.1, or set "
+            "RECSYS_API_ALLOW_OPEN_WRITES=true to accept open writes.")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    check_write_access(settings, settings.api_host)
     metrics = ApiMetrics()
 
     @asynccontextmanager

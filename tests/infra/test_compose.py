@@ -23,7 +23,8 @@ def _compose_config() -> dict:
         pytest.fail("docker-compose is missing: `make setup` installs Debian's docker-compose")
     result = subprocess.run(
         [binary, "-f", str(COMPOSE), "config"], capture_output=True, text=True, cwd=ROOT,
-        env={**os.environ, "GRAFANA_ADMIN_PASSWORD": "test-only"}, timeout=60,
+        env={**os.environ, "GRAFANA_ADMIN_PASSWORD": "test-only",
+             "RECSYS_API_KEY": "test-only-key"}, timeout=60,
     )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
@@ -45,10 +46,30 @@ def test_compose_file_is_valid_and_complete():
 def test_compose_refuses_to_start_grafana_without_a_password():
     result = subprocess.run(
         ["docker-compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True,
-        cwd=ROOT, env={k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"},
+        cwd=ROOT, env={**{k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"},
+                       "RECSYS_API_KEY": "test-only-key"},
         timeout=60,
     )
     assert result.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in result.stderr
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_compose_refuses_to_start_the_api_without_a_key(value):
+    env = {k: v for k, v in os.environ.items() if k != "RECSYS_API_KEY"}
+    env["GRAFANA_ADMIN_PASSWORD"] = "test-only"
+    if value is not None:
+        env["RECSYS_API_KEY"] = value
+    result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"],
+                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert result.returncode != 0 and "RECSYS_API_KEY" in result.stderr
+
+
+def test_only_the_api_gets_the_key():
+    services = _compose_config()["services"]
+    assert services["api"]["environment"]["RECSYS_API_KEY"] == "test-only-key"
+    assert "RECSYS_API_KEY" not in services["stream"]["environment"]
+    assert "RECSYS_API_KEY" not in services["trainer"]["environment"]
+    assert services["api"]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
 
 
 def test_no_secret_values_in_the_compose_file():
