@@ -34,6 +34,10 @@ DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     "rating": 1.0,
 }
 
+# Upper bounds of settings that request schemas also use as their own static limits.
+MAX_BATCH_EVENTS_LIMIT = 100_000
+MAX_ANONYMOUS_ITEMS_LIMIT = 10_000
+
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -315,10 +319,21 @@ class Settings(BaseSettings):
         default="24h", pattern=r"^(1h|24h|7d)$", description="Trending window of fallbacks."
     )
     api_max_batch_events: int = Field(
-        default=1000, ge=1, le=100_000, description="Most events in one POST /v1/events body.")
+        default=1000, ge=1, le=MAX_BATCH_EVENTS_LIMIT,
+        description="Most events in one POST /v1/events body.")
     api_max_anonymous_items: int = Field(
-        default=200, ge=1, le=10_000,
+        default=200, ge=1, le=MAX_ANONYMOUS_ITEMS_LIMIT,
         description="Most interactions in one anonymous-session request (422 beyond).")
+    api_max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024,
+        description="Largest request body. 413 before parsing: at once from Content-Length, "
+        "or as soon as a chunked body passes it (the rest is never buffered).",
+    )
+    api_max_in_flight: int = Field(
+        default=512, ge=1, le=100_000,
+        description="Requests handled at once per API process; beyond, 503 with Retry-After "
+        "at once (health and metrics endpoints exempt).",
+    )
     api_produce_queue_max: int = Field(
         default=100_000, ge=1, le=10_000_000,
         description="Events the API holds for Kafka (queued or in flight) at most. A POST "

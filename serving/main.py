@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys.errors import ConfigError
 from recsys.settings import Settings, get_settings
+from serving.limits import RequestLimits
 from serving.responses import OrjsonResponse
 from serving.routes import compat, events, health, items, popular, recommendations
 from serving.state import Services
@@ -132,7 +133,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return OrjsonResponse({"detail": "internal error; it has been logged",
                                "error": type(exc).__name__}, status_code=500)
 
+    # Added last, so it runs first: refused requests cost no routing and no parsing (they are
+    # counted in recsys_api_requests_limited_total, not in the latency histogram).
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestLimits, settings=settings, metrics=metrics)
     return app
 
 

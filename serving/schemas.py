@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys.events import MAX_ID_LENGTH, RATING_MAX, RATING_MIN, EventType
 
+# The schema's own bound on lists (no setting can allow more); routes apply the settings.
+from recsys.settings import MAX_ANONYMOUS_ITEMS_LIMIT
+
 # No control characters, at least one visible character: the same rule as recsys.events ids.
 ID_PATTERN = r"^[^\x00-\x1F\x7F]*[^\x00-\x20\x7F][^\x00-\x1F\x7F]*$"
 TEXT_PATTERN = r"^[^\x00-\x1F\x7F]*$"
@@ -117,7 +120,8 @@ class SessionInteraction(BaseModel):
 
 class AnonymousRequest(BaseModel):
     items: list[SessionInteraction] = Field(
-        min_length=1, description="The visitor's interactions, oldest first.")
+        min_length=1, max_length=MAX_ANONYMOUS_ITEMS_LIMIT,
+        description="The visitor's interactions, oldest first (at most api_max_anonymous_items).")
 
 
 # --- events ------------------------------------------------------------------------------

@@ -94,6 +94,11 @@ class ApiMetrics:
             "events_total", "Events received over HTTP: accepted (produced) or rejected.",
             ["result", "reason"], namespace=NAMESPACE, registry=r,
         )
+        self.limited = Counter(
+            "requests_limited_total", "Requests refused before handling: reason body_size "
+            "(413, api_max_body_bytes) or in_flight (503, api_max_in_flight).",
+            ["reason"], namespace=NAMESPACE, registry=r,
+        )
         self.events_clamped = Counter(
             "events_clamped_total", "Events whose time was set to their arrival (reason "
             "future: more than event_time_future_tolerance_s ahead of the API's clock).",

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException
+from pydantic import Field
 
 from recsys.events import MAX_PAYLOAD_BYTES, Event, InvalidEvent, Reason, validate_event
 from recsys.eventtime import EventClock, now_ms
 from recsys.producer import ProducerBusy, ProducerError
+from recsys.settings import MAX_BATCH_EVENTS_LIMIT
 from serving.deps import ServicesDep, WriteAccess
 from serving.responses import OrjsonResponse
 from serving.schemas import ErrorOut, EventsAccepted
@@ -79,7 +81,8 @@ def check_event(data: Any, naive_utc: bool = False) -> Event:
 )
 async def post_events(
     services: ServicesDep,
-    body: Annotated[dict[str, Any] | list[Any], Body(examples=[EVENT_EXAMPLE, [EVENT_EXAMPLE]])],
+    body: Annotated[dict[str, Any] | Annotated[list[Any], Field(max_length=MAX_BATCH_EVENTS_LIMIT)],
+                    Body(examples=[EVENT_EXAMPLE, [EVENT_EXAMPLE]])],
 ) -> EventsAccepted:
     batch = body if isinstance(body, list) else [body]
     limit = services.settings.api_max_batch_events
