@@ -87,6 +87,22 @@ class Settings(BaseSettings):
         default=4, ge=1, le=1024,
         description="Partitions when the project creates the interactions topic.",
     )
+    topic_replication_factor: int = Field(
+        default=1, ge=1, le=16,
+        description="Replication factor of the topics the project creates (interactions, "
+        "dead letters). 1 suits one local broker; production Kafka wants 3. Topics that "
+        "already exist are left as they are.",
+    )
+    dead_letter_retention_hours: float = Field(
+        default=7 * 24.0, gt=0.0, le=100_000.0,
+        description="retention.ms of the dead-letter topic, set when it is created: dead "
+        "letters carry users' payloads and are kept only this long.",
+    )
+    dead_letter_redact_payload: bool = Field(
+        default=False,
+        description="Dead-letter records carry no payload, only its size and SHA-256 (and "
+        "the reason, field, topic, partition and offset, to find the record in the source).",
+    )
 
     # --- storage ---------------------------------------------------------------------------
     data_dir: Path = Field(

@@ -146,6 +146,14 @@ class Catalog:
             self.unavailable.discard(item_id)
         else:
             self.unavailable.add(item_id)
+        # Writes respect the cache bound like reads do (a bulk write of a large catalog
+        # would otherwise grow it past api_catalog_cache_size).
+        limit = self.settings.api_catalog_cache_size
+        if not limit:
+            self._details.pop(item_id, None)
+            return
+        if item_id not in self._details and len(self._details) >= limit:
+            self._details.clear()
         self._details[item_id] = (time.monotonic() + self.settings.api_catalog_cache_s,
                                   detail_members(item))
 

@@ -11,6 +11,7 @@ from fastapi import Depends, HTTPException, Path, Query, Request, Security, stat
 from fastapi.security import APIKeyHeader
 
 from recsys.events import MAX_ID_LENGTH
+from recsys.settings import Settings
 from serving.schemas import ID_PATTERN
 from serving.state import Services
 
@@ -26,12 +27,14 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 DEFAULT_K = 10
+# Built from the constants themselves, so the documentation cannot drift from them.
+K_DESCRIPTION = (f"How many items: 1..api_max_k (setting, default "
+                 f"{Settings.model_fields['api_max_k'].default}); default {DEFAULT_K}.")
 
 
 async def get_k(
     services: ServicesDep,
-    k: Annotated[int, Query(ge=1, description="How many items (1..api_max_k, default 500).")]
-    = DEFAULT_K,
+    k: Annotated[int, Query(ge=1, description=K_DESCRIPTION)] = DEFAULT_K,
 ) -> int:
     limit = services.settings.api_max_k
     if k > limit:

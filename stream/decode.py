@@ -10,6 +10,7 @@ the message, where it came from (topic/partition/offset) and the original payloa
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -77,8 +78,18 @@ def _payload_fields(raw: bytes | None) -> dict[str, str | None]:
         return {"payload": base64.b64encode(raw).decode("ascii"), "payload_encoding": "base64"}
 
 
-def dead_letter_record(rejected: Rejected, worker: str) -> tuple[bytes | None, bytes]:
-    """(key, value) of the dead-letter record for one rejected input record."""
+def _redacted_fields(raw: bytes | None) -> dict[str, str | int | None]:
+    if raw is None:
+        return {"payload": None, "payload_encoding": None}
+    return {"payload": None, "payload_encoding": "redacted", "payload_bytes": len(raw),
+            "payload_sha256": hashlib.sha256(raw).hexdigest()}
+
+
+def dead_letter_record(rejected: Rejected, worker: str, redact: bool = False
+                       ) -> tuple[bytes | None, bytes]:
+    """(key, value) of the dead-letter record for one rejected input record. `redact`: the
+    payload is replaced by its size and SHA-256 (Settings.dead_letter_redact_payload); the
+    topic, partition and offset still lead to the original while the source retains it."""
     rec = rejected.record
     key_text = None
     if rec.key is not None:
@@ -91,7 +102,7 @@ def dead_letter_record(rejected: Rejected, worker: str) -> tuple[bytes | None, b
         "partition": rec.partition,
         "offset": rec.offset,
         "key": key_text,
-        **_payload_fields(rec.value),
+        **(_redacted_fields(rec.value) if redact else _payload_fields(rec.value)),
         "worker": worker,
         "rejected_at_ms": int(time.time() * 1000),
     }

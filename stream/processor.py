@@ -97,6 +97,7 @@ class BatchProcessor:
         self.max_retries = settings.stream_batch_max_retries
         self.clock = EventClock.from_seconds(settings.event_time_future_tolerance_s)
         self.naive_utc = settings.event_time_naive_utc
+        self.redact_dead_letters = settings.dead_letter_redact_payload
         self.lock = asyncio.Lock()
 
     # --- batches -----------------------------------------------------------------------
@@ -119,7 +120,7 @@ class BatchProcessor:
         return result
 
     async def _reject(self, rejected: Rejected) -> None:
-        key, value = dead_letter_record(rejected, self.worker_id)
+        key, value = dead_letter_record(rejected, self.worker_id, self.redact_dead_letters)
         await self.dead_letter(key, value)
         telemetry.DEAD_LETTERS.labels(rejected.reason).inc()
         if rejected.reason != PROCESSING_ERROR:

@@ -313,3 +313,16 @@ def test_stored_similar_lists_are_read_in_the_format_the_manifest_names():
     assert _stored_similar(packed, None) == []
     assert _stored_similar(legacy, b'[["c", 0.75], ["a", 0.5]]') == [("c", 0.75), ("a", 0.5)]
     assert _stored_similar(legacy, b"not json") == []
+
+
+async def test_the_k_parameter_documents_its_real_default(client):
+    from recsys.settings import Settings
+    from serving.deps import DEFAULT_K
+
+    spec = (await client.get("/openapi.json")).json()
+    params = spec["paths"]["/v1/users/{user_id}/recommendations"]["get"]["parameters"]
+    [k] = [p for p in params if p["name"] == "k"]
+    assert k["schema"]["default"] == DEFAULT_K
+    assert f"default {DEFAULT_K}." in k["description"]
+    assert f"default {Settings.model_fields['api_max_k'].default})" in k["description"]
+    assert "default 500." not in k["description"]

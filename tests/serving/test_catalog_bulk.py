@@ -99,3 +99,20 @@ async def test_bulk_availability_and_categories_reach_recommendations(published,
                 break
             await asyncio.sleep(0.02)
         assert not set(top) & {i["item_id"] for i in body["items"]}
+
+
+@pytest.mark.parametrize("size", [0, 5])
+async def test_writes_respect_the_detail_cache_size(settings, size):
+    small = with_overrides(settings, api_catalog_cache_size=size)
+    async with running_app(small) as client:
+        catalog = client._transport.app.state.services.catalog
+        r = await client.put("/v1/items", json=[{"item_id": f"sku-{n}", "name": f"n{n}"}
+                                                for n in range(40)])
+        assert r.status_code == 200
+        assert len(catalog._details) <= size
+        for n in range(12):
+            r = await client.put(f"/v1/items/one-{n}", json={"name": "x"})
+            assert r.status_code == 200
+            assert len(catalog._details) <= size
+        # Whatever the cache kept, details still read back from Redis.
+        assert (await client.get("/v1/items/sku-3")).json()["name"] == "n3"

@@ -58,3 +58,16 @@ def test_dead_letter_carries_reason_origin_and_the_untouched_payload():
     letter = orjson.loads(dead_letter_record(binary, "w1")[1])
     assert letter["payload_encoding"] == "base64"
     assert base64.b64decode(letter["payload"]) == b"\xff\xfe\x00"
+
+
+def test_a_redacted_dead_letter_keeps_only_size_and_digest_of_the_payload():
+    import hashlib
+
+    raw = b'{"user_id": "alice@example.com", "item_id": 3'
+    rejected = coalesce([_rec(9, raw, partition=1)]).rejected[0]
+    letter = orjson.loads(dead_letter_record(rejected, "w1", redact=True)[1])
+    assert letter["payload"] is None and letter["payload_encoding"] == "redacted"
+    assert letter["payload_bytes"] == len(raw)
+    assert letter["payload_sha256"] == hashlib.sha256(raw).hexdigest()
+    assert (letter["reason"], letter["partition"], letter["offset"]) == ("malformed_json", 1, 9)
+    assert b"alice" not in dead_letter_record(rejected, "w1", redact=True)[1]
