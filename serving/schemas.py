@@ -171,7 +171,10 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: str
+    status: str = Field(description="ready | degraded (answers come from fallbacks)")
+    degraded: list[str] = Field(
+        default_factory=list,
+        description="Why: redis_unavailable, no_model, event_ingest_unavailable, kafka_stalled.")
     redis: bool
     model_version: str | None
     items: int

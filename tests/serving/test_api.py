@@ -121,7 +121,8 @@ async def test_cold_start_without_model_uses_categories_of_seen_items(settings, 
     assert [i["item_id"] for i in body["items"]] == ["a2", "a3"]
     assert body["fallback_sources"] == ["category"]
     ready = await client.get("/readyz")
-    assert ready.status_code == 503 and ready.json()["model_version"] is None
+    assert ready.status_code == 200 and ready.json()["model_version"] is None
+    assert ready.json()["status"] == "degraded" and ready.json()["degraded"] == ["no_model"]
 
 
 @pytest.mark.parametrize("query, fragment", [
@@ -282,6 +283,7 @@ async def test_health_readiness_and_metrics(published, client):
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["model_version"] == "v1"
+    assert ready.json()["status"] == "ready" and ready.json()["degraded"] == []
     await client.get("/v1/users/u1/recommendations")
     await client.get("/v1/users/ghost/recommendations")
     await client.get("/v1/users/u1/recommendations", params={"k": 0})

@@ -193,6 +193,8 @@ def test_past_the_bounds_the_api_answers_503_with_retry_after(settings, broker, 
             assert r.status_code == 503 and r.headers["Retry-After"] == "3"
             assert "acknowledged nothing" in r.json()["detail"]
             assert requests.get(f"{base}/healthz", timeout=2).status_code == 200
+            ready = requests.get(f"{base}/readyz", timeout=2)
+            assert ready.status_code == 200 and "kafka_stalled" in ready.json()["degraded"]
         assert metric(base, "recsys_api_events_refused_total", reason="queue_full") == 20
         assert metric(base, "recsys_api_events_refused_total", reason="broker_stalled") == 1
         assert read_ids(ours, accepted) >= accepted
