@@ -146,6 +146,9 @@ class Feedback(BaseModel):
     user_id: Id | int
     product_id: Id | int
     rating: float = Field(ge=RATING_MIN, le=RATING_MAX, allow_inf_nan=False)
+    idempotency_key: Id | None = Field(
+        default=None, description="Same key (per user) on a retry -> same event id, so the "
+        "rating counts once. The Idempotency-Key header does the same.")
 
 
 class FeedbackAccepted(BaseModel):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Header, HTTPException, Query
 
 from recsys.events import MAX_ID_LENGTH, Event, InvalidEvent
 from serving.deps import K, ServicesDep, WriteAccess
@@ -33,12 +34,35 @@ async def classic_recommendations(
     })
 
 
+# Event ids of idempotent feedback: a name-based UUID of (user, key), so a retry maps to the
+# same id and the stream and trainer drop the repeat; keys of different users never collide.
+FEEDBACK_ID_NAMESPACE = uuid.UUID("4f0c6b52-3c1e-4d8a-9a57-52f1f7d0c1a9")
+
+
+def feedback_event_id(user_id: str, key: str) -> str:
+    return uuid.uuid5(FEEDBACK_ID_NAMESPACE, f"{user_id}\x1f{key}").hex
+
+
 @router.post("/api/feedback", status_code=202, response_model=FeedbackAccepted,
              dependencies=[WriteAccess], summary="A rating from a user (classic shape)",
+             description="With an idempotency key (header Idempotency-Key or field "
+             "idempotency_key), a retry gets the same event id and counts once.",
              responses={401: {"model": ErrorOut}, 503: {"model": ErrorOut}})
-async def classic_feedback(services: ServicesDep, body: Feedback) -> FeedbackAccepted:
+async def classic_feedback(
+    services: ServicesDep, body: Feedback,
+    idempotency_key: Annotated[
+        str | None, Header(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
+                           description="Same key on a retry: same event id.")] = None,
+) -> FeedbackAccepted:
+    if (idempotency_key and body.idempotency_key
+            and idempotency_key != body.idempotency_key):
+        raise HTTPException(422, "the Idempotency-Key header and the idempotency_key field "
+                                 "differ; send one of them")
+    key = idempotency_key or body.idempotency_key
+    event_id = feedback_event_id(str(body.user_id), key) if key else None
     try:
-        event = Event.create(body.user_id, body.product_id, "rating", value=body.rating)
+        event = Event.create(body.user_id, body.product_id, "rating", value=body.rating,
+                             event_id=event_id)
     except InvalidEvent as exc:
         services.metrics.events.labels("rejected", str(exc.reason)).inc()
         raise HTTPException(422, str(exc)) from None

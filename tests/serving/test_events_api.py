@@ -111,3 +111,29 @@ async def test_classic_feedback_becomes_a_rating_event(settings, topics, client)
     for bad in [{"user_id": "u", "product_id": "p", "rating": 0},
                 {"user_id": "u", "rating": 3}, {"user_id": "", "product_id": "p", "rating": 3}]:
         assert (await client.post("/api/feedback", json=bad)).status_code == 422, bad
+
+
+async def test_feedback_retries_with_an_idempotency_key_keep_one_event_id(settings, topics,
+                                                                          client):
+    first = {"user_id": "u5", "product_id": "p-1", "rating": 5}
+    ids = []
+    for _ in range(3):  # a client retrying after a lost answer
+        r = await client.post("/api/feedback", json=first, headers={"Idempotency-Key": "k-77"})
+        assert r.status_code == 202
+        ids.append(r.json()["event_id"])
+    r = await client.post("/api/feedback", json={**first, "idempotency_key": "k-77"})
+    ids.append(r.json()["event_id"])
+    assert len(set(ids)) == 1
+    # Another user's identical key is another event; no key: a new id each time.
+    other = await client.post("/api/feedback", json={**first, "user_id": "u6"},
+                              headers={"Idempotency-Key": "k-77"})
+    plain = [(await client.post("/api/feedback", json=first)).json()["event_id"]
+             for _ in range(2)]
+    assert other.json()["event_id"] != ids[0] and len(set(plain)) == 2
+    got = consume(settings, 7)
+    assert sorted(g["event_id"] for _, g in got).count(ids[0]) == 4  # same id: deduped later
+    r = await client.post("/api/feedback", json={**first, "idempotency_key": "a"},
+                          headers={"Idempotency-Key": "b"})
+    assert r.status_code == 422 and "differ" in r.json()["detail"]
+    r = await client.post("/api/feedback", json=first, headers={"Idempotency-Key": "x" * 200})
+    assert r.status_code == 422
