@@ -26,8 +26,8 @@ import requests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from recsys.kafka import ensure_topics
-from recsys.localstack import ManagedProcess, free_port, start_broker
 from recsys.settings import Settings
+from shell.localstack import ManagedProcess, free_port, start_broker
 from tests.serving.conftest import with_overrides
 from tests.stream.conftest import settings_env
 

@@ -16,8 +16,8 @@ import requests
 import uvicorn
 
 from recsys.kafka import ensure_topics
-from recsys.localstack import free_port
 from serving.main import create_app
+from shell.localstack import free_port
 from tests.serving.conftest import with_overrides
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from recsys.errors import ConfigError
-from recsys.localstack import free_port
 from recsys.settings import load_settings
 from serving.main import check_write_access, create_app
+from shell.localstack import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,7 +51,7 @@ def test_open_writes_beyond_loopback_need_an_explicit_opt_out(host, key, opt_out
 def _serve(env_extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("RECSYS_API_")} | {"PYTHONPATH": str(REPO), **env_extra}
-    code = "import sys; from recsys.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from shell.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, "serve", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60)
 
