@@ -137,3 +137,22 @@ async def test_feedback_retries_with_an_idempotency_key_keep_one_event_id(settin
     assert r.status_code == 422 and "differ" in r.json()["detail"]
     r = await client.post("/api/feedback", json=first, headers={"Idempotency-Key": "x" * 200})
     assert r.status_code == 422
+
+
+async def test_a_client_clock_a_day_ahead_is_clamped_to_arrival_and_counted(settings, topics,
+                                                                           client):
+    before = int(time.time() * 1000)
+    ahead = event(timestamp=before + 23 * 3_600_000)
+    close = event(timestamp=before + 60_000)  # within the tolerance: kept as sent
+    naive = event(timestamp="2026-01-01T10:00:00")
+    r = await client.post("/v1/events", json=[ahead, close, naive])
+    assert r.status_code == 202
+    body = r.json()
+    assert body["accepted"] == 2
+    assert body["errors"][0]["index"] == 2
+    assert body["errors"][0]["reason"] == "timestamp_without_timezone"
+    got = {g["event_id"]: g for _, g in consume(settings, 2)}
+    assert before <= got[ahead["event_id"]]["timestamp"] <= int(time.time() * 1000)
+    assert got[close["event_id"]]["timestamp"] == close["timestamp"]
+    metrics = (await client.get("/metrics")).text
+    assert 'recsys_api_events_clamped_total{reason="future"} 1.0' in metrics

@@ -107,3 +107,22 @@ def test_restart_resumes_exactly_once(settings):
     assert not rows.duplicated(["source_partition", "source_offset"]).any()
     total = sum(HistoryStore(store_dir).partition_offsets(settings.interactions_topic).values())
     assert total == 502  # 500 events + 2 invalid messages, all consumed exactly once
+
+
+def test_a_future_dated_event_is_stored_at_its_arrival(settings):
+    """A client clock a day ahead must not push the history's newest time (the trainer's
+    decay reference and snapshot time) into tomorrow."""
+    now = int(time.time() * 1000)
+    with EventProducer(settings) as producer:
+        producer.send(Event.create("u1", "i1", "view", timestamp=now + 23 * 3_600_000,
+                                   event_id="ahead"))
+        producer.send(Event.create("u2", "i2", "view", timestamp=now - 3_600_000,
+                                   event_id="past"))
+    store = HistoryStore(settings.data_dir / "history")
+    with HistoryConsumer(settings, store) as consumer:
+        assert consumer.catch_up(timeout=60) == 2
+        assert consumer.stats.clamped == {"future": 1}
+    rows = raw_rows(HistoryStore(settings.data_dir / "history")).set_index("event_id")
+    assert now <= rows.loc["ahead", "timestamp"] <= int(time.time() * 1000)
+    assert rows.loc["past", "timestamp"] == now - 3_600_000
+    assert HistoryStore(settings.data_dir / "history").latest_event_ms <= int(time.time() * 1000)

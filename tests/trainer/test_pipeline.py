@@ -241,3 +241,21 @@ def test_publish_moves_the_pointer_only_after_every_key_and_the_callback(redis_c
     with pytest.raises(OSError):
         publish(redis_client, keys, artifacts("vb"), similar, None, 3, before_activate=fail)
     assert read_current_version(redis_client, keys) == "va"
+
+
+def test_a_future_time_in_the_history_does_not_move_the_snapshot_past_the_clock(
+        make_trainer, small_frame, settings):
+    """A history written before times were clamped at ingest may hold a time a day ahead; the
+    run's reference time (decay, snapshot, trained-until) stays at the clock + tolerance."""
+    recent = small_frame.copy()  # moved to end an hour ago (retention counts from the newest)
+    recent["timestamp"] += int(time.time() * 1000) - 3_600_000 - int(recent["timestamp"].max())
+    ahead = small_frame.iloc[:1].copy()
+    ahead["event_id"] = "from-a-skewed-clock"
+    ahead["timestamp"] = int(time.time() * 1000) + 23 * 3_600_000
+    trainer = make_trainer()
+    trainer.store.append(recent)
+    trainer.store.append(ahead)
+    result = trainer.run_once()
+    bound = int(time.time() * 1000) + int(settings.event_time_future_tolerance_s * 1000)
+    assert result.manifest["snapshot"]["latest_event_ms"] <= bound
+    assert result.manifest["trained_until_ms"] <= bound
