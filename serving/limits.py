@@ -79,8 +79,20 @@ class RequestLimits:
                               f"(Content-Length {int(length)})")
                 return
         elif scope["method"] in ("POST", "PUT", "PATCH"):
-            receive = self._counting(receive)
+            # No declared length (chunked): counted while it streams.
+            self.in_flight += 1
+            try:
+                await self._call_counting(scope, receive, send)
+            finally:
+                self.in_flight -= 1
+            return
         self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _call_counting(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def send_tracking(message: Message) -> None:
@@ -90,14 +102,12 @@ class RequestLimits:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_tracking)
+            await self.app(scope, self._counting(receive), send_tracking)
         except BodyTooLarge as exc:
             # Raised outside a route (a middleware reading the body): answer here.
             if started:
                 raise
             await _answer(send, 413, str(exc.detail))
-        finally:
-            self.in_flight -= 1
 
     def _counting(self, receive: Receive) -> Receive:
         limit, seen = self.max_body, 0
