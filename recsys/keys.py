@@ -15,6 +15,8 @@ Model versions (written by the trainer, read by stream and serving)
                                              [[item, score], ...] when the manifest has no
                                              `similar_format`
     {ns}:model:switch                pub/sub channel: the new version id, after the pointer moved
+    {ns}:trainer:lease               string  token of the one trainer allowed to write versions
+                                             (SET NX PX, renewed while it runs; trainer/lease.py)
 
 User state (written by the trainer for the users it fitted, and by the stream worker)
     {ns}:uvec:{v}                    hash    user id -> float32 LE vector computed against version v
@@ -44,6 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 POPULARITY_WINDOWS = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
+_VERSION_KEY_SUFFIXES = frozenset({"manifest", "item_ids", "item_factors", "similar"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,28 @@ class Keys:
 
     def model_similar(self, version: str) -> str:
         return f"{self.namespace}:model:{version}:similar"
+
+    @property
+    def trainer_lease(self) -> str:
+        return f"{self.namespace}:trainer:lease"
+
+    def version_key_patterns(self) -> list[str]:
+        """SCAN patterns that match every version-scoped key (for orphan collection)."""
+        return [f"{self.namespace}:model:*", f"{self.namespace}:uvec:*",
+                f"{self.namespace}:pop:alltime:*"]
+
+    def version_of(self, key: str) -> str | None:
+        """The version a version-scoped key belongs to; None for any other key."""
+        ns = self.namespace
+        for prefix in (f"{ns}:uvec:", f"{ns}:pop:alltime:"):
+            if key.startswith(prefix):
+                return key[len(prefix):] or None
+        prefix = f"{ns}:model:"
+        if key.startswith(prefix):
+            version, sep, suffix = key[len(prefix):].rpartition(":")
+            if sep and version and suffix in _VERSION_KEY_SUFFIXES:
+                return version
+        return None
 
     def model_keys(self, version: str) -> list[str]:
         """Every key of one version, its user vectors included."""

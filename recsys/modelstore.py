@@ -169,7 +169,7 @@ async def aload_model(redis: Any, keys: Keys, version: str | None = None) -> Mod
 
 # --- writing side (trainer, tests) -------------------------------------------------------
 # Protocol: every key of version v is written first (stage_model_version); only then does
-# activate_version move the `current` pointer, in a MULTI/EXEC together with the `previous`
+# activate_version move the `current` pointer, in one Lua script together with the `previous`
 # list, and announce v on the switch channel. A reader that GETs `current` and then reads
 # version-scoped keys can therefore never see half a model or a mix of two.
 
@@ -234,20 +234,56 @@ def stage_model_version(
     redis.set(keys.model_manifest(version), orjson.dumps(manifest))
 
 
-def activate_version(redis: Any, keys: Keys, version: str, keep_previous: int = 10) -> str | None:
-    """Atomically make `version` current; returns the version it replaced (or None)."""
-    if not redis.exists(keys.model_manifest(version)):
-        raise ModelNotFound(f"version {version!r} is not staged; refusing to activate it")
-    previous = _decode(redis.get(keys.current_model))
-    pipe = redis.pipeline(transaction=True)
-    pipe.set(keys.current_model, version)
-    if previous and previous != version:
-        pipe.lrem(keys.previous_models, 0, version)
-        pipe.lpush(keys.previous_models, previous)
-        pipe.ltrim(keys.previous_models, 0, keep_previous - 1)
-    pipe.execute()
+# Moves the pointer in one atomic step inside Redis. KEYS = current, previous, the version's
+# manifest, and (optional, fencing) the trainer lease; ARGV = version, how many previous
+# versions to keep, and the lease token. With a lease key, the switch only happens while that
+# key still holds the caller's token: a trainer whose lease expired (paused, partitioned) and
+# was taken over cannot move the pointer afterwards. Checking and switching in one script
+# closes the read-then-MULTI race of two activations.
+LUA_ACTIVATE = """
+if KEYS[4] and redis.call('GET', KEYS[4]) ~= ARGV[3] then
+  return redis.error_reply('FENCED the trainer lease is no longer held by this token')
+end
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  return redis.error_reply('NOTSTAGED version ' .. ARGV[1] .. ' is not staged')
+end
+local previous = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1])
+if previous and previous ~= ARGV[1] then
+  redis.call('LREM', KEYS[2], 0, ARGV[1])
+  redis.call('LPUSH', KEYS[2], previous)
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+end
+return previous
+"""
+
+
+class Fenced(ModelIntegrityError):
+    """An activation was refused: the caller's lease (fencing token) is no longer current."""
+
+
+def activate_version(redis: Any, keys: Keys, version: str, keep_previous: int = 10,
+                     fence: tuple[str, str] | None = None) -> str | None:
+    """Atomically make `version` current; returns the version it replaced (or None).
+
+    `fence` = (lease key, token): only switch while the lease key holds the token."""
+    from redis.exceptions import ResponseError
+
+    names = [keys.current_model, keys.previous_models, keys.model_manifest(version)]
+    if fence is not None:
+        names.append(fence[0])
+    try:
+        previous = redis.eval(LUA_ACTIVATE, len(names), *names, version,
+                              max(1, keep_previous), fence[1] if fence else "")
+    except ResponseError as exc:
+        if str(exc).startswith("FENCED"):
+            raise Fenced(f"refusing to activate {version!r}: {exc}") from None
+        if str(exc).startswith("NOTSTAGED"):
+            raise ModelNotFound(f"version {version!r} is not staged; refusing to activate "
+                                "it") from None
+        raise
     redis.publish(keys.model_switch_channel, version)
-    return previous
+    return _decode(previous)
 
 
 def delete_model_version(redis: Any, keys: Keys, version: str) -> int:

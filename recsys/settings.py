@@ -279,6 +279,32 @@ class Settings(BaseSettings):
     trainer_compact_parts: int = Field(
         default=32, ge=2, description="History: compact when this many parts exist."
     )
+    trainer_redis_timeout_s: float = Field(
+        default=30.0, gt=0.0, le=3600.0,
+        description="Socket (and connect) timeout of the trainer's Redis client: a hung Redis "
+        "fails the run (counted, serving untouched) instead of blocking it forever.",
+    )
+    trainer_lease_ttl_s: float = Field(
+        default=30.0, ge=1.0, le=3600.0,
+        description="Lifetime of the one-trainer lease in Redis, renewed every third of it "
+        "while the trainer runs; a killed trainer blocks others for at most this long.",
+    )
+    trainer_lease_wait_s: float = Field(
+        default=0.0, ge=0.0, le=86_400.0,
+        description="How long a second trainer waits for the lease before it exits with "
+        "code 3 (0 = exit at once).",
+    )
+    trainer_orphan_grace_s: float = Field(
+        default=3600.0, ge=0.0,
+        description="Version keys in Redis that belong to no complete version on disk and "
+        "are neither current nor kept for rollback (a publish that failed or was killed "
+        "between staging and activation) are deleted once their version is this old.",
+    )
+    trainer_quarantine_dir: str = Field(
+        default="quarantine", pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Sub-folder of the history where unreadable Parquet files are moved "
+        "(with a log line and a metric) instead of crash-looping the trainer.",
+    )
     trainer_similar_max_items: int = Field(
         default=5_000, ge=0, description="Stored similar lists for at most this many (most "
         "popular) items; serving computes the others from the factors. 0 = all items."

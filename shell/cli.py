@@ -64,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except RecsysError as exc:
         log.error("%s", exc)
-        return 1
+        # an error class may name its own exit code (trainer.lease.LeaseHeld: 3)
+        return int(getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:
         log.info("interrupted")
         return 130

@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Consumes the interactions topic into the trainer's history (its own "
         "consumer group), fits implicit ALS, evaluates it on a time-based holdout against "
         "popularity and the model in service, and publishes it atomically if it is not "
-        "worse. Exit code 0 for a published or a rejected candidate, 1 for a failed run.",
+        "worse. One trainer at a time per deployment (a lease in Redis): a second one waits "
+        "up to trainer_lease_wait_s, then exits. Exit code 0 for a published or a rejected "
+        "candidate, 1 for a failed run, 3 when another trainer holds the lease.",
     )
     mode = train.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="one run, then exit (default)")
@@ -55,51 +57,59 @@ def _train(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from recsys.keys import Keys
     from recsys.settings import get_settings
     from trainer.errors import TrainerError
     from trainer.ingest import HistoryConsumer
-    from trainer.pipeline import Trainer, history_store
+    from trainer.lease import TrainerLease
+    from trainer.metrics import TrainerMetrics
+    from trainer.pipeline import Trainer, history_store, trainer_redis
     from trainer.schedule import parse_duration, run_every
 
     log = logging.getLogger("trainer")
     settings = get_settings()
-    store = history_store(settings)
-    if args.from_file:
-        from recsys.sources.registry import load_source
+    redis = trainer_redis(settings)
+    # Taken before anything touches the history or Redis, held (renewed) until exit.
+    with TrainerLease(redis, Keys(settings.redis_namespace), settings.trainer_lease_ttl_s,
+                      settings.trainer_lease_wait_s) as lease:
+        metrics = TrainerMetrics()
+        store = history_store(settings, metrics)
+        if args.from_file:
+            from recsys.sources.registry import load_source
 
-        frame = load_source(args.from_file, events=args.events, seed=args.seed)
-        stored = store.append(frame)
-        log.info("seeded the history from %s: %d events (%d new)", args.from_file,
-                 len(frame), stored)
-    trainer = Trainer(settings, store=store)
-    consumer = None if args.no_consume else HistoryConsumer(settings, store, trainer.metrics)
-    try:
-        if args.every:
-            try:
-                interval = parse_duration(args.every)
-            except ValueError as exc:
-                raise TrainerError(str(exc)) from None
-            stop = threading.Event()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: stop.set())
-            port = trainer.metrics.serve(settings.trainer_metrics_port)
-            log.info("trainer metrics on :%d/metrics; training every %s", port, args.every)
-            min_new = (settings.trainer_min_new_events if args.min_new_events is None
-                       else args.min_new_events)
-            state = run_every(trainer, interval, min_new, stop, consumer)
-            print(f"trainer stopped: {state.runs} runs, {state.published} published, "
-                  f"{state.failures} failed")
-            return 0
-        if consumer is not None:
-            new = consumer.catch_up()
-            log.info("history caught up with %s: %d new events", settings.interactions_topic,
-                     new)
-        if len(store.files()) > settings.trainer_compact_parts:
-            store.compact()
-        result = trainer.run_once()
-    finally:
-        if consumer is not None:
-            consumer.close()
+            frame = load_source(args.from_file, events=args.events, seed=args.seed)
+            stored = store.append(frame)
+            log.info("seeded the history from %s: %d events (%d new)", args.from_file,
+                     len(frame), stored)
+        trainer = Trainer(settings, redis=redis, metrics=metrics, store=store, lease=lease)
+        consumer = None if args.no_consume else HistoryConsumer(settings, store, trainer.metrics)
+        try:
+            if args.every:
+                try:
+                    interval = parse_duration(args.every)
+                except ValueError as exc:
+                    raise TrainerError(str(exc)) from None
+                stop = threading.Event()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, lambda *_: stop.set())
+                port = trainer.metrics.serve(settings.trainer_metrics_port)
+                log.info("trainer metrics on :%d/metrics; training every %s", port, args.every)
+                min_new = (settings.trainer_min_new_events if args.min_new_events is None
+                           else args.min_new_events)
+                state = run_every(trainer, interval, min_new, stop, consumer)
+                print(f"trainer stopped: {state.runs} runs, {state.published} published, "
+                      f"{state.failures} failed")
+                return 0
+            if consumer is not None:
+                new = consumer.catch_up()
+                log.info("history caught up with %s: %d new events",
+                         settings.interactions_topic, new)
+            if len(store.files()) > settings.trainer_compact_parts:
+                store.compact()
+            result = trainer.run_once()
+        finally:
+            if consumer is not None:
+                consumer.close()
     gate = result.decision
     status = "published" if result.published else "rejected"
     print(f"{status} {result.version}: {gate.metric} candidate={_fmt(gate.candidate)} "

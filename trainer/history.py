@@ -14,11 +14,17 @@ seeks each assigned partition to the highest stored offset: what is on disk is e
 was consumed. Kafka's committed group offsets are also updated after each flush, but only so
 that lag shows in the usual tools; the files are the source of truth.
 
-Compaction writes `base-<seq>.parquet` naming the files it replaces (`recsys.replaces`); a
+Unreadable files (a corrupt Parquet footer or page) are moved to `quarantine/` beside the
+history, with an error log line and `recsys_trainer_history_quarantined_total`, and the trainer
+goes on without them instead of failing every run.
+
+Compaction writes `base-<seq>-<random>.parquet` naming the files it replaces (`recsys.replaces`); a
 crash between writing it and deleting those files is repaired on the next open.
 
-Dedupe by event id: every stored event id is kept as a 64-bit hash in a sorted array (8 bytes
-an event, not a Python string set); a new event whose id hash is known is skipped.
+Dedupe by (user, event id), like the stream worker's per-user dedupe: event ids are the
+client's, and two producers numbering their events "1", "2", ... must not lose each other's
+events. Every stored (user, event id) pair is kept as a 64-bit hash in a sorted array (8 bytes
+an event, not a Python string set); a new event whose pair hash is known is skipped.
 
 Retention: events older than `retention_days` before the newest stored event are dropped at
 compaction and ignored by `load` (relative to the newest event rather than the wall clock,
@@ -32,10 +38,10 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -49,12 +55,16 @@ from recsys.sources import FRAME_COLUMNS
 from trainer.errors import HistoryError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MS_PER_DAY = 86_400_000
 OFFSETS_KEY = b"recsys.offsets"
 REPLACES_KEY = b"recsys.replaces"
 _DICTIONARY_COLUMNS = ("user_id", "item_id", "event_type")  # few distinct values: codes
-_PART_RE = re.compile(r"^(part|base)-(\d{12})\.parquet$")
+# part-<seq>-<random>.parquet: the sequence orders files, the random suffix keeps two
+# processes that append at once (the lease forbids it, a stray `--from-file` might not) from
+# overwriting each other's file. Names without the suffix (older histories) still match.
+_PART_RE = re.compile(r"^(part|base)-(\d{12})(?:-[0-9a-f]{8})?\.parquet$")
 
 SCHEMA = pa.schema([
     ("event_id", pa.string()),
@@ -73,6 +83,16 @@ def id_hashes(event_ids: Iterable[str] | np.ndarray | pd.Series) -> np.ndarray:
     """Deterministic 64-bit hashes of event ids (pandas' SipHash with a fixed key)."""
     values = np.asarray(event_ids, dtype=object)
     return pd.util.hash_array(values, categorize=False).astype(np.uint64)
+
+
+def event_key_hashes(user_ids: Iterable[str] | np.ndarray | pd.Series,
+                     event_ids: Iterable[str] | np.ndarray | pd.Series) -> np.ndarray:
+    """64-bit hashes of (user, event id) pairs: the trainer's dedupe key. The unit separator
+    cannot occur in either id (recsys.events rejects control characters), so distinct pairs
+    give distinct strings."""
+    users = pd.Series(np.asarray(user_ids, dtype=object)).astype(str)
+    ids = pd.Series(np.asarray(event_ids, dtype=object)).astype(str)
+    return id_hashes((users + "\x1f" + ids).to_numpy(dtype=object))
 
 
 @dataclass(frozen=True)
@@ -94,9 +114,13 @@ def offset_key(topic: str, partition: int) -> str:
 class HistoryStore:
     """Append-only Parquet event store with per-partition offsets kept beside the rows."""
 
-    def __init__(self, directory: Path, retention_days: float | None = None) -> None:
+    def __init__(self, directory: Path, retention_days: float | None = None,
+                 quarantine: str = "quarantine",
+                 on_quarantine: Callable[[], object] | None = None) -> None:
         self.directory = Path(directory)
         self.retention_days = retention_days
+        self.quarantine_dir = self.directory / quarantine
+        self._on_quarantine = on_quarantine
         self.directory.mkdir(parents=True, exist_ok=True)
         self._offsets: dict[str, int] = {}
         self._known_ids: np.ndarray | None = None  # built on first use: see `_known`
@@ -108,13 +132,44 @@ class HistoryStore:
     # --- opening -----------------------------------------------------------------------
     def files(self) -> list[Path]:
         found = [p for p in self.directory.iterdir() if _PART_RE.match(p.name)]
-        return sorted(found, key=lambda p: int(_PART_RE.match(p.name).group(2)))  # type: ignore[union-attr]
+        return sorted(found, key=lambda p: (_seq_of(p), p.name))
+
+    def quarantine(self, path: Path, exc: BaseException) -> None:
+        """Move an unreadable file aside (it would fail every run) and go on without it. Its
+        events are missing from training until restored; later files carry the offsets."""
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        target = self.quarantine_dir / f"{path.name}.{uuid.uuid4().hex[:8]}"
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            return
+        _fsync_dir(self.directory)
+        self._known_ids = None  # rebuilt without it on next use
+        log.error("history file %s is unreadable (%s): moved to %s; training goes on without "
+                  "its events", path.name, exc, target)
+        if self._on_quarantine is not None:
+            self._on_quarantine()
+
+    def _readable(self, read: Callable[[Path], T]) -> list[T]:
+        """`read` of every file; a file that fails is quarantined and left out."""
+        out = []
+        for path in self.files():
+            try:
+                out.append(read(path))
+            except (OSError, ValueError, pa.ArrowException, HistoryError) as exc:
+                self.quarantine(path, exc)
+        return out
 
     def _recover(self) -> None:
         for stale in self.directory.glob("*.tmp"):
             stale.unlink(missing_ok=True)
         for base in self.directory.glob("base-*.parquet"):
-            for name in _metadata(base).get(REPLACES_KEY, []):
+            try:
+                replaces = _metadata(base).get(REPLACES_KEY, [])
+            except HistoryError as exc:
+                self.quarantine(base, exc)
+                continue
+            for name in replaces:
                 leftover = self.directory / name
                 if leftover.exists() and leftover != base:
                     log.warning("removing %s, already merged into %s", leftover.name, base.name)
@@ -122,12 +177,12 @@ class HistoryStore:
 
     def _scan(self) -> None:
         """Offsets, newest event time and file sequence, from the files' footers only."""
-        for path in self.files():
-            meta = _metadata(path)
+        for path, meta, latest in self._readable(
+                lambda p: (p, _metadata(p), _max_timestamp(p))):
             for key, offset in meta.get(OFFSETS_KEY, {}).items():
                 self._offsets[key] = max(self._offsets.get(key, 0), int(offset))
-            self._latest_ms = max(self._latest_ms, _max_timestamp(path))
-            self._seq = max(self._seq, int(_PART_RE.match(path.name).group(2)))  # type: ignore[union-attr]
+            self._latest_ms = max(self._latest_ms, latest)
+            self._seq = max(self._seq, _seq_of(path))
 
     @property
     def _known(self) -> np.ndarray:
@@ -135,8 +190,12 @@ class HistoryStore:
         (append, compaction, n_events): hashing every id is a cost that a process that only
         trains (`train --once --no-consume`) should not pay."""
         if self._known_ids is None:
-            hashes = [id_hashes(pq.read_table(path, columns=["event_id"]).column("event_id")
-                                .to_numpy(zero_copy_only=False)) for path in self.files()]
+            def read(path: Path) -> np.ndarray:
+                table = pq.read_table(path, columns=["user_id", "event_id"])
+                return event_key_hashes(table.column("user_id").to_numpy(zero_copy_only=False),
+                                        table.column("event_id").to_numpy(zero_copy_only=False))
+
+            hashes = self._readable(read)
             self._known_ids = (unique_sorted(np.concatenate(hashes)) if hashes else
                                np.empty(0, dtype=np.uint64))
         return self._known_ids
@@ -175,8 +234,10 @@ class HistoryStore:
         A call with no new rows but new offsets still writes (an empty file), so that offsets
         of skipped (invalid or duplicate) messages are not consumed again after a restart.
         """
-        frame = frame.loc[~frame["event_id"].duplicated()] if len(frame) else frame
-        hashes = id_hashes(frame["event_id"]) if len(frame) else np.empty(0, np.uint64)
+        if len(frame):
+            frame = frame.loc[~frame.duplicated(subset=["user_id", "event_id"])]
+        hashes = (event_key_hashes(frame["user_id"], frame["event_id"]) if len(frame) else
+                  np.empty(0, np.uint64))
         if len(hashes) and self._known.size:
             pos = np.searchsorted(self._known, hashes)
             seen = self._known[np.minimum(pos, self._known.size - 1)] == hashes
@@ -188,7 +249,7 @@ class HistoryStore:
         table = _to_table(frame)
         meta = {OFFSETS_KEY: orjson.dumps({**self._offsets, **new_offsets})}
         self._seq += 1
-        self._write(table, f"part-{self._seq:012d}.parquet", meta)
+        self._write(table, f"part-{self._seq:012d}-{uuid.uuid4().hex[:8]}.parquet", meta)
         self._offsets.update(new_offsets)
         if len(hashes):
             self._known = unique_sorted(np.concatenate([self._known, hashes]))
@@ -212,19 +273,24 @@ class HistoryStore:
         if len(files) <= 1:
             return None
         started = time.perf_counter()
-        table = pa.concat_tables([pq.read_table(p, schema=SCHEMA) for p in files])
+        tables = self._readable(lambda p: (p, pq.read_table(p, schema=SCHEMA)))
+        files = [p for p, _ in tables]
+        if not files:
+            return None
+        table = pa.concat_tables([t for _, t in tables])
         frame = table.to_pandas()
-        frame = frame.loc[~frame["event_id"].duplicated()]
+        frame = frame.loc[~frame.duplicated(subset=["user_id", "event_id"])]
         frame = self._apply_retention(frame)
         meta = {OFFSETS_KEY: orjson.dumps(self._offsets),
                 REPLACES_KEY: orjson.dumps([p.name for p in files])}
-        seq = int(_PART_RE.match(files[-1].name).group(2))  # type: ignore[union-attr]
-        base = self._write(_to_table(frame), f"base-{seq:012d}.parquet", meta)
+        seq = _seq_of(files[-1])
+        base = self._write(_to_table(frame), f"base-{seq:012d}-{uuid.uuid4().hex[:8]}.parquet",
+                           meta)
         for path in files:
             if path != base:
                 path.unlink(missing_ok=True)
-        self._known = unique_sorted(id_hashes(frame["event_id"])) if len(frame) else \
-            np.empty(0, np.uint64)
+        self._known = (unique_sorted(event_key_hashes(frame["user_id"], frame["event_id"]))
+                       if len(frame) else np.empty(0, np.uint64))
         log.info("history compacted: %d files -> %s, %d events (%.2fs)", len(files), base.name,
                  len(frame), time.perf_counter() - started)
         return base
@@ -254,11 +320,14 @@ class HistoryStore:
             return pd.DataFrame({c: pd.Series(dtype=SCHEMA.field(c).type.to_pandas_dtype())
                                  for c in columns})
         dictionary = [c for c in _DICTIONARY_COLUMNS if c in columns]
+        # no schema= here: it would override read_dictionary and decode every id to a
+        # string (every file is written with SCHEMA anyway)
+        tables = self._readable(
+            lambda p: pq.read_table(p, columns=columns, read_dictionary=dictionary))
+        if not tables:
+            return self.load(with_source, columns) if self.files() else pd.DataFrame(
+                {c: pd.Series(dtype=SCHEMA.field(c).type.to_pandas_dtype()) for c in columns})
         try:
-            # no schema= here: it would override read_dictionary and decode every id to a
-            # string (every file is written with SCHEMA anyway)
-            tables = [pq.read_table(p, columns=columns, read_dictionary=dictionary)
-                      for p in files]
             table = pa.concat_tables(tables, promote_options="permissive")
         except (OSError, pa.ArrowException) as exc:
             raise HistoryError(f"cannot read the history in {self.directory}: {exc}") from exc
@@ -266,6 +335,10 @@ class HistoryStore:
         # dictionary (one file); _to_frame's combine_chunks unifies differing ones itself
         frame = _to_frame(table)
         return self._apply_retention(frame).reset_index(drop=True)
+
+
+def _seq_of(path: Path) -> int:
+    return int(_PART_RE.match(path.name).group(2))  # type: ignore[union-attr]
 
 
 def _to_frame(table: pa.Table) -> pd.DataFrame:

@@ -54,9 +54,12 @@ from recsys.settings import Settings
 from recsys.split import Holdout, build_holdout, cutoff_for
 from trainer.gate import GateDecision, decide
 from trainer.history import HistoryStore, Snapshot
+from trainer.lease import TrainerLease
 from trainer.publish import (
     ModelArtifacts,
     collect_garbage,
+    collect_orphans,
+    current_and_previous,
     encode_similar,
     load_from_disk,
     new_version_id,
@@ -127,8 +130,19 @@ def _discard(job: Future) -> None:
         log.info("speculative refit of a rejected candidate failed: %s", exc)
 
 
-def history_store(settings: Settings) -> HistoryStore:
-    return HistoryStore(settings.data_dir / "history", settings.trainer_retention_days)
+def history_store(settings: Settings, metrics: TrainerMetrics | None = None) -> HistoryStore:
+    return HistoryStore(settings.data_dir / "history", settings.trainer_retention_days,
+                        quarantine=settings.trainer_quarantine_dir,
+                        on_quarantine=metrics.history_quarantined.inc if metrics else None)
+
+
+def trainer_redis(settings: Settings) -> Any:
+    """The trainer's Redis client: bounded socket and connect timeouts (a setting)."""
+    import redis as redis_lib
+
+    return redis_lib.Redis.from_url(settings.redis_url,
+                                    socket_timeout=settings.trainer_redis_timeout_s,
+                                    socket_connect_timeout=settings.trainer_redis_timeout_s)
 
 
 def als_params(settings: Settings, **overrides: Any) -> AlsParams:
@@ -144,14 +158,15 @@ class Trainer:
 
     def __init__(self, settings: Settings, redis: Any | None = None,
                  metrics: TrainerMetrics | None = None, store: HistoryStore | None = None,
-                 params: AlsParams | None = None) -> None:
-        import redis as redis_lib
-
+                 params: AlsParams | None = None, lease: TrainerLease | None = None) -> None:
         self.settings = settings
         self.keys = Keys(settings.redis_namespace)
-        self.redis = redis or redis_lib.Redis.from_url(settings.redis_url)
+        self.redis = redis or trainer_redis(settings)
+        # With a lease, activation is fenced by its token (trainer.lease); tests and library
+        # callers that run one trainer may go without.
+        self.lease = lease
         self.metrics = metrics or TrainerMetrics()
-        self.store = store or history_store(settings)
+        self.store = store or history_store(settings, self.metrics)
         self.params = params or als_params(settings)
         self.model_dir = settings.model_dir
         self.model_dir.mkdir(parents=True, exist_ok=True)
@@ -259,7 +274,7 @@ class Trainer:
                 manifest.update(status="rejected", trained_until_ms=cutoff - 1)
                 artifacts = self._artifacts(version, events, c_train, candidate, manifest)
                 save_to_disk(self.model_dir, artifacts)
-                collect_garbage(self.redis, self.keys, self.model_dir, s.trainer_keep_versions)
+                self._collect_garbage()
             self.metrics.rejected.labels(reason="gate").inc()
             log.warning("candidate %s rejected: %s; serving %s stays", version, decision.reason,
                         serving.version if serving else None)
@@ -287,16 +302,25 @@ class Trainer:
             # pointer moves (a published version is always on disk too)
             saved = pool.submit(save_to_disk, self.model_dir, artifacts)
             publish(self.redis, self.keys, artifacts, final.similar.result, final.popularity,
-                    s.trainer_keep_versions, before_activate=saved.result)
+                    s.trainer_keep_versions, before_activate=saved.result,
+                    fence=self.lease.fence if self.lease is not None else None)
             self.metrics.published.inc()
             self.metrics.mark_published()
-            collect_garbage(self.redis, self.keys, self.model_dir, s.trainer_keep_versions)
+            self._collect_garbage()
         log.info("published %s: %s=%.4f (popularity %.4f, serving %s) in %.1fs", version,
                  s.trainer_gate_metric, decision.candidate or float("nan"),
                  decision.popularity or float("nan"), decision.serving, sum(timings.values()))
         return RunResult(version, True, decision, cand_metrics, pop_metrics,
                          serving.version if serving else None, serving_metrics, manifest,
                          timings, self._cpu)
+
+    def _collect_garbage(self) -> None:
+        s = self.settings
+        collect_garbage(self.redis, self.keys, self.model_dir, s.trainer_keep_versions)
+        current, previous = current_and_previous(self.redis, self.keys)
+        live = {v for v in [current, *previous[:s.trainer_keep_versions - 1]] if v}
+        orphans = collect_orphans(self.redis, self.keys, live, s.trainer_orphan_grace_s)
+        self.metrics.orphans_deleted.inc(len(orphans))
 
     def _evaluate_others(self, events: IndexedEvents, train: np.ndarray,
                          c_train: sp.csr_matrix, holdout: Holdout, k: int

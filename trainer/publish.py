@@ -14,6 +14,13 @@ Rejected candidates are written to disk only.
 
 Garbage collection keeps the current version and the newest `keep - 1` previous ones (the
 rollback list) in Redis and on disk, and the newest `keep` rejected candidates on disk.
+
+Orphans: a publish that fails or is killed between staging and activation leaves a whole
+version's keys in Redis (user vectors included) with no directory on disk. Garbage
+collection also SCANs Redis for version-scoped keys (recsys.keys) and deletes those of any
+version that is neither current nor kept for rollback once the version (its id carries its
+creation time) is older than `trainer_orphan_grace_s`. The grace keeps a version that another
+process is staging right now; ids that carry no time are left alone.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -50,6 +58,18 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.npz"
 MANIFEST_FILE = "manifest.json"
+
+
+_VERSION_TIME = re.compile(r"^v(\d{8}T\d{6})(\d{3})-")
+
+
+def version_created_s(version: str) -> float | None:
+    """Creation time (epoch s) encoded in a version id from new_version_id, else None."""
+    match = _VERSION_TIME.match(version)
+    if not match:
+        return None
+    stamp = datetime.strptime(match.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    return stamp.timestamp() + int(match.group(2)) / 1000.0
 
 
 def new_version_id(now: float | None = None) -> str:
@@ -176,7 +196,8 @@ def current_and_previous(redis: Any, keys: Keys) -> tuple[str | None, list[str]]
 def publish(redis: Any, keys: Keys, artifacts: ModelArtifacts,
             similar: dict[str, bytes] | Callable[[], dict[str, bytes]] | None,
             popularity: dict[str, float] | None, keep: int,
-            before_activate: Callable[[], object] | None = None) -> str | None:
+            before_activate: Callable[[], object] | None = None,
+            fence: tuple[str, str] | None = None) -> str | None:
     """Stage every key of the version, then make it current. Returns the replaced version.
 
     `similar` may be a callable (a future's `result`): it is called after the other keys
@@ -184,7 +205,8 @@ def publish(redis: Any, keys: Keys, artifacts: ModelArtifacts,
 
     `before_activate` runs between the two (and may raise to stop the switch): the caller
     waits there for work that must be complete before the version is served, such as its
-    directory on disk being written in another thread."""
+    directory on disk being written in another thread. `fence` (the trainer lease's key and
+    token, trainer.lease) makes the activation conditional on still holding the lease."""
     manifest = artifacts.manifest
     stage_model_version(
         redis, keys, artifacts.version, artifacts.item_ids.tolist(),
@@ -192,7 +214,8 @@ def publish(redis: Any, keys: Keys, artifacts: ModelArtifacts,
         user_factors=artifacts.user_factors, similar=similar, popularity=popularity)
     if before_activate is not None:
         before_activate()
-    replaced = activate_version(redis, keys, artifacts.version, keep_previous=keep - 1)
+    replaced = activate_version(redis, keys, artifacts.version, keep_previous=keep - 1,
+                                fence=fence)
     log.info("published model version %s (replaced %s)", artifacts.version, replaced)
     return replaced
 
@@ -226,7 +249,8 @@ def rollback(redis: Any, keys: Keys) -> tuple[str, str | None]:
 
 def collect_garbage(redis: Any, keys: Keys, model_dir: Path, keep: int) -> list[str]:
     """Delete versions that are neither current nor among the newest keep - 1 previous ones
-    (Redis and disk); keep the newest `keep` rejected candidates on disk. Returns deleted."""
+    (Redis and disk); keep the newest `keep` rejected candidates on disk. Returns deleted.
+    (Versions that exist only in Redis: collect_orphans.)"""
     current, previous = current_and_previous(redis, keys)
     live = {v for v in [current, *previous[:keep - 1]] if v}
     deleted: list[str] = []
@@ -249,6 +273,39 @@ def collect_garbage(redis: Any, keys: Keys, model_dir: Path, keep: int) -> list[
     if deleted:
         log.info("garbage-collected model versions %s", deleted)
     return deleted
+
+
+def redis_versions(redis: Any, keys: Keys) -> set[str]:
+    """Every version that has at least one key in Redis (SCAN, not KEYS: no long block)."""
+    found: set[str] = set()
+    for pattern in keys.version_key_patterns():
+        for key in redis.scan_iter(match=pattern, count=1000):
+            version = keys.version_of(_decode(key) or "")
+            if version:
+                found.add(version)
+    return found
+
+
+def collect_orphans(redis: Any, keys: Keys, live: set[str], grace_s: float,
+                    now: float | None = None) -> list[str]:
+    """Delete the keys of versions in Redis that are not `live` (current, rollback list) and
+    older than `grace_s`. Returns the versions deleted."""
+    now = time.time() if now is None else now
+    orphans = []
+    for version in sorted(redis_versions(redis, keys) - live):
+        created = version_created_s(version)
+        if created is None or now - created < grace_s:
+            continue
+        # re-read the pointer right before: never delete what became current meanwhile
+        current, previous = current_and_previous(redis, keys)
+        if version == current or version in previous:
+            continue
+        delete_model_version(redis, keys, version)
+        orphans.append(version)
+    if orphans:
+        log.warning("deleted the Redis keys of %d orphaned model versions (staged, never "
+                    "activated or no longer on disk): %s", len(orphans), orphans)
+    return orphans
 
 
 def list_versions(redis: Any | None, keys: Keys, model_dir: Path) -> list[dict[str, Any]]:

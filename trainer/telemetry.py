@@ -16,6 +16,9 @@
     recsys_trainer_history_invalid_total{reason}    consumed messages skipped as invalid
     recsys_trainer_history_duplicates_total         events skipped as already stored
     recsys_trainer_history_clamped_total{reason}    event times clamped to arrival (future)
+    recsys_trainer_history_quarantined_total        unreadable history files moved aside
+    recsys_trainer_orphans_deleted_total            versions whose keys were only in Redis
+                                                    (staged, never activated) and were deleted
 
 Each TrainerMetrics owns its registry, so two trainers in one process (tests) do not clash.
 """
@@ -71,6 +74,12 @@ class TrainerMetrics:
             "event_time_future_tolerance_s).", ["reason"], namespace=ns, registry=r)
         self.history_duplicates = Counter("history_duplicates", "Duplicate events skipped.",
                                           namespace=ns, registry=r)
+        self.history_quarantined = Counter(
+            "history_quarantined", "Unreadable history files moved to the quarantine folder.",
+            namespace=ns, registry=r)
+        self.orphans_deleted = Counter(
+            "orphans_deleted", "Model versions found only in Redis (a publish that failed or "
+            "was killed before activation) whose keys were deleted.", namespace=ns, registry=r)
         self._last_publish: float | None = None
         since = Gauge("seconds_since_last_publish", "Seconds since a version was last made "
                       "current (NaN before the first).", namespace=ns, registry=r)
