@@ -26,6 +26,8 @@ User state (written by the trainer for the users it fitted, and by the stream wo
 Popularity (written by the stream worker; trainer seeds the all-time list)
     {ns}:pop:{window}                zset    item id -> forward-decayed score (window: 1h, 24h, 7d)
     {ns}:pop:{window}:ref            string  reference time (epoch s) of that zset's decay
+    {ns}:pop:{window}:batch:{id}     string  a stream batch's increments were applied (TTL:
+                                             stream_batch_guard_ttl_s); makes retries idempotent
     {ns}:pop:alltime:{v}             zset    item id -> training popularity of version v
 
 Catalog (written by the API's PUT /v1/items)
@@ -127,6 +129,9 @@ class Keys:
 
     def popularity_ref(self, window: str) -> str:
         return f"{self.popularity(window)}:ref"
+
+    def popularity_batch(self, window: str, batch_id: str) -> str:
+        return f"{self.popularity(window)}:batch:{batch_id}"
 
     def popularity_alltime(self, version: str) -> str:
         return f"{self.namespace}:pop:alltime:{version}"

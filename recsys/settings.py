@@ -213,6 +213,29 @@ class Settings(BaseSettings):
         description="Retries of a batch that fails for a reason other than Redis; then its "
         "events go to the dead-letter topic (reason processing_error) and the worker moves on.",
     )
+    stream_redis_max_attempts: int = Field(
+        default=10, ge=1, le=1000,
+        description="Attempts of one Redis write on connection errors and timeouts (capped "
+        "exponential backoff between them, up to stream_redis_backoff_max_s). Then the batch "
+        "is kept, its offsets uncommitted, and tried again while /healthz reports the stall. "
+        "Error replies (OOM, WRONGTYPE) are not retried: their events are dead-lettered.",
+    )
+    stream_stall_s: float = Field(
+        default=60.0, gt=0.0, le=3600.0,
+        description="The stream worker's /healthz answers 503 when its event loop has not "
+        "beaten for this long or one batch has been in progress for longer.",
+    )
+    stream_batch_guard_ttl_s: float = Field(
+        default=600.0, gt=0.0, le=86_400.0,
+        description="How long Redis remembers that a batch's trending increments were "
+        "applied (one small key per batch and window), so a retried write adds them once.",
+    )
+    seen_ttl_s: float = Field(
+        default=90 * 86_400.0, ge=0.0,
+        description="A user's seen set expires this long after their last event (refreshed "
+        "on every event; 0 = never). Past it, the user's already-seen items are no longer "
+        "filtered from recommendations.",
+    )
     stream_worker_id: str | None = Field(
         default=None, description="Name of this worker in logs and dead letters (default host:pid)."
     )

@@ -71,10 +71,17 @@ def decayed(stored: float, ref: float, now: float, tau: float) -> float:
     return stored * math.exp(-(now - ref) / tau)
 
 
-# KEYS[1] = the window's sorted set, KEYS[2] = its landmark (integer epoch seconds)
-# ARGV = tau, t0, REBASE_AFTER_TAUS, PRUNE_BELOW, JSON object {item: increment relative to t0}
-# (one JSON argument rather than two per item: the Redis client's per-argument cost dominates)
+# KEYS[1] = the window's sorted set, KEYS[2] = its landmark (integer epoch seconds),
+# KEYS[3] = the batch guard (recsys.keys popularity_batch; optional)
+# ARGV = tau, t0, REBASE_AFTER_TAUS, PRUNE_BELOW, JSON object {item: increment relative to t0},
+# guard TTL in ms (one JSON argument rather than two per item: the Redis client's per-argument
+# cost dominates).
+# The guard makes ZINCRBY idempotent per batch: a write retried after a timeout, whose first
+# attempt did execute, finds its batch id already set and adds nothing.
 LUA_APPLY = """
+if KEYS[3] and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[6]) then
+  return -1
+end
 local tau = tonumber(ARGV[1])
 local t0 = tonumber(ARGV[2])
 local rebase_after = tonumber(ARGV[3])

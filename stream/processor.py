@@ -9,7 +9,10 @@ For a batch of records:
 3. fold in every user of the batch at once (`recsys.foldin.fold_in_batch`) against the model
    version read once at the start, so each vector is computed against exactly the version in
    its key (invariant 2);
-4. write vectors, seen sets and popularity in one Redis MULTI/EXEC, retried until it succeeds.
+4. write vectors, seen sets and popularity in one Redis MULTI/EXEC (stream.redis_writer):
+   while Redis is unreachable the batch is kept and its write tried again (the health check
+   reports the stall); when Redis refuses it (OOM, WRONGTYPE...), the batch is written user by
+   user and the events of the users Redis refused go to the dead-letter topic with the reason.
 
 Only then, and once the broker acknowledged the batch's changelog records
 (`BatchResult.durable`), does the agent release the batch's offsets for commit. A crash
@@ -47,9 +50,10 @@ from stream.decode import (
     coalesce,
     dead_letter_record,
 )
+from stream.health import Heartbeat
 from stream.model_watch import ModelHolder
 from stream.popularity import aggregate
-from stream.redis_writer import RedisWriter, WritePlan
+from stream.redis_writer import RedisRejected, RedisUnavailable, RedisWriter, WritePlan
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +87,8 @@ class BatchResult:
 class BatchProcessor:
     def __init__(self, settings: Settings, table: HistoryTable, writer: RedisWriter,
                  holder: ModelHolder, dead_letter: DeadLetter, worker_id: str,
-                 owned_partitions: Callable[[], set[int] | None] = lambda: None) -> None:
+                 owned_partitions: Callable[[], set[int] | None] = lambda: None,
+                 heartbeat: Heartbeat | None = None) -> None:
         self.table = table
         self.writer = writer
         self.holder = holder
@@ -99,10 +104,18 @@ class BatchProcessor:
         self.naive_utc = settings.event_time_naive_utc
         self.redact_dead_letters = settings.dead_letter_redact_payload
         self.lock = asyncio.Lock()
+        self.heartbeat = heartbeat or Heartbeat()
 
     # --- batches -----------------------------------------------------------------------
     async def process(self, records: list[Record]) -> BatchResult:
         started = time.perf_counter()
+        self.heartbeat.batch_started()
+        try:
+            return await self._process(records, started)
+        finally:
+            self.heartbeat.batch_done()
+
+    async def _process(self, records: list[Record], started: float) -> BatchResult:
         telemetry.BATCH_EVENTS.observe(len(records))
         # One counter update per partition, not per record (labels() is a locked dict lookup).
         for partition, n in Counter(record.partition for record in records).items():
@@ -123,7 +136,7 @@ class BatchProcessor:
         key, value = dead_letter_record(rejected, self.worker_id, self.redact_dead_letters)
         await self.dead_letter(key, value)
         telemetry.DEAD_LETTERS.labels(rejected.reason).inc()
-        if rejected.reason != PROCESSING_ERROR:
+        if rejected.reason != PROCESSING_ERROR and not rejected.reason.startswith("redis_"):
             telemetry.EVENTS.labels("unknown", "invalid").inc()
 
     async def _apply_with_retries(self, batch: Coalesced, result: BatchResult) -> BatchResult:
@@ -170,7 +183,9 @@ class BatchProcessor:
         clock_ms = now_ms()
         clamped: Counter[str] = Counter()
 
+        user_outcomes: dict[str, Counter[tuple[str, str]]] = {}
         for user, events in batch.by_user.items():
+            before = outcomes.copy()
             state = self._load(user)
             changed = False
             seen: dict[str, int] = {}
@@ -206,6 +221,7 @@ class BatchProcessor:
                 changed_values.append((user, state.to_bytes(), events[-1][1].partition))
             plan.seen[user] = seen
             states[user] = state
+            user_outcomes[user] = outcomes - before
 
         if changed_values:
             # Recorded before the Redis write: a retry of this batch finds its events applied
@@ -216,7 +232,13 @@ class BatchProcessor:
             n_vectors = self._fold_in(model, states.items(), plan)
         if applied:
             self._plan_popularity(applied, plan)
-        await self.writer.write(plan)
+        refused = await self._write(plan)
+        for user, exc in refused.items():
+            outcomes -= user_outcomes[user]
+            for event, record in batch.by_user.get(user, []):
+                await self._reject(Rejected(record, exc.reason, None,
+                                            f"redis refused the write: {exc.detail}"))
+                outcomes[(event.event_type, exc.reason)] += 1
 
         for why, n in clamped.items():
             telemetry.CLAMPED.labels(why).inc(n)
@@ -229,6 +251,25 @@ class BatchProcessor:
         for (_, outcome), n in outcomes.items():
             by_outcome[outcome] += n
         return by_outcome, n_vectors
+
+    async def _write(self, plan: WritePlan) -> dict[str, RedisRejected]:
+        """Write a batch's plan; returns the users whose writes Redis refused. While Redis is
+        unreachable, keep trying the same plan (its effects are idempotent): the batch's
+        offsets stay uncommitted and the health check turns unhealthy (stream.health)."""
+        while True:
+            try:
+                await self.writer.write(plan)
+                return {}
+            except RedisUnavailable as exc:
+                telemetry.REDIS_UNAVAILABLE.inc()
+                log.error("%s; keeping the batch and trying again", exc)
+            except RedisRejected as exc:
+                log.error("redis refused a batch write (%s): writing it user by user", exc)
+                try:
+                    return await self.writer.write_each(plan)
+                except RedisUnavailable as unavailable:
+                    telemetry.REDIS_UNAVAILABLE.inc()
+                    log.error("%s; keeping the batch and trying again", unavailable)
 
     def _fold_in(self, model: ModelVersion, states: Iterable[tuple[str, UserState]],
                  plan: WritePlan) -> int:
@@ -291,8 +332,11 @@ class BatchProcessor:
                 todo = [(u, s) for u, s in candidates.items() if u in late or u in missing]
                 plan = WritePlan()
                 n = self._fold_in(model, todo, plan)
-                await self.writer.write(plan)
-                written += n
+                refused = await self._write(plan)
+                if refused:
+                    log.error("redis refused the recomputed vectors of %d users: %s",
+                              len(refused), sorted(refused)[:10])
+                written += n - len(refused)
         telemetry.RECOMPUTED_USERS.inc(written)
         log.info("recomputed %d user vectors under %s", written, model.version)
         return written

@@ -1,9 +1,20 @@
-"""Everything a batch changes in Redis, written in one MULTI/EXEC pipeline, retried until done.
+"""Everything a batch changes in Redis, written in one MULTI/EXEC pipeline.
 
-A batch's effects (user vectors, seen sets, popularity) either all land or none do, so a
-retry after a dropped connection cannot apply half a batch twice. A failed write is retried
-with capped exponential backoff and counted (`recsys_stream_redis_retries_total`); the caller
-does not move on, so the batch's offsets are not committed until Redis has its effects.
+Errors are classified:
+
+* retryable (connection refused or dropped, timeout, LOADING, READONLY during a failover):
+  the write is retried with capped exponential backoff, counted
+  (`recsys_stream_redis_retries_total`), at most `stream_redis_max_attempts` times; then
+  `RedisUnavailable` is raised. The processor keeps the batch (its offsets are not committed)
+  and tries again, while the worker's health check reports the stall (stream.health).
+* non-retryable (an error reply: OOM, WRONGTYPE, a script error): retrying cannot help.
+  `RedisRejected` is raised at once with a short reason (`redis_oom`, `redis_wrongtype`,
+  `redis_error`); the processor then writes the batch user by user (`write_each`) and
+  dead-letters only the events of the users whose writes Redis refused.
+
+Every effect is idempotent, so a retry after a timeout whose command did execute changes
+nothing: HSET of the same vectors, ZADD GT of the same times, and popularity increments
+guarded by the batch's id (LUA_APPLY skips a batch id it has applied already).
 """
 
 from __future__ import annotations
@@ -11,15 +22,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    BusyLoadingError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from recsys.keys import POPULARITY_WINDOWS, Keys
-from stream import telemetry
+from stream import StreamError, telemetry
 from stream.popularity import LUA_APPLY, PRUNE_BELOW, REBASE_AFTER_TAUS
 
 log = logging.getLogger(__name__)
@@ -28,17 +47,55 @@ T = TypeVar("T")
 BACKOFF_INITIAL_S = 0.05
 
 # Every seen set of a batch in one command. KEYS = the users' seen sets; ARGV[1] = how many
-# items to keep, ARGV[2] = JSON list (one entry per key) of [time ms, item, time ms, item, ...].
-# GT: a replayed or late event never moves an item's time backwards.
+# items to keep, ARGV[2] = JSON list (one entry per key) of [time ms, item, time ms, item, ...],
+# ARGV[3] = TTL of a seen set in ms (0 = none). GT: a replayed or late event never moves an
+# item's time backwards. ZADD gets at most SEEN_CHUNK pairs per call: Lua's unpack() fails
+# beyond ~8000 values ("too many results to unpack"), which one user with thousands of items
+# in a batch reaches.
+SEEN_CHUNK = 1000
 LUA_SEEN = """
 local keep = tonumber(ARGV[1])
 local per_key = cjson.decode(ARGV[2])
+local ttl = tonumber(ARGV[3])
+local step = 2 * SEEN_CHUNK
 for k = 1, #KEYS do
-  redis.call('ZADD', KEYS[k], 'GT', unpack(per_key[k]))
+  local args = per_key[k]
+  for i = 1, #args, step do
+    redis.call('ZADD', KEYS[k], 'GT', unpack(args, i, math.min(i + step - 1, #args)))
+  end
   redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -(keep + 1))
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[k], ttl)
+  end
 end
 return #KEYS
-"""
+""".replace("SEEN_CHUNK", str(SEEN_CHUNK))
+
+
+class RedisUnavailable(StreamError):
+    """Retryable Redis errors persisted through every allowed attempt."""
+
+
+class RedisRejected(StreamError):
+    """Redis answered with an error that retrying cannot fix (OOM, WRONGTYPE, script)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+RETRYABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError)
+
+
+def rejection_reason(exc: BaseException) -> str:
+    """Dead-letter reason of a non-retryable Redis error reply."""
+    text = str(exc)
+    if text.startswith("OOM") or "OOM command not allowed" in text:
+        return "redis_oom"
+    if "WRONGTYPE" in text:
+        return "redis_wrongtype"
+    return "redis_error"
 
 
 @dataclass(slots=True)
@@ -48,23 +105,67 @@ class WritePlan:
     seen: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> item -> time ms
     # window -> (t0 seconds, item -> increment relative to t0); see stream.popularity
     popularity: dict[str, tuple[float, dict[str, float]]] = field(default_factory=dict)
+    # Names this plan's popularity increments: a retry of the same plan is applied once.
+    batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __bool__(self) -> bool:
         return bool(self.vectors or self.seen or self.popularity)
 
+    def for_user(self, user: str) -> WritePlan:
+        """The part of this plan that concerns one user (no popularity)."""
+        part = WritePlan(batch_id=self.batch_id)
+        for hash_key, vectors in self.vectors.items():
+            if user in vectors:
+                part.vectors[hash_key] = {user: vectors[user]}
+        if user in self.seen:
+            part.seen[user] = self.seen[user]
+        return part
+
+    def popularity_only(self) -> WritePlan:
+        return WritePlan(popularity=self.popularity, batch_id=self.batch_id)
+
 
 class RedisWriter:
     def __init__(self, redis: Any, keys: Keys, seen_max: int, backoff_max_s: float = 5.0,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 max_attempts: int = 10, seen_ttl_s: float = 0.0,
+                 batch_guard_ttl_s: float = 600.0) -> None:
         self.redis = redis
         self.keys = keys
         self.seen_max = seen_max
         self.backoff_max_s = backoff_max_s
+        self.max_attempts = max_attempts
+        self.seen_ttl_ms = int(seen_ttl_s * 1000)
+        self.batch_guard_ttl_ms = max(1, int(batch_guard_ttl_s * 1000))
         self._sleep = sleep
 
     async def write(self, plan: WritePlan) -> None:
+        """All of a plan's effects in one transaction. Raises RedisUnavailable after the
+        allowed attempts, RedisRejected at once for an error reply."""
         if plan:
             await self._retrying("write", lambda: self._write_once(plan))
+
+    async def write_each(self, plan: WritePlan) -> dict[str, RedisRejected]:
+        """After a RedisRejected: the plan's popularity, then each user's part, on its own.
+        Returns the users whose writes Redis refused (with why); their events are the ones
+        to dead-letter. A popularity write that is refused is logged and counted (it is
+        nobody's in particular) and does not fail the users."""
+        refused: dict[str, RedisRejected] = {}
+        if plan.popularity:
+            try:
+                await self.write(plan.popularity_only())
+            except RedisRejected as exc:
+                telemetry.REDIS_REJECTED.labels(exc.reason).inc()
+                log.error("redis refused the batch's popularity update: %s", exc)
+        users = set(plan.seen)
+        for vectors in plan.vectors.values():
+            users.update(vectors)
+        for user in sorted(users):
+            try:
+                await self.write(plan.for_user(user))
+            except RedisRejected as exc:
+                refused[user] = exc
+        return refused
 
     async def exists(self, hash_key: str, fields: list[str]) -> list[bool]:
         """HEXISTS of each field of one hash, in one pipeline (retried like writes)."""
@@ -93,11 +194,13 @@ class RedisWriter:
             per_key = [[x for item, ms in items.items() for x in (ms, item)]
                        for items in seen.values()]
             pipe.eval(LUA_SEEN, len(seen), *[self.keys.seen(user) for user in seen],
-                      self.seen_max, orjson.dumps(per_key))
+                      self.seen_max, orjson.dumps(per_key), self.seen_ttl_ms)
         for window, (t0, increments) in plan.popularity.items():
-            pipe.eval(LUA_APPLY, 2, self.keys.popularity(window),
-                      self.keys.popularity_ref(window), POPULARITY_WINDOWS[window], t0,
-                      REBASE_AFTER_TAUS, PRUNE_BELOW, orjson.dumps(increments))
+            pipe.eval(LUA_APPLY, 3, self.keys.popularity(window),
+                      self.keys.popularity_ref(window),
+                      self.keys.popularity_batch(window, plan.batch_id),
+                      POPULARITY_WINDOWS[window], t0, REBASE_AFTER_TAUS, PRUNE_BELOW,
+                      orjson.dumps(increments), self.batch_guard_ttl_ms)
         await pipe.execute()
 
     async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -106,10 +209,20 @@ class RedisWriter:
         while True:
             try:
                 return await attempt()
-            except (RedisError, OSError) as exc:
-                failures += 1
-                telemetry.REDIS_RETRIES.inc()
-                if failures == 1 or failures % 20 == 0:
-                    log.warning("redis %s failed (%d in a row), retrying: %r", what, failures, exc)
-                await self._sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, self.backoff_max_s)
+            except RETRYABLE as exc:
+                error: BaseException = exc
+            except ResponseError as exc:  # an error reply: the same command fails again
+                reason = rejection_reason(exc)
+                telemetry.REDIS_REJECTED.labels(reason).inc()
+                raise RedisRejected(reason, str(exc)[:300]) from exc
+            except RedisError as exc:  # anything else the client raises: treat as transient
+                error = exc
+            failures += 1
+            telemetry.REDIS_RETRIES.inc()
+            if failures >= self.max_attempts:
+                raise RedisUnavailable(f"redis {what} failed {failures} times in a row: "
+                                       f"{error!r}") from error
+            if failures == 1 or failures % 20 == 0:
+                log.warning("redis %s failed (%d in a row), retrying: %r", what, failures, error)
+            await self._sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, self.backoff_max_s)

@@ -1,7 +1,8 @@
 """Every Prometheus metric of the stream worker, namespace `recsys_stream_`.
 
 One worker runs per process, so the metrics live in the process-wide default registry and
-are served by `start_metrics_server` on `settings.stream_web_port` (0 = a free port).
+are served with /healthz by `stream.health.start_server` on `settings.stream_web_port`
+(0 = a free port).
 """
 
 from __future__ import annotations
@@ -45,6 +46,17 @@ ASSIGNED_PARTITIONS = Gauge(f"{NS}_assigned_partitions",
                             "Partitions of the interactions topic this worker owns.")
 TABLE_USERS = Gauge(f"{NS}_table_users", "Users in this worker's local history table.")
 REDIS_RETRIES = Counter(f"{NS}_redis_retries_total", "Failed Redis writes that were retried.")
+REDIS_REJECTED = Counter(f"{NS}_redis_rejected_total",
+                         "Redis error replies that retrying cannot fix (their events are "
+                         "dead-lettered), by reason: redis_oom | redis_wrongtype | redis_error.",
+                         ["reason"])
+REDIS_UNAVAILABLE = Counter(f"{NS}_redis_unavailable_total",
+                            "Batch writes that ran out of retry attempts (Redis unreachable); "
+                            "the batch is kept and tried again.")
+HEARTBEAT = Gauge(f"{NS}_heartbeat_timestamp_seconds",
+                  "Last time the worker's event loop ran its heartbeat (epoch s).")
+BATCH_IN_PROGRESS = Gauge(f"{NS}_batch_in_progress_seconds",
+                          "How long the batch being processed has been running (0 when idle).")
 CHANGELOG_RESENDS = Counter(f"{NS}_changelog_resends_total",
                             "History-table changelog records sent again after a failed delivery.")
 BATCH_ERRORS = Counter(f"{NS}_batch_errors_total",

@@ -26,6 +26,7 @@ from stream import telemetry
 from stream.agents import register_agents
 from stream.app import create_app
 from stream.changelog import ChangelogWriter
+from stream.health import Heartbeat, start_server
 from stream.model_watch import ModelHolder, ModelWatcher
 from stream.processor import BatchProcessor
 from stream.redis_writer import RedisWriter
@@ -35,6 +36,7 @@ from stream.topics import dead_letter_topic, interactions_topic
 log = logging.getLogger(__name__)
 
 GAUGE_INTERVAL_S = 5.0
+HEARTBEAT_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -45,6 +47,7 @@ class StreamWorker:
     processor: BatchProcessor
     watcher: ModelWatcher
     worker_id: str
+    heartbeat: Heartbeat
 
 
 def worker_id(settings: Settings) -> str:
@@ -63,7 +66,11 @@ def build(settings: Settings) -> StreamWorker:
                                      socket_connect_timeout=5, health_check_interval=30)
     keys = Keys(settings.redis_namespace)
     writer = RedisWriter(client, keys, seen_max=settings.stream_history_max_items,
-                         backoff_max_s=settings.stream_redis_backoff_max_s)
+                         backoff_max_s=settings.stream_redis_backoff_max_s,
+                         max_attempts=settings.stream_redis_max_attempts,
+                         seen_ttl_s=settings.seen_ttl_s,
+                         batch_guard_ttl_s=settings.stream_batch_guard_ttl_s)
+    heartbeat = Heartbeat(settings.stream_stall_s)
     holder = ModelHolder()
     name = worker_id(settings)
 
@@ -75,7 +82,7 @@ def build(settings: Settings) -> StreamWorker:
                 if tp.topic == settings.interactions_topic}
 
     processor = BatchProcessor(settings, table, writer, holder, dead_letter, name,
-                               owned_partitions=owned_partitions)
+                               owned_partitions=owned_partitions, heartbeat=heartbeat)
     watcher = ModelWatcher(client, keys, holder, processor.switch_to, settings.stream_model_poll_s)
     register_agents(app, source, processor, settings)
     app.task(watcher.run)
@@ -101,12 +108,16 @@ def build(settings: Settings) -> StreamWorker:
         # Blocking librdkafka flush: off the event loop, which must keep settling deliveries.
         await asyncio.get_running_loop().run_in_executor(None, changelog.close)
 
+    @app.timer(HEARTBEAT_INTERVAL_S)
+    async def _heartbeat() -> None:
+        heartbeat.beat()
+
     @app.timer(GAUGE_INTERVAL_S)
     async def _gauges() -> None:
         telemetry.ASSIGNED_PARTITIONS.set(len(owned_partitions()))
         telemetry.TABLE_USERS.set(len(table))
 
-    return StreamWorker(settings, app, table, processor, watcher, name)
+    return StreamWorker(settings, app, table, processor, watcher, name, heartbeat)
 
 
 def preload_model(worker: StreamWorker) -> None:
@@ -132,11 +143,12 @@ def preload_model(worker: StreamWorker) -> None:
 def run(settings: Settings) -> int:
     """Create the topics, serve metrics, run the worker until it is stopped."""
     ensure_topics(settings)
-    port = telemetry.start_metrics_server(settings.stream_web_port)
     worker = build(settings)
+    port = start_server(settings.stream_web_port, worker.heartbeat)
     preload_model(worker)
     log.info("stream worker %s: group %s, topic %s (%d partitions), metrics on "
-             "http://0.0.0.0:%d/metrics, fetch wait %d ms, batches of <= %d events / %d ms",
+             "http://0.0.0.0:%d/metrics (health: /healthz), fetch wait %d ms, batches of "
+             "<= %d events / %d ms",
              worker.worker_id, settings.stream_app_id, settings.interactions_topic,
              settings.topic_partitions, port, settings.stream_fetch_max_wait_ms,
              settings.stream_batch_max_events, settings.stream_batch_max_ms)
