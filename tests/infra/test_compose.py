@@ -35,6 +35,10 @@ def test_compose_file_is_valid_and_complete():
     services = config["services"]
     assert {"kafka", "redis", "stream", "trainer", "api", "prometheus", "grafana"} <= set(services)
     assert "--appendonly" in services["redis"]["command"]
+    command = services["redis"]["command"]
+    # bounded memory; only keys with a TTL are evictable (never model keys)
+    assert command[command.index("--maxmemory") + 1]
+    assert command[command.index("--maxmemory-policy") + 1] == "volatile-lru"
     for name, service in services.items():
         assert service.get("restart") == "unless-stopped", name
         assert "healthcheck" in service, name
