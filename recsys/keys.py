@@ -38,6 +38,13 @@ Catalog (written by the API's PUT /v1/items)
     {ns}:catalog:generation          string  counter bumped by every catalog write (API
                                              replicas reload category/unavailable on change)
 
+Erasure (recsys.erasure)
+    {ns}:erasure:users               set     users erased whose rows the trainer has still to
+                                             remove from its history (it removes them, then
+                                             the user from this set)
+    {ns}:erasure:items               set     items removed from the catalogue: the trainer
+                                             drops them from every training set (kept)
+
 Putting the version into the user-vector key (rather than a field beside the vector) makes
 invariant 2 hold by construction: a reader that resolved version v can only ever fetch vectors
 computed against v.
@@ -135,6 +142,15 @@ class Keys:
 
     def popularity_alltime(self, version: str) -> str:
         return f"{self.namespace}:pop:alltime:{version}"
+
+    # --- erasure --------------------------------------------------------------------------
+    @property
+    def erasure_users(self) -> str:
+        return f"{self.namespace}:erasure:users"
+
+    @property
+    def erasure_items(self) -> str:
+        return f"{self.namespace}:erasure:items"
 
     # --- catalog ---------------------------------------------------------------------------
     def item(self, item_id: str) -> str:

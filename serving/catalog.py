@@ -23,6 +23,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from recsys.erasure import remove_item_commands
 from recsys.keys import Keys
 from recsys.settings import Settings
 from serving.model_holder import LoadedModel
@@ -246,6 +247,24 @@ class Catalog:
         # between: the generation is left behind so that the watcher reloads the catalog once
         # on its next tick. Reloading here would make a concurrent catalog sync quadratic.
         return stored
+
+    async def remove(self, item_id: str, versions: list[str]) -> None:
+        """Delete an item everywhere it can be recommended from (recsys.erasure): catalogue
+        entry, trending and all-time popularity of `versions`; it stays in the unavailable
+        set, so no model version recommends it. Redis errors propagate."""
+        pipe = self.redis.pipeline(transaction=True)
+        remove_item_commands(pipe, self.keys, item_id, versions)
+        written = int((await pipe.execute())[-1])
+        old = self.categories.pop(item_id, None)
+        if old is not None and old in self.by_category:
+            self.by_category[old].discard(item_id)
+            if not self.by_category[old]:
+                del self.by_category[old]
+        self.unavailable.add(item_id)
+        self._details.pop(item_id, None)
+        self._changed()
+        if written == (self.generation or 0) + 1:
+            self.generation = written
 
     async def get(self, item_id: str) -> dict[str, Any] | None:
         raw = await self.redis.hgetall(self.keys.item(item_id))

@@ -23,7 +23,7 @@ from recsys.errors import ConfigError
 from recsys.settings import Settings, get_settings
 from serving.limits import RequestLimits
 from serving.responses import OrjsonResponse
-from serving.routes import compat, events, health, items, popular, recommendations
+from serving.routes import compat, events, health, items, popular, recommendations, users
 from serving.state import Services
 from serving.telemetry import ApiMetrics
 
@@ -116,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.services = None
-    for module in (recommendations, items, popular, events, compat, health):
+    for module in (recommendations, items, users, popular, events, compat, health):
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)

@@ -56,6 +56,10 @@ class ApiMetrics:
             "recommendations_total", "Recommendation responses by endpoint and source.",
             ["endpoint", "source"], namespace=NAMESPACE, registry=r,
         )
+        self.erasures = Counter(
+            "user_erasures_total", "Users erased through DELETE /v1/users/{user_id}.",
+            namespace=NAMESPACE, registry=r,
+        )
         self.fallbacks = Counter(
             "fallbacks_total", "Responses served from a fallback, by reason.",
             ["reason"], namespace=NAMESPACE, registry=r,

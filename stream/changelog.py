@@ -35,8 +35,8 @@ from stream import telemetry
 
 log = logging.getLogger(__name__)
 
-# (partition, key bytes, value bytes)
-ChangelogRecord = tuple[int, bytes, bytes]
+# (partition, key bytes, value bytes; None = a tombstone: the key is deleted)
+ChangelogRecord = tuple[int, bytes, bytes | None]
 
 PRODUCER_DEFAULTS = {
     "acks": "all",

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from recsys.confidence import weight_of
+from recsys.erasure import erased_user
 from recsys.eventtime import EventClock, arrival_ms, now_ms
 from recsys.foldin import fold_in_batch
 from recsys.keys import POPULARITY_WINDOWS, Keys
@@ -72,6 +73,8 @@ class HistoryTable(Protocol):
                        ) -> asyncio.Future[None]: ...
 
     def users(self) -> list[str]: ...
+
+    async def erase(self, user: str, partition: int) -> asyncio.Future[None]: ...
 
 
 @dataclass(slots=True)
@@ -116,6 +119,36 @@ class BatchProcessor:
             self.heartbeat.batch_done()
 
     async def _process(self, records: list[Record], started: float) -> BatchResult:
+        """Events in order around erase control records (recsys.erasure): the events before
+        one are applied, then the user is forgotten, then the events after it."""
+        erasures = [(n, user) for n, record in enumerate(records)
+                    if (user := erased_user(record.value)) is not None]
+        if not erasures:
+            return await self._process_events(records, started)
+        result = BatchResult(Counter(), 0, 0)
+        start = 0
+        for n, user in [*erasures, (len(records), None)]:
+            if n > start:
+                part = await self._process_events(records[start:n], started)
+                result.outcomes.update(part.outcomes)
+                result.users += part.users
+                result.vectors += part.vectors
+                result.durable.extend(part.durable)
+            if user is not None:
+                result.durable.append(await self._erase(user, records[n]))
+                result.outcomes["erased"] += 1
+            start = n + 1
+        return result
+
+    async def _erase(self, user: str, record: Record) -> asyncio.Future[None]:
+        async with self.lock:
+            done = await self.table.erase(user, record.partition)
+            await self.writer.erase_user(user)
+        telemetry.ERASED_USERS.inc()
+        log.info("erased user %r (table tombstone, Redis state)", user)
+        return done
+
+    async def _process_events(self, records: list[Record], started: float) -> BatchResult:
         telemetry.BATCH_EVENTS.observe(len(records))
         # One counter update per partition, not per record (labels() is a locked dict lookup).
         for partition, n in Counter(record.partition for record in records).items():

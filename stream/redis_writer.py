@@ -37,6 +37,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from recsys.erasure import aerase_user
 from recsys.keys import POPULARITY_WINDOWS, Keys
 from stream import StreamError, telemetry
 from stream.popularity import LUA_APPLY, PRUNE_BELOW, REBASE_AFTER_TAUS
@@ -166,6 +167,11 @@ class RedisWriter:
             except RedisRejected as exc:
                 refused[user] = exc
         return refused
+
+    async def erase_user(self, user: str) -> int:
+        """Delete a user's vectors (every version) and seen set (recsys.erasure)."""
+        return await self._retrying(
+            "erase", lambda: aerase_user(self.redis, self.keys, user, for_trainer=False))
 
     async def exists(self, hash_key: str, fields: list[str]) -> list[bool]:
         """HEXISTS of each field of one hash, in one pipeline (retried like writes)."""

@@ -52,6 +52,14 @@ class UserHistoryTable(faust.Table):
             records.append((partition, self.changelog_key(user), value))
         return await self.changelog_writer.send(records)
 
+    async def erase(self, user: str, partition: int) -> asyncio.Future[None]:
+        """Forget a user (erasure): drop the value and write a tombstone (None) to the
+        changelog, so a table restored from it does not have them either."""
+        if self.changelog_writer is None:
+            raise RuntimeError("the history table's changelog writer is not set up")
+        self.data.pop(user, None)
+        return await self.changelog_writer.send([(partition, self.changelog_key(user), None)])
+
     def users(self) -> list[str]:
         return list(self.data.keys())
 

@@ -53,6 +53,8 @@ REDIS_REJECTED = Counter(f"{NS}_redis_rejected_total",
 REDIS_UNAVAILABLE = Counter(f"{NS}_redis_unavailable_total",
                             "Batch writes that ran out of retry attempts (Redis unreachable); "
                             "the batch is kept and tried again.")
+ERASED_USERS = Counter(f"{NS}_erased_users_total",
+                       "Users forgotten on an erase control record (table tombstone, Redis).")
 HEARTBEAT = Gauge(f"{NS}_heartbeat_timestamp_seconds",
                   "Last time the worker's event loop ran its heartbeat (epoch s).")
 BATCH_IN_PROGRESS = Gauge(f"{NS}_batch_in_progress_seconds",

@@ -256,6 +256,34 @@ class HistoryStore:
             self._latest_ms = max(self._latest_ms, int(frame["timestamp"].max()))
         return len(frame)
 
+    def erase(self, users: Iterable[str]) -> int:
+        """Remove every row of `users` from the files (erasure): each file holding one is
+        rewritten without them, under its own name, with its metadata (offsets) kept.
+        Returns the rows removed."""
+        wanted = pa.array(sorted({str(u) for u in users}), type=pa.string())
+        if not len(wanted):
+            return 0
+        removed = 0
+        for path in self.files():
+            try:
+                ids = pq.read_table(path, columns=["user_id"]).column("user_id")
+            except (OSError, pa.ArrowException) as exc:
+                self.quarantine(path, exc)
+                continue
+            hit = pc.is_in(ids.cast(pa.string()), value_set=wanted)
+            n = pc.sum(hit).as_py() or 0
+            if not n:
+                continue
+            table = pq.read_table(path, schema=SCHEMA)
+            meta = pq.read_schema(path).metadata or {}
+            kept = table.filter(pc.invert(pc.is_in(table.column("user_id"), value_set=wanted)))
+            self._write(kept, path.name, dict(meta))
+            removed += int(n)
+        if removed:
+            self._known_ids = None  # the erased events' ids go with them
+            log.info("erasure: %d history rows of %d users removed", removed, len(wanted))
+        return removed
+
     def _write(self, table: pa.Table, name: str, meta: dict[bytes, bytes]) -> Path:
         final = self.directory / name
         tmp = self.directory / f".{name}.{uuid.uuid4().hex[:8]}.tmp"

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from recsys.erasure import erased_user
 from recsys.events import InvalidEvent, parse_event
 from recsys.eventtime import EventClock, arrival_ms, now_ms
 from recsys.kafka import ensure_topics
@@ -107,6 +108,10 @@ class HistoryConsumer:
             self._next[partition] = offset + 1
             self._dirty.add(partition)
             self.stats.consumed += 1
+            erased = erased_user(msg.value())
+            if erased is not None:
+                self._erase(erased)
+                continue
             try:
                 event = parse_event(msg.value() or b"",
                                     naive_utc=self.settings.event_time_naive_utc)
@@ -137,6 +142,15 @@ class HistoryConsumer:
                 >= self.settings.trainer_flush_seconds):
             self.flush()
         return len(messages)
+
+    def _erase(self, user: str) -> None:
+        """An erase control record: the user's rows consumed before it (buffered or in the
+        files) go; later events of theirs are new data."""
+        keep = [n for n, u in enumerate(self._rows["user_id"]) if u != user]
+        if len(keep) != len(self._rows["user_id"]):
+            for values in self._rows.values():  # in place: _poll holds a reference
+                values[:] = [values[n] for n in keep]
+        self.store.erase([user])
 
     def flush(self) -> int:
         """Write buffered events and the offsets they reach to the history (atomically)."""

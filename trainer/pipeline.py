@@ -1,6 +1,7 @@
 """One training run: history -> confidence matrix -> fit -> evaluate -> gate -> publish.
 
-    1. load the history (retention applied) and its snapshot (offsets, newest event time)
+    1. apply pending user erasures to the history files (recsys.erasure); load the history
+       (retention applied, removed items dropped) and its snapshot (offsets, newest event time)
     2. index users/items over the whole history; split at the holdout cutoff
        (recsys.split: the last `trainer_holdout_fraction` of the events)
     3. fit ALS on the training part only
@@ -226,7 +227,11 @@ class Trainer:
         self._cpu: dict[str, float] = {}
         k = max(s.trainer_eval_k, int(s.trainer_gate_metric.partition("@")[2]))
         with self._timed(timings, "load"):
+            self.apply_erasures()
             frame = self.store.load(columns=TRAIN_COLUMNS)
+            removed = {m.decode() for m in self.redis.smembers(self.keys.erasure_items)}
+            if removed:  # items deleted from the catalogue never come back in a retrain
+                frame = frame.loc[~frame["item_id"].isin(removed)].reset_index(drop=True)
             if len(frame) < 2:
                 raise NotEnoughData(f"the history holds {len(frame)} events; need more to train")
             # The decay reference and the snapshot's "newest event" never pass this machine's
@@ -313,6 +318,18 @@ class Trainer:
         return RunResult(version, True, decision, cand_metrics, pop_metrics,
                          serving.version if serving else None, serving_metrics, manifest,
                          timings, self._cpu)
+
+    def apply_erasures(self) -> int:
+        """Remove the rows of users erased since the last run (recsys.erasure) from the
+        history files, then take them off the pending set. Returns the rows removed."""
+        users = [m.decode() for m in self.redis.smembers(self.keys.erasure_users)]
+        if not users:
+            return 0
+        removed = self.store.erase(users)
+        self.redis.srem(self.keys.erasure_users, *users)
+        log.info("applied %d pending user erasures (%d history rows removed)", len(users),
+                 removed)
+        return removed
 
     def _collect_garbage(self) -> None:
         s = self.settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException
+from fastapi import APIRouter, Body, HTTPException, Response
 from redis.exceptions import RedisError
 
 from serving.deps import ItemIdPath, K, ServicesDep, WriteAccess
@@ -90,3 +90,29 @@ async def get_item(services: ServicesDep, item_id: ItemIdPath) -> CatalogItemOut
     if item is None:
         raise HTTPException(404, f"item {item_id!r} is not in the catalog")
     return OrjsonResponse({"item_id": item_id, **EMPTY_ITEM, **item})  # type: ignore[return-value]
+
+
+@router.delete("/v1/items/{item_id}", status_code=204, dependencies=[WriteAccess],
+               responses={401: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+               summary="Remove an item from the catalogue and from every answer",
+               description="Deletes the catalogue entry and the item's popularity, and marks "
+               "it removed: no model version recommends it and the trainer drops it from "
+               "every training set (recsys.erasure). A later PUT re-creates it.")
+async def delete_item(services: ServicesDep, item_id: ItemIdPath) -> Response:
+    current, previous = await _versions(services)
+    try:
+        await services.catalog.remove(item_id, [v for v in [current, *previous] if v])
+    except (RedisError, OSError) as exc:
+        services.guard.failed("catalog_delete", exc)
+        raise HTTPException(503, "the catalog store (Redis) is unavailable; retry") from None
+    return Response(status_code=204)
+
+
+async def _versions(services: ServicesDep) -> tuple[str | None, list[str]]:
+    try:
+        current = await services.redis.get(services.keys.current_model)
+        previous = await services.redis.lrange(services.keys.previous_models, 0, -1)
+    except (RedisError, OSError) as exc:
+        services.guard.failed("catalog_delete", exc)
+        raise HTTPException(503, "the catalog store (Redis) is unavailable; retry") from None
+    return (current.decode() if current else None), [p.decode() for p in previous]
