@@ -25,7 +25,7 @@ def _erase(args: argparse.Namespace) -> int:
 
     from recsys.erasure import erase_control_record, erase_user
     from recsys.errors import RecsysError
-    from recsys.events import InvalidEvent, validate_event
+    from recsys.events import Event, InvalidEvent
     from recsys.keys import Keys
     from recsys.producer import EventProducer
     from recsys.settings import get_settings
@@ -33,8 +33,7 @@ def _erase(args: argparse.Namespace) -> int:
     log = logging.getLogger("recsys.erasure")
     settings = get_settings()
     try:  # the same id rules as events: an id that cannot be in any store is a typo
-        validate_event({"event_id": "x", "user_id": args.user_id, "item_id": "x",
-                        "event_type": "view", "timestamp": 0})
+        Event.create(args.user_id, "x", "view")
     except InvalidEvent as exc:
         raise RecsysError(f"not a valid user id: {exc}") from None
     client = redis_lib.Redis.from_url(settings.redis_url, socket_timeout=10)
