@@ -230,6 +230,18 @@ class Settings(BaseSettings):
         description="How long Redis remembers that a batch's trending increments were "
         "applied (one small key per batch and window), so a retried write adds them once.",
     )
+    stream_user_idle_days: float = Field(
+        default=30.0, gt=0.0,
+        description="The stream table forgets a user idle for this long (a tombstone in its "
+        "changelog; swept every 5 minutes): it bounds the table to the users active within "
+        "it. Their next event starts a new stream history (the trainer still has theirs).",
+    )
+    stream_switch_active_days: float = Field(
+        default=7.0, gt=0.0,
+        description="After a model switch the stream worker recomputes only users active "
+        "within this many days; the others keep the trainer's vector under the new version "
+        "(or get a fallback) until their next event.",
+    )
     seen_ttl_s: float = Field(
         default=90 * 86_400.0, ge=0.0,
         description="A user's seen set expires this long after their last event (refreshed "

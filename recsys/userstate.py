@@ -65,6 +65,14 @@ class UserState:
     last_event_ms: int = 0
     # Model version whose vector was last computed from this history (None: none yet).
     version: str | None = None
+    # When this worker last applied an event of the user (its own clock, epoch ms; not the
+    # client's event time): what idle expiry and the switch's recompute window look at.
+    touched_ms: int = 0
+
+    def last_active_ms(self) -> int:
+        """The worker's time of the user's last event (event time for states written before
+        `touched_ms` existed)."""
+        return self.touched_ms or self.last_event_ms
 
     # --- updates -----------------------------------------------------------------------
     def is_replay(self, partition: int, offset: int) -> bool:
@@ -139,7 +147,8 @@ class UserState:
     # --- wire format -------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         raw = orjson.dumps({"i": self.items, "d": self.recent_ids, "p": self.partition,
-                            "o": self.offset, "t": self.last_event_ms, "v": self.version})
+                            "o": self.offset, "t": self.last_event_ms, "v": self.version,
+                            "a": self.touched_ms})
         # orjson's result keeps its whole output buffer (~4 KB) allocated however short the
         # text; table values live long, so copy into an object of the right size (resident
         # memory per user in docs/benchmarks.md).
@@ -154,7 +163,8 @@ class UserState:
             items = {str(k): [float(v[0]), int(v[1])] for k, v in data["i"].items()}
             return cls(items=items, recent_ids=[int(h) for h in data["d"]],
                        partition=int(data["p"]), offset=int(data["o"]),
-                       last_event_ms=int(data["t"]), version=data.get("v"))
+                       last_event_ms=int(data["t"]), version=data.get("v"),
+                       touched_ms=int(data.get("a", 0)))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError,
                 AttributeError) as exc:
             raise StateDecodeError(f"not a user state: {exc}") from None

@@ -106,6 +106,8 @@ class BatchProcessor:
         self.clock = EventClock.from_seconds(settings.event_time_future_tolerance_s)
         self.naive_utc = settings.event_time_naive_utc
         self.redact_dead_letters = settings.dead_letter_redact_payload
+        self.idle_ms = int(settings.stream_user_idle_days * 86_400_000)
+        self.recompute_window_ms = int(settings.stream_switch_active_days * 86_400_000)
         self.lock = asyncio.Lock()
         self.heartbeat = heartbeat or Heartbeat()
 
@@ -217,6 +219,7 @@ class BatchProcessor:
         clamped: Counter[str] = Counter()
 
         user_outcomes: dict[str, Counter[tuple[str, str]]] = {}
+        now_ms = int(time.time() * 1000)
         for user, events in batch.by_user.items():
             before = outcomes.copy()
             state = self._load(user)
@@ -238,6 +241,7 @@ class BatchProcessor:
                     outcomes[(event.event_type, "duplicate")] += 1
                     continue
                 changed = True
+                state.touched_ms = now_ms
                 applied.append((item, ts, weight))
                 if why is not None:
                     clamped[why] += 1  # once per event: replays were dropped just above
@@ -339,6 +343,8 @@ class BatchProcessor:
         snapshot (the trainer did not see those), and users the trainer wrote no vector for.
         Returns how many vectors were written."""
         users = self.table.users()
+        active_since = int(time.time() * 1000) - self.recompute_window_ms
+        skipped = 0
         snapshot = model.manifest.get("snapshot") or {}
         latest_ms = model.snapshot_latest_event_ms
         offsets = {str(k): int(v) for k, v in (snapshot.get("offsets") or {}).items()}
@@ -354,6 +360,9 @@ class BatchProcessor:
                     state = self._load(user)
                     if state.version == model.version or not state.items:
                         continue  # its vector under `model` was written from this history
+                    if state.last_active_ms() < active_since:
+                        skipped += 1  # inactive: the trainer's vector, or a fallback, until
+                        continue      # their next event folds them in again
                     if owned is not None and state.partition not in owned:
                         continue  # another worker owns it now
                     candidates[user] = state
@@ -371,5 +380,34 @@ class BatchProcessor:
                               len(refused), sorted(refused)[:10])
                 written += n - len(refused)
         telemetry.RECOMPUTED_USERS.inc(written)
-        log.info("recomputed %d user vectors under %s", written, model.version)
+        log.info("recomputed %d user vectors under %s (%d users inactive for over %.0f days "
+                 "left out)", written, model.version, skipped,
+                 self.recompute_window_ms / 86_400_000)
         return written
+
+    async def forget_idle(self, now_ms: int | None = None) -> int:
+        """Tombstone the table entries of owned users idle for longer than
+        `stream_user_idle_days` (bounds the table; their next event starts a new history).
+        Returns how many were forgotten."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        cutoff = now_ms - self.idle_ms
+        users = self.table.users()
+        forgotten = 0
+        for start in range(0, len(users), RECOMPUTE_CHUNK):
+            async with self.lock:
+                owned = self.owned_partitions()
+                for user in users[start:start + RECOMPUTE_CHUNK]:
+                    raw = self.table.get_value(user)
+                    if raw is None:
+                        continue
+                    state = self._load(user)
+                    if owned is not None and state.partition not in owned:
+                        continue
+                    if state.last_active_ms() < cutoff:
+                        await self.table.erase(user, max(state.partition, 0))
+                        forgotten += 1
+        if forgotten:
+            telemetry.IDLE_FORGOTTEN.inc(forgotten)
+            log.info("forgot %d users idle for over %.0f days", forgotten,
+                     self.idle_ms / 86_400_000)
+        return forgotten

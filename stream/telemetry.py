@@ -55,6 +55,9 @@ REDIS_UNAVAILABLE = Counter(f"{NS}_redis_unavailable_total",
                             "the batch is kept and tried again.")
 ERASED_USERS = Counter(f"{NS}_erased_users_total",
                        "Users forgotten on an erase control record (table tombstone, Redis).")
+IDLE_FORGOTTEN = Counter(f"{NS}_idle_users_forgotten_total",
+                         "Table entries tombstoned because their user was idle for longer "
+                         "than stream_user_idle_days.")
 HEARTBEAT = Gauge(f"{NS}_heartbeat_timestamp_seconds",
                   "Last time the worker's event loop ran its heartbeat (epoch s).")
 BATCH_IN_PROGRESS = Gauge(f"{NS}_batch_in_progress_seconds",

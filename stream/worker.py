@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 GAUGE_INTERVAL_S = 5.0
 HEARTBEAT_INTERVAL_S = 1.0
+IDLE_SWEEP_S = 300.0
 
 
 @dataclass
@@ -111,6 +112,10 @@ def build(settings: Settings) -> StreamWorker:
     @app.timer(HEARTBEAT_INTERVAL_S)
     async def _heartbeat() -> None:
         heartbeat.beat()
+
+    @app.timer(IDLE_SWEEP_S)
+    async def _forget_idle() -> None:
+        await processor.forget_idle()
 
     @app.timer(GAUGE_INTERVAL_S)
     async def _gauges() -> None:
