@@ -27,6 +27,22 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
+class _WithoutRetiredVersions:
+    """Multiprocess exposure without the model-version series that no process serves any
+    more: a label set cannot be removed from another process's file, so a retired version is
+    set to 0 there (`set_model`) and dropped here, instead of one stale series per version
+    ever served."""
+
+    def __init__(self, collector: Any) -> None:
+        self._collector = collector
+
+    def collect(self) -> Any:
+        for family in self._collector.collect():
+            if family.name == f"{NAMESPACE}_model_version_info":
+                family.samples = [s for s in family.samples if s.value != 0]
+            yield family
+
+
 def multiprocess_dir() -> str | None:
     """The multiprocess directory, if this process writes its metrics there.
 
@@ -44,7 +60,8 @@ class ApiMetrics:
         self.exposed = self.registry
         if self._multiproc_dir is not None:
             self.exposed = CollectorRegistry()
-            multiprocess.MultiProcessCollector(self.exposed, path=self._multiproc_dir)
+            self.exposed.register(_WithoutRetiredVersions(
+                multiprocess.MultiProcessCollector(None, path=self._multiproc_dir)))
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.request_seconds = Histogram(
