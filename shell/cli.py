@@ -28,7 +28,7 @@ COMMAND_MODULES = [
     "evaluation.cli",
     "bench.cli",
     "serving.cli",
-    "recsys.user_cli",
+    "shell.user_cli",
 ]
 
 

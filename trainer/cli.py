@@ -62,9 +62,9 @@ def _train(args: argparse.Namespace) -> int:
     from trainer.errors import TrainerError
     from trainer.ingest import HistoryConsumer
     from trainer.lease import TrainerLease
-    from trainer.metrics import TrainerMetrics
     from trainer.pipeline import Trainer, history_store, trainer_redis
     from trainer.schedule import parse_duration, run_every
+    from trainer.telemetry import TrainerMetrics
 
     log = logging.getLogger("trainer")
     settings = get_settings()

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from serving.metrics import ApiMetrics
+from serving.telemetry import ApiMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = """
 from prometheus_client import generate_latest
-from serving.metrics import ApiMetrics
+from serving.telemetry import ApiMetrics
 m = ApiMetrics()
 for n in range(1, 6):
     m.set_model(f"v{n}", 10, 0.0, f"v{n - 1}" if n > 1 else None)

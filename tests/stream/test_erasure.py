@@ -20,8 +20,8 @@ from recsys.keys import Keys
 from recsys.settings import load_settings
 from tests.stream.conftest import REPO, WorkerProcess, produce, publish, settings_env, wait_until
 from trainer.ingest import HistoryConsumer
-from trainer.metrics import TrainerMetrics
 from trainer.pipeline import Trainer, history_store
+from trainer.telemetry import TrainerMetrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -104,7 +104,7 @@ def test_erased_user_is_in_no_store_and_others_are_untouched(
         assert gone in set(store.load()["user_id"].astype(str))
 
         env = {**os.environ, "PYTHONPATH": str(REPO), **settings_env(settings)}
-        erase = subprocess.run([sys.executable, "-m", "recsys.cli", "user", "erase", gone],
+        erase = subprocess.run([sys.executable, "-m", "shell.cli", "user", "erase", gone],
                                cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
         assert erase.returncode == 0, erase.stderr[-2000:]
         assert not client.hexists(keys.user_vectors("v1"), gone)  # at once, in Redis

@@ -21,9 +21,9 @@ from recsys.modelstore import Fenced, activate_version, load_model, read_current
 from recsys.sources import make_frame
 from trainer.history import HistoryStore
 from trainer.lease import LeaseHeld, TrainerLease
-from trainer.metrics import TrainerMetrics
 from trainer.pipeline import Trainer, history_store, trainer_redis
 from trainer.publish import disk_versions, redis_versions
+from trainer.telemetry import TrainerMetrics
 
 from .conftest import FAST
 
@@ -132,7 +132,7 @@ def _trainer_env(settings, **extra: str) -> dict[str, str]:
 
 def _start_trainer(env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "recsys.cli", "train", "--once", "--no-consume"],
+        [sys.executable, "-m", "shell.cli", "train", "--once", "--no-consume"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
