@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from recsys.keys import Keys
 from recsys.modelstore import aload_model
-from stream import metrics
+from stream import telemetry
 from stream.health import Heartbeat, start_server
 from stream.redis_writer import RedisUnavailable, RedisWriter, WritePlan
 from tests.stream.conftest import publish
@@ -44,9 +44,9 @@ def test_wrongtype_dead_letters_only_that_users_events_and_the_batch_moves_on(
         assert await h.redis.zcard(keys.seen("fine")) == 2
         await h.redis.aclose()
 
-    rejected = metrics.REDIS_REJECTED.labels("redis_wrongtype")._value.get()
+    rejected = telemetry.REDIS_REJECTED.labels("redis_wrongtype")._value.get()
     asyncio.run(scenario())
-    assert metrics.REDIS_REJECTED.labels("redis_wrongtype")._value.get() > rejected
+    assert telemetry.REDIS_REJECTED.labels("redis_wrongtype")._value.get() > rejected
 
 
 def test_one_user_with_thousands_of_items_in_a_batch_is_written(settings, redis_url,
