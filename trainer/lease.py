@@ -51,6 +51,12 @@ class LeaseHeld(TrainerError):
     exit_code = 3
 
 
+class LeaseLost(TrainerError):
+    """This trainer's lease expired and another trainer took it over."""
+
+    exit_code = 3
+
+
 class TrainerLease:
     """Context manager: acquire (waiting at most `wait_s`), renew in the background, release."""
 

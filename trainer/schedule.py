@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from recsys.modelstore import read_current_version
 from trainer.ingest import HistoryConsumer
+from trainer.lease import LeaseLost
 from trainer.pipeline import Trainer
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ def run_every(trainer: Trainer, interval_s: float, min_new_events: int,
     trained_at = 0  # history size at the last successful run (nothing trained yet)
     next_run = time.monotonic()
     while not stop.is_set():
+        if trainer.lease is not None and trainer.lease.lost.is_set():
+            # another trainer took over: every activation would be fenced; let it work
+            raise LeaseLost("the trainer lease was lost (expired and taken over); stopping")
         now = time.monotonic()
         if now >= next_run:
             next_run = now + interval_s

@@ -20,9 +20,10 @@ from recsys.keys import Keys
 from recsys.modelstore import Fenced, activate_version, load_model, read_current_version
 from recsys.sources import make_frame
 from trainer.history import HistoryStore
-from trainer.lease import LeaseHeld, TrainerLease
+from trainer.lease import LeaseHeld, LeaseLost, TrainerLease
 from trainer.pipeline import Trainer, history_store, trainer_redis
 from trainer.publish import disk_versions, redis_versions
+from trainer.schedule import run_every
 from trainer.telemetry import TrainerMetrics
 
 from .conftest import FAST
@@ -257,3 +258,17 @@ def test_trainer_redis_client_has_a_socket_timeout(settings):
     kwargs = client.connection_pool.connection_kwargs
     assert kwargs["socket_timeout"] == 1.5 and kwargs["socket_connect_timeout"] == 1.5
     assert np.isfinite(kwargs["socket_timeout"])
+
+
+def test_a_scheduled_trainer_that_lost_its_lease_stops(make_trainer, settings, redis_client):
+    trainer = make_trainer(params=FAST)
+    keys = Keys(settings.redis_namespace)
+    trainer.lease = TrainerLease(redis_client, keys, ttl_s=1.0).acquire()
+    redis_client.set(keys.trainer_lease, "someone-else")  # expired and taken over
+    stop = threading.Event()
+    try:
+        with pytest.raises(LeaseLost):
+            run_every(trainer, 0.2, 1, stop, max_runs=100)  # renewals notice within ~0.4 s
+    finally:
+        trainer.lease.release()
+    assert redis_client.get(keys.trainer_lease) == b"someone-else"
