@@ -87,12 +87,13 @@ def id_hashes(event_ids: Iterable[str] | np.ndarray | pd.Series) -> np.ndarray:
 
 def event_key_hashes(user_ids: Iterable[str] | np.ndarray | pd.Series,
                      event_ids: Iterable[str] | np.ndarray | pd.Series) -> np.ndarray:
-    """64-bit hashes of (user, event id) pairs: the trainer's dedupe key. The unit separator
-    cannot occur in either id (recsys.events rejects control characters), so distinct pairs
-    give distinct strings."""
-    users = pd.Series(np.asarray(user_ids, dtype=object)).astype(str)
-    ids = pd.Series(np.asarray(event_ids, dtype=object)).astype(str)
-    return id_hashes((users + "\x1f" + ids).to_numpy(dtype=object))
+    """64-bit hashes of (user, event id) pairs: the trainer's dedupe key. The two ids are
+    hashed apart and combined (h_user * odd constant XOR h_event, mod 2^64), which costs no
+    string building: about twice the hashing of the event ids alone."""
+    return (id_hashes(user_ids) * _MIX) ^ id_hashes(event_ids)
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio, odd: a bijection mod 2^64
 
 
 @dataclass(frozen=True)
@@ -186,9 +187,9 @@ class HistoryStore:
 
     @property
     def _known(self) -> np.ndarray:
-        """Sorted hashes of every stored event id. Read from the files when first needed
-        (append, compaction, n_events): hashing every id is a cost that a process that only
-        trains (`train --once --no-consume`) should not pay."""
+        """Sorted hashes of every stored (user, event id). Read from the files when first
+        needed (append, compaction, n_events): hashing a large history costs time that a
+        process that only trains (`train --once --no-consume`) should not pay."""
         if self._known_ids is None:
             def read(path: Path) -> np.ndarray:
                 table = pq.read_table(path, columns=["user_id", "event_id"])
