@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import orjson
 from redis.exceptions import (
     BusyLoadingError,
+    OutOfMemoryError,
     ReadOnlyError,
     RedisError,
     ResponseError,
@@ -92,7 +93,8 @@ RETRYABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnly
 def rejection_reason(exc: BaseException) -> str:
     """Dead-letter reason of a non-retryable Redis error reply."""
     text = str(exc)
-    if text.startswith("OOM") or "OOM command not allowed" in text:
+    # redis-py raises OutOfMemoryError for an OOM reply (and drops the "OOM" prefix)
+    if isinstance(exc, OutOfMemoryError) or text.startswith("OOM") or "maxmemory" in text:
         return "redis_oom"
     if "WRONGTYPE" in text:
         return "redis_wrongtype"

@@ -153,3 +153,46 @@ def test_healthz_reports_a_batch_stuck_on_redis_and_a_silent_loop():
     clock[0] += 31  # nothing beats: the event loop is blocked
     status, reason = _get(f"{base}/healthz")
     assert status == 503 and "event loop silent" in reason
+
+
+def test_redis_at_maxmemory_dead_letters_with_redis_oom_and_the_worker_moves_on(
+        settings, redis_client, clustered, tmp_path):
+    """The memory bound of Redis itself (compose sets maxmemory): past it, writes are refused
+    with OOM; the batch's events go to the dead-letter topic with reason redis_oom, at once."""
+    import redis as redis_lib
+
+    from shell.localstack import start_redis
+
+    own = start_redis(tmp_path)
+    try:
+        url = f"redis://127.0.0.1:{own.port}/0"
+        sync = redis_lib.Redis.from_url(url)
+        keys = Keys(settings.redis_namespace)
+        publish(sync, keys, "v1", clustered)
+        used = int(sync.info("memory")["used_memory"])
+        sync.config_set("maxmemory-policy", "noeviction")
+        sync.config_set("maxmemory", str(used + 64 * 1024))
+        filler = 0
+        while True:  # fill it up to the bound
+            try:
+                sync.set(f"filler:{filler}", b"x" * 4096)
+            except redis_lib.exceptions.OutOfMemoryError:
+                break
+            filler += 1
+
+        async def scenario():
+            h = Harness(settings, url)
+            h.holder.swap(await aload_model(h.redis, h.keys))
+            records = h.records(_events("u-oom", clustered.items_of(3)[:4]))
+            result = await asyncio.wait_for(h.processor.process(records), 15)
+            assert result.outcomes["redis_oom"] == 4
+            assert [d["reason"] for d in h.letters] == ["redis_oom"] * 4
+            assert not await h.redis.hexists(keys.user_vectors("v1"), "u-oom")
+            await h.redis.aclose()
+
+        before = telemetry.REDIS_REJECTED.labels("redis_oom")._value.get()
+        asyncio.run(scenario())
+        assert telemetry.REDIS_REJECTED.labels("redis_oom")._value.get() > before
+        sync.close()
+    finally:
+        own.stop()
