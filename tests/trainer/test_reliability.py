@@ -131,24 +131,39 @@ def _trainer_env(settings, **extra: str) -> dict[str, str]:
     return env
 
 
-def _start_trainer(env: dict[str, str]) -> subprocess.Popen:
+def _start_trainer(env: dict[str, str], *mode: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "shell.cli", "train", "--once", "--no-consume"],
+        [sys.executable, "-m", "shell.cli", "train", *(mode or ("--once",)), "--no-consume"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_two_trainers_started_together_one_trains_the_other_exits_with_code_3(
         settings, small_frame, redis_client):
+    """Both scheduled (`--every`): each would hold the lease until stopped, so whatever the
+    start-up order, exactly one can run."""
     keys = Keys(settings.redis_namespace)
     HistoryStore(settings.data_dir / "history").append(small_frame)
     files_before = sorted(p.name for p in (settings.data_dir / "history").iterdir())
     env = _trainer_env(settings)
-    procs = [_start_trainer(env), _start_trainer(env)]
-    results = [(p.wait(timeout=240), *p.communicate()) for p in procs]
-    codes = sorted(code for code, _out, _err in results)
-    assert codes == [0, 3], [(c, err[-2000:]) for c, _o, err in results]
-    loser_err = next(err for code, _o, err in results if code == 3)
-    assert "another trainer holds the lease" in loser_err
+    procs = [_start_trainer(env, "--every", "1h"), _start_trainer(env, "--every", "1h")]
+    try:
+        deadline = time.monotonic() + 180
+        while all(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (loser,) = [p for p in procs if p.poll() is not None]
+        (winner,) = [p for p in procs if p is not loser]
+        loser_err = loser.communicate()[1]
+        assert loser.returncode == 3, loser_err[-2000:]
+        assert "another trainer holds the lease" in loser_err
+        while not disk_versions(settings.model_dir) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert winner.poll() is None, "the scheduled trainer keeps running"
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+    winner_err = winner.communicate(timeout=60)[1]
+    assert winner.returncode == 0, winner_err[-2000:]
     published = disk_versions(settings.model_dir)
     assert len(published) == 1
     assert read_current_version(redis_client, keys) == published[0]
