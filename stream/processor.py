@@ -219,7 +219,6 @@ class BatchProcessor:
         clamped: Counter[str] = Counter()
 
         user_outcomes: dict[str, Counter[tuple[str, str]]] = {}
-        now_ms = int(time.time() * 1000)
         for user, events in batch.by_user.items():
             before = outcomes.copy()
             state = self._load(user)
@@ -241,7 +240,7 @@ class BatchProcessor:
                     outcomes[(event.event_type, "duplicate")] += 1
                     continue
                 changed = True
-                state.touched_ms = now_ms
+                state.touched_ms = clock_ms
                 applied.append((item, ts, weight))
                 if why is not None:
                     clamped[why] += 1  # once per event: replays were dropped just above
@@ -343,7 +342,7 @@ class BatchProcessor:
         snapshot (the trainer did not see those), and users the trainer wrote no vector for.
         Returns how many vectors were written."""
         users = self.table.users()
-        active_since = int(time.time() * 1000) - self.recompute_window_ms
+        active_since = now_ms() - self.recompute_window_ms
         skipped = 0
         snapshot = model.manifest.get("snapshot") or {}
         latest_ms = model.snapshot_latest_event_ms
@@ -385,12 +384,11 @@ class BatchProcessor:
                  self.recompute_window_ms / 86_400_000)
         return written
 
-    async def forget_idle(self, now_ms: int | None = None) -> int:
+    async def forget_idle(self, at_ms: int | None = None) -> int:
         """Tombstone the table entries of owned users idle for longer than
         `stream_user_idle_days` (bounds the table; their next event starts a new history).
         Returns how many were forgotten."""
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        cutoff = now_ms - self.idle_ms
+        cutoff = (now_ms() if at_ms is None else at_ms) - self.idle_ms
         users = self.table.users()
         forgotten = 0
         for start in range(0, len(users), RECOMPUTE_CHUNK):
