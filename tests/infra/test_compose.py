@@ -39,6 +39,8 @@ def test_compose_file_is_valid_and_complete():
     # bounded memory; only keys with a TTL are evictable (never model keys)
     assert command[command.index("--maxmemory") + 1]
     assert command[command.index("--maxmemory-policy") + 1] == "volatile-lru"
+    # the worker's health is its processing loop, not the metrics thread
+    assert "/healthz" in " ".join(services["stream"]["healthcheck"]["test"])
     for name, service in services.items():
         assert service.get("restart") == "unless-stopped", name
         assert "healthcheck" in service, name
