@@ -10,15 +10,14 @@ ranking code consumes (test users, their held-out items, their training items to
   items must occur in training and not already be in the user's training items
   (recsys.split.build_holdout). Every event type counts as relevant.
 
-* **stratified** (Microsoft Recommenders' benchmark protocol, `python_stratified_split`):
-  per user, the user's events are shuffled with `numpy.random.RandomState(seed)` (a fresh
-  generator per user, as `DataFrame.sample(frac=1, random_state=seed)` does) and the first
-  round(ratio * n_u) go to train, the rest to test (ratio 0.75, seed 42). Every user is in
-  both parts. Items seen in training are removed from the user's ranking. The held-out items
-  are all of the user's test items, including the few that never occur in training (no model
-  can rank those, but they still count in recall and the ideal DCG, as in the reference).
-  The row order inside a user is our frame's (time) order, not the file order, so the exact
-  partition differs from theirs; the protocol is the same.
+* **stratified** (Microsoft Recommenders' benchmark protocol, `python_stratified_split`,
+  ratio 0.75, seed 42; recsys.split.stratified_train_mask): one seeded uniform draw per event
+  in source (file) order; per user, the events with the smallest draws, round(ratio * n_u) of
+  them (half to even), train and the rest test. On ML-100K's u.data the test part equals
+  theirs row for row (tests/evaluation/test_reference_split.py). Every user is in both
+  parts. Items seen in training are removed from the user's ranking. The held-out items are
+  all of the user's test items, including the few that never occur in training (no model can
+  rank those, but they still count in recall and the ideal DCG, as in the reference).
 
 `mask` restricts either protocol to a subset of the events: `recsys tune` splits the
 training part again to get its validation split and never sees the test events.
@@ -33,7 +32,7 @@ import scipy.sparse as sp
 
 from recsys.matrix import IndexedEvents, confidence_matrix
 from recsys.quality import UserItems
-from recsys.split import Holdout, build_holdout, cutoff_for
+from recsys.split import Holdout, build_holdout, cutoff_for, stratified_train_mask
 
 PROTOCOLS = ("time", "stratified")
 
@@ -44,9 +43,9 @@ TIME_DESCRIPTION = (
     "excluded from each user's top-k; every event type counts as relevant")
 STRATIFIED_DESCRIPTION = (
     "stratified split (Microsoft Recommenders' python_stratified_split): per user, a random "
-    "{ratio:.0%}/{rest:.0%} split of the user's events (numpy RandomState({seed}) per user), "
-    "every user in both parts; items seen in training removed from the ranking; every "
-    "held-out item is relevant")
+    "{ratio:.0%}/{rest:.0%} split of the user's events (one numpy RandomState({seed}) draw per "
+    "event in file order, round(ratio * n) per user train), every user in both parts; items "
+    "seen in training removed from the ranking; every held-out item is relevant")
 
 
 @dataclass(frozen=True)
@@ -91,29 +90,10 @@ def time_split(events: IndexedEvents, alpha: float, holdout_fraction: float,
                  conf)
 
 
-def stratified_masks(user_rows: np.ndarray, subset: np.ndarray, ratio: float,
-                     seed: int) -> np.ndarray:
-    """Train mask of the per-user random split (see module docstring); test = subset & ~it."""
-    if not 0.0 < ratio < 1.0:
-        raise ValueError("ratio must be in (0, 1)")
-    positions = np.flatnonzero(subset)
-    rows = np.asarray(user_rows)[positions]
-    order = np.argsort(rows, kind="stable")  # each user's events, in frame order
-    bounds = np.flatnonzero(np.diff(rows[order])) + 1
-    train = np.zeros(len(user_rows), dtype=bool)
-    for group in np.split(positions[order], bounds):
-        if not len(group):
-            continue
-        shuffled = group[np.random.RandomState(seed).permutation(len(group))]
-        # Python's round (half to even), as the reference's round(x * len(data)) does
-        train[shuffled[: round(ratio * len(group))]] = True
-    return train
-
-
 def stratified_split(events: IndexedEvents, alpha: float, ratio: float = 0.75, seed: int = 42,
                      mask: np.ndarray | None = None) -> Split:
     subset = _subset(events, mask)
-    train = stratified_masks(events.rows, subset, ratio, seed)
+    train = stratified_train_mask(events.rows, ratio, seed, events.source_rows, subset)
     test = subset & ~train
     conf = confidence_matrix(events, alpha, train)
     conf.sort_indices()

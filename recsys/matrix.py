@@ -36,6 +36,9 @@ class IndexedEvents:
     cols: np.ndarray  # int32 per event
     weights: np.ndarray  # float64 per event, decay applied
     timestamps: np.ndarray  # int64 per event (ms)
+    # int64 per event: its row in the source (file order; the frame's index), which the
+    # stratified split's seeded draw follows. None: the frame's order.
+    source_rows: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -66,7 +69,17 @@ def index_events(frame: pd.DataFrame, event_weights: Mapping[str, float],
     return IndexedEvents(
         user_ids=np.asarray(user_ids, dtype=object), item_ids=np.asarray(item_ids, dtype=object),
         rows=rows.astype(np.int32), cols=cols.astype(np.int32), weights=weights, timestamps=ts,
+        source_rows=source_rows_of(frame),
     )
+
+
+def source_rows_of(frame: pd.DataFrame) -> np.ndarray | None:
+    """Each event's row in its source: the frame's integer index (recsys.sources keeps it),
+    None when the index is not a plain integer one."""
+    index = frame.index
+    if isinstance(index, pd.RangeIndex) or not pd.api.types.is_integer_dtype(index.dtype):
+        return None
+    return index.to_numpy(dtype=np.int64)
 
 
 def event_weights_of(types: pd.Series, values: np.ndarray,

@@ -1,4 +1,6 @@
-"""Time-based holdout: train on the past, test on the future, as the model will be used.
+"""Splits of an event history into a training and a test part.
+
+Time-based holdout: train on the past, test on the future, as the model will be used.
 
     cutoff      = the timestamp below which (1 - holdout_fraction) of the events lie
     train       = events with timestamp <  cutoff
@@ -11,6 +13,9 @@
 
 The cut is by share of events, not of wall-clock time, so a quiet period at the end of the
 log (or a burst) does not leave an empty or a huge holdout.
+
+Stratified (Microsoft Recommenders' `python_stratified_split`): per user, a seeded random
+share of the user's events trains, the rest tests; see `stratified_train_mask`.
 
 Works on integer user rows / item columns (a shared index over the whole history) and the
 training matrix the caller built from the events before the cutoff, so the same rows and
@@ -99,3 +104,43 @@ def build_holdout(test_rows: np.ndarray, test_cols: np.ndarray, train: sp.csr_ma
     seen = UserItems(sub.indptr.astype(np.int64), sub.indices.astype(np.int64))
     return Holdout(cutoff_ms=int(cutoff_ms), users=users_all, relevant=relevant, seen=seen,
                    seen_values=np.asarray(sub.data), allowed=allowed, n_test_pairs=len(keys))
+
+
+def stratified_train_mask(user_rows: np.ndarray, ratio: float, seed: int,
+                          source_rows: np.ndarray | None = None,
+                          subset: np.ndarray | None = None) -> np.ndarray:
+    """Train mask of Microsoft Recommenders' `python_stratified_split(ratio, seed)`.
+
+        draw_e   = numpy.random.RandomState(seed).rand(n)[position of e in source order]
+        per user u, events sorted by draw:  the first round(ratio * n_u) train, the rest test
+                    (round = half to even, as Python's round on the float ratio * n_u)
+
+    One draw over all events in their source (file) order, not one shuffle per user: that
+    is what makes the partition equal theirs row for row, so `source_rows` (each event's row
+    in its source; default: the given order) matters. `subset` restricts the split to some
+    events (tuning splits the training part again); events outside it are False.
+    """
+    if not 0.0 < ratio < 1.0:
+        raise ValueError("ratio must be in (0, 1)")
+    user_rows = np.asarray(user_rows)
+    n = len(user_rows)
+    subset = np.ones(n, dtype=bool) if subset is None else np.asarray(subset, dtype=bool)
+    if subset.shape != (n,):
+        raise ValueError("subset must hold one bool per event")
+    positions = np.flatnonzero(subset)
+    if source_rows is not None:
+        source_rows = np.asarray(source_rows)
+        if source_rows.shape != (n,):
+            raise ValueError("source_rows must hold one row number per event")
+        positions = positions[np.argsort(source_rows[positions], kind="stable")]
+    draw = np.random.RandomState(seed).rand(len(positions))
+    users = user_rows[positions]
+    order = np.lexsort((draw, users))
+    sorted_users = users[order]
+    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+    counts = np.diff(np.r_[starts, len(order)])
+    rank = np.arange(len(order)) - np.repeat(starts, counts)  # 0-based place in the user's draw
+    n_train = np.rint(ratio * counts)  # rint rounds half to even, like Python's round
+    train = np.zeros(n, dtype=bool)
+    train[positions[order[rank < np.repeat(n_train, counts)]]] = True
+    return train

@@ -9,7 +9,9 @@ Every source produces an *event frame*: a pandas DataFrame with exactly these co
     value       float64  rating 1-5 or quantity; NaN when absent
     timestamp   int64    epoch milliseconds
 
-sorted by timestamp. The trainer and evaluation work on frames directly (columnar, fast);
+sorted by timestamp (stable). The frame's index is each event's row in its source (file
+order): the stratified protocol draws its seeded shuffle in that order, as the reference
+splitter does on the file. The trainer and evaluation work on frames directly (columnar, fast);
 the producer turns rows into validated `Event`s with `iter_events`.
 """
 
@@ -60,7 +62,8 @@ def make_frame(
     if unknown:
         raise SourceError(f"unknown event types in source: {sorted(unknown)[:5]}; "
                           f"known: {sorted(_KNOWN_TYPES)}")
-    return frame[FRAME_COLUMNS].sort_values("timestamp", kind="stable").reset_index(drop=True)
+    # The index keeps each row's place in the source (see the module docstring).
+    return frame[FRAME_COLUMNS].sort_values("timestamp", kind="stable")
 
 
 def iter_events(frame: pd.DataFrame,

@@ -103,5 +103,5 @@ def load_source(
         frame = load_csv(path, mapping, event_type=event_type, timestamp_unit=timestamp_unit,
                          sep=sep, aliases=aliases)
     if events is not None:
-        frame = frame.iloc[:events].reset_index(drop=True)
+        frame = frame.iloc[:events]  # the index (source rows) stays
     return frame

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from evaluation.evaluate import map_ms_at_k, rating_rmse, run_evaluation
-from evaluation.protocols import make_split, stratified_masks
+from evaluation.protocols import make_split
 from recsys.matrix import index_events
 from recsys.quality import UserItems
 from recsys.settings import load_settings
@@ -70,21 +70,6 @@ def test_map_ms_divides_by_all_relevant_items() -> None:
     relevant = UserItems(np.array([0, 4]), np.array([0, 1, 7, 8]))
     # hits at ranks 1 and 3: AP = (1/1 + 2/3) / 4 (all four relevant items)
     assert map_ms_at_k(recs, relevant, 3) == pytest.approx((1 + 2 / 3) / 4)
-
-
-def test_stratified_split_follows_the_reference_algorithm() -> None:
-    rng = np.random.default_rng(1)
-    users = np.repeat(np.arange(5), [4, 7, 10, 13, 22])
-    subset = np.ones(len(users), dtype=bool)
-    train = stratified_masks(users, subset, 0.75, 42)
-    for user in range(5):
-        positions = np.flatnonzero(users == user)
-        # what pandas' DataFrame.sample(frac=1, random_state=42) + np.split does per user
-        group = pd.DataFrame({"pos": positions})
-        shuffled = group.sample(frac=1, random_state=42)["pos"].to_numpy()
-        expected = np.sort(shuffled[: round(0.75 * len(positions))])
-        assert np.array_equal(np.flatnonzero(train & (users == user)), expected)
-    del rng
 
 
 def test_stratified_split_keeps_every_user_in_both_parts(clustered, fast_settings) -> None:
