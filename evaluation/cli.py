@@ -33,7 +33,8 @@ def _floats(text: str) -> list[float]:
 
 
 def _source_args(parser: argparse.ArgumentParser) -> None:
-    from recsys.sources.registry import SOURCE_HELP  # light: no pandas at import
+    from recsys.sources.options import add_source_options
+    from recsys.sources.registry import SOURCE_HELP
 
     parser.add_argument("--source", required=True, metavar="SPEC", help=SOURCE_HELP)
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
@@ -43,11 +44,7 @@ def _source_args(parser: argparse.ArgumentParser) -> None:
                         "first N events in time order")
     parser.add_argument("--seed", type=int, default=None,
                         help="synthetic generator seed (default: RECSYS_RANDOM_SEED)")
-    parser.add_argument("--map", dest="csv_map", default=None, metavar="FIELD=COLUMN,...",
-                        help="csv: sources: column mapping (user_id, item_id, timestamp, "
-                        "event_type, value, event_id)")
-    parser.add_argument("--event-type", default=None,
-                        help="csv: sources: one event type for every row")
+    add_source_options(parser)
 
 
 def source_label(spec: str) -> str:
@@ -59,13 +56,13 @@ def source_label(spec: str) -> str:
 
 def _load(args: argparse.Namespace):  # noqa: ANN202 - (frame, settings)
     from recsys.settings import get_settings
+    from recsys.sources.options import source_options
     from recsys.sources.registry import load_source
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     settings = get_settings()
     seed = settings.random_seed if args.seed is None else args.seed
-    frame = load_source(args.source, events=args.events, seed=seed, csv_map=args.csv_map,
-                        event_type=args.event_type)
+    frame = load_source(args.source, events=args.events, seed=seed, **source_options(args))
     log.info("loaded %d events from %s", len(frame), args.source)
     return frame, settings
 

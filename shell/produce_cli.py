@@ -133,7 +133,8 @@ def replay(frame: pd.DataFrame, producer: EventProducer, rate: float | None = No
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from recsys.sources.registry import SOURCE_HELP  # light: no pandas at import
+    from recsys.sources.options import add_source_options
+    from recsys.sources.registry import SOURCE_HELP
 
     parser = sub.add_parser(
         "produce",
@@ -167,18 +168,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="move all timestamps so that the last event is now (replaying "
                         "old data as if it were live; keeps the gaps between events)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    csv = parser.add_argument_group("csv: sources")
-    csv.add_argument("--map", dest="csv_map", default=None, metavar="FIELD=COLUMN,...",
-                     help="column mapping; fields user_id, item_id, timestamp (required), "
-                     "event_type, value, event_id")
-    csv.add_argument("--event-type", default=None,
-                     help="one event type for every row, when no column holds it "
-                     "(view, click, addtocart, transaction, rating)")
-    csv.add_argument("--timestamp-unit", default="auto",
-                     choices=["auto", "s", "ms", "us", "iso"],
-                     help="unit of the timestamp column (default: auto: text is ISO-8601, "
-                     "numbers below 1e11 are seconds, others milliseconds)")
-    csv.add_argument("--sep", default=",", help="field separator (default ','; $'\\t' for tabs)")
+    add_source_options(parser)
     parser.set_defaults(handler=_produce)
 
 
@@ -187,14 +177,13 @@ def _produce(args: argparse.Namespace) -> int:
     from recsys.kafka import ensure_topics
     from recsys.producer import EventProducer, ProducerError
     from recsys.settings import get_settings
+    from recsys.sources.options import source_options
     from recsys.sources.registry import load_source
 
     settings = get_settings()
     seed = settings.random_seed if args.seed is None else args.seed
     load_started = time.perf_counter()
-    frame = load_source(args.source, events=args.events, seed=seed, csv_map=args.csv_map,
-                        event_type=args.event_type, timestamp_unit=args.timestamp_unit,
-                        sep=args.sep)
+    frame = load_source(args.source, events=args.events, seed=seed, **source_options(args))
     if args.shift_to_now and len(frame):
         frame = frame.assign(timestamp=frame.timestamp + (int(time.time() * 1000)
                                                           - int(frame.timestamp.max())))

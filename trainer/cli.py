@@ -1,6 +1,6 @@
 """`recsys train` and `recsys model`: the trainer's commands.
 
-    recsys train --once [--from-file SOURCE] [--no-consume]
+    recsys train --once [--from-file SOURCE [--map ... --timestamp-format ...]] [--no-consume]
     recsys train --every 15m [--min-new-events N]
     recsys model list
     recsys model rollback
@@ -17,6 +17,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from recsys.sources.options import add_source_options
+
     train = sub.add_parser(
         "train",
         help="fit ALS on the trainer's history, evaluate, publish if the gate passes",
@@ -33,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="run on a schedule (30s, 15m, 1h) until stopped")
     train.add_argument("--from-file", metavar="SOURCE",
                        help="seed the history from a dataset first (synthetic, movielens:PATH, "
-                       "retailrocket:PATH, csv:PATH); re-seeding is idempotent (event ids)")
+                       "retailrocket:PATH, csv:PATH with --map); re-seeding is idempotent "
+                       "(event ids)")
     train.add_argument("--events", type=int, default=None,
                        help="synthetic: number of events; files: keep the first N")
     train.add_argument("--seed", type=int, default=42, help="synthetic generator seed")
@@ -42,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "(default: settings.trainer_min_new_events)")
     train.add_argument("--no-consume", action="store_true",
                        help="do not read the interactions topic (train on the stored history)")
+    add_source_options(train)
     train.set_defaults(handler=_train)
 
     model = sub.add_parser("model", help="list model versions, roll back to the previous one")
@@ -68,16 +72,20 @@ def _train(args: argparse.Namespace) -> int:
 
     log = logging.getLogger("trainer")
     settings = get_settings()
+    frame = None
+    if args.from_file:  # read (and validate) the file before taking the lease
+        from recsys.sources.options import source_options
+        from recsys.sources.registry import load_source
+
+        frame = load_source(args.from_file, events=args.events, seed=args.seed,
+                            **source_options(args))
     redis = trainer_redis(settings)
     # Taken before anything touches the history or Redis, held (renewed) until exit.
     with TrainerLease(redis, Keys(settings.redis_namespace), settings.trainer_lease_ttl_s,
                       settings.trainer_lease_wait_s) as lease:
         metrics = TrainerMetrics()
         store = history_store(settings, metrics)
-        if args.from_file:
-            from recsys.sources.registry import load_source
-
-            frame = load_source(args.from_file, events=args.events, seed=args.seed)
+        if frame is not None:
             stored = store.append(frame)
             log.info("seeded the history from %s: %d events (%d new)", args.from_file,
                      len(frame), stored)

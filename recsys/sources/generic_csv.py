@@ -12,7 +12,9 @@ either from a mapped column or from one constant for the whole file (`event_type
 Event type names are matched case-insensitively, with common synonyms (purchase, buy, order ->
 transaction; cart, add_to_cart -> addtocart; pageview -> view) and any extra `aliases`.
 Timestamps are epoch seconds, milliseconds, microseconds or ISO-8601 text (`timestamp_unit`
-s, ms, us, iso, or auto: text -> ISO-8601, numbers below 1e11 -> seconds, else milliseconds).
+s, ms, us, iso, or auto: text -> ISO-8601, numbers below 1e11 -> seconds, else milliseconds),
+or text in a strftime `timestamp_format` (`%d-%m-%Y`: day-first dates, common in shop
+exports), read as UTC. A value that does not parse is an error naming its row and value.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from recsys.sources import FRAME_COLUMNS, SourceError, make_frame
+from recsys.sources.options import TIMESTAMP_UNITS
 
 REQUIRED = ("user_id", "item_id", "timestamp")
-TIMESTAMP_UNITS = ("auto", "s", "ms", "us", "iso")
 # Spellings seen in shop exports, mapped to our event types.
 EVENT_ALIASES: dict[str, str] = {
     "purchase": "transaction", "buy": "transaction", "order": "transaction",
@@ -56,10 +58,19 @@ def parse_mapping(text: str) -> dict[str, str]:
     return mapping
 
 
-def to_epoch_ms(values: pd.Series, unit: str = "auto") -> np.ndarray:
-    """A timestamp column -> int64 epoch milliseconds; SourceError on unparseable values."""
+def to_epoch_ms(values: pd.Series, unit: str = "auto",
+                time_format: str | None = None) -> np.ndarray:
+    """A timestamp column -> int64 epoch milliseconds; SourceError on unparseable values.
+
+    With `time_format` (strftime, e.g. `%d-%m-%Y`) every value must match it exactly; the
+    unit must then be left at auto.
+    """
     if unit not in TIMESTAMP_UNITS:
         raise SourceError(f"timestamp unit {unit!r}: expected one of {TIMESTAMP_UNITS}")
+    if time_format is not None:
+        if unit != "auto":
+            raise SourceError(f"give a timestamp format or a timestamp unit ({unit!r}), not both")
+        return _parse_formatted(values, time_format)
     numeric = pd.to_numeric(values, errors="coerce")
     if unit == "auto":
         if numeric.notna().all():
@@ -80,10 +91,27 @@ def to_epoch_ms(values: pd.Series, unit: str = "auto") -> np.ndarray:
     return np.round(numeric.to_numpy(np.float64) * scale).astype(np.int64)
 
 
+def _parse_formatted(values: pd.Series, time_format: str) -> np.ndarray:
+    if "%" not in time_format:
+        raise SourceError(f"timestamp format {time_format!r} has no % directive; "
+                          "e.g. '%d-%m-%Y' for day-first dates")
+    text = values.astype(str).str.strip()
+    try:
+        parsed = pd.to_datetime(text, format=time_format, errors="coerce", utc=True)
+    except ValueError as exc:  # a malformed format string, not a bad value
+        raise SourceError(f"timestamp format {time_format!r}: {exc}") from None
+    bad = parsed.isna()
+    if bad.any():
+        _fail_rows(f"timestamp does not match the format {time_format!r}", bad, values)
+    delta = parsed - pd.Timestamp(0, tz="UTC")
+    return (delta // pd.Timedelta(milliseconds=1)).to_numpy(np.int64)
+
+
 def _fail_rows(message: str, bad: pd.Series, values: pd.Series) -> None:
     first = int(np.flatnonzero(bad.to_numpy())[0])
+    # data row 1 is the first row under the header, which is line 2 of the file
     raise SourceError(f"{message}: {int(bad.sum())} rows, first at data row {first + 1} "
-                      f"({values.iloc[first]!r})")
+                      f"(line {first + 2}): {values.iloc[first]!r}")
 
 
 def normalise_event_types(values: pd.Series,
@@ -99,6 +127,7 @@ def load_csv(
     *,
     event_type: str | None = None,
     timestamp_unit: str = "auto",
+    timestamp_format: str | None = None,
     sep: str = ",",
     aliases: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
@@ -138,7 +167,7 @@ def load_csv(
         user_id=raw[mapping["user_id"]].str.strip(),
         item_id=raw[mapping["item_id"]].str.strip(),
         event_type=types.to_numpy(),
-        timestamp=to_epoch_ms(raw[mapping["timestamp"]], timestamp_unit),
+        timestamp=to_epoch_ms(raw[mapping["timestamp"]], timestamp_unit, timestamp_format),
         value=value,
         event_id=raw[mapping["event_id"]] if "event_id" in mapping else None,
         id_prefix=f"{path.name.split('.')[0]}-",

@@ -60,6 +60,7 @@ def load_source(
     csv_map: str | Mapping[str, str] | None = None,
     event_type: str | None = None,
     timestamp_unit: str = "auto",
+    timestamp_format: str | None = None,
     sep: str = ",",
     aliases: Mapping[str, str] | None = None,
     synthetic_options: Mapping[str, Any] | None = None,
@@ -67,16 +68,18 @@ def load_source(
     """The event frame of a source, sorted by time.
 
     `events` is the synthetic generator's size (default 100,000); for a file it keeps the
-    first `events` events in time order. csv_map, event_type, timestamp_unit, sep and aliases
-    apply to `csv:` sources only; synthetic_options (n_users, n_items, days, start_ms, ...) to
+    first `events` events in time order. csv_map, event_type, timestamp_unit, timestamp_format,
+    sep and aliases apply to `csv:` sources only (recsys.sources.options puts them on the
+    command line); synthetic_options (n_users, n_items, days, start_ms, ...) to
     the generator only.
     """
     kind, path = parse_spec(spec)
     if events is not None and events < 1:
         raise SourceError("events must be >= 1")
-    if kind != "csv" and (csv_map or event_type):
-        raise SourceError(f"a column mapping / constant event type applies to csv: sources, "
-                          f"not {kind}")
+    if kind != "csv" and (csv_map or event_type or timestamp_format or timestamp_unit != "auto"
+                          or sep != ","):
+        raise SourceError(f"a column mapping (--map, --event-type, --timestamp-unit, "
+                          f"--timestamp-format, --sep) applies to csv: sources, not {kind}")
     if kind == "synthetic":
         from recsys.sources import synthetic
 
@@ -101,7 +104,7 @@ def load_source(
                               "--map user_id=customer,item_id=sku,event_type=action,timestamp=ts")
         mapping = parse_mapping(csv_map) if isinstance(csv_map, str) else dict(csv_map)
         frame = load_csv(path, mapping, event_type=event_type, timestamp_unit=timestamp_unit,
-                         sep=sep, aliases=aliases)
+                         timestamp_format=timestamp_format, sep=sep, aliases=aliases)
     if events is not None:
         frame = frame.iloc[:events]  # the index (source rows) stays
     return frame

@@ -116,3 +116,36 @@ def test_bootstrap_interval_brackets_the_mean() -> None:
     mean = ranking_metrics(recs, relevant, 10, n_items)["ndcg@10"]
     lo, hi = bootstrap_ci(recs, relevant, 10, n_items, "ndcg@10")
     assert lo < mean < hi and hi - lo < 0.2
+
+
+def _day_first_csv(path, events: int = 20_000) -> None:
+    from recsys.sources import synthetic
+
+    frame = synthetic.generate(events, seed=5)
+    dates = pd.to_datetime(frame["timestamp"], unit="ms", utc=True)
+    pd.DataFrame({"member": frame["user_id"], "product": frame["item_id"],
+                  "action": frame["event_type"],
+                  "when": dates.dt.strftime("%d/%m/%Y %H:%M:%S")}).to_csv(path, index=False)
+
+
+def test_cli_evaluate_reads_a_day_first_csv(tmp_path, capsys) -> None:
+    path = tmp_path / "shop.csv"
+    _day_first_csv(path)
+    mapping = ["--map", "user_id=member,item_id=product,event_type=action,timestamp=when",
+               "--timestamp-format", "%d/%m/%Y %H:%M:%S"]
+    code = main(["evaluate", "--source", f"csv:{path}", *mapping, "--out", str(tmp_path / "o")])
+    assert code == 0
+    saved = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert saved["dataset"]["events"] == 20_000
+    assert saved["protocols"]["time"]["models"]["ALS"]["ndcg@10"] > 0.0
+    capsys.readouterr()
+    # month-first dates in one row: the command fails with the row and value, no traceback
+    lines = path.read_text().splitlines()
+    member, product, action, when = lines[7].split(",")
+    _day, month, rest = when.split("/", 2)
+    lines[7] = f"{member},{product},{action},{month}/31/{rest}"  # month 31: no such date
+    path.write_text("\n".join(lines) + "\n")
+    code = main(["evaluate", "--source", f"csv:{path}", *mapping, "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "does not match the format" in err and "first at data row 7 (line 8)" in err

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from evaluation.protocols import make_split
 from evaluation.tune import TuneError, run_tune, tune
-from recsys.matrix import IndexedEvents, index_events
+from recsys.matrix import index_events
 
 SPACE = {"factors": [8, 16], "regularization": [0.1, 5.0], "alpha": [1.0, 10.0],
          "iterations": [3, 8]}
@@ -34,9 +35,8 @@ def test_tune_never_touches_the_test_split(clustered, fast_settings, protocol) -
     rng = np.random.default_rng(0)
     test_idx = np.flatnonzero(outer.test_mask)
     scrambled_cols[test_idx] = rng.integers(0, events.shape[1], len(test_idx))
-    scrambled = IndexedEvents(events.user_ids, events.item_ids, events.rows, scrambled_cols,
-                              events.weights * np.where(outer.test_mask, 7.0, 1.0),
-                              events.timestamps)
+    scrambled = replace(events, cols=scrambled_cols,
+                        weights=events.weights * np.where(outer.test_mask, 7.0, 1.0))
     again = tune(scrambled, outer.train_mask, protocol, space=SPACE, search="random",
                  n_trials=2, refine=False, folds=2)
     assert [t.metrics for t in again.trials] == [t.metrics for t in result.trials]

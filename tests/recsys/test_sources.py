@@ -177,3 +177,58 @@ def test_registry_synthetic_size_seed_and_options() -> None:
     _check_frame(a)
     assert len(a) == 1_500 and a.item_id.nunique() <= 200
     pd.testing.assert_frame_equal(a, b)
+
+
+# --- timestamp formats and the shared command-line options ---------------------------------
+
+DAY_FIRST = "member,product,date\nm1,milk,13-01-2024\nm2,bread,02-03-2024\nm1,eggs,31-12-2023\n"
+
+
+def test_csv_day_first_dates_with_a_timestamp_format(tmp_path: Path) -> None:
+    path = tmp_path / "shop.csv"
+    path.write_text(DAY_FIRST)
+    frame = load_source(f"csv:{path}", csv_map="user_id=member,item_id=product,timestamp=date",
+                        event_type="transaction", timestamp_format="%d-%m-%Y")
+    expected = [pd.Timestamp(d, tz="UTC").value // 1_000_000
+                for d in ("2023-12-31", "2024-01-13", "2024-03-02")]
+    assert frame["timestamp"].tolist() == expected  # sorted by time, day first
+    assert frame["item_id"].tolist() == ["eggs", "milk", "bread"]
+    # the index keeps each event's row in the file (the stratified draw follows it)
+    assert frame.index.tolist() == [2, 0, 1]
+
+
+def test_csv_dates_not_matching_the_format_name_the_row_and_value(tmp_path: Path) -> None:
+    path = tmp_path / "shop.csv"
+    # row 3 is month-first: 13 is no month
+    path.write_text(DAY_FIRST + "m3,tea,01-13-2024\nm3,jam,05-05-2024\n")
+    with pytest.raises(SourceError, match=r"does not match the format '%d-%m-%Y': 1 rows, "
+                       r"first at data row 4 \(line 5\): '01-13-2024'"):
+        load_source(f"csv:{path}", csv_map="user_id=member,item_id=product,timestamp=date",
+                    event_type="transaction", timestamp_format="%d-%m-%Y")
+    for unit, fmt, message in [("s", "%d-%m-%Y", "not both"),
+                               ("auto", "day-month", "no % directive")]:
+        with pytest.raises(SourceError, match=message):
+            to_epoch_ms(pd.Series(["13-01-2024"]), unit, fmt)
+    with pytest.raises(SourceError, match="applies to csv"):
+        load_source("synthetic", timestamp_format="%d-%m-%Y")
+
+
+SOURCE_FLAGS = ["--map", "user_id=member,item_id=product,timestamp=date",
+                "--event-type", "transaction", "--timestamp-format", "%d-%m-%Y", "--sep", ";"]
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--from-file", "csv:x.csv"],
+    ["produce", "--source", "csv:x.csv"],
+    ["evaluate", "--source", "csv:x.csv", "--out", "o"],
+    ["tune", "--source", "csv:x.csv", "--out", "o"],
+    ["insights", "--source", "csv:x.csv", "--out", "o"],
+])
+def test_every_command_that_reads_a_source_takes_the_same_mapping(command: list[str]) -> None:
+    from recsys.sources.options import source_options
+    from shell.cli import build_parser
+
+    args = build_parser().parse_args([*command, *SOURCE_FLAGS])
+    assert source_options(args) == {
+        "csv_map": "user_id=member,item_id=product,timestamp=date", "event_type": "transaction",
+        "timestamp_unit": "auto", "timestamp_format": "%d-%m-%Y", "sep": ";"}

@@ -135,3 +135,30 @@ def test_every_with_the_consumer_retrains_when_new_events_arrive(make_trainer, s
     state = result["state"]
     assert (state.runs, state.failures) == (2, 0)
     assert trainer.store.n_events == 12_400
+
+
+def test_train_from_a_day_first_csv_with_a_mapping(settings, small_frame, tmp_path):
+    """`recsys train --from-file csv:PATH` takes the same mapping options as every other
+    command that reads a source (recsys.sources.options)."""
+    import pandas as pd
+
+    path = tmp_path / "shop.csv"
+    dates = pd.to_datetime(small_frame["timestamp"], unit="ms", utc=True)
+    pd.DataFrame({"member": small_frame["user_id"], "product": small_frame["item_id"],
+                  "action": small_frame["event_type"],
+                  "day": dates.dt.strftime("%d-%m-%Y")}).to_csv(path, index=False)
+    mapping = ["--map", "user_id=member,item_id=product,event_type=action,timestamp=day",
+               "--timestamp-format", "%d-%m-%Y"]
+    done = _recsys(settings, "train", "--once", "--no-consume", "--from-file", f"csv:{path}",
+                   *mapping)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith(("published v", "rejected v")), done.stdout
+    assert f"seeded the history from csv:{path}: {len(small_frame)} events" in done.stderr
+
+    month_first = tmp_path / "bad.csv"
+    month_first.write_text("member,product,action,day\nu1,i1,view,12-31-2024\n")
+    refused = _recsys(settings, "train", "--once", "--no-consume", "--from-file",
+                      f"csv:{month_first}", *mapping)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "does not match the format '%d-%m-%Y'" in refused.stderr
+    assert "first at data row 1 (line 2): '12-31-2024'" in refused.stderr
