@@ -84,6 +84,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "75/25 split; both")
     ev.add_argument("--params", type=Path, default=None, metavar="JSON",
                     help="best_params.json from `recsys tune`: adds an 'ALS (tuned)' row")
+    ev.add_argument("--reference", action="append", default=[], metavar="NAME",
+                    help="add a row from an external library fitted on the same split in the "
+                    "same run, and every row's NDCG as a ratio to it (repeatable): cornac-bpr "
+                    "(needs the extra: pip install 'streaming-recsys[reference]')")
     ev.add_argument("--replay", action="store_true", help="also run the streaming replay")
     ev.add_argument("--train-fraction", type=_fraction, default=0.5,
                     help="replay: share of the timeline the first model is trained on "
@@ -138,7 +142,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     report = run_evaluation(
         frame, settings, args.out, k=args.k, protocols=protocols,
         source=source_label(args.source),
-        tuned=tuned, replay=args.replay,
+        tuned=tuned, replay=args.replay, references=tuple(dict.fromkeys(args.reference)),
         replay_options={"train_fraction": args.train_fraction, "retrains": args.retrains,
                         "n_buckets": args.buckets})
     print(summary_table(report))

@@ -21,6 +21,9 @@ held-out items, not min(k, n)), so the stratified table compares with their publ
 For sources with explicit ratings, RMSE of rating predictors (evaluation.rating) on the held
 -out ratings of users and items that occur in training.
 
+`references` (`--reference cornac-bpr`) adds rows from external libraries fitted on the same
+split in the same run (evaluation.references), and every row's NDCG as a ratio to theirs.
+
 Writes metrics.json, report.md and charts into `out_dir`; `--replay` adds the streaming
 replay (evaluation.replay).
 """
@@ -260,10 +263,14 @@ def run_evaluation(frame: pd.DataFrame, settings: Settings, out_dir: Path, *, k:
                    protocols: Sequence[str] = ("time",), source: str = "frame",
                    tuned: Mapping[str, Mapping[str, Any]] | None = None,
                    replay: bool = False, replay_options: Mapping[str, Any] | None = None,
+                   references: Sequence[str] = (),
                    ) -> dict[str, Any]:
     """Evaluate every model under each protocol; write metrics.json, report.md, charts."""
     if k < 1:
         raise EvaluationError("k must be >= 1")
+    from evaluation.references import REFERENCES, check_available, reference_rows
+
+    versions = check_available(references)  # a missing extra fails before any fit
     if len(frame) < 10:
         raise EvaluationError(f"the source has {len(frame)} events; too few to evaluate")
     out_dir = Path(out_dir)
@@ -292,6 +299,14 @@ def run_evaluation(frame: pd.DataFrame, settings: Settings, out_dir: Path, *, k:
             "n_items_ranked": split.holdout.n_items,
             "models": evaluate_split(split, events, k, params, tuned_params),
         }
+        if references:
+            entry["models"].update(reference_rows(
+                split, events, k, references, lambda recs: score(recs, split, k, ci=True)))
+            entry["references"] = {
+                REFERENCES[n].row: REFERENCES[n].describe.format(version=versions[n])
+                for n in references}
+            entry["ndcg_ratio_to_reference"] = reference_ratios(entry["models"],
+                                                                entry["references"], k)
         if tuned_params is not None:
             entry["als_tuned"] = asdict(tuned_params)
         if split.holdout.cutoff_ms >= 0:
@@ -310,6 +325,18 @@ def run_evaluation(frame: pd.DataFrame, settings: Settings, out_dir: Path, *, k:
     report["seconds"] = time.perf_counter() - started
     write_report(report, out_dir)
     return report
+
+
+def reference_ratios(models: Mapping[str, Mapping[str, float]], references: Sequence[str],
+                     k: int) -> dict[str, dict[str, float]]:
+    """NDCG@k of every row divided by each reference row's: {reference: {model: ratio}}."""
+    key = f"ndcg@{k}"
+    out: dict[str, dict[str, float]] = {}
+    for ref in references:
+        base = models[ref][key]
+        out[ref] = {name: (values[key] / base if base > 0 else float("nan"))
+                    for name, values in models.items() if name != ref and key in values}
+    return out
 
 
 def _replay_params(settings: Settings,
@@ -397,9 +424,14 @@ def render_report(report: Mapping[str, Any]) -> str:
         below = floor_warnings(entry["models"], k)
         if below:
             lines += [""] + [f"**Warning**: {w}." for w in below]
+        for ref, text in entry.get("references", {}).items():
+            ratios = entry["ndcg_ratio_to_reference"][ref]
+            lines += ["", f"**{ref}**: {text}. NDCG@{k} relative to it: "
+                      + ", ".join(f"{name} {ratio:.2f}x" for name, ratio in ratios.items())
+                      + "."]
         if reference:
             lines += ["", "*Italic rows*: Microsoft Recommenders' published ML-100K benchmark "
-                      "(same protocol, their own split), for comparison."]
+                      "(same protocol and split, their run), for comparison."]
         lines += ["", f"![{protocol} metrics](metrics_{protocol}.png)"]
         if "ratings" in entry:
             r = entry["ratings"]
@@ -437,6 +469,9 @@ def summary_table(report: Mapping[str, Any]) -> str:
         out += [f"\n{protocol} split ({entry['n_test_users']:,} test users)",
                 results_table(entry["models"], k, keys=keys)]
         out += [f"WARNING: {w}" for w in floor_warnings(entry["models"], k)]
+        for ref, ratios in entry.get("ndcg_ratio_to_reference", {}).items():
+            out += [f"ndcg@{k} / {ref}: " + ", ".join(f"{name} {ratio:.2f}x"
+                                                      for name, ratio in ratios.items())]
         if "ratings" in entry:
             out += ["RMSE: " + ", ".join(f"{n} {v:.4f}"
                                         for n, v in entry["ratings"]["rmse"].items())]
