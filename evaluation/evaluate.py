@@ -268,7 +268,7 @@ def run_evaluation(frame: pd.DataFrame, settings: Settings, out_dir: Path, *, k:
     """Evaluate every model under each protocol; write metrics.json, report.md, charts."""
     if k < 1:
         raise EvaluationError("k must be >= 1")
-    from evaluation.references import REFERENCES, check_available, reference_rows
+    from evaluation.references import REFERENCES, check_available, reference_rankings
 
     versions = check_available(references)  # a missing extra fails before any fit
     if len(frame) < 10:
@@ -300,8 +300,9 @@ def run_evaluation(frame: pd.DataFrame, settings: Settings, out_dir: Path, *, k:
             "models": evaluate_split(split, events, k, params, tuned_params),
         }
         if references:
-            entry["models"].update(reference_rows(
-                split, events, k, references, lambda recs: score(recs, split, k, ci=True)))
+            for row, (recs, seconds) in reference_rankings(split, events, k,
+                                                           references).items():
+                entry["models"][row] = {**score(recs, split, k, ci=True), "seconds": seconds}
             entry["references"] = {
                 REFERENCES[n].row: REFERENCES[n].describe.format(version=versions[n])
                 for n in references}

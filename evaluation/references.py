@@ -109,17 +109,15 @@ def check_available(names: Sequence[str]) -> dict[str, str]:
     return versions
 
 
-def reference_rows(split: Split, events: IndexedEvents, k: int, names: Sequence[str],
-                   score: Callable[[np.ndarray], dict[str, float]],
-                   ) -> dict[str, dict[str, float]]:
-    """Each reference's metrics on `split` (same users, exclusions and catalogue as the
-    project's rows), keyed by its row label."""
-    out: dict[str, dict[str, float]] = {}
+def reference_rankings(split: Split, events: IndexedEvents, k: int, names: Sequence[str],
+                       ) -> dict[str, tuple[np.ndarray, float]]:
+    """Each reference's top-k on `split` (same users, exclusions and catalogue as the
+    project's rows) and the seconds it took, keyed by its row label."""
+    out: dict[str, tuple[np.ndarray, float]] = {}
     for name in names:
         ref = REFERENCES[name]
         started = time.perf_counter()
         recs = ref.rank(split, events, k)
-        out[ref.row] = {**score(recs), "seconds": time.perf_counter() - started}
-        log.info("%s on the %s split: %.1f s", ref.row, split.protocol,
-                 out[ref.row]["seconds"])
+        out[ref.row] = (recs, time.perf_counter() - started)
+        log.info("%s on the %s split: %.1f s", ref.row, split.protocol, out[ref.row][1])
     return out
