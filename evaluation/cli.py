@@ -78,10 +78,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     _source_args(ev)
     ev.add_argument("--k", type=positive_int, default=10,
                     help="cut-off of the metrics (default 10)")
-    ev.add_argument("--protocol", choices=["time", "stratified", "both"], default="time",
+    ev.add_argument("--protocol", choices=["time", "stratified", "time-repeat", "both"],
+                    default="time",
                     help="time: last events by time are the test set (how the system is "
                     "used; default); stratified: Microsoft Recommenders' per-user random "
-                    "75/25 split; both")
+                    "75/25 split (their python_stratified_split, row for row); time-repeat: "
+                    "the time split keeping seen items, to measure 'buy again' (re-bought "
+                    "items count, nothing is excluded); both: time and stratified")
     ev.add_argument("--params", type=Path, default=None, metavar="JSON",
                     help="best_params.json from `recsys tune`: adds an 'ALS (tuned)' row")
     ev.add_argument("--reference", action="append", default=[], metavar="NAME",

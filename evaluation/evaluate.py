@@ -121,7 +121,7 @@ def rank_popularity(split: Split, events: IndexedEvents, k: int) -> np.ndarray:
     model = PopularityRecommender(split.conf_train.shape[1]).fit(
         events.rows[split.train_mask], events.cols[split.train_mask],
         events.weights[split.train_mask])
-    return model.recommend(h.n_users, k, exclude=h.seen, allowed=h.allowed)
+    return model.recommend(h.n_users, k, exclude=h.exclude, allowed=h.allowed)
 
 
 def rank_item_knn(split: Split, k: int, neighbours: int = KNN_NEIGHBOURS) -> np.ndarray:
@@ -136,7 +136,21 @@ def rank_item_knn(split: Split, k: int, neighbours: int = KNN_NEIGHBOURS) -> np.
     seen = _seen_matrix(split)
     h = split.holdout
     return rank(lambda a, b: (seen[a:b] @ similarity).toarray(), h.n_users, seen.shape[1], k,
-                exclude=h.seen, allowed=h.allowed)
+                exclude=h.exclude, allowed=h.allowed)
+
+
+def rank_history(split: Split, events: IndexedEvents, k: int) -> np.ndarray:
+    """Buy again: the user's own training items by confidence (c >= 1), then the rest by
+    popularity (scaled below 1, so it only orders what the history leaves open)."""
+    h = split.holdout
+    popularity = PopularityRecommender(split.conf_train.shape[1]).fit(
+        events.rows[split.train_mask], events.cols[split.train_mask],
+        events.weights[split.train_mask]).scores
+    tail = (popularity / (popularity.max() + 1.0) if popularity.size and popularity.max() > 0
+            else np.zeros_like(popularity)).astype(np.float32)
+    seen = _seen_matrix(split)
+    return rank(lambda a, b: seen[a:b].toarray() + tail, h.n_users, seen.shape[1], k,
+                exclude=None, allowed=h.allowed)
 
 
 def rank_als(split: Split, events: IndexedEvents, params: AlsParams, k: int,
@@ -148,7 +162,7 @@ def rank_als(split: Split, events: IndexedEvents, params: AlsParams, k: int,
     split = with_alpha(split, events, params.alpha) if rescale else split
     factors = fit_als(split.conf_train, params)
     users = fold_in_users(split.holdout, factors.item_factors, params.regularization)
-    recs = rank_by_factors(users, factors.item_factors, k, exclude=split.holdout.seen,
+    recs = rank_by_factors(users, factors.item_factors, k, exclude=split.holdout.exclude,
                            allowed=split.holdout.allowed)
     return recs, factors.seconds
 
@@ -208,6 +222,11 @@ def evaluate_split(split: Split, events: IndexedEvents, k: int, params: AlsParam
     started = time.perf_counter()
     table["popularity"] = {**score(rank_popularity(split, events, k), split, k, ci=True),
                            "seconds": time.perf_counter() - started}
+    if not split.holdout.exclude_seen:
+        started = time.perf_counter()
+        table["history (buy again)"] = {**score(rank_history(split, events, k), split, k,
+                                                ci=True),
+                                        "seconds": time.perf_counter() - started}
     started = time.perf_counter()
     table["item-kNN"] = {**score(rank_item_knn(split, k), split, k, ci=True),
                          "seconds": time.perf_counter() - started}
@@ -297,6 +316,7 @@ def run_evaluation(frame: pd.DataFrame, settings: Settings, out_dir: Path, *, k:
             "n_train_events": split.n_train, "n_test_events": split.n_test,
             "n_test_users": split.holdout.n_users, "n_test_pairs": split.holdout.n_test_pairs,
             "n_items_ranked": split.holdout.n_items,
+            "n_repeat_pairs": split.holdout.n_repeat_pairs,
             "models": evaluate_split(split, events, k, params, tuned_params),
         }
         if references:
@@ -413,6 +433,8 @@ def render_report(report: Mapping[str, Any]) -> str:
                   f"test events; {entry['n_test_users']:,} test users, "
                   f"{entry['n_test_pairs']:,} held-out (user, item) pairs, "
                   f"{entry['n_items_ranked']:,} items ranked"
+                  + (f"; {entry['n_repeat_pairs']:,} held-out pairs are re-buys (the user had "
+                     "the item in training)" if protocol == "time-repeat" else "")
                   + (f"; cutoff {entry['cutoff']}" if "cutoff" in entry else "") + "."]
         if "als_tuned" in entry:
             t = entry["als_tuned"]

@@ -19,7 +19,13 @@ ranking code consumes (test users, their held-out items, their training items to
   all of the user's test items, including the few that never occur in training (no model can
   rank those, but they still count in recall and the ideal DCG, as in the reference).
 
-`mask` restricts either protocol to a subset of the events: `recsys tune` splits the
+* **time-repeat** (buy again): the time split, but held-out items the user already had in
+  training stay relevant and training items are not excluded from the ranking, so a model
+  that ranks re-buys is measured instead of filtered away. `evaluate` adds a "history (buy
+  again)" row (the user's own training items by confidence, then popularity) as the floor
+  for re-buys.
+
+`mask` restricts any protocol to a subset of the events: `recsys tune` splits the
 training part again to get its validation split and never sees the test events.
 """
 
@@ -34,13 +40,18 @@ from recsys.matrix import IndexedEvents, confidence_matrix
 from recsys.quality import UserItems
 from recsys.split import Holdout, build_holdout, cutoff_for, stratified_train_mask
 
-PROTOCOLS = ("time", "stratified")
+PROTOCOLS = ("time", "stratified", "time-repeat")
 
 TIME_DESCRIPTION = (
     "time split: the last {pct:.0%} of events (by timestamp, cut at the event-count "
     "quantile) are the test set; test users must have training events; held-out items must "
     "occur in training and not be among the user's training items; training items are "
     "excluded from each user's top-k; every event type counts as relevant")
+TIME_REPEAT_DESCRIPTION = (
+    "time split keeping seen items (buy again): the last {pct:.0%} of events (by timestamp) "
+    "are the test set; test users must have training events; held-out items must occur in "
+    "training and MAY be among the user's training items (re-buys count); training items are "
+    "NOT excluded from the top-k; every event type counts as relevant")
 STRATIFIED_DESCRIPTION = (
     "stratified split (Microsoft Recommenders' python_stratified_split): per user, a random "
     "{ratio:.0%}/{rest:.0%} split of the user's events (one numpy RandomState({seed}) draw per "
@@ -77,7 +88,7 @@ def _subset(events: IndexedEvents, mask: np.ndarray | None) -> np.ndarray:
 
 def time_split(events: IndexedEvents, alpha: float, holdout_fraction: float,
                mask: np.ndarray | None = None, max_users: int | None = None,
-               seed: int = 0) -> Split:
+               seed: int = 0, keep_seen: bool = False) -> Split:
     subset = _subset(events, mask)
     ts = events.timestamps
     cutoff = cutoff_for(ts[subset], holdout_fraction)
@@ -85,7 +96,10 @@ def time_split(events: IndexedEvents, alpha: float, holdout_fraction: float,
     test = subset & (ts >= cutoff)
     conf = confidence_matrix(events, alpha, train)
     holdout = build_holdout(events.rows[test], events.cols[test], conf, cutoff,
-                            max_users=max_users, seed=seed)
+                            max_users=max_users, seed=seed, keep_seen=keep_seen)
+    if keep_seen:
+        return Split("time-repeat", TIME_REPEAT_DESCRIPTION.format(pct=holdout_fraction), train,
+                     test, holdout, conf)
     return Split("time", TIME_DESCRIPTION.format(pct=holdout_fraction), train, test, holdout,
                  conf)
 
@@ -122,6 +136,9 @@ def make_split(protocol: str, events: IndexedEvents, alpha: float, *,
         return time_split(events, alpha, holdout_fraction, mask, max_users, seed)
     if protocol == "stratified":
         return stratified_split(events, alpha, ratio, seed, mask)
+    if protocol == "time-repeat":
+        return time_split(events, alpha, holdout_fraction, mask, max_users, seed,
+                          keep_seen=True)
     raise ValueError(f"unknown protocol {protocol!r}; known: {PROTOCOLS}")
 
 

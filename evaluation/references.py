@@ -76,7 +76,7 @@ def rank_cornac_bpr(split: Split, events: IndexedEvents, k: int) -> np.ndarray:
         block[:, item_cols] = known
         return block
 
-    return rank(scores, h.n_users, n_items, k, exclude=h.seen, allowed=h.allowed)
+    return rank(scores, h.n_users, n_items, k, exclude=h.exclude, allowed=h.allowed)
 
 
 REFERENCES = {

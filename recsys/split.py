@@ -9,7 +9,9 @@ Time-based holdout: train on the past, test on the future, as the model will be 
                     a model cannot rank for a user it knows nothing about),
                   - the item occurs in training (no model can score an item it never saw),
                   - the user did not already have the item in training (those items are
-                    excluded from the user's ranking, so they cannot count as hits either)
+                    excluded from the user's ranking, so they cannot count as hits either),
+                    unless `keep_seen`: then re-bought items stay held out and nothing is
+                    excluded from the ranking ("buy again" is measured, not filtered away)
 
 The cut is by share of events, not of wall-clock time, so a quiet period at the end of the
 log (or a burst) does not leave an empty or a huge holdout.
@@ -51,6 +53,13 @@ class Holdout:
     seen_values: np.ndarray  # training matrix values aligned with seen.indices (fold-in input)
     allowed: np.ndarray  # bool per item column: the item occurs in training
     n_test_pairs: int
+    exclude_seen: bool = True  # False: training items stay rankable (and may be held out)
+    n_repeat_pairs: int = 0  # held-out pairs the user already had in training (keep_seen)
+
+    @property
+    def exclude(self) -> UserItems | None:
+        """What a ranking must leave out: the training items, unless they are kept."""
+        return self.seen if self.exclude_seen else None
 
     @property
     def n_users(self) -> int:
@@ -68,7 +77,8 @@ class Holdout:
 
 
 def build_holdout(test_rows: np.ndarray, test_cols: np.ndarray, train: sp.csr_matrix,
-                  cutoff_ms: int, max_users: int | None = None, seed: int = 0) -> Holdout:
+                  cutoff_ms: int, max_users: int | None = None, seed: int = 0,
+                  keep_seen: bool = False) -> Holdout:
     """Filter the events after the cutoff (rows, cols) against the training matrix.
 
     `max_users` caps the number of test users (a seeded random sample) so evaluation stays
@@ -83,14 +93,15 @@ def build_holdout(test_rows: np.ndarray, test_cols: np.ndarray, train: sp.csr_ma
     allowed = np.bincount(train.indices, minlength=n_items) > 0
     keep = user_known[rows] & allowed[cols]
     rows, cols = rows[keep], cols[keep]
-    # drop pairs the user already had in training: one sorted-key lookup
+    # pairs the user already had in training (dropped unless kept): one sorted-key lookup
     train_keys = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(train.indptr)) \
         * n_items + train.indices
     keys = unique_sorted(rows * n_items + cols)
     pos = np.searchsorted(train_keys, keys)
     already = train_keys[np.minimum(pos, max(len(train_keys) - 1, 0))] == keys \
         if len(train_keys) else np.zeros(len(keys), dtype=bool)
-    keys = keys[~already]
+    if not keep_seen:
+        keys = keys[~already]
     users_all, counts = unique_sorted(keys // n_items, return_counts=True)
     if max_users is not None and len(users_all) > max_users:
         chosen = np.sort(np.random.default_rng(seed).choice(len(users_all), max_users,
@@ -102,8 +113,10 @@ def build_holdout(test_rows: np.ndarray, test_cols: np.ndarray, train: sp.csr_ma
                          (keys % n_items).astype(np.int64))
     sub = train[users_all]
     seen = UserItems(sub.indptr.astype(np.int64), sub.indices.astype(np.int64))
+    n_repeat = int(np.isin(keys, train_keys).sum()) if keep_seen else 0
     return Holdout(cutoff_ms=int(cutoff_ms), users=users_all, relevant=relevant, seen=seen,
-                   seen_values=np.asarray(sub.data), allowed=allowed, n_test_pairs=len(keys))
+                   seen_values=np.asarray(sub.data), allowed=allowed, n_test_pairs=len(keys),
+                   exclude_seen=not keep_seen, n_repeat_pairs=n_repeat)
 
 
 def stratified_train_mask(user_rows: np.ndarray, ratio: float, seed: int,
