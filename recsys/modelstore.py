@@ -12,6 +12,7 @@ Manifest fields every version carries (JSON):
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,10 +20,13 @@ from typing import Any
 
 import numpy as np
 import orjson
+from redis.exceptions import WatchError
 
 from recsys.errors import ModelIntegrityError, ModelNotFound
 from recsys.foldin import gram
 from recsys.keys import Keys
+
+log = logging.getLogger(__name__)
 
 VECTOR_DTYPE = np.dtype("<f4")
 
@@ -292,3 +296,38 @@ def delete_model_version(redis: Any, keys: Keys, version: str) -> int:
         raise ModelIntegrityError(f"refusing to delete the current version {version!r}")
     # UNLINK: Redis frees the (large) user-vector hash in a background thread.
     return int(redis.unlink(*keys.model_keys(version)))
+
+
+def current_and_previous(redis: Any, keys: Keys) -> tuple[str | None, list[str]]:
+    """Synchronous client: the version in service and the rollback list, newest first."""
+    current, previous = redis.get(keys.current_model), redis.lrange(keys.previous_models, 0, -1)
+    return _decode(current), [v for v in (_decode(p) for p in previous) if v]
+
+
+def rollback_version(redis: Any, keys: Keys) -> tuple[str, str | None]:
+    """Make the newest previous version current again, atomically (WATCH/MULTI).
+
+    The version rolled back from leaves the rollback list, so a second rollback goes one
+    further back instead of returning to it. Returns (restored, replaced). The one rollback
+    used by the CLI (`recsys model rollback`) and the API's admin route."""
+    with redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                pipe.watch(keys.current_model, keys.previous_models)
+                current = _decode(pipe.get(keys.current_model))
+                target = _decode(pipe.lindex(keys.previous_models, 0))
+                if target is None:
+                    raise ModelNotFound("no previous model version to roll back to")
+                if not pipe.exists(keys.model_manifest(target)):
+                    raise ModelIntegrityError(
+                        f"previous version {target!r} is no longer in Redis")
+                pipe.multi()
+                pipe.set(keys.current_model, target)
+                pipe.lpop(keys.previous_models)
+                pipe.execute()
+                break
+            except WatchError:
+                continue  # someone published meanwhile: decide again on fresh state
+    redis.publish(keys.model_switch_channel, target)
+    log.warning("rolled back from %s to %s", current, target)
+    return target, current

@@ -40,14 +40,15 @@ from typing import Any
 
 import numpy as np
 import orjson
-from redis.exceptions import WatchError
 
-from recsys.errors import ModelNotFound
+from recsys.errors import ModelIntegrityError, ModelNotFound
 from recsys.keys import Keys
 from recsys.modelstore import (
     SIMILAR_DTYPE,
     activate_version,
+    current_and_previous,
     delete_model_version,
+    rollback_version,
     stage_model_version,
 )
 from recsys.quality import UserItems
@@ -182,17 +183,6 @@ def disk_versions(model_dir: Path) -> list[str]:
 
 
 # --- Redis -------------------------------------------------------------------------------
-def _decode(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def current_and_previous(redis: Any, keys: Keys) -> tuple[str | None, list[str]]:
-    current, previous = redis.get(keys.current_model), redis.lrange(keys.previous_models, 0, -1)
-    return _decode(current), [v for v in (_decode(p) for p in previous) if v]
-
-
 def publish(redis: Any, keys: Keys, artifacts: ModelArtifacts,
             similar: dict[str, bytes] | Callable[[], dict[str, bytes]] | None,
             popularity: dict[str, float] | None, keep: int,
@@ -221,30 +211,12 @@ def publish(redis: Any, keys: Keys, artifacts: ModelArtifacts,
 
 
 def rollback(redis: Any, keys: Keys) -> tuple[str, str | None]:
-    """Make the newest previous version current again, atomically (WATCH/MULTI).
-
-    The version rolled back from leaves the rollback list, so a second rollback goes one
-    further back instead of returning to it. Returns (restored, replaced)."""
-    with redis.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                pipe.watch(keys.current_model, keys.previous_models)
-                current = _decode(pipe.get(keys.current_model))
-                target = _decode(pipe.lindex(keys.previous_models, 0))
-                if target is None:
-                    raise ModelNotFound("no previous model version to roll back to")
-                if not pipe.exists(keys.model_manifest(target)):
-                    raise PublishError(f"previous version {target!r} is no longer in Redis")
-                pipe.multi()
-                pipe.set(keys.current_model, target)
-                pipe.lpop(keys.previous_models)
-                pipe.execute()
-                break
-            except WatchError:
-                continue  # someone published meanwhile: decide again on fresh state
-    redis.publish(keys.model_switch_channel, target)
-    log.warning("rolled back from %s to %s", current, target)
-    return target, current
+    """Make the newest previous version current again (recsys.modelstore.rollback_version).
+    Returns (restored, replaced)."""
+    try:
+        return rollback_version(redis, keys)
+    except ModelIntegrityError as exc:
+        raise PublishError(str(exc)) from None
 
 
 def collect_garbage(redis: Any, keys: Keys, model_dir: Path, keep: int) -> list[str]:
