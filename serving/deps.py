@@ -75,6 +75,19 @@ async def require_api_key(services: ServicesDep,
 WriteAccess = Depends(require_api_key)
 
 
+async def require_admin_key(services: ServicesDep,
+                            key: Annotated[str | None, Security(_api_key_header)] = None
+                            ) -> None:
+    """The admin API needs a configured key: without one it is off, never open."""
+    if services.settings.api_key is None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            "the admin API is off: set RECSYS_API_KEY to enable it")
+    await require_api_key(services, key)
+
+
+AdminAccess = Depends(require_admin_key)
+
+
 # --- the hot route's shortcut -------------------------------------------------------------
 # FastAPI's dependency solving and per-parameter pydantic validation cost more a request
 # than Redis does (docs/benchmarks.md). `plain_user_params` accepts only requests whose

@@ -15,17 +15,29 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys.errors import ConfigError
 from recsys.settings import Settings, get_settings
 from serving.limits import RequestLimits
 from serving.responses import OrjsonResponse
-from serving.routes import compat, events, health, items, popular, recommendations, users
+from serving.routes import (
+    admin,
+    compat,
+    events,
+    health,
+    items,
+    popular,
+    recommendations,
+    users,
+)
 from serving.state import Services
 from serving.telemetry import ApiMetrics
+from serving.web.pages import mount_web, not_found_page, wants_html
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +124,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "response says which model version and which source produced it.",
         lifespan=lifespan,
         default_response_class=OrjsonResponse,
+        docs_url=None,  # served offline by serving.web (FastAPI's own loads from a CDN)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.services = None
-    for module in (recommendations, items, users, popular, events, compat, health):
+    for module in (recommendations, items, users, popular, events, compat, health, admin):
         app.include_router(module.router)
+    mount_web(app)  # after the JSON routes: pages never stand before a /v1 match
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _not_found(request: Request, exc: StarletteHTTPException) -> Response:
+        # A browser lost on a page gets the storefront's 404; API clients keep JSON.
+        if exc.status_code == 404 and wants_html(request):
+            return not_found_page()
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_: Request, exc: RequestValidationError) -> Response:
