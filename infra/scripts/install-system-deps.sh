@@ -10,6 +10,9 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # and promtool checks the alert rules.
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# The real-browser tests (tests/web) drive Debian's Chromium through Playwright; Playwright's
+# own browser download is not used. A font package, so pages render text in screenshots.
+command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-liberation)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
