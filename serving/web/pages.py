@@ -25,6 +25,15 @@ WEB_ASSETS_URL = "/web"
 
 router = APIRouter(include_in_schema=False)
 
+# The pages load nothing from elsewhere; the browser enforces it. Catalogue images may live on
+# the shop's own image host (https). The docs pages need their inline start-up scripts, and
+# ReDoc's "powered by" logo would otherwise come from its vendor's CDN.
+PAGE_CSP = ("default-src 'self'; img-src 'self' data: https:; object-src 'none'; "
+            "base-uri 'self'; frame-ancestors 'self'")
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; "
+            "style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src 'self' blob:; "
+            "object-src 'none'; base-uri 'self'")
+
 
 def page(name: str, status_code: int = 200) -> Response:
     # The pages are static files; the browser revalidates them (ETag) rather than caching a
@@ -32,6 +41,7 @@ def page(name: str, status_code: int = 200) -> Response:
     response = FileResponse(STATIC_DIR / name, media_type="text/html; charset=utf-8",
                             status_code=status_code)
     response.headers["Cache-Control"] = "no-cache"
+    response.headers["Content-Security-Policy"] = PAGE_CSP
     return response
 
 
@@ -62,20 +72,24 @@ async def admin_console() -> Response:
 @router.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
     app = request.app
-    return get_swagger_ui_html(
+    response = get_swagger_ui_html(
         openapi_url=str(app.openapi_url), title=f"{app.title} - Swagger UI",
         swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
         swagger_css_url=f"{DOCS_ASSETS_URL}/swagger-ui.css",
         swagger_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png")
+    response.headers["Content-Security-Policy"] = DOCS_CSP
+    return response
 
 
 @router.get("/redoc")
 async def redoc(request: Request) -> HTMLResponse:
     app = request.app
-    return get_redoc_html(
+    response = get_redoc_html(
         openapi_url=str(app.openapi_url), title=f"{app.title} - ReDoc",
         redoc_js_url=f"{DOCS_ASSETS_URL}/redoc.standalone.js",
         redoc_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png", with_google_fonts=False)
+    response.headers["Content-Security-Policy"] = DOCS_CSP
+    return response
 
 
 def wants_html(request: Request) -> bool:

@@ -65,6 +65,8 @@ function showLogin(message = "") {
   $("api-key").focus();
 }
 
+let streamTimer = null;
+
 async function enter() {
   try {
     await loadModels();
@@ -79,7 +81,7 @@ async function enter() {
   loadStream();
   loadTrending();
   loadExperiments();
-  setInterval(loadStream, STREAM_REFRESH_MS);
+  if (!streamTimer) streamTimer = setInterval(loadStream, STREAM_REFRESH_MS);
 }
 
 // --- sections ---------------------------------------------------------------------------
@@ -123,7 +125,8 @@ async function loadStream() {
       { label: "end", get: (p) => p.end },
       { label: "lag", get: (p) => p.lag },
       { label: "last committed record age (s)",
-        get: (p) => (p.last_committed_age_ms === null ? null : p.last_committed_age_ms / 1000) },
+        get: (p) => (p.last_committed_age_ms === null ? null
+          : (p.last_committed_age_ms / 1000).toFixed(1)) },
     ], data.partitions));
   } catch (error) {
     if (error instanceof AuthError) { showLogin(error.message); return; }

@@ -5,8 +5,11 @@
 const PANEL_K = 8;
 const REFRESH_POLL_MS = 150;
 const REFRESH_GIVE_UP_MS = 5000;
+const PENDING_KEY = "recsys_pending_refresh";
 
-const timings = { firstPaintMs: null, panelRefreshMs: [] };
+// firstPaintMs: the browser's first contentful paint; readyMs: the grid, the trending strip
+// and the panel are on the page (both from navigation start).
+const timings = { firstPaintMs: null, readyMs: null, panelRefreshMs: [] };
 window.recsysTimings = timings;
 
 const $ = (id) => document.getElementById(id);
@@ -62,7 +65,11 @@ function tile(item) {
     el("p", { class: "name", text: name }),
     el("p", { class: "meta" },
       el("span", { text: item.category || "" }), el("span", { text: formatPrice(item.price) })));
-  link.addEventListener("click", () => { postEvent(item.item_id, "click", true); });
+  link.addEventListener("click", () => {
+    // The panel is measured from this click to the list changing on the next page.
+    sessionStorage.setItem(PENDING_KEY, JSON.stringify({ at: Date.now(), signature: panelSignature }));
+    postEvent(item.item_id, "click", true);
+  });
   return el("li", { class: "tile", dataset: { itemId: item.item_id,
     category: item.category || "" } }, link);
 }
@@ -82,8 +89,16 @@ function showVisitor() {
   $("visitor").dataset.userId = visitor.user_id;
 }
 
+function visitorFromCookie() {
+  const match = document.cookie.match(/(?:^|;\s*)recsys_visitor=([^;]*)/);
+  if (!match) return null;
+  const userId = decodeURIComponent(match[1].replace(/^"|"$/g, ""));
+  return userId ? { user_id: userId, anonymous: userId.startsWith("anon-") } : null;
+}
+
 async function initVisitor() {
-  visitor = await getJson("/shop/api/me");
+  // A returning visitor's id is in the cookie; only a new one asks the server for an id.
+  visitor = visitorFromCookie() || await getJson("/shop/api/me");
   showVisitor();
   $("visitor").addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -139,23 +154,34 @@ async function loadPanel() {
   return signature;
 }
 
-// After an event: poll until the list changes (the stream folded the event in), and record
-// how long that took from `since` (a performance.now() value).
-async function refreshPanelAfter(since) {
-  const before = panelSignature;
-  while (performance.now() - since < REFRESH_GIVE_UP_MS) {
-    await sleep(REFRESH_POLL_MS);
-    if ((await loadPanel()) !== before) {
-      const ms = performance.now() - since;
-      timings.panelRefreshMs.push(ms);
-      $("panel").dataset.refreshMs = ms.toFixed(0);
-      $("panel").dataset.refreshes = String(timings.panelRefreshMs.length);
-      return ms;
-    }
-  }
-  timings.panelRefreshMs.push(null);
+function recordRefresh(ms) {
+  timings.panelRefreshMs.push(ms);
+  if (ms !== null) $("panel").dataset.refreshMs = ms.toFixed(0);
   $("panel").dataset.refreshes = String(timings.panelRefreshMs.length);
-  return null;
+}
+
+// After an event: poll until the list changes (the stream folded the event in), and record
+// how long that took. `since` and `now` are on one clock (performance.now(), or Date.now()
+// for a click made on the previous page); `before` is the list the visitor saw then.
+async function refreshPanelAfter(since, before = panelSignature, now = () => performance.now()) {
+  while (now() - since < REFRESH_GIVE_UP_MS) {
+    if (panelSignature !== before) {
+      recordRefresh(now() - since);
+      return;
+    }
+    await sleep(REFRESH_POLL_MS);
+    await loadPanel();
+  }
+  recordRefresh(null);
+}
+
+// A tile clicked on the previous page: how long until the panel showed the changed list.
+async function refreshAfterClick() {
+  const pending = JSON.parse(sessionStorage.getItem(PENDING_KEY) || "null");
+  sessionStorage.removeItem(PENDING_KEY);
+  if (!pending || typeof pending.at !== "number") return false;
+  await refreshPanelAfter(pending.at, pending.signature, () => Date.now());
+  return true;
 }
 
 // --- pages ----------------------------------------------------------------------------
@@ -225,8 +251,10 @@ async function initProduct() {
   act($("add-to-cart"), "addtocart", "Added to your cart.");
   act($("buy"), "transaction", "Thank you for your purchase!");
   const since = performance.now();
+  const before = panelSignature;
   await postEvent(item.item_id, "view").catch(() => null);
-  await refreshPanelAfter(since);
+  // Reached by a click on a tile: the click is what changes the list, so measure from it.
+  if (!(await refreshAfterClick())) await refreshPanelAfter(since, before);
 }
 
 function recordFirstPaint() {
@@ -241,6 +269,7 @@ async function main() {
   const panel = loadPanel();
   if (page === "home") await initHome();
   await panel;
+  timings.readyMs = performance.now();
   document.body.dataset.ready = "true";
   recordFirstPaint();
   if (page === "product") await initProduct();
