@@ -85,8 +85,9 @@ def test_storefront_panel_follows_three_clicks_in_one_category(page, shop):
     page.wait_for_selector("body[data-ready=true]")
     page.wait_for_selector("#panel[data-source=personalized]")
     screenshot(page, "storefront-personalised")
-    record({"storefront_first_paint_ms": first_paint, "storefront_ready_ms": ready, "panel_refresh_ms": refresh_ms,
-            "panel_share_before": before_share, "panel_share_after": after_share})
+    record({"storefront_first_paint_ms": first_paint, "storefront_ready_ms": ready,
+            "panel_refresh_ms": refresh_ms, "panel_share_before": before_share,
+            "panel_share_after": after_share})
 
 
 def test_add_to_cart_and_buy_post_events_and_refresh_the_panel(page, shop):
