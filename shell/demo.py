@@ -5,8 +5,10 @@ What happens, in order:
 2. the synthetic generator makes a catalog and a few weeks of shop traffic; the older 80% is
    produced to Kafka as history;
 3. `recsys train --once` consumes that history and publishes the first model;
-4. the stream worker, the API (http://localhost:8000, docs at /docs) and a periodic trainer
-   start as separate processes, exactly as they run in production;
+4. the stream worker, the API and a periodic trainer start as separate processes, exactly as
+   they run in production; the API serves the storefront (http://localhost:8000/), the admin
+   console (/admin, with the run's API key printed: a random one unless RECSYS_API_KEY is
+   set) and the API docs (/docs);
 5. the rest of the traffic is replayed in real time (re-stamped to "now"), while a spotlight
    visitor browses one category after another through the API's ingest endpoint;
 6. a live terminal view shows events/s, freshness, the model version and the spotlight
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -167,6 +170,9 @@ class Demo:
         self.state = DemoState()
         self.stop = threading.Event()
         self.roles: list[RoleProcess] = []
+        # The admin console needs a key: the configured one, else a random one for this run.
+        self.api_key = (base.api_key.get_secret_value() if base.api_key
+                        else secrets.token_urlsafe(12))
 
     # --- set-up ----------------------------------------------------------------------------
     def _role_env(self, stack: LocalStack, workdir: Path) -> dict[str, str]:
@@ -182,6 +188,7 @@ class Demo:
             "RECSYS_STREAM_WEB_PORT": str(self.stream_port),
             "RECSYS_TRAINER_METRICS_PORT": str(self.trainer_port),
             "RECSYS_LOG_LEVEL": "INFO",
+            "RECSYS_API_KEY": self.api_key,
         }
 
     def _generate(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -230,8 +237,7 @@ class Demo:
             .apply(lambda s: s.astype(str).tolist()).to_dict()
 
     def _write_headers(self) -> dict[str, str]:
-        key = self.base.api_key
-        return {"X-API-Key": key.get_secret_value()} if key else {}
+        return {"X-API-Key": self.api_key}
 
     # --- running ---------------------------------------------------------------------------
     def _replay(self, settings: Settings, future: pd.DataFrame) -> None:
@@ -366,8 +372,8 @@ class Demo:
             recs.add_row(str(rank), item, str(rec.get("name") or ""),
                          str(rec.get("category") or self.category_of.get(item, "")),
                          f"{rec.get('score', 0):.3f}" if rec.get("score") is not None else "")
-        return Panel(Group(head, recs), title="recsys demo — API at "
-                     f"http://localhost:{self.options.api_port}/docs — Ctrl-C to stop")
+        return Panel(Group(head, recs), title="recsys demo — storefront at "
+                     f"http://localhost:{self.options.api_port}/ — Ctrl-C to stop")
 
     # --- the whole run ---------------------------------------------------------------------
     def run(self) -> int:
@@ -379,6 +385,9 @@ class Demo:
         logdir = workdir / "logs"
         logdir.mkdir()
         threads: list[threading.Thread] = []
+        shop = f"http://localhost:{self.options.api_port}"
+        console.log(f"storefront: {shop}/ (ready in a minute or two; admin at {shop}/admin, "
+                    f"API docs at {shop}/docs)")
         with LocalStack() as stack:
             env = self._role_env(stack, workdir)
             settings = load_settings(kafka_bootstrap_servers=stack.bootstrap_servers,
@@ -412,7 +421,9 @@ class Demo:
                 _wait_http(f"{api}/readyz", 60, self.roles[1])
                 _wait_http(f"http://127.0.0.1:{self.stream_port}/metrics", 60, self.roles[0])
                 self._load_catalog(api, catalog)
-                console.log(f"API ready at {api} (docs at {api}/docs)")
+                console.log(f"storefront ready at {shop}/ — log in as {SPOTLIGHT_USER} to "
+                            f"watch the spotlight visitor; admin console at {shop}/admin "
+                            f"(API key: {self.api_key}); API docs at {shop}/docs")
                 self._wait_for_stream(console, len(history))
                 self.live_baseline = dict(self.state.stream_metrics)
                 for target, args in ((self._replay, (settings, future)),
