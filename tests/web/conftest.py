@@ -26,9 +26,9 @@ import redis as redis_lib
 
 from recsys.kafka import ensure_topics
 from recsys.keys import Keys
-from recsys.localstack import free_port
 from recsys.modelstore import activate_version, stage_model_version
 from recsys.settings import Settings, load_settings
+from shell.localstack import free_port
 from tests.stream.conftest import (
     Clustered,
     WorkerProcess,
