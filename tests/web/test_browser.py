@@ -147,3 +147,26 @@ def test_admin_shows_only_a_prompt_until_logged_in_then_the_served_model(page, s
     # The key lives in this tab's sessionStorage: a new visitor sees the prompt again.
     assert page.evaluate("sessionStorage.getItem('recsys_admin_key')") == API_KEY
     assert not shop.foreign_requests, shop.foreign_requests
+
+
+def test_admin_catalogue_upload_writes_through_the_bulk_api(page, shop, tmp_path):
+    upload = tmp_path / "items.csv"
+    upload.write_text('item_id,name,category,price,colour\n'
+                      'new-1,"Lamp, brass",garden,19.5,gold\n'
+                      'new-2,Kettle,kitchen,25,red\n')
+    page.goto(f"{shop.base_url}/admin")
+    page.fill("#api-key", API_KEY)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_selector("#console:not([hidden])")
+    page.set_input_files("#items-file", str(upload))
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-status")).to_have_text("Stored 2 items.")
+    item = page.request.get(f"{shop.base_url}/v1/items/new-1").json()
+    assert (item["name"], item["category"], item["price"], item["attributes"]) == (
+        "Lamp, brass", "garden", 19.5, {"colour": "gold"})
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"item_id": "new-3", "price": -1}]')
+    page.set_input_files("#items-file", str(bad))
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-status")).to_contain_text("refused")
+    assert page.request.get(f"{shop.base_url}/v1/items/new-3").status == 404
