@@ -170,3 +170,25 @@ def test_admin_catalogue_upload_writes_through_the_bulk_api(page, shop, tmp_path
     page.get_by_role("button", name="Upload").click()
     expect(page.locator("#upload-status")).to_contain_text("refused")
     assert page.request.get(f"{shop.base_url}/v1/items/new-3").status == 404
+
+
+def test_storefront_is_usable_with_the_keyboard_alone(page, shop):
+    page.goto(f"{shop.base_url}/")
+    page.wait_for_selector("body[data-ready=true]")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.keyboard.press("Enter")
+    focused = None
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(
+            "document.activeElement.closest('#grid [data-item-id]')?.dataset.itemId ?? null")
+        if focused:
+            break
+    assert focused, "no product tile in the grid could be reached with Tab"
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/product/{focused}")
+    page.wait_for_selector("#product[data-item-id]")
+    page.locator("#add-to-cart").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#action-status")).to_have_text("Added to your cart.")
