@@ -85,6 +85,16 @@ async function enter() {
 }
 
 // --- sections ---------------------------------------------------------------------------
+// A leaderboard is a list of rows, or an object {candidate: {metric: value}}.
+function leaderboardRows(board) {
+  if (Array.isArray(board)) return board.filter((row) => row && typeof row === "object");
+  if (board && typeof board === "object") {
+    return Object.entries(board).map(([candidate, value]) => (
+      value && typeof value === "object" ? { candidate, ...value } : { candidate, value }));
+  }
+  return [];
+}
+
 async function loadModels() {
   const data = await api("/v1/admin/models");
   $("served-version").textContent = data.served || "none";
@@ -106,10 +116,11 @@ async function loadModels() {
   box.replaceChildren(data.versions.length ? table(columns, data.versions)
     : el("p", { text: "No model version has been published yet." }));
   for (const version of data.versions) {
-    if (!Array.isArray(version.leaderboard) || !version.leaderboard.length) continue;
-    const names = [...new Set(version.leaderboard.flatMap((row) => Object.keys(row)))];
+    const rows = leaderboardRows(version.leaderboard);
+    if (!rows.length) continue;
+    const names = [...new Set(rows.flatMap((row) => Object.keys(row)))];
     box.append(el("details", {}, el("summary", { text: `Candidates' leaderboard of ${version.version}` }),
-      table(names.map((n) => ({ label: n, get: (row) => row[n] })), version.leaderboard)));
+      table(names.map((n) => ({ label: n, get: (row) => row[n] })), rows)));
   }
   $("rollback").disabled = !data.versions.some((v) => v.role === "previous");
 }
