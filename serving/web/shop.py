@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import html
 import secrets
 import time
@@ -35,6 +36,8 @@ router = APIRouter(prefix="/shop/api", include_in_schema=False)
 VISITOR_COOKIE = "recsys_visitor"
 COOKIE_MAX_AGE_S = 30 * 86_400
 MAX_PAGE = 60
+HOME_CATEGORIES = 8
+MAX_NAV_CATEGORIES = 50
 
 
 def _new_anonymous_id() -> str:
@@ -116,21 +119,19 @@ async def catalog_page(
     category: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 8,
 ) -> Response:
-    """Categories with their sizes, and up to `limit` items of each (or of one category)."""
+    """The largest categories with their sizes, and the first `limit` available items (by id)
+    of each of the first HOME_CATEGORIES of them, or of the one `category` asked for.
+
+    Bounded for big catalogues: at most MAX_NAV_CATEGORIES names, and a partial selection
+    (heapq) rather than a sort of each category."""
     catalog = services.catalog
     by_category = catalog.by_category
-    names = sorted(c for c in by_category if c)
-    chosen = [category] if category is not None else names
-    ids = [item for c in chosen
-           for item in sorted(by_category.get(c, ()))
-           if item not in catalog.unavailable][:MAX_PAGE * (1 if category else len(chosen))]
-    picked: list[str] = []
-    per_category: dict[str, int] = {}
-    for item in ids:
-        c = catalog.categories.get(item, "")
-        if per_category.get(c, 0) < limit:
-            per_category[c] = per_category.get(c, 0) + 1
-            picked.append(item)
+    names = sorted((c for c in by_category if c), key=lambda c: (-len(by_category[c]), c))
+    chosen = [category] if category is not None else names[:HOME_CATEGORIES]
+    unavailable = catalog.unavailable
+    picked = [item for c in chosen
+              for item in heapq.nsmallest(limit, (i for i in by_category.get(c, ())
+                                                  if i not in unavailable))]
     try:
         details = await asyncio.gather(*(catalog.get(item) for item in picked))
     except (RedisError, OSError) as exc:
@@ -139,7 +140,7 @@ async def catalog_page(
     items: list[dict[str, Any]] = [{"item_id": item, **(detail or {})}
                                    for item, detail in zip(picked, details, strict=True)]
     return OrjsonResponse({"categories": [{"category": c, "count": len(by_category[c])}
-                                          for c in names],
+                                          for c in names[:MAX_NAV_CATEGORIES]],
                            "items": items})
 
 

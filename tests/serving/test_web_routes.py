@@ -82,15 +82,21 @@ async def test_visitor_cookie_binds_shop_events_to_the_visitor(client, settings)
 
 
 async def test_catalog_page_lists_items_by_category(client):
-    items = [{"item_id": f"p{c}{n}", "name": f"P {c}{n}", "category": f"c{c}", "price": 1.5}
-             for c in range(3) for n in range(5)]
+    sizes = {"c0": 5, "c1": 3, "c2": 4}
+    items = [{"item_id": f"p{c}{n}", "name": f"P {c}{n}", "category": c, "price": 1.5,
+              "available": (c, n) != ("c0", 0)}
+             for c, size in sizes.items() for n in range(size)]
     assert (await client.put("/v1/items", json=items)).status_code == 200
     page = (await client.get("/shop/api/catalog?limit=2")).json()
-    assert page["categories"] == [{"category": f"c{c}", "count": 5} for c in range(3)]
-    assert [i["item_id"] for i in page["items"]] == ["p00", "p01", "p10", "p11", "p20", "p21"]
-    one = (await client.get("/shop/api/catalog?category=c1&limit=60")).json()
-    assert {i["category"] for i in one["items"]} == {"c1"} and len(one["items"]) == 5
-    svg = await client.get("/shop/api/img/p00.svg?category=c0")
+    # Largest categories first; unavailable items are not offered.
+    assert page["categories"] == [{"category": "c0", "count": 5}, {"category": "c2", "count": 4},
+                                  {"category": "c1", "count": 3}]
+    assert [i["item_id"] for i in page["items"]] == ["pc01", "pc02", "pc20", "pc21", "pc10",
+                                                     "pc11"]
+    one = (await client.get("/shop/api/catalog?category=c2&limit=60")).json()
+    assert {i["category"] for i in one["items"]} == {"c2"} and len(one["items"]) == 4
+    assert (await client.get("/shop/api/catalog?limit=61")).status_code == 422
+    svg = await client.get("/shop/api/img/pc00.svg?category=c0")
     assert svg.headers["content-type"].startswith("image/svg+xml") and b"<svg" in svg.content
 
 
