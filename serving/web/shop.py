@@ -16,7 +16,6 @@ import hashlib
 import heapq
 import html
 import secrets
-import time
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -26,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 
 from recsys.events import InvalidEvent
+from recsys.eventtime import now_ms
 from serving.deps import ItemIdPath, ServicesDep, plain_id
 from serving.responses import OrjsonResponse
 from serving.routes.events import check_event, produce
@@ -103,7 +103,7 @@ async def shop_event(services: ServicesDep, body: ShopEvent,
     try:
         event = check_event({"event_id": uuid.uuid4().hex, "user_id": user_id,
                              "item_id": body.item_id, "event_type": body.event_type,
-                             "timestamp": int(time.time() * 1000)})
+                             "timestamp": now_ms()})
     except InvalidEvent as exc:
         services.metrics.events.labels("rejected", str(exc.reason)).inc()
         raise HTTPException(422, exc.as_dict()) from None
