@@ -183,6 +183,12 @@ def disk_versions(model_dir: Path) -> list[str]:
 
 
 # --- Redis -------------------------------------------------------------------------------
+def _decode(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def publish(redis: Any, keys: Keys, artifacts: ModelArtifacts,
             similar: dict[str, bytes] | Callable[[], dict[str, bytes]] | None,
             popularity: dict[str, float] | None, keep: int,
