@@ -24,6 +24,9 @@ BENCHMARKS = {
     "serving": "bench.serving_bench",
 }
 
+# The stream benchmark runs an ALS version, then a neural one (their throughput ratio).
+RUN_OPTIONS: dict[str, dict[str, Any]] = {"stream": {"model_kind": "both"}}
+
 # (part, figure, baseline, how the ratio reads)
 COMPARISONS = [
     ("trainer", "fit_s", "implicit_fit_s", "whole train --once / plain implicit fit; target < 1.3"),
@@ -32,6 +35,9 @@ COMPARISONS = [
     ("stream", "freshness_p50_ms", None, "at 1,000 events/s"),
     ("stream", "freshness_p99_ms", None, "at 1,000 events/s; target < 250 ms"),
     ("stream", "redis_bytes_per_user", "raw_vector_bytes", "MEMORY USAGE / k*4"),
+    ("stream", "neural.events_per_s", "events_per_s",
+     "neural version (user tower) / ALS fold-in; target >= 0.5"),
+    ("stream", "neural.freshness_p99_ms", None, "neural version at 1,000 events/s; < 250 ms"),
     ("serving", "p50_ms", "redis_get_p50_ms", "API latency / raw Redis GET"),
     ("serving", "p99_ms", "redis_get_p99_ms", "at 300 req/s; target < 10 ms"),
     ("serving", "rps", None, "max throughput, personalised"),
@@ -91,7 +97,8 @@ def run_all(parts: list[str], quick: bool, out: Path) -> dict[str, Any]:
         log.info("benchmark %s ...", part)
         started = time.perf_counter()
         try:
-            results[part] = importlib.import_module(BENCHMARKS[part]).run(quick=quick)
+            results[part] = importlib.import_module(BENCHMARKS[part]).run(
+                quick=quick, **RUN_OPTIONS.get(part, {}))
         except Exception as exc:  # noqa: BLE001 - one failing benchmark must not hide the others
             log.error("benchmark %s failed: %s\n%s", part, exc, traceback.format_exc())
             results[part] = {"error": f"{type(exc).__name__}: {exc}"}

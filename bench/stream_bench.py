@@ -1,9 +1,13 @@
 """Stream worker benchmark: one real `recsys stream` worker on the local stack, each figure
 next to a ceiling measured in the same run.
 
-    python -m bench.stream_bench [--quick]
+    python -m bench.stream_bench [--quick] [--model-kind als|neural|both]
 
-Model: k = 64 factors, 50,000 items (random factors: the fold-in costs the same). Events are
+Model: k = 64 factors, 50,000 items (random factors: the fold-in costs the same). With
+`--model-kind neural` the version is neural: the same item factors as the tower's embeddings
+and a random tower (window 50, feed-forward 128: the settings' defaults; the forward pass
+costs the same whatever the weights), so the worker computes each user's vector with the
+tower instead of the fold-in. `both` runs the two back to back and reports the ratio. Events are
 Zipf-distributed over the items, spread over many users (most batches fold in mostly distinct
 users, the expensive case).
 
@@ -53,6 +57,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from recsys.kafka import ensure_topics  # noqa: E402
 from recsys.keys import Keys  # noqa: E402
 from recsys.modelstore import activate_version, stage_model_version  # noqa: E402
+from recsys.sequence_model import pack_tower, random_weights, tower_manifest  # noqa: E402
 from recsys.settings import Settings, load_settings  # noqa: E402
 from shell.localstack import LocalStack, free_port  # noqa: E402
 
@@ -67,12 +72,20 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # --- data ---------------------------------------------------------------------------------
-def _publish_model(client: redis.Redis, keys: Keys, rng: np.random.Generator) -> list[str]:
+def _publish_model(client: redis.Redis, keys: Keys, rng: np.random.Generator,
+                   model_kind: str = "als") -> list[str]:
     items = [f"item-{i}" for i in range(N_ITEMS)]
     factors = (rng.standard_normal((N_ITEMS, FACTORS)) * 0.1).astype(np.float32)
     manifest = {"version": "bench", "factors": FACTORS, "regularization": 0.05, "alpha": 2.0,
                 "snapshot": {"latest_event_ms": 0, "offsets": {}}}
-    stage_model_version(client, keys, "bench", items, factors, manifest)
+    tower = None
+    if model_kind == "neural":
+        defaults = Settings.model_fields
+        window = defaults["neural_window"].default
+        hidden = defaults["neural_hidden"].default
+        manifest.update(model_kind="neural", tower=tower_manifest(window, FACTORS, hidden))
+        tower = pack_tower(random_weights(FACTORS, window, hidden, seed=1))
+    stage_model_version(client, keys, "bench", items, factors, manifest, tower=tower)
     activate_version(client, keys, "bench")
     return items
 
@@ -370,13 +383,29 @@ def _stop_profiler(proc: subprocess.Popen | None) -> None:
             proc.kill()
 
 
-def run(quick: bool = False, profile: Path | None = None) -> dict[str, Any]:
+def run(quick: bool = False, profile: Path | None = None, model_kind: str = "als"
+        ) -> dict[str, Any]:
+    """One run with a version of `model_kind`; `both`: an ALS run, then a neural one, the
+    neural figures under `neural` and their ratio to ALS beside them."""
+    if model_kind == "both":
+        results = run_one(quick, profile, "als")
+        neural = run_one(quick, None, "neural")
+        results["neural"] = neural
+        results["neural_events_per_s_vs_als"] = neural["events_per_s"] / results["events_per_s"]
+        results["neural_events_per_cpu_s_vs_als"] = (neural["events_per_cpu_s"]
+                                                     / results["events_per_cpu_s"])
+        return results
+    return run_one(quick, profile, model_kind)
+
+
+def run_one(quick: bool, profile: Path | None, model_kind: str) -> dict[str, Any]:
     n_users = 10_000 if quick else 100_000
     n_events = 20_000 if quick else 200_000
     fresh_seconds = 6.0 if quick else 20.0
     rng = np.random.default_rng(42)
     results: dict[str, Any] = {"factors": FACTORS, "items": N_ITEMS, "events": n_events,
-                               "users": n_users, "raw_vector_bytes": FACTORS * 4}
+                               "users": n_users, "raw_vector_bytes": FACTORS * 4,
+                               "model_kind": model_kind}
     with tempfile.TemporaryDirectory(prefix="stream-bench-") as tmp, LocalStack() as stack:
         settings = load_settings(
             kafka_bootstrap_servers=stack.bootstrap_servers, redis_url=stack.redis_url,
@@ -386,7 +415,7 @@ def run(quick: bool = False, profile: Path | None = None) -> dict[str, Any]:
         ensure_topics(settings, extra={ceiling_topic: settings.topic_partitions})
         client = redis.Redis.from_url(stack.redis_url)
         keys = Keys(settings.redis_namespace)
-        _publish_model(client, keys, rng)
+        _publish_model(client, keys, rng, model_kind)
         maker = EventMaker(seed=1)
 
         worker = Worker(settings, Path(tmp))
@@ -437,9 +466,11 @@ def run(quick: bool = False, profile: Path | None = None) -> dict[str, Any]:
             batch_count = worker.total("recsys_stream_batch_events_count", samples)
             batch_sum = worker.total("recsys_stream_batch_events_sum", samples)
             results["mean_batch_events"] = batch_sum / batch_count if batch_count else None
+            vector_metric = ("recsys_stream_tower_seconds" if model_kind == "neural" else
+                             "recsys_stream_foldin_seconds")
             results["foldin_s_per_batch"] = (
-                worker.total("recsys_stream_foldin_seconds_sum", samples)
-                / max(1.0, worker.total("recsys_stream_foldin_seconds_count", samples)))
+                worker.total(f"{vector_metric}_sum", samples)
+                / max(1.0, worker.total(f"{vector_metric}_count", samples)))
             results["batch_s_mean"] = (worker.total("recsys_stream_batch_seconds_sum", samples)
                                        / max(1.0, batch_count))
 
@@ -502,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="sample the worker with py-spy during the throughput phase; "
                              "collapsed stacks go to DIR/worker.txt")
+    parser.add_argument("--model-kind", choices=["als", "neural", "both"], default="als",
+                        help="the version the worker serves: ALS (fold-in), neural (user "
+                        "tower), or both runs back to back with their throughput ratio")
     parser.add_argument("--faust-noop", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.faust_noop:
@@ -510,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-    results = run(quick=args.quick, profile=args.profile)
+    results = run(quick=args.quick, profile=args.profile, model_kind=args.model_kind)
     rows = [
         ("events/s (one worker)", results["events_per_s"], results["ceiling_events_per_s"],
          ">= 5,000"),
@@ -527,6 +561,14 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|")
     for name, value, base, target in rows:
         print(f"| {name} | {value:,.1f} | {base:,.1f} | {value / base:.2f} | {target} |")
+    if "neural" in results:
+        n = results["neural"]
+        print(f"| neural version: events/s | {n['events_per_s']:,.1f} | "
+              f"{results['events_per_s']:,.1f} (ALS fold-in) | "
+              f"{results['neural_events_per_s_vs_als']:.2f} | >= 0.5 |")
+        print(f"| neural version: freshness p99 ms @1000/s | {n['freshness_p99_ms']:,.1f} | "
+              f"{n['ceiling_freshness_p99_ms']:,.1f} | "
+              f"{n['freshness_p99_ms'] / n['ceiling_freshness_p99_ms']:.2f} | < 250 |")
     print(f"\nworker RSS: {results['worker_rss_mb_before']:.0f} MB warmed up, "
           f"+{results['worker_rss_mb_per_100k_users']:.0f} MB per 100,000 users in its table")
     print(json.dumps(results, indent=2, default=float))

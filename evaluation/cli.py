@@ -10,6 +10,7 @@ import logging
 import os
 from pathlib import Path
 
+from evaluation import DEFAULT_MODELS, MODELS
 from recsys.argtypes import positive_int
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,15 @@ def _floats(text: str) -> list[float]:
     if not values:
         raise argparse.ArgumentTypeError("expected at least one number")
     return values
+
+
+def _models(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(m.strip().lower() for m in text.split(",") if m.strip()))
+    unknown = [m for m in names if m not in MODELS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown model(s) {unknown or text!r}; known: "
+                                         f"{', '.join(MODELS)}")
+    return names
 
 
 def _source_args(parser: argparse.ArgumentParser) -> None:
@@ -91,6 +101,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="add a row from an external library fitted on the same split in the "
                     "same run, and every row's NDCG as a ratio to it (repeatable): cornac-bpr "
                     "(needs the extra: pip install 'streaming-recsys[reference]')")
+    ev.add_argument("--models", type=_models, default=DEFAULT_MODELS, metavar="M,M,...",
+                    help=f"models to compare, of {','.join(MODELS)} (default "
+                    f"{','.join(DEFAULT_MODELS)}); neural needs the `neural` extra (PyTorch) "
+                    "and adds a `neural` variant to the replay")
     ev.add_argument("--replay", action="store_true", help="also run the streaming replay")
     ev.add_argument("--train-fraction", type=_fraction, default=0.5,
                     help="replay: share of the timeline the first model is trained on "
@@ -146,6 +160,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         frame, settings, args.out, k=args.k, protocols=protocols,
         source=source_label(args.source),
         tuned=tuned, replay=args.replay, references=tuple(dict.fromkeys(args.reference)),
+        models=args.models,
         replay_options={"train_fraction": args.train_fraction, "retrains": args.retrains,
                         "n_buckets": args.buckets})
     print(summary_table(report))

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from evaluation import charts
+from evaluation import DEFAULT_MODELS, MODELS, charts
 from evaluation.protocols import PROTOCOLS, Split, make_split
 from evaluation.rating import rating_models, rmse
 from recsys.als import AlsParams, fit_als
@@ -54,6 +54,8 @@ from recsys.events import EventType
 from recsys.holdout_eval import fold_in_users
 from recsys.matrix import IndexedEvents, index_events
 from recsys.quality import METRIC_NAMES, UserItems, hits, ranking_metrics
+from recsys.sequence_model import tower_queries
+from recsys.sequence_train import NeuralParams, fit_neural_on, import_torch, neural_params
 from recsys.settings import Settings
 from recsys.topk import rank, rank_by_factors
 
@@ -167,6 +169,18 @@ def rank_als(split: Split, events: IndexedEvents, params: AlsParams, k: int,
     return recs, factors.seconds
 
 
+def rank_neural(split: Split, events: IndexedEvents, params: NeuralParams, k: int
+                ) -> tuple[np.ndarray, float]:
+    """Neural user tower top-k and the training time: trained on the training events'
+    sequences (recsys.sequence_train), each test user's vector computed by the tower from
+    their training sequence (recsys.sequence_model, the stream's maths)."""
+    model, sequences = fit_neural_on(events, split.train_mask, params)
+    h = split.holdout
+    queries = tower_queries(model.tower(), h.users, sequences)
+    recs = rank_by_factors(queries, model.item_factors, k, exclude=h.seen, allowed=h.allowed)
+    return recs, model.seconds
+
+
 # --- metrics ------------------------------------------------------------------------------
 def map_ms_at_k(recommended: np.ndarray, relevant: UserItems, k: int) -> float:
     """MAP as Microsoft Recommenders' benchmark computes it: AP divided by n_u (all held-out
@@ -213,30 +227,39 @@ def score(recs: np.ndarray, split: Split, k: int, ci: bool = False) -> dict[str,
 
 
 def evaluate_split(split: Split, events: IndexedEvents, k: int, params: AlsParams,
-                   tuned: AlsParams | None = None) -> dict[str, dict[str, float]]:
-    """Every model's metrics on one split, keyed by model name (plus `seconds`)."""
+                   tuned: AlsParams | None = None, models: Sequence[str] = DEFAULT_MODELS,
+                   neural: NeuralParams | None = None) -> dict[str, dict[str, float]]:
+    """The metrics of `models` (evaluation.MODELS) on one split, keyed by row name (plus
+    `seconds`)."""
     if split.holdout.n_users == 0:
         raise EvaluationError(f"{split.protocol} split has no test users: the source is too "
                               "small or its users do not come back")
     table: dict[str, dict[str, float]] = {}
-    started = time.perf_counter()
-    table["popularity"] = {**score(rank_popularity(split, events, k), split, k, ci=True),
-                           "seconds": time.perf_counter() - started}
+    if "popularity" in models:
+        started = time.perf_counter()
+        table["popularity"] = {**score(rank_popularity(split, events, k), split, k, ci=True),
+                               "seconds": time.perf_counter() - started}
     if not split.holdout.exclude_seen:
         started = time.perf_counter()
         table["history (buy again)"] = {**score(rank_history(split, events, k), split, k,
                                                 ci=True),
                                         "seconds": time.perf_counter() - started}
-    started = time.perf_counter()
-    table["item-kNN"] = {**score(rank_item_knn(split, k), split, k, ci=True),
-                         "seconds": time.perf_counter() - started}
+    if "knn" in models:
+        started = time.perf_counter()
+        table["item-kNN"] = {**score(rank_item_knn(split, k), split, k, ci=True),
+                             "seconds": time.perf_counter() - started}
     for name, p in (("ALS", params), ("ALS (tuned)", tuned)):
-        if p is None:
+        if p is None or "als" not in models:
             continue
         started = time.perf_counter()
         recs, fit_s = rank_als(split, events, p, k)
         table[name] = {**score(recs, split, k, ci=True), "fit_seconds": fit_s,
                        "seconds": time.perf_counter() - started}
+    if "neural" in models:
+        started = time.perf_counter()
+        recs, fit_s = rank_neural(split, events, neural or NeuralParams(seed=params.seed), k)
+        table["neural"] = {**score(recs, split, k, ci=True), "fit_seconds": fit_s,
+                           "seconds": time.perf_counter() - started}
     return table
 
 
@@ -283,7 +306,7 @@ def run_evaluation(frame: pd.DataFrame, settings: Settings, out_dir: Path, *, k:
                    tuned: Mapping[str, Mapping[str, Any]] | None = None,
                    replay: bool = False, replay_options: Mapping[str, Any] | None = None,
                    references: Sequence[str] = (),
-                   ) -> dict[str, Any]:
+                   models: Sequence[str] = DEFAULT_MODELS) -> dict[str, Any]:
     """Evaluate every model under each protocol; write metrics.json, report.md, charts."""
     if k < 1:
         raise EvaluationError("k must be >= 1")
@@ -297,10 +320,18 @@ def run_evaluation(frame: pd.DataFrame, settings: Settings, out_dir: Path, *, k:
     started = time.perf_counter()
     events = index_events(frame, settings.event_weights)
     params = als_params(settings)
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise EvaluationError(f"unknown model(s) {unknown}; known: {MODELS}")
+    neural = neural_params(settings) if "neural" in models else None
+    if neural is not None:
+        import_torch()  # say so now, not after the other models ran
     report: dict[str, Any] = {
         "source": source, "k": k, "dataset": dataset_stats(frame),
         "als_settings": asdict(params), "knn_neighbours": KNN_NEIGHBOURS,
         "event_weights": dict(settings.event_weights), "protocols": {},
+        "models": list(models),
+        **({"neural_settings": asdict(neural)} if neural is not None else {}),
         "environment": {"python": platform.python_version()},
     }
     for protocol in protocols:
@@ -317,7 +348,7 @@ def run_evaluation(frame: pd.DataFrame, settings: Settings, out_dir: Path, *, k:
             "n_test_users": split.holdout.n_users, "n_test_pairs": split.holdout.n_test_pairs,
             "n_items_ranked": split.holdout.n_items,
             "n_repeat_pairs": split.holdout.n_repeat_pairs,
-            "models": evaluate_split(split, events, k, params, tuned_params),
+            "models": evaluate_split(split, events, k, params, tuned_params, models, neural),
         }
         if references:
             for row, (recs, seconds) in reference_rankings(split, events, k,
@@ -340,7 +371,7 @@ def run_evaluation(frame: pd.DataFrame, settings: Settings, out_dir: Path, *, k:
         from evaluation.replay import run_replay
 
         result = run_replay(frame, settings, k=k, params=_replay_params(settings, tuned),
-                            **dict(replay_options or {}))
+                            neural=neural, **dict(replay_options or {}))
         result.draw(out_dir)
         report["replay"] = result.to_json()
     report["seconds"] = time.perf_counter() - started
@@ -408,6 +439,14 @@ def _is_ml100k(report: Mapping[str, Any]) -> bool:
     return (d["events"], d["users"], d["items"]) == (100_000, 943, 1_682)
 
 
+def _neural_sentence(n: Mapping[str, Any]) -> str:
+    return (f" neural: a one-block self-attention user tower over each user's newest "
+            f"{n['window']} distinct items (recsys.sequence_model), {n['dim']} dimensions, "
+            f"trained to predict each of the next {n['horizon']} items (softmax), up to "
+            f"{n['epochs']} epochs or {n['time_budget_s']:.0f} s, seed {n['seed']}; test users' "
+            "vectors from their training sequence.")
+
+
 def render_report(report: Mapping[str, Any]) -> str:
     k = report["k"]
     a = report["als_settings"]
@@ -421,7 +460,9 @@ def render_report(report: Mapping[str, Any]) -> str:
         f"alpha {a['alpha']}, iterations {a['iterations']}, seed {a['seed']}; confidence "
         f"c = 1 + alpha * sum of event weights {report['event_weights']}. "
         f"item-kNN: implicit CosineRecommender, K = {report['knn_neighbours']}. "
-        "Popularity: distinct training users per item.", "",
+        "Popularity: distinct training users per item."
+        + (_neural_sentence(report["neural_settings"]) if "neural_settings" in report else ""),
+        "",
         f"Metrics at k = {k}, binary relevance, averaged over test users. `map@{k}` divides "
         f"each user's AP by min(k, n_u); `map_ms@{k}` by n_u (Microsoft Recommenders' MAP). "
         f"The NDCG interval is a 95 % bootstrap over test users (200 resamples): differences "

@@ -27,6 +27,10 @@ Variants:
 * periodic retrain   a full refit on all events so far at `retrains` evenly spaced points of
                      the replay; vectors recomputed at each switch, then frozen;
 * retrain + fold-in  periodic refits plus per-event fold-in: the architecture as deployed.
+* neural             (with `neural` params) the neural user tower trained on the first part
+                     (recsys.sequence_train); after each event the user's vector is the tower's
+                     output on their stream state, by the stream worker's own calls
+                     (`recsys.userstate.tower_inputs`, `UserTower.user_vectors`).
 """
 
 from __future__ import annotations
@@ -46,16 +50,19 @@ from recsys.als import AlsParams, fit_als
 from recsys.baselines import PopularityRecommender
 from recsys.foldin import fold_in_batch, gram
 from recsys.matrix import IndexedEvents, confidence_matrix, index_events
+from recsys.sequence_model import UserTower
+from recsys.sequence_train import NeuralParams, fit_neural_on
 from recsys.settings import Settings
 from recsys.split import cutoff_for
-from recsys.userstate import Limits, UserState, fold_in_inputs
+from recsys.userstate import Limits, UserState, fold_in_inputs, tower_inputs
 
 log = logging.getLogger(__name__)
 
-POPULARITY, STATIC, FOLDIN, RETRAIN, RETRAIN_FOLDIN = (
-    "popularity", "static", "static + fold-in", "periodic retrain", "retrain + fold-in")
+POPULARITY, STATIC, FOLDIN, RETRAIN, RETRAIN_FOLDIN, NEURAL = (
+    "popularity", "static", "static + fold-in", "periodic retrain", "retrain + fold-in",
+    "neural")
 VARIANTS = (POPULARITY, STATIC, FOLDIN, RETRAIN, RETRAIN_FOLDIN)
-_FOLDING = (FOLDIN, RETRAIN_FOLDIN)
+_FOLDING = (FOLDIN, RETRAIN_FOLDIN, NEURAL)
 _RETRAINING = (RETRAIN, RETRAIN_FOLDIN)
 
 
@@ -73,6 +80,7 @@ class ReplayModel:
     regularization: float
     alpha: float
     fitted_at_ms: int
+    tower: UserTower | None = None  # neural: vectors come from the tower, not the fold-in
 
 
 def fit_model(events: IndexedEvents, mask: np.ndarray, params: AlsParams) -> ReplayModel:
@@ -88,9 +96,24 @@ def fit_model(events: IndexedEvents, mask: np.ndarray, params: AlsParams) -> Rep
                        params.alpha, int(events.timestamps[mask].max()))
 
 
+def fit_neural_model(events: IndexedEvents, mask: np.ndarray, params: NeuralParams,
+                     popularity: np.ndarray) -> ReplayModel:
+    model, _ = fit_neural_on(events, mask, params)
+    allowed = np.bincount(events.cols[mask], minlength=events.shape[1]) > 0
+    index = {str(events.item_ids[c]): int(c) for c in np.flatnonzero(allowed)}
+    return ReplayModel(model.item_factors, np.zeros((0, 0)), allowed, index, popularity, 0.0,
+                       0.0, int(events.timestamps[mask].max()), model.tower())
+
+
 def user_vectors(model: ReplayModel, states: Mapping[int, UserState]) -> dict[int, np.ndarray]:
     """Fold in the given users under `model`, as the stream worker does after an event or a
-    model switch: the stream's own `recsys.userstate.fold_in_inputs`, then `fold_in_batch`."""
+    model switch: the stream's own `recsys.userstate.fold_in_inputs`, then `fold_in_batch` (for
+    a neural model `recsys.userstate.tower_inputs`, then the tower)."""
+    if model.tower is not None:
+        users, sequences = tower_inputs(states.items(), model.item_index, model.tower.window)
+        if not users:
+            return {}
+        return dict(zip(users, model.tower.user_vectors(sequences.rows), strict=True))
     users, histories = fold_in_inputs(states.items(), model.item_index, model.alpha)
     if not users:
         return {}
@@ -136,7 +159,7 @@ class ReplayResult:
         per_bucket = self.n_targets // max(1, len(self.buckets))
         paths = []
         for metric, label in (("hit_rate", "hit rate"), ("ndcg", "NDCG")):
-            series = {v: [b["variants"][v][metric] for b in self.buckets] for v in VARIANTS}
+            series = {v: [b["variants"][v][metric] for b in self.buckets] for v in self.overall}
             path = charts.lines_over_time(
                 mids, series, out_dir / f"replay_{metric}.png",
                 f"Replay: {label}@{self.k} of each next new item, over time",
@@ -154,7 +177,8 @@ def _summary(hit: np.ndarray, ndcg: np.ndarray) -> dict[str, float]:
 
 def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
                params: AlsParams | None = None, train_fraction: float = 0.5,
-               n_buckets: int = 10, retrains: int = 4) -> ReplayResult:
+               n_buckets: int = 10, retrains: int = 4,
+               neural: NeuralParams | None = None) -> ReplayResult:
     if not 0.0 < train_fraction < 1.0:
         raise ValueError("train_fraction must be in (0, 1)")
     if n_buckets < 1 or retrains < 0:
@@ -195,20 +219,26 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
     known_users = set(states)
 
     first = fit_model(events, train, params)
-    models = {v: first for v in VARIANTS}
-    vectors: dict[str, dict[int, np.ndarray]] = {v: {} for v in VARIANTS}
+    variants = VARIANTS + ((NEURAL,) if neural is not None else ())
+    folding = [v for v in _FOLDING if v in variants]
+    models = {v: first for v in variants}
+    if neural is not None:
+        models[NEURAL] = fit_neural_model(events, train, neural, first.popularity)
+    vectors: dict[str, dict[int, np.ndarray]] = {v: {} for v in variants}
     vectors[STATIC] = user_vectors(first, states)
     for v in (FOLDIN, RETRAIN, RETRAIN_FOLDIN):
         vectors[v] = dict(vectors[STATIC])
-    dirty: dict[str, set[int]] = {v: set() for v in _FOLDING}
+    if neural is not None:
+        vectors[NEURAL] = user_vectors(models[NEURAL], states)
+    dirty: dict[str, set[int]] = {v: set() for v in folding}
 
     # Refit points: evenly spaced positions of the replay (the refit sees every event before).
     refit_at = set(int(replay_pos[len(replay_pos) * j // (retrains + 1)])
                    for j in range(1, retrains + 1))
     retrain_times: list[str] = []
 
-    hits: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    gains: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    hits: dict[str, list[float]] = {v: [] for v in variants}
+    gains: dict[str, list[float]] = {v: [] for v in variants}
     target_ts: list[int] = []
     target_new_user: list[bool] = []
     discount = 1.0 / np.log2(np.arange(2, k + 2))
@@ -229,7 +259,7 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
         user_seen = seen.get(user, [])
         if col not in user_seen:
             folded: dict[int, dict[int, np.ndarray]] = {}  # by model: until the first refit
-            for v in _FOLDING:                             # both fold-in variants share one
+            for v in folding:                              # both fold-in variants share one
                 if user in dirty[v]:
                     key = id(models[v])
                     if key not in folded:
@@ -240,7 +270,7 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
                         vectors[v].pop(user, None)
                     dirty[v].discard(user)
             exclude = np.asarray(user_seen, dtype=np.int64)
-            for v in VARIANTS:
+            for v in variants:
                 model = models[v]
                 x = vectors[v].get(user) if v != POPULARITY else None
                 scores = model.popularity if x is None else model.item_factors @ x
@@ -251,14 +281,14 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
             target_ts.append(int(ts[pos]))
             target_new_user.append(user not in known_users)
         apply(pos)
-        for v in _FOLDING:
+        for v in folding:
             dirty[v].add(user)
 
     n_targets = len(target_ts)
     if n_targets == 0:
         raise ValueError("the replay has no targets (no user met a new item after the cutoff)")
-    hit_arr = {v: np.asarray(hits[v]) for v in VARIANTS}
-    gain_arr = {v: np.asarray(gains[v]) for v in VARIANTS}
+    hit_arr = {v: np.asarray(hits[v]) for v in variants}
+    gain_arr = {v: np.asarray(gains[v]) for v in variants}
     tt = np.asarray(target_ts)
     buckets = []
     for chunk in np.array_split(np.arange(n_targets), min(n_buckets, n_targets)):
@@ -268,7 +298,7 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
             "end": pd.to_datetime(hi, unit="ms").isoformat(),
             "mid": pd.to_datetime((lo + hi) // 2, unit="ms").isoformat(),
             "n": len(chunk),
-            "variants": {v: _summary(hit_arr[v][chunk], gain_arr[v][chunk]) for v in VARIANTS},
+            "variants": {v: _summary(hit_arr[v][chunk], gain_arr[v][chunk]) for v in variants},
         })
     new = np.asarray(target_new_user)
     result = ReplayResult(
@@ -279,12 +309,12 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
         params=asdict(params), k=k, cutoff=pd.to_datetime(cutoff, unit="ms").isoformat(),
         n_train_events=int(train.sum()), n_replay_events=len(replay_pos), n_targets=n_targets,
         retrain_times=retrain_times, buckets=buckets,
-        overall={v: _summary(hit_arr[v], gain_arr[v]) for v in VARIANTS},
+        overall={v: _summary(hit_arr[v], gain_arr[v]) for v in variants},
         by_user_kind={
             "users seen before the cutoff": {v: _summary(hit_arr[v][~new], gain_arr[v][~new])
-                                             for v in VARIANTS},
+                                             for v in variants},
             "users new after the cutoff": {v: _summary(hit_arr[v][new], gain_arr[v][new])
-                                           for v in VARIANTS}},
+                                           for v in variants}},
         seconds=time.perf_counter() - started,
     )
     log.info("replay: %d targets in %.1fs; hit_rate@%d %s", n_targets, result.seconds, k,

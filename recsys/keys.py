@@ -14,6 +14,8 @@ Model versions (written by the trainer, read by stream and serving)
                                              (recsys.modelstore.pack_similar); JSON
                                              [[item, score], ...] when the manifest has no
                                              `similar_format`
+    {ns}:model:{v}:tower             string  neural versions only: the user tower's weights
+                                             (np.savez bytes, recsys.sequence_model)
     {ns}:model:switch                pub/sub channel: the new version id, after the pointer moved
     {ns}:trainer:lease               string  token of the one trainer allowed to write versions
                                              (SET NX PX, renewed while it runs; trainer/lease.py)
@@ -55,7 +57,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 POPULARITY_WINDOWS = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
-_VERSION_KEY_SUFFIXES = frozenset({"manifest", "item_ids", "item_factors", "similar"})
+_VERSION_KEY_SUFFIXES = frozenset({"manifest", "item_ids", "item_factors", "similar", "tower"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,9 @@ class Keys:
     def model_similar(self, version: str) -> str:
         return f"{self.namespace}:model:{version}:similar"
 
+    def model_tower(self, version: str) -> str:
+        return f"{self.namespace}:model:{version}:tower"
+
     @property
     def trainer_lease(self) -> str:
         return f"{self.namespace}:trainer:lease"
@@ -117,6 +122,7 @@ class Keys:
             self.model_item_ids(version),
             self.model_item_factors(version),
             self.model_similar(version),
+            self.model_tower(version),
             self.popularity_alltime(version),
         ]
 

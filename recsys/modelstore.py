@@ -7,7 +7,12 @@ bytes a number, no JSON text — so a 64-factor user vector is exactly 256 bytes
 Manifest fields every version carries (JSON):
     version, created_at (ISO-8601), factors, regularization, alpha, iterations,
     event_weights, n_users, n_items, metrics {name: value}, baseline_metrics {...},
-    snapshot {offsets: {"topic:partition": next_offset}, latest_event_ms}, similar_items_n
+    snapshot {offsets: {"topic:partition": next_offset}, latest_event_ms}, similar_items_n,
+    model_kind ("als" when absent | "neural"); neural versions also carry
+    tower {format, window, dim, hidden} and their tower weights under Keys.model_tower.
+
+A version whose kind or tower format this code cannot use fails to load (ModelIntegrityError):
+the stream worker and the API keep the version they have and say why (log + metric).
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from redis.exceptions import WatchError
 from recsys.errors import ModelIntegrityError, ModelNotFound
 from recsys.foldin import gram
 from recsys.keys import Keys
+from recsys.sequence_model import TowerFormatError, UserTower, load_tower
 
 log = logging.getLogger(__name__)
 
 VECTOR_DTYPE = np.dtype("<f4")
+MODEL_KINDS = ("als", "neural")
 
 
 def pack_vector(vector: np.ndarray) -> bytes:
@@ -85,6 +92,11 @@ class ModelVersion:
     item_ids: list[str]
     item_factors: np.ndarray  # float32, (n_items, k), read-only
     manifest: dict[str, Any] = field(default_factory=dict)
+    tower: UserTower | None = None  # neural versions: recent items -> user vector
+
+    @property
+    def kind(self) -> str:
+        return str(self.manifest.get("model_kind", "als"))
 
     @property
     def factors(self) -> int:
@@ -113,11 +125,15 @@ class ModelVersion:
 
 
 def parse_model(version: str, manifest: bytes | None, item_ids: bytes | None,
-                item_factors: bytes | None) -> ModelVersion:
-    """Build a ModelVersion from its three Redis values, checking that they fit together."""
+                item_factors: bytes | None, tower: bytes | None = None) -> ModelVersion:
+    """Build a ModelVersion from its Redis values, checking that they fit together."""
     if manifest is None or item_ids is None or item_factors is None:
         raise ModelNotFound(f"model version {version!r} is not (completely) in Redis")
     meta = orjson.loads(manifest)
+    kind = meta.get("model_kind", "als")
+    if kind not in MODEL_KINDS:
+        raise ModelIntegrityError(f"version {version}: unsupported model kind {kind!r}; this "
+                                  f"code serves {MODEL_KINDS}")
     ids = unpack_ids(item_ids)
     k = int(meta["factors"])
     flat = np.frombuffer(item_factors, dtype=VECTOR_DTYPE)
@@ -128,7 +144,14 @@ def parse_model(version: str, manifest: bytes | None, item_ids: bytes | None,
     matrix = flat.reshape(len(ids), k)
     if not np.isfinite(matrix).all():
         raise ModelIntegrityError(f"version {version}: item factors contain NaN or Inf")
-    return ModelVersion(version=version, item_ids=ids, item_factors=matrix, manifest=meta)
+    user_tower = None
+    if kind == "neural":
+        try:
+            user_tower = load_tower(matrix, meta, tower)
+        except TowerFormatError as exc:
+            raise ModelIntegrityError(f"version {version}: neural user tower: {exc}") from None
+    return ModelVersion(version=version, item_ids=ids, item_factors=matrix, manifest=meta,
+                        tower=user_tower)
 
 
 def _decode(value: bytes | str | None) -> str | None:
@@ -147,11 +170,11 @@ def load_model(redis: Any, keys: Keys, version: str | None = None) -> ModelVersi
     version = version or read_current_version(redis, keys)
     if version is None:
         raise ModelNotFound("no model version has been published yet")
-    manifest, ids, factors = redis.mget(
+    manifest, ids, factors, tower = redis.mget(
         [keys.model_manifest(version), keys.model_item_ids(version),
-         keys.model_item_factors(version)]
+         keys.model_item_factors(version), keys.model_tower(version)]
     )
-    return parse_model(version, manifest, ids, factors)
+    return parse_model(version, manifest, ids, factors, tower)
 
 
 async def aread_current_version(redis: Any, keys: Keys) -> str | None:
@@ -164,11 +187,11 @@ async def aload_model(redis: Any, keys: Keys, version: str | None = None) -> Mod
     version = version or await aread_current_version(redis, keys)
     if version is None:
         raise ModelNotFound("no model version has been published yet")
-    manifest, ids, factors = await redis.mget(
+    manifest, ids, factors, tower = await redis.mget(
         [keys.model_manifest(version), keys.model_item_ids(version),
-         keys.model_item_factors(version)]
+         keys.model_item_factors(version), keys.model_tower(version)]
     )
-    return parse_model(version, manifest, ids, factors)
+    return parse_model(version, manifest, ids, factors, tower)
 
 
 # --- writing side (trainer, tests) -------------------------------------------------------
@@ -192,6 +215,7 @@ def stage_model_version(
     user_factors: np.ndarray | None = None,
     similar: SimilarLists | Callable[[], SimilarLists] | None = None,
     popularity: dict[str, float] | None = None,
+    tower: bytes | None = None,
 ) -> None:
     """Write every key of one version (synchronous client). Does not make it current.
 
@@ -210,6 +234,8 @@ def stage_model_version(
     pipe = redis.pipeline(transaction=False)
     pipe.set(keys.model_item_ids(version), pack_ids(item_ids))
     pipe.set(keys.model_item_factors(version), item_factors.tobytes())
+    if tower is not None:
+        pipe.set(keys.model_tower(version), tower)
     if popularity:
         pipe.zadd(keys.popularity_alltime(version), popularity)
     pipe.execute()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -153,6 +153,20 @@ class Settings(BaseSettings):
         "are rejected with reason timestamp_without_timezone (a zone-less time is the "
         "producer's local time, which reads as hours in the future or past).",
     )
+
+    # --- neural sequence model (recsys.sequence_model; training needs the `neural` extra) ---
+    trainer_model_kind: Literal["als", "neural"] = Field(
+        default="als", description="What `recsys train` fits and publishes: implicit ALS, or "
+        "the neural user tower over recent items (interim, until model selection decides).")
+    neural_dim: int = Field(default=64, ge=4, le=1024, description="Item embedding size.")
+    neural_window: int = Field(default=50, ge=1, le=1000, description="Newest items the tower "
+                               "reads; longer sequences are truncated to them.")
+    neural_hidden: int = Field(default=128, ge=1, le=8192, description="Feed-forward width.")
+    neural_epochs: int = Field(default=40, ge=1, le=10_000)
+    neural_learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
+    neural_dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    neural_time_budget_s: float = Field(default=120.0, gt=0.0, description="Training stops "
+                                        "after the epoch that exceeds it.")
 
     # --- stream processor ------------------------------------------------------------------
     stream_app_id: str = Field(

@@ -32,6 +32,7 @@ import orjson
 
 from recsys.confidence import confidence
 from recsys.foldin import UserHistory
+from recsys.sequence_model import Sequences, recent_items, to_rows
 
 K = TypeVar("K", bound=Hashable)
 
@@ -186,3 +187,21 @@ def fold_in_inputs(states: Iterable[tuple[K, UserState]], item_index: dict[str, 
             users.append(user)
             histories.append((rows, np.asarray(confidence(weights, alpha))))
     return users, histories
+
+
+def tower_inputs(states: Iterable[tuple[K, UserState]], item_index: dict[str, int],
+                 window: int) -> tuple[list[K], Sequences]:
+    """What the neural user tower (recsys.sequence_model.UserTower) needs for these users under
+    one model: the users with at least one item the model knows, and per user the rows of
+    those items, oldest first (by last touch, recsys.sequence_model.recent_items), cut to the
+    newest `window`. Unknown items are skipped and counted (`Sequences.unknown`), as are users
+    whose sequence was truncated. The stream worker and the replay both call it."""
+    users = []
+    sequences = []
+    for user, state in states:
+        users.append(user)
+        sequences.append(recent_items(state.items))
+    converted = to_rows(sequences, item_index, window)
+    keep = [i for i, rows in enumerate(converted.rows) if len(rows)]
+    return ([users[i] for i in keep],
+            Sequences([converted.rows[i] for i in keep], converted.unknown, converted.truncated))

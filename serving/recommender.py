@@ -32,6 +32,7 @@ from serving.scoring import (
     merge_ranked,
     recommend,
     rows_of,
+    session_tower_vector,
     top_of_scores,
 )
 
@@ -226,8 +227,12 @@ class Recommender:
         if not rows:
             return await self.fallback.answer("no_known_items", k, exclude=ids, recent=recent,
                                               category=category)
-        vector = fold_in_session(model.item_factors, model.model.yty, model.regularization,
-                                 model.alpha, rows, weights)
+        tower = model.model.tower
+        if tower is not None:
+            vector = session_tower_vector(tower, model.index, ids)
+        else:
+            vector = fold_in_session(model.item_factors, model.model.yty, model.regularization,
+                                     model.alpha, rows, weights)
         exclude = join_rows(self.catalog.unavailable_rows(model), np.unique(rows))
         candidates = self.catalog.category_rows(model, category) if category else None
         best, scores = recommend(vector, model.item_factors, k, exclude, candidates)

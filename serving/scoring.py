@@ -15,6 +15,7 @@ import numpy as np
 
 from recsys.confidence import confidence
 from recsys.foldin import fold_in, score_items, top_k
+from recsys.sequence_model import UserTower, recent_items, to_rows
 
 EMPTY_ROWS = np.empty(0, dtype=np.intp)
 
@@ -168,6 +169,16 @@ def fold_in_session(
     """The vector of a visitor without an id, from the items of their session."""
     unique, conf = session_confidences(rows, weights, alpha)
     return fold_in(item_factors, yty, regularization, unique, conf)
+
+
+def session_tower_vector(tower: UserTower, index: Mapping[str, int],
+                         item_ids: Sequence[str]) -> np.ndarray:
+    """The vector of a visitor without an id under a neural version: the session's items
+    (given oldest first) as the stream orders a history (each item at its last position),
+    unknown ones skipped, cut to the tower's window, through the version's user tower."""
+    last = {item: [1.0, position] for position, item in enumerate(item_ids)}
+    rows = to_rows([recent_items(last)], index, tower.window).rows[0]
+    return tower.user_vectors([rows])[0]
 
 
 def merge_ranked(

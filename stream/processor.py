@@ -41,7 +41,7 @@ from recsys.foldin import fold_in_batch
 from recsys.keys import POPULARITY_WINDOWS, Keys
 from recsys.modelstore import ModelVersion, pack_vector
 from recsys.settings import Settings
-from recsys.userstate import Limits, StateDecodeError, UserState, fold_in_inputs
+from recsys.userstate import Limits, StateDecodeError, UserState, fold_in_inputs, tower_inputs
 from stream import telemetry
 from stream.decode import (
     PROCESSING_ERROR,
@@ -309,12 +309,36 @@ class BatchProcessor:
 
     def _fold_in(self, model: ModelVersion, states: Iterable[tuple[str, UserState]],
                  plan: WritePlan) -> int:
+        """New vectors of these users under `model`: the ALS fold-in, or for a neural version
+        its user tower over their recent items; either way one call for the whole batch."""
+        if model.tower is not None:
+            return self._tower(model, states, plan)
         users, histories = fold_in_inputs(states, model.item_index, model.alpha)
         if not users:
             return 0
         started = time.perf_counter()
         solved = fold_in_batch(model.item_factors, model.yty, model.regularization, histories)
         telemetry.FOLDIN_SECONDS.observe(time.perf_counter() - started)
+        return self._plan_vectors(model, users, solved, plan)
+
+    def _tower(self, model: ModelVersion, states: Iterable[tuple[str, UserState]],
+               plan: WritePlan) -> int:
+        tower = model.tower
+        assert tower is not None
+        users, sequences = tower_inputs(states, model.item_index, tower.window)
+        if sequences.unknown:
+            telemetry.TOWER_SKIPPED_ITEMS.labels("unknown").inc(sequences.unknown)
+        if sequences.truncated:
+            telemetry.TOWER_SKIPPED_ITEMS.labels("truncated").inc(sequences.truncated)
+        if not users:
+            return 0
+        started = time.perf_counter()
+        vectors = tower.user_vectors(sequences.rows)
+        telemetry.TOWER_SECONDS.observe(time.perf_counter() - started)
+        return self._plan_vectors(model, users, vectors, plan)
+
+    def _plan_vectors(self, model: ModelVersion, users: Sequence[str], solved: Iterable,
+                      plan: WritePlan) -> int:
         vectors = plan.vectors.setdefault(self.keys.user_vectors(model.version), {})
         for user, vector in zip(users, solved, strict=True):
             vectors[user] = pack_vector(vector)

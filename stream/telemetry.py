@@ -70,6 +70,15 @@ STATE_RESETS = Counter(f"{NS}_state_resets_total",
                        "Table values that could not be decoded and were started afresh.")
 MODEL = Info(f"{NS}_model", "Model version the worker folds users in against.")
 MODEL_SWITCHES = Counter(f"{NS}_model_switches_total", "Model versions switched to.")
+TOWER_SECONDS = Histogram(f"{NS}_tower_seconds",
+                          "Time of the neural user tower's forward pass for one batch of users "
+                          "(neural versions; ALS versions fold in instead).",
+                          buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                   0.05, 0.1, 0.25, 0.5, 1, 2.5))
+TOWER_SKIPPED_ITEMS = Counter(f"{NS}_tower_skipped_items_total",
+                              "History items the neural tower did not read: `unknown` to the "
+                              "version (skipped), or older than its window (`truncated`).",
+                              ["reason"])
 MODEL_LOAD_ERRORS = Counter(f"{NS}_model_load_errors_total",
                             "Failed attempts to load a newly announced model version.")
 RECOMPUTED_USERS = Counter(f"{NS}_recomputed_users_total",

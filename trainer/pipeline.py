@@ -51,11 +51,14 @@ from recsys.keys import Keys
 from recsys.matrix import IndexedEvents, confidence_matrix, index_events
 from recsys.modelstore import SIMILAR_FORMAT, load_model, read_current_version
 from recsys.quality import unique_sorted
+from recsys.sequence_model import UserTower, tower_manifest
+from recsys.sequence_train import neural_params, user_sequences
 from recsys.settings import Settings
 from recsys.split import Holdout, build_holdout, cutoff_for
 from trainer.gate import GateDecision, decide
 from trainer.history import HistoryStore, Snapshot
 from trainer.lease import TrainerLease
+from trainer.neural import evaluate_tower, fit_candidate, version_arrays
 from trainer.publish import (
     ModelArtifacts,
     collect_garbage,
@@ -102,6 +105,7 @@ class ServingModel:
     known: np.ndarray  # bool per current item column
     regularization: float
     trained_until_ms: int
+    tower: dict[str, np.ndarray] | None = None  # a neural version's user tower arrays
 
 
 @dataclass
@@ -247,6 +251,8 @@ class Trainer:
             holdout = build_holdout(events.rows[~train], events.cols[~train], c_train, cutoff,
                                     s.trainer_eval_max_users, s.random_seed)
         self._record_sizes(events, c_train)
+        if s.trainer_model_kind == "neural":
+            return self._run_neural(pool, events, train, c_train, holdout, snapshot, k, timings)
         with self._timed(timings, "fit"):
             candidate = fit_als(c_train, self.params)
         self.metrics.fit_seconds.observe(candidate.seconds)
@@ -339,6 +345,88 @@ class Trainer:
         orphans = collect_orphans(self.redis, self.keys, live, s.trainer_orphan_grace_s)
         self.metrics.orphans_deleted.inc(len(orphans))
 
+    def _run_neural(self, pool: ThreadPoolExecutor, events: IndexedEvents, train: np.ndarray,
+                    c_train: sp.csr_matrix, holdout: Holdout, snapshot: Snapshot, k: int,
+                    timings: dict[str, float]) -> RunResult:
+        """A run whose candidate is the neural user tower (trainer.neural): fit on the
+        training part, evaluate and gate like ALS, publish the fitted model (no refit)."""
+        s = self.settings
+        with self._timed(timings, "fit"):
+            candidate = fit_candidate(events, train, neural_params(s))
+        self.metrics.fit_seconds.observe(candidate.seconds)
+        with self._timed(timings, "evaluate"):
+            cand_metrics = evaluate_tower(holdout, candidate.tower, candidate.sequences, k)
+            pop_metrics, serving, gate_holdout, gate_info, serving_metrics = \
+                self._evaluate_others(events, train, c_train, holdout, k)
+            gate_cand = None
+            if serving is not None:
+                gate_cand = (cand_metrics if gate_holdout is holdout else
+                             evaluate_tower(gate_holdout, candidate.tower, candidate.sequences,
+                                            k))
+            decision = decide(s.trainer_gate_metric, s.trainer_gate_tolerance,
+                              gate_cand if gate_cand is not None else cand_metrics,
+                              serving_metrics, pop_metrics)
+        self._record_eval(cand_metrics, pop_metrics, serving_metrics, decision)
+        version = new_version_id()
+        params = candidate.model.params
+        manifest = self._manifest(version, events, c_train, holdout, snapshot,
+                                  Factors(np.zeros((0, 0)), np.zeros((0, 0)), candidate.seconds),
+                                  cand_metrics, pop_metrics, serving, serving_metrics,
+                                  gate_cand, gate_info, decision, k)
+        cutoff = holdout.cutoff_ms
+        manifest.update(
+            model_kind="neural", factors=params.dim, refit_iterations=0,
+            tower=tower_manifest(params.window, params.dim, params.hidden),
+            neural={"epochs_run": candidate.model.epochs_run, "epochs": params.epochs,
+                    "horizon": params.horizon, "learning_rate": params.learning_rate,
+                    "dropout": params.dropout, "time_budget_s": params.time_budget_s,
+                    "losses": [round(x, 4) for x in candidate.model.losses]},
+            trained_until_ms=cutoff - 1, fit_seconds=round(candidate.seconds, 3))
+        with self._timed(timings, "arrays"):
+            item_mask = _nonzero_columns(c_train)
+            arrays = version_arrays(events, item_mask, candidate)
+            manifest.update(n_users=len(arrays.user_ids), n_items=len(arrays.item_ids))
+            artifacts = ModelArtifacts(version, arrays.item_ids, arrays.item_factors,
+                                       arrays.user_ids, arrays.user_factors, manifest,
+                                       arrays.tower)
+        served = serving.version if serving else None
+        if not decision.publish:
+            with self._timed(timings, "save"):
+                manifest.update(status="rejected")
+                save_to_disk(self.model_dir, artifacts)
+                self._collect_garbage()
+            self.metrics.rejected.labels(reason="gate").inc()
+            log.warning("neural candidate %s rejected: %s; serving %s stays", version,
+                        decision.reason, served)
+            return RunResult(version, False, decision, cand_metrics, pop_metrics, served,
+                             serving_metrics, manifest, timings, self._cpu)
+        if not decision.beats_popularity:
+            log.warning("neural candidate %s does not beat popularity on its holdout (%s): "
+                        "published with beats_popularity=false", version, decision.reason)
+        self.metrics.last_fit_seconds.set(candidate.seconds)
+        with self._timed(timings, "publish"):
+            manifest.update(status="published",
+                            timings={k_: round(v, 3) for k_, v in timings.items()})
+            popularity = self._popularity(events, item_mask)
+            rows = self._similar_rows(arrays.item_ids, popularity)
+
+            def similar() -> dict[str, bytes]:
+                idx, scores = similar_items(arrays.item_factors, s.trainer_similar_items, rows)
+                return encode_similar(arrays.item_ids, rows, idx, scores)
+
+            saved = pool.submit(save_to_disk, self.model_dir, artifacts)
+            publish(self.redis, self.keys, artifacts, pool.submit(similar).result, popularity,
+                    s.trainer_keep_versions, before_activate=saved.result,
+                    fence=self.lease.fence if self.lease is not None else None)
+            self.metrics.published.inc()
+            self.metrics.mark_published()
+            self._collect_garbage()
+        log.info("published neural %s: %s=%.4f (popularity %.4f, serving %s) in %.1fs", version,
+                 s.trainer_gate_metric, decision.candidate or float("nan"),
+                 decision.popularity or float("nan"), decision.serving, sum(timings.values()))
+        return RunResult(version, True, decision, cand_metrics, pop_metrics, served,
+                         serving_metrics, manifest, timings, self._cpu)
+
     def _evaluate_others(self, events: IndexedEvents, train: np.ndarray,
                          c_train: sp.csr_matrix, holdout: Holdout, k: int
                          ) -> tuple[dict[str, float], ServingModel | None, Holdout,
@@ -351,8 +439,16 @@ class Trainer:
             return pop_metrics, None, holdout, {"holdout": "full", "users": holdout.n_users}, \
                 None
         gate_holdout, gate_info = self._gate_holdout(events, train, c_train, holdout, serving)
-        serving_metrics = evaluate_factors(gate_holdout, serving.factors,
-                                           serving.regularization, k, serving.known)
+        if serving.tower is not None:  # a neural version is judged by its own tower
+            sequences = user_sequences(events.rows[train], events.cols[train],
+                                       events.timestamps[train], events.item_ids,
+                                       events.shape[0])
+            serving_metrics = evaluate_tower(gate_holdout, UserTower(serving.factors,
+                                                                     serving.tower),
+                                             sequences, k, serving.known)
+        else:
+            serving_metrics = evaluate_factors(gate_holdout, serving.factors,
+                                               serving.regularization, k, serving.known)
         return pop_metrics, serving, gate_holdout, gate_info, serving_metrics
 
     def _final_model(self, pool: ThreadPoolExecutor, events: IndexedEvents,
@@ -388,9 +484,11 @@ class Trainer:
         version = read_current_version(self.redis, self.keys)
         if version is None:
             return None
+        tower = None
         try:
             stored = load_from_disk(self.model_dir, version, items_only=True)
             ids, factors, manifest = stored.item_ids, stored.item_factors, stored.manifest
+            tower = stored.tower
         except ModelNotFound:
             try:
                 model = load_model(self.redis, self.keys, version)
@@ -400,12 +498,17 @@ class Trainer:
                 return None
             ids, factors, manifest = np.asarray(model.item_ids), model.item_factors, \
                 model.manifest
+            tower = dict(model.tower.weights) if model.tower is not None else None
         aligned, known = align_items(np.asarray(ids).astype(str), factors,
                                      np.asarray(events.item_ids).astype(str))
         until = manifest.get("trained_until_ms",
                              manifest.get("snapshot", {}).get("latest_event_ms", 0))
+        if manifest.get("model_kind", "als") == "neural" and tower is None:
+            log.warning("serving version %s is neural but its tower is unreadable: gating as "
+                        "if none", version)
+            return None
         return ServingModel(version, aligned, known, float(manifest["regularization"]),
-                            int(until or 0))
+                            int(until or 0), tower)
 
     def _gate_holdout(self, events: IndexedEvents, train: np.ndarray, c_train: sp.csr_matrix,
                       holdout: Holdout, serving: ServingModel) -> tuple[Holdout, dict[str, Any]]:

@@ -4,6 +4,8 @@ On disk, one directory per version (written under a temporary name, then renamed
 
     {model_dir}/{version}/model.npz       item_ids, item_factors, user_ids, user_factors
                                           (plain arrays, np.savez: no pickle)
+    {model_dir}/{version}/tower.npz       neural versions: the user tower's arrays
+                                          (recsys.sequence_model.TOWER_ARRAYS)
     {model_dir}/{version}/manifest.json   the manifest (recsys.modelstore lists its fields)
                                           plus status: "published" | "rejected"
 
@@ -52,12 +54,14 @@ from recsys.modelstore import (
     stage_model_version,
 )
 from recsys.quality import UserItems
+from recsys.sequence_model import pack_tower, unpack_tower
 from recsys.topk import rank_by_factors
 from trainer.errors import PublishError
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.npz"
+TOWER_FILE = "tower.npz"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -88,6 +92,7 @@ class ModelArtifacts:
     user_ids: np.ndarray  # str
     user_factors: np.ndarray  # float32 (n_users, k)
     manifest: dict[str, Any] = field(default_factory=dict)
+    tower: dict[str, np.ndarray] | None = None  # neural versions: the user tower's arrays
 
 
 # --- similar items -----------------------------------------------------------------------
@@ -137,6 +142,8 @@ def save_to_disk(model_dir: Path, artifacts: ModelArtifacts) -> Path:
              item_factors=np.asarray(artifacts.item_factors, dtype=np.float32),
              user_ids=np.asarray(artifacts.user_ids, dtype=str),
              user_factors=np.asarray(artifacts.user_factors, dtype=np.float32))
+    if artifacts.tower is not None:
+        (tmp / TOWER_FILE).write_bytes(pack_tower(artifacts.tower))
     write_manifest(tmp, artifacts.manifest)
     os.replace(tmp, final)
     return final
@@ -166,11 +173,14 @@ def load_from_disk(model_dir: Path, version: str, items_only: bool = False) -> M
     except FileNotFoundError:
         raise ModelNotFound(f"version {version!r} has no {MODEL_FILE} in {model_dir}") from None
     empty = np.empty(0, dtype=str)
+    tower = None
+    if (directory / TOWER_FILE).exists():
+        tower = unpack_tower((directory / TOWER_FILE).read_bytes())
     return ModelArtifacts(version=version, item_ids=arrays["item_ids"],
                           item_factors=arrays["item_factors"],
                           user_ids=arrays.get("user_ids", empty),
                           user_factors=arrays.get("user_factors", np.empty((0, 0), np.float32)),
-                          manifest=read_manifest(model_dir, version))
+                          manifest=read_manifest(model_dir, version), tower=tower)
 
 
 def disk_versions(model_dir: Path) -> list[str]:
@@ -207,7 +217,8 @@ def publish(redis: Any, keys: Keys, artifacts: ModelArtifacts,
     stage_model_version(
         redis, keys, artifacts.version, artifacts.item_ids.tolist(),
         artifacts.item_factors, manifest, user_ids=artifacts.user_ids.tolist(),
-        user_factors=artifacts.user_factors, similar=similar, popularity=popularity)
+        user_factors=artifacts.user_factors, similar=similar, popularity=popularity,
+        tower=pack_tower(artifacts.tower) if artifacts.tower is not None else None)
     if before_activate is not None:
         before_activate()
     replaced = activate_version(redis, keys, artifacts.version, keep_previous=keep - 1,
