@@ -49,11 +49,11 @@ def import_torch():  # noqa: ANN201 - the torch module
 class NeuralParams:
     dim: int = 64
     window: int = 50
-    horizon: int = 10
+    horizon: int = 1
     hidden: int = 128
-    epochs: int = 40
+    epochs: int = 10
     batch_size: int = 128
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     weight_decay: float = 0.0
     dropout: float = 0.2
     time_budget_s: float = 120.0
@@ -272,6 +272,7 @@ def neural_params(settings: Any, **overrides: Any) -> NeuralParams:
     """NeuralParams from the settings (recsys.settings.Settings' `neural_*` fields)."""
     values: dict[str, Any] = dict(
         dim=settings.neural_dim, window=settings.neural_window, hidden=settings.neural_hidden,
+        horizon=settings.neural_horizon,
         epochs=settings.neural_epochs, learning_rate=settings.neural_learning_rate,
         dropout=settings.neural_dropout, time_budget_s=settings.neural_time_budget_s,
         seed=settings.random_seed, threads=settings.trainer_fit_threads)

@@ -1,0 +1,66 @@
+"""The neural user tower in `recsys evaluate` and the replay: a `neural` row on every
+protocol, a `neural` replay variant computed by the stream's own calls, and on ML-100K a
+quality check that can fail."""
+
+from __future__ import annotations
+
+import pytest
+
+import recsys.userstate
+from evaluation import replay
+from evaluation.evaluate import run_evaluation
+from evaluation.replay import NEURAL, POPULARITY, STATIC, run_replay
+from recsys.sequence_train import NeuralParams
+from recsys.settings import load_settings
+from recsys.sources.movielens import load_movielens
+from shell.cli import main
+
+pytest.importorskip("torch", reason="the neural extra is installed by make test")
+
+QUICK = dict(neural_dim=16, neural_window=10, neural_hidden=16, neural_epochs=8,
+             neural_learning_rate=0.01, trainer_fit_threads=1)
+
+
+def test_neural_row_on_every_protocol(clustered, fast_settings, tmp_path) -> None:
+    settings = fast_settings.model_copy(update=QUICK)
+    report = run_evaluation(clustered, settings, tmp_path, k=10,
+                            protocols=("time", "stratified"), models=("popularity", "neural"))
+    for protocol, entry in report["protocols"].items():
+        models = entry["models"]
+        assert set(models) == {"popularity", "neural"}, protocol
+        assert 0.0 <= models["neural"]["ndcg@10"] <= 1.0
+        assert models["neural"]["fit_seconds"] > 0
+        # each user likes one cluster: the tower must find it from their items
+        assert models["neural"]["ndcg@10"] > 1.5 * models["popularity"]["ndcg@10"], protocol
+    assert report["neural_settings"]["window"] == 10
+    assert "self-attention user tower" in (tmp_path / "report.md").read_text()
+
+
+def test_cli_rejects_unknown_models(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--source", "synthetic", "--events", "2000", "--models",
+              "als,gpt", "--out", str(tmp_path)])
+    assert "unknown model" in capsys.readouterr().err
+
+
+def test_replay_neural_variant_uses_the_stream_calls(clustered, fast_settings) -> None:
+    assert replay.tower_inputs is recsys.userstate.tower_inputs
+    params = NeuralParams(dim=16, window=10, hidden=16, epochs=8, learning_rate=0.01,
+                          threads=1)
+    result = run_replay(clustered, fast_settings, k=10, train_fraction=0.5, n_buckets=2,
+                        retrains=0, neural=params)
+    overall = result.overall
+    assert overall[NEURAL]["n"] == result.n_targets > 100
+    assert overall[NEURAL]["hit_rate"] > 1.5 * overall[POPULARITY]["hit_rate"]
+    assert set(result.buckets[0]["variants"]) == set(overall) and STATIC in overall
+
+
+@pytest.mark.slow
+def test_neural_beats_popularity_on_ml100k_stratified(ml100k_path, tmp_path) -> None:
+    settings = load_settings(data_dir=tmp_path / "d", model_dir=tmp_path / "m",
+                             trainer_fit_threads=1, neural_epochs=6,
+                             neural_time_budget_s=240.0)
+    report = run_evaluation(load_movielens(ml100k_path), settings, tmp_path, k=10,
+                            protocols=("stratified",), models=("popularity", "neural"))
+    models = report["protocols"]["stratified"]["models"]
+    assert models["neural"]["ndcg@10"] > models["popularity"]["ndcg_hi@10"]
