@@ -36,6 +36,7 @@ import hashlib
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -125,6 +126,14 @@ class UserTower:
             if not np.isfinite(self.weights[name]).all():
                 raise TowerFormatError(f"tower array {name} contains NaN or Inf")
 
+    @cached_property
+    def _wkv(self) -> np.ndarray:
+        return np.ascontiguousarray(np.hstack([self.weights["wk"], self.weights["wv"]]))
+
+    @cached_property
+    def _bkv(self) -> np.ndarray:
+        return np.concatenate([self.weights["bk"], self.weights["bv"]])
+
     @property
     def dim(self) -> int:
         return int(self.item_factors.shape[1])
@@ -153,14 +162,14 @@ class UserTower:
         x = self.item_factors[padded] + w["pos"][self.window - width:][None]  # (n, L, d)
         z = _layer_norm(x, w["ln1_g"], w["ln1_b"])
         q = z[:, -1] @ w["wq"] + w["bq"]
-        keys = z @ w["wk"] + w["bk"]
-        values = z @ w["wv"] + w["bv"]
-        logits = np.einsum("nd,nld->nl", q, keys) / np.sqrt(d)
+        kv = z @ self._wkv + self._bkv  # keys and values in one product: (n, L, 2d)
+        keys, values = kv[..., :d], kv[..., d:]
+        logits = (keys @ q[:, :, None])[..., 0] / np.float32(np.sqrt(d))
         logits = np.where(valid, logits, -np.inf)
         logits -= logits.max(axis=1, keepdims=True)
         att = np.exp(logits)
         att /= att.sum(axis=1, keepdims=True)
-        h = x[:, -1] + np.einsum("nl,nld->nd", att, values) @ w["wo"] + w["bo"]
+        h = x[:, -1] + (att[:, None, :] @ values)[:, 0] @ w["wo"] + w["bo"]
         ffn = np.maximum(_layer_norm(h, w["ln2_g"], w["ln2_b"]) @ w["w1"] + w["b1"], 0.0)
         h = h + ffn @ w["w2"] + w["b2"]
         return _layer_norm(h, w["lnf_g"], w["lnf_b"]).astype(np.float32)
