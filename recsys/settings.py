@@ -164,9 +164,12 @@ class Settings(BaseSettings):
     neural_hidden: int = Field(default=128, ge=1, le=8192, description="Feed-forward width.")
     neural_horizon: int = Field(default=1, ge=1, le=1000, description="Each position learns "
                                 "to predict each of the next N items (1: the next item).")
-    neural_epochs: int = Field(default=10, ge=1, le=10_000)
-    neural_learning_rate: float = Field(default=3e-3, gt=0.0, le=1.0)
-    neural_dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    neural_epochs: int = Field(default=10, ge=1, le=10_000, description="Training epochs, at "
+                               "most (the time budget may stop earlier).")
+    neural_learning_rate: float = Field(default=3e-3, gt=0.0, le=1.0,
+                                        description="Adam learning rate.")
+    neural_dropout: float = Field(default=0.2, ge=0.0, lt=1.0, description="Dropout while "
+                                  "training (none at inference).")
     neural_time_budget_s: float = Field(default=120.0, gt=0.0, description="Training stops "
                                         "after the epoch that exceeds it.")
 
