@@ -56,12 +56,13 @@ def test_replay_neural_variant_uses_the_stream_calls(clustered, fast_settings) -
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_neural_beats_static_plus_fold_in_on_the_ml100k_replay(ml100k_path) -> None:
     """Next new item of each user, in time order: the tower over the stream's history must
     predict it better than ALS folded in per event (the stream as it is without it)."""
     settings = load_settings(trainer_fit_threads=1)
     params = NeuralParams(epochs=4, threads=1, seed=settings.random_seed)
-    result = run_replay(load_movielens(ml100k_path), settings, k=10, train_fraction=0.5,
+    result = run_replay(load_movielens(ml100k_path), settings, k=10, train_fraction=0.7,
                         n_buckets=2, retrains=0, neural=params)
     overall = result.overall
     assert overall[NEURAL]["hit_rate"] > overall[FOLDIN]["hit_rate"]
