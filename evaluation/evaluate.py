@@ -177,7 +177,7 @@ def rank_neural(split: Split, events: IndexedEvents, params: NeuralParams, k: in
     model, sequences = fit_neural_on(events, split.train_mask, params)
     h = split.holdout
     queries = tower_queries(model.tower(), h.users, sequences)
-    recs = rank_by_factors(queries, model.item_factors, k, exclude=h.seen, allowed=h.allowed)
+    recs = rank_by_factors(queries, model.item_factors, k, exclude=h.exclude, allowed=h.allowed)
     return recs, model.seconds
 
 
