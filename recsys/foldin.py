@@ -159,32 +159,3 @@ def fold_in_batch(
 def score_items(user_vector: np.ndarray, item_factors: np.ndarray) -> np.ndarray:
     """Predicted preference of the user for every item: Y x_u."""
     return item_factors @ user_vector.astype(item_factors.dtype, copy=False)
-
-
-def top_k(scores: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
-    """Indices of the k highest finite scores, best first, by partial sort (O(n + k log k)).
-
-    `exclude` holds row indices that must not appear (items already seen, filtered out).
-    The input is never modified.
-    """
-    scores = np.asarray(scores)
-    if scores.dtype.kind != "f":
-        scores = scores.astype(np.float64)
-    if exclude is not None and len(exclude):
-        scores = scores.copy()
-        scores[exclude] = -np.inf
-    n = len(scores)
-    k = min(k, n)
-    if k <= 0:
-        return np.empty(0, dtype=np.int64)
-    # Fast path, in the scores' own dtype (no float64 copy, no pass over every item): the k
-    # largest, then check only those k. A non-finite one among them means fewer than k
-    # usable scores (excluded rows) or inf/NaN in the input: redo it on the finite ones.
-    part = np.argpartition(scores, n - k)[n - k:]
-    best = part[np.argsort(-scores[part], kind="stable")]
-    if np.isfinite(scores[best]).all():
-        return best
-    finite = np.flatnonzero(np.isfinite(scores))
-    if not len(finite):
-        return np.empty(0, dtype=np.int64)
-    return finite[top_k(scores[finite], k)]

@@ -27,8 +27,9 @@ from redis.exceptions import RedisError
 from recsys.errors import ModelIntegrityError, ModelNotFound
 from recsys.keys import Keys
 from recsys.modelstore import ModelVersion, aread_current_version, load_model
+from recsys.neighbours import item_norms
 from recsys.settings import Settings
-from serving.scoring import item_norms, rows_of
+from serving.scoring import rows_of
 from serving.telemetry import ApiMetrics
 
 log = logging.getLogger(__name__)

@@ -20,13 +20,13 @@ from redis.exceptions import RedisError
 from recsys.confidence import event_weight
 from recsys.errors import ModelIntegrityError
 from recsys.modelstore import SIMILAR_FORMAT, unpack_similar, unpack_vector
+from recsys.neighbours import cosine_neighbours
 from serving import ServingError
 from serving.fallback import Fallback, Result
 from serving.model_holder import LoadedModel
 from serving.score_batching import ScoringBatcher
 from serving.scoring import (
     EMPTY_ROWS,
-    cosine_neighbours,
     fold_in_session,
     join_rows,
     merge_ranked,
@@ -186,9 +186,9 @@ class Recommender:
         if len(items) < k:
             # The stored list is short (top-N) or unreadable: the same version's factors
             # give the rest by cosine.
-            rows, scores = cosine_neighbours(model.index[item_id], model.item_factors,
-                                             model.norms, k + len(items),
-                                             catalog.unavailable_rows(model))
+            rows, scores = cosine_neighbours(model.item_factors, k + len(items),
+                                             model.index[item_id], norms=model.norms,
+                                             exclude=catalog.unavailable_rows(model))
             sources.append(("factors", _ranked(model, rows, scores)))
             items, _ = merge_ranked(sources, k, {item_id}, catalog.is_allowed)
         return Result([(item, score) for item, score, _ in items], "similar", model.version)

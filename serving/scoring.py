@@ -1,10 +1,10 @@
 """Pure scoring and filtering for the serving hot path. No I/O, no framework imports.
 
-The maths is recsys.foldin's (`score_items` = Y x_u, `top_k` = partial sort, `fold_in` for
-anonymous sessions); this module only adds the bookkeeping around it: exclusions and
-candidate restrictions as index arrays (so no per-request Python loop touches every item),
-an exact pre-filtered top-k for large catalogues, cosine neighbours, and merging ranked
-fallback lists.
+The maths is the core's (recsys.foldin: `score_items` = Y x_u, `fold_in` for anonymous
+sessions; recsys.topk: `select_top`, the exact pre-filtered top-k; recsys.neighbours: cosine
+neighbours); this module only adds the bookkeeping around it: exclusions and candidate
+restrictions as index arrays (so no per-request Python loop touches every item), and merging
+ranked fallback lists.
 """
 
 from __future__ import annotations
@@ -14,16 +14,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from recsys.confidence import confidence
-from recsys.foldin import fold_in, score_items, top_k
+from recsys.foldin import fold_in, score_items
 from recsys.sequence_model import UserTower, recent_items, to_rows
+from recsys.topk import select_top
 
 EMPTY_ROWS = np.empty(0, dtype=np.intp)
 
-# Pre-filter of `select_top`: every SAMPLE_STRIDE-th score estimates a threshold that about
-# OVERSAMPLE * k scores reach. Below PREFILTER_MIN_ITEMS scores a plain partial sort is as fast.
-SAMPLE_STRIDE = 16
-OVERSAMPLE = 3
-PREFILTER_MIN_ITEMS = 4096
 # `score_batch` multiplies this many items at a time: a (block x users) product that stays in
 # the core's cache while it is transposed into the users' rows.
 SCORE_BLOCK = 1024
@@ -42,27 +38,6 @@ def join_rows(*parts: np.ndarray) -> np.ndarray:
     if not parts_:
         return EMPTY_ROWS
     return parts_[0] if len(parts_) == 1 else np.concatenate(parts_)
-
-
-def select_top(scores: np.ndarray, k: int) -> np.ndarray:
-    """`top_k(scores, k)`, exactly, in about half its time on large catalogues.
-
-    A threshold t from a strided sample keeps only the scores >= t (a ~3k-item candidate
-    set, found by one vectorised compare) for the partial sort. Exact whenever at least k
-    scores reach t: then the k-th best score is >= t, so every item of the top k (ties
-    included) is a candidate. Otherwise (rare: a sample unlike the rest, many excluded
-    rows) it falls back to the full partial sort.
-    """
-    n = len(scores)
-    if n < PREFILTER_MIN_ITEMS or k * SAMPLE_STRIDE * OVERSAMPLE > n:
-        return top_k(scores, k)
-    sample = scores[::SAMPLE_STRIDE]  # a view; np.partition below copies it
-    rank = min(len(sample), -(-OVERSAMPLE * k // SAMPLE_STRIDE))
-    threshold = np.partition(sample, len(sample) - rank)[len(sample) - rank]
-    candidates = np.flatnonzero(scores >= threshold)
-    if len(candidates) < k:
-        return top_k(scores, k)
-    return candidates[top_k(scores[candidates], k)]
 
 
 def score_batch(item_factors: np.ndarray, user_vectors: Sequence[np.ndarray]) -> np.ndarray:
@@ -116,33 +91,6 @@ def top_of_scores(
         sub = scores[candidates]
         best = select_top(sub, k)
         return candidates[best], sub[best]
-    best = select_top(scores, k)
-    return best, scores[best]
-
-
-def item_norms(item_factors: np.ndarray) -> np.ndarray:
-    """L2 norm of every item vector (zero rows get 1 so that division is safe)."""
-    norms = np.linalg.norm(item_factors, axis=1).astype(np.float32)
-    norms[norms == 0] = 1.0
-    return norms
-
-
-def cosine_neighbours(
-    row: int,
-    item_factors: np.ndarray,
-    norms: np.ndarray,
-    k: int,
-    exclude: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Items most similar to item `row` by cosine of their factors; the item itself excluded.
-
-    cos(i, j) = y_i . y_j / (|y_i| |y_j|)
-    """
-    scores = score_items(item_factors[row], item_factors)
-    scores /= norms * norms[row]
-    scores[row] = -np.inf
-    if exclude is not None and len(exclude):
-        scores[exclude] = -np.inf
     best = select_top(scores, k)
     return best, scores[best]
 

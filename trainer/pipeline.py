@@ -50,6 +50,7 @@ from recsys.holdout_eval import align_items, evaluate_factors, evaluate_populari
 from recsys.keys import Keys
 from recsys.matrix import IndexedEvents, confidence_matrix, index_events
 from recsys.modelstore import SIMILAR_FORMAT, load_model, read_current_version
+from recsys.neighbours import cosine_neighbour_lists
 from recsys.quality import unique_sorted
 from recsys.sequence_model import UserTower, tower_manifest
 from recsys.sequence_train import neural_params, user_sequences
@@ -69,7 +70,6 @@ from trainer.publish import (
     new_version_id,
     publish,
     save_to_disk,
-    similar_items,
 )
 from trainer.telemetry import TrainerMetrics
 
@@ -472,7 +472,7 @@ class Trainer:
         rows = self._similar_rows(item_ids, popularity)
 
         def similar() -> dict[str, bytes]:
-            idx, scores = similar_items(item_factors, s.trainer_similar_items, rows)
+            idx, scores = cosine_neighbour_lists(item_factors, s.trainer_similar_items, rows)
             return encode_similar(item_ids, rows, idx, scores)
 
         # its own job: publishing starts on the other keys as soon as the refit is there

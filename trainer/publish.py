@@ -53,9 +53,7 @@ from recsys.modelstore import (
     rollback_version,
     stage_model_version,
 )
-from recsys.quality import UserItems
 from recsys.sequence_model import pack_tower, unpack_tower
-from recsys.topk import rank_by_factors
 from trainer.errors import PublishError
 
 log = logging.getLogger(__name__)
@@ -96,24 +94,6 @@ class ModelArtifacts:
 
 
 # --- similar items -----------------------------------------------------------------------
-def similar_items(item_factors: np.ndarray, n: int, rows: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-n neighbours by cosine of item factors, best first, for the items `rows` (default:
-    all) among all items.
-
-    Returns (indices int64 (len(rows), n), -1 padded; scores float32, 0 where padded). One
-    blocked product of the normalised factors (cos(i, j) = y_i . y_j / |y_i| |y_j|), each
-    item excluded from its own list; the scores come out of the same top-n selection.
-    """
-    factors = np.asarray(item_factors, dtype=np.float32)
-    norms = np.linalg.norm(factors, axis=1)
-    unit = factors / np.where(norms > 0, norms, 1.0)[:, None]
-    rows = np.arange(len(unit), dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
-    itself = UserItems(np.arange(len(rows) + 1, dtype=np.int64), rows)
-    idx, scores = rank_by_factors(unit[rows], unit, n, exclude=itself, return_scores=True)
-    return idx, scores
-
-
 def encode_similar(item_ids: np.ndarray, rows: np.ndarray, idx: np.ndarray,
                    scores: np.ndarray) -> dict[str, bytes]:
     """item_ids[rows[j]] -> its list from row j of (idx, scores), packed

@@ -7,8 +7,9 @@ from scipy.sparse import csr_matrix
 from scipy.sparse import random as sparse_random
 
 from recsys.confidence import confidence, event_weights_array
-from recsys.foldin import fold_in, fold_in_batch, gram, top_k
+from recsys.foldin import fold_in, fold_in_batch, gram
 from recsys.settings import DEFAULT_EVENT_WEIGHTS
+from recsys.topk import top_k
 
 
 @pytest.fixture(scope="module")

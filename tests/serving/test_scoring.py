@@ -2,16 +2,16 @@
 
 import numpy as np
 
-from recsys.foldin import fold_in, gram, top_k
+from recsys.foldin import fold_in, gram
+from recsys.neighbours import cosine_neighbours
+from recsys.topk import select_top, top_k
 from serving.scoring import (
-    cosine_neighbours,
     fold_in_session,
     join_rows,
     merge_ranked,
     recommend,
     rows_of,
     score_batch,
-    select_top,
     session_confidences,
     top_of_scores,
 )
@@ -50,7 +50,7 @@ def test_recommend_returns_fewer_when_everything_is_excluded():
 
 def test_cosine_neighbours_excludes_the_item_and_ranks_by_cosine():
     norms = np.linalg.norm(FACTORS, axis=1)
-    rows, scores = cosine_neighbours(7, FACTORS, norms.astype(np.float32), 5)
+    rows, scores = cosine_neighbours(FACTORS, 5, 7, norms=norms.astype(np.float32))
     cosine = (FACTORS @ FACTORS[7]) / (norms * norms[7])
     assert 7 not in rows.tolist()
     assert rows.tolist() == brute_top(cosine, 5, [7])

@@ -17,10 +17,11 @@ from scipy.sparse import csr_matrix
 
 from recsys.confidence import confidence, weight_of
 from recsys.events import Event
-from recsys.foldin import score_items, top_k
+from recsys.foldin import score_items
 from recsys.keys import Keys
 from recsys.modelstore import unpack_vector
 from recsys.settings import Settings, load_settings
+from recsys.topk import top_k
 from tests.stream.conftest import (
     FACTORS,
     Clustered,

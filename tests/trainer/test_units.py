@@ -9,10 +9,11 @@ from recsys.als import AlsParams, Factors, check_finite, fit_als
 from recsys.errors import ModelIntegrityError, NonFiniteFactors, NotEnoughData
 from recsys.matrix import MS_PER_DAY, confidence_matrix, index_events
 from recsys.modelstore import pack_similar, unpack_similar
+from recsys.neighbours import cosine_neighbour_lists
 from recsys.settings import DEFAULT_EVENT_WEIGHTS
 from recsys.sources import make_frame
 from trainer.gate import decide
-from trainer.publish import encode_similar, similar_items
+from trainer.publish import encode_similar
 
 T0 = 1_700_000_000_000
 
@@ -74,7 +75,7 @@ def test_similar_items_are_cosine_neighbours_without_the_item_itself():
     cosine = unit @ unit.T
     np.fill_diagonal(cosine, -np.inf)
     rows = np.array([3, 17])
-    idx, scores = similar_items(factors, 5, rows)
+    idx, scores = cosine_neighbour_lists(factors, 5, rows)
     assert idx.tolist() == np.argsort(-cosine[rows], axis=1)[:, :5].tolist()
     assert scores == pytest.approx(np.sort(cosine[rows], axis=1)[:, ::-1][:, :5], abs=1e-5)
     ids = np.array([f"item-{i}" for i in range(40)])
