@@ -74,9 +74,9 @@ def _plain_fit_seconds(matrix: Any, settings: Any) -> tuple[float, float]:
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    from trainer.pipeline import als_params
+    from recsys.als import als_params
 
-    p = als_params(settings)
+    p = als_params(settings, threads=settings.trainer_fit_threads)
     model = AlternatingLeastSquares(
         factors=p.factors, regularization=p.regularization, alpha=1.0,
         iterations=p.iterations, random_state=p.seed, num_threads=p.threads,

@@ -47,7 +47,7 @@ import scipy.sparse as sp
 from evaluation import DEFAULT_MODELS, MODELS, charts
 from evaluation.protocols import PROTOCOLS, Split, make_split
 from evaluation.rating import rating_models, rmse
-from recsys.als import AlsParams, fit_als
+from recsys.als import PARAM_NAMES, AlsParams, als_params, fit_als
 from recsys.baselines import PopularityRecommender
 from recsys.errors import RecsysError
 from recsys.events import EventType
@@ -63,7 +63,6 @@ log = logging.getLogger(__name__)
 
 KNN_NEIGHBOURS = 100
 CHART_METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
-PARAM_NAMES = ("factors", "regularization", "alpha", "iterations")
 
 # Microsoft Recommenders' ML-100K benchmark (stratified 75/25, seed 42, k = 10): the rows
 # ARCHITECTURE.md quotes. Their MAP is our map_ms.
@@ -80,23 +79,6 @@ class EvaluationError(RecsysError):
 
 
 # --- hyper-parameters ---------------------------------------------------------------------
-def als_params(settings: Settings, overrides: Mapping[str, Any] | None = None) -> AlsParams:
-    """The settings' ALS hyper-parameters, with `overrides` (factors, regularization, alpha,
-    iterations) on top."""
-    values: dict[str, Any] = {
-        "factors": settings.als_factors, "regularization": settings.als_regularization,
-        "iterations": settings.als_iterations, "alpha": settings.alpha,
-    }
-    for name, value in (overrides or {}).items():
-        if name not in PARAM_NAMES:
-            raise EvaluationError(f"unknown ALS parameter {name!r}; known: {PARAM_NAMES}")
-        values[name] = value
-    return AlsParams(factors=int(values["factors"]),
-                     regularization=float(values["regularization"]),
-                     iterations=int(values["iterations"]), alpha=float(values["alpha"]),
-                     seed=settings.random_seed)
-
-
 def load_params_file(path: Path) -> dict[str, dict[str, Any]]:
     """Tuned parameters per protocol from a `recsys tune` best_params.json (or a flat
     {factors, regularization, alpha, iterations} object applied to every protocol)."""

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation import charts
-from recsys.als import AlsParams, fit_als
+from recsys.als import AlsParams, als_params, fit_als
 from recsys.baselines import PopularityRecommender
 from recsys.foldin import fold_in_batch, gram
 from recsys.matrix import IndexedEvents, confidence_matrix, index_events
@@ -185,8 +185,6 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
         raise ValueError("n_buckets must be >= 1 and retrains >= 0")
     started = time.perf_counter()
     if params is None:
-        from evaluation.evaluate import als_params
-
         params = als_params(settings)
     events = index_events(frame, settings.event_weights)
     ts = events.timestamps

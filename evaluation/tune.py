@@ -39,7 +39,7 @@ import numpy as np
 from evaluation import charts
 from evaluation.evaluate import score
 from evaluation.protocols import Split, make_split, with_alpha
-from recsys.als import AlsParams, Factors, fit_als
+from recsys.als import AlsParams, Factors, als_params, fit_als
 from recsys.errors import RecsysError
 from recsys.holdout_eval import fold_in_users
 from recsys.matrix import IndexedEvents
@@ -394,7 +394,6 @@ def run_tune(frame: Any, settings: Any, out_dir: Path, protocol: str, *, source:
              progress: Callable[[int, int, Trial], None] | None = None) -> TuneResult:
     """The CLI's whole run: outer split, search on its training part, one test scoring of
     the best and of the settings' parameters, report files."""
-    from evaluation.evaluate import als_params
     from recsys.matrix import index_events
 
     events = index_events(frame, settings.event_weights)

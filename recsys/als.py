@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from recsys.errors import NonFiniteFactors, NotEnoughData
+from recsys.errors import ConfigError, NonFiniteFactors, NotEnoughData
+
+if TYPE_CHECKING:
+    from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,34 @@ class AlsParams:
     alpha: float
     seed: int = 42
     threads: int = 0  # 0 = implicit's default (all cores)
+
+
+# The hyper-parameters a tuning run or a parameters file may override.
+PARAM_NAMES = ("factors", "regularization", "alpha", "iterations")
+
+
+def als_params(settings: Settings, overrides: Mapping[str, Any] | None = None, *,
+               threads: int = 0) -> AlsParams:
+    """The settings' ALS hyper-parameters, with `overrides` (PARAM_NAMES; a None value keeps
+    the setting, an unknown name is a ConfigError) on top.
+
+    `threads` is implicit's fit threads (0 = all cores). The trainer passes
+    `settings.trainer_fit_threads` (it shares the machine with the stream worker and the
+    API); offline evaluation and tuning keep 0, the whole machine.
+    """
+    values: dict[str, Any] = {
+        "factors": settings.als_factors, "regularization": settings.als_regularization,
+        "iterations": settings.als_iterations, "alpha": settings.alpha,
+    }
+    for name, value in (overrides or {}).items():
+        if name not in PARAM_NAMES:
+            raise ConfigError(f"unknown ALS parameter {name!r}; known: {PARAM_NAMES}")
+        if value is not None:
+            values[name] = value
+    return AlsParams(factors=int(values["factors"]),
+                     regularization=float(values["regularization"]),
+                     iterations=int(values["iterations"]), alpha=float(values["alpha"]),
+                     seed=settings.random_seed, threads=threads)
 
 
 @dataclass

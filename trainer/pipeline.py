@@ -42,7 +42,7 @@ import numpy as np
 import orjson
 import scipy.sparse as sp
 
-from recsys.als import AlsParams, Factors, fit_als, refit_als
+from recsys.als import AlsParams, Factors, als_params, fit_als, refit_als
 from recsys.baselines import PopularityRecommender
 from recsys.errors import ModelIntegrityError, ModelNotFound, NotEnoughData
 from recsys.eventtime import EventClock
@@ -150,14 +150,6 @@ def trainer_redis(settings: Settings) -> Any:
                                     socket_connect_timeout=settings.trainer_redis_timeout_s)
 
 
-def als_params(settings: Settings, **overrides: Any) -> AlsParams:
-    values = dict(factors=settings.als_factors, regularization=settings.als_regularization,
-                  iterations=settings.als_iterations, alpha=settings.alpha,
-                  seed=settings.random_seed, threads=settings.trainer_fit_threads)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return AlsParams(**values)
-
-
 class Trainer:
     """Runs training passes for one deployment (settings); holds its Redis client and metrics."""
 
@@ -172,7 +164,7 @@ class Trainer:
         self.lease = lease
         self.metrics = metrics or TrainerMetrics()
         self.store = store or history_store(settings, self.metrics)
-        self.params = params or als_params(settings)
+        self.params = params or als_params(settings, threads=settings.trainer_fit_threads)
         self.model_dir = settings.model_dir
         self.model_dir.mkdir(parents=True, exist_ok=True)
         self._clock = EventClock.from_seconds(settings.event_time_future_tolerance_s)
