@@ -10,8 +10,6 @@ LOCK := requirements/lock.txt
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-export OPENBLAS_NUM_THREADS ?= 1
-
 .PHONY: setup test demo bench lint clean system-deps docs docs-check lock
 
 $(STAMP): pyproject.toml $(LOCK)

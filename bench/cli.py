@@ -21,9 +21,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    import os
-
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from bench.run import BENCHMARKS, markdown_table, run_all
 
     parts = args.only or list(BENCHMARKS)

@@ -39,11 +39,7 @@ import time
 import urllib.request
 from typing import Any
 
-# Before numpy loads: a multi-threaded BLAS mat-vec on a shared 2-core machine is slower, not
-# faster (the API process gets the same setting through its environment).
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +355,7 @@ class _Api:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "shell.cli", "--log-level", "WARNING", "serve",
              "--port", str(port), "--workers", str(workers)],
-            env={**os.environ, **env, "OPENBLAS_NUM_THREADS": "1"},
+            env={**os.environ, **env},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def get(self, path: str) -> tuple[int, bytes]:
@@ -558,6 +554,10 @@ def run(quick: bool = False, profile: str | None = None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from recsys.blas import set_blas_threads
+    from recsys.settings import get_settings
+
+    set_blas_threads(get_settings().blas_threads)  # this process and the roles it starts
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter phases, fewer users")
     parser.add_argument("--profile", metavar="FILE",

@@ -29,37 +29,34 @@ users, the expensive case).
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import logging
 import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np
+import orjson
+import psutil
+import redis
+from confluent_kafka import Producer
+from prometheus_client.parser import text_string_to_metric_families
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-import orjson  # noqa: E402
-import psutil  # noqa: E402
-import redis  # noqa: E402
-from confluent_kafka import Producer  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-
-from recsys.kafka import ensure_topics  # noqa: E402
-from recsys.keys import Keys  # noqa: E402
-from recsys.modelstore import activate_version, stage_model_version  # noqa: E402
-from recsys.sequence_model import pack_tower, random_weights, tower_manifest  # noqa: E402
-from recsys.settings import Settings, load_settings  # noqa: E402
-from shell.localstack import LocalStack, free_port  # noqa: E402
+from recsys.kafka import ensure_topics
+from recsys.keys import Keys
+from recsys.modelstore import activate_version, stage_model_version
+from recsys.sequence_model import pack_tower, random_weights, tower_manifest
+from recsys.settings import Settings, load_settings
+from shell.localstack import LocalStack, free_port
 
 log = logging.getLogger("bench.stream")
 
@@ -224,7 +221,7 @@ def _faust_noop(expected: int) -> None:
 
 def _faust_noop_rate(settings: Settings, expected: int, timeout: float = 180.0,
                      profile: Path | None = None) -> float:
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1",
+    env = {**os.environ,
            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
            "RECSYS_INTERACTIONS_TOPIC": settings.interactions_topic,
            "RECSYS_TOPIC_PARTITIONS": str(settings.topic_partitions),
@@ -269,7 +266,7 @@ def _faust_noop_rate(settings: Settings, expected: int, timeout: float = 180.0,
 class Worker:
     def __init__(self, settings: Settings, logdir: Path) -> None:
         self.port = free_port()
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1",
+        env = {**os.environ,
                "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
                "REDIS_URL": settings.redis_url,
                "RECSYS_REDIS_NAMESPACE": settings.redis_namespace,
@@ -528,6 +525,10 @@ def run_one(quick: bool, profile: Path | None, model_kind: str) -> dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> int:
+    from recsys.blas import set_blas_threads
+    from recsys.settings import get_settings
+
+    set_blas_threads(get_settings().blas_threads)  # this process and the roles it starts
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",

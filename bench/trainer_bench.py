@@ -12,9 +12,8 @@ steady state (not timed). Then, interleaved and repeated:
   served model is refitted on: CSR, float32, c = 1 + alpha * w, alpha=1.0 inside implicit)
   before the clock starts; the same factors, regularisation, iterations, seed, dtype
   (float32), solver (conjugate gradient, implicit's default), `num_threads` (all cores) and
-  BLAS limited to one thread (OPENBLAS_NUM_THREADS=1 before numpy is imported, plus
-  `threadpool_limits`), exactly as recsys.als calls it. Reading the data, building the
-  matrix, evaluating or publishing anything are not part of it.
+  BLAS limited to one thread (`threadpool_limits`), exactly as recsys.als calls it. Reading
+  the data, building the matrix, evaluating or publishing anything are not part of it.
 * trainer side, `fit_s`: `Trainer(...)` (opens the history) + `run_once()`, i.e. everything
   a scheduled `train --once` does after start-up: load the Parquet history -> index and
   split -> fit on the training part (`als_iterations`, same hyper-parameters) -> fold in
@@ -36,18 +35,14 @@ the gate has decided, and "publish" includes waiting for the similar lists.
 
 from __future__ import annotations
 
-import os
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import pandas as pd  # noqa: E402
+import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +190,10 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    from recsys.blas import set_blas_threads
+    from recsys.settings import get_settings
+
+    set_blas_threads(get_settings().blas_threads)  # this process and the roles it starts
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200k synthetic events")
     args = parser.parse_args()

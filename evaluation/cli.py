@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 from evaluation import DEFAULT_MODELS, MODELS
@@ -69,7 +68,6 @@ def _load(args: argparse.Namespace):  # noqa: ANN202 - (frame, settings)
     from recsys.sources.options import source_options
     from recsys.sources.registry import load_source
 
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     settings = get_settings()
     seed = settings.random_seed if args.seed is None else args.seed
     frame = load_source(args.source, events=args.events, seed=seed, **source_options(args))

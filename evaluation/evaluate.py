@@ -53,7 +53,7 @@ from recsys.errors import RecsysError
 from recsys.events import EventType
 from recsys.holdout_eval import fold_in_users
 from recsys.matrix import IndexedEvents, index_events
-from recsys.quality import METRIC_NAMES, UserItems, hits, ranking_metrics
+from recsys.quality import HEADLINE_METRICS, METRIC_NAMES, UserItems, hits, ranking_metrics
 from recsys.sequence_model import tower_queries
 from recsys.sequence_train import NeuralParams, fit_neural_on, import_torch, neural_params
 from recsys.settings import Settings
@@ -62,7 +62,6 @@ from recsys.topk import rank, rank_by_factors
 log = logging.getLogger(__name__)
 
 KNN_NEIGHBOURS = 100
-CHART_METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
 
 # Microsoft Recommenders' ML-100K benchmark (stratified 75/25, seed 42, k = 10): the rows
 # ARCHITECTURE.md quotes. Their MAP is our map_ms.
@@ -497,7 +496,7 @@ def write_report(report: Mapping[str, Any], out_dir: Path) -> None:
     out_dir = Path(out_dir)
     k = report["k"]
     for protocol, entry in report["protocols"].items():
-        charts.grouped_bars(entry["models"], [f"{m}@{k}" for m in CHART_METRICS],
+        charts.grouped_bars(entry["models"], [f"{m}@{k}" for m in HEADLINE_METRICS],
                             out_dir / f"metrics_{protocol}.png",
                             f"{report['source']}: {protocol} split, k = {k}")
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2, default=str) + "\n",
@@ -509,7 +508,7 @@ def write_report(report: Mapping[str, Any], out_dir: Path) -> None:
 def summary_table(report: Mapping[str, Any]) -> str:
     """The table the CLI prints: one block per protocol, the main metrics."""
     k = report["k"]
-    keys = [f"{m}@{k}" for m in ("precision", "recall", "ndcg", "map", "hit_rate", "coverage")]
+    keys = [f"{m}@{k}" for m in (*HEADLINE_METRICS, "coverage")]
     out = []
     for protocol, entry in report["protocols"].items():
         out += [f"\n{protocol} split ({entry['n_test_users']:,} test users)",

@@ -43,7 +43,7 @@ from recsys.als import AlsParams, Factors, als_params, fit_als
 from recsys.errors import RecsysError
 from recsys.holdout_eval import fold_in_users
 from recsys.matrix import IndexedEvents
-from recsys.quality import METRIC_NAMES
+from recsys.quality import HEADLINE_METRICS, METRIC_NAMES
 from recsys.topk import rank_by_factors
 
 log = logging.getLogger(__name__)
@@ -374,7 +374,7 @@ def render_tune(result: TuneResult, source: str) -> str:
                      f"{t.metrics[m]:.4f} | {t.metrics[f'precision@{k}']:.4f} | "
                      f"{t.metrics[f'recall@{k}']:.4f} | {t.metrics[f'map@{k}']:.4f} |")
     if result.test:
-        keys = [f"{x}@{k}" for x in ("precision", "recall", "ndcg", "map", "hit_rate")]
+        keys = [f"{x}@{k}" for x in HEADLINE_METRICS]
         lines += ["", "Test split, scored once after the search (not used to choose):", "",
                   "| parameters | factors | regularization | alpha | iterations | "
                   + " | ".join(keys) + " |", "|---|---:|---:|---:|---:|" + "---:|" * len(keys)]

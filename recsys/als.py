@@ -2,9 +2,9 @@
 
 implicit's own `alpha` stays 1.0: the matrix already holds c = 1 + alpha * w, computed by
 recsys.confidence exactly as the stream worker computes it, so both sides use one rule.
-The process entry point sets OPENBLAS_NUM_THREADS=1 before numpy is imported (implicit's
-own threads do the parallel work; a threaded BLAS underneath them oversubscribes the cores);
-`threadpool_limits` below enforces it again in case numpy was loaded first.
+BLAS runs one thread during a fit, whatever the process-wide `blas_threads` (recsys.blas):
+implicit's own threads do the parallel work, and a threaded BLAS underneath them
+oversubscribes the cores.
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 METRIC_NAMES = ("precision", "recall", "f1", "map", "ndcg", "hit_rate", "coverage")
+# The metrics that reports, charts and tables show, in their column order.
+HEADLINE_METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,10 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recsys.errors import ConfigError
+from recsys.events import EventType
 
-EVENT_TYPES = ("view", "click", "addtocart", "transaction", "rating")
+# The wire contract (recsys.events.EventType) is the one list of event types.
+EVENT_TYPES = tuple(t.value for t in EventType)
 
 # Relative strength of each event type as evidence of preference. Purchases say far more than
 # views; the ratios follow the Retailrocket funnel (a purchase is ~100x rarer than a view).
@@ -448,6 +450,13 @@ class Settings(BaseSettings):
     )
     api_retry_after_s: int = Field(
         default=2, ge=1, le=3600, description="Retry-After (seconds) of the API's 503 answers."
+    )
+
+    # --- process -----------------------------------------------------------------------------
+    blas_threads: int = Field(
+        default=1, ge=1, le=256,
+        description="BLAS threads per process (OPENBLAS_NUM_THREADS of the processes that "
+        "`recsys` starts); each role has its own parallelism, so 1 avoids oversubscription.",
     )
 
     # --- logging ---------------------------------------------------------------------------

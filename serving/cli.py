@@ -56,7 +56,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     from recsys.settings import get_settings
 
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     settings = get_settings()
     host = args.host or settings.api_host
     port = settings.api_port if args.port is None else args.port

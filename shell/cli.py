@@ -47,17 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = args.log_level
-    if level is None:
-        try:
-            from recsys.settings import get_settings
+    from recsys.blas import set_blas_threads
+    from recsys.settings import get_settings
 
-            level = get_settings().log_level
-        except ConfigError as exc:
-            configure_logging("INFO")
-            log.error("%s", exc)
-            return 2
-    configure_logging(level.upper())
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        configure_logging((args.log_level or "INFO").upper())
+        log.error("%s", exc)
+        return 2
+    configure_logging((args.log_level or settings.log_level).upper())
+    # Before any command imports numpy: the limit then holds from BLAS's first load, here
+    # and in every process the command starts.
+    set_blas_threads(settings.blas_threads)
     try:
         return int(args.handler(args) or 0)
     except ConfigError as exc:

@@ -181,7 +181,6 @@ class Demo:
         return {
             **os.environ,
             **stack.env(),
-            "OPENBLAS_NUM_THREADS": "1",
             "RECSYS_DATA_DIR": str(workdir / "data"),
             "RECSYS_MODEL_DIR": str(workdir / "models"),
             "RECSYS_API_PORT": str(self.options.api_port),

@@ -21,10 +21,12 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
+from recsys.blas import set_blas_threads
 from recsys.settings import Settings, load_settings
 from shell.localstack import LocalStack
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# The test session is an entry point like `recsys`: its processes and their children.
+set_blas_threads(load_settings().blas_threads)
 log = logging.getLogger(__name__)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

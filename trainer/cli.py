@@ -9,11 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-
-# implicit runs its own threads; a threaded BLAS under them oversubscribes the cores. This
-# must happen before numpy is first imported, which is why it sits at module level here.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import time
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 import pandas as pd

@@ -3,7 +3,6 @@ namespace with the trainer's own contract (stage_model_version + activate_versio
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,8 +23,6 @@ from recsys.modelstore import (
 )
 from recsys.settings import Settings
 from serving.main import create_app
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 N_CATEGORIES = 4
 ITEMS_PER_CATEGORY = 10

@@ -180,7 +180,7 @@ class WorkerProcess:
         self.name = name
         self.port = free_port()
         self.log_path = logdir / f"{name}.log"
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1",
+        env = {**os.environ,
                **settings_env(settings, stream_web_port=self.port, stream_worker_id=name,
                               stream_session_timeout_ms=6000, **overrides)}
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()

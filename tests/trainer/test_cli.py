@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 
 def _env(settings) -> dict[str, str]:
-    return {**os.environ, "OPENBLAS_NUM_THREADS": "1",
+    return {**os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
             "REDIS_URL": settings.redis_url,
             "RECSYS_REDIS_NAMESPACE": settings.redis_namespace,
