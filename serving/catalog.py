@@ -26,9 +26,9 @@ from redis.exceptions import RedisError
 from recsys.erasure import remove_item_commands
 from recsys.keys import Keys
 from recsys.settings import Settings
-from serving.model_holder import LoadedModel
 from serving.redis_guard import RedisGuard
 from serving.scoring import rows_of
+from serving.served_model import LoadedModel
 from serving.telemetry import ApiMetrics
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ from redis.exceptions import RedisError
 from recsys.keys import Keys
 from recsys.settings import Settings
 from serving.catalog import Catalog
-from serving.model_holder import LoadedModel, ModelHolder
 from serving.redis_guard import RedisGuard
 from serving.scoring import merge_ranked
+from serving.served_model import LoadedModel, ServedModel
 from serving.telemetry import ApiMetrics
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class Fallback:
     settings: Settings
     keys: Keys
     redis: aioredis.Redis
-    holder: ModelHolder
+    holder: ServedModel
     catalog: Catalog
     guard: RedisGuard
     metrics: ApiMetrics

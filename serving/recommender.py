@@ -23,7 +23,6 @@ from recsys.modelstore import SIMILAR_FORMAT, unpack_similar, unpack_vector
 from recsys.neighbours import cosine_neighbours
 from serving import ServingError
 from serving.fallback import Fallback, Result
-from serving.model_holder import LoadedModel
 from serving.score_batching import ScoringBatcher
 from serving.scoring import (
     EMPTY_ROWS,
@@ -35,6 +34,7 @@ from serving.scoring import (
     session_tower_vector,
     top_of_scores,
 )
+from serving.served_model import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from recsys.producer import EventProducer, ProducerError
 from recsys.settings import Settings
 from serving.catalog import Catalog
 from serving.fallback import Fallback
-from serving.model_holder import ModelHolder
 from serving.recommender import Recommender
 from serving.redis_guard import RedisGuard
+from serving.served_model import ServedModel
 from serving.telemetry import ApiMetrics
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class Services:
     redis: aioredis.Redis
     control: aioredis.Redis
     guard: RedisGuard
-    holder: ModelHolder
+    holder: ServedModel
     catalog: Catalog
     fallback: Fallback
     recommender: Recommender
@@ -72,7 +72,7 @@ class Services:
         redis = make_redis(settings)
         control = make_control_redis(settings)
         guard = RedisGuard(settings.api_redis_retry_after_s, metrics)
-        holder = ModelHolder(settings, keys, control, metrics)
+        holder = ServedModel(settings, keys, control, metrics)
         catalog = Catalog(settings, keys, redis, metrics, guard, control=control)
         fallback = Fallback(settings, keys, redis, holder, catalog, guard, metrics)
         recommender = Recommender(fallback)

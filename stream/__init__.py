@@ -15,7 +15,7 @@ Layout (agents stay thin; the maths and the rules live in pure modules):
     popularity.py   pure: forward-decay maths for trending (and the Lua that applies it)
     processor.py    one batch end to end: table -> fold-in -> one Redis pipeline
     redis_writer.py the Redis pipeline with retry and backoff
-    model_watch.py  learn of model switches (pub/sub + poll), swap, recompute from the table
+    current_model.py the version in use; on a switch (recsys.model_watch): swap, recompute
     metrics.py      Prometheus metrics, namespace recsys_stream_
     worker.py       wire it all together and run
     cli.py          `recsys stream`

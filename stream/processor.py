@@ -43,6 +43,7 @@ from recsys.modelstore import ModelVersion, pack_vector
 from recsys.settings import Settings
 from recsys.userstate import Limits, StateDecodeError, UserState, fold_in_inputs, tower_inputs
 from stream import telemetry
+from stream.current_model import FoldInModel
 from stream.decode import (
     PROCESSING_ERROR,
     Coalesced,
@@ -52,7 +53,7 @@ from stream.decode import (
     dead_letter_record,
 )
 from stream.health import Heartbeat
-from stream.model_watch import ModelHolder
+from stream.current_model import FoldInModel
 from stream.popularity import aggregate
 from stream.redis_writer import RedisRejected, RedisUnavailable, RedisWriter, WritePlan
 
@@ -89,7 +90,7 @@ class BatchResult:
 
 class BatchProcessor:
     def __init__(self, settings: Settings, table: HistoryTable, writer: RedisWriter,
-                 holder: ModelHolder, dead_letter: DeadLetter, worker_id: str,
+                 holder: FoldInModel, dead_letter: DeadLetter, worker_id: str,
                  owned_partitions: Callable[[], set[int] | None] = lambda: None,
                  heartbeat: Heartbeat | None = None) -> None:
         self.table = table

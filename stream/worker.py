@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from recsys.errors import ModelIntegrityError, ModelNotFound
 from recsys.kafka import ensure_topics
 from recsys.keys import Keys
+from recsys.model_watch import ModelSwitchWatcher
 from recsys.modelstore import load_model
 from recsys.settings import Settings
 from stream import telemetry
@@ -27,7 +28,7 @@ from stream.agents import register_agents
 from stream.app import create_app
 from stream.changelog import ChangelogWriter
 from stream.health import Heartbeat, start_server
-from stream.model_watch import ModelHolder, ModelWatcher
+from stream.current_model import FoldInModel, model_watcher
 from stream.processor import BatchProcessor
 from stream.redis_writer import RedisWriter
 from stream.tables import UserHistoryTable, history_table
@@ -46,7 +47,7 @@ class StreamWorker:
     app: faust.App
     table: UserHistoryTable
     processor: BatchProcessor
-    watcher: ModelWatcher
+    watcher: ModelSwitchWatcher
     worker_id: str
     heartbeat: Heartbeat
 
@@ -72,7 +73,7 @@ def build(settings: Settings) -> StreamWorker:
                          seen_ttl_s=settings.seen_ttl_s,
                          batch_guard_ttl_s=settings.stream_batch_guard_ttl_s)
     heartbeat = Heartbeat(settings.stream_stall_s)
-    holder = ModelHolder()
+    holder = FoldInModel()
     name = worker_id(settings)
 
     async def dead_letter(key: bytes | None, value: bytes) -> None:
@@ -84,7 +85,8 @@ def build(settings: Settings) -> StreamWorker:
 
     processor = BatchProcessor(settings, table, writer, holder, dead_letter, name,
                                owned_partitions=owned_partitions, heartbeat=heartbeat)
-    watcher = ModelWatcher(client, keys, holder, processor.switch_to, settings.stream_model_poll_s)
+    watcher = model_watcher(client, keys, holder, processor.switch_to,
+                            settings.stream_model_poll_s)
     register_agents(app, source, processor, settings)
     app.task(watcher.run)
 

@@ -21,8 +21,8 @@ from recsys.modelstore import aload_model, unpack_vector
 from recsys.userstate import UserState
 from shell.localstack import start_redis
 from stream import telemetry
+from stream.current_model import FoldInModel
 from stream.decode import Record
-from stream.model_watch import ModelHolder
 from stream.processor import BatchProcessor
 from stream.redis_writer import RedisWriter
 from tests.stream.conftest import FACTORS, expected_vector, publish, relative_error
@@ -57,7 +57,7 @@ class Harness:
         self.redis = aioredis.Redis.from_url(redis_url)
         self.table = table or DictTable()
         self.letters: list[dict] = []
-        self.holder = ModelHolder()
+        self.holder = FoldInModel()
         writer = RedisWriter(self.redis, self.keys, seen_max=settings.stream_history_max_items,
                              backoff_max_s=0.2)
 

@@ -5,14 +5,14 @@ assignment) is atomic from their point of view: a request that started on versio
 on A, the next one sees B. Loading happens in a worker thread with its own synchronous Redis
 client, so a 100 MB factor read never stalls the event loop.
 
-A new version is noticed two ways: the switch channel (instant) and a poll of the current
-pointer (every `api_model_poll_s`, in case a message was missed while disconnected).
+A new version is noticed by recsys.model_watch (the switch channel, instantly, and a poll of
+the current pointer every `api_model_poll_s` in case a message was missed); this module is
+the API's reaction: load the version with everything serving derives from it, swap it in.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -22,11 +22,10 @@ from typing import Any
 import numpy as np
 import redis as redis_sync
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from recsys.errors import ModelIntegrityError, ModelNotFound
 from recsys.keys import Keys
-from recsys.modelstore import ModelVersion, aread_current_version, load_model
+from recsys.model_watch import ModelSwitchWatcher
+from recsys.modelstore import ModelVersion, load_model
 from recsys.neighbours import item_norms
 from recsys.settings import Settings
 from serving.scoring import rows_of
@@ -36,7 +35,8 @@ log = logging.getLogger(__name__)
 
 # A version that failed to load is retried after this long, not on every poll.
 FAILED_RETRY_S = 30.0
-STOP_CHECK_S = 0.5
+# The watcher's Redis failures, as labels of recsys_api_redis_errors_total.
+REDIS_ERROR_LABELS = {"refresh": "model_refresh", "watch": "model_watch"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,7 +126,9 @@ def build_loaded_model(client: Any, keys: Keys, version: str, settings: Settings
     )
 
 
-class ModelHolder:
+class ServedModel:
+    """The version in service and its loader; `watcher` (recsys.model_watch) decides when."""
+
     def __init__(self, settings: Settings, keys: Keys, redis: aioredis.Redis,
                  metrics: ApiMetrics) -> None:
         self.settings = settings
@@ -134,11 +136,19 @@ class ModelHolder:
         self.redis = redis
         self.metrics = metrics
         self.current: LoadedModel | None = None
-        self._lock = asyncio.Lock()
-        self._failed: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
         self._loader_client: redis_sync.Redis | None = None
-        self._stopping = False
+        poll = settings.api_model_poll_s
+        self.watcher: ModelSwitchWatcher[LoadedModel] = ModelSwitchWatcher(
+            redis, keys, poll_s=poll,
+            in_use=lambda: self.current.version if self.current is not None else None,
+            load=self._load, install=self.install,
+            # its own connection: the control client's timeouts are for commands
+            listener=lambda: aioredis.Redis.from_url(settings.redis_url,
+                                                     socket_connect_timeout=2),
+            failed_retry_s=FAILED_RETRY_S, resubscribe_s=min(poll, 2.0),
+            on_load_error=lambda version, exc: metrics.model_load_failures.inc(),
+            on_redis_error=lambda where, exc: metrics.redis_errors.labels(
+                REDIS_ERROR_LABELS[where]).inc())
 
     def _loader(self) -> redis_sync.Redis:
         if self._loader_client is None:
@@ -146,6 +156,11 @@ class ModelHolder:
             self._loader_client = redis_sync.Redis.from_url(
                 self.settings.redis_url, socket_timeout=60, socket_connect_timeout=5)
         return self._loader_client
+
+    async def _load(self, version: str) -> LoadedModel:
+        # A worker thread with its own synchronous client: the event loop never waits.
+        return await asyncio.to_thread(build_loaded_model, self._loader(), self.keys, version,
+                                       self.settings)
 
     def install(self, loaded: LoadedModel) -> None:
         """Swap the served version (one reference assignment)."""
@@ -164,82 +179,13 @@ class ModelHolder:
 
         Returns True when a new version was installed. Redis errors propagate.
         """
-        version = await aread_current_version(self.redis, self.keys)
-        if version is None or (self.current is not None and self.current.version == version):
-            return False
-        retry_at = self._failed.get(version)
-        if retry_at is not None and time.monotonic() < retry_at:
-            return False
-        async with self._lock:
-            if self.current is not None and self.current.version == version:
-                return False
-            log.debug("loading model version %s", version)
-            try:
-                loaded = await asyncio.to_thread(
-                    build_loaded_model, self._loader(), self.keys, version, self.settings)
-            except (ModelNotFound, ModelIntegrityError, ValueError, KeyError) as exc:
-                self.metrics.model_load_failures.inc()
-                self._failed[version] = time.monotonic() + FAILED_RETRY_S
-                log.error("cannot load model version %s (still serving %s): %s", version,
-                          self.current.version if self.current else "none", exc)
-                return False
-            self._failed.pop(version, None)
-            self.install(loaded)
-            return True
-
-    async def _refresh_quietly(self) -> None:
-        try:
-            await self.refresh()
-        except (RedisError, OSError) as exc:
-            self.metrics.redis_errors.labels("model_refresh").inc()
-            log.warning("model refresh failed (keeping %s): %s",
-                        self.current.version if self.current else "no model", exc)
-
-    async def watch(self) -> None:
-        """Background loop: wake on the switch channel or every poll interval."""
-        poll = self.settings.api_model_poll_s
-        while True:
-            listener = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2)
-            pubsub = listener.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self.keys.model_switch_channel)
-                while True:
-                    await self._refresh_quietly()
-                    deadline = time.monotonic() + poll
-                    while (left := deadline - time.monotonic()) > 0:
-                        # Short reads: redis-py's pub/sub read can swallow a cancellation,
-                        # so stop() also sets a flag that is checked between reads.
-                        message = await pubsub.get_message(timeout=min(left, STOP_CHECK_S))
-                        if self._stopping:
-                            return
-                        if message is not None and message.get("type") == "message":
-                            log.debug("switch announced: %s", message.get("data"))
-                            break
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as exc:
-                self.metrics.redis_errors.labels("model_watch").inc()
-                log.warning("model switch channel lost (%s); polling again in %.1fs", exc,
-                            min(poll, 2.0))
-                await self._refresh_quietly()
-                await asyncio.sleep(min(poll, 2.0))
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                with contextlib.suppress(Exception):
-                    await listener.aclose()
+        return await self.watcher.refresh()
 
     def start(self) -> None:
-        self._stopping = False
-        self._task = asyncio.create_task(self.watch(), name="model-holder")
+        self.watcher.start(name="model-holder")
 
     async def stop(self) -> None:
-        self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, STOP_CHECK_S * 4)
-            self._task = None
+        await self.watcher.stop()
         if self._loader_client is not None:
             self._loader_client.close()
             self._loader_client = None
