@@ -35,11 +35,15 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from shell.harness import RoleProcess
 
 log = logging.getLogger(__name__)
 
@@ -347,16 +351,13 @@ def _batch_size(before: tuple[float, float], after: tuple[float, float]) -> floa
     return requests / batches if batches else float("nan")
 
 
-class _Api:
+class _Api(RoleProcess):
     """`recsys serve` in its own process, stopped by its own handle."""
 
-    def __init__(self, env: dict[str, str], port: int, workers: int = 1) -> None:
-        self.port = port
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shell.cli", "--log-level", "WARNING", "serve",
-             "--port", str(port), "--workers", str(workers)],
-            env={**os.environ, **env},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    def __init__(self, env: dict[str, str], port: int, logdir: Path, workers: int = 1) -> None:
+        super().__init__(f"api-{port}", ["--log-level", "WARNING", "serve", "--port", str(port),
+                                         "--workers", str(workers)],
+                         {**os.environ, **env}, logdir, port=port)
 
     def get(self, path: str) -> tuple[int, bytes]:
         try:
@@ -368,8 +369,8 @@ class _Api:
     def wait_ready(self, version: str, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"API exited: {self.proc.stderr.read().decode()[-2000:]}")
+            if not self.alive():
+                raise RuntimeError(f"API exited: {self.tail(40)}")
             try:
                 status, body = self.get("/readyz")
                 if status == 200 and json.loads(body)["model_version"] == version:
@@ -392,11 +393,7 @@ class _Api:
 
     def metric(self, name: str) -> float:
         """An unlabelled sample of the API's /metrics (NaN when absent)."""
-        _, text = self.get("/metrics")
-        for line in text.decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[-1])
-        return float("nan")
+        return self.metrics().get((name, ()), float("nan"))
 
     def factor_load_s(self) -> float:
         return self.metric("recsys_api_factor_load_seconds_sum")
@@ -405,15 +402,6 @@ class _Api:
         """(requests, batches) scored so far: see serving/score_batching.py."""
         return (self.metric("recsys_api_scoring_batch_size_sum"),
                 self.metric("recsys_api_scoring_batch_size_count"))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 def run(quick: bool = False, profile: str | None = None) -> dict[str, Any]:
@@ -427,7 +415,7 @@ def run(quick: bool = False, profile: str | None = None) -> dict[str, Any]:
     keys = Keys(NAMESPACE)
     result: dict[str, Any] = {"n_items": N_ITEMS, "factors": FACTORS, "k": K,
                               "target_rps": RATE, "load_avg_1m_before": os.getloadavg()[0]}
-    with LocalStack() as stack:
+    with LocalStack() as stack, tempfile.TemporaryDirectory(prefix="serving-bench-") as logs:
         env = {**stack.env(), "RECSYS_REDIS_NAMESPACE": NAMESPACE, "RECSYS_LOG_LEVEL": "WARNING"}
         client = redis.Redis.from_url(stack.redis_url)
         users = _publish(client, keys, "v50k", N_ITEMS, n_users, seed=0)
@@ -437,7 +425,7 @@ def run(quick: bool = False, profile: str | None = None) -> dict[str, Any]:
         personalised = b'"source":"personalized"'
 
         port = free_port()
-        api = _Api(env, port)
+        api = _Api(env, port, Path(logs))
         try:
             api.wait_ready("v50k")
             result["factor_load_s_50k"] = api.factor_load_s()
@@ -485,7 +473,7 @@ def run(quick: bool = False, profile: str | None = None) -> dict[str, Any]:
             api.stop()
         # Scale-out on the same machine: two API processes (`recsys serve --workers 2`, as two
         # replicas behind a load balancer would be), the same fixed-rate phase.
-        api = _Api(env, free_port(), workers=2)
+        api = _Api(env, free_port(), Path(logs), workers=2)
         try:
             for _ in range(8):  # each answer comes from either process: both must be ready
                 api.wait_ready("v50k")
@@ -523,7 +511,7 @@ def run(quick: bool = False, profile: str | None = None) -> dict[str, Any]:
 
         # Memory with ten times the catalogue: a fresh API process on a 500,000-item version.
         big_users = _publish(client, keys, "v500k", N_ITEMS_LARGE, 1000, seed=1)
-        api = _Api(env, free_port())
+        api = _Api(env, free_port(), Path(logs))
         try:
             api.wait_ready("v500k", timeout=300)
             result["rss_mb_500k"] = api.rss_mb()

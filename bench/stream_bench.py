@@ -40,7 +40,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +48,13 @@ import orjson
 import psutil
 import redis
 from confluent_kafka import Producer
-from prometheus_client.parser import text_string_to_metric_families
 
 from recsys.kafka import ensure_topics
 from recsys.keys import Keys
 from recsys.modelstore import activate_version, stage_model_version
 from recsys.sequence_model import pack_tower, random_weights, tower_manifest
 from recsys.settings import Settings, load_settings
+from shell.harness import RoleProcess, Samples, delta, histogram_quantile, total
 from shell.localstack import LocalStack, free_port
 
 log = logging.getLogger("bench.stream")
@@ -263,9 +262,11 @@ def _faust_noop_rate(settings: Settings, expected: int, timeout: float = 180.0,
 
 
 # --- the worker -------------------------------------------------------------------------------
-class Worker:
+class Worker(RoleProcess):
+    """The benchmarked `recsys stream` process."""
+
     def __init__(self, settings: Settings, logdir: Path) -> None:
-        self.port = free_port()
+        port = free_port()
         env = {**os.environ,
                "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
                "REDIS_URL": settings.redis_url,
@@ -274,89 +275,28 @@ class Worker:
                "RECSYS_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
                "RECSYS_STREAM_APP_ID": settings.stream_app_id,
                "RECSYS_TOPIC_PARTITIONS": str(settings.topic_partitions),
-               "RECSYS_STREAM_WEB_PORT": str(self.port),
+               "RECSYS_STREAM_WEB_PORT": str(port),
                # The worker is frozen while the backlog is produced: keep its membership.
                "RECSYS_STREAM_SESSION_TIMEOUT_MS": "60000",
                "RECSYS_LOG_LEVEL": "WARNING"}
-        self.log_path = logdir / "worker.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "shell.cli", "stream"],
-                                     cwd=REPO, env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        super().__init__("worker", ["stream"], env, logdir, port=port, cwd=REPO)
         self.ps = psutil.Process(self.proc.pid)
 
-    def samples(self) -> dict[tuple[str, tuple], float]:
-        url = f"http://127.0.0.1:{self.port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            text = resp.read().decode()
-        out = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-        return out
+    def samples(self) -> Samples:
+        return self.metrics()
 
-    def total(self, name: str, samples: dict | None = None) -> float:
-        samples = samples if samples is not None else self.samples()
-        return sum(v for (n, _), v in samples.items() if n == name)
+    def total(self, name: str, samples: Samples | None = None) -> float:
+        return total(samples if samples is not None else self.samples(), name)
 
     def consumed(self) -> float:
         return self.total("recsys_stream_events_total")
 
     def wait(self, check, timeout: float, what: str, interval: float = 0.25) -> None:
         # Not too often: every scrape costs the worker CPU (the whole exposition is built).
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if check():
-                    return
-            except OSError:
-                pass
-            time.sleep(interval)
-        raise RuntimeError(f"worker: {what} not reached in {timeout:.0f}s; "
-                           f"log tail: {self.log_path.read_text()[-3000:]}")
+        self.wait_for(check, timeout, what, interval)
 
     def rss(self) -> int:
         return int(self.ps.memory_info().rss)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-
-
-def _histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float:
-    """PromQL-style quantile from cumulative (upper bound, count) pairs."""
-    buckets = sorted(buckets)
-    total = buckets[-1][1]
-    if total <= 0:
-        return float("nan")
-    rank = q * total
-    prev_bound, prev_count = 0.0, 0.0
-    for bound, count in buckets:
-        if count >= rank:
-            if bound == float("inf"):
-                return prev_bound
-            inside = count - prev_count
-            frac = (rank - prev_count) / inside if inside else 0.0
-            return prev_bound + (bound - prev_bound) * frac
-        prev_bound, prev_count = bound, count
-    return prev_bound
-
-
-def _freshness_buckets(samples: dict) -> dict[float, float]:
-    out = {}
-    for (name, labels), value in samples.items():
-        if name == "recsys_stream_freshness_seconds_bucket":
-            out[float(dict(labels)["le"])] = value
-    return out
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -503,7 +443,7 @@ def run_one(quick: bool, profile: Path | None, model_kind: str) -> dict[str, Any
             results["ceiling_freshness_p50_ms"] = float(np.percentile(lat, 50))
             results["ceiling_freshness_p99_ms"] = float(np.percentile(lat, 99))
 
-            base = _freshness_buckets(worker.samples())
+            base = worker.samples()
             before = worker.consumed()
             cpu_before, wall_before = sum(worker.ps.cpu_times()[:2]), time.perf_counter()
             sent = _produce_paced(settings, settings.interactions_topic, maker, fresh_seconds,
@@ -511,15 +451,15 @@ def run_one(quick: bool, profile: Path | None, model_kind: str) -> dict[str, Any
             worker.wait(lambda: worker.consumed() >= before + sent, 60, "paced events")
             results["worker_cpu_percent_at_1000_per_s"] = 100 * (
                 sum(worker.ps.cpu_times()[:2]) - cpu_before) / (time.perf_counter() - wall_before)
-            after = _freshness_buckets(worker.samples())
-            delta = [(le, after[le] - base.get(le, 0.0)) for le in after]
+            paced = delta(worker.samples(), base)
             results["freshness_events"] = sent
-            results["freshness_p50_ms"] = _histogram_quantile(delta, 0.50) * 1000
-            results["freshness_p99_ms"] = _histogram_quantile(delta, 0.99) * 1000
+            for q in (50, 99):
+                seconds = histogram_quantile(paced, "recsys_stream_freshness_seconds", q / 100)
+                results[f"freshness_p{q}_ms"] = float("nan") if seconds is None else seconds * 1e3
             results["freshness_p99_vs_ceiling"] = results["freshness_p99_ms"] / \
                 results["ceiling_freshness_p99_ms"]
         finally:
-            worker.stop()
+            worker.stop(timeout=30)
             client.close()
     return results
 

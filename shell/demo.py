@@ -25,9 +25,6 @@ import contextlib
 import logging
 import os
 import secrets
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -42,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.settings import Settings, load_settings
+from shell.harness import RoleProcess, Samples, delta, histogram_quantile, scrape, total
 from shell.localstack import LocalStack, free_port
 
 log = logging.getLogger(__name__)
@@ -71,7 +69,7 @@ class DemoState:
     spotlight_recs: list[dict[str, Any]] = field(default_factory=list)
     spotlight_source: str | None = None
     spotlight_history: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
-    stream_metrics: dict[str, float] = field(default_factory=dict)
+    stream_metrics: Samples = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
     def events_per_s(self) -> float:
@@ -79,37 +77,6 @@ class DemoState:
             return 0.0
         (t0, n0), (t1, n1) = self.rate_window[0], self.rate_window[-1]
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
-
-
-class RoleProcess:
-    """A role (`recsys <args>`) as a child process with its output in a log file."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], logdir: Path) -> None:
-        self.name = name
-        self.logfile = logdir / f"{name}.log"
-        with open(self.logfile, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "shell.cli", *args], env=env, stdout=out,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop within %.0fs; killing it", self.name, timeout)
-            self.proc.kill()
-            self.proc.wait()
-
-    def tail(self, lines: int = 20) -> str:
-        text = self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
 
 
 def _wait_http(url: str, timeout: float, proc: RoleProcess) -> None:
@@ -122,45 +89,6 @@ def _wait_http(url: str, timeout: float, proc: RoleProcess) -> None:
                 return
         time.sleep(0.25)
     raise RuntimeError(f"{url} did not become ready within {timeout:.0f}s:\n{proc.tail()}")
-
-
-def _scrape(url: str) -> dict[str, float]:
-    """Flatten a Prometheus text page into {sample name{labels}: value}."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    out: dict[str, float] = {}
-    text = httpx.get(url, timeout=1.0).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return out
-
-
-def histogram_quantile(samples: dict[str, float], name: str, q: float) -> float | None:
-    """Quantile from cumulative `_bucket` samples (summed over label sets), as PromQL does."""
-    buckets: dict[float, float] = {}
-    for key, value in samples.items():
-        if key.startswith(f"{name}_bucket{{"):
-            labels = dict(p.split("=", 1) for p in key[key.index("{") + 1:-1].split(","))
-            bound = float(labels["le"])
-            buckets[bound] = buckets.get(bound, 0.0) + value
-    if not buckets:
-        return None
-    bounds = sorted(buckets)
-    total = buckets[bounds[-1]]
-    if total <= 0:
-        return None
-    rank, prev_bound, prev_count = q * total, 0.0, 0.0
-    for bound in bounds:
-        count = buckets[bound]
-        if count >= rank:
-            if bound == float("inf"):
-                return prev_bound
-            width = count - prev_count
-            return prev_bound + (bound - prev_bound) * ((rank - prev_count) / width if width else 0)
-        prev_bound, prev_count = bound, count
-    return bounds[-1]
 
 
 class Demo:
@@ -310,11 +238,11 @@ class Demo:
         url = f"http://127.0.0.1:{self.stream_port}/metrics"
         while not self.stop.is_set():
             with contextlib.suppress(Exception):
-                self.state.stream_metrics = _scrape(url)
+                self.state.stream_metrics = scrape(url, timeout=1.0)
             self.stop.wait(1.0)
 
-    def _consumed(self, metrics: dict[str, float]) -> float:
-        return sum(v for k, v in metrics.items() if k.startswith("recsys_stream_events_total"))
+    def _consumed(self, metrics: Samples) -> float:
+        return total(metrics, "recsys_stream_events_total")
 
     def _wait_for_stream(self, console: Any, history_events: int, timeout: float = 300) -> None:
         """Start the live phase only once the worker has caught up with the history, so the
@@ -324,7 +252,7 @@ class Demo:
         last_log = 0.0
         while time.monotonic() < deadline:
             with contextlib.suppress(Exception):
-                self.state.stream_metrics = _scrape(url)
+                self.state.stream_metrics = scrape(url, timeout=1.0)
             consumed = self._consumed(self.state.stream_metrics)
             if consumed >= history_events:
                 console.log(f"stream worker caught up: {consumed:,.0f} events consumed")
@@ -338,10 +266,9 @@ class Demo:
             time.sleep(0.5)
         raise RuntimeError(f"the stream worker did not catch up within {timeout:.0f}s")
 
-    def _live(self, metrics: dict[str, float]) -> dict[str, float]:
+    def _live(self, metrics: Samples) -> Samples:
         """Counters since the live phase began (history replay excluded)."""
-        base = getattr(self, "live_baseline", {})
-        return {k: v - base.get(k, 0.0) for k, v in metrics.items()}
+        return delta(metrics, getattr(self, "live_baseline", {}))
 
     def _render(self) -> Any:
         from rich.console import Group
@@ -350,8 +277,7 @@ class Demo:
 
         st = self.state
         metrics = self._live(st.stream_metrics)
-        processed = sum(v for k, v in metrics.items()
-                        if k.startswith("recsys_stream_events_total") and "outcome=ok" in k)
+        processed = total(metrics, "recsys_stream_events_total", outcome="ok")
         p50 = histogram_quantile(metrics, "recsys_stream_freshness_seconds", 0.5)
         p99 = histogram_quantile(metrics, "recsys_stream_freshness_seconds", 0.99)
         head = Table.grid(padding=(0, 3))
@@ -402,19 +328,23 @@ class Demo:
             self._produce_history(settings, history)
             # The stream worker starts at once: it builds users' histories while the first
             # model trains (counting "no model"), then folds them in when the model arrives.
-            self.roles = [RoleProcess("stream", ["stream"], env, logdir)]
+            self.roles = [RoleProcess("stream", ["stream"], env, logdir,
+                                      port=self.stream_port, new_session=True)]
             console.log("training the first model (recsys train --once) ...")
-            first = RoleProcess("train-once", ["train", "--once"], env, logdir)
-            if first.proc.wait() != 0:
+            first = RoleProcess("train-once", ["train", "--once"], env, logdir,
+                                new_session=True)
+            code = first.proc.wait()
+            first.stop()  # closes its log
+            if code != 0:
                 console.print(f"[red]first training failed:[/red]\n{first.tail(40)}")
                 self.roles[0].stop()
                 return 1
             try:
                 self.roles += [
                     RoleProcess("api", ["serve", "--port", str(self.options.api_port)], env,
-                                logdir),
+                                logdir, new_session=True),
                     RoleProcess("trainer", ["train", "--every", self.options.retrain_every],
-                                env, logdir),
+                                env, logdir, new_session=True),
                 ]
                 api = f"http://127.0.0.1:{self.options.api_port}"
                 _wait_http(f"{api}/readyz", 60, self.roles[1])
@@ -456,8 +386,7 @@ class Demo:
         changes = len(st.spotlight_history)
         personalised = [s for s, _ in st.spotlight_history if s == "personalized"]
         live = self._live(st.stream_metrics)
-        processed = sum(v for k, v in live.items()
-                        if k.startswith("recsys_stream_events_total") and "outcome=ok" in k)
+        processed = total(live, "recsys_stream_events_total", outcome="ok")
         p50 = histogram_quantile(live, "recsys_stream_freshness_seconds", 0.5)
         p99 = histogram_quantile(live, "recsys_stream_freshness_seconds", 0.99)
         console.rule("demo summary")

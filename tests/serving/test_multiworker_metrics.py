@@ -18,9 +18,9 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.parser import text_string_to_metric_families
 
 from recsys.settings import Settings
+from shell.harness import Samples, parse_metrics
 from shell.localstack import free_port
 
 pytestmark = pytest.mark.integration
@@ -35,22 +35,10 @@ def _get(url: str, **kwargs) -> requests.Response:
     return requests.get(url, headers={"Connection": "close"}, timeout=10, **kwargs)
 
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def _parse(text: str) -> Samples:
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            key = (sample.name, tuple(sorted(sample.labels.items())))
-            samples[key] = samples.get(key, 0.0) + sample.value
-    return samples
-
-
 def _scrape(base: str) -> Samples:
     response = _get(f"{base}/metrics")
     assert response.status_code == 200
-    return _parse(response.text)
+    return parse_metrics(response.text)
 
 
 def _per_worker(metrics_dir: Path, scratch: Path) -> dict[str, Samples]:
@@ -64,7 +52,7 @@ def _per_worker(metrics_dir: Path, scratch: Path) -> dict[str, Samples]:
         shutil.copy(path, one / path.name)
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(one))
-        out[pid] = _parse(generate_latest(registry).decode())
+        out[pid] = parse_metrics(generate_latest(registry).decode())
     return out
 
 

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +15,6 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 from implicit.cpu.als import AlternatingLeastSquares
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from scipy.sparse import csr_matrix
 
@@ -29,6 +24,7 @@ from recsys.foldin import fold_in
 from recsys.keys import Keys
 from recsys.modelstore import activate_version, stage_model_version
 from recsys.settings import Settings
+from shell.harness import RoleProcess, Samples
 from shell.localstack import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -173,40 +169,24 @@ def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
     return env
 
 
-class WorkerProcess:
+class WorkerProcess(RoleProcess):
     """One `recsys stream` process with its own metrics port and log file."""
 
     def __init__(self, settings: Settings, logdir: Path, name: str, **overrides: Any) -> None:
-        self.name = name
-        self.port = free_port()
-        self.log_path = logdir / f"{name}.log"
+        port = free_port()
         env = {**os.environ,
-               **settings_env(settings, stream_web_port=self.port, stream_worker_id=name,
+               **settings_env(settings, stream_web_port=port, stream_worker_id=name,
                               stream_session_timeout_ms=6000, **overrides)}
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "shell.cli", "stream"],
-                                     cwd=REPO, env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        super().__init__(name, ["stream"], env, logdir, port=port, cwd=REPO)
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
 
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-        out = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-        return out
+    def metrics(self, timeout: float = 2.0) -> Samples:
+        return super().metrics(timeout)
 
-    def metric(self, name: str, **labels: str) -> float:
-        """Sum of the samples of `name` whose labels include `labels`."""
-        total = 0.0
-        for (sample, sample_labels), value in self.metrics().items():
-            if sample == name and set(labels.items()) <= set(sample_labels):
-                total += value
-        return total
+    def stop(self, timeout: float = 20.0, wait: bool = True) -> None:
+        super().stop(timeout, wait)
 
     def wait_assigned(self, timeout: float = 40.0) -> int:
         """Wait until the worker owns partitions and has recovered its table."""
@@ -223,22 +203,6 @@ class WorkerProcess:
             time.sleep(0.1)
         raise AssertionError(f"worker {self.name} got no partitions in {timeout}s:\n"
                              f"{self.log_tail()}")
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self, wait: bool = True) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        if not wait:
-            return
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
 
 
 @pytest.fixture
