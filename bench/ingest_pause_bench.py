@@ -81,6 +81,10 @@ def _read_back(settings, wanted: set[str], timeout: float = 60.0) -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from recsys.blas import set_blas_threads
+    from recsys.settings import get_settings
+
+    set_blas_threads(get_settings().blas_threads)  # this process and the API it starts
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--pause", type=float, default=4.0, help="broker pause, seconds")
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_topics(settings)
         port = free_port()
         env = {**os.environ, **stack.env(), "RECSYS_REDIS_NAMESPACE": "ingestbench",
-               "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+               "PYTHONPATH": str(REPO)}
         api = _start_api(env, port, Path(tmp) / "api.log")
         base = f"http://127.0.0.1:{port}"
         broker_pid = stack._get("broker").pid

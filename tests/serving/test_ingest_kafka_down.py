@@ -27,6 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from recsys.kafka import ensure_topics
 from recsys.settings import Settings
+from shell.harness import scrape, total
 from shell.localstack import ManagedProcess, free_port, start_broker
 from tests.serving.conftest import with_overrides
 from tests.stream.conftest import settings_env
@@ -59,7 +60,7 @@ def paused(proc: ManagedProcess) -> Iterator[None]:
 def api_process(settings: Settings, logdir: Path) -> Iterator[str]:
     port = free_port()
     log = open(logdir / f"api-{port}.log", "wb")  # noqa: SIM115 - closed below
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", **settings_env(settings)}
+    env = {**os.environ, **settings_env(settings)}
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory",
                              "serving.main:app_from_env", "--host", "127.0.0.1",
                              "--port", str(port), "--no-access-log"],
@@ -117,14 +118,7 @@ def read_ids(settings: Settings, expected: set[str], timeout: float = 30.0) -> s
 
 
 def metric(base: str, name: str, **labels: str) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    total = 0.0
-    for family in text_string_to_metric_families(requests.get(f"{base}/metrics").text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
+    return total(scrape(f"{base}/metrics"), name, **labels)
 
 
 def test_a_broker_pause_keeps_reads_fast_and_loses_no_accepted_event(
