@@ -53,7 +53,6 @@ from stream.decode import (
     dead_letter_record,
 )
 from stream.health import Heartbeat
-from stream.current_model import FoldInModel
 from stream.popularity import aggregate
 from stream.redis_writer import RedisRejected, RedisUnavailable, RedisWriter, WritePlan
 

@@ -27,8 +27,8 @@ from stream import telemetry
 from stream.agents import register_agents
 from stream.app import create_app
 from stream.changelog import ChangelogWriter
-from stream.health import Heartbeat, start_server
 from stream.current_model import FoldInModel, model_watcher
+from stream.health import Heartbeat, start_server
 from stream.processor import BatchProcessor
 from stream.redis_writer import RedisWriter
 from stream.tables import UserHistoryTable, history_table

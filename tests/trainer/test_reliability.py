@@ -118,7 +118,7 @@ def test_orphans_younger_than_the_grace_period_are_kept(make_trainer, small_fram
 def _trainer_env(settings, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
-        "PYTHONPATH": str(REPO), "OPENBLAS_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO),
         "REDIS_URL": settings.redis_url,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "RECSYS_REDIS_NAMESPACE": settings.redis_namespace,

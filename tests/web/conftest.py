@@ -74,7 +74,7 @@ class ApiProcess:
     def __init__(self, settings: Settings, log_path: Path) -> None:
         self.port = free_port()
         self.log_path = log_path
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", **settings_env(settings),
+        env = {**os.environ, **settings_env(settings),
                "RECSYS_API_KEY": API_KEY}
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
