@@ -403,7 +403,8 @@ class Trainer:
             rows = self._similar_rows(arrays.item_ids, popularity)
 
             def similar() -> dict[str, bytes]:
-                idx, scores = similar_items(arrays.item_factors, s.trainer_similar_items, rows)
+                idx, scores = cosine_neighbour_lists(arrays.item_factors, s.trainer_similar_items,
+                                                     rows)
                 return encode_similar(arrays.item_ids, rows, idx, scores)
 
             saved = pool.submit(save_to_disk, self.model_dir, artifacts)
