@@ -88,7 +88,8 @@ def _quantile_ms(values: list[float], q: float) -> float | None:
 
 
 def measure(events: int = 60_000, pause: float = 4.0, batch: int = 20, writers: int = 4,
-            extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+            extra_env: dict[str, str] | None = None, read_timeout: float = 60.0
+            ) -> dict[str, Any]:
     """One run on a fresh local stack; returns the figures (`lost`: event ids answered 202
     that are not in the interactions topic afterwards). `extra_env` reaches the API."""
     from recsys.kafka import ensure_topics
@@ -165,7 +166,7 @@ def measure(events: int = 60_000, pause: float = 4.0, batch: int = 20, writers: 
             elapsed = time.perf_counter() - started
             done.set()
             read_thread.join()
-            got = _read_back(settings, accepted)
+            got = _read_back(settings, accepted, read_timeout)
             metrics = parse_metrics(requests.get(f"{base}/metrics", timeout=5).text)
         finally:
             os.kill(broker_pid, signal.SIGCONT)
