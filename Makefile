@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed
 LOCK := requirements/lock.txt
 DEMO_ARGS ?=
 BENCH_ARGS ?=
+CHAOS_ARGS ?=
 
-.PHONY: setup test demo bench lint clean system-deps docs docs-check lock
+.PHONY: setup test demo bench chaos lint clean system-deps docs docs-check lock
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,11 @@ demo: setup
 
 bench: setup
 	$(VENV)/bin/recsys bench $(BENCH_ARGS)
+
+# The fault-injection suite against the real local stack (not part of `make test`: it takes
+# minutes). Writes reports/chaos.json and prints a table; CHAOS_ARGS="--only NAME" runs one.
+chaos: setup
+	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

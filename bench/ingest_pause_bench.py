@@ -26,10 +26,13 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
 import requests
+
+from shell.harness import parse_metrics, total
 
 log = logging.getLogger(__name__)
 
@@ -80,19 +83,15 @@ def _read_back(settings, wanted: set[str], timeout: float = 60.0) -> set[str]:
     return got
 
 
-def main(argv: list[str] | None = None) -> int:
-    from recsys.blas import set_blas_threads
-    from recsys.settings import get_settings
+def _quantile_ms(values: list[float], q: float) -> float | None:
+    return round(float(np.quantile(np.asarray(values) * 1000, q)), 1) if values else None
 
-    set_blas_threads(get_settings().blas_threads)  # this process and the API it starts
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=60_000)
-    parser.add_argument("--pause", type=float, default=4.0, help="broker pause, seconds")
-    parser.add_argument("--batch", type=int, default=20, help="events per POST")
-    parser.add_argument("--writers", type=int, default=4, help="concurrent POST connections")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+def measure(events: int = 60_000, pause: float = 4.0, batch: int = 20, writers: int = 4,
+            extra_env: dict[str, str] | None = None, read_timeout: float = 60.0
+            ) -> dict[str, Any]:
+    """One run on a fresh local stack; returns the figures (`lost`: event ids answered 202
+    that are not in the interactions topic afterwards). `extra_env` reaches the API."""
     from recsys.kafka import ensure_topics
     from recsys.settings import load_settings
     from shell.localstack import LocalStack, free_port
@@ -103,12 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         ensure_topics(settings)
         port = free_port()
         env = {**os.environ, **stack.env(), "RECSYS_REDIS_NAMESPACE": "ingestbench",
-               "PYTHONPATH": str(REPO)}
+               "PYTHONPATH": str(REPO), **(extra_env or {})}
         api = _start_api(env, port, Path(tmp) / "api.log")
         base = f"http://127.0.0.1:{port}"
         broker_pid = stack._get("broker").pid
         try:
-            n_batches = args.events // args.batch
+            n_batches = events // batch
             next_batch = iter(range(n_batches))
             lock = threading.Lock()
             statuses: Counter[int] = Counter()
@@ -126,16 +125,16 @@ def main(argv: list[str] | None = None) -> int:
                         b = next(next_batch, None)
                     if b is None:
                         return
-                    batch = [{"event_id": uuid.uuid4().hex, "user_id": f"u{(b * 7 + n) % 5000}",
-                              "item_id": f"i{n % 300}", "event_type": "view",
-                              "timestamp": int(time.time() * 1000)} for n in range(args.batch)]
+                    body = [{"event_id": uuid.uuid4().hex, "user_id": f"u{(b * 7 + n) % 5000}",
+                             "item_id": f"i{n % 300}", "event_type": "view",
+                             "timestamp": int(time.time() * 1000)} for n in range(batch)]
                     t0 = time.perf_counter()
-                    r = session.post(f"{base}/v1/events", data=orjson.dumps(batch),
+                    r = session.post(f"{base}/v1/events", data=orjson.dumps(body),
                                      headers={"Content-Type": "application/json"}, timeout=30)
                     with lock:
                         post_latency.append(time.perf_counter() - t0)
                         statuses[r.status_code] += 1
-                        posted[0] += len(batch)
+                        posted[0] += len(body)
                         if r.status_code == 202:
                             accepted.update(r.json()["event_ids"])
 
@@ -149,17 +148,17 @@ def main(argv: list[str] | None = None) -> int:
                     n += 1
                     time.sleep(GET_INTERVAL_S)
 
-            threads = [threading.Thread(target=writer) for _ in range(args.writers)]
+            threads = [threading.Thread(target=writer) for _ in range(writers)]
             read_thread = threading.Thread(target=reader)
             read_thread.start()
             started = time.perf_counter()
             for t in threads:
                 t.start()
-            while posted[0] < args.events / 3 and any(t.is_alive() for t in threads):
+            while posted[0] < events / 3 and any(t.is_alive() for t in threads):
                 time.sleep(0.01)
             os.kill(broker_pid, signal.SIGSTOP)
             pause_window[0] = time.perf_counter()
-            time.sleep(args.pause)
+            time.sleep(pause)
             os.kill(broker_pid, signal.SIGCONT)
             pause_window[1] = time.perf_counter()
             for t in threads:
@@ -167,23 +166,49 @@ def main(argv: list[str] | None = None) -> int:
             elapsed = time.perf_counter() - started
             done.set()
             read_thread.join()
-            got = _read_back(settings, accepted)
+            got = _read_back(settings, accepted, read_timeout)
+            metrics = parse_metrics(requests.get(f"{base}/metrics", timeout=5).text)
         finally:
             os.kill(broker_pid, signal.SIGCONT)
             api.terminate()
             api.wait(10)
 
     during = [s for t0, s in gets if pause_window[0] <= t0 <= pause_window[1]]
-    refused = args.batch * statuses.get(503, 0)
+    return {
+        "events_posted": n_batches * batch, "posts": n_batches, "seconds": round(elapsed, 1),
+        "pause_s": pause, "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "accepted": len(accepted), "refused_503": batch * statuses.get(503, 0),
+        "lost": len(accepted - got),
+        "delivery_failures_counted": total(metrics, "recsys_api_events_delivery_failed_total"),
+        "get_during_pause": during, "get_all": [s for _, s in gets],
+        "get_p99_during_pause_ms": _quantile_ms(during, 0.99),
+        "get_p99_ms": _quantile_ms([s for _, s in gets], 0.99),
+        "post_latency": post_latency,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--pause", type=float, default=4.0, help="broker pause, seconds")
+    parser.add_argument("--batch", type=int, default=20, help="events per POST")
+    parser.add_argument("--writers", type=int, default=4, help="concurrent POST connections")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from recsys.blas import set_blas_threads
+    from recsys.settings import get_settings
+
+    set_blas_threads(get_settings().blas_threads)  # this process and the API it starts
+    r = measure(args.events, args.pause, args.batch, args.writers)
     log.info("posted %d events in %d POSTs over %.1f s (broker paused %.1f s)",
-             n_batches * args.batch, n_batches, elapsed, args.pause)
-    log.info("POST statuses: %s", dict(sorted(statuses.items())))
+             r["events_posted"], r["posts"], r["seconds"], args.pause)
+    log.info("POST statuses: %s", r["statuses"])
     log.info("events accepted (202): %d; refused (503 + Retry-After): %d; lost: %d",
-             len(accepted), refused, len(accepted - got))
-    log.info("GET during the pause: %s", _quantiles(during))
-    log.info("GET over the run:     %s", _quantiles([s for _, s in gets]))
-    log.info("POST over the run:    %s", _quantiles(post_latency))
-    return 0 if not accepted - got else 1
+             r["accepted"], r["refused_503"], r["lost"])
+    log.info("GET during the pause: %s", _quantiles(r["get_during_pause"]))
+    log.info("GET over the run:     %s", _quantiles(r["get_all"]))
+    log.info("POST over the run:    %s", _quantiles(r["post_latency"]))
+    return 0 if not r["lost"] else 1
 
 
 if __name__ == "__main__":

@@ -140,11 +140,15 @@ def redis_binary() -> str:
     return path
 
 
-def start_redis(workdir: Path, port: int | None = None, timeout: float = 15.0) -> ManagedProcess:
-    """Start a throw-away redis-server (no persistence) on 127.0.0.1:port."""
+def start_redis(workdir: Path, port: int | None = None, timeout: float = 15.0,
+                extra_args: tuple[str, ...] = ()) -> ManagedProcess:
+    """Start a throw-away redis-server (no persistence) on 127.0.0.1:port.
+
+    `extra_args` are appended to the command line and win over the defaults (the
+    fault-injection suite turns AOF on with them, or sets a small `--maxmemory`)."""
     port = port or free_port()
     cmd = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-           "--appendonly", "no", "--dir", str(workdir), "--protected-mode", "no"]
+           "--appendonly", "no", "--dir", str(workdir), "--protected-mode", "no", *extra_args]
     proc, logfile = _spawn("redis", cmd, workdir)
     managed = ManagedProcess("redis", proc, port, logfile)
 
