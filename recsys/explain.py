@@ -1,0 +1,97 @@
+"""Why an item was recommended: each history item's share of an ALS score.
+
+The fold-in (recsys.foldin) gives the user's vector as
+
+    x_u = A^-1 Yu^T Cu 1,    A = YtY + lambda I + Yu^T (Cu - I) Yu
+
+so the score of item i is linear in the user's items j:
+
+    score(i) = y_i^T x_u = sum_j  c_j  y_i^T A^-1 y_j
+
+and `contributions` returns those terms (c_j y_i^T A^-1 y_j, one per history item). For a
+vector that *is* this fold-in (exact solver), they sum to the score.
+
+Serving knows the user's vector and items (the seen set) but not their confidences (the
+stream keeps them in its table). `implied_confidences` recovers them from the vector: A x = b
+is linear in c,
+
+    (YtY + lambda I) x - Yu^T s = Yu^T diag(1 - s) c,    s = Yu x,
+
+k equations in n_u unknowns. With n_u <= k (and Yu^T diag(1 - s) of full column rank) the
+solution is unique, so they are the confidences the vector was folded in with; with more
+items, the least-squares solution of smallest distance to c = 1 (no extra confidence). Any
+solution satisfies A(c) x = Yu^T c, so the contributions built from it still sum to the
+score. A vector that is not a fold-in over these items (fitted by the trainer, or a history
+that differs from the seen set) leaves a residual: `Explanation.residual` says how much.
+
+No I/O and no framework imports here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _system(item_factors: np.ndarray, yty: np.ndarray, regularization: float,
+             rows: np.ndarray, confidences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # A = YtY + lambda I + Yu^T (Cu - I) Yu, in float64; and Yu
+    yu = np.asarray(item_factors[rows], dtype=np.float64)
+    conf = np.asarray(confidences, dtype=np.float64)
+    a = yty + regularization * np.eye(yty.shape[0]) + (yu.T * (conf - 1.0)) @ yu
+    return a, yu
+
+
+def contributions(item_factors: np.ndarray, yty: np.ndarray, regularization: float,
+                  target_row: int, rows: np.ndarray, confidences: np.ndarray) -> np.ndarray:
+    """c_j y_i^T A^-1 y_j for each history item j (row `rows[j]`), i = `target_row`."""
+    rows = np.asarray(rows, dtype=np.intp)
+    if not len(rows):
+        return np.zeros(0, dtype=np.float64)
+    a, yu = _system(item_factors, yty, regularization, rows, confidences)
+    # A is symmetric: y_i^T A^-1 y_j = (A^-1 y_i)^T y_j, one solve for all j.
+    v = np.linalg.solve(a, np.asarray(item_factors[target_row], dtype=np.float64))
+    return np.asarray(confidences, dtype=np.float64) * (yu @ v)
+
+
+def implied_confidences(item_factors: np.ndarray, yty: np.ndarray, regularization: float,
+                        rows: np.ndarray, user_vector: np.ndarray) -> tuple[np.ndarray, float]:
+    """The confidences c (one per row) under which `user_vector` is the fold-in over `rows`,
+    and the relative residual of A(c) x = Yu^T c (0 when exact; see the module notes)."""
+    rows = np.asarray(rows, dtype=np.intp)
+    if not len(rows):
+        return np.zeros(0, dtype=np.float64), 0.0
+    x = np.asarray(user_vector, dtype=np.float64)
+    yu = np.asarray(item_factors[rows], dtype=np.float64)
+    s = yu @ x
+    base = yty + regularization * np.eye(yty.shape[0])
+    m = yu.T * (1.0 - s)                       # Yu^T diag(1 - s)
+    r = base @ x - yu.T @ s
+    # c = 1 + d, d of least norm: M d = r - M 1
+    d, *_ = np.linalg.lstsq(m, r - m.sum(axis=1), rcond=None)
+    conf = 1.0 + d
+    residual = np.linalg.norm(m @ conf - r) / max(float(np.linalg.norm(r)), 1e-12)
+    return conf, float(residual)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    rows: np.ndarray            # history rows, by contribution, largest first
+    contributions: np.ndarray   # c_j y_i^T A^-1 y_j, same order
+    confidences: np.ndarray     # c_j used, same order
+    score: float                # y_i^T x_u
+    residual: float             # of the implied confidences (0: x_u is exactly a fold-in)
+
+
+def explain(item_factors: np.ndarray, yty: np.ndarray, regularization: float,
+            target_row: int, rows: np.ndarray, user_vector: np.ndarray) -> Explanation:
+    """Contributions of the user's items to the score of `target_row`, largest first, with
+    confidences implied by the vector (the serving side of /because)."""
+    rows = np.asarray(rows, dtype=np.intp)
+    conf, residual = implied_confidences(item_factors, yty, regularization, rows, user_vector)
+    parts = contributions(item_factors, yty, regularization, target_row, rows, conf)
+    order = np.argsort(-parts, kind="stable")
+    score = float(np.asarray(item_factors[target_row], dtype=np.float64)
+                  @ np.asarray(user_vector, dtype=np.float64))
+    return Explanation(rows[order], parts[order], conf[order], score, residual)
