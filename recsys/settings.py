@@ -422,6 +422,20 @@ class Settings(BaseSettings):
     api_max_anonymous_items: int = Field(
         default=200, ge=1, le=MAX_ANONYMOUS_ITEMS_LIMIT,
         description="Most interactions in one anonymous-session request (422 beyond).")
+    api_max_offset: int = Field(
+        default=1000, ge=0, le=100_000,
+        description="Largest `offset` of a paged personalised list (422 beyond); a page "
+        "costs a top-(offset + k), so this bounds it.")
+    api_max_score_items: int = Field(
+        default=1000, ge=1, le=100_000,
+        description="Most item ids in one POST /v1/users/{user_id}/scores (422 beyond).")
+    api_max_batch_users: int = Field(
+        default=100, ge=1, le=10_000,
+        description="Most users in one POST /v1/recommendations/batch (422 beyond).")
+    api_max_page_size: int = Field(
+        default=1000, ge=1, le=100_000,
+        description="Largest `limit` of the listing endpoints (GET /v1/items, "
+        "GET /v1/users/{user_id}/items; 422 beyond).")
     api_max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024,
         description="Largest request body. 413 before parsing: at once from Content-Length, "

@@ -94,7 +94,7 @@ class Catalog:
         self.unavailable: set[str] = set()
         self.generation: int | None = None
         self._seq = 0  # bumped on every in-memory change; keys the memo
-        self._memo: dict[tuple[str, int, str], np.ndarray] = {}
+        self._memo: dict[tuple[str, int, str], Any] = {}
         # item -> (expires, detail_members(item)); b'' caches "not in Redis" too.
         self._details: dict[str, tuple[float, bytes]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -121,6 +121,18 @@ class Catalog:
         return self._memoised(
             model, "c:" + category,
             lambda: np.sort(rows_of(model.index, self.by_category.get(category, ()))))
+
+    def sorted_ids(self, category: str | None = None) -> list[str]:
+        """Catalogue item ids (of one category), sorted: stable pages for GET /v1/items.
+        Memoised until the catalogue changes."""
+        key = ("", self._seq, "sorted:" + (category or ""))
+        ids: list[str] | None = self._memo.get(key)
+        if ids is None:
+            if len(self._memo) > 1024:
+                self._memo.clear()
+            members = self.categories if category is None else self.by_category.get(category, ())
+            ids = self._memo[key] = sorted(members)
+        return ids
 
     def is_allowed(self, item_id: str, category: str | None = None) -> bool:
         if item_id in self.unavailable:

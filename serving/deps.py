@@ -140,3 +140,36 @@ def plain_user_params(user_id: str, query: Iterable[tuple[str, str]], max_k: int
         else:
             return None
     return user_id, k, exclude_seen, category
+
+
+# --- paging ---------------------------------------------------------------------------------
+DEFAULT_LIMIT = 100
+LIMIT_DESCRIPTION = (f"Page size: 1..api_max_page_size (setting); default {DEFAULT_LIMIT} "
+                     "(or the bound, if lower).")
+
+
+async def get_offset(
+    services: ServicesDep,
+    offset: Annotated[int, Query(ge=0, description="Skip this many items (paging); at most "
+                                 "api_max_offset (setting).")] = 0,
+) -> int:
+    limit = services.settings.api_max_offset
+    if offset > limit:
+        raise HTTPException(422, f"offset must be between 0 and {limit}; got {offset}")
+    return offset
+
+
+async def get_limit(
+    services: ServicesDep,
+    limit: Annotated[int | None, Query(ge=1, description=LIMIT_DESCRIPTION)] = None,
+) -> int:
+    bound = services.settings.api_max_page_size
+    if limit is None:
+        return min(DEFAULT_LIMIT, bound)
+    if limit > bound:
+        raise HTTPException(422, f"limit must be between 1 and {bound}; got {limit}")
+    return limit
+
+
+Offset = Annotated[int, Depends(get_offset)]
+Limit = Annotated[int, Depends(get_limit)]

@@ -27,12 +27,16 @@ from serving.limits import RequestLimits
 from serving.responses import OrjsonResponse
 from serving.routes import (
     admin,
+    batch,
     compat,
     events,
+    explain,
     health,
     items,
+    listing,
     popular,
     recommendations,
+    scores,
     users,
 )
 from serving.state import Services
@@ -130,7 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.services = None
-    for module in (recommendations, items, users, popular, events, compat, health, admin):
+    for module in (recommendations, explain, scores, batch, listing, items, users, popular,
+                   events, compat, health, admin):
         app.include_router(module.router)
     mount_web(app)  # after the JSON routes: pages never stand before a /v1 match
 

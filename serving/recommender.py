@@ -32,7 +32,7 @@ from serving.scoring import (
     recommend,
     rows_of,
     session_tower_vector,
-    top_of_scores,
+    top_page,
 )
 from serving.served_model import LoadedModel
 
@@ -101,23 +101,32 @@ class Recommender:
 
     # --- personalised ----------------------------------------------------------------------
     async def _user_fallback(self, reason: str, user_id: str, k: int, exclude_seen: bool,
-                             category: str | None, seen: list[str] | None = None) -> Result:
+                             category: str | None, seen: list[str] | None = None,
+                             offset: int = 0) -> Result:
         if seen is None:
             seen = await self.fallback.seen(user_id) or []
-        return await self.fallback.answer(reason, k, seen=seen if exclude_seen else [],
-                                          recent=seen, category=category)
+        result = await self.fallback.answer(reason, k + offset,
+                                            seen=seen if exclude_seen else [],
+                                            recent=seen, category=category)
+        if offset:
+            result.items = result.items[offset:]
+        return result
 
     async def for_user(self, user_id: str, k: int, exclude_seen: bool = True,
-                       category: str | None = None) -> Result:
+                       category: str | None = None, offset: int = 0) -> Result:
+        """Items offset .. offset + k - 1 of the user's ranking. The model's ranking is a
+        total order (score, then row: `top_page`), so pages of one model version and user
+        state never overlap nor skip an item."""
         model = self.holder.current
         if model is None:
-            return await self._user_fallback("no_model", user_id, k, exclude_seen, category)
+            return await self._user_fallback("no_model", user_id, k, exclude_seen, category,
+                                             offset=offset)
         if not model.beats_popularity:
             return await self._user_fallback("model_below_popularity", user_id, k,
-                                             exclude_seen, category)
+                                             exclude_seen, category, offset=offset)
         if not self.guard.available:
             return await self._user_fallback("redis_unavailable", user_id, k, exclude_seen,
-                                             category, seen=[])
+                                             category, seen=[], offset=offset)
         try:
             raw, seen_raw = await self._user_state(
                 keys=[self.keys.user_vectors(model.version), self.keys.seen(user_id)],
@@ -125,32 +134,33 @@ class Recommender:
         except (RedisError, OSError) as exc:
             self.guard.failed("user_vector", exc)
             return await self._user_fallback("redis_unavailable", user_id, k, exclude_seen,
-                                             category, seen=[])
+                                             category, seen=[], offset=offset)
         self.guard.succeeded()
         seen = [m.decode() for m in seen_raw]
         if raw is None:
             # No vector under the served version: a stranger, or a user the stream has not
             # folded in against this version yet.
             reason = "no_user_vector" if seen else "unknown_user"
-            return await self._user_fallback(reason, user_id, k, exclude_seen, category, seen)
+            return await self._user_fallback(reason, user_id, k, exclude_seen, category, seen,
+                                             offset)
         try:
             vector = unpack_vector(raw, model.factors)
         except ModelIntegrityError as exc:
             log.warning("user %s: unusable vector under %s: %s", user_id, model.version, exc)
             return await self._user_fallback("bad_user_vector", user_id, k, exclude_seen,
-                                             category, seen)
+                                             category, seen, offset)
         if not np.isfinite(vector).all():
             return await self._user_fallback("bad_user_vector", user_id, k, exclude_seen,
-                                             category, seen)
+                                             category, seen, offset)
         scores = await self.batcher.scores(model.item_factors, vector)
         # Exclusions from the catalog as it is after that await (no await from here on).
         seen_rows = rows_of(model.index, seen) if exclude_seen and seen else EMPTY_ROWS
         exclude = join_rows(self.catalog.unavailable_rows(model), seen_rows)
         candidates = self.catalog.category_rows(model, category) if category else None
-        rows, scores = top_of_scores(scores, k, exclude, candidates)
+        rows, scores = top_page(scores, offset, k, exclude, candidates)
         if not len(rows):
             return await self._user_fallback("no_candidates", user_id, k, exclude_seen,
-                                             category, seen)
+                                             category, seen, offset)
         return Result(_ranked(model, rows, scores), "personalized", model.version)
 
     # --- similar items ---------------------------------------------------------------------

@@ -95,6 +95,36 @@ def top_of_scores(
     return best, scores[best]
 
 
+def top_page(
+    scores: np.ndarray,
+    offset: int,
+    k: int,
+    exclude: np.ndarray | None = None,
+    candidates: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions offset .. offset + k - 1 of the ranking by score, ties broken by row: a
+    total order, so the pages of one score vector tile it (no overlap, no gap), whatever k.
+
+    `top_of_scores` for offset + k, then every row tied with the last one is let in (the
+    partial sort keeps an arbitrary subset of a tie) before the (score, row) sort. Overwrites
+    `scores` like `top_of_scores`.
+    """
+    depth = offset + k
+    rows, vals = top_of_scores(scores, depth, exclude, candidates)
+    if not len(rows):
+        return rows, vals
+    if len(rows) == depth:
+        boundary = vals[-1]
+        if candidates is not None:
+            pool = candidates[scores[candidates] >= boundary]
+        else:
+            pool = np.flatnonzero(scores >= boundary)
+        if len(pool) > len(rows):
+            rows, vals = pool, scores[pool]
+    order = np.lexsort((rows, -vals.astype(np.float64)))[offset:depth]
+    return rows[order], vals[order]
+
+
 def session_confidences(
     rows: Sequence[int], weights: Sequence[float], alpha: float
 ) -> tuple[np.ndarray, np.ndarray]:

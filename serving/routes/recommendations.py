@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.routing import APIRoute
 
-from serving.deps import CategoryQuery, K, ServicesDep, UserIdPath, plain_user_params
+from serving.deps import CategoryQuery, K, Offset, ServicesDep, UserIdPath, plain_user_params
 from serving.responses import render
 from serving.schemas import AnonymousRequest, ErrorOut, RecommendationList, UserRecommendations
 from serving.state import Services
@@ -18,8 +18,8 @@ router = APIRouter(tags=["recommendations"],
 
 
 async def _for_user(services: Services, user_id: str, k: int, exclude_seen: bool,
-                    category: str | None) -> Response:
-    result = await services.recommender.for_user(user_id, k, exclude_seen, category)
+                    category: str | None, offset: int = 0) -> Response:
+    result = await services.recommender.for_user(user_id, k, exclude_seen, category, offset)
     return await render(result, services.catalog, services.metrics, "user", user_id=user_id)
 
 
@@ -55,14 +55,19 @@ async def user_recommendations(
     category: CategoryQuery = None,
     exclude_seen: Annotated[bool, Query(description="Leave out items the user has seen.")]
     = True,
+    offset: Offset = 0,
 ) -> UserRecommendations:
-    return await _for_user(services, user_id, k, exclude_seen,
-                           category)  # type: ignore[return-value]
+    return await _for_user(services, user_id, k, exclude_seen, category,
+                           offset)  # type: ignore[return-value]
 
 
 router.add_api_route("/v1/users/{user_id}/recommendations", user_recommendations,
                      methods=["GET"], response_model=UserRecommendations,
                      summary="Personalised top-k for a user",
+                     description="Items `offset` .. `offset + k - 1` of the user's ranking. "
+                     "The model's ranking is ordered by score, then by the item's row, so "
+                     "the pages of one model version and user state neither overlap nor "
+                     "skip an item (a new event of the user, or a model switch, re-ranks).",
                      route_class_override=PersonalisedRoute)
 
 

@@ -1,6 +1,7 @@
 """Pure scoring logic against brute force (no Redis, no app)."""
 
 import numpy as np
+import pytest
 
 from recsys.foldin import fold_in, gram
 from recsys.neighbours import cosine_neighbours
@@ -14,6 +15,7 @@ from serving.scoring import (
     score_batch,
     session_confidences,
     top_of_scores,
+    top_page,
 )
 
 rng = np.random.default_rng(0)
@@ -122,3 +124,23 @@ def test_score_batch_rows_are_each_users_scores():
     rows = score_batch(factors, users)
     top_of_scores(rows[0], 5, exclude=np.arange(100))
     np.testing.assert_allclose(rows[1], factors @ users[1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [50, 5000])
+def test_top_page_pages_tile_the_score_then_row_order_even_with_ties(n):
+    rng = np.random.default_rng(n)
+    base = rng.integers(0, 7, size=n).astype(np.float32)  # heavy ties
+    exclude = rng.choice(n, size=n // 10, replace=False)
+    candidates = np.sort(rng.choice(n, size=n // 2, replace=False))
+    for cand in (None, candidates):
+        pool = np.arange(n) if cand is None else cand
+        pool = pool[~np.isin(pool, exclude)]
+        truth = pool[np.lexsort((pool, -base[pool]))]
+        for k in (1, 3, 10):
+            pages = []
+            for offset in range(0, 40, k):
+                rows, vals = top_page(base.copy(), offset, k, exclude, cand)
+                assert np.array_equal(vals, base[rows])
+                pages.extend(rows.tolist())
+            assert pages == truth[:len(pages)].tolist()
+            assert len(pages) == min(len(truth), -(-40 // k) * k)

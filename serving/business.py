@@ -1,0 +1,165 @@
+"""The integration API's reads beyond "top-k for a user": explanations, scores of a given
+list, a user's known items, the catalogue listing and batches of users.
+
+Like `Recommender`, every function takes `holder.current` once and uses only that version
+(invariant 2). Maths is the core's (recsys.explain, recsys.foldin via serving.scoring).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from redis.exceptions import RedisError
+
+from recsys.errors import ModelIntegrityError
+from recsys.explain import explain
+from recsys.modelstore import unpack_vector
+from serving import ServingError
+from serving.fallback import Result
+from serving.model_holder import LoadedModel
+from serving.recommender import Recommender, _ranked
+from serving.scoring import EMPTY_ROWS, join_rows, rows_of, score_batch, top_page
+
+
+class Unavailable(ServingError):
+    """The model or Redis cannot answer this request now (503: a read that has no
+    meaningful fallback)."""
+
+
+class NotFound(ServingError):
+    """The user or item is unknown to the served model (404)."""
+
+
+@dataclass
+class UserVector:
+    user_id: str
+    vector: np.ndarray | None
+    seen: list[str]          # most recent first
+    seen_ms: list[int]       # their last interaction times (epoch ms), same order
+    reason: str | None       # why there is no usable vector
+
+
+def served_model(rec: Recommender) -> LoadedModel:
+    model = rec.holder.current
+    if model is None:
+        raise Unavailable("no model version is in service yet")
+    return model
+
+
+async def read_users(rec: Recommender, model: LoadedModel, user_ids: Sequence[str],
+                     seen_max: int | None = None) -> list[UserVector]:
+    """Vectors under `model`'s version and seen items of many users, in one round trip."""
+    if not rec.guard.available:
+        raise Unavailable("Redis is unavailable; retry")
+    seen_max = rec.settings.api_seen_max if seen_max is None else seen_max
+    try:
+        pipe = rec.redis.pipeline(transaction=False)
+        pipe.hmget(rec.keys.user_vectors(model.version), list(user_ids))
+        for user in user_ids:
+            pipe.zrevrange(rec.keys.seen(user), 0, seen_max - 1, withscores=True)
+        raw_vectors, *raw_seen = await pipe.execute()
+    except (RedisError, OSError) as exc:
+        rec.guard.failed("user_state", exc)
+        raise Unavailable("Redis is unavailable; retry") from None
+    rec.guard.succeeded()
+    out = []
+    for user, raw, seen_pairs in zip(user_ids, raw_vectors, raw_seen, strict=True):
+        seen = [member.decode() for member, _ in seen_pairs]
+        seen_ms = [int(score) for _, score in seen_pairs]
+        vector, reason = None, None
+        if raw is None:
+            reason = "no_user_vector" if seen else "unknown_user"
+        else:
+            try:
+                vector = unpack_vector(raw, model.factors)
+            except ModelIntegrityError:
+                reason = "bad_user_vector"
+            else:
+                if not np.isfinite(vector).all():
+                    vector, reason = None, "bad_user_vector"
+        out.append(UserVector(user, vector, seen, seen_ms, reason))
+    return out
+
+
+# --- explanations -------------------------------------------------------------------------
+def because(model: LoadedModel, user: UserVector, item_id: str, n: int) -> dict:
+    """The user's n items that contributed most to `item_id`'s score (recsys.explain)."""
+    row = model.index.get(item_id)
+    if row is None:
+        raise NotFound(f"item {item_id!r} is not in model version {model.version}")
+    if user.vector is None:
+        raise NotFound(f"user {user.user_id!r} has no vector under model version "
+                       f"{model.version} ({user.reason})")
+    history = rows_of(model.index, user.seen)
+    result = explain(model.item_factors, model.model.yty, model.regularization, row,
+                     np.unique(history), user.vector)
+    ids = model.item_ids
+    return {
+        "user_id": user.user_id, "item_id": item_id, "model_version": model.version,
+        "score": result.score,
+        "explained_score": float(result.contributions.sum()),
+        "residual": result.residual,
+        "items": [{"item_id": ids[r], "contribution": float(c), "confidence": float(conf)}
+                  for r, c, conf in zip(result.rows[:n].tolist(), result.contributions[:n],
+                                        result.confidences[:n], strict=True)],
+    }
+
+
+# --- scores of a given list ---------------------------------------------------------------
+def scores_of(model: LoadedModel, user: UserVector, item_ids: Sequence[str]) -> dict:
+    """y_i^T x_u for each id the model knows; null and known=false for the others. A user
+    without a vector gets null scores and the reason as `source`."""
+    index = model.index
+    rows = [index.get(item) for item in item_ids]
+    known = np.asarray([r is not None for r in rows], dtype=bool)
+    values: list[float | None] = [None] * len(item_ids)
+    if user.vector is not None and known.any():
+        picked = np.asarray([r for r in rows if r is not None], dtype=np.intp)
+        computed = model.item_factors[picked] @ user.vector.astype(model.item_factors.dtype)
+        for pos, value in zip(np.flatnonzero(known).tolist(), computed.tolist(), strict=True):
+            values[pos] = value
+    return {
+        "user_id": user.user_id, "model_version": model.version,
+        "source": "personalized" if user.vector is not None else f"none:{user.reason}",
+        "items": [{"item_id": item, "score": value, "known": bool(ok)}
+                  for item, value, ok in zip(item_ids, values, known.tolist(), strict=True)],
+    }
+
+
+# --- batches ------------------------------------------------------------------------------
+async def for_users(rec: Recommender, user_ids: Sequence[str], k: int, exclude_seen: bool,
+                    category: str | None) -> list[Result]:
+    """`Recommender.for_user` for many users, with one scoring pass: the batch's vectors are
+    scored in one matrix product (serving.scoring.score_batch). Users the model cannot
+    answer get the same fallbacks as one by one."""
+    model = rec.holder.current
+    if model is None or not model.beats_popularity or not rec.guard.available:
+        return [await rec.for_user(user, k, exclude_seen, category) for user in user_ids]
+    try:
+        users = await read_users(rec, model, user_ids)
+    except Unavailable:
+        return [await rec.for_user(user, k, exclude_seen, category) for user in user_ids]
+    with_vector = [u for u in users if u.vector is not None]
+    # Catalogue state after the last await: no await until the model's rows are ranked.
+    unavailable = rec.catalog.unavailable_rows(model)
+    candidates = rec.catalog.category_rows(model, category) if category else None
+    ranked: dict[str, Result] = {}
+    if with_vector:
+        matrix = score_batch(model.item_factors, [u.vector for u in with_vector])
+        for user, scores in zip(with_vector, matrix, strict=True):
+            seen_rows = rows_of(model.index, user.seen) if exclude_seen else EMPTY_ROWS
+            rows, values = top_page(scores, 0, k, join_rows(unavailable, seen_rows),
+                                    candidates)
+            if len(rows):
+                ranked[user.user_id] = Result(_ranked(model, rows, values), "personalized",
+                                              model.version)
+    out = []
+    for user in users:
+        result = ranked.get(user.user_id)
+        if result is None:
+            result = await rec._user_fallback(user.reason or "no_candidates", user.user_id, k,
+                                              exclude_seen, category, user.seen)
+        out.append(result)
+    return out
