@@ -93,3 +93,26 @@ def test_empty_history():
     assert len(conf) == 0 and residual == 0.0
 
 
+
+
+def test_contributions_equal_implicits_explain():
+    """implicit's own `explain` (Hu et al. section 5) computes the same terms."""
+    rng = np.random.default_rng(21)
+    counts = sparse_random(60, 40, density=0.15, random_state=rng, format="csr")
+    counts.data = np.ceil(counts.data * 5)
+    conf = counts.copy()
+    conf.data = confidence(counts.data, 2.0).astype(np.float32)
+    model = AlternatingLeastSquares(factors=6, regularization=0.2, iterations=3,
+                                    use_cg=False, alpha=1.0, random_state=4)
+    model.fit(conf, show_progress=False)
+    y = np.asarray(model.item_factors, dtype=np.float64)
+    for user in range(0, 60, 9):
+        row = conf[user]
+        if not row.nnz:
+            continue
+        total, top, _ = model.explain(user, conf, itemid=5, N=row.nnz)
+        ours = contributions(y, gram(y), 0.2, 5, row.indices, row.data)
+        assert float(ours.sum()) == pytest.approx(total, rel=1e-4, abs=1e-6)
+        theirs = dict((item, score) for item, score in top)
+        for item, value in zip(row.indices.tolist(), ours.tolist(), strict=True):
+            assert value == pytest.approx(theirs[item], rel=1e-3, abs=1e-6)
