@@ -59,7 +59,7 @@ def _plain_matrix(settings: Any) -> Any:
     frame = history_store(settings).load(columns=TRAIN_COLUMNS)
     latest = int(frame["timestamp"].max())
     events = index_events(frame, settings.event_weights, settings.trainer_time_decay_days,
-                          latest)
+                          latest, settings.negative_rating_max)
     return confidence_matrix(events, settings.alpha)
 
 

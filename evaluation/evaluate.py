@@ -299,7 +299,8 @@ def run_evaluation(frame: pd.DataFrame, settings: Settings, out_dir: Path, *, k:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    events = index_events(frame, settings.event_weights)
+    events = index_events(frame, settings.event_weights,
+                          negative_rating_max=settings.negative_rating_max)
     params = als_params(settings)
     unknown = [m for m in models if m not in MODELS]
     if unknown:

@@ -186,7 +186,8 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
     started = time.perf_counter()
     if params is None:
         params = als_params(settings)
-    events = index_events(frame, settings.event_weights)
+    events = index_events(frame, settings.event_weights,
+                          negative_rating_max=settings.negative_rating_max)
     ts = events.timestamps
     cutoff = cutoff_for(ts, 1.0 - train_fraction)
     train = ts < cutoff

@@ -396,7 +396,8 @@ def run_tune(frame: Any, settings: Any, out_dir: Path, protocol: str, *, source:
     the best and of the settings' parameters, report files."""
     from recsys.matrix import index_events
 
-    events = index_events(frame, settings.event_weights)
+    events = index_events(frame, settings.event_weights,
+                          negative_rating_max=settings.negative_rating_max)
     outer = make_split(protocol, events, settings.alpha,
                        holdout_fraction=settings.trainer_holdout_fraction,
                        seed=settings.random_seed)

@@ -50,6 +50,12 @@ class EventType(StrEnum):
     ADDTOCART = "addtocart"
     TRANSACTION = "transaction"
     RATING = "rating"
+    # Negative feedback: the user does not want the item (recsys.confidence).
+    DISLIKE = "dislike"
+    HIDE = "hide"
+
+
+NEGATIVE_EVENT_TYPES = frozenset({EventType.DISLIKE, EventType.HIDE})
 
 
 class Reason(StrEnum):

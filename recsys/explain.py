@@ -22,7 +22,8 @@ solution is unique, so they are the confidences the vector was folded in with; w
 items, the least-squares solution of smallest distance to c = 1 (no extra confidence). Any
 solution satisfies A(c) x = Yu^T c, so the contributions built from it still sum to the
 score. A vector that is not a fold-in over these items (fitted by the trainer, or a history
-that differs from the seen set) leaves a residual: `Explanation.residual` says how much.
+that differs from the seen set, or one with negative feedback, whose preference-0 items this
+recovery does not know) leaves a residual: `Explanation.residual` says how much.
 
 No I/O and no framework imports here.
 """
@@ -39,8 +40,18 @@ def _system(item_factors: np.ndarray, yty: np.ndarray, regularization: float,
     # A = YtY + lambda I + Yu^T (Cu - I) Yu, in float64; and Yu
     yu = np.asarray(item_factors[rows], dtype=np.float64)
     conf = np.asarray(confidences, dtype=np.float64)
-    a = yty + regularization * np.eye(yty.shape[0]) + (yu.T * (conf - 1.0)) @ yu
+    a = yty + regularization * np.eye(yty.shape[0]) + (yu.T * (np.abs(conf) - 1.0)) @ yu
     return a, yu
+
+
+def _linear_contributions(item_factors: np.ndarray, yty: np.ndarray, regularization: float,
+                          target_row: int, rows: np.ndarray, conf: np.ndarray) -> np.ndarray:
+    if not len(rows):
+        return np.zeros(0, dtype=np.float64)
+    yu = np.asarray(item_factors[rows], dtype=np.float64)
+    a = yty + regularization * np.eye(yty.shape[0]) + (yu.T * (conf - 1.0)) @ yu
+    v = np.linalg.solve(a, np.asarray(item_factors[target_row], dtype=np.float64))
+    return conf * (yu @ v)
 
 
 def contributions(item_factors: np.ndarray, yty: np.ndarray, regularization: float,
@@ -52,7 +63,8 @@ def contributions(item_factors: np.ndarray, yty: np.ndarray, regularization: flo
     a, yu = _system(item_factors, yty, regularization, rows, confidences)
     # A is symmetric: y_i^T A^-1 y_j = (A^-1 y_i)^T y_j, one solve for all j.
     v = np.linalg.solve(a, np.asarray(item_factors[target_row], dtype=np.float64))
-    return np.asarray(confidences, dtype=np.float64) * (yu @ v)
+    # A negative confidence (negative feedback, preference 0) contributes nothing to b.
+    return np.maximum(np.asarray(confidences, dtype=np.float64), 0.0) * (yu @ v)
 
 
 def implied_confidences(item_factors: np.ndarray, yty: np.ndarray, regularization: float,
@@ -90,7 +102,9 @@ def explain(item_factors: np.ndarray, yty: np.ndarray, regularization: float,
     confidences implied by the vector (the serving side of /because)."""
     rows = np.asarray(rows, dtype=np.intp)
     conf, residual = implied_confidences(item_factors, yty, regularization, rows, user_vector)
-    parts = contributions(item_factors, yty, regularization, target_row, rows, conf)
+    # The implied c solve the positive-preference system A = ... + Yu^T (C - I) Yu,
+    # b = Yu^T c (a least-norm c may dip below 0 there: it is not negative feedback).
+    parts = _linear_contributions(item_factors, yty, regularization, target_row, rows, conf)
     order = np.argsort(-parts, kind="stable")
     score = float(np.asarray(item_factors[target_row], dtype=np.float64)
                   @ np.asarray(user_vector, dtype=np.float64))

@@ -11,7 +11,9 @@ lambda, the user's vector is
 
     x_u = (YtY + lambda I + Yu^T (Cu - I) Yu)^-1  Yu^T Cu p_u
 
-where Yu holds the rows of the items the user touched. YtY depends only on the model, so it
+where Yu holds the rows of the items the user touched. Negative feedback arrives as a
+negative confidence (recsys.confidence, implicit's convention): that item has preference 0
+and confidence |c|, so it adds (|c| - 1) y yt to A and nothing to b. YtY depends only on the model, so it
 is computed once per model version (see `gram`) and each fold-in costs O(n_u k^2 + k^3).
 
 No I/O and no framework imports here.
@@ -39,11 +41,11 @@ def _normal_equations(
     item_indices: np.ndarray,
     confidences: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    # A = YtY + lambda I + Yu^T (Cu - I) Yu ;  b = Yu^T Cu 1
+    # A = YtY + lambda I + Yu^T (|Cu| - I) Yu ;  b = Yu^T Cu p_u  (p = 1 where c > 0, else 0)
     rows = np.asarray(item_factors[item_indices], dtype=np.float64)
     conf = np.asarray(confidences, dtype=np.float64)
-    a = yty + regularization * np.eye(yty.shape[0]) + (rows.T * (conf - 1.0)) @ rows
-    b = rows.T @ conf
+    a = yty + regularization * np.eye(yty.shape[0]) + (rows.T * (np.abs(conf) - 1.0)) @ rows
+    b = rows.T @ np.maximum(conf, 0.0)
     return a, b
 
 
@@ -143,7 +145,9 @@ def fold_in_batch(
         pos = np.where(valid, starts[members][:, None] + slot[None, :], 0)
         rows = np.where(valid, flat_rows[pos], 0)
         conf = np.where(valid, flat_conf[pos], 0.0)
-        weight = np.where(valid, conf - 1.0, 0.0)
+        # Negative feedback (c < 0): preference 0 (nothing in b), confidence |c| in A.
+        weight = np.where(valid, np.abs(conf) - 1.0, 0.0)
+        conf = np.maximum(conf, 0.0)
         yu = item_factors[rows]                                     # (m, width, k)
         if width <= WOODBURY_MAX_ITEMS:
             if inverse is None:

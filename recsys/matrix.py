@@ -60,11 +60,13 @@ def decay_factors(timestamps: np.ndarray, half_life_days: float | None,
 
 def index_events(frame: pd.DataFrame, event_weights: Mapping[str, float],
                  half_life_days: float | None = None,
-                 reference_ms: int | None = None) -> IndexedEvents:
+                 reference_ms: int | None = None,
+                 negative_rating_max: float | None = None) -> IndexedEvents:
     rows, user_ids = pd.factorize(frame["user_id"], sort=False)
     cols, item_ids = pd.factorize(frame["item_id"], sort=False)
     ts = frame["timestamp"].to_numpy(dtype=np.int64)
-    weights = event_weights_of(frame["event_type"], frame["value"].to_numpy(), event_weights)
+    weights = event_weights_of(frame["event_type"], frame["value"].to_numpy(), event_weights,
+                               negative_rating_max)
     weights *= decay_factors(ts, half_life_days, reference_ms)
     return IndexedEvents(
         user_ids=np.asarray(user_ids, dtype=object), item_ids=np.asarray(item_ids, dtype=object),
@@ -83,7 +85,8 @@ def source_rows_of(frame: pd.DataFrame) -> np.ndarray | None:
 
 
 def event_weights_of(types: pd.Series, values: np.ndarray,
-                     event_weights: Mapping[str, float]) -> np.ndarray:
+                     event_weights: Mapping[str, float],
+                     negative_rating_max: float | None = None) -> np.ndarray:
     """recsys.confidence's `event_weights_array`, per event, float64.
 
     For categorical types (the history loads them so) the rule is applied to the few
@@ -92,7 +95,7 @@ def event_weights_of(types: pd.Series, values: np.ndarray,
     each category at value 0 and 1 (a missing value counts as 0, as in the rule).
     """
     if not isinstance(types.dtype, pd.CategoricalDtype):
-        return event_weights_array(np.asarray(types), values, event_weights)
+        return event_weights_array(np.asarray(types), values, event_weights, negative_rating_max)
     names = np.asarray(types.cat.categories, dtype=str)
     at0 = event_weights_array(names, np.zeros(len(names)), event_weights)
     slope = event_weights_array(names, np.ones(len(names)), event_weights) - at0
@@ -103,6 +106,12 @@ def event_weights_of(types: pd.Series, values: np.ndarray,
     if slope.any():
         value = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
         weights += np.where(codes >= 0, slope[codes], 0.0) * value
+    if negative_rating_max is not None and "rating" in names:
+        # Negative ratings make the rating rule piecewise affine: apply it to those rows.
+        rated = codes == int(np.flatnonzero(names == "rating")[0])
+        weights[rated] = event_weights_array(np.full(int(rated.sum()), "rating"),
+                                             np.asarray(values)[rated], event_weights,
+                                             negative_rating_max)
     return weights
 
 

@@ -34,6 +34,9 @@ DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     "addtocart": 4.0,
     "transaction": 8.0,
     "rating": 1.0,
+    # Negative feedback: the weight is subtracted (recsys.confidence).
+    "dislike": 4.0,
+    "hide": 4.0,
 }
 
 # Upper bounds of settings that request schemas also use as their own static limits.
@@ -135,7 +138,15 @@ class Settings(BaseSettings):
     event_weights: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS),
         description="Weight of each event type in the confidence (JSON; known types only, "
-        "weights >= 0; partial overrides keep the other defaults). Shared by trainer and stream.",
+        "weights >= 0; partial overrides keep the other defaults). Shared by trainer and stream. "
+        "dislike and hide are negative feedback: their weight is subtracted.",
+    )
+    negative_rating_max: float | None = Field(
+        default=2.0, ge=1.0, le=5.0,
+        description="Ratings up to this many stars are negative feedback: weight "
+        "-event_weights.rating * (negative_rating_max + 1 - rating) / 5, subtracted like a "
+        "dislike (recsys.confidence). null: every rating is a positive, rating / 5 of its "
+        "weight. Shared by trainer, stream and serving (recorded in the manifest).",
     )
     random_seed: int = Field(
         default=42, description="Seed of fits, samples and the synthetic generator."

@@ -183,6 +183,10 @@ def fold_in_inputs(states: Iterable[tuple[K, UserState]], item_index: dict[str, 
     histories: list[UserHistory] = []
     for user, state in states:
         rows, weights, _unknown = state.known_history(item_index)
+        # A net weight of 0 (liked, then disliked as much) is no entry, as in the trainer's
+        # matrix (recsys.matrix.weight_matrix drops zeros).
+        nonzero = weights != 0.0
+        rows, weights = rows[nonzero], weights[nonzero]
         if len(rows):
             users.append(user)
             histories.append((rows, np.asarray(confidence(weights, alpha))))

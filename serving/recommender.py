@@ -233,7 +233,7 @@ class Recommender:
             if row is not None:
                 rows.append(row)
                 weights.append(event_weight(interaction.event_type, interaction.value,
-                                            model.event_weights))
+                                            model.event_weights, model.negative_rating_max))
         if not rows:
             return await self.fallback.answer("no_known_items", k, exclude=ids, recent=recent,
                                               category=category)

@@ -133,7 +133,8 @@ def session_confidences(
     unique, inverse = np.unique(rows_arr, return_inverse=True)
     summed = np.bincount(inverse, weights=np.asarray(weights, dtype=np.float64),
                          minlength=len(unique))
-    return unique, np.asarray(confidence(summed, alpha), dtype=np.float64)
+    nonzero = summed != 0.0  # no entry, as in the trainer's matrix
+    return unique[nonzero], np.asarray(confidence(summed[nonzero], alpha), dtype=np.float64)
 
 
 def fold_in_session(

@@ -54,6 +54,9 @@ class LoadedModel:
     beats_popularity: bool
     loaded_at: float
     load_seconds: float
+    # Ratings up to this are negative feedback under this version (None: none are; also for
+    # versions published before the setting existed, which were fitted that way).
+    negative_rating_max: float | None = None
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -123,6 +126,7 @@ def build_loaded_model(client: Any, keys: Keys, version: str, settings: Settings
         beats_popularity=bool(manifest.get("beats_popularity", True)),
         loaded_at=time.time(),
         load_seconds=time.perf_counter() - start,
+        negative_rating_max=manifest.get("negative_rating_max"),
     )
 
 

@@ -101,6 +101,7 @@ class BatchProcessor:
         self.keys = Keys(settings.redis_namespace)
         self.topic = settings.interactions_topic
         self.weights = dict(settings.event_weights)
+        self.negative_rating_max = settings.negative_rating_max
         self.limits = Limits(settings.stream_history_max_items, settings.stream_dedupe_ids)
         self.max_retries = settings.stream_batch_max_retries
         self.clock = EventClock.from_seconds(settings.event_time_future_tolerance_s)
@@ -225,7 +226,7 @@ class BatchProcessor:
             changed = False
             seen: dict[str, int] = {}
             for event, record in events:
-                weight = weight_of(event, self.weights)
+                weight = weight_of(event, self.weights, self.negative_rating_max)
                 item = event.item_id
                 # The producer's clock is not trusted: beyond the tolerance, the event counts
                 # at its arrival, so it cannot move the trending landmark or a user's "last
@@ -266,8 +267,10 @@ class BatchProcessor:
         n_vectors = 0
         if model is not None:
             n_vectors = self._fold_in(model, states.items(), plan)
-        if applied:
-            self._plan_popularity(applied, plan)
+        # Trending counts what people want: negative feedback takes nothing from it.
+        wanted = [entry for entry in applied if entry[2] > 0]
+        if wanted:
+            self._plan_popularity(wanted, plan)
         refused = await self._write(plan)
         for user, exc in refused.items():
             outcomes -= user_outcomes[user]

@@ -235,7 +235,8 @@ class Trainer:
             latest = self._clock.reference(int(frame["timestamp"].max()))
             snapshot = Snapshot(self.store.offsets, latest, len(frame))
         with self._timed(timings, "matrix"):
-            events = index_events(frame, s.event_weights, s.trainer_time_decay_days, latest)
+            events = index_events(frame, s.event_weights, s.trainer_time_decay_days, latest,
+                                  s.negative_rating_max)
             del frame
             cutoff = cutoff_for(events.timestamps, s.trainer_holdout_fraction)
             train = events.timestamps < cutoff
@@ -562,6 +563,7 @@ class Trainer:
             "factors": p.factors, "regularization": p.regularization, "alpha": p.alpha,
             "iterations": p.iterations, "refit_iterations": s.trainer_refit_iterations,
             "event_weights": dict(s.event_weights),
+            "negative_rating_max": s.negative_rating_max,
             "time_decay_days": s.trainer_time_decay_days,
             "n_events": len(events), "n_users": len(events.user_ids),
             "n_items": len(events.item_ids), "train_nonzeros": int(c_train.nnz),

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from implicit.cpu.als import AlternatingLeastSquares
+from scipy.sparse import csr_matrix
 from scipy.sparse import random as sparse_random
 
 from recsys.confidence import confidence
@@ -116,3 +117,29 @@ def test_contributions_equal_implicits_explain():
         theirs = dict((item, score) for item, score in top)
         for item, value in zip(row.indices.tolist(), ours.tolist(), strict=True):
             assert value == pytest.approx(theirs[item], rel=1e-3, abs=1e-6)
+
+
+def test_contributions_with_negative_feedback_equal_implicits_explain():
+    """A negative confidence (dislike) has preference 0: no contribution, but it shapes A."""
+    rng = np.random.default_rng(22)
+    dense = rng.integers(-2, 4, size=(50, 30)) * (rng.random((50, 30)) < 0.25)
+    conf = csr_matrix(np.asarray(confidence(dense.astype(float), 2.0) * (dense != 0),
+                                 dtype=np.float32))
+    conf.eliminate_zeros()
+    model = AlternatingLeastSquares(factors=5, regularization=0.2, iterations=3,
+                                    use_cg=False, alpha=1.0, random_state=4)
+    model.fit(conf, show_progress=False)
+    y = np.asarray(model.item_factors, dtype=np.float64)
+    checked = 0
+    for user in range(50):
+        row = conf[user]
+        if not (row.data < 0).any() or not (row.data > 0).any():
+            continue
+        total, top, _ = model.explain(user, conf, itemid=3, N=row.nnz)
+        ours = contributions(y, gram(y), 0.2, 3, row.indices, row.data)
+        assert float(ours.sum()) == pytest.approx(total, rel=1e-4, abs=1e-6)
+        assert np.all(ours[row.data < 0] == 0)
+        x = fold_in(y, gram(y), 0.2, row.indices, row.data)
+        assert float(ours.sum()) == pytest.approx(float(y[3] @ x), rel=1e-3, abs=1e-5)
+        checked += 1
+    assert checked >= 3

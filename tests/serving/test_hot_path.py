@@ -38,10 +38,10 @@ class Echo:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def __call__(self, services, user_id, k, exclude_seen, category):
+    async def __call__(self, services, user_id, k, exclude_seen, category, offset=0):
         self.calls += 1
         return OrjsonResponse({"user_id": user_id, "k": k, "exclude_seen": exclude_seen,
-                               "category": category})
+                               "category": category, "offset": offset})
 
 
 @pytest.mark.integration
