@@ -13,8 +13,9 @@ lambda, the user's vector is
 
 where Yu holds the rows of the items the user touched. Negative feedback arrives as a
 negative confidence (recsys.confidence, implicit's convention): that item has preference 0
-and confidence |c|, so it adds (|c| - 1) y yt to A and nothing to b. YtY depends only on the model, so it
-is computed once per model version (see `gram`) and each fold-in costs O(n_u k^2 + k^3).
+and confidence |c|, so it adds (|c| - 1) y yt to A and nothing to b. YtY depends only on the
+model, so it is computed once per model version (see `gram`) and each fold-in costs
+O(n_u k^2 + k^3).
 
 No I/O and no framework imports here.
 """
