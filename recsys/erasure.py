@@ -69,7 +69,7 @@ def erase_user(redis: Any, keys: Keys, user_id: str, for_trainer: bool = True) -
     pipe = redis.pipeline(transaction=False)
     for key in _user_vector_keys(redis, keys):
         pipe.hdel(key, user_id)
-    pipe.delete(keys.seen(user_id))
+    pipe.delete(keys.seen(user_id), keys.hidden(user_id))
     if for_trainer:
         pipe.sadd(keys.erasure_users, user_id)
     results = pipe.execute()
@@ -83,7 +83,7 @@ async def aerase_user(redis: Any, keys: Keys, user_id: str, for_trainer: bool = 
     pipe = redis.pipeline(transaction=False)
     for key in vector_keys:
         pipe.hdel(key, user_id)
-    pipe.delete(keys.seen(user_id))
+    pipe.delete(keys.seen(user_id), keys.hidden(user_id))
     if for_trainer:
         pipe.sadd(keys.erasure_users, user_id)
     results = await pipe.execute()

@@ -45,13 +45,15 @@ def _system(item_factors: np.ndarray, yty: np.ndarray, regularization: float,
 
 
 def _linear_contributions(item_factors: np.ndarray, yty: np.ndarray, regularization: float,
-                          target_row: int, rows: np.ndarray, conf: np.ndarray) -> np.ndarray:
+                          target_row: int, rows: np.ndarray, weight: np.ndarray,
+                          preference: np.ndarray) -> np.ndarray:
+    # A = YtY + lambda I + Yu^T (W - I) Yu ; contribution_j = p_j w_j y_i^T A^-1 y_j
     if not len(rows):
         return np.zeros(0, dtype=np.float64)
     yu = np.asarray(item_factors[rows], dtype=np.float64)
-    a = yty + regularization * np.eye(yty.shape[0]) + (yu.T * (conf - 1.0)) @ yu
+    a = yty + regularization * np.eye(yty.shape[0]) + (yu.T * (weight - 1.0)) @ yu
     v = np.linalg.solve(a, np.asarray(item_factors[target_row], dtype=np.float64))
-    return conf * (yu @ v)
+    return preference * weight * (yu @ v)
 
 
 def contributions(item_factors: np.ndarray, yty: np.ndarray, regularization: float,
@@ -68,23 +70,28 @@ def contributions(item_factors: np.ndarray, yty: np.ndarray, regularization: flo
 
 
 def implied_confidences(item_factors: np.ndarray, yty: np.ndarray, regularization: float,
-                        rows: np.ndarray, user_vector: np.ndarray) -> tuple[np.ndarray, float]:
+                        rows: np.ndarray, user_vector: np.ndarray,
+                        negative: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """The confidences c (one per row) under which `user_vector` is the fold-in over `rows`,
-    and the relative residual of A(c) x = Yu^T c (0 when exact; see the module notes)."""
+    and the relative residual of A(c) x = b (0 when exact; see the module notes).
+
+    `negative` marks rows of negative feedback (preference 0): their column of the system is
+    -s_j y_j instead of (1 - s_j) y_j, and their c comes back negative (recsys.confidence)."""
     rows = np.asarray(rows, dtype=np.intp)
     if not len(rows):
         return np.zeros(0, dtype=np.float64), 0.0
     x = np.asarray(user_vector, dtype=np.float64)
     yu = np.asarray(item_factors[rows], dtype=np.float64)
     s = yu @ x
+    pref = np.ones(len(rows)) if negative is None else 1.0 - np.asarray(negative, dtype=float)
     base = yty + regularization * np.eye(yty.shape[0])
-    m = yu.T * (1.0 - s)                       # Yu^T diag(1 - s)
+    m = yu.T * (pref - s)                      # Yu^T diag(p - s)
     r = base @ x - yu.T @ s
-    # c = 1 + d, d of least norm: M d = r - M 1
+    # |c| = 1 + d, d of least norm: M d = r - M 1
     d, *_ = np.linalg.lstsq(m, r - m.sum(axis=1), rcond=None)
-    conf = 1.0 + d
-    residual = np.linalg.norm(m @ conf - r) / max(float(np.linalg.norm(r)), 1e-12)
-    return conf, float(residual)
+    magnitude = 1.0 + d
+    residual = np.linalg.norm(m @ magnitude - r) / max(float(np.linalg.norm(r)), 1e-12)
+    return np.where(pref > 0, magnitude, -magnitude), float(residual)
 
 
 @dataclass(frozen=True)
@@ -97,14 +104,20 @@ class Explanation:
 
 
 def explain(item_factors: np.ndarray, yty: np.ndarray, regularization: float,
-            target_row: int, rows: np.ndarray, user_vector: np.ndarray) -> Explanation:
+            target_row: int, rows: np.ndarray, user_vector: np.ndarray,
+            negative: np.ndarray | None = None) -> Explanation:
     """Contributions of the user's items to the score of `target_row`, largest first, with
-    confidences implied by the vector (the serving side of /because)."""
+    confidences implied by the vector (the serving side of /because). `negative` marks the
+    rows of negative feedback (they contribute 0)."""
     rows = np.asarray(rows, dtype=np.intp)
-    conf, residual = implied_confidences(item_factors, yty, regularization, rows, user_vector)
-    # The implied c solve the positive-preference system A = ... + Yu^T (C - I) Yu,
-    # b = Yu^T c (a least-norm c may dip below 0 there: it is not negative feedback).
-    parts = _linear_contributions(item_factors, yty, regularization, target_row, rows, conf)
+    conf, residual = implied_confidences(item_factors, yty, regularization, rows, user_vector,
+                                         negative)
+    # The implied |c| solve the linear system exactly; a least-norm |c| may dip below 0
+    # there, so the terms come from that system, not from the sign convention.
+    neg = np.zeros(len(rows), dtype=bool) if negative is None else np.asarray(negative, bool)
+    magnitude = np.where(neg, -conf, conf)
+    parts = _linear_contributions(item_factors, yty, regularization, target_row, rows,
+                                  magnitude, (~neg).astype(np.float64))
     order = np.argsort(-parts, kind="stable")
     score = float(np.asarray(item_factors[target_row], dtype=np.float64)
                   @ np.asarray(user_vector, dtype=np.float64))

@@ -24,6 +24,8 @@ User state (written by the trainer for the users it fitted, and by the stream wo
     {ns}:uvec:{v}                    hash    user id -> float32 LE vector computed against version v
                                              (one hash per version: retiring one is a single UNLINK)
     {ns}:seen:{user}                 zset    item id -> last interaction time (epoch ms)
+    {ns}:hidden:{user}               set     items whose net feedback is negative (dislike,
+                                             hide, low ratings): never recommended to the user
 
 Popularity (written by the stream worker; trainer seeds the all-time list)
     {ns}:pop:{window}                zset    item id -> forward-decayed score (window: 1h, 24h, 7d)
@@ -133,6 +135,9 @@ class Keys:
 
     def seen(self, user_id: str) -> str:
         return f"{self.namespace}:seen:{user_id}"
+
+    def hidden(self, user_id: str) -> str:
+        return f"{self.namespace}:hidden:{user_id}"
 
     # --- popularity ------------------------------------------------------------------------
     def popularity(self, window: str) -> str:

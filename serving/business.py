@@ -38,6 +38,7 @@ class UserVector:
     vector: np.ndarray | None
     seen: list[str]          # most recent first
     seen_ms: list[int]       # their last interaction times (epoch ms), same order
+    hidden: list[str]        # items their negative feedback hides
     reason: str | None       # why there is no usable vector
 
 
@@ -59,13 +60,17 @@ async def read_users(rec: Recommender, model: LoadedModel, user_ids: Sequence[st
         pipe.hmget(rec.keys.user_vectors(model.version), list(user_ids))
         for user in user_ids:
             pipe.zrevrange(rec.keys.seen(user), 0, seen_max - 1, withscores=True)
-        raw_vectors, *raw_seen = await pipe.execute()
+        for user in user_ids:
+            pipe.smembers(rec.keys.hidden(user))
+        raw_vectors, *rest = await pipe.execute()
     except (RedisError, OSError) as exc:
         rec.guard.failed("user_state", exc)
         raise Unavailable("Redis is unavailable; retry") from None
     rec.guard.succeeded()
+    raw_seen, raw_hidden = rest[:len(user_ids)], rest[len(user_ids):]
     out = []
-    for user, raw, seen_pairs in zip(user_ids, raw_vectors, raw_seen, strict=True):
+    for user, raw, seen_pairs, hidden_raw in zip(user_ids, raw_vectors, raw_seen, raw_hidden,
+                                                 strict=True):
         seen = [member.decode() for member, _ in seen_pairs]
         seen_ms = [int(score) for _, score in seen_pairs]
         vector, reason = None, None
@@ -79,7 +84,8 @@ async def read_users(rec: Recommender, model: LoadedModel, user_ids: Sequence[st
             else:
                 if not np.isfinite(vector).all():
                     vector, reason = None, "bad_user_vector"
-        out.append(UserVector(user, vector, seen, seen_ms, reason))
+        out.append(UserVector(user, vector, seen, seen_ms, [m.decode() for m in hidden_raw],
+                              reason))
     return out
 
 
@@ -92,9 +98,10 @@ def because(model: LoadedModel, user: UserVector, item_id: str, n: int) -> dict:
     if user.vector is None:
         raise NotFound(f"user {user.user_id!r} has no vector under model version "
                        f"{model.version} ({user.reason})")
-    history = rows_of(model.index, user.seen)
+    history = np.unique(rows_of(model.index, [*user.seen, *user.hidden]))
+    negative = np.isin(history, rows_of(model.index, user.hidden))
     result = explain(model.item_factors, model.model.yty, model.regularization, row,
-                     np.unique(history), user.vector)
+                     history, user.vector, negative)
     ids = model.item_ids
     return {
         "user_id": user.user_id, "item_id": item_id, "model_version": model.version,
@@ -150,8 +157,9 @@ async def for_users(rec: Recommender, user_ids: Sequence[str], k: int, exclude_s
         matrix = score_batch(model.item_factors, [u.vector for u in with_vector])
         for user, scores in zip(with_vector, matrix, strict=True):
             seen_rows = rows_of(model.index, user.seen) if exclude_seen else EMPTY_ROWS
-            rows, values = top_page(scores, 0, k, join_rows(unavailable, seen_rows),
-                                    candidates)
+            hidden_rows = rows_of(model.index, user.hidden)
+            rows, values = top_page(scores, 0, k,
+                                    join_rows(unavailable, seen_rows, hidden_rows), candidates)
             if len(rows):
                 ranked[user.user_id] = Result(_ranked(model, rows, values), "personalized",
                                               model.version)
@@ -160,6 +168,7 @@ async def for_users(rec: Recommender, user_ids: Sequence[str], k: int, exclude_s
         result = ranked.get(user.user_id)
         if result is None:
             result = await rec._user_fallback(user.reason or "no_candidates", user.user_id, k,
-                                              exclude_seen, category, user.seen)
+                                              exclude_seen, category, user.seen,
+                                              hidden=user.hidden)
         out.append(result)
     return out

@@ -40,13 +40,15 @@ log = logging.getLogger(__name__)
 
 # Everything a personalised request reads from Redis, in one EVALSHA: the user's vector under
 # the served version (KEYS[1] = keys.user_vectors(version), field ARGV[1]) and their most
-# recent seen items (KEYS[2] = keys.seen(user), ARGV[2] = how many). One command instead of a
+# recent seen items (KEYS[2] = keys.seen(user), ARGV[2] = how many), and the items their
+# negative feedback hides (KEYS[3] = keys.hidden(user)). One command instead of a
 # two-command pipeline halves redis-py's client-side cost (docs/benchmarks.md), which is
 # most of what Redis costs the hot path. A missing vector comes back as nil (Lua false).
 # Read-only; redis-py reloads the script by itself after a Redis restart (NOSCRIPT).
 USER_STATE_LUA = """
 return {redis.call('HGET', KEYS[1], ARGV[1]),
-        redis.call('ZREVRANGE', KEYS[2], 0, tonumber(ARGV[2]) - 1)}
+        redis.call('ZREVRANGE', KEYS[2], 0, tonumber(ARGV[2]) - 1),
+        redis.call('SMEMBERS', KEYS[3])}
 """
 
 
@@ -100,13 +102,25 @@ class Recommender:
         self.batcher = ScoringBatcher(observe=fallback.metrics.scoring_batch_size.observe)
 
     # --- personalised ----------------------------------------------------------------------
+    async def hidden(self, user_id: str) -> list[str]:
+        """Items the user's negative feedback hides ([] when Redis cannot say)."""
+        if not self.guard.available:
+            return []
+        try:
+            return [m.decode() for m in await self.redis.smembers(self.keys.hidden(user_id))]
+        except (RedisError, OSError) as exc:
+            self.guard.failed("hidden", exc)
+            return []
+
     async def _user_fallback(self, reason: str, user_id: str, k: int, exclude_seen: bool,
                              category: str | None, seen: list[str] | None = None,
-                             offset: int = 0) -> Result:
+                             offset: int = 0, hidden: list[str] | None = None) -> Result:
         if seen is None:
             seen = await self.fallback.seen(user_id) or []
+            hidden = await self.hidden(user_id)
         result = await self.fallback.answer(reason, k + offset,
                                             seen=seen if exclude_seen else [],
+                                            exclude=hidden or (),
                                             recent=seen, category=category)
         if offset:
             result.items = result.items[offset:]
@@ -128,8 +142,9 @@ class Recommender:
             return await self._user_fallback("redis_unavailable", user_id, k, exclude_seen,
                                              category, seen=[], offset=offset)
         try:
-            raw, seen_raw = await self._user_state(
-                keys=[self.keys.user_vectors(model.version), self.keys.seen(user_id)],
+            raw, seen_raw, hidden_raw = await self._user_state(
+                keys=[self.keys.user_vectors(model.version), self.keys.seen(user_id),
+                      self.keys.hidden(user_id)],
                 args=[user_id, self.settings.api_seen_max])
         except (RedisError, OSError) as exc:
             self.guard.failed("user_vector", exc)
@@ -137,30 +152,33 @@ class Recommender:
                                              category, seen=[], offset=offset)
         self.guard.succeeded()
         seen = [m.decode() for m in seen_raw]
+        hidden = [m.decode() for m in hidden_raw]
         if raw is None:
             # No vector under the served version: a stranger, or a user the stream has not
             # folded in against this version yet.
             reason = "no_user_vector" if seen else "unknown_user"
             return await self._user_fallback(reason, user_id, k, exclude_seen, category, seen,
-                                             offset)
+                                             offset, hidden)
         try:
             vector = unpack_vector(raw, model.factors)
         except ModelIntegrityError as exc:
             log.warning("user %s: unusable vector under %s: %s", user_id, model.version, exc)
             return await self._user_fallback("bad_user_vector", user_id, k, exclude_seen,
-                                             category, seen, offset)
+                                             category, seen, offset, hidden)
         if not np.isfinite(vector).all():
             return await self._user_fallback("bad_user_vector", user_id, k, exclude_seen,
-                                             category, seen, offset)
+                                             category, seen, offset, hidden)
         scores = await self.batcher.scores(model.item_factors, vector)
         # Exclusions from the catalog as it is after that await (no await from here on).
         seen_rows = rows_of(model.index, seen) if exclude_seen and seen else EMPTY_ROWS
-        exclude = join_rows(self.catalog.unavailable_rows(model), seen_rows)
+        # Hidden (negative feedback) always goes, whatever exclude_seen says.
+        hidden_rows = rows_of(model.index, hidden) if hidden else EMPTY_ROWS
+        exclude = join_rows(self.catalog.unavailable_rows(model), seen_rows, hidden_rows)
         candidates = self.catalog.category_rows(model, category) if category else None
         rows, scores = top_page(scores, offset, k, exclude, candidates)
         if not len(rows):
             return await self._user_fallback("no_candidates", user_id, k, exclude_seen,
-                                             category, seen, offset)
+                                             category, seen, offset, hidden)
         return Result(_ranked(model, rows, scores), "personalized", model.version)
 
     # --- similar items ---------------------------------------------------------------------

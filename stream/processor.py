@@ -225,6 +225,7 @@ class BatchProcessor:
             state = self._load(user)
             changed = False
             seen: dict[str, int] = {}
+            was_negative: dict[str, bool] = {}
             for event, record in events:
                 weight = weight_of(event, self.weights, self.negative_rating_max)
                 item = event.item_id
@@ -236,6 +237,9 @@ class BatchProcessor:
                 # Seen is written for replays too: ZADD GT is idempotent, and it repairs a
                 # write that a crash prevented.
                 seen[item] = max(seen.get(item, 0), ts)
+                if item not in was_negative:
+                    prior = state.items.get(item)
+                    was_negative[item] = prior is not None and prior[0] < 0
                 if not state.apply(event.event_id, item, weight, ts, record.partition,
                                    record.offset, self.limits):
                     outcomes[(event.event_type, "duplicate")] += 1
@@ -257,6 +261,16 @@ class BatchProcessor:
             if changed:
                 changed_values.append((user, state.to_bytes(), events[-1][1].partition))
             plan.seen[user] = seen
+            # Hidden from the user's lists while the item's net feedback is negative; only
+            # items negative now or before this batch are written (most users have none).
+            flags = {}
+            for item in seen:
+                entry = state.items.get(item)
+                negative = entry is not None and entry[0] < 0
+                if negative or was_negative.get(item):
+                    flags[item] = negative
+            if flags:
+                plan.hidden[user] = flags
             states[user] = state
             user_outcomes[user] = outcomes - before
 

@@ -106,6 +106,8 @@ class WritePlan:
     # user-vector hash (one per model version) -> user -> float32 bytes
     vectors: dict[str, dict[str, bytes]] = field(default_factory=dict)
     seen: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> item -> time ms
+    # user -> item -> whether its net feedback is negative now (hidden from the user's lists)
+    hidden: dict[str, dict[str, bool]] = field(default_factory=dict)
     # window -> (t0 seconds, item -> increment relative to t0); see stream.popularity
     popularity: dict[str, tuple[float, dict[str, float]]] = field(default_factory=dict)
     # Names this plan's popularity increments: a retry of the same plan is applied once.
@@ -122,6 +124,8 @@ class WritePlan:
                 part.vectors[hash_key] = {user: vectors[user]}
         if user in self.seen:
             part.seen[user] = self.seen[user]
+        if user in self.hidden:
+            part.hidden[user] = self.hidden[user]
         return part
 
     def popularity_only(self) -> WritePlan:
@@ -203,6 +207,17 @@ class RedisWriter:
                        for items in seen.values()]
             pipe.eval(LUA_SEEN, len(seen), *[self.keys.seen(user) for user in seen],
                       self.seen_max, orjson.dumps(per_key), self.seen_ttl_ms)
+        for user, flags in plan.hidden.items():
+            # SADD/SREM are idempotent: a replayed batch sets the same flags again.
+            hide = [item for item, negative in flags.items() if negative]
+            show = [item for item, negative in flags.items() if not negative]
+            key = self.keys.hidden(user)
+            if show:
+                pipe.srem(key, *show)
+            if hide:
+                pipe.sadd(key, *hide)
+                if self.seen_ttl_ms:
+                    pipe.pexpire(key, self.seen_ttl_ms)
         for window, (t0, increments) in plan.popularity.items():
             pipe.eval(LUA_APPLY, 3, self.keys.popularity(window),
                       self.keys.popularity_ref(window),

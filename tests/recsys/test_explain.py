@@ -143,3 +143,21 @@ def test_contributions_with_negative_feedback_equal_implicits_explain():
         assert float(ours.sum()) == pytest.approx(float(y[3] @ x), rel=1e-3, abs=1e-5)
         checked += 1
     assert checked >= 3
+
+
+def test_explain_with_disliked_items_recovers_their_confidences_and_gives_them_nothing(fitted):
+    y, reg = fitted
+    yty = gram(y)
+    rows = np.array([3, 8, 15, 22, 40])
+    conf = np.array([5.0, -9.0, 3.0, -3.0, 11.0])  # two dislikes
+    x = fold_in(y, yty, reg, rows, conf)
+    implied, residual = implied_confidences(y, yty, reg, rows, x, negative=conf < 0)
+    np.testing.assert_allclose(implied, conf, rtol=1e-3)
+    assert residual < 1e-4
+    result = explain(y, yty, reg, 7, rows, x, negative=conf < 0)
+    by_row = dict(zip(result.rows.tolist(), result.contributions.tolist(), strict=True))
+    assert by_row[8] == 0 and by_row[22] == 0
+    assert sum(by_row.values()) == pytest.approx(float(y[7] @ x), rel=1e-3, abs=1e-5)
+    np.testing.assert_allclose(
+        [by_row[r] for r in rows], contributions(y, yty, reg, 7, rows, conf), rtol=1e-3,
+        atol=1e-6)

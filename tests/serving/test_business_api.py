@@ -217,3 +217,44 @@ async def test_batch_bounds(published, settings):
         assert r.status_code == 422 and "user_ids" in r.json()["detail"]
         r = await client.post("/v1/recommendations/batch", json={"user_ids": "u1"})
         assert r.status_code == 422 and "user_ids" in r.json()["detail"]
+
+
+# --- negative feedback --------------------------------------------------------------------
+async def test_hidden_items_never_come_back_whatever_exclude_seen_says(
+        published, client, redis_client, keys):
+    r = await client.get("/v1/users/u2/recommendations", params={"k": 5, "exclude_seen": False})
+    top = [i["item_id"] for i in r.json()["items"]]
+    redis_client.sadd(keys.hidden("u2"), top[0], top[2])
+    for params in ({"k": 5, "exclude_seen": False}, {"k": 5}):
+        r = await client.get("/v1/users/u2/recommendations", params=params)
+        got = [i["item_id"] for i in r.json()["items"]]
+        assert r.json()["source"] == "personalized" and len(got) == 5
+        assert top[0] not in got and top[2] not in got
+    batch = await client.post("/v1/recommendations/batch",
+                              json={"user_ids": ["u2"], "k": 5, "exclude_seen": False})
+    assert [i["item_id"] for i in batch.json()["results"][0]["items"]] == [
+        i["item_id"] for i in (await client.get(
+            "/v1/users/u2/recommendations", params={"k": 5, "exclude_seen": False})
+        ).json()["items"]]
+    # A user without a vector: the fallback leaves them out too.
+    plain = await client.get("/v1/users/stranger2/recommendations", params={"k": 3})
+    first = plain.json()["items"][0]["item_id"]
+    redis_client.sadd(keys.hidden("stranger2"), first)
+    again = await client.get("/v1/users/stranger2/recommendations", params={"k": 3})
+    assert again.json()["source"].startswith("fallback:")
+    assert first not in [i["item_id"] for i in again.json()["items"]]
+
+
+async def test_a_dislike_in_an_anonymous_session_is_negative_feedback(published, client):
+    liked = {"items": [{"item_id": "i00", "event_type": "view"},
+                       {"item_id": "i21", "event_type": "view"}]}
+    disliked = {"items": [{"item_id": "i00", "event_type": "view"},
+                          {"item_id": "i21", "event_type": "dislike"}]}
+    a = (await client.post("/v1/recommendations/anonymous", params={"k": 40}, json=liked)).json()
+    b = (await client.post("/v1/recommendations/anonymous", params={"k": 40},
+                           json=disliked)).json()
+    rank_a = [i["item_id"] for i in a["items"]]
+    rank_b = [i["item_id"] for i in b["items"]]
+    # Category 2's items (i2x) fall when i21 is disliked instead of viewed.
+    mean = lambda ranks: np.mean([n for n, i in enumerate(ranks) if i.startswith("i2")])  # noqa: E731
+    assert mean(rank_b) > mean(rank_a)

@@ -322,3 +322,61 @@ def test_invariant_3_by_offsets_with_a_future_dated_event_in_the_snapshot(
         await h.redis.aclose()
 
     asyncio.run(scenario())
+
+
+def test_negative_feedback_hides_the_item_and_folds_in_as_the_trainer_reads_it(
+        settings, redis_url, redis_client, clustered):
+    """dislike/hide and low ratings: the vector is the fold-in of the trainer's confidence row
+    for the same events (negative confidence), the item is hidden from the user's lists at
+    once, trending takes nothing from it, and enough positive feedback shows it again."""
+    import pandas as pd
+
+    from recsys.foldin import fold_in
+    from recsys.matrix import confidence_matrix, index_events
+    from tests.stream.conftest import ALPHA, REGULARIZATION
+
+    publish(redis_client, Keys(settings.redis_namespace), "v1", clustered)
+    items = clustered.items_of(1)
+
+    def trainer_vector(events):
+        frame = pd.DataFrame({
+            "user_id": [e.user_id for e in events], "item_id": [e.item_id for e in events],
+            "event_type": [str(e.event_type) for e in events],
+            "value": [np.nan if e.value is None else e.value for e in events],
+            "timestamp": [e.timestamp for e in events]})
+        indexed = index_events(frame, settings.event_weights,
+                               negative_rating_max=settings.negative_rating_max)
+        row = confidence_matrix(indexed, ALPHA)[0]
+        index = {item: n for n, item in enumerate(clustered.item_ids)}
+        rows = np.array([index[str(indexed.item_ids[c])] for c in row.indices])
+        assert (row.data < 0).any()
+        return fold_in(clustered.factors, clustered.factors.T.astype(np.float64)
+                       @ clustered.factors, REGULARIZATION, rows, row.data.astype(np.float64))
+
+    async def scenario():
+        h = Harness(settings, redis_url)
+        h.holder.swap(await aload_model(h.redis, h.keys))
+        start = int(time.time() * 1000) - 10_000
+        events = _events("neg", [items[0], items[1], items[0], items[2], items[3]],
+                         ["view", "view", "dislike", "hide", "view"], start_ms=start)
+        events.append(Event.create("neg", items[4], "rating", timestamp=start + 9,
+                                   event_id="neg-r", value=1.0))
+        result = await h.processor.process(h.records(events))
+        assert result.outcomes["ok"] == 6
+        hidden = {m.decode() for m in await h.redis.smembers(h.keys.hidden("neg"))}
+        assert hidden == {items[0], items[2], items[4]}
+        assert relative_error(await h.vector("v1", "neg"), trainer_vector(events)) < 1e-4
+        trending = {m.decode() for m in await h.redis.zrange(h.keys.popularity("1h"), 0, -1)}
+        assert items[2] not in trending and items[4] not in trending
+
+        # Changing one's mind: a purchase outweighs the dislike, and the item shows again.
+        more = [Event.create("neg", items[0], "transaction", timestamp=start + 20,
+                             event_id="neg-t")]
+        await h.processor.process(h.records(more))
+        hidden = {m.decode() for m in await h.redis.smembers(h.keys.hidden("neg"))}
+        assert hidden == {items[2], items[4]}
+        assert relative_error(await h.vector("v1", "neg"),
+                              trainer_vector(events + more)) < 1e-4
+        await h.redis.aclose()
+
+    asyncio.run(scenario())
