@@ -241,7 +241,9 @@ class Trainer:
             cutoff = cutoff_for(events.timestamps, s.trainer_holdout_fraction)
             train = events.timestamps < cutoff
             c_train = confidence_matrix(events, self.params.alpha, train)
-            holdout = build_holdout(events.rows[~train], events.cols[~train], c_train, cutoff,
+            # Relevant = positive feedback after the cutoff (a disliked item is not a hit).
+            test = ~train & (events.weights >= 0)
+            holdout = build_holdout(events.rows[test], events.cols[test], c_train, cutoff,
                                     s.trainer_eval_max_users, s.random_seed)
         self._record_sizes(events, c_train)
         if s.trainer_model_kind == "neural":
@@ -508,7 +510,7 @@ class Trainer:
                       holdout: Holdout, serving: ServingModel) -> tuple[Holdout, dict[str, Any]]:
         if serving.trained_until_ms < holdout.cutoff_ms:
             return holdout, {"holdout": "full", "users": holdout.n_users}
-        after = events.timestamps > serving.trained_until_ms
+        after = (events.timestamps > serving.trained_until_ms) & (events.weights >= 0)
         fresh = build_holdout(events.rows[after], events.cols[after], c_train,
                               holdout.cutoff_ms, self.settings.trainer_eval_max_users,
                               self.settings.random_seed)
