@@ -32,6 +32,10 @@ class NotFound(ServingError):
     """The user or item is unknown to the served model (404)."""
 
 
+class NotExplainable(ServingError):
+    """The served version's user vectors are not an ALS fold-in (a neural version: 409)."""
+
+
 @dataclass
 class UserVector:
     user_id: str
@@ -92,6 +96,10 @@ async def read_users(rec: Recommender, model: LoadedModel, user_ids: Sequence[st
 # --- explanations -------------------------------------------------------------------------
 def because(model: LoadedModel, user: UserVector, item_id: str, n: int) -> dict:
     """The user's n items that contributed most to `item_id`'s score (recsys.explain)."""
+    if model.model.tower is not None:
+        raise NotExplainable(f"model version {model.version} is neural: its user vectors come "
+                             "from a user tower, not from the ALS fold-in that explanations "
+                             "decompose")
     row = model.index.get(item_id)
     if row is None:
         raise NotFound(f"item {item_id!r} is not in model version {model.version}")

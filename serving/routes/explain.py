@@ -5,7 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
-from serving.business import NotFound, Unavailable, because, read_users, served_model
+from serving.business import (
+    NotExplainable,
+    NotFound,
+    Unavailable,
+    because,
+    read_users,
+    served_model,
+)
 from serving.deps import ItemIdPath, K, ServicesDep, UserIdPath
 from serving.responses import OrjsonResponse
 from serving.schemas import ErrorOut
@@ -38,6 +45,7 @@ class Because(BaseModel):
 @router.get(
     "/v1/users/{user_id}/recommendations/{item_id}/because", response_model=Because,
     responses={404: {"model": ErrorOut, "description": "user or item unknown to the model"},
+               409: {"model": ErrorOut, "description": "the served version is neural"},
                503: {"model": ErrorOut, "description": "no model, or Redis unavailable"}},
     summary="Why an item is recommended to a user",
     description="The user's items that contributed most to the item's score in the served "
@@ -56,5 +64,7 @@ async def because_route(services: ServicesDep, user_id: UserIdPath, item_id: Ite
         raise HTTPException(503, str(exc)) from None
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from None
+    except NotExplainable as exc:
+        raise HTTPException(409, str(exc)) from None
     services.metrics.count_response("because", "personalized")
     return OrjsonResponse(body)  # type: ignore[return-value]

@@ -258,3 +258,20 @@ async def test_a_dislike_in_an_anonymous_session_is_negative_feedback(published,
     # Category 2's items (i2x) fall when i21 is disliked instead of viewed.
     mean = lambda ranks: np.mean([n for n, i in enumerate(ranks) if i.startswith("i2")])  # noqa: E731
     assert mean(rank_b) > mean(rank_a)
+
+
+async def test_because_refuses_a_neural_version_with_409(fitted, settings, redis_client, keys):
+    from recsys.sequence_model import random_weights
+    from tests.serving.test_neural import WINDOW, publish_neural
+
+    items, users, item_factors, user_factors, _seen, _cat = fitted
+    publish_neural(redis_client, keys, "n1", items, item_factors,
+                   random_weights(item_factors.shape[1], WINDOW, 8, seed=1),
+                   users=users, user_factors=user_factors)
+    async with running_app(settings) as client:
+        r = await client.get(f"/v1/users/{users[0]}/recommendations/{items[0]}/because")
+        assert r.status_code == 409 and "neural" in r.json()["detail"]
+        # Scores and batches need only the vectors: they work under any version.
+        r = await client.post(f"/v1/users/{users[0]}/scores", json={"item_ids": [items[0]]})
+        assert r.status_code == 200 and r.json()["items"][0]["score"] == pytest.approx(
+            float(item_factors[0] @ user_factors[0]), rel=1e-5)
