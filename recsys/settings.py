@@ -145,8 +145,8 @@ class Settings(BaseSettings):
         default=2.0, ge=1.0, le=5.0,
         description="Ratings up to this many stars are negative feedback: weight "
         "-event_weights.rating * (negative_rating_max + 1 - rating) / 5, subtracted like a "
-        "dislike (recsys.confidence). null: every rating is a positive, rating / 5 of its "
-        "weight. Shared by trainer, stream and serving (recorded in the manifest).",
+        "dislike (recsys.confidence). off (or null): every rating is a positive, rating / 5 of "
+        "its weight. Shared by trainer, stream and serving (recorded in the manifest).",
     )
     random_seed: int = Field(
         default=42, description="Seed of fits, samples and the synthetic generator."
@@ -528,6 +528,14 @@ class Settings(BaseSettings):
     def _check_topic(cls, value: str) -> str:
         if not _TOPIC_RE.match(value):
             raise ValueError("is not a valid Kafka topic name")
+        return value
+
+    @field_validator("negative_rating_max", mode="before")
+    @classmethod
+    def _negative_ratings_off(cls, value: object) -> object:
+        # From the environment: RECSYS_NEGATIVE_RATING_MAX=off (or none, null, empty).
+        if isinstance(value, str) and value.strip().lower() in ("", "off", "none", "null"):
+            return None
         return value
 
     @field_validator("event_weights")

@@ -131,3 +131,13 @@ def test_a_dislike_lowers_the_items_score_against_a_view(fitted_with_negatives):
         scores[name] = float(y[target] @ x)
     without = float(y[target] @ fold_in(y, yty, 0.1, base_rows, base_conf))
     assert scores["dislike"] < without < scores["view"]
+
+
+def test_negative_ratings_can_be_switched_off_from_the_environment(monkeypatch):
+    monkeypatch.setenv("RECSYS_NEGATIVE_RATING_MAX", "off")
+    assert load_settings().negative_rating_max is None
+    monkeypatch.setenv("RECSYS_NEGATIVE_RATING_MAX", "1.5")
+    assert load_settings().negative_rating_max == 1.5
+    monkeypatch.setenv("RECSYS_NEGATIVE_RATING_MAX", "6")
+    with pytest.raises(Exception, match="NEGATIVE_RATING_MAX"):
+        load_settings()
