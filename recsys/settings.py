@@ -142,11 +142,12 @@ class Settings(BaseSettings):
         "dislike and hide are negative feedback: their weight is subtracted.",
     )
     negative_rating_max: float | None = Field(
-        default=2.0, ge=1.0, le=5.0,
+        default=None, ge=1.0, le=5.0,
         description="Ratings up to this many stars are negative feedback: weight "
         "-event_weights.rating * (negative_rating_max + 1 - rating) / 5, subtracted like a "
-        "dislike (recsys.confidence). off (or null): every rating is a positive, rating / 5 of "
-        "its weight. Shared by trainer, stream and serving (recorded in the manifest).",
+        "dislike (recsys.confidence); 2 makes 1-2 stars negative. Unset (off, the default): "
+        "every rating is a positive, rating / 5 of its weight (see the stream page for why "
+        "the default is off). Shared by trainer, stream and serving (recorded in the manifest).",
     )
     random_seed: int = Field(
         default=42, description="Seed of fits, samples and the synthetic generator."

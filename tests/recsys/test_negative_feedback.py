@@ -93,7 +93,7 @@ def test_trainer_matrix_and_stream_state_give_the_same_confidences():
               ("view", "b", None), ("hide", "b", None), ("addtocart", "c", None),
               ("rating", "d", 1.0), ("rating", "e", 5.0), ("view", "f", None),
               ("dislike", "g", None)]
-    settings = load_settings()
+    settings = load_settings(negative_rating_max=2.0)
     weights, threshold, alpha = settings.event_weights, settings.negative_rating_max, 2.0
     frame = pd.DataFrame({
         "user_id": ["u"] * len(events), "item_id": [i for _, i, _ in events],
@@ -134,6 +134,9 @@ def test_a_dislike_lowers_the_items_score_against_a_view(fitted_with_negatives):
 
 
 def test_negative_ratings_can_be_switched_off_from_the_environment(monkeypatch):
+    assert load_settings().negative_rating_max is None  # the default
+    monkeypatch.setenv("RECSYS_NEGATIVE_RATING_MAX", "2")
+    assert load_settings().negative_rating_max == 2.0
     monkeypatch.setenv("RECSYS_NEGATIVE_RATING_MAX", "off")
     assert load_settings().negative_rating_max is None
     monkeypatch.setenv("RECSYS_NEGATIVE_RATING_MAX", "1.5")

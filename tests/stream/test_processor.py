@@ -333,8 +333,10 @@ def test_negative_feedback_hides_the_item_and_folds_in_as_the_trainer_reads_it(
 
     from recsys.foldin import fold_in
     from recsys.matrix import confidence_matrix, index_events
+    from recsys.settings import Settings
     from tests.stream.conftest import ALPHA, REGULARIZATION
 
+    settings = Settings.model_validate({**settings.model_dump(), "negative_rating_max": 2.0})
     publish(redis_client, Keys(settings.redis_namespace), "v1", clustered)
     items = clustered.items_of(1)
 
