@@ -18,9 +18,9 @@ from recsys.explain import explain
 from recsys.modelstore import unpack_vector
 from serving import ServingError
 from serving.fallback import Result
-from serving.model_holder import LoadedModel
 from serving.recommender import Recommender, _ranked
 from serving.scoring import EMPTY_ROWS, join_rows, rows_of, score_batch, top_page
+from serving.served_model import LoadedModel
 
 
 class Unavailable(ServingError):
