@@ -42,6 +42,10 @@ Catalog (written by the API's PUT /v1/items)
     {ns}:catalog:generation          string  counter bumped by every catalog write (API
                                              replicas reload category/unavailable on change)
 
+Experiments (the API's /v1/admin/experiments, recsys.experiments)
+    {ns}:experiments                 hash    experiment name -> JSON config (variants, shares,
+                                             active flag)
+
 Erasure (recsys.erasure)
     {ns}:erasure:users               set     users erased whose rows the trainer has still to
                                              remove from its history (it removes them, then
@@ -178,3 +182,8 @@ class Keys:
     @property
     def catalog_generation(self) -> str:
         return f"{self.namespace}:catalog:generation"
+
+    # --- experiments ---------------------------------------------------------------------
+    @property
+    def experiments(self) -> str:
+        return f"{self.namespace}:experiments"

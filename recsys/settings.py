@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         default="interactions.dlq",
         description="Topic for rejected events, with the reason. A valid Kafka topic name.",
     )
+    impressions_topic: str = Field(
+        default="impressions",
+        description="Topic of served recommendation lists (impressions; key = user or session "
+        "id, so it is co-partitioned with the interactions topic). A valid Kafka topic name.",
+    )
     topic_partitions: int = Field(
         default=4, ge=1, le=1024,
         description="Partitions when the project creates the interactions topic.",
@@ -474,6 +479,18 @@ class Settings(BaseSettings):
         description="How long an accepted (202) event is retried towards Kafka before it "
         "counts as lost (recsys_api_events_delivery_failed_total; alert RecsysEventsLost).",
     )
+    impressions_enabled: bool = Field(
+        default=True,
+        description="Record every served recommendation list as an impression on "
+        "impressions_topic (a non-blocking produce; a full queue drops the impression, "
+        "counted, never the response). Off: responses still carry a recommendation_id.",
+    )
+    attribution_window_s: float = Field(
+        default=1800.0, gt=0.0, le=30 * 86_400.0,
+        description="An event is attributed to a recommendation only within this many seconds "
+        "after it was served (by its context.recommendation_id, or by hitting a recommended "
+        "item of the same user).",
+    )
     api_retry_after_s: int = Field(
         default=2, ge=1, le=3600, description="Retry-After (seconds) of the API's 503 answers."
     )
@@ -524,7 +541,7 @@ class Settings(BaseSettings):
             raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
         return value
 
-    @field_validator("interactions_topic", "dead_letter_topic")
+    @field_validator("interactions_topic", "dead_letter_topic", "impressions_topic")
     @classmethod
     def _check_topic(cls, value: str) -> str:
         if not _TOPIC_RE.match(value):
