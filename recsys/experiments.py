@@ -98,7 +98,8 @@ def bucket_point(experiment: str, subject: str) -> float:
 
 
 def check_versions(experiment: Experiment, known_versions: set[str]) -> None:
-    """Refuse model_version variants that name a version not in the store."""
+    """Refuse model_version variants that name a version that cannot be served
+    (`known_versions`: serving passes the version in service)."""
     for variant in experiment.variants:
         if variant.kind == "model_version" and variant.value not in known_versions:
             raise ExperimentError(f"variant {variant.name}: unknown model version "
@@ -158,3 +159,20 @@ def report(name: str, counts: dict[str, dict[str, int]],
         out["comparisons"] = comparisons
         out["z"], out["p_value"] = comparisons[0]["z"], comparisons[0]["p_value"]
     return out
+
+
+def counts_from_hash(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, dict[str, int]]:
+    """The Redis counts hash ("{variant}:{counter}" -> n) as variant -> {counter: n}."""
+    out: dict[str, dict[str, int]] = {}
+    for field_name, value in raw.items():
+        text = field_name.decode() if isinstance(field_name, bytes) else field_name
+        variant, _, counter = text.rpartition(":")
+        if variant:
+            out.setdefault(variant, {})[counter] = int(value)
+    return out
+
+
+def ordered_counts(experiment: Experiment, counts: dict[str, dict[str, int]]
+                   ) -> dict[str, dict[str, int]]:
+    """Counts in the experiment's variant order (the first is the control), zeros included."""
+    return {v.name: counts.get(v.name, {}) for v in experiment.variants}

@@ -25,6 +25,8 @@ def ensure_topics(settings: Settings, extra: dict[str, int] | None = None,
     retention. Idempotent: an existing topic is left as it is."""
     wanted = {
         settings.interactions_topic: settings.topic_partitions,
+        # Co-partitioned with interactions (same key, same count): attribution joins them.
+        settings.impressions_topic: settings.topic_partitions,
         settings.dead_letter_topic: 1,
         **(extra or {}),
     }

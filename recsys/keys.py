@@ -45,6 +45,8 @@ Catalog (written by the API's PUT /v1/items)
 Experiments (the API's /v1/admin/experiments, recsys.experiments)
     {ns}:experiments                 hash    experiment name -> JSON config (variants, shares,
                                              active flag)
+    {ns}:experiment:{name}:counts    hash    "{variant}:{impressions|click|addtocart|purchase}"
+                                             -> count (written by the stream's attribution)
 
 Erasure (recsys.erasure)
     {ns}:erasure:users               set     users erased whose rows the trainer has still to
@@ -187,3 +189,6 @@ class Keys:
     @property
     def experiments(self) -> str:
         return f"{self.namespace}:experiments"
+
+    def experiment_counts(self, name: str) -> str:
+        return f"{self.namespace}:experiment:{name}:counts"

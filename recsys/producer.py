@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +123,18 @@ class EventProducer:
                 raise ProducerError(f"cannot produce to {self.topic}: {exc}") from exc
             self.stats.sent += 1
         self._producer.poll(0)
+
+    def offer_raw(self, key: bytes | None, value: bytes, topic: str,
+                  on_delivery: Callable[[KafkaError | None, Message], None]) -> None:
+        """Queue one pre-serialised record without ever waiting (impressions): ProducerBusy
+        when the local queue is full. Its delivery report goes to `on_delivery` (served by
+        the owner's poll), not to `stats`: these records are not the caller's events."""
+        try:
+            self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+        except BufferError:
+            raise ProducerBusy(ProducerBusy.QUEUE_FULL, "the local queue is full") from None
+        except KafkaException as exc:
+            raise ProducerError(f"cannot produce to {topic}: {exc}") from exc
 
     def send(self, event: Event) -> None:
         self.send_raw(event.key, event.to_json())

@@ -54,6 +54,12 @@ CategoryQuery = Annotated[
     Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
           description="Only recommend items of this catalog category."),
 ]
+SessionQuery = Annotated[
+    str | None,
+    Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
+          description="The visitor's user or session id (the user_id of their events): keys "
+          "the impression and assigns the experiment variant."),
+]
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                                description="Required on write endpoints when configured.")

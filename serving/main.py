@@ -30,6 +30,7 @@ from serving.routes import (
     batch,
     compat,
     events,
+    experiments,
     explain,
     health,
     items,
@@ -135,7 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.services = None
     for module in (recommendations, explain, scores, batch, listing, items, users, popular,
-                   events, compat, health, admin):
+                   events, compat, health, experiments, admin):
         app.include_router(module.router)
     mount_web(app)  # after the JSON routes: pages never stand before a /v1 match
 

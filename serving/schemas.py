@@ -80,6 +80,12 @@ class RecommendedItem(BaseModel):
 
 
 class RecommendationList(BaseModel):
+    recommendation_id: str = Field(
+        description="Id of this served list: name it in events (context.recommendation_id) "
+        "so they are attributed to it.")
+    variant: str | None = Field(
+        default=None, description="The experiment variant that served it (none outside an "
+        "experiment).")
     items: list[RecommendedItem]
     model_version: str | None = Field(description="Model version that produced the list.")
     source: str = Field(
@@ -163,6 +169,8 @@ class ClassicRecommendation(BaseModel):
 
 class ClassicRecommendations(BaseModel):
     user_id: str
+    recommendation_id: str
+    variant: str | None = None
     recommendations: list[ClassicRecommendation]
     model_version: str | None
     source: str

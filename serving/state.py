@@ -16,7 +16,9 @@ from recsys.keys import Keys
 from recsys.producer import EventProducer, ProducerError
 from recsys.settings import Settings
 from serving.catalog import Catalog
+from serving.experiments import Experiments
 from serving.fallback import Fallback
+from serving.impressions import ImpressionRecorder
 from serving.recommender import Recommender
 from serving.redis_guard import RedisGuard
 from serving.served_model import ServedModel
@@ -63,6 +65,8 @@ class Services:
     fallback: Fallback
     recommender: Recommender
     producer: EventProducer | None = None
+    impressions: ImpressionRecorder = field(init=False)
+    experiments: Experiments = field(init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _delivery_failed_seen: int = 0
 
@@ -78,11 +82,14 @@ class Services:
         recommender = Recommender(fallback)
         services = cls(settings, metrics, keys, redis, control, guard, holder, catalog, fallback,
                        recommender)
+        services.impressions = ImpressionRecorder(settings, metrics)
+        services.experiments = Experiments(keys, control)
         # First load before serving, so a healthy start answers from the model at once;
         # failures here are not fatal (the background tasks keep trying).
         try:
             await catalog.load()
             await holder.refresh()
+            await services.experiments.refresh()
         except (RedisError, OSError) as exc:
             guard.failed("startup", exc)
             log.warning("starting without Redis (%s): serving fallbacks until it answers", exc)
@@ -123,6 +130,7 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.holder.stop()
+        await self.experiments.stop()
         await self.catalog.stop()
         if self.producer is not None:
             await asyncio.to_thread(self.producer.flush, 5.0)

@@ -150,6 +150,16 @@ class ApiMetrics:
             "item factors (1 when alone; larger under load).",
             namespace=NAMESPACE, registry=r, buckets=(1, 2, 4, 8, 16, 32),
         )
+        self.impressions = Counter(
+            "impressions_total", "Served recommendation lists by endpoint and what became of "
+            "their impression record: queued (for the impressions topic), dropped (the "
+            "producer could not take it; the response was served anyway), off (setting).",
+            ["endpoint", "outcome"], namespace=NAMESPACE, registry=r,
+        )
+        self.impressions_delivery = Counter(
+            "impressions_delivery_total", "Impression records acknowledged by Kafka "
+            "(delivered) or given up on (failed).", ["outcome"], namespace=NAMESPACE, registry=r,
+        )
         self.unhandled_errors = Counter(
             "unhandled_errors_total", "Exceptions that reached the last-resort handler.",
             namespace=NAMESPACE, registry=r,
@@ -169,6 +179,9 @@ class ApiMetrics:
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self._child(self.request_seconds, (method, route, str(status))).observe(seconds)
+
+    def count_impression(self, endpoint: str, outcome: str) -> None:
+        self._child(self.impressions, (endpoint, outcome)).inc()
 
     def count_response(self, endpoint: str, source: str) -> None:
         self._child(self.responses, (endpoint, source)).inc()

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, HTTPException, Query
 
 from recsys.events import MAX_ID_LENGTH, Event, InvalidEvent
 from serving.deps import K, ServicesDep, WriteAccess
+from serving.experiments import recommend
 from serving.responses import OrjsonResponse
 from serving.routes.events import produce
 from serving.schemas import ID_PATTERN, ClassicRecommendations, ErrorOut, Feedback, FeedbackAccepted
@@ -24,10 +25,11 @@ async def classic_recommendations(
     user_id: Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)],
     k: K,
 ) -> ClassicRecommendations:
-    result = await services.recommender.for_user(user_id, k)
+    result, served = await recommend(services, "classic", user_id, k, None,
+                                     lambda: services.recommender.for_user(user_id, k))
     services.metrics.count_response("classic", result.source)
     return OrjsonResponse({  # type: ignore[return-value]
-        "user_id": user_id,
+        "user_id": user_id, **served,
         "recommendations": [{"product_id": item, "score": score} for item, score in result.items],
         "model_version": result.model_version,
         "source": result.source,

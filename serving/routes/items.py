@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Response
 from redis.exceptions import RedisError
 
-from serving.deps import ItemIdPath, K, ServicesDep, WriteAccess
+from serving.deps import ItemIdPath, K, ServicesDep, SessionQuery, WriteAccess
+from serving.experiments import recommend
 from serving.recommender import ItemNotFound
 from serving.responses import OrjsonResponse, render
 from serving.schemas import (
@@ -32,13 +33,15 @@ router = APIRouter(tags=["items"],
 @router.get("/v1/items/{item_id}/similar", response_model=SimilarItems,
             responses={404: {"model": ErrorOut, "description": "unknown item"}},
             summary="Items similar to an item")
-async def similar_items(services: ServicesDep, item_id: ItemIdPath, k: K) -> SimilarItems:
+async def similar_items(services: ServicesDep, item_id: ItemIdPath, k: K,
+                        session_id: SessionQuery = None) -> SimilarItems:
     try:
-        result = await services.recommender.similar(item_id, k)
+        result, served = await recommend(services, "similar", session_id, k, None,
+                                         lambda: services.recommender.similar(item_id, k))
     except ItemNotFound as exc:
         raise HTTPException(404, str(exc)) from None
     return await render(result, services.catalog, services.metrics, "similar",
-                        item_id=item_id)  # type: ignore[return-value]
+                        item_id=item_id, **served)  # type: ignore[return-value]
 
 
 @router.put("/v1/items/{item_id}", response_model=CatalogItemOut, dependencies=[WriteAccess],

@@ -6,7 +6,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from serving.deps import CategoryQuery, K, ServicesDep
+from serving.deps import CategoryQuery, K, ServicesDep, SessionQuery
+from serving.experiments import recommend
 from serving.responses import render
 from serving.schemas import ErrorOut, PopularItems
 
@@ -20,7 +21,11 @@ async def popular(
     k: K,
     window: Annotated[Literal["1h", "24h", "7d"], Query(description="Trending window.")] = "24h",
     category: CategoryQuery = None,
+    session_id: SessionQuery = None,
 ) -> PopularItems:
-    result = await services.recommender.popular(k, window, category)
+    # Not part of an experiment (it is the popularity list already), but recorded.
+    result, served = await recommend(
+        services, "popular", session_id, k, category,
+        lambda: services.recommender.popular(k, window, category), in_experiment=False)
     return await render(result, services.catalog, services.metrics, "popular",
-                        window=window)  # type: ignore[return-value]
+                        window=window, **served)  # type: ignore[return-value]

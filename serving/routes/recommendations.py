@@ -8,7 +8,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.routing import APIRoute
 
-from serving.deps import CategoryQuery, K, Offset, ServicesDep, UserIdPath, plain_user_params
+from serving.deps import (
+    CategoryQuery,
+    K,
+    Offset,
+    ServicesDep,
+    SessionQuery,
+    UserIdPath,
+    plain_user_params,
+)
+from serving.experiments import recommend
 from serving.responses import render
 from serving.schemas import AnonymousRequest, ErrorOut, RecommendationList, UserRecommendations
 from serving.state import Services
@@ -19,8 +28,12 @@ router = APIRouter(tags=["recommendations"],
 
 async def _for_user(services: Services, user_id: str, k: int, exclude_seen: bool,
                     category: str | None, offset: int = 0) -> Response:
-    result = await services.recommender.for_user(user_id, k, exclude_seen, category, offset)
-    return await render(result, services.catalog, services.metrics, "user", user_id=user_id)
+    # A popularity variant serves the trending list (not paged: `offset` is the model's).
+    result, served = await recommend(
+        services, "user", user_id, k, category,
+        lambda: services.recommender.for_user(user_id, k, exclude_seen, category, offset))
+    return await render(result, services.catalog, services.metrics, "user", user_id=user_id,
+                        **served)
 
 
 class PersonalisedRoute(APIRoute):
@@ -75,10 +88,13 @@ router.add_api_route("/v1/users/{user_id}/recommendations", user_recommendations
              summary="Recommendations for a visitor without id, from their session")
 async def anonymous_recommendations(
     services: ServicesDep, body: AnonymousRequest, k: K, category: CategoryQuery = None,
+    session_id: SessionQuery = None,
 ) -> RecommendationList:
     limit = services.settings.api_max_anonymous_items
     if len(body.items) > limit:
         raise HTTPException(422, f"at most {limit} items per session; got {len(body.items)}")
-    result = await services.recommender.anonymous(body.items, k, category)
-    return await render(result, services.catalog, services.metrics,
-                        "anonymous")  # type: ignore[return-value]
+    result, served = await recommend(
+        services, "anonymous", session_id, k, category,
+        lambda: services.recommender.anonymous(body.items, k, category))
+    return await render(result, services.catalog, services.metrics, "anonymous",
+                        **served)  # type: ignore[return-value]
