@@ -19,7 +19,11 @@ Measured in the same run:
 - the API process's resident memory with 50,000 and with 500,000 items loaded, and its own
   factor load time (from its /metrics);
 - requests per scoring pass at the fixed rate and at max throughput (the API scores
-  concurrent requests in one pass over the factors: serving/score_batching.py).
+  concurrent requests in one pass over the factors: serving/score_batching.py);
+- impressions on vs off (`--impressions` runs only this): the in-process app's CPU per
+  personalised request with the impression record queued on the broker and without,
+  alternating rounds in the same app (process CPU time, so the producer's own threads, its
+  compression and its network writes count).
 """
 
 from __future__ import annotations
@@ -317,6 +321,68 @@ def _inprocess_cpu(redis_url: str, kafka: str, users: list[str], n: int) -> dict
     return asyncio.run(measure())
 
 
+IMPRESSION_ROUNDS = 6
+
+
+def impressions_cpu(redis_url: str, kafka: str, users: list[str], n: int) -> dict[str, float]:
+    """CPU ms per personalised request (whole ASGI app, in this process) with impressions on
+    and off: alternating rounds of `n` requests in one app, so both see the same caches,
+    connections and machine load; the producer is flushed inside each 'on' round, so the
+    delivery work is counted where it was caused."""
+    from recsys.kafka import ensure_topics
+    from recsys.settings import load_settings
+    from serving.main import create_app
+
+    settings = load_settings(redis_url=redis_url, redis_namespace=NAMESPACE,
+                             kafka_bootstrap_servers=kafka, impressions_topic="bench.impressions")
+    ensure_topics(settings)
+    rnd = random.Random(13)
+    sample = [rnd.choice(users) for _ in range(n)]
+    query = f"k={K}".encode()
+
+    async def measure() -> dict[str, float]:
+        app = create_app(settings)
+        cpu = {True: 0.0, False: 0.0}
+        async with app.router.lifespan_context(app):
+            services = app.state.services
+            for user in sample[:200]:  # warm-up: connections, caches, the topic's metadata
+                await _asgi_get(app, f"/v1/users/{user}/recommendations", query)
+            await asyncio.to_thread(services.producer.flush, 10.0)
+            for _ in range(IMPRESSION_ROUNDS):
+                for enabled in (False, True):
+                    services.impressions.enabled = enabled
+                    start = time.process_time()
+                    for user in sample:
+                        await _asgi_get(app, f"/v1/users/{user}/recommendations", query)
+                    services.producer.flush(10.0)
+                    cpu[enabled] += time.process_time() - start
+            delivered = services.metrics.impressions_delivery.labels("delivered")._value.get()
+        total = IMPRESSION_ROUNDS * n
+        on, off = cpu[True] * 1000 / total, cpu[False] * 1000 / total
+        return {"impressions_cpu_ms_on": on, "impressions_cpu_ms_off": off,
+                "impressions_overhead_pct": (on - off) / off * 100.0,
+                "impressions_delivered": delivered, "impressions_requests_per_arm": total}
+
+    return asyncio.run(measure())
+
+
+def run_impressions(quick: bool = False) -> dict[str, Any]:
+    """Only the impressions on/off comparison (its own local stack and data)."""
+    import redis
+
+    from recsys.keys import Keys
+    from shell.localstack import LocalStack
+
+    with LocalStack() as stack:
+        client = redis.Redis.from_url(stack.redis_url)
+        keys = Keys(NAMESPACE)
+        users = _publish(client, keys, "v50k", N_ITEMS, 2_000 if quick else 5_000, seed=0)
+        _seed_history(client, keys, users, N_ITEMS)
+        client.close()
+        return impressions_cpu(stack.redis_url, stack.bootstrap_servers, users,
+                               300 if quick else 1000)
+
+
 def _redis_get_baseline(client: Any, keys: Any, version: str, users: list[str],
                         n: int) -> tuple[float, float]:
     rnd = random.Random(3)
@@ -494,6 +560,8 @@ def run(quick: bool = False, profile: str | None = None) -> dict[str, Any]:
             300 if quick else 1000)
         result.update(_inprocess_cpu(stack.redis_url, stack.bootstrap_servers, users,
                                     1000 if quick else 3000))
+        result.update(impressions_cpu(stack.redis_url, stack.bootstrap_servers, users,
+                                      300 if quick else 1000))
 
         fixed, top, health = load["fixed"], load["max"], load["healthz"]
         result["p50_ms"], result["p99_ms"] = _percentiles(fixed["latencies"])
@@ -551,8 +619,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", metavar="FILE",
                         help="py-spy profile of the API process during the fixed-rate phase "
                         "(.svg flame graph, .json speedscope, .txt collapsed stacks)")
+    parser.add_argument("--impressions", action="store_true",
+                        help="only the impressions on/off CPU comparison")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.impressions:
+        result = run_impressions(quick=args.quick)
+        print(json.dumps(result, indent=2))
+        _print_impressions(result)
+        return 0
     result = run(quick=args.quick, profile=args.profile)
     print(json.dumps(result, indent=2))
     print(f"\npersonalised k={K} over {N_ITEMS:,} items at {RATE:.0f} req/s: "
@@ -595,7 +670,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['inprocess_cpu_ms_asgi_healthz']:.2f} ms")
     print(f"API RSS: {result['rss_mb_50k']:.0f} MB with {N_ITEMS:,} items, "
           f"{result['rss_mb_500k']:.0f} MB with {N_ITEMS_LARGE:,} items")
+    _print_impressions(result)
     return 0
+
+
+def _print_impressions(result: dict[str, Any]) -> None:
+    print(f"impressions (in-process CPU per personalised request, same run, alternating "
+          f"rounds): on {result['impressions_cpu_ms_on']:.3f} ms, off "
+          f"{result['impressions_cpu_ms_off']:.3f} ms -> "
+          f"{result['impressions_overhead_pct']:+.1f} % (target < 10 %); "
+          f"{result['impressions_delivered']:.0f} impressions delivered")
 
 
 if __name__ == "__main__":

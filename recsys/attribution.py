@@ -16,9 +16,10 @@ Rules that keep the counts exact:
 - an id that is not a list served to *this* user (unknown, expired, forged, another user's)
   is `unknown_recommendation`, never a guess; an item not in the named list is
   `item_not_in_list`; later than the window is `outside_window`;
-- an event that names a list not seen yet waits (the impression may be late: the two topics
-  are consumed independently) until the list arrives or the window has passed, then it is
-  `unknown_recommendation`.
+- an event that names a list not seen yet, or hits no list seen yet, waits (the impression
+  may be late: the two topics are consumed independently) until a list arrives or the
+  stream has moved LATE_IMPRESSION_MS past it, then it is `unknown_recommendation` (named)
+  or `no_impression`.
 Event times are the stream's (already clamped to arrival, recsys.eventtime); a named event a
 little earlier than its list's server time (a client clock behind) still counts: it named
 the list and hit one of its items.
@@ -52,6 +53,8 @@ MAX_PENDING_PER_USER = 32
 MAX_EVENT_IDS_PER_USER = 256
 MAX_ITEMS_PER_IMPRESSION = 1000
 MAX_ID_CHARS = 256
+# How far (stream time) an impression may trail the events that followed it.
+LATE_IMPRESSION_MS = 30_000
 
 
 class InvalidImpression(RecsysError):
@@ -167,11 +170,11 @@ class UserAttribution:
             return []  # a redelivered impression
         self.impressions.append(impression)
         del self.impressions[:-MAX_IMPRESSIONS_PER_USER]
-        waiting = [e for e in self.pending if _named(e) == impression.recommendation_id]
+        waiting = [e for e in self.pending if _resolves(e, impression, window_ms)]
         if not waiting:
             return []
-        self.pending = [e for e in self.pending if _named(e) != impression.recommendation_id]
-        return [r for e in waiting if (r := self._attribute(e, window_ms)) is not None]
+        self.pending = [e for e in self.pending if e not in waiting]
+        return [self._attribute(e, window_ms) for e in waiting]
 
     def add_event(self, event: Event, window_ms: int) -> Result | None:
         """The event's attribution, or None when it is not an outcome or waits for its list."""
@@ -182,30 +185,29 @@ class UserAttribution:
             return Unattributed(outcome, "duplicate", event.event_id)
         self.event_ids.append(event.event_id)
         del self.event_ids[:-MAX_EVENT_IDS_PER_USER]
-        rid = _named(event)
-        if rid is not None and self._find(rid) is None:
-            if len(self.pending) >= MAX_PENDING_PER_USER:
-                return Unattributed(outcome, "unknown_recommendation", event.event_id)
-            self.pending.append(event)
+        result = self._attribute(event, window_ms)
+        if (isinstance(result, Unattributed)
+                and result.reason in ("unknown_recommendation", "no_impression")
+                and len(self.pending) < MAX_PENDING_PER_USER):
+            self.pending.append(event)  # its list may still arrive
             return None
-        return self._attribute(event, window_ms)
+        return result
 
     def expire(self, now_ms: int, window_ms: int) -> list[Unattributed]:
-        """Forget lists older than the window (and their counted keys); events still waiting
-        for a list after the window are unattributed."""
+        """Forget lists older than the window (and their counted keys); events that waited
+        LATE_IMPRESSION_MS (stream time) for a list are unattributed. `now_ms`: the newest
+        time the stream has seen, not the wall clock (a replay of old data works the same)."""
         horizon = now_ms - window_ms
         self.impressions = [i for i in self.impressions if i.served_at_ms >= horizon]
         live = {i.recommendation_id for i in self.impressions}
         self.counted = {key for key in self.counted if key[0] in live}
-        late = [e for e in self.pending if e.timestamp < horizon]
-        self.pending = [e for e in self.pending if e.timestamp >= horizon]
-        return [Unattributed(OUTCOMES[e.event_type], "unknown_recommendation", e.event_id)
-                for e in late]
+        late = [e for e in self.pending if e.timestamp < now_ms - LATE_IMPRESSION_MS]
+        self.pending = [e for e in self.pending if e not in late]
+        return [_gave_up(e) for e in late]
 
     def flush_pending(self) -> list[Unattributed]:
         """Everything still waiting is unattributed (end of a log)."""
-        out = [Unattributed(OUTCOMES[e.event_type], "unknown_recommendation", e.event_id)
-               for e in self.pending]
+        out = [_gave_up(e) for e in self.pending]
         self.pending = []
         return out
 
@@ -262,6 +264,20 @@ class UserAttribution:
                    counted={(a, b, c) for a, b, c in data.get("counted", [])},
                    event_ids=list(data.get("event_ids", [])),
                    pending=[Event.model_validate(e) for e in data.get("pending", [])])
+
+
+def _resolves(event: Event, impression: Impression, window_ms: int) -> bool:
+    """Could this newly arrived list be the one a waiting event belongs to?"""
+    rid = _named(event)
+    if rid is not None:
+        return rid == impression.recommendation_id
+    return (event.item_id in impression.items
+            and impression.served_at_ms <= event.timestamp <= impression.served_at_ms + window_ms)
+
+
+def _gave_up(event: Event) -> Unattributed:
+    reason = "unknown_recommendation" if _named(event) is not None else "no_impression"
+    return Unattributed(OUTCOMES[event.event_type], reason, event.event_id)
 
 
 def _named(event: Event) -> str | None:

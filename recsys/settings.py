@@ -491,6 +491,11 @@ class Settings(BaseSettings):
         "after it was served (by its context.recommendation_id, or by hitting a recommended "
         "item of the same user).",
     )
+    attribution_web_port: int = Field(
+        default=9103, ge=0, le=65535,
+        description="Port of the attribution consumer's /metrics (`recsys attribution`; "
+        "0 = a free one).",
+    )
     api_retry_after_s: int = Field(
         default=2, ge=1, le=3600, description="Retry-After (seconds) of the API's 503 answers."
     )

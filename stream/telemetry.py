@@ -91,3 +91,24 @@ def start_metrics_server(port: int, addr: str = "0.0.0.0") -> int:
     """Serve /metrics in a background thread; returns the port actually bound."""
     server, _thread = start_http_server(port, addr=addr)
     return int(server.server_port)
+
+# --- the attribution consumer (`recsys attribution`, stream/attribution.py) -----------------
+# Labels are bounded: endpoint (5), source (personalized, similar, popular, anonymous,
+# fallback:<reason>), variant (an experiment's variant names, or "none"), model_version (the
+# versions served while the process ran), bucket (recsys.attribution.POSITION_BUCKETS).
+FEEDBACK_IMPRESSIONS = Counter(
+    "recsys_feedback_impressions_total", "Served lists read from the impressions topic.",
+    ["endpoint", "model_version", "variant"])
+FEEDBACK_OUTCOMES = Counter(
+    "recsys_feedback_outcomes_total",
+    "Events attributed to a served list: outcome click | addtocart | purchase, by the list's "
+    "endpoint, model version, variant, source and the item's position bucket.",
+    ["outcome", "endpoint", "model_version", "variant", "source", "bucket"])
+FEEDBACK_UNATTRIBUTED = Counter(
+    "recsys_feedback_unattributed_total",
+    "Outcome events not attributed, by reason (unknown_recommendation, item_not_in_list, "
+    "outside_window, no_impression, duplicate).", ["outcome", "reason"])
+FEEDBACK_INVALID = Counter(
+    "recsys_feedback_invalid_records_total",
+    "Records the attribution consumer could not read (skipped), by topic kind.", ["kind"])
+FEEDBACK_USERS = Gauge("recsys_feedback_users", "Users with attribution state in memory.")
