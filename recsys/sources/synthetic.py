@@ -268,12 +268,7 @@ def generate(
     n_sessions = int(n_picks / MEAN_SESSION_PICKS) + 1
 
     # --- users: tastes and activity --------------------------------------------------------
-    n_int = rng.integers(1, MAX_INTERESTS + 1, size=n_users)
-    seed_items = _sample_items(rng, world.cum_popularity, 0, n_items, (n_users, MAX_INTERESTS))
-    interests = world.interest_range[seed_items]            # (n_users, MAX_INTERESTS, 2)
-    interest_w = rng.dirichlet(np.ones(MAX_INTERESTS), size=n_users)
-    interest_w[np.arange(MAX_INTERESTS)[None, :] >= n_int[:, None]] = 0.0
-    interest_w /= interest_w.sum(axis=1, keepdims=True)
+    interests, interest_w = _draw_tastes(rng, world, n_users, n_items)
     visits = np.minimum(rng.zipf(VISITS_ZIPF, size=n_users), MAX_VISITS)
 
     # --- sessions: who, when, which interest -----------------------------------------------
@@ -338,6 +333,54 @@ def generate(
         "timestamp": timestamp[order].astype(np.int64),
     })
     return frame[FRAME_COLUMNS]
+
+
+def _draw_tastes(rng: np.random.Generator, world: World, n_users: int, n_items: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's interests (item index ranges, (n_users, MAX_INTERESTS, 2)) and weights:
+    the first draws of `generate`'s generator, shared with `tastes`."""
+    n_int = rng.integers(1, MAX_INTERESTS + 1, size=n_users)
+    seed_items = _sample_items(rng, world.cum_popularity, 0, n_items, (n_users, MAX_INTERESTS))
+    interests = world.interest_range[seed_items]
+    interest_w = rng.dirichlet(np.ones(MAX_INTERESTS), size=n_users)
+    interest_w[np.arange(MAX_INTERESTS)[None, :] >= n_int[:, None]] = 0.0
+    interest_w /= interest_w.sum(axis=1, keepdims=True)
+    return interests, interest_w
+
+
+@dataclass(frozen=True)
+class Tastes:
+    """The hidden tastes behind a generated frame: what a simulated visitor would click."""
+
+    ranges: np.ndarray    # (n_users, MAX_INTERESTS, 2) item index ranges [lo, hi)
+    weights: np.ndarray   # (n_users, MAX_INTERESTS), rows sum to 1
+    n_items: int
+
+    def affinity(self, user_id: str, item_id: str) -> float:
+        """Share of the user's taste that covers the item (0 when it is outside all of their
+        interests, or either id is not of this shop)."""
+        user, item = _index_of(user_id, "u"), _index_of(item_id, "i")
+        if user is None or item is None or user >= len(self.ranges) or item >= self.n_items:
+            return 0.0
+        lo, hi = self.ranges[user, :, 0], self.ranges[user, :, 1]
+        return float(self.weights[user][(lo <= item) & (item < hi)].sum())
+
+
+def tastes(n_events: int, seed: int = 42, n_users: int | None = None,
+           n_items: int | None = None) -> Tastes:
+    """The tastes `generate(n_events, seed, n_users, n_items)` drew its users from."""
+    default_users, default_items = default_sizes(n_events)
+    n_users = default_users if n_users is None else n_users
+    n_items = default_items if n_items is None else n_items
+    world = build_world(seed, n_items)
+    ranges, weights = _draw_tastes(np.random.default_rng([seed, 2]), world, n_users, n_items)
+    return Tastes(ranges, weights, n_items)
+
+
+def _index_of(identifier: str, prefix: str) -> int | None:
+    if not identifier.startswith(prefix) or not identifier[len(prefix):].isdigit():
+        return None
+    return int(identifier[len(prefix):])
 
 
 def _sample_weighted(rng: np.random.Generator, weights: np.ndarray, size: int) -> np.ndarray:

@@ -170,3 +170,17 @@ def test_als_on_the_past_predicts_the_future_better_than_popularity() -> None:
           f"popularity ndcg@10={pop_ndcg:.4f} recall@10={pop_recall:.4f}")
     assert als_ndcg > 1.5 * pop_ndcg
     assert als_recall > 1.5 * pop_recall
+
+
+def test_tastes_are_the_ones_the_events_were_drawn_from() -> None:
+    from recsys.sources.synthetic import NOISE_SHARE, generate, tastes
+
+    frame = generate(20_000, seed=3)
+    hidden = tastes(20_000, seed=3)
+    hit = [hidden.affinity(u, i) > 0 for u, i in zip(frame.user_id, frame.item_id, strict=True)]
+    # Every non-noise pick is inside one of the user's interests.
+    assert sum(hit) / len(hit) >= 1 - NOISE_SHARE - 0.02
+    other = frame.user_id.sample(frac=1.0, random_state=0).to_numpy()  # someone else's tastes
+    miss = [hidden.affinity(u, i) > 0 for u, i in zip(other, frame.item_id, strict=True)]
+    assert sum(miss) / len(miss) < 0.2
+    assert hidden.affinity("nobody", "i1") == 0.0
