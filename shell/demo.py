@@ -11,8 +11,13 @@ What happens, in order:
    set) and the API docs (/docs);
 5. the rest of the traffic is replayed in real time (re-stamped to "now"), while a spotlight
    visitor browses one category after another through the API's ingest endpoint;
-6. a live terminal view shows events/s, freshness, the model version and the spotlight
-   visitor's recommendations changing as their events arrive.
+6. an A/B experiment runs (model vs popularity, 50/50, unless --no-experiment): simulated
+   visitors ask for recommendations and click according to their hidden tastes (the
+   synthetic generator knows them), naming the list they clicked in; the attribution
+   consumer counts impressions and clicks per variant;
+7. a live terminal view shows events/s, freshness, the model version, CTR per variant and the
+   spotlight visitor's recommendations changing as their events arrive; the closing summary
+   prints the experiment's table and writes reports/demo_summary.json.
 
 Ctrl-C (or `--duration`) stops everything cleanly. With `--duration` the demo exits 0 only
 if the system behaved: events flowed, the spotlight visitor got personalised recommendations
@@ -22,6 +27,7 @@ and they changed with the visitor's behaviour.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -45,6 +51,17 @@ from shell.localstack import LocalStack, free_port
 log = logging.getLogger(__name__)
 
 SPOTLIGHT_USER = "demo-visitor"
+EXPERIMENT = "demo"
+SUMMARY_PATH = Path("reports/demo_summary.json")
+# Simulated clicks: the chance to click the item at position p (0-based) of a list is
+# EXAMINE ** p * (CLICK_BASE + CLICK_TASTE * affinity), affinity being the share of the
+# visitor's hidden taste the item falls in (recsys.sources.synthetic.Tastes); one click per
+# list at most, and a click turns into an add-to-cart with CART_AFTER_CLICK.
+EXAMINE = 0.85
+CLICK_BASE = 0.01
+CLICK_TASTE = 0.35
+CART_AFTER_CLICK = 0.2
+VISITOR_K = 10
 
 
 @dataclass
@@ -57,6 +74,8 @@ class DemoOptions:
     retrain_every: str = "45s"
     spotlight_every: float = 1.5  # seconds between the spotlight visitor's events
     spotlight_switch: float = 15.0  # seconds before the visitor moves to another category
+    experiment: bool = True  # model vs popularity, with simulated visitors
+    visitors: float = 10.0  # simulated visitors (recommendation lists) per second
 
 
 @dataclass
@@ -71,6 +90,8 @@ class DemoState:
     spotlight_history: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     stream_metrics: Samples = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    experiment: dict[str, Any] | None = None  # the latest report (recsys.experiments.report)
+    visits: int = 0
 
     def events_per_s(self) -> float:
         if len(self.rate_window) < 2:
@@ -113,6 +134,7 @@ class Demo:
             "RECSYS_MODEL_DIR": str(workdir / "models"),
             "RECSYS_API_PORT": str(self.options.api_port),
             "RECSYS_STREAM_WEB_PORT": str(self.stream_port),
+            "RECSYS_ATTRIBUTION_WEB_PORT": str(free_port()),
             "RECSYS_TRAINER_METRICS_PORT": str(self.trainer_port),
             "RECSYS_LOG_LEVEL": "INFO",
             "RECSYS_API_KEY": self.api_key,
@@ -234,6 +256,71 @@ class Demo:
                     self.state.errors.append(f"api: {exc}")
                 self.stop.wait(self.options.spotlight_every)
 
+    def _start_experiment(self, api: str) -> None:
+        resp = httpx.put(f"{api}/v1/admin/experiments/{EXPERIMENT}", headers=self._write_headers(),
+                         timeout=10.0, json={"variants": [
+                             {"name": "model", "kind": "model", "share": 0.5},
+                             {"name": "popularity", "kind": "popularity", "share": 0.5}]})
+        resp.raise_for_status()
+
+    def _visitors(self, api: str, settings: Settings, history: pd.DataFrame) -> None:
+        """Returning visitors ask for their recommendations and click what matches their
+        hidden tastes, naming the list (context.recommendation_id)."""
+        import redis
+
+        from recsys.keys import Keys
+        from recsys.sources import synthetic
+        from shell.experiment_cli import experiment_report
+
+        hidden = synthetic.tastes(self.options.history_events * 5 // 4, seed=self.options.seed)
+        counts = history["user_id"].astype(str).value_counts()
+        pool = counts[counts >= 3].index.to_numpy()  # users the model has something on
+        rng = np.random.default_rng(self.options.seed + 2)
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0)
+        keys = Keys(settings.redis_namespace)
+        interval, next_at, next_report = 1.0 / self.options.visitors, time.monotonic(), 0.0
+        with httpx.Client(base_url=api, timeout=5.0, headers=self._write_headers()) as http:
+            while not self.stop.is_set():
+                user = str(rng.choice(pool))
+                try:
+                    body = http.get(f"/v1/users/{user}/recommendations",
+                                    params={"k": VISITOR_K}).json()
+                    events = self._clicks(rng, hidden, user, body)
+                    if events:
+                        resp = http.post("/v1/events", json=events)
+                        if resp.status_code != 202:
+                            self.state.errors.append(f"POST /v1/events: {resp.status_code}")
+                    self.state.visits += 1
+                except httpx.HTTPError as exc:
+                    self.state.errors.append(f"visitor: {exc}")
+                if time.monotonic() > next_report:
+                    with contextlib.suppress(Exception):
+                        self.state.experiment = experiment_report(client, keys, EXPERIMENT)
+                    next_report = time.monotonic() + 1.0
+                next_at += interval
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    self.stop.wait(delay)
+        client.close()
+
+    @staticmethod
+    def _clicks(rng: np.random.Generator, hidden: Any, user: str, body: dict[str, Any]
+                ) -> list[dict[str, Any]]:
+        rid = body.get("recommendation_id")
+        for position, entry in enumerate(body.get("items", [])):
+            item = str(entry.get("item_id"))
+            p = EXAMINE ** position * (CLICK_BASE + CLICK_TASTE * hidden.affinity(user, item))
+            if rng.random() < p:
+                now = int(time.time() * 1000)
+                context = {"recommendation_id": rid}
+                out = [{"event_id": uuid.uuid4().hex, "user_id": user, "item_id": item,
+                        "event_type": "click", "timestamp": now, "context": context}]
+                if rng.random() < CART_AFTER_CLICK:
+                    out.append({**out[0], "event_id": uuid.uuid4().hex,
+                                "event_type": "addtocart", "timestamp": now + 1})
+                return out
+        return []
+
     def _watch_stream(self) -> None:
         url = f"http://127.0.0.1:{self.stream_port}/metrics"
         while not self.stop.is_set():
@@ -297,7 +384,16 @@ class Demo:
             recs.add_row(str(rank), item, str(rec.get("name") or ""),
                          str(rec.get("category") or self.category_of.get(item, "")),
                          f"{rec.get('score', 0):.3f}" if rec.get("score") is not None else "")
-        return Panel(Group(head, recs), title="recsys demo — storefront at "
+        parts: list[Any] = [head]
+        if st.experiment is not None:
+            line = Table.grid(padding=(0, 3))
+            line.add_row(f"[b]experiment {st.experiment['name']}[/b]", *[
+                f"{v['name']}: {v['clicks']:,}/{v['impressions']:,} = CTR {v['ctr']:.1%}"
+                for v in st.experiment["variants"]],
+                "" if st.experiment["p_value"] is None
+                else f"p = {st.experiment['p_value']:.2g}")
+            parts.append(line)
+        return Panel(Group(*parts, recs), title="recsys demo — storefront at "
                      f"http://localhost:{self.options.api_port}/ — Ctrl-C to stop")
 
     # --- the whole run ---------------------------------------------------------------------
@@ -330,6 +426,9 @@ class Demo:
             # model trains (counting "no model"), then folds them in when the model arrives.
             self.roles = [RoleProcess("stream", ["stream"], env, logdir,
                                       port=self.stream_port, new_session=True)]
+            if self.options.experiment:
+                self.roles.append(RoleProcess("attribution", ["attribution"], env, logdir,
+                                              new_session=True))
             console.log("training the first model (recsys train --once) ...")
             first = RoleProcess("train-once", ["train", "--once"], env, logdir,
                                 new_session=True)
@@ -337,17 +436,19 @@ class Demo:
             first.stop()  # closes its log
             if code != 0:
                 console.print(f"[red]first training failed:[/red]\n{first.tail(40)}")
-                self.roles[0].stop()
+                for role in self.roles:
+                    role.stop()
                 return 1
             try:
+                api_role = RoleProcess("api", ["serve", "--port", str(self.options.api_port)],
+                                       env, logdir, new_session=True)
                 self.roles += [
-                    RoleProcess("api", ["serve", "--port", str(self.options.api_port)], env,
-                                logdir, new_session=True),
+                    api_role,
                     RoleProcess("trainer", ["train", "--every", self.options.retrain_every],
                                 env, logdir, new_session=True),
                 ]
                 api = f"http://127.0.0.1:{self.options.api_port}"
-                _wait_http(f"{api}/readyz", 60, self.roles[1])
+                _wait_http(f"{api}/readyz", 60, api_role)
                 _wait_http(f"http://127.0.0.1:{self.stream_port}/metrics", 60, self.roles[0])
                 self._load_catalog(api, catalog)
                 console.log(f"storefront ready at {shop}/ — log in as {SPOTLIGHT_USER} to "
@@ -355,8 +456,15 @@ class Demo:
                             f"(API key: {self.api_key}); API docs at {shop}/docs")
                 self._wait_for_stream(console, len(history))
                 self.live_baseline = dict(self.state.stream_metrics)
-                for target, args in ((self._replay, (settings, future)),
-                                     (self._spotlight, (api,)), (self._watch_stream, ())):
+                jobs: list[tuple[Any, tuple[Any, ...]]] = [
+                    (self._replay, (settings, future)), (self._spotlight, (api,)),
+                    (self._watch_stream, ())]
+                if self.options.experiment:
+                    self._start_experiment(api)
+                    console.log(f"experiment {EXPERIMENT!r} running: model vs popularity, "
+                                f"{self.options.visitors:g} simulated visitors/s")
+                    jobs.append((self._visitors, (api, settings, history)))
+                for target, args in jobs:
                     thread = threading.Thread(target=target, args=args, daemon=True)
                     thread.start()
                     threads.append(thread)
@@ -377,9 +485,42 @@ class Demo:
                 self.stop.set()
                 for thread in threads:
                     thread.join(10)
+                if self.options.experiment:
+                    self._final_report(settings)
                 for role in reversed(self.roles):
                     role.stop()
         return self._summary(console)
+
+    def _final_report(self, settings: Settings, settle_s: float = 3.0) -> None:
+        """The experiment's counts once the attribution consumer has read the last clicks."""
+        import redis
+
+        from recsys.keys import Keys
+        from shell.experiment_cli import experiment_report
+
+        time.sleep(settle_s)
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0)
+        try:
+            self.state.experiment = experiment_report(client, Keys(settings.redis_namespace),
+                                                      EXPERIMENT)
+        except Exception as exc:  # noqa: BLE001 - the summary says what is missing
+            self.state.errors.append(f"experiment report: {exc}")
+        finally:
+            client.close()
+
+    def _write_summary(self, extra: dict[str, Any]) -> None:
+        rep = self.state.experiment
+        summary: dict[str, Any] = {**extra, "experiment": None}
+        if rep is not None:
+            summary["experiment"] = {
+                "name": rep["name"], "p_value": rep["p_value"], "z": rep["z"],
+                "enough_data": rep["enough_data"],
+                "variants": [{"name": v["name"], "impressions": v["impressions"],
+                              "clicks": v["clicks"], "ctr": v["ctr"],
+                              "ctr_ci95": list(v["ctr_ci95"]), "addtocarts": v["addtocarts"]}
+                             for v in rep["variants"]]}
+        SUMMARY_PATH.parent.mkdir(parents=True, exist_ok=True)
+        SUMMARY_PATH.write_text(json.dumps(summary, indent=2) + "\n")
 
     def _summary(self, console: Any) -> int:
         st = self.state
@@ -398,6 +539,14 @@ class Demo:
         console.print(f"model versions served: {', '.join(st.versions_seen) or '-'}")
         console.print(f"spotlight recommendations changed {max(changes - 1, 0)} times; "
                       f"personalised answers: {len(personalised)}")
+        if st.experiment is not None:
+            from shell.experiment_cli import print_report
+
+            console.print(f"simulated visitors: {st.visits:,} lists served and looked at")
+            print_report(st.experiment, console)
+        self._write_summary({"events_produced": st.produced, "stream_processed": processed,
+                             "model_versions": st.versions_seen, "visits": st.visits})
+        console.print(f"summary written to {SUMMARY_PATH}")
         for error in st.errors[-5:]:
             console.print(f"[red]{error}[/red]")
         healthy = (st.produced > 0 and processed > 0 and len(personalised) > 0 and changes >= 2

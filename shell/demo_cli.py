@@ -22,6 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=None, help="API port (default 8000)")
     parser.add_argument("--retrain-every", default="45s", help="periodic retrain interval")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--no-experiment", action="store_true",
+                        help="no A/B experiment (model vs popularity) and no simulated visitors")
+    parser.add_argument("--visitors", type=float, default=10.0,
+                        help="simulated visitors per second in the experiment")
     parser.set_defaults(handler=_demo)
 
 
@@ -34,8 +38,11 @@ def _demo(args: argparse.Namespace) -> int:
         raise SystemExit("--duration must be positive")
     if args.rate <= 0:
         raise SystemExit("--rate must be positive")
+    if args.visitors <= 0:
+        raise SystemExit("--visitors must be positive")
     options = DemoOptions(duration=args.duration, rate=args.rate,
                           history_events=args.history_events, seed=args.seed,
                           api_port=args.port or settings.api_port,
-                          retrain_every=args.retrain_every)
+                          retrain_every=args.retrain_every,
+                          experiment=not args.no_experiment, visitors=args.visitors)
     return Demo(options, settings).run()
