@@ -90,7 +90,7 @@ def test_every_role_command_exists_in_the_cli():
     config = _compose_config()
     parser = build_parser()
     roles = {name: s for name, s in config["services"].items() if "build" in s}
-    assert set(roles) == {"stream", "trainer", "api"}
+    assert set(roles) == {"stream", "trainer", "api", "attribution"}
     for name, service in roles.items():
         try:
             args = parser.parse_args(service["command"])
