@@ -37,10 +37,10 @@ from typing import Any
 import orjson
 
 from recsys.errors import RecsysError
-from recsys.events import Event, EventType
+from recsys.events import RECOMMENDATION_ID, Event, EventType
 
 # The context key an event names its recommendation list with.
-CONTEXT_KEY = "recommendation_id"
+CONTEXT_KEY = RECOMMENDATION_ID
 # Outcomes counted, and their names in metrics and reports.
 OUTCOMES = {EventType.CLICK: "click", EventType.ADDTOCART: "addtocart",
             EventType.TRANSACTION: "purchase"}

@@ -33,6 +33,8 @@ from recsys.errors import RecsysError
 MAX_ID_LENGTH = 128
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_CONTEXT_ENTRIES = 32
+# The context key naming the served recommendation list an event came from.
+RECOMMENDATION_ID = "recommendation_id"
 RATING_MIN, RATING_MAX = 1.0, 5.0
 MAX_QUANTITY = 1_000_000.0
 # MovieLens-100K starts in 1997; anything before 1990 is a unit mistake (seconds vs ms, say),
@@ -158,7 +160,12 @@ class Event(BaseModel):
     event_type: EventType
     timestamp: int = Field(description="Epoch milliseconds (ISO-8601 accepted on input).")
     value: float | None = Field(default=None, description="Rating 1-5, or a quantity.")
-    context: dict[str, str | int | float | bool] | None = None
+    context: dict[str, str | int | float | bool] | None = Field(
+        default=None,
+        description="Free map of at most 32 entries. `recommendation_id`: the id of the served "
+        "recommendation list this event came from (every recommendation response carries "
+        "one); the event is then attributed to that list (recsys.attribution). An id that was "
+        "not served to this user counts as unattributed, never as someone else's click.")
 
     _check_ids = field_validator("event_id", "user_id", "item_id", mode="before")(
         lambda v: _check_id(v)
@@ -209,6 +216,12 @@ class Event(BaseModel):
             raise _custom(
                 Reason.CONTEXT_TOO_LARGE, "at most {limit} entries", limit=MAX_CONTEXT_ENTRIES
             )
+        if isinstance(value, dict) and RECOMMENDATION_ID in value:
+            rid = value[RECOMMENDATION_ID]
+            if not isinstance(rid, str) or not 0 < len(rid) <= MAX_ID_LENGTH:
+                raise _custom(Reason.WRONG_TYPE,
+                              "context.recommendation_id must be a string of 1-{limit} "
+                              "characters", limit=MAX_ID_LENGTH)
         return value
 
     @model_validator(mode="after")

@@ -117,3 +117,16 @@ def test_bad_impressions_are_rejected() -> None:
 def test_position_buckets() -> None:
     assert [position_bucket(p) for p in (1, 2, 3, 4, 10, 11, 50, 51)] == [
         "1", "2-3", "2-3", "4-10", "4-10", "11-50", "11-50", "51+"]
+
+
+def test_the_event_schema_checks_the_recommendation_id() -> None:
+    from recsys.events import InvalidEvent, validate_event
+
+    base = {"event_id": "e", "user_id": "u", "item_id": "i", "event_type": "click",
+            "timestamp": T0}
+    with pytest.raises(InvalidEvent, match="recommendation_id must be a string"):
+        validate_event({**base, "context": {"recommendation_id": 7}})
+    with pytest.raises(InvalidEvent, match="recommendation_id must be a string"):
+        validate_event({**base, "context": {"recommendation_id": "x" * 129}})
+    ok = validate_event({**base, "context": {"recommendation_id": "r1"}})
+    assert ok.context == {"recommendation_id": "r1"}
