@@ -48,6 +48,7 @@ import pandas as pd
 from evaluation import charts
 from recsys.als import AlsParams, als_params, fit_als
 from recsys.baselines import PopularityRecommender
+from recsys.experiments import report
 from recsys.foldin import fold_in_batch, gram
 from recsys.matrix import IndexedEvents, confidence_matrix, index_events
 from recsys.sequence_model import UserTower
@@ -148,6 +149,10 @@ class ReplayResult:
     by_user_kind: dict[str, dict[str, dict[str, float]]]
     seconds: float = 0.0
     charts: list[str] = field(default_factory=list)
+    # The online experiment report's figures on logged data (recsys.experiments.report): each
+    # target is one served list ("impression") and a hit is its "click"; popularity is the
+    # control, every other variant z-tested against it.
+    experiment: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,6 +173,20 @@ class ReplayResult:
             paths.append(path)
         self.charts = [p.name for p in paths]
         return paths
+
+
+def offline_experiment(hits: Mapping[str, np.ndarray], k: int) -> dict[str, Any]:
+    """Replay variants as an A/B report: per variant, lists (targets) and clicks (hits@k),
+    CTR with its 95 % Wilson interval, z-test against popularity: the same figures
+    `recsys experiment report` gives online (docs/feedback.md)."""
+    order = [POPULARITY, *[v for v in hits if v != POPULARITY]] if POPULARITY in hits \
+        else list(hits)
+    counts = {v: {"impressions": int(hits[v].size), "click": int(hits[v].sum())}
+              for v in order}
+    rep = report(f"replay@{k}", counts)
+    return {"variants": [{key: v[key] for key in ("name", "impressions", "clicks", "ctr",
+                                                  "ctr_ci95")} for v in rep["variants"]],
+            "comparisons": rep.get("comparisons", [])}
 
 
 def _summary(hit: np.ndarray, ndcg: np.ndarray) -> dict[str, float]:
@@ -315,6 +334,7 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
             "users new after the cutoff": {v: _summary(hit_arr[v][new], gain_arr[v][new])
                                            for v in variants}},
         seconds=time.perf_counter() - started,
+        experiment=offline_experiment(hit_arr, k),
     )
     log.info("replay: %d targets in %.1fs; hit_rate@%d %s", n_targets, result.seconds, k,
              {v: round(s["hit_rate"], 4) for v, s in result.overall.items()})
@@ -340,5 +360,18 @@ def render_replay(data: Mapping[str, Any]) -> str:
         lines.append(f"| {v} | {s['hit_rate']:.4f} | {s['ndcg']:.4f} | "
                      f"{before[v]['hit_rate']:.4f} (n={before[v]['n']:,}) | "
                      f"{after[v]['hit_rate']:.4f} (n={after[v]['n']:,}) |")
+    experiment = data.get("experiment") or {}
+    if experiment.get("variants"):
+        p_values = {c["variant"]: c["p_value"] for c in experiment.get("comparisons", [])}
+        lines += ["", f"As an A/B report (each target one served list, a hit@{k} its click; "
+                  "the online `recsys experiment report` figures; z-test against popularity):",
+                  "", "| variant | lists | clicks | CTR (95 % CI) | p vs popularity |",
+                  "|---|---:|---:|---:|---:|"]
+        for v in experiment["variants"]:
+            lo, hi = v["ctr_ci95"]
+            p_value = p_values.get(v["name"])
+            lines.append(f"| {v['name']} | {v['impressions']:,} | {v['clicks']:,} | "
+                         f"{v['ctr']:.2%} ({lo:.2%}-{hi:.2%}) | "
+                         f"{'-' if p_value is None else f'{p_value:.3g}'} |")
     lines += [""] + [f"![replay {name}]({name})" for name in data.get("charts", [])]
     return "\n".join(lines)

@@ -51,6 +51,15 @@ def test_fold_in_beats_static_when_tastes_arrive_after_the_cutoff(
     assert overall[RETRAIN_FOLDIN]["hit_rate"] > overall[RETRAIN]["hit_rate"]
     assert len(result.retrain_times) == 2
     assert sum(b["n"] for b in result.buckets) == result.n_targets
+    # The same figures as an online experiment report: popularity the control.
+    ab = {v["name"]: v for v in result.experiment["variants"]}
+    assert result.experiment["variants"][0]["name"] == POPULARITY
+    assert ab[FOLDIN]["impressions"] == result.n_targets
+    assert ab[FOLDIN]["ctr"] == pytest.approx(overall[FOLDIN]["hit_rate"])
+    low, high = ab[FOLDIN]["ctr_ci95"]
+    assert low <= ab[FOLDIN]["ctr"] <= high
+    p_values = {c["variant"]: c["p_value"] for c in result.experiment["comparisons"]}
+    assert p_values[RETRAIN_FOLDIN] < 0.05
 
     paths = result.draw(tmp_path)
     assert [p.name for p in paths] == ["replay_hit_rate.png", "replay_ndcg.png"]
