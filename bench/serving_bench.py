@@ -347,6 +347,7 @@ def impressions_cpu(redis_url: str, kafka: str, users: list[str], n: int) -> dic
             services = app.state.services
             for user in sample[:200]:  # warm-up: connections, caches, the topic's metadata
                 await _asgi_get(app, f"/v1/users/{user}/recommendations", query)
+            services.impressions.flush(services.producer)
             await asyncio.to_thread(services.producer.flush, 10.0)
             for _ in range(IMPRESSION_ROUNDS):
                 for enabled in (False, True):
@@ -354,6 +355,7 @@ def impressions_cpu(redis_url: str, kafka: str, users: list[str], n: int) -> dic
                     start = time.process_time()
                     for user in sample:
                         await _asgi_get(app, f"/v1/users/{user}/recommendations", query)
+                    services.impressions.flush(services.producer)
                     services.producer.flush(10.0)
                     cpu[enabled] += time.process_time() - start
             delivered = services.metrics.impressions_delivery.labels("delivered")._value.get()

@@ -18,7 +18,7 @@ from recsys.settings import Settings
 from serving.catalog import Catalog
 from serving.experiments import Experiments
 from serving.fallback import Fallback
-from serving.impressions import ImpressionRecorder
+from serving.impressions import IMPRESSION_FLUSH_S, ImpressionRecorder
 from serving.recommender import Recommender
 from serving.redis_guard import RedisGuard
 from serving.served_model import ServedModel
@@ -104,6 +104,8 @@ class Services:
             log.error("Kafka producer unavailable; POST /v1/events will answer 503: %s", exc)
         services._tasks.append(asyncio.create_task(services._poll_producer(),
                                                    name="producer-poll"))
+        services._tasks.append(asyncio.create_task(services._flush_impressions(),
+                                                   name="impressions-flush"))
         return services
 
     async def _poll_producer(self) -> None:
@@ -123,6 +125,11 @@ class Services:
                             failed - self._delivery_failed_seen, self.producer.stats.last_error)
                 self._delivery_failed_seen = failed
 
+    async def _flush_impressions(self) -> None:
+        while True:
+            await asyncio.sleep(IMPRESSION_FLUSH_S)
+            self.impressions.flush(self.producer)
+
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -132,6 +139,7 @@ class Services:
         await self.holder.stop()
         await self.experiments.stop()
         await self.catalog.stop()
+        self.impressions.flush(self.producer)
         if self.producer is not None:
             await asyncio.to_thread(self.producer.flush, 5.0)
         await self.redis.aclose()
