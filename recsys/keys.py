@@ -32,6 +32,8 @@ Popularity (written by the stream worker; trainer seeds the all-time list)
     {ns}:pop:{window}:ref            string  reference time (epoch s) of that zset's decay
     {ns}:pop:{window}:batch:{id}     string  a stream batch's increments were applied (TTL:
                                              stream_batch_guard_ttl_s); makes retries idempotent
+    {ns}:pop:{window}:applied:{topic} hash   partition -> highest source offset counted in the
+                                             window: a replay after a crash counts nothing twice
     {ns}:pop:alltime:{v}             zset    item id -> training popularity of version v
 
 Catalog (written by the API's PUT /v1/items)
@@ -156,6 +158,12 @@ class Keys:
 
     def popularity_batch(self, window: str, batch_id: str) -> str:
         return f"{self.popularity(window)}:batch:{batch_id}"
+
+    def popularity_applied(self, window: str, topic: str) -> str:
+        """Hash partition -> highest offset of `topic` counted in the window (the replay
+        guard of stream.popularity). Keyed by topic: a recreated topic under a new name starts
+        afresh; recreating one under the same name needs these keys deleted."""
+        return f"{self.popularity(window)}:applied:{topic}"
 
     def popularity_alltime(self, version: str) -> str:
         return f"{self.namespace}:pop:alltime:{version}"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import NamedTuple
 
 REBASE_AFTER_TAUS = 16.0  # exp(16) ~ 8.9e6: far from float trouble, rebase is rare
 PRUNE_BELOW = 1e-6  # of an event weight, after scaling to the current landmark
@@ -40,6 +41,46 @@ def aggregate(events: Iterable[tuple[str, float, float]], tau: float, t0: float
     for item, t, w in events:
         out[item] = out.get(item, 0.0) + w * math.exp((t - t0) / tau)
     return out
+
+
+class TrendingEvent(NamedTuple):
+    partition: int
+    offset: int
+    item: str
+    ts_ms: int
+    weight: float
+
+
+def by_partition(events: Iterable[TrendingEvent], tau: float, t0: float
+                 ) -> dict[str, list[tuple[int, str, float]]]:
+    """A batch's events as LUA_APPLY takes them: partition -> [(offset, item, increment
+    relative to t0)], each partition's list in offset order. Per event, not summed per item:
+    the script counts only the events above the partition's watermark."""
+    out: dict[str, list[tuple[int, str, float]]] = {}
+    for e in sorted(events, key=lambda e: (e.partition, e.offset)):
+        inc = e.weight * math.exp((e.ts_ms / 1000.0 - t0) / tau)
+        out.setdefault(str(e.partition), []).append((e.offset, e.item, inc))
+    return out
+
+
+def above_watermarks(watermarks: dict[str, int],
+                     per_partition: dict[str, list[tuple[int, str, float]]]
+                     ) -> dict[str, float]:
+    """Reference of LUA_APPLY's first step. Sums, per item, the increments of the events whose
+    offset is above their partition's watermark (the highest offset this window counted), and
+    raises the watermarks in place. A batch replayed after a crash, whole or in part, so adds
+    only what was not counted yet, however the replay is cut into batches."""
+    increments: dict[str, float] = {}
+    for partition, entries in per_partition.items():
+        mark = watermarks.get(partition, -1)
+        top = mark
+        for offset, item, inc in entries:
+            if offset > mark:
+                increments[item] = increments.get(item, 0.0) + inc
+                top = max(top, offset)
+        if top > mark:
+            watermarks[partition] = top
+    return increments
 
 
 def apply_increments(scores: dict[str, float], ref: int | None, t0: float,
@@ -72,15 +113,33 @@ def decayed(stored: float, ref: float, now: float, tau: float) -> float:
 
 
 # KEYS[1] = the window's sorted set, KEYS[2] = its landmark (integer epoch seconds),
-# KEYS[3] = the batch guard (recsys.keys popularity_batch; optional)
-# ARGV = tau, t0, REBASE_AFTER_TAUS, PRUNE_BELOW, JSON object {item: increment relative to t0},
-# guard TTL in ms (one JSON argument rather than two per item: the Redis client's per-argument
-# cost dominates).
-# The guard makes ZINCRBY idempotent per batch: a write retried after a timeout, whose first
-# attempt did execute, finds its batch id already set and adds nothing.
+# KEYS[3] = the batch guard (recsys.keys popularity_batch),
+# KEYS[4] = the window's offset watermarks (recsys.keys popularity_applied: partition -> the
+# highest source offset counted)
+# ARGV = tau, t0, REBASE_AFTER_TAUS, PRUNE_BELOW, JSON object {partition: [[offset, item,
+# increment relative to t0], ...]} (`by_partition`), guard TTL in ms (one JSON argument rather
+# than several per event: the Redis client's per-argument cost dominates).
+# The guard makes a retried write of the same plan (after a timeout whose first attempt did
+# execute) add nothing. The watermarks make trending idempotent by offset across processes: a
+# worker killed after its table write and before or after this one replays the events, and only
+# those above the watermark count (`above_watermarks` is the same step in Python).
 LUA_APPLY = """
-if KEYS[3] and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[6]) then
+if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[6]) then
   return -1
+end
+local increments = {}
+for partition, entries in pairs(cjson.decode(ARGV[5])) do
+  local mark = tonumber(redis.call('HGET', KEYS[4], partition)) or -1
+  local top = mark
+  for _, e in ipairs(entries) do
+    if e[1] > mark then
+      increments[e[2]] = (increments[e[2]] or 0) + e[3]
+      if e[1] > top then top = e[1] end
+    end
+  end
+  if top > mark then
+    redis.call('HSET', KEYS[4], partition, string.format('%d', top))
+  end
 end
 local tau = tonumber(ARGV[1])
 local t0 = tonumber(ARGV[2])
@@ -107,7 +166,7 @@ if (t0 - ref) / tau > rebase_after then
   redis.call('SET', KEYS[2], string.format('%d', ref))
 end
 local scale = math.exp((t0 - ref) / tau)
-for item, inc in pairs(cjson.decode(ARGV[5])) do
+for item, inc in pairs(increments) do
   local value = inc * scale
   if value >= prune then
     redis.call('ZINCRBY', KEYS[1], value, item)

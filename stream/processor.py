@@ -53,7 +53,7 @@ from stream.decode import (
     dead_letter_record,
 )
 from stream.health import Heartbeat
-from stream.popularity import aggregate
+from stream.popularity import TrendingEvent, by_partition
 from stream.redis_writer import RedisRejected, RedisUnavailable, RedisWriter, WritePlan
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,8 @@ class BatchProcessor:
         states: dict[str, UserState] = {}
         changed_values: list[tuple[str, bytes, int]] = []  # (user, table value, partition)
         applied: list[tuple[str, int, float]] = []  # (item, time ms, weight) of new events
+        counted: list[TrendingEvent] = []  # new events and replays, for trending
+        replayed: set[tuple[str, str]] = set()  # (user, event id) of replays in `counted`
         clock_ms = now_ms()
         clamped: Counter[str] = Counter()
 
@@ -240,13 +242,25 @@ class BatchProcessor:
                 if item not in was_negative:
                     prior = state.items.get(item)
                     was_negative[item] = prior is not None and prior[0] < 0
+                replay = state.is_replay(record.partition, record.offset)
                 if not state.apply(event.event_id, item, weight, ts, record.partition,
                                    record.offset, self.limits):
                     outcomes[(event.event_type, "duplicate")] += 1
+                    # A replay by offset goes to trending again: the table write comes before
+                    # the Redis write, so a crash in between leaves the event in the table and
+                    # not in trending. Trending's own offset watermark drops it if it was
+                    # counted (stream.popularity). A re-sent id at a new offset is not a replay.
+                    if replay and weight > 0 and (user, event.event_id) not in replayed:
+                        replayed.add((user, event.event_id))
+                        counted.append(TrendingEvent(record.partition, record.offset, item,
+                                                     ts, weight))
                     continue
                 changed = True
                 state.touched_ms = clock_ms
                 applied.append((item, ts, weight))
+                if weight > 0:  # trending counts what people want: negative feedback adds nothing
+                    counted.append(TrendingEvent(record.partition, record.offset, item, ts,
+                                                 weight))
                 if why is not None:
                     clamped[why] += 1  # once per event: replays were dropped just above
                 if model is None:
@@ -281,10 +295,8 @@ class BatchProcessor:
         n_vectors = 0
         if model is not None:
             n_vectors = self._fold_in(model, states.items(), plan)
-        # Trending counts what people want: negative feedback takes nothing from it.
-        wanted = [entry for entry in applied if entry[2] > 0]
-        if wanted:
-            self._plan_popularity(wanted, plan)
+        if counted:
+            self._plan_popularity(counted, plan)
         refused = await self._write(plan)
         for user, exc in refused.items():
             outcomes -= user_outcomes[user]
@@ -361,12 +373,11 @@ class BatchProcessor:
             vectors[user] = pack_vector(vector)
         return len(users)
 
-    @staticmethod
-    def _plan_popularity(applied: list[tuple[str, int, float]], plan: WritePlan) -> None:
-        t0 = max(ts for _, ts, _ in applied) / 1000.0
-        events = [(item, ts / 1000.0, w) for item, ts, w in applied]
+    def _plan_popularity(self, counted: list[TrendingEvent], plan: WritePlan) -> None:
+        t0 = max(e.ts_ms for e in counted) / 1000.0
+        plan.popularity_topic = self.topic
         for window, tau in POPULARITY_WINDOWS.items():
-            plan.popularity[window] = (t0, aggregate(events, float(tau), t0))
+            plan.popularity[window] = (t0, by_partition(counted, float(tau), t0))
 
     # --- model switches and rebalances ------------------------------------------------
     async def switch_to(self, model: ModelVersion) -> int:

@@ -14,7 +14,8 @@ Errors are classified:
 
 Every effect is idempotent, so a retry after a timeout whose command did execute changes
 nothing: HSET of the same vectors, ZADD GT of the same times, and popularity increments
-guarded by the batch's id (LUA_APPLY skips a batch id it has applied already).
+guarded by the batch's id (LUA_APPLY skips a batch id it has applied already) and by offset
+watermarks per partition (a replay by another process after a crash counts nothing twice).
 """
 
 from __future__ import annotations
@@ -108,8 +109,11 @@ class WritePlan:
     seen: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> item -> time ms
     # user -> item -> whether its net feedback is negative now (hidden from the user's lists)
     hidden: dict[str, dict[str, bool]] = field(default_factory=dict)
-    # window -> (t0 seconds, item -> increment relative to t0); see stream.popularity
-    popularity: dict[str, tuple[float, dict[str, float]]] = field(default_factory=dict)
+    # window -> (t0 seconds, partition -> [(offset, item, increment relative to t0)]) of
+    # the source topic `popularity_topic`; see stream.popularity
+    popularity: dict[str, tuple[float, dict[str, list[tuple[int, str, float]]]]] = field(
+        default_factory=dict)
+    popularity_topic: str = ""
     # Names this plan's popularity increments: a retry of the same plan is applied once.
     batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -129,7 +133,8 @@ class WritePlan:
         return part
 
     def popularity_only(self) -> WritePlan:
-        return WritePlan(popularity=self.popularity, batch_id=self.batch_id)
+        return WritePlan(popularity=self.popularity, popularity_topic=self.popularity_topic,
+                         batch_id=self.batch_id)
 
 
 class RedisWriter:
@@ -219,9 +224,10 @@ class RedisWriter:
                 if self.seen_ttl_ms:
                     pipe.pexpire(key, self.seen_ttl_ms)
         for window, (t0, increments) in plan.popularity.items():
-            pipe.eval(LUA_APPLY, 3, self.keys.popularity(window),
+            pipe.eval(LUA_APPLY, 4, self.keys.popularity(window),
                       self.keys.popularity_ref(window),
                       self.keys.popularity_batch(window, plan.batch_id),
+                      self.keys.popularity_applied(window, plan.popularity_topic),
                       POPULARITY_WINDOWS[window], t0, REBASE_AFTER_TAUS, PRUNE_BELOW,
                       orjson.dumps(increments), self.batch_guard_ttl_ms)
         await pipe.execute()

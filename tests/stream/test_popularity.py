@@ -11,8 +11,11 @@ from stream.popularity import (
     LUA_APPLY,
     PRUNE_BELOW,
     REBASE_AFTER_TAUS,
+    TrendingEvent,
+    above_watermarks,
     aggregate,
     apply_increments,
+    by_partition,
     decayed,
 )
 
@@ -53,6 +56,27 @@ def test_aggregate_is_relative_to_t0():
     inc = aggregate([("a", 100.0, 2.0), ("a", 100.0 - TAU, 1.0), ("b", 100.0, 1.0)], TAU, 100.0)
     assert inc["a"] == pytest.approx(2.0 + math.exp(-1.0))
     assert inc["b"] == pytest.approx(1.0)
+
+
+def test_watermarks_count_each_offset_once_however_a_replay_is_cut():
+    events = [TrendingEvent(p, o, f"i{o % 3}", 1_000_000 + o, 1.0)
+              for p in (0, 1) for o in range(10)]
+    t0 = 1_000.0
+    marks: dict[str, int] = {}
+    first = above_watermarks(marks, by_partition(events[:6] + events[10:13], TAU, t0))
+    assert marks == {"0": 5, "1": 2}
+    # A replay from offset 3 of partition 0 and 0 of partition 1, in two other batches.
+    second = above_watermarks(marks, by_partition(events[3:8] + events[10:15], TAU, t0))
+    third = above_watermarks(marks, by_partition(events[3:10] + events[10:20], TAU, t0))
+    assert marks == {"0": 9, "1": 9}
+    total: dict[str, float] = {}
+    for part in (first, second, third):
+        for item, inc in part.items():
+            total[item] = total.get(item, 0.0) + inc
+    once = aggregate([(e.item, e.ts_ms / 1000.0, e.weight) for e in events], TAU, t0)
+    assert total.keys() == once.keys()
+    for item, value in once.items():
+        assert total[item] == pytest.approx(value, rel=1e-12)
 
 
 def test_decayed_scores_equal_the_direct_sum_across_rebases():
@@ -99,13 +123,23 @@ def test_events_far_in_the_past_add_nothing():
 def test_lua_script_matches_the_reference(redis_client, unique_name):
     keys = Keys(unique_name)
     script = redis_client.register_script(LUA_APPLY)
-    batches = _batches(seed=11)
+    # whole milliseconds, as events carry them
+    batches = [[(i, round(t * 1000) / 1000, w) for i, t, w in b] for b in _batches(seed=11)]
     expected, expected_ref, _ = _run_reference(batches)
     zset, ref_key = keys.popularity("1h"), keys.popularity_ref("1h")
-    for events in batches:
+    marks = keys.popularity_applied("1h", "t")
+    offset = 0
+    for n, events in enumerate(batches):
         t0 = max(t for _, t, _ in events)
-        increments = orjson.dumps(aggregate(events, TAU, t0))
-        script(keys=[zset, ref_key], args=[TAU, t0, REBASE_AFTER_TAUS, PRUNE_BELOW, increments])
+        trending = []
+        for item, t, w in events:
+            trending.append(TrendingEvent(0, offset, item, int(round(t * 1000)), w))
+            offset += 1
+        per_partition = by_partition(trending, TAU, t0)
+        for replay in (False, True):  # the same events again under another batch id count 0
+            script(keys=[zset, ref_key, keys.popularity_batch("1h", f"b{n}-{replay}"), marks],
+                   args=[TAU, t0, REBASE_AFTER_TAUS, PRUNE_BELOW,
+                         orjson.dumps(per_partition), 60_000])
     stored = {k.decode(): v for k, v in redis_client.zrange(zset, 0, -1, withscores=True)}
     assert int(redis_client.get(ref_key)) == expected_ref
     assert stored.keys() == expected.keys()

@@ -76,17 +76,30 @@ def test_a_retried_trending_update_counts_once(settings, redis_url, redis_client
     async def scenario():
         client = aioredis.Redis.from_url(redis_url)
         writer = RedisWriter(client, keys, seen_max=10)
-        plan = WritePlan(popularity={w: (now, {"i1": 1.0, "i2": 2.0}) for w in ("1h", "24h")})
+        plan = WritePlan(popularity={w: (now, {"0": [(0, "i1", 1.0), (1, "i2", 2.0)]})
+                                     for w in ("1h", "24h")}, popularity_topic="t")
         await writer.write(plan)
         once = dict(await client.zrange(keys.popularity("1h"), 0, -1, withscores=True))
         await writer.write(plan)  # the reply of the first was lost: the same plan again
         twice = dict(await client.zrange(keys.popularity("1h"), 0, -1, withscores=True))
         assert twice == once
-        other = WritePlan(popularity={"1h": (now, {"i1": 1.0})})  # a new batch does count
+        # a new batch with new offsets does count
+        other = WritePlan(popularity={"1h": (now, {"0": [(2, "i1", 1.0)]})},
+                          popularity_topic="t")
         await writer.write(other)
         after = dict(await client.zrange(keys.popularity("1h"), 0, -1, withscores=True))
         assert after[b"i1"] == pytest.approx(2 * once[b"i1"])
         assert await client.pttl(keys.popularity_batch("1h", plan.batch_id)) > 0
+        # Another process replays offsets 1..2 (new plan, new batch id) and adds offset 3:
+        # only offset 3 counts.
+        replay = WritePlan(popularity={"1h": (now, {"0": [(1, "i2", 2.0), (2, "i1", 1.0),
+                                                          (3, "i2", 1.0)]})},
+                           popularity_topic="t")
+        await writer.write(replay)
+        replayed = dict(await client.zrange(keys.popularity("1h"), 0, -1, withscores=True))
+        assert replayed[b"i1"] == pytest.approx(after[b"i1"])
+        assert replayed[b"i2"] == pytest.approx(once[b"i2"] * 1.5)
+        assert await client.hget(keys.popularity_applied("1h", "t"), "0") == b"3"
         await client.aclose()
 
     asyncio.run(scenario())
