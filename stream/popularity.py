@@ -123,7 +123,18 @@ def decayed(stored: float, ref: float, now: float, tau: float) -> float:
 # execute) add nothing. The watermarks make trending idempotent by offset across processes: a
 # worker killed after its table write and before or after this one replays the events, and only
 # those above the watermark count (`above_watermarks` is the same step in Python).
+# Errors must come before the first write: Redis keeps a failed script's earlier writes (no
+# rollback), and a guard or watermark set by a script that then failed would make the retry
+# add nothing. So the key types are checked first; OOM is refused at a script's first write
+# (Redis 7), which is the guard.
 LUA_APPLY = """
+for _, key in ipairs({KEYS[1], KEYS[4]}) do
+  local kind = redis.call('TYPE', key).ok
+  local want = key == KEYS[1] and 'zset' or 'hash'
+  if kind ~= 'none' and kind ~= want then
+    return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a ' .. want)
+  end
+end
 if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[6]) then
   return -1
 end

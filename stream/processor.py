@@ -218,6 +218,7 @@ class BatchProcessor:
         applied: list[tuple[str, int, float]] = []  # (item, time ms, weight) of new events
         counted: list[TrendingEvent] = []  # new events and replays, for trending
         replayed: set[tuple[str, str]] = set()  # (user, event id) of replays in `counted`
+        counted_from: list[tuple[str, Record]] = []  # (user, record) of each of `counted`
         clock_ms = now_ms()
         clamped: Counter[str] = Counter()
 
@@ -254,6 +255,7 @@ class BatchProcessor:
                         replayed.add((user, event.event_id))
                         counted.append(TrendingEvent(record.partition, record.offset, item,
                                                      ts, weight))
+                        counted_from.append((user, record))
                     continue
                 changed = True
                 state.touched_ms = clock_ms
@@ -261,6 +263,7 @@ class BatchProcessor:
                 if weight > 0:  # trending counts what people want: negative feedback adds nothing
                     counted.append(TrendingEvent(record.partition, record.offset, item, ts,
                                                  weight))
+                    counted_from.append((user, record))
                 if why is not None:
                     clamped[why] += 1  # once per event: replays were dropped just above
                 if model is None:
@@ -297,13 +300,21 @@ class BatchProcessor:
             n_vectors = self._fold_in(model, states.items(), plan)
         if counted:
             self._plan_popularity(counted, plan)
-        refused = await self._write(plan)
+        refused, popularity_refused = await self._write(plan)
         for user, exc in refused.items():
             outcomes -= user_outcomes[user]
             for event, record in batch.by_user.get(user, []):
                 await self._reject(Rejected(record, exc.reason, None,
                                             f"redis refused the write: {exc.detail}"))
                 outcomes[(event.event_type, exc.reason)] += 1
+        if popularity_refused is not None:
+            # The users' vectors and seen sets were written, trending was not: these events
+            # are dead-lettered (not re-counted as outcomes) so none is silently missing.
+            for user, record in counted_from:
+                if user not in refused:
+                    await self._reject(Rejected(
+                        record, popularity_refused.reason, None,
+                        f"redis refused the trending update: {popularity_refused.detail}"))
 
         for why, n in clamped.items():
             telemetry.CLAMPED.labels(why).inc(n)
@@ -317,14 +328,16 @@ class BatchProcessor:
             by_outcome[outcome] += n
         return by_outcome, n_vectors
 
-    async def _write(self, plan: WritePlan) -> dict[str, RedisRejected]:
-        """Write a batch's plan; returns the users whose writes Redis refused. While Redis is
-        unreachable, keep trying the same plan (its effects are idempotent): the batch's
-        offsets stay uncommitted and the health check turns unhealthy (stream.health)."""
+    async def _write(self, plan: WritePlan
+                     ) -> tuple[dict[str, RedisRejected], RedisRejected | None]:
+        """Write a batch's plan; returns the users whose writes Redis refused, and why its
+        popularity write was refused (or None). While Redis is unreachable, keep trying the
+        same plan (its effects are idempotent): the batch's offsets stay uncommitted and the
+        health check turns unhealthy (stream.health)."""
         while True:
             try:
                 await self.writer.write(plan)
-                return {}
+                return {}, None
             except RedisUnavailable as exc:
                 telemetry.REDIS_UNAVAILABLE.inc()
                 log.error("%s; keeping the batch and trying again", exc)
@@ -425,7 +438,7 @@ class BatchProcessor:
                 todo = [(u, s) for u, s in candidates.items() if u in late or u in missing]
                 plan = WritePlan()
                 n = self._fold_in(model, todo, plan)
-                refused = await self._write(plan)
+                refused, _ = await self._write(plan)  # recomputation plans no popularity
                 if refused:
                     log.error("redis refused the recomputed vectors of %d users: %s",
                               len(refused), sorted(refused)[:10])

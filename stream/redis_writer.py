@@ -157,18 +157,20 @@ class RedisWriter:
         if plan:
             await self._retrying("write", lambda: self._write_once(plan))
 
-    async def write_each(self, plan: WritePlan) -> dict[str, RedisRejected]:
+    async def write_each(self, plan: WritePlan
+                         ) -> tuple[dict[str, RedisRejected], RedisRejected | None]:
         """After a RedisRejected: the plan's popularity, then each user's part, on its own.
-        Returns the users whose writes Redis refused (with why); their events are the ones
-        to dead-letter. A popularity write that is refused is logged and counted (it is
-        nobody's in particular) and does not fail the users."""
+        Returns the users whose writes Redis refused (with why), whose events are the ones to
+        dead-letter, and why the popularity write was refused (None if it was written): the
+        batch's events then did not count in trending and are dead-lettered too."""
         refused: dict[str, RedisRejected] = {}
+        popularity_refused: RedisRejected | None = None
         if plan.popularity:
             try:
                 await self.write(plan.popularity_only())
             except RedisRejected as exc:
-                telemetry.REDIS_REJECTED.labels(exc.reason).inc()
                 log.error("redis refused the batch's popularity update: %s", exc)
+                popularity_refused = exc
         users = set(plan.seen)
         for vectors in plan.vectors.values():
             users.update(vectors)
@@ -177,7 +179,7 @@ class RedisWriter:
                 await self.write(plan.for_user(user))
             except RedisRejected as exc:
                 refused[user] = exc
-        return refused
+        return refused, popularity_refused
 
     async def erase_user(self, user: str) -> int:
         """Delete a user's vectors (every version) and seen set (recsys.erasure)."""

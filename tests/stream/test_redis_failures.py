@@ -1,5 +1,6 @@
 """The stream worker against a Redis that refuses or drops writes: error replies are not
-retried forever (the refused users' events are dead-lettered with the reason, the others land),
+retried forever (the refused users' events are dead-lettered with the reason, the others land;
+events a refused trending update did not count are dead-lettered too),
 one user with thousands of items in a batch is written, a retried trending update counts
 once, retries of connection errors are bounded, and /healthz reports a stalled batch."""
 
@@ -209,3 +210,25 @@ def test_redis_at_maxmemory_dead_letters_with_redis_oom_and_the_worker_moves_on(
         sync.close()
     finally:
         own.stop()
+
+
+def test_a_refused_trending_update_dead_letters_the_events_it_did_not_count(
+        settings, redis_url, redis_client, clustered):
+    """Redis refuses only the popularity write (here WRONGTYPE: the 1h key is not a sorted
+    set; under OOM the same happens when the users' writes fit after an eviction and the
+    script does not): the users' vectors land, and every event that trending did not count
+    is dead-lettered with the reason, none silently dropped."""
+    keys = Keys(settings.redis_namespace)
+    publish(redis_client, keys, "v1", clustered)
+    redis_client.set(keys.popularity("1h"), b"not a sorted set")
+
+    async def scenario():
+        h = Harness(settings, redis_url)
+        h.holder.swap(await aload_model(h.redis, h.keys))
+        records = h.records(_events("u-pop", clustered.items_of(2)[:3]))
+        await asyncio.wait_for(h.processor.process(records), 15)
+        assert await h.redis.hexists(keys.user_vectors("v1"), "u-pop")
+        assert [d["reason"] for d in h.letters] == ["redis_wrongtype"] * 3
+        await h.redis.aclose()
+
+    asyncio.run(scenario())
