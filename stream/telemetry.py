@@ -42,6 +42,9 @@ FRESHNESS_SECONDS = Histogram(
 )
 CONSUMER_LAG = Gauge(f"{NS}_consumer_lag", "Records behind the partition's end, after a batch.",
                      ["partition"])
+CONSUMER_REWINDS = Counter(f"{NS}_consumer_rewinds_total",
+                           "Seeks back to the next expected offset: records were skipped after a "
+                           "rebalance (stream.transport).", ["partition"])
 ASSIGNED_PARTITIONS = Gauge(f"{NS}_assigned_partitions",
                             "Partitions of the interactions topic this worker owns.")
 TABLE_USERS = Gauge(f"{NS}_table_users", "Users in this worker's local history table.")

@@ -38,6 +38,18 @@ rebalances close together; about one run in four). `_Consumer.seek_to_committed`
 seeks those partitions to the beginning, which is what `auto_offset_reset=earliest` means for
 a group that never committed; re-reading is harmless, the worker's state dedupes by offset.
 
+Holes after a rebalance are read again, not committed past: the same dropped records leave a
+hole between the committed offset and the first record delivered after a rebalance, also on
+partitions that do have a committed offset. Faust's loop took such a hole for a compaction
+gap (`_add_gap`), marked it acked and committed past it: kill -9 under load lost a run of
+events right after a kill for good (the chaos scenario worker_kill9: 274 consecutive events
+never processed by any later worker). When the fetch stops short of the end offset, the
+worker sat idle with lag and nothing in progress. `_Consumer` therefore tracks the next
+offset it expects per source partition (from the committed offsets, then each delivered
+record): a record beyond it, or a partition whose end is beyond it with nothing delivered
+for `STALL_REWIND_S`, makes it seek back to that offset. A hole that persists after
+`MAX_REWINDS` seeks is real (compaction, transaction markers) and is passed on to Faust.
+
 Install it right after creating the App, before anything touches `app.transport`:
 
     app.transport = FetchWaitTransport(app.conf.broker_consumer, app, fetch_max_wait_ms=20)
@@ -58,11 +70,13 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from stream import StreamError
+from stream import StreamError, telemetry
 
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 10.0
+STALL_REWIND_S = 3.0  # nothing delivered while the end is ahead: read again from the expected
+MAX_REWINDS = 5  # seeks back to the same offset before a hole is taken for a real one
 
 
 async def exact_end_offsets(reported: Mapping[Any, int], bootstrap_servers: Any,
@@ -98,6 +112,10 @@ async def exact_end_offsets(reported: Mapping[Any, int], bootstrap_servers: Any,
     finally:
         await probe.stop()
     return exact
+
+
+def telemetry_rewind(tp: TP) -> None:
+    telemetry.CONSUMER_REWINDS.labels(str(tp.partition)).inc()
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -154,6 +172,12 @@ def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any,
 
 
 class _Consumer(faust_aiokafka.Consumer):
+    # Next offset expected per source partition, from the last seek_to_committed on; and
+    # (expected offset, seeks back to it) per partition, and when each last delivered.
+    _expected: dict[TP, int] = {}  # noqa: RUF012 - replaced per instance, never mutated here
+    _rewinds: dict[TP, tuple[int, int]] = {}  # noqa: RUF012
+    _delivered_at: dict[TP, float] = {}  # noqa: RUF012
+
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -167,7 +191,47 @@ class _Consumer(faust_aiokafka.Consumer):
                            if (offset is None or offset <= 0) and not self._is_changelog_tp(tp)]
         if never_committed:
             await self._thread.seek_to_beginning(*never_committed)
+        # From here on, every record of these partitions is expected in order (the beginning
+        # of a never-committed one is 0 unless retention deleted records: then the hole is
+        # taken for real after MAX_REWINDS).
+        now = time.monotonic()
+        self._expected = {tp: max(0, offset or 0) for tp, offset in committed.items()
+                          if not self._is_changelog_tp(tp)}
+        self._rewinds = {}
+        self._delivered_at = dict.fromkeys(self._expected, now)
         return committed
+
+    async def _rewind(self, tp: TP, why: str, seen: int | None = None) -> bool:
+        """Seek `tp` back to the next offset expected; False once it was tried MAX_REWINDS
+        times for that offset (the hole is real)."""
+        expected = self._expected[tp]
+        key, n = self._rewinds.get(tp, (expected, 0))
+        n = n + 1 if key == expected else 1
+        self._rewinds[tp] = (expected, n)
+        if n > MAX_REWINDS:
+            return False
+        log.warning("%s:%d: %s (expected offset %d%s); reading again from %d",
+                    tp.topic, tp.partition, why, expected,
+                    "" if seen is None else f", got {seen}", expected)
+        telemetry_rewind(tp)
+        await self.seek(tp, expected)
+        self._delivered_at[tp] = time.monotonic()
+        return True
+
+    async def _rewind_stalled(self) -> None:
+        """Partitions whose end is beyond the expected offset with nothing delivered for
+        STALL_REWIND_S: the fetch position moved past records nobody delivered."""
+        now = time.monotonic()
+        for tp, expected in list(self._expected.items()):
+            if now - self._delivered_at.get(tp, now) < STALL_REWIND_S:
+                continue
+            try:
+                end = self.highwater(tp)
+            except Exception:  # noqa: BLE001 - not known yet: nothing to compare
+                continue
+            if end is not None and end > expected and self.flow_active:
+                await self._rewind(tp, f"nothing delivered for {STALL_REWIND_S:.0f} s while "
+                                       f"the end offset is {end}")
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - see tests
         # Faust's Consumer._drain_messages (faust-streaming 0.15.3), variables localised the
@@ -190,6 +254,7 @@ class _Consumer(faust_aiokafka.Consumer):
                 set_flag(faust_consumer.CONSUMER_FETCHING)
                 ait = cast(AsyncIterator, getmany(timeout=1.0))
                 await self.sleep(0)
+                rewound: set[TP] = set()
                 if not self.should_stop:
                     async for tp, message in ait:
                         num_since_yield += 1
@@ -197,6 +262,20 @@ class _Consumer(faust_aiokafka.Consumer):
                             await sleep(0)
                             num_since_yield = 0
                         offset = message.offset
+                        # --- second change: a hole is read again, not skipped -----------
+                        expected = self._expected  # replaced by every seek_to_committed
+                        want = expected.get(tp)
+                        if want is not None:
+                            if tp in rewound:
+                                continue  # fetched before the seek back
+                            if offset > want and await self._rewind(
+                                    tp, "records missing after a rebalance", offset):
+                                rewound.add(tp)
+                                continue
+                            if offset >= want:
+                                expected[tp] = offset + 1
+                                self._delivered_at[tp] = time.monotonic()
+                        # ------------------------------------------------------------
                         r_offset = get_read_offset(tp)
                         if r_offset is None or offset >= r_offset:
                             gap = offset - (r_offset or 0)
@@ -218,6 +297,7 @@ class _Consumer(faust_aiokafka.Consumer):
                             # ------------------------------------------------------------
                             set_read_offset(tp, offset)
                     unset_flag(faust_consumer.CONSUMER_FETCHING)
+                    await self._rewind_stalled()
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 self.log.info("Broker stopped consumer, shutting down...")
