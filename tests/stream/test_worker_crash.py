@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import signal
 import threading
@@ -92,6 +93,8 @@ def test_kill_9_mid_stream_then_restart_reflects_every_event_exactly_once(
     for user, history in by_user.items():
         assert {m.decode() for m in redis_client.zrange(keys.seen(user), 0, -1)} == \
             {e.item_id for e in history}
+    # Trending by event id: each distinct event counted exactly once, whatever the kill hit.
+    assert not (wrong := _trending_mismatches(redis_client, keys, events, settings)), wrong
     # The restarted worker re-read what the first never committed: far more duplicates than
     # the re-sent ids alone.
     duplicates = second.metric("recsys_stream_events_total", outcome="duplicate")
@@ -139,6 +142,7 @@ def test_offsets_wait_for_redis_even_across_a_kill_9(
             assert second.proc.poll() is None, second.log_tail()
             time.sleep(0.25)
         assert not bad, f"{len(bad)} users lost events, e.g. {bad[:3]}\n{second.log_tail()}"
+        assert not (wrong := _trending_mismatches(client, keys, events, settings)), wrong
         client.close()
     finally:
         own.stop()
@@ -159,3 +163,19 @@ def _mismatches(redis_client, keys, by_user, clustered, settings) -> list[str]:
         if raw is None or relative_error(unpack_vector(raw, FACTORS), want) > 1e-5:
             bad.append(user)
     return bad
+
+
+def _trending_mismatches(client, keys, events, settings) -> list[tuple[str, float, float]]:
+    """Items whose 1h trending score differs from every distinct event (by id) counted once:
+    (item, stored, expected). Lost events make it lower, double-counted ones higher."""
+    raw_ref = client.get(keys.popularity_ref("1h"))
+    ref = float(raw_ref) if raw_ref is not None else 0.0
+    expected: dict[str, float] = {}
+    for event in {e.event_id: e for e in events}.values():
+        add = settings.event_weights[event.event_type] * math.exp(
+            (event.timestamp / 1000.0 - ref) / 3600.0)
+        expected[event.item_id] = expected.get(event.item_id, 0.0) + add
+    stored = {k.decode(): v for k, v in
+              client.zrange(keys.popularity("1h"), 0, -1, withscores=True)}
+    return [(item, stored.get(item, 0.0), want) for item, want in sorted(expected.items())
+            if abs(stored.get(item, 0.0) - want) > 1e-6 * want]
