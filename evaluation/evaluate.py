@@ -370,8 +370,9 @@ def run_evaluation(frame: pd.DataFrame, settings: Settings, out_dir: Path, *, k:
             "n_repeat_pairs": split.holdout.n_repeat_pairs,
             "models": evaluate_split(split, events, k, params, tuned_params, models, neural),
         }
-        entry["models"]["selected"], entry["selected"] = evaluate_selected(
-            split, events, k, selection_config(settings, protocol, k))
+        if "selected" in models:
+            entry["models"]["selected"], entry["selected"] = evaluate_selected(
+                split, events, k, selection_config(settings, protocol, k))
         if references:
             for row, (recs, seconds) in reference_rankings(split, events, k,
                                                            references).items():
