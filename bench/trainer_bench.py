@@ -92,8 +92,8 @@ def _plain_fit_seconds(matrix: Any, settings: Any) -> tuple[float, float]:
 
 def bench_dataset(name: str, frame: pd.DataFrame, redis_url: str, repeats: int = 2
                   ) -> dict[str, Any]:
-    from recsys.settings import load_settings
     from recsys.als import als_params
+    from recsys.settings import load_settings
     from trainer.pipeline import Trainer, history_store
 
     with tempfile.TemporaryDirectory(prefix=f"trainer-bench-{name}-") as tmp:
