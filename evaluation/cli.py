@@ -139,6 +139,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     tu.add_argument("--folds", type=positive_int, default=3,
                     help="validation folds carved from the training part; scores are means "
                     "(default 3)")
+    tu.add_argument("--candidates", default=None, metavar="NAME,...",
+                    help="tune these candidates (recsys.candidates: popularity, als, "
+                    "knn_cosine, knn_bm25, knn_tfidf, ease, or 'all') with the trainer's own "
+                    "search (recsys.selection) within --budget seconds, instead of the ALS "
+                    "grid study; writes candidates_<protocol>.json/.md with the leaderboard")
+    tu.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                    help="--candidates: search budget (default RECSYS_TRAINER_TUNE_BUDGET_S)")
     tu.add_argument("--no-progress", action="store_true", help="no progress bar")
     tu.add_argument("--no-refine", action="store_true",
                     help="skip the local search around the best random point")
@@ -178,9 +185,17 @@ def _insights(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from evaluation.tune import DEFAULT_SPACE, run_tune
+    from evaluation.tune import DEFAULT_SPACE, run_tune, run_tune_candidates
 
     frame, settings = _load(args)
+    if args.candidates:
+        names = None if args.candidates == "all" else tuple(
+            n.strip() for n in args.candidates.split(",") if n.strip())
+        report = run_tune_candidates(frame, settings, args.out, args.protocol,
+                                     source=source_label(args.source), k=args.k,
+                                     candidates=names, budget_s=args.budget)
+        print(report["text"])
+        return 0
     space = {axis: getattr(args, axis) or DEFAULT_SPACE[axis]
              for axis in ("factors", "regularization", "alpha", "iterations")}
     from tqdm import tqdm

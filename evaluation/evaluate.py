@@ -6,6 +6,10 @@ Models, each ranked for the same test users with their training items excluded a
 items that occur in training allowed:
 
 * **popularity**: distinct training users per item (recsys.baselines), the floor;
+* **selected**: what `recsys train` would serve: every candidate (recsys.candidates) tuned
+  and chosen by recsys.selection with the trainer's default settings on validation carved from
+  this split's training part (time: its newest events; stratified: per-user random), the
+  winner refitted on the whole training part;
 * **item-kNN**: implicit's `CosineRecommender` (cosine item-item similarity on the training
   confidences, `KNN_NEIGHBOURS` neighbours); score(u, i) = sum_j c_uj sim(j, i);
 * **ALS**: implicit ALS fitted by the trainer's own `recsys.als.fit_als` on the trainer's
@@ -36,7 +40,7 @@ import platform
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +56,9 @@ from recsys.baselines import PopularityRecommender
 from recsys.errors import RecsysError
 from recsys.events import EventType
 from recsys.holdout_eval import fold_in_users
-from recsys.matrix import IndexedEvents, index_events
+from recsys.matrix import IndexedEvents, index_events, weight_matrix
 from recsys.quality import HEADLINE_METRICS, METRIC_NAMES, UserItems, hits, ranking_metrics
+from recsys.selection import Selection, SelectionConfig, config_from_settings, fit_on, select
 from recsys.sequence_model import tower_queries
 from recsys.sequence_train import NeuralParams, fit_neural_on, import_torch, neural_params
 from recsys.settings import Settings
@@ -207,6 +212,40 @@ def score(recs: np.ndarray, split: Split, k: int, ci: bool = False) -> dict[str,
     return values
 
 
+def rank_selected(split: Split, events: IndexedEvents, k: int, config: SelectionConfig
+                  ) -> tuple[np.ndarray, Selection]:
+    """What `recsys train` would serve, by its own code (recsys.selection.select): tuned and
+    chosen on validation carved from this split's training part only, the winner fitted on
+    the whole training part, ranked for the test users."""
+    selection = select(events, split.train_mask, config)
+    train = weight_matrix(events, split.train_mask)
+    model = fit_on(selection.winner, train, selection.winning.params, config)
+    sub = train[split.holdout.users]
+    holdout = replace(split.holdout, seen=UserItems(sub.indptr.astype(np.int64),
+                                                    sub.indices.astype(np.int64)),
+                      seen_values=np.asarray(sub.data))
+    return model.rank(holdout, k), selection
+
+
+def selection_config(settings: Settings, protocol: str, k: int) -> SelectionConfig:
+    """The trainer's defaults; the validation carve follows the protocol (time: the newest
+    events of the training part, as the trainer does; stratified: per-user random)."""
+    return config_from_settings(settings, k=k, metric=f"ndcg@{k}",
+                                validation="random" if protocol == "stratified" else "time")
+
+
+def evaluate_selected(split: Split, events: IndexedEvents, k: int, config: SelectionConfig
+                      ) -> tuple[dict[str, float], dict[str, Any]]:
+    """The `selected` row and its record (winner, reason, leaderboard on validation)."""
+    started = time.perf_counter()
+    recs, chosen = rank_selected(split, events, k, config)
+    row = {**score(recs, split, k, ci=True), "tune_seconds": chosen.seconds,
+           "seconds": time.perf_counter() - started}
+    return row, {"winner": chosen.winner, "reason": chosen.reason,
+                 "params": chosen.winning.params,
+                 "leaderboard": chosen.as_manifest()["leaderboard"]}
+
+
 def evaluate_split(split: Split, events: IndexedEvents, k: int, params: AlsParams,
                    tuned: AlsParams | None = None, models: Sequence[str] = DEFAULT_MODELS,
                    neural: NeuralParams | None = None) -> dict[str, dict[str, float]]:
@@ -332,6 +371,9 @@ def run_evaluation(frame: pd.DataFrame, settings: Settings, out_dir: Path, *, k:
             "n_repeat_pairs": split.holdout.n_repeat_pairs,
             "models": evaluate_split(split, events, k, params, tuned_params, models, neural),
         }
+        if "selected" in models:
+            entry["models"]["selected"], entry["selected"] = evaluate_selected(
+                split, events, k, selection_config(settings, protocol, k))
         if references:
             for row, (recs, seconds) in reference_rankings(split, events, k,
                                                            references).items():
@@ -467,6 +509,12 @@ def render_report(report: Mapping[str, Any]) -> str:
         reference = REFERENCE_ML100K if protocol == "stratified" and _is_ml100k(report) \
             else None
         lines += ["", results_table(entry["models"], k, reference)]
+        if "selected" in entry:
+            chosen = entry["selected"]
+            lines += ["", f"`selected`: what `recsys train` would serve, chosen by the trainer's "
+                      f"own code (recsys.selection) with default settings on validation carved "
+                      f"from this training part: **{chosen['winner']}** "
+                      f"{chosen['params']} ({chosen['reason']})."]
         below = floor_warnings(entry["models"], k)
         if below:
             lines += [""] + [f"**Warning**: {w}." for w in below]

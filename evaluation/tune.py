@@ -1,4 +1,9 @@
-"""`recsys tune`: hyper-parameter search for ALS on a validation split, never on the test split.
+"""`recsys tune`: hyper-parameter search on a validation split, never on the test split.
+
+With `--candidates`, `recsys tune` is a thin caller of the trainer's own search
+(recsys.selection.select: every candidate tuned within a time budget on validation carved
+from the training part, the winner chosen as the trainer chooses): `run_tune_candidates`.
+Without it, the ALS grid study below (folds, iteration axis, charts).
 
     outer  = make_split(protocol, events, ...)              # train | test, as `evaluate` does
     result = tune(events, outer.train_mask, protocol, ...)  # sees the training events only
@@ -410,3 +415,63 @@ def run_tune(frame: Any, settings: Any, out_dir: Path, protocol: str, *, source:
         "settings": als_params(settings)}, k)
     write_tune_report(result, out_dir, source)
     return result
+
+
+def run_tune_candidates(frame: Any, settings: Any, out_dir: Path, protocol: str, *,
+                        source: str, k: int = 10, candidates: Sequence[str] | None = None,
+                        budget_s: float | None = None) -> dict[str, Any]:
+    """The trainer's search (recsys.selection) on the outer split's training part, every
+    candidate's best point scored once on the test split for the report."""
+    from evaluation.evaluate import score, selection_config
+    from recsys.matrix import index_events, weight_matrix
+    from recsys.selection import fit_on, select
+
+    events = index_events(frame, settings.event_weights)
+    outer = make_split(protocol, events, settings.alpha,
+                       holdout_fraction=settings.trainer_holdout_fraction,
+                       seed=settings.random_seed)
+    config = selection_config(settings, protocol, k)
+    overrides: dict[str, Any] = {}
+    if candidates:
+        overrides["candidates"] = tuple(candidates)
+    if budget_s is not None:
+        overrides["budget_s"] = float(budget_s)
+    if overrides:
+        config = replace(config, **overrides)
+    selection = select(events, outer.train_mask, config)
+    train = weight_matrix(events, outer.train_mask)
+    sub = train[outer.holdout.users]
+    holdout = replace(outer.holdout, seen_values=np.asarray(sub.data))
+    metric = config.metric
+    rows = []
+    for entry in selection.leaderboard:
+        test = None
+        if not entry.skipped:
+            model = fit_on(entry.name, train, entry.params, config)
+            test = score(model.rank(holdout, k), replace(outer, holdout=holdout), k)
+        rows.append({**{key: getattr(entry, key) for key in
+                        ("name", "kind", "params", "validation", "trials", "skipped")},
+                     "test": test})
+    lines = [f"# Candidates on `{source}`, {protocol} protocol", "",
+             f"Search: recsys.selection (the trainer's), {selection.seconds:.1f}s of a "
+             f"{config.budget_s:g}s budget, validation {config.validation} carved from the "
+             f"training part ({selection.n_validation_users} users). Winner: "
+             f"**{selection.winner}** ({selection.reason}).", "",
+             f"| candidate | kind | trials | validation {metric} | test {metric} | settings |",
+             "|---|---|---:|---:|---:|---|"]
+    for row in rows:
+        val = row["validation"].get(metric)
+        test = (row["test"] or {}).get(metric)
+        lines.append(f"| {row['name']} | {row['kind']} | {row['trials']} | "
+                     f"{'-' if val is None else f'{val:.4f}'} | "
+                     f"{'-' if test is None else f'{test:.4f}'} | "
+                     f"{row['skipped'] or row['params']} |")
+    text = "\n".join(lines) + "\n"
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"candidates_{protocol}.md").write_text(text, encoding="utf-8")
+    report = {"source": source, "protocol": protocol, "winner": selection.winner,
+              "reason": selection.reason, "seconds": selection.seconds, "candidates": rows}
+    (out_dir / f"candidates_{protocol}.json").write_text(json.dumps(report, indent=2,
+                                                                    default=float))
+    return {**report, "text": text}

@@ -16,6 +16,8 @@ Model versions (written by the trainer, read by stream and serving)
                                              `similar_format`
     {ns}:model:{v}:tower             string  neural versions only: the user tower's weights
                                              (np.savez bytes, recsys.sequence_model)
+    {ns}:model:{v}:neighbours        string  item_item versions: int32 LE (n_items, N) neighbour
+                                             rows (-1 pads), then float32 LE (n_items, N) weights
     {ns}:model:switch                pub/sub channel: the new version id, after the pointer moved
     {ns}:trainer:lease               string  token of the one trainer allowed to write versions
                                              (SET NX PX, renewed while it runs; trainer/lease.py)
@@ -67,7 +69,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 POPULARITY_WINDOWS = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
-_VERSION_KEY_SUFFIXES = frozenset({"manifest", "item_ids", "item_factors", "similar", "tower"})
+_VERSION_KEY_SUFFIXES = frozenset({"manifest", "item_ids", "item_factors", "similar", "tower",
+                                   "neighbours"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,9 @@ class Keys:
                 return version
         return None
 
+    def model_neighbours(self, version: str) -> str:
+        return f"{self.namespace}:model:{version}:neighbours"
+
     def model_keys(self, version: str) -> list[str]:
         """Every key of one version, its user vectors included."""
         return [
@@ -133,6 +139,7 @@ class Keys:
             self.model_item_factors(version),
             self.model_similar(version),
             self.model_tower(version),
+            self.model_neighbours(version),
             self.popularity_alltime(version),
         ]
 

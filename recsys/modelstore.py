@@ -8,8 +8,11 @@ Manifest fields every version carries (JSON):
     version, created_at (ISO-8601), factors, regularization, alpha, iterations,
     event_weights, n_users, n_items, metrics {name: value}, baseline_metrics {...},
     snapshot {offsets: {"topic:partition": next_offset}, latest_event_ms}, similar_items_n,
-    model_kind ("als" when absent | "neural"); neural versions also carry
-    tower {format, window, dim, hidden} and their tower weights under Keys.model_tower.
+    model_kind ("als" when absent | "neural" | "item_item" | "popularity"); neural versions
+    also carry tower {format, window, dim, hidden} and their tower weights under
+    Keys.model_tower; item_item versions `neighbours` (N per item) and their neighbour matrix
+    under Keys.model_neighbours. Versions without factors (item_item, popularity) carry
+    factors = 0 (item factors of shape (n_items, 0)) and no user vectors.
 
 A version whose kind or tower format this code cannot use fails to load (ModelIntegrityError):
 the stream worker and the API keep the version they have and say why (log + metric).
@@ -35,7 +38,7 @@ from recsys.sequence_model import TowerFormatError, UserTower, load_tower
 log = logging.getLogger(__name__)
 
 VECTOR_DTYPE = np.dtype("<f4")
-MODEL_KINDS = ("als", "neural")
+MODEL_KINDS = ("als", "neural", "item_item", "popularity")
 
 
 def pack_vector(vector: np.ndarray) -> bytes:
@@ -68,6 +71,29 @@ def unpack_similar(raw: bytes, n_items: int) -> tuple[np.ndarray, np.ndarray]:
     return packed["row"][valid], packed["score"][valid]
 
 
+NEIGHBOUR_ROW_DTYPE = np.dtype("<i4")
+
+
+def pack_neighbours(rows: np.ndarray, weights: np.ndarray) -> bytes:
+    """(n_items, N) rows then (n_items, N) weights, raw little-endian."""
+    if rows.shape != weights.shape:
+        raise ModelIntegrityError(f"neighbour rows {rows.shape} != weights {weights.shape}")
+    return (np.ascontiguousarray(rows, dtype=NEIGHBOUR_ROW_DTYPE).tobytes()
+            + np.ascontiguousarray(weights, dtype=VECTOR_DTYPE).tobytes())
+
+
+def unpack_neighbours(raw: bytes, n_items: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    size = n_items * n
+    if len(raw) != size * 8:
+        raise ModelIntegrityError(f"neighbours have {len(raw)} bytes; expected {size * 8} for "
+                                  f"{n_items} items x {n}")
+    rows = np.frombuffer(raw, dtype=NEIGHBOUR_ROW_DTYPE, count=size).reshape(n_items, n)
+    weights = np.frombuffer(raw, dtype=VECTOR_DTYPE, offset=size * 4).reshape(n_items, n)
+    if ((rows < -1) | (rows >= n_items)).any() or not np.isfinite(weights).all():
+        raise ModelIntegrityError("neighbour rows out of range or weights not finite")
+    return rows, weights
+
+
 def unpack_vector(raw: bytes, factors: int) -> np.ndarray:
     if len(raw) != factors * VECTOR_DTYPE.itemsize:
         raise ModelIntegrityError(
@@ -90,13 +116,21 @@ class ModelVersion:
 
     version: str
     item_ids: list[str]
-    item_factors: np.ndarray  # float32, (n_items, k), read-only
+    item_factors: np.ndarray  # float32, (n_items, k), read-only; k = 0 without factors
     manifest: dict[str, Any] = field(default_factory=dict)
     tower: UserTower | None = None  # neural versions: recent items -> user vector
+    neighbour_rows: np.ndarray | None = None  # item_item versions: (n_items, N) int32
+    neighbour_weights: np.ndarray | None = None  # (n_items, N) float32
 
     @property
     def kind(self) -> str:
-        return str(self.manifest.get("model_kind", "als"))
+        return str(self.manifest.get("model_kind") or "als")
+
+    @property
+    def uses_factors(self) -> bool:
+        """Users of this version get vectors from the stream (ALS fold-in, or the neural
+        version's user tower); item_item and popularity versions have none."""
+        return self.kind in ("als", "neural") and self.factors > 0
 
     @property
     def factors(self) -> int:
@@ -125,7 +159,8 @@ class ModelVersion:
 
 
 def parse_model(version: str, manifest: bytes | None, item_ids: bytes | None,
-                item_factors: bytes | None, tower: bytes | None = None) -> ModelVersion:
+                item_factors: bytes | None, tower: bytes | None = None,
+                neighbours: bytes | None = None) -> ModelVersion:
     """Build a ModelVersion from its Redis values, checking that they fit together."""
     if manifest is None or item_ids is None or item_factors is None:
         raise ModelNotFound(f"model version {version!r} is not (completely) in Redis")
@@ -150,8 +185,13 @@ def parse_model(version: str, manifest: bytes | None, item_ids: bytes | None,
             user_tower = load_tower(matrix, meta, tower)
         except TowerFormatError as exc:
             raise ModelIntegrityError(f"version {version}: neural user tower: {exc}") from None
+    rows = weights = None
+    if kind == "item_item":
+        if neighbours is None:
+            raise ModelNotFound(f"item_item version {version!r} has no neighbours in Redis")
+        rows, weights = unpack_neighbours(neighbours, len(ids), int(meta["neighbours"]))
     return ModelVersion(version=version, item_ids=ids, item_factors=matrix, manifest=meta,
-                        tower=user_tower)
+                        tower=user_tower, neighbour_rows=rows, neighbour_weights=weights)
 
 
 def _decode(value: bytes | str | None) -> str | None:
@@ -170,11 +210,12 @@ def load_model(redis: Any, keys: Keys, version: str | None = None) -> ModelVersi
     version = version or read_current_version(redis, keys)
     if version is None:
         raise ModelNotFound("no model version has been published yet")
-    manifest, ids, factors, tower = redis.mget(
+    manifest, ids, factors, tower, neighbours = redis.mget(
         [keys.model_manifest(version), keys.model_item_ids(version),
-         keys.model_item_factors(version), keys.model_tower(version)]
+         keys.model_item_factors(version), keys.model_tower(version),
+         keys.model_neighbours(version)]
     )
-    return parse_model(version, manifest, ids, factors, tower)
+    return parse_model(version, manifest, ids, factors, tower, neighbours)
 
 
 async def aread_current_version(redis: Any, keys: Keys) -> str | None:
@@ -187,11 +228,12 @@ async def aload_model(redis: Any, keys: Keys, version: str | None = None) -> Mod
     version = version or await aread_current_version(redis, keys)
     if version is None:
         raise ModelNotFound("no model version has been published yet")
-    manifest, ids, factors, tower = await redis.mget(
+    manifest, ids, factors, tower, neighbours = await redis.mget(
         [keys.model_manifest(version), keys.model_item_ids(version),
-         keys.model_item_factors(version), keys.model_tower(version)]
+         keys.model_item_factors(version), keys.model_tower(version),
+         keys.model_neighbours(version)]
     )
-    return parse_model(version, manifest, ids, factors, tower)
+    return parse_model(version, manifest, ids, factors, tower, neighbours)
 
 
 # --- writing side (trainer, tests) -------------------------------------------------------
@@ -216,6 +258,7 @@ def stage_model_version(
     similar: SimilarLists | Callable[[], SimilarLists] | None = None,
     popularity: dict[str, float] | None = None,
     tower: bytes | None = None,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
     """Write every key of one version (synchronous client). Does not make it current.
 
@@ -236,6 +279,14 @@ def stage_model_version(
     pipe.set(keys.model_item_factors(version), item_factors.tobytes())
     if tower is not None:
         pipe.set(keys.model_tower(version), tower)
+    if neighbours is not None:
+        rows, weights = neighbours
+        if rows.shape != (len(item_ids), int(manifest.get("neighbours", -1))):
+            raise ModelIntegrityError(f"neighbours {rows.shape} do not match {len(item_ids)} "
+                                      f"items x {manifest.get('neighbours')}")
+        if not np.isfinite(weights).all():
+            raise ModelIntegrityError("refusing to stage neighbour weights with NaN or Inf")
+        pipe.set(keys.model_neighbours(version), pack_neighbours(rows, weights))
     if popularity:
         pipe.zadd(keys.popularity_alltime(version), popularity)
     pipe.execute()

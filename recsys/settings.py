@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from recsys.errors import ConfigError
 from recsys.events import EventType
@@ -378,6 +378,39 @@ class Settings(BaseSettings):
         description="Sub-folder of the history where unreadable Parquet files are moved "
         "(with a log line and a metric) instead of crash-looping the trainer.",
     )
+    trainer_candidates: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("popularity", "als", "knn_cosine", "knn_bm25", "knn_tfidf", "ease"),
+        description="Candidates the trainer tunes and chooses from (recsys.candidates), "
+        "comma-separated or JSON; popularity is always on the board.",
+    )
+    trainer_tune_budget_s: float = Field(
+        default=180.0, gt=0.0, description="Wall-clock seconds the candidate search may take "
+        "per run (start points of every candidate are scored even past it)."
+    )
+    trainer_retune_growth: float = Field(
+        default=1.5, ge=1.0, description="Search again when the history has grown by this "
+        "factor since the last search; otherwise reuse the last best points."
+    )
+    trainer_retune_days: float = Field(
+        default=7.0, gt=0.0, description="Search again at least this often (days)."
+    )
+    trainer_validation_fraction: float = Field(
+        default=0.2, gt=0.0, lt=1.0, description="Share of the training part (its newest "
+        "events) carved off as the validation split the candidates are chosen on."
+    )
+    trainer_ease_max_items: int = Field(
+        default=20_000, ge=2, description="EASE is fitted only up to this many items (an "
+        "items x items inverse: 8 n^2 bytes); skipped above."
+    )
+    trainer_neighbours: int = Field(
+        default=100, ge=1, le=2000, description="Neighbours kept per item by item-item "
+        "candidates (kNN, EASE): what serving scores from."
+    )
+    trainer_repeat_min_rate: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Fit a buy-again weight (requests with "
+        "exclude_seen=false rank re-buys) when at least this share of bought (user, item) "
+        "pairs is bought again; below it the weight is 0."
+    )
     trainer_similar_max_items: int = Field(
         default=5_000, ge=0, description="Stored similar lists for at most this many (most "
         "popular) items; serving computes the others from the factors. 0 = all items."
@@ -572,6 +605,31 @@ class Settings(BaseSettings):
                 raise ValueError(f"weight of {name!r} must be >= 0")
         # Types left out keep their default weight, so a partial override is safe.
         return {**DEFAULT_EVENT_WEIGHTS, **value}
+
+    @field_validator("trainer_candidates", mode="before")
+    @classmethod
+    def _split_candidates(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return tuple(json.loads(text))
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        return value
+
+    @field_validator("trainer_candidates")
+    @classmethod
+    def _check_candidates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from recsys.candidates import registry
+
+        known = registry.names()
+        unknown = [name for name in value if name not in known]
+        if unknown:
+            raise ValueError(f"unknown candidates {unknown}; known: {known}")
+        if not value:
+            raise ValueError("name at least one candidate")
+        return tuple(dict.fromkeys(value))
 
     @field_validator("trainer_gate_metric")
     @classmethod

@@ -121,7 +121,10 @@ class Fallback:
         recent: Sequence[str] = (),
         category: str | None = None,
         endpoint: str = "",
+        source: str | None = None,
     ) -> Result:
+        """The chain's answer; `source` names a version that *is* popularity (its answer is
+        no fallback: not counted as one, and `source` is that name)."""
         model = self.holder.current
         if seen is None and user_id is not None:
             seen = await self.seen(user_id)
@@ -132,7 +135,8 @@ class Fallback:
         trending = await self.trending(window, self.trending_fetch(k, len(excluded)))
         if reason == "no_model" and not self.guard.available:
             reason = "redis_unavailable"  # the root cause: no model *because* no Redis
-        self.metrics.fallbacks.labels(reason).inc()
+        if source is None:
+            self.metrics.fallbacks.labels(reason).inc()
         if trending:
             sources.append((f"trending:{window}", trending))
         sources.append(("popular:alltime", self.alltime(model, category)))
@@ -140,5 +144,5 @@ class Fallback:
         catalog = self.catalog
         items, used = merge_ranked(sources, k, excluded,
                                    lambda item: catalog.is_allowed(item, category))
-        return Result([(item, score) for item, score, _ in items], f"fallback:{reason}",
+        return Result([(item, score) for item, score, _ in items], source or f"fallback:{reason}",
                       model.version if model else None, used)

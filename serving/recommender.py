@@ -1,5 +1,11 @@
 """The read paths: personalised, similar, popular and anonymous recommendations.
 
+How a version scores depends on its `model_kind`: `als` versions score the user's vector
+(folded in by the stream) against the item factors; `item_item` versions score the user's
+most recent seen items (`api_seen_max`, the same Redis read) through the version's neighbour
+matrix (recsys.candidates.neighbours.score_items, the trainer's own maths); a `popularity`
+version answers from trending and its popularity list with `source = popularity`.
+
 Each method takes `holder.current` once and uses only that version for the whole request
 (invariant 2): the user vector is fetched from `keys.user_vectors(that version)`, so it
 can only have been computed against the factors it is scored with. Anything that stops the
@@ -17,10 +23,13 @@ import numpy as np
 import orjson
 from redis.exceptions import RedisError
 
+from recsys.candidates import KIND_ITEM_ITEM, KIND_POPULARITY
+from recsys.candidates.neighbours import score_items as score_neighbours
 from recsys.confidence import event_weight
 from recsys.errors import ModelIntegrityError
 from recsys.modelstore import SIMILAR_FORMAT, unpack_similar, unpack_vector
 from recsys.neighbours import cosine_neighbours
+from recsys.repeat import fuse
 from serving import ServingError
 from serving.fallback import Fallback, Result
 from serving.score_batching import ScoringBatcher
@@ -32,6 +41,7 @@ from serving.scoring import (
     recommend,
     rows_of,
     session_tower_vector,
+    top_of_scores,
     top_page,
 )
 from serving.served_model import LoadedModel
@@ -135,6 +145,13 @@ class Recommender:
         if model is None:
             return await self._user_fallback("no_model", user_id, k, exclude_seen, category,
                                              offset=offset)
+        if model.kind == KIND_POPULARITY:
+            seen = await self.fallback.seen(user_id) or []
+            return await self.fallback.answer("popularity", k, seen=seen if exclude_seen else [],
+                                              recent=seen, category=category,
+                                              source=KIND_POPULARITY)
+        if model.kind == KIND_ITEM_ITEM:
+            return await self._item_item_for_user(model, user_id, k, exclude_seen, category)
         if not model.beats_popularity:
             return await self._user_fallback("model_below_popularity", user_id, k,
                                              exclude_seen, category, offset=offset)
@@ -170,15 +187,67 @@ class Recommender:
                                              category, seen, offset, hidden)
         scores = await self.batcher.scores(model.item_factors, vector)
         # Exclusions from the catalog as it is after that await (no await from here on).
-        seen_rows = rows_of(model.index, seen) if exclude_seen and seen else EMPTY_ROWS
+        buy_again = (not exclude_seen and not offset and model.buy_again_weight > 0
+                     and bool(seen))
+        seen_rows = (rows_of(model.index, seen) if (exclude_seen or buy_again) and seen
+                     else EMPTY_ROWS)
         # Hidden (negative feedback) always goes, whatever exclude_seen says.
         hidden_rows = rows_of(model.index, hidden) if hidden else EMPTY_ROWS
         exclude = join_rows(self.catalog.unavailable_rows(model), seen_rows, hidden_rows)
         candidates = self.catalog.category_rows(model, category) if category else None
         rows, scores = top_page(scores, offset, k, exclude, candidates)
+        if buy_again:
+            rows, scores = self._buy_again(model, rows, seen_rows, k, category)
         if not len(rows):
             return await self._user_fallback("no_candidates", user_id, k, exclude_seen,
                                              category, seen, offset, hidden)
+        return Result(_ranked(model, rows, scores), "personalized", model.version)
+
+    def _buy_again(self, model: LoadedModel, rows: np.ndarray, own_rows: np.ndarray, k: int,
+                   category: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """The model's list (the user's items excluded) fused with the user's own items, most
+        recent first, by the version's fitted weight (recsys.repeat.fuse)."""
+        unavailable = set(self.catalog.unavailable_rows(model).tolist())
+        allowed = (set(self.catalog.category_rows(model, category).tolist()) if category
+                   else None)
+        own = [r for r in own_rows.tolist() if r not in unavailable
+               and (allowed is None or r in allowed)]
+        fused = fuse(rows.tolist(), own, model.buy_again_weight, k)
+        return (np.asarray([r for r, _ in fused], dtype=np.intp),
+                np.asarray([v for _, v in fused], dtype=np.float32))
+
+    async def _item_item_for_user(self, model: LoadedModel, user_id: str, k: int,
+                                  exclude_seen: bool, category: str | None) -> Result:
+        if not self.guard.available:
+            return await self._user_fallback("redis_unavailable", user_id, k, exclude_seen,
+                                             category, seen=[])
+        seen = await self.fallback.seen(user_id)
+        if seen is None:
+            return await self._user_fallback("redis_unavailable", user_id, k, exclude_seen,
+                                             category, seen=[])
+        self.guard.succeeded()
+        seen_rows = rows_of(model.index, seen) if seen else EMPTY_ROWS
+        if not len(seen_rows):
+            reason = "no_known_items" if seen else "unknown_user"
+            return await self._user_fallback(reason, user_id, k, exclude_seen, category, seen)
+        return await self._item_item_answer(model, seen_rows, k, exclude_seen, category,
+                                            user_id, seen)
+
+    async def _item_item_answer(self, model: LoadedModel, history: np.ndarray, k: int,
+                                exclude_history: bool, category: str | None, user_id: str,
+                                seen: list[str]) -> Result:
+        scores = score_neighbours(history, model.neighbour_rows, model.neighbour_weights,
+                                  model.neighbour_bias)
+        buy_again = not exclude_history and model.buy_again_weight > 0
+        exclude = join_rows(self.catalog.unavailable_rows(model),
+                            history if exclude_history or buy_again else EMPTY_ROWS)
+        candidates = self.catalog.category_rows(model, category) if category else None
+        rows, scores = top_of_scores(scores, k, exclude, candidates)
+        if buy_again:
+            rows, scores = self._buy_again(model, rows, history, k, category)
+        if not len(rows):
+            return await self._user_fallback("no_candidates", user_id, k, exclude_history,
+                                             category, seen)
         return Result(_ranked(model, rows, scores), "personalized", model.version)
 
     # --- similar items ---------------------------------------------------------------------
@@ -211,7 +280,7 @@ class Recommender:
         sources: list[tuple[str, Sequence[tuple[str, float]]]] = [("stored", stored)]
         catalog = self.catalog
         items, _ = merge_ranked(sources, k, {item_id}, catalog.is_allowed)
-        if len(items) < k:
+        if len(items) < k and model.factors > 0:
             # The stored list is short (top-N) or unreadable: the same version's factors
             # give the rest by cosine.
             rows, scores = cosine_neighbours(model.item_factors, k + len(items),
@@ -241,6 +310,23 @@ class Recommender:
         ids = [i.item_id for i in interactions]
         recent = ids[::-1]
         model = self.holder.current
+        if model is not None and model.kind == KIND_POPULARITY:
+            return await self.fallback.answer("popularity", k, exclude=ids, recent=recent,
+                                              category=category, source=KIND_POPULARITY)
+        if model is not None and model.kind == KIND_ITEM_ITEM:
+            history = np.unique(rows_of(model.index, ids))
+            if not len(history):
+                return await self.fallback.answer("no_known_items", k, exclude=ids,
+                                                  recent=recent, category=category)
+            scores = score_neighbours(history, model.neighbour_rows, model.neighbour_weights,
+                                      model.neighbour_bias)
+            exclude = join_rows(self.catalog.unavailable_rows(model), history)
+            candidates = self.catalog.category_rows(model, category) if category else None
+            best, best_scores = top_of_scores(scores, k, exclude, candidates)
+            if not len(best):
+                return await self.fallback.answer("no_candidates", k, exclude=ids,
+                                                  recent=recent, category=category)
+            return Result(_ranked(model, best, best_scores), "anonymous", model.version)
         if model is None or not model.beats_popularity:
             reason = "no_model" if model is None else "model_below_popularity"
             return await self.fallback.answer(reason, k, exclude=ids, recent=recent,

@@ -89,7 +89,8 @@ class RecommendationList(BaseModel):
     items: list[RecommendedItem]
     model_version: str | None = Field(description="Model version that produced the list.")
     source: str = Field(
-        description="personalized | similar | popular | anonymous | fallback:<reason>")
+        description="personalized | similar | popular | anonymous | popularity (the version "
+        "is the popularity model) | fallback:<reason>")
     fallback_sources: list[str] = Field(
         default_factory=list,
         description="For fallbacks: which lists filled it (trending:<window>, "

@@ -23,6 +23,7 @@ import numpy as np
 import redis as redis_sync
 import redis.asyncio as aioredis
 
+from recsys.candidates.neighbours import tie_break
 from recsys.keys import Keys
 from recsys.model_watch import ModelSwitchWatcher
 from recsys.modelstore import ModelVersion, load_model
@@ -57,6 +58,11 @@ class LoadedModel:
     # Ratings up to this are negative feedback under this version (None: none are; also for
     # versions published before the setting existed, which were fitted that way).
     negative_rating_max: float | None = None
+    kind: str = "als"  # the version's model_kind: als | item_item | popularity
+    neighbour_rows: np.ndarray | None = None  # item_item: (n_items, N) int32
+    neighbour_weights: np.ndarray | None = None  # item_item: (n_items, N) float32
+    neighbour_bias: np.ndarray | None = None  # item_item: popularity tie-break per row
+    buy_again_weight: float = 0.0  # > 0: exclude_seen=false fuses the user's own items in
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -111,6 +117,11 @@ def build_loaded_model(client: Any, keys: Keys, version: str, settings: Settings
     popular_rank[popular_rows] = np.arange(len(popular_rows))
     manifest = model.manifest
     _ = model.yty  # cached for anonymous fold-ins
+    bias = None
+    if model.neighbour_rows is not None:
+        by_row = np.zeros(len(model.item_ids), dtype=np.float64)
+        by_row[popular_rows] = scores[keep] if len(scores) else 0.0
+        bias = tie_break(by_row)
     return LoadedModel(
         model=model,
         norms=item_norms(model.item_factors),
@@ -127,6 +138,11 @@ def build_loaded_model(client: Any, keys: Keys, version: str, settings: Settings
         loaded_at=time.time(),
         load_seconds=time.perf_counter() - start,
         negative_rating_max=manifest.get("negative_rating_max"),
+        kind=model.kind,
+        neighbour_rows=model.neighbour_rows,
+        neighbour_weights=model.neighbour_weights,
+        neighbour_bias=bias,
+        buy_again_weight=float((manifest.get("buy_again") or {}).get("weight") or 0.0),
     )
 
 

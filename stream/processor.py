@@ -8,7 +8,8 @@ For a batch of records:
    go (`tables.UserHistoryTable.put_many`: their changelog records go out together);
 3. fold in every user of the batch at once (`recsys.foldin.fold_in_batch`) against the model
    version read once at the start, so each vector is computed against exactly the version in
-   its key (invariant 2);
+   its key (invariant 2). Versions without factors (`model_kind` item_item or popularity)
+   get no vectors: serving scores them from the seen sets this step still writes;
 4. write vectors, seen sets and popularity in one Redis MULTI/EXEC (stream.redis_writer):
    while Redis is unreachable the batch is kept and its write tried again (the health check
    reports the stall); when Redis refuses it (OOM, WRONGTYPE...), the batch is written user by
@@ -296,7 +297,7 @@ class BatchProcessor:
             # (no new values), and must still wait for these records before committing.
             durable.append(await self.table.put_many(changed_values))
         n_vectors = 0
-        if model is not None:
+        if model is not None and model.uses_factors:
             n_vectors = self._fold_in(model, states.items(), plan)
         if counted:
             self._plan_popularity(counted, plan)
@@ -405,7 +406,11 @@ class BatchProcessor:
         """Fold in, under `model`, the users of owned partitions whose vector under it is
         missing or older than their history: users with events after the model's data
         snapshot (the trainer did not see those), and users the trainer wrote no vector for.
-        Returns how many vectors were written."""
+        Returns how many vectors were written (none for a version without factors)."""
+        if not model.uses_factors:
+            log.info("version %s (%s) has no factors: no user vectors to recompute",
+                     model.version, model.kind)
+            return 0
         users = self.table.users()
         active_since = now_ms() - self.recompute_window_ms
         skipped = 0

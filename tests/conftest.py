@@ -111,6 +111,9 @@ def settings(kafka_bootstrap_servers: str, redis_url: str, unique_name: str,
         model_dir=tmp_path / "models",
         stream_web_port=0,
         trainer_metrics_port=0,
+        # the candidate search is bounded by time: short in tests (tests of the search
+        # itself set their own budget)
+        trainer_tune_budget_s=10.0,
     )
 
 

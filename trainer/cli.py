@@ -3,6 +3,7 @@
     recsys train --once [--from-file SOURCE [--map ... --timestamp-format ...]] [--no-consume]
     recsys train --every 15m [--min-new-events N]
     recsys model list
+    recsys model show VERSION
     recsys model rollback
 """
 
@@ -16,13 +17,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     train = sub.add_parser(
         "train",
-        help="fit ALS on the trainer's history, evaluate, publish if the gate passes",
+        help="choose a model on the trainer's history, evaluate, publish if the gate passes",
         description="Consumes the interactions topic into the trainer's history (its own "
-        "consumer group), fits implicit ALS, evaluates it on a time-based holdout against "
-        "popularity and the model in service, and publishes it atomically if it is not "
-        "worse. One trainer at a time per deployment (a lease in Redis): a second one waits "
-        "up to trainer_lease_wait_s, then exits. Exit code 0 for a published or a rejected "
-        "candidate, 1 for a failed run, 3 when another trainer holds the lease.",
+        "consumer group), tunes every candidate (RECSYS_TRAINER_CANDIDATES: ALS, item kNN, "
+        "EASE, popularity) within RECSYS_TRAINER_TUNE_BUDGET_S on validation data carved from "
+        "the training part, picks the best (popularity when nothing beats it), evaluates it "
+        "on a time-based holdout against popularity and the model in service, and publishes "
+        "it atomically if it is not worse. One trainer at a time per deployment (a lease in "
+        "Redis): a second one waits up to trainer_lease_wait_s, then exits. Exit code 0 for a "
+        "published or a rejected candidate, 1 for a failed run, 3 when another trainer holds "
+        "the lease.",
     )
     mode = train.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="one run, then exit (default)")
@@ -47,6 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = model.add_subparsers(dest="model_action", metavar="ACTION", required=True)
     actions.add_parser("list", help="versions on disk with their role and metrics"
                        ).set_defaults(handler=_model_list)
+    show = actions.add_parser("show", help="one version's leaderboard: every candidate's "
+                              "settings, validation and holdout metrics, and which won")
+    show.add_argument("version")
+    show.set_defaults(handler=_model_show)
     actions.add_parser("rollback", help="make the previous version current again"
                        ).set_defaults(handler=_model_rollback)
 
@@ -115,7 +123,9 @@ def _train(args: argparse.Namespace) -> int:
                 consumer.close()
     gate = result.decision
     status = "published" if result.published else "rejected"
-    print(f"{status} {result.version}: {gate.metric} candidate={_fmt(gate.candidate)} "
+    print(f"{status} {result.version} ({result.manifest.get('candidate')}, "
+          f"{result.manifest.get('model_kind')}): {gate.metric} "
+          f"candidate={_fmt(gate.candidate)} "
           f"popularity={_fmt(gate.popularity)} serving={_fmt(gate.serving)} "
           f"beats_popularity={str(gate.beats_popularity).lower()} ({gate.reason}); "
           f"{result.seconds:.1f}s")
@@ -140,13 +150,44 @@ def _model_list(args: argparse.Namespace) -> int:
         print(f"no model versions in {settings.model_dir}")
         return 0
     metric = settings.trainer_gate_metric
-    print(f"{'version':<30} {'role':<9} {metric:>9} {'beats_pop':>9} {'users':>8} {'items':>7}"
-          f"  created_at")
+    print(f"{'version':<30} {'role':<9} {'kind':<10} {'candidate':<11} {metric:>9} "
+          f"{'popularity':>10} {'users':>8} {'items':>7}  created_at")
     for row in rows:
         value = row["metrics"].get(metric)
-        print(f"{row['version']:<30} {row['role']:<9} {_fmt(value):>9} "
-              f"{str(row['beats_popularity']).lower():>9} {row['n_users'] or 0:>8} "
-              f"{row['n_items'] or 0:>7}  {row['created_at']}")
+        pop = row.get("popularity_value")
+        print(f"{row['version']:<30} {row['role']:<9} {row['model_kind']:<10} "
+              f"{row['candidate']:<11} {_fmt(value):>9} {_fmt(pop):>10} "
+              f"{row['n_users'] or 0:>8} {row['n_items'] or 0:>7}  {row['created_at']}")
+    return 0
+
+
+def _model_show(args: argparse.Namespace) -> int:
+    from recsys.settings import get_settings
+    from trainer.publish import read_manifest
+
+    settings = get_settings()
+    manifest = read_manifest(settings.model_dir, args.version)
+    selection = manifest.get("selection") or {}
+    metric = selection.get("metric", settings.trainer_gate_metric)
+    print(f"{args.version}: {manifest.get('status')}, {manifest.get('model_kind', 'als')} "
+          f"({manifest.get('candidate', 'als')} {manifest.get('candidate_params', {})})")
+    if not selection:
+        print("no leaderboard (a version from before candidate selection)")
+        return 0
+    print(f"winner: {selection['winner']} - {selection['reason']}")
+    tuning = manifest.get("tuning") or {}
+    print(f"selection: {selection['seconds']:.1f}s of a {selection['budget_s']:g}s budget, "
+          f"{'searched' if selection.get('searched') else 'start points only'} "
+          f"({tuning.get('reason', '-')}); validation: {selection['validation']}, "
+          f"{selection['validation_users']} users")
+    print(f"{'candidate':<12} {'kind':<10} {'val ' + metric:>14} {'holdout ' + metric:>18} "
+          f"{'trials':>6}  settings / skipped")
+    for entry in selection["leaderboard"]:
+        mark = "*" if entry["name"] == selection["winner"] else " "
+        print(f"{mark}{entry['name']:<11} {entry['kind']:<10} "
+              f"{_fmt(entry['validation'].get(metric)):>14} "
+              f"{_fmt((entry.get('holdout') or {}).get(metric)):>18} {entry['trials']:>6}  "
+              f"{entry['skipped'] or entry['params']}")
     return 0
 
 

@@ -1,19 +1,26 @@
-"""One training run: history -> confidence matrix -> fit -> evaluate -> gate -> publish.
+"""One training run: history -> weights -> select -> evaluate -> gate -> publish.
 
     1. apply pending user erasures to the history files (recsys.erasure); load the history
        (retention applied, removed items dropped) and its snapshot (offsets, newest event time)
     2. index users/items over the whole history; split at the holdout cutoff
        (recsys.split: the last `trainer_holdout_fraction` of the events)
-    3. fit ALS on the training part only
-    4. evaluate on the holdout: the candidate, the popularity baseline and the model in service
-       (its factors re-read from the model directory and scored on THIS holdout, users folded
-       in from the same training interactions)
-    5. gate (trainer.gate); a rejected candidate is written to disk only, logged and counted
-    6. on success, refit on the whole history warm-started from the candidate's factors
-       (`trainer_refit_iterations` sweeps, the first one only over the users with events
-       after the cutoff: recsys.als.refit_als), so the served model knows the newest events
-       and items at a fraction of a fit; compute similar items and popularity, write the
-       version to disk and to Redis, move the pointer, garbage-collect old versions
+    3. select (recsys.selection): every candidate of `trainer_candidates` tuned within
+       `trainer_tune_budget_s` on validation data carved from the training part only (never
+       the holdout), warm-started from the last version's best points; the search runs again
+       only when the history grew by `trainer_retune_growth` or `trainer_retune_days` passed
+       (otherwise those points are re-scored as they are). The validation winner, or
+       popularity when nothing beats it
+    4. every candidate's best point fitted on the whole training part and scored on the
+       holdout (the leaderboard in the manifest); a winner that does not beat popularity on
+       the holdout too gives way to popularity: the version then *is* popularity
+    5. evaluate on the holdout the model in service (re-read from the model directory,
+       whatever its kind: recsys.candidates.stored) and gate (trainer.gate); a rejected
+       candidate is written to disk only, logged and counted
+    6. on success, refit on the whole history (ALS warm-started from the candidate's factors,
+       `trainer_refit_iterations` sweeps, the first one only over the users with events
+       after the cutoff: recsys.als.refit_als; item-item models and popularity refitted in
+       full); compute similar items and popularity, write the version (its `model_kind` says
+       how serving scores it) to disk and to Redis, move the pointer, garbage-collect
 
 Step 6's refit, popularity and similar lists only need the candidate, so a helper thread
 starts them as soon as the fit ends, speculatively, while this thread runs steps 4-5
@@ -34,28 +41,43 @@ import logging
 import time
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import orjson
 import scipy.sparse as sp
 
-from recsys.als import AlsParams, Factors, als_params, fit_als, refit_als
+from recsys.als import AlsParams, als_params, refit_als
 from recsys.baselines import PopularityRecommender
+from recsys.candidates import Fitted
+from recsys.candidates.als_model import FittedAls, confidences
+from recsys.candidates.popularity import item_popularity
+from recsys.candidates.stored import from_arrays
 from recsys.errors import ModelIntegrityError, ModelNotFound, NotEnoughData
 from recsys.eventtime import EventClock
-from recsys.holdout_eval import align_items, evaluate_factors, evaluate_popularity
+from recsys.holdout_eval import align_items
 from recsys.keys import Keys
-from recsys.matrix import IndexedEvents, confidence_matrix, index_events
+from recsys.matrix import IndexedEvents, index_events, weight_matrix
 from recsys.modelstore import SIMILAR_FORMAT, load_model, read_current_version
 from recsys.neighbours import cosine_neighbour_lists
 from recsys.quality import unique_sorted
+from recsys.repeat import fit_weight, keep_seen_validation, repeat_rate
+from recsys.selection import (
+    Selection,
+    config_from_settings,
+    evaluate,
+    fit_on,
+    holdout_from_weights,
+    retune_reason,
+    select,
+)
 from recsys.sequence_model import UserTower, tower_manifest
 from recsys.sequence_train import neural_params, user_sequences
 from recsys.settings import Settings
-from recsys.split import Holdout, build_holdout, cutoff_for
+from recsys.split import Holdout, cutoff_for
 from trainer.gate import GateDecision, decide
 from trainer.history import HistoryStore, Snapshot
 from trainer.lease import TrainerLease
@@ -69,6 +91,7 @@ from trainer.publish import (
     load_from_disk,
     new_version_id,
     publish,
+    read_manifest,
     save_to_disk,
 )
 from trainer.telemetry import TrainerMetrics
@@ -101,19 +124,18 @@ class RunResult:
 @dataclass
 class ServingModel:
     version: str
-    factors: np.ndarray  # laid out in the current item columns
+    model: Fitted | None  # laid out in the current item columns (None: a neural version)
     known: np.ndarray  # bool per current item column
-    regularization: float
     trained_until_ms: int
-    tower: dict[str, np.ndarray] | None = None  # a neural version's user tower arrays
+    tower: UserTower | None = None  # a neural version's user tower (its own item columns)
 
 
 @dataclass
 class FinalModel:
     """The model a published version is made of, with what is derived from it."""
 
-    factors: Factors
-    matrix: sp.csr_matrix  # the confidences it was fitted on
+    model: Fitted
+    matrix: sp.csr_matrix  # the summed weights it was fitted on
     trained_until: int  # ms: the newest event it has seen
     popularity: dict[str, float]  # item id -> all-time popularity (items in the model)
     similar: Future[dict[str, bytes]]  # item id -> JSON [[item, score], ...] (recsys.keys)
@@ -164,6 +186,7 @@ class Trainer:
         self.lease = lease
         self.metrics = metrics or TrainerMetrics()
         self.store = store or history_store(settings, self.metrics)
+        self._pinned = params is not None  # explicit ALS parameters: no search
         self.params = params or als_params(settings, threads=settings.trainer_fit_threads)
         self.model_dir = settings.model_dir
         self.model_dir.mkdir(parents=True, exist_ok=True)
@@ -237,73 +260,79 @@ class Trainer:
         with self._timed(timings, "matrix"):
             events = index_events(frame, s.event_weights, s.trainer_time_decay_days, latest,
                                   s.negative_rating_max)
+            purchase = (frame["event_type"] == "transaction").to_numpy(dtype=bool)
             del frame
             cutoff = cutoff_for(events.timestamps, s.trainer_holdout_fraction)
             train = events.timestamps < cutoff
-            c_train = confidence_matrix(events, self.params.alpha, train)
+            w_train = weight_matrix(events, train)
+            if w_train.nnz == 0:
+                raise NotEnoughData("no event before the holdout cutoff carries weight; "
+                                    "nothing to train on")
             # Relevant = positive feedback after the cutoff (a disliked item is not a hit).
             test = ~train & (events.weights >= 0)
-            holdout = build_holdout(events.rows[test], events.cols[test], c_train, cutoff,
-                                    s.trainer_eval_max_users, s.random_seed)
-        self._record_sizes(events, c_train)
+            holdout = holdout_from_weights(w_train, events.rows[test], events.cols[test],
+                                           cutoff, s.trainer_eval_max_users, s.random_seed)
+        self._record_sizes(events, w_train)
         if s.trainer_model_kind == "neural":
-            return self._run_neural(pool, events, train, c_train, holdout, snapshot, k, timings)
+            return self._run_neural(pool, events, train, w_train, holdout, snapshot, k, timings)
+        with self._timed(timings, "select"):
+            selection, tuning = self._select(events, train)
         with self._timed(timings, "fit"):
-            candidate = fit_als(c_train, self.params)
+            fitted = self._fit_leaderboard(selection, w_train, holdout, k)
+            winner = self._confirm_on_holdout(selection, holdout)
+            candidate = fitted[winner]
+            buy_again = self._buy_again(events, train, purchase, selection, k)
         self.metrics.fit_seconds.observe(candidate.seconds)
         with self._timed(timings, "evaluate"):
             # Speculative: the refit and the similar lists only need the candidate. Started
             # now they overlap the evaluation; if the gate rejects, they are dropped (a
             # rejection is rare and costs no more than before: nothing is written for it).
-            final_job = pool.submit(self._final_model, pool, events, train, c_train,
+            final_job = pool.submit(self._final_model, pool, events, train, w_train,
                                     candidate, cutoff, latest)
-            reg = self.params.regularization
-            cand_metrics = evaluate_factors(holdout, candidate.item_factors, reg, k)
-            pop_metrics, serving, gate_holdout, gate_info, serving_metrics = \
-                self._evaluate_others(events, train, c_train, holdout, k)
+            cand_metrics = selection.entry(winner).holdout or {}
+            pop_metrics = selection.entry("popularity").holdout or {}
+            serving, gate_holdout, gate_info, serving_metrics = \
+                self._evaluate_serving(events, w_train, holdout, k)
             gate_cand = None
             if serving is not None:
                 gate_cand = (cand_metrics if gate_holdout is holdout else
-                             evaluate_factors(gate_holdout, candidate.item_factors, reg, k))
+                             evaluate_candidate(candidate, gate_holdout, k))
             decision = decide(s.trainer_gate_metric, s.trainer_gate_tolerance,
                               gate_cand if gate_cand is not None else cand_metrics,
                               serving_metrics, pop_metrics)
-        self._record_eval(cand_metrics, pop_metrics, serving_metrics, decision)
+        self._record_eval(cand_metrics, pop_metrics, serving_metrics, decision, selection)
 
         version = new_version_id()
-        manifest = self._manifest(version, events, c_train, holdout, snapshot, candidate,
+        manifest = self._manifest(version, events, w_train, holdout, snapshot, candidate,
                                   cand_metrics, pop_metrics, serving, serving_metrics,
-                                  gate_cand, gate_info, decision, k)
+                                  gate_cand, gate_info, decision, k, selection, tuning)
+        manifest["buy_again"] = buy_again
         if not decision.publish:
             _discard(final_job)
             with self._timed(timings, "save"):
                 manifest.update(status="rejected", trained_until_ms=cutoff - 1)
-                artifacts = self._artifacts(version, events, c_train, candidate, manifest)
+                artifacts = self._artifacts(version, events, w_train, candidate, manifest)
                 save_to_disk(self.model_dir, artifacts)
                 self._collect_garbage()
             self.metrics.rejected.labels(reason="gate").inc()
-            log.warning("candidate %s rejected: %s; serving %s stays", version, decision.reason,
-                        serving.version if serving else None)
+            log.warning("candidate %s (%s) rejected: %s; serving %s stays", version, winner,
+                        decision.reason, serving.version if serving else None)
             return RunResult(version, False, decision, cand_metrics, pop_metrics,
                              serving.version if serving else None, serving_metrics, manifest,
                              timings, self._cpu)
 
-        if not decision.beats_popularity:
-            log.warning("candidate %s does not beat popularity on its holdout (%s): published "
-                        "with beats_popularity=false, serving falls back to popularity",
-                        version, decision.reason)
         with self._timed(timings, "refit"):  # what is left of it once the gate has decided
             final = final_job.result()
-        if final.factors is not candidate:
-            self.metrics.fit_seconds.observe(final.factors.seconds)
-        fit_seconds = candidate.seconds + (final.factors.seconds if final.factors is not
+        if final.model is not candidate:
+            self.metrics.fit_seconds.observe(final.model.seconds)
+        fit_seconds = candidate.seconds + (final.model.seconds if final.model is not
                                            candidate else 0.0)
         self.metrics.last_fit_seconds.set(fit_seconds)
         manifest.update(status="published", trained_until_ms=final.trained_until,
                         fit_seconds=round(fit_seconds, 3))
         with self._timed(timings, "publish"):
             manifest["timings"] = {k_: round(v, 3) for k_, v in timings.items()}
-            artifacts = self._artifacts(version, events, final.matrix, final.factors, manifest)
+            artifacts = self._artifacts(version, events, final.matrix, final.model, manifest)
             # the directory is written beside the Redis keys, and complete before the
             # pointer moves (a published version is always on disk too)
             saved = pool.submit(save_to_disk, self.model_dir, artifacts)
@@ -312,10 +341,12 @@ class Trainer:
                     fence=self.lease.fence if self.lease is not None else None)
             self.metrics.published.inc()
             self.metrics.mark_published()
+            self.metrics.set_served(candidate.kind, decision.candidate, decision.popularity)
             self._collect_garbage()
-        log.info("published %s: %s=%.4f (popularity %.4f, serving %s) in %.1fs", version,
-                 s.trainer_gate_metric, decision.candidate or float("nan"),
-                 decision.popularity or float("nan"), decision.serving, sum(timings.values()))
+        log.info("published %s (%s, %s): %s=%.4f (popularity %.4f, serving %s) in %.1fs",
+                 version, winner, candidate.kind, s.trainer_gate_metric,
+                 decision.candidate or float("nan"), decision.popularity or float("nan"),
+                 decision.serving, sum(timings.values()))
         return RunResult(version, True, decision, cand_metrics, pop_metrics,
                          serving.version if serving else None, serving_metrics, manifest,
                          timings, self._cpu)
@@ -341,18 +372,22 @@ class Trainer:
         self.metrics.orphans_deleted.inc(len(orphans))
 
     def _run_neural(self, pool: ThreadPoolExecutor, events: IndexedEvents, train: np.ndarray,
-                    c_train: sp.csr_matrix, holdout: Holdout, snapshot: Snapshot, k: int,
+                    w_train: sp.csr_matrix, holdout: Holdout, snapshot: Snapshot, k: int,
                     timings: dict[str, float]) -> RunResult:
-        """A run whose candidate is the neural user tower (trainer.neural): fit on the
-        training part, evaluate and gate like ALS, publish the fitted model (no refit)."""
+        """A run whose candidate is the neural user tower (trainer.neural), while
+        `trainer_model_kind=neural` picks it by hand (it is not yet a registered candidate of
+        recsys.candidates): fit on the training part, evaluate and gate like the others,
+        publish the fitted model (no refit)."""
         s = self.settings
         with self._timed(timings, "fit"):
             candidate = fit_candidate(events, train, neural_params(s))
         self.metrics.fit_seconds.observe(candidate.seconds)
         with self._timed(timings, "evaluate"):
             cand_metrics = evaluate_tower(holdout, candidate.tower, candidate.sequences, k)
-            pop_metrics, serving, gate_holdout, gate_info, serving_metrics = \
-                self._evaluate_others(events, train, c_train, holdout, k)
+            pop_metrics = evaluate_candidate(fit_on("popularity", w_train, {},
+                                                    config_from_settings(s)), holdout, k)
+            serving, gate_holdout, gate_info, serving_metrics = \
+                self._evaluate_serving(events, w_train, holdout, k)
             gate_cand = None
             if serving is not None:
                 gate_cand = (cand_metrics if gate_holdout is holdout else
@@ -364,10 +399,11 @@ class Trainer:
         self._record_eval(cand_metrics, pop_metrics, serving_metrics, decision)
         version = new_version_id()
         params = candidate.model.params
-        manifest = self._manifest(version, events, c_train, holdout, snapshot,
-                                  Factors(np.zeros((0, 0)), np.zeros((0, 0)), candidate.seconds),
+        shown = SimpleNamespace(kind="neural", name="neural", params={},
+                                seconds=candidate.seconds)
+        manifest = self._manifest(version, events, w_train, holdout, snapshot, shown,
                                   cand_metrics, pop_metrics, serving, serving_metrics,
-                                  gate_cand, gate_info, decision, k)
+                                  gate_cand, gate_info, decision, k, None, None)
         cutoff = holdout.cutoff_ms
         manifest.update(
             model_kind="neural", factors=params.dim, refit_iterations=0,
@@ -378,7 +414,7 @@ class Trainer:
                     "losses": [round(x, 4) for x in candidate.model.losses]},
             trained_until_ms=cutoff - 1, fit_seconds=round(candidate.seconds, 3))
         with self._timed(timings, "arrays"):
-            item_mask = _nonzero_columns(c_train)
+            item_mask = _nonzero_columns(w_train)
             arrays = version_arrays(events, item_mask, candidate)
             manifest.update(n_users=len(arrays.user_ids), n_items=len(arrays.item_ids))
             artifacts = ModelArtifacts(version, arrays.item_ids, arrays.item_factors,
@@ -416,6 +452,7 @@ class Trainer:
                     fence=self.lease.fence if self.lease is not None else None)
             self.metrics.published.inc()
             self.metrics.mark_published()
+            self.metrics.set_served("neural", decision.candidate, decision.popularity)
             self._collect_garbage()
         log.info("published neural %s: %s=%.4f (popularity %.4f, serving %s) in %.1fs", version,
                  s.trainer_gate_metric, decision.candidate or float("nan"),
@@ -423,52 +460,180 @@ class Trainer:
         return RunResult(version, True, decision, cand_metrics, pop_metrics, served,
                          serving_metrics, manifest, timings, self._cpu)
 
-    def _evaluate_others(self, events: IndexedEvents, train: np.ndarray,
-                         c_train: sp.csr_matrix, holdout: Holdout, k: int
-                         ) -> tuple[dict[str, float], ServingModel | None, Holdout,
-                                    dict[str, Any], dict[str, float] | None]:
-        """Popularity and the serving model on the holdout: neither needs the candidate."""
-        pop_metrics = evaluate_popularity(holdout, events.rows[train], events.cols[train],
-                                          events.weights[train], events.shape[1], k)
+    # --- selection -------------------------------------------------------------------------
+    def _previous_tuning(self) -> dict[str, Any] | None:
+        """The `tuning` record of the version in service (disk, else Redis)."""
+        try:
+            version = read_current_version(self.redis, self.keys)
+            if not version:
+                return None
+            try:
+                manifest = read_manifest(self.model_dir, version)
+            except ModelNotFound:
+                raw = self.redis.get(self.keys.model_manifest(version))
+                manifest = orjson.loads(raw) if raw else {}
+        except Exception as exc:  # noqa: BLE001 - a warm start is an optimisation only
+            log.info("no previous tuning to start from: %s", exc)
+            return None
+        tuning = manifest.get("tuning")
+        return tuning if isinstance(tuning, dict) else None
+
+    def _select(self, events: IndexedEvents, train: np.ndarray
+                ) -> tuple[Selection, dict[str, Any]]:
+        """Tune (or reuse the last best points) and choose on validation carved from `train`."""
+        s = self.settings
+        start: dict[str, dict[str, Any]] = {"als": {
+            "factors": self.params.factors, "regularization": self.params.regularization,
+            "alpha": self.params.alpha, "iterations": self.params.iterations}}
+        if self._pinned:
+            # explicit ALS parameters: that point against the floor, no search
+            config = config_from_settings(s, candidates=("popularity", "als"), search=False)
+            return select(events, train, config, start), {"reason": "pinned parameters"}
+        previous = self._previous_tuning()
+        reason = retune_reason(previous, len(events), s.trainer_retune_growth,
+                               s.trainer_retune_days)
+        if previous:
+            for name, params in (previous.get("params") or {}).items():
+                if isinstance(params, dict):
+                    start[name] = {**start.get(name, {}), **params}
+        config = config_from_settings(s, search=reason is not None)
+        selection = select(events, train, config, start)
+        self.metrics.tune_seconds.set(selection.seconds)
+        if reason is not None:
+            tuning = {"n_events": len(events), "tuned_at": datetime.now(UTC).isoformat(),
+                      "reason": reason, "params": selection.best_params()}
+        else:
+            tuning = {**(previous or {}), "reason": "reused (no growth, not due)",
+                      "params": {**(previous or {}).get("params", {}),
+                                 **selection.best_params()}}
+        log.info("selection %s: %s", "searched" if reason else "reused points",
+                 reason or tuning["reason"])
+        return selection, tuning
+
+    def _fit_leaderboard(self, selection: Selection, w_train: sp.csr_matrix, holdout: Holdout,
+                         k: int) -> dict[str, Fitted]:
+        """Every candidate's best point fitted on the whole training part and scored on the
+        holdout (reported in the leaderboard; only the winner's score decides anything)."""
+        config = config_from_settings(self.settings)
+        fitted: dict[str, Fitted] = {}
+        for entry in selection.leaderboard:
+            if entry.skipped and entry.name != "popularity":
+                continue
+            try:
+                model = fit_on(entry.name, w_train, entry.params, config)
+                entry.holdout = evaluate_candidate(model, holdout, k)
+            except Exception as exc:  # noqa: BLE001 - a candidate failing is recorded
+                if entry.name == selection.winner or entry.name == "popularity":
+                    raise
+                log.warning("candidate %s failed on the training part: %s", entry.name, exc)
+                entry.skipped = f"failed on the training part: {exc}"
+                continue
+            fitted[entry.name] = model
+        return fitted
+
+    def _buy_again(self, events: IndexedEvents, train: np.ndarray, purchase: np.ndarray,
+                   selection: Selection, k: int) -> dict[str, Any]:
+        """Repeat rate of the training part and, when it is high enough, the buy-again weight
+        (recsys.repeat) fitted on a keeps-seen validation carve with the winner's point."""
+        s = self.settings
+        rate = repeat_rate(events, train, purchase)
+        out: dict[str, Any] = {"repeat_rate": round(rate, 4), "weight": 0.0,
+                               "min_rate": s.trainer_repeat_min_rate}
+        if rate < s.trainer_repeat_min_rate:
+            return out
+        try:
+            fit, holdout, own = keep_seen_validation(events, train, s.trainer_validation_fraction,
+                                                     s.trainer_eval_max_users, s.random_seed)
+            if holdout.n_users == 0:
+                return out
+            model = fit_on(selection.winner, fit, selection.winning.params,
+                           config_from_settings(s))
+            weight, scores = fit_weight(model.rank(holdout, k), own, holdout.relevant, k,
+                                        holdout.n_items, selection.metric)
+        except Exception as exc:  # noqa: BLE001 - buy-again is optional: 0 on failure
+            log.warning("buy-again weight not fitted: %s", exc)
+            return out
+        out.update(weight=weight, validation={str(w): round(v, 4) for w, v in scores.items()},
+                   validation_users=holdout.n_users)
+        log.info("repeat rate %.3f: buy-again weight %g (%s %.4f vs %.4f without)", rate,
+                 weight, selection.metric, scores[weight], scores[0.0])
+        return out
+
+    def _confirm_on_holdout(self, selection: Selection, holdout: Holdout) -> str:
+        """The validation winner, unless it does not beat popularity on the holdout either:
+        then the version is popularity (never a losing model plus a fallback)."""
+        winner, metric = selection.winner, selection.metric
+        if winner == "popularity" or holdout.n_users == 0:
+            return winner
+        won = (selection.entry(winner).holdout or {}).get(metric)
+        pop = (selection.entry("popularity").holdout or {}).get(metric)
+        if won is not None and pop is not None and won <= pop:
+            selection.reason += (f"; on the holdout {winner} {won:.4f} <= popularity "
+                                 f"{pop:.4f}: popularity is published")
+            selection.winner = "popularity"
+            log.warning("%s won validation but not the holdout (%.4f <= %.4f): publishing "
+                        "popularity", winner, won, pop)
+        return selection.winner
+
+    def _evaluate_serving(self, events: IndexedEvents, w_train: sp.csr_matrix,
+                          holdout: Holdout, k: int
+                          ) -> tuple[ServingModel | None, Holdout, dict[str, Any],
+                                     dict[str, float] | None]:
+        """The model in service on this holdout (the gate's other side)."""
         serving = self._serving_model(events)
         if serving is None:
-            return pop_metrics, None, holdout, {"holdout": "full", "users": holdout.n_users}, \
-                None
-        gate_holdout, gate_info = self._gate_holdout(events, train, c_train, holdout, serving)
+            return None, holdout, {"holdout": "full", "users": holdout.n_users}, None
+        gate_holdout, gate_info = self._gate_holdout(events, w_train, holdout, serving)
         if serving.tower is not None:  # a neural version is judged by its own tower
+            train = events.timestamps < holdout.cutoff_ms
             sequences = user_sequences(events.rows[train], events.cols[train],
                                        events.timestamps[train], events.item_ids,
                                        events.shape[0])
-            serving_metrics = evaluate_tower(gate_holdout, UserTower(serving.factors,
-                                                                     serving.tower),
-                                             sequences, k, serving.known)
-        else:
-            serving_metrics = evaluate_factors(gate_holdout, serving.factors,
-                                               serving.regularization, k, serving.known)
-        return pop_metrics, serving, gate_holdout, gate_info, serving_metrics
+            return serving, gate_holdout, gate_info, evaluate_tower(
+                gate_holdout, serving.tower, sequences, k, serving.known)
+        restricted = replace(gate_holdout, allowed=gate_holdout.allowed & serving.known)
+        serving_metrics = evaluate_candidate(serving.model, restricted, k)
+        return serving, gate_holdout, gate_info, serving_metrics
 
     def _final_model(self, pool: ThreadPoolExecutor, events: IndexedEvents,
-                     train: np.ndarray, c_train: sp.csr_matrix, candidate: Factors,
+                     train: np.ndarray, w_train: sp.csr_matrix, candidate: Fitted,
                      cutoff: int, latest: int) -> FinalModel:
-        """What a published version is made of: the refit on the whole history (warm from
-        the candidate), its popularity and its similar-item lists (a job of `pool`)."""
+        """What a published version is made of: the candidate refitted on the whole history
+        (ALS warm from the candidate), its popularity and its similar-item lists (a job of
+        `pool`)."""
         s = self.settings
-        final, matrix, trained_until = candidate, c_train, cutoff - 1
+        final, matrix, trained_until = candidate, w_train, cutoff - 1
         if s.trainer_refit_iterations > 0:
-            matrix = confidence_matrix(events, self.params.alpha)
-            # the rows that differ from c_train: users with events after the cutoff
-            changed = unique_sorted(events.rows[~train])
-            final = refit_als(matrix, self.params, candidate, changed,
-                              s.trainer_refit_iterations)
+            matrix = weight_matrix(events)
             trained_until = latest
+            if isinstance(candidate, FittedAls):
+                # the rows that differ from the training part: users with events after it
+                changed = unique_sorted(events.rows[~train])
+                factors = refit_als(confidences(matrix, candidate.als.alpha), candidate.als,
+                                    candidate.factors, changed, s.trainer_refit_iterations)
+                final = FittedAls(candidate.als, factors, item_popularity(matrix),
+                                  candidate.params, name=candidate.name)
+            else:
+                final = fit_on(candidate.name, matrix, candidate.params,
+                               config_from_settings(s))
         item_mask = _nonzero_columns(matrix)
         item_ids = np.asarray(events.item_ids[item_mask]).astype(str)
-        item_factors = final.item_factors[item_mask]
         popularity = self._popularity(events, item_mask)
         rows = self._similar_rows(item_ids, popularity)
+        export = final.export()
 
         def similar() -> dict[str, bytes]:
-            idx, scores = cosine_neighbour_lists(item_factors, s.trainer_similar_items, rows)
+            if export.item_factors is not None:
+                idx, scores = cosine_neighbour_lists(export.item_factors[item_mask],
+                                            s.trainer_similar_items, rows)
+            else:
+                source = export
+                if export.neighbour_rows is None:
+                    # a popularity version still answers "similar items": cosine neighbours
+                    source = fit_on("knn_cosine", matrix, {}, config_from_settings(s)).export()
+                idx, scores = similar_from_neighbours(
+                    _compact_neighbours(source.neighbour_rows, item_mask),
+                    source.neighbour_weights[item_mask], s.trainer_similar_items, rows)
             return encode_similar(item_ids, rows, idx, scores)
 
         # its own job: publishing starts on the other keys as soon as the refit is there
@@ -483,8 +648,7 @@ class Trainer:
         tower = None
         try:
             stored = load_from_disk(self.model_dir, version, items_only=True)
-            ids, factors, manifest = stored.item_ids, stored.item_factors, stored.manifest
-            tower = stored.tower
+            arrays, manifest, tower = stored.arrays(), stored.manifest, stored.tower
         except ModelNotFound:
             try:
                 model = load_model(self.redis, self.keys, version)
@@ -492,28 +656,40 @@ class Trainer:
                 log.warning("serving version %s is unreadable (%s): gating as if none",
                             version, exc)
                 return None
-            ids, factors, manifest = np.asarray(model.item_ids), model.item_factors, \
-                model.manifest
+            manifest = model.manifest
+            arrays = {"item_ids": np.asarray(model.item_ids), "item_factors": model.item_factors}
+            if model.neighbour_rows is not None:
+                arrays.update(neighbour_rows=model.neighbour_rows,
+                              neighbour_weights=model.neighbour_weights)
             tower = dict(model.tower.weights) if model.tower is not None else None
-        aligned, known = align_items(np.asarray(ids).astype(str), factors,
-                                     np.asarray(events.item_ids).astype(str))
         until = manifest.get("trained_until_ms",
                              manifest.get("snapshot", {}).get("latest_event_ms", 0))
-        if manifest.get("model_kind", "als") == "neural" and tower is None:
-            log.warning("serving version %s is neural but its tower is unreadable: gating as "
-                        "if none", version)
+        if manifest.get("model_kind") == "neural":
+            if tower is None:
+                log.warning("serving version %s is neural but its tower is unreadable: gating "
+                            "as if none", version)
+                return None
+            aligned, known = align_items(np.asarray(arrays["item_ids"]).astype(str),
+                                         arrays["item_factors"],
+                                         np.asarray(events.item_ids).astype(str))
+            return ServingModel(version, None, known, int(until or 0),
+                                UserTower(aligned, tower))
+        try:
+            fitted, known = from_arrays(manifest, arrays, np.asarray(events.item_ids))
+        except (KeyError, ValueError) as exc:
+            log.warning("serving version %s cannot be scored (%s): gating as if none",
+                        version, exc)
             return None
-        return ServingModel(version, aligned, known, float(manifest["regularization"]),
-                            int(until or 0), tower)
+        return ServingModel(version, fitted, known, int(until or 0))
 
-    def _gate_holdout(self, events: IndexedEvents, train: np.ndarray, c_train: sp.csr_matrix,
+    def _gate_holdout(self, events: IndexedEvents, w_train: sp.csr_matrix,
                       holdout: Holdout, serving: ServingModel) -> tuple[Holdout, dict[str, Any]]:
         if serving.trained_until_ms < holdout.cutoff_ms:
             return holdout, {"holdout": "full", "users": holdout.n_users}
         after = (events.timestamps > serving.trained_until_ms) & (events.weights >= 0)
-        fresh = build_holdout(events.rows[after], events.cols[after], c_train,
-                              holdout.cutoff_ms, self.settings.trainer_eval_max_users,
-                              self.settings.random_seed)
+        fresh = holdout_from_weights(w_train, events.rows[after], events.cols[after],
+                                     holdout.cutoff_ms, self.settings.trainer_eval_max_users,
+                                     self.settings.random_seed)
         if fresh.n_users >= self.settings.trainer_gate_min_users:
             return fresh, {"holdout": "after_serving_data", "users": fresh.n_users,
                            "after_ms": serving.trained_until_ms}
@@ -523,17 +699,34 @@ class Trainer:
         return holdout, {"holdout": "full_overlapping_serving", "users": holdout.n_users}
 
     def _artifacts(self, version: str, events: IndexedEvents, matrix: sp.csr_matrix,
-                   factors: Factors, manifest: dict[str, Any]) -> ModelArtifacts:
+                   model: Fitted, manifest: dict[str, Any]) -> ModelArtifacts:
         # Users and items without any (non-zero) interaction in the fitted matrix carry no
         # learnt vector: leave them out rather than serve noise.
         users = np.diff(matrix.indptr) > 0
         items = _nonzero_columns(matrix)
-        manifest.update(n_users=int(users.sum()), n_items=int(items.sum()))
-        return ModelArtifacts(
-            version=version, item_ids=np.asarray(events.item_ids[items]).astype(str),
-            item_factors=factors.item_factors[items],
-            user_ids=np.asarray(events.user_ids[users]).astype(str),
-            user_factors=factors.user_factors[users], manifest=manifest)
+        export = model.export()
+        manifest.update(n_users=int(users.sum()), n_items=int(items.sum()),
+                        model_kind=export.kind, candidate=model.name,
+                        candidate_params=dict(model.params), **export.manifest)
+        item_ids = np.asarray(events.item_ids[items]).astype(str)
+        if export.item_factors is not None and export.user_factors is not None:
+            return ModelArtifacts(
+                version=version, item_ids=item_ids, item_factors=export.item_factors[items],
+                user_ids=np.asarray(events.user_ids[users]).astype(str),
+                user_factors=export.user_factors[users], manifest=manifest,
+                item_scores=export.item_scores[items])
+        manifest["factors"] = 0
+        artifacts = ModelArtifacts(
+            version=version, item_ids=item_ids,
+            item_factors=np.zeros((len(item_ids), 0), dtype=np.float32),
+            user_ids=np.empty(0, dtype=str), user_factors=np.zeros((0, 0), dtype=np.float32),
+            manifest=manifest, item_scores=export.item_scores[items])
+        if export.neighbour_rows is not None and export.neighbour_weights is not None:
+            artifacts.neighbour_rows = _compact_neighbours(export.neighbour_rows, items)
+            artifacts.neighbour_weights = np.where(artifacts.neighbour_rows >= 0,
+                                                   export.neighbour_weights[items], 0.0
+                                                   ).astype(np.float32)
+        return artifacts
 
     def _similar_rows(self, item_ids: np.ndarray, popularity: dict[str, float]
                       ) -> np.ndarray:
@@ -552,23 +745,25 @@ class Trainer:
         ids = events.item_ids
         return {str(ids[i]): float(scores[i]) for i in np.flatnonzero(item_mask & (scores > 0))}
 
-    def _manifest(self, version: str, events: IndexedEvents, c_train: sp.csr_matrix,
-                  holdout: Holdout, snapshot: Snapshot, candidate: Factors,
+    def _manifest(self, version: str, events: IndexedEvents, w_train: sp.csr_matrix,
+                  holdout: Holdout, snapshot: Snapshot, candidate: Fitted,
                   cand_metrics: dict[str, float], pop_metrics: dict[str, float],
                   serving: ServingModel | None, serving_metrics: dict[str, float] | None,
                   gate_cand: dict[str, float] | None, gate_info: dict[str, Any],
-                  decision: GateDecision, k: int) -> dict[str, Any]:
-        s, p = self.settings, self.params
+                  decision: GateDecision, k: int, selection: Selection | None,
+                  tuning: dict[str, Any] | None) -> dict[str, Any]:
+        s = self.settings
         return {
             "version": version,
             "created_at": datetime.now(UTC).isoformat(),
-            "factors": p.factors, "regularization": p.regularization, "alpha": p.alpha,
-            "iterations": p.iterations, "refit_iterations": s.trainer_refit_iterations,
+            "model_kind": candidate.kind, "candidate": candidate.name,
+            "candidate_params": dict(candidate.params),
+            "refit_iterations": s.trainer_refit_iterations,
             "event_weights": dict(s.event_weights),
             "negative_rating_max": s.negative_rating_max,
             "time_decay_days": s.trainer_time_decay_days,
             "n_events": len(events), "n_users": len(events.user_ids),
-            "n_items": len(events.item_ids), "train_nonzeros": int(c_train.nnz),
+            "n_items": len(events.item_ids), "train_nonzeros": int(w_train.nnz),
             "metrics": cand_metrics, "baseline_metrics": pop_metrics,
             "serving_version": serving.version if serving else None,
             "serving_metrics": serving_metrics,
@@ -577,6 +772,8 @@ class Trainer:
                      "candidate_metrics": gate_cand if gate_cand is not None else cand_metrics},
             "holdout": {"cutoff_ms": holdout.cutoff_ms, "fraction": s.trainer_holdout_fraction,
                         "users": holdout.n_users, "pairs": holdout.n_test_pairs, "k": k},
+            "selection": selection.as_manifest() if selection is not None else None,
+            "tuning": tuning,
             "snapshot": snapshot.as_manifest(),
             "similar_items_n": s.trainer_similar_items,
             "similar_format": SIMILAR_FORMAT,
@@ -584,16 +781,54 @@ class Trainer:
             "candidate_fit_seconds": round(candidate.seconds, 3),
         }
 
-    def _record_sizes(self, events: IndexedEvents, c_train: sp.csr_matrix) -> None:
+    def _record_sizes(self, events: IndexedEvents, w_train: sp.csr_matrix) -> None:
         self.metrics.training_events.set(len(events))
         self.metrics.training_users.set(events.shape[0])
         self.metrics.training_items.set(events.shape[1])
-        self.metrics.training_nonzeros.set(c_train.nnz)
+        self.metrics.training_nonzeros.set(w_train.nnz)
 
     def _record_eval(self, cand: dict[str, float], pop: dict[str, float],
-                     serving: dict[str, float] | None, decision: GateDecision) -> None:
+                     serving: dict[str, float] | None, decision: GateDecision,
+                     selection: Selection | None = None) -> None:
         self.metrics.set_eval("candidate", cand)
         self.metrics.set_eval("popularity", pop)
         if serving:
             self.metrics.set_eval("serving", serving)
         self.metrics.beats_popularity.set(1.0 if decision.beats_popularity else 0.0)
+        if selection is not None:
+            self.metrics.candidates_scored.set(sum(1 for e in selection.leaderboard
+                                                   if not e.skipped))
+
+
+def evaluate_candidate(model: Fitted, holdout: Holdout, k: int) -> dict[str, float]:
+    return evaluate(model, holdout, k)
+
+
+def _compact_neighbours(rows: np.ndarray, item_mask: np.ndarray) -> np.ndarray:
+    """Neighbour rows of the kept items (`item_mask`), re-indexed into the kept items' order
+    (-1 for a neighbour that is not kept)."""
+    new_index = np.cumsum(item_mask) - 1
+    kept = np.asarray(rows)[item_mask].astype(np.int64)
+    ok = kept >= 0
+    ok[ok] = item_mask[kept[ok]]
+    return np.where(ok, new_index[np.maximum(kept, 0)], -1).astype(np.int32)
+
+
+def similar_from_neighbours(rows: np.ndarray, weights: np.ndarray, n: int,
+                            which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Similar-item lists from an item-item model: each item's positive neighbours, best
+    first (EASE's negative weights say "not with this", not "similar")."""
+    sub_rows = np.asarray(rows)[which].astype(np.int64)
+    sub_w = np.where(sub_rows >= 0, np.asarray(weights)[which], -np.inf)
+    sub_w = np.where(sub_w > 0, sub_w, -np.inf)
+    order = np.argsort(-sub_w, axis=1, kind="stable")[:, :n]
+    idx = np.take_along_axis(sub_rows, order, axis=1)
+    scores = np.take_along_axis(sub_w, order, axis=1)
+    valid = np.isfinite(scores)
+    idx = np.where(valid, idx, -1)
+    scores = np.where(valid, scores, 0.0).astype(np.float32)
+    if idx.shape[1] < n:
+        pad = n - idx.shape[1]
+        idx = np.hstack([idx, np.full((len(idx), pad), -1, dtype=np.int64)])
+        scores = np.hstack([scores, np.zeros((len(idx), pad), dtype=np.float32)])
+    return idx, scores

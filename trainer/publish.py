@@ -2,7 +2,9 @@
 
 On disk, one directory per version (written under a temporary name, then renamed):
 
-    {model_dir}/{version}/model.npz       item_ids, item_factors, user_ids, user_factors
+    {model_dir}/{version}/model.npz       item_ids, item_factors, user_ids, user_factors,
+                                          item_scores, and for item_item versions
+                                          neighbour_rows, neighbour_weights
                                           (plain arrays, np.savez: no pickle)
     {model_dir}/{version}/tower.npz       neural versions: the user tower's arrays
                                           (recsys.sequence_model.TOWER_ARRAYS)
@@ -91,6 +93,21 @@ class ModelArtifacts:
     user_factors: np.ndarray  # float32 (n_users, k)
     manifest: dict[str, Any] = field(default_factory=dict)
     tower: dict[str, np.ndarray] | None = None  # neural versions: the user tower's arrays
+    item_scores: np.ndarray | None = None  # float64 per item: popularity under the version
+    neighbour_rows: np.ndarray | None = None  # item_item: (n_items, N) int32
+    neighbour_weights: np.ndarray | None = None  # item_item: (n_items, N) float32
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {"item_ids": np.asarray(self.item_ids, dtype=str),
+               "item_factors": np.asarray(self.item_factors, dtype=np.float32),
+               "user_ids": np.asarray(self.user_ids, dtype=str),
+               "user_factors": np.asarray(self.user_factors, dtype=np.float32)}
+        if self.item_scores is not None:
+            out["item_scores"] = np.asarray(self.item_scores, dtype=np.float64)
+        if self.neighbour_rows is not None and self.neighbour_weights is not None:
+            out["neighbour_rows"] = np.asarray(self.neighbour_rows, dtype=np.int32)
+            out["neighbour_weights"] = np.asarray(self.neighbour_weights, dtype=np.float32)
+        return out
 
 
 # --- similar items -----------------------------------------------------------------------
@@ -117,11 +134,7 @@ def save_to_disk(model_dir: Path, artifacts: ModelArtifacts) -> Path:
     tmp = Path(model_dir) / f".{artifacts.version}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    np.savez(tmp / MODEL_FILE,
-             item_ids=np.asarray(artifacts.item_ids, dtype=str),
-             item_factors=np.asarray(artifacts.item_factors, dtype=np.float32),
-             user_ids=np.asarray(artifacts.user_ids, dtype=str),
-             user_factors=np.asarray(artifacts.user_factors, dtype=np.float32))
+    np.savez(tmp / MODEL_FILE, **artifacts.arrays())
     if artifacts.tower is not None:
         (tmp / TOWER_FILE).write_bytes(pack_tower(artifacts.tower))
     write_manifest(tmp, artifacts.manifest)
@@ -146,10 +159,11 @@ def read_manifest(model_dir: Path, version: str) -> dict[str, Any]:
 def load_from_disk(model_dir: Path, version: str, items_only: bool = False) -> ModelArtifacts:
     """A version's arrays and manifest; `items_only` skips the (large) user side."""
     directory = version_dir(model_dir, version)
-    names = ["item_ids", "item_factors"] + ([] if items_only else ["user_ids", "user_factors"])
+    skip = {"user_ids", "user_factors"} if items_only else set()
     try:
         with np.load(directory / MODEL_FILE, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in names}  # an npz reads members lazily
+            # an npz reads members lazily
+            arrays = {name: data[name] for name in data.files if name not in skip}
     except FileNotFoundError:
         raise ModelNotFound(f"version {version!r} has no {MODEL_FILE} in {model_dir}") from None
     empty = np.empty(0, dtype=str)
@@ -160,7 +174,10 @@ def load_from_disk(model_dir: Path, version: str, items_only: bool = False) -> M
                           item_factors=arrays["item_factors"],
                           user_ids=arrays.get("user_ids", empty),
                           user_factors=arrays.get("user_factors", np.empty((0, 0), np.float32)),
-                          manifest=read_manifest(model_dir, version), tower=tower)
+                          manifest=read_manifest(model_dir, version), tower=tower,
+                          item_scores=arrays.get("item_scores"),
+                          neighbour_rows=arrays.get("neighbour_rows"),
+                          neighbour_weights=arrays.get("neighbour_weights"))
 
 
 def disk_versions(model_dir: Path) -> list[str]:
@@ -194,10 +211,16 @@ def publish(redis: Any, keys: Keys, artifacts: ModelArtifacts,
     directory on disk being written in another thread. `fence` (the trainer lease's key and
     token, trainer.lease) makes the activation conditional on still holding the lease."""
     manifest = artifacts.manifest
+    neighbours = None
+    if artifacts.neighbour_rows is not None and artifacts.neighbour_weights is not None:
+        neighbours = (artifacts.neighbour_rows, artifacts.neighbour_weights)
+    has_users = len(artifacts.user_ids) > 0
     stage_model_version(
         redis, keys, artifacts.version, artifacts.item_ids.tolist(),
-        artifacts.item_factors, manifest, user_ids=artifacts.user_ids.tolist(),
-        user_factors=artifacts.user_factors, similar=similar, popularity=popularity,
+        artifacts.item_factors, manifest,
+        user_ids=artifacts.user_ids.tolist() if has_users else None,
+        user_factors=artifacts.user_factors if has_users else None, similar=similar,
+        popularity=popularity, neighbours=neighbours,
         tower=pack_tower(artifacts.tower) if artifacts.tower is not None else None)
     if before_activate is not None:
         before_activate()
@@ -288,5 +311,10 @@ def list_versions(redis: Any | None, keys: Keys, model_dir: Path) -> list[dict[s
         rows.append({"version": version, "role": role, "created_at": manifest.get("created_at"),
                      "status": manifest.get("status"), "metrics": manifest.get("metrics", {}),
                      "beats_popularity": manifest.get("beats_popularity"),
+                     "model_kind": manifest.get("model_kind", "als"),
+                     "candidate": manifest.get("candidate", "als"),
+                     "holdout_metric": (manifest.get("gate") or {}).get("metric"),
+                     "holdout_value": (manifest.get("gate") or {}).get("candidate"),
+                     "popularity_value": (manifest.get("gate") or {}).get("popularity"),
                      "n_users": manifest.get("n_users"), "n_items": manifest.get("n_items")})
     return rows

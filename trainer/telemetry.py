@@ -11,6 +11,12 @@
     recsys_trainer_eval_metric{metric, model}       last evaluation; model = candidate |
                                                     serving | popularity; metric = ndcg@10 ...
     recsys_trainer_beats_popularity                 1 when the last candidate beat popularity
+    recsys_trainer_served_model{kind}               1 for the kind of the version last published
+                                                    (als | neural | item_item | popularity)
+    recsys_trainer_served_quality{model}            gate metric on the holdout of the version last
+                                                    published (model = served) and of popularity
+    recsys_trainer_tune_seconds                     the last run's candidate search (or re-score)
+    recsys_trainer_candidates_scored                candidates on the last leaderboard with scores
     recsys_trainer_seconds_since_last_publish       computed at scrape time (NaN before any)
     recsys_trainer_history_events_total             events appended to the history
     recsys_trainer_history_invalid_total{reason}    consumed messages skipped as invalid
@@ -30,6 +36,8 @@ import time
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from recsys.modelstore import MODEL_KINDS
 
 NAMESPACE = "recsys_trainer"
 _FIT_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -65,6 +73,16 @@ class TrainerMetrics:
         self.beats_popularity = Gauge("beats_popularity",
                                       "1 when the last candidate beat popularity.",
                                       namespace=ns, registry=r)
+        self.served_model = Gauge("served_model", "1 for the kind of the version last "
+                                  "published, 0 for the other kinds.", ["kind"],
+                                  namespace=ns, registry=r)
+        self.served_quality = Gauge("served_quality", "Gate metric on the holdout of the "
+                                    "version last published and of popularity.", ["model"],
+                                    namespace=ns, registry=r)
+        self.tune_seconds = Gauge("tune_seconds", "Candidate search time of the last run.",
+                                  namespace=ns, registry=r)
+        self.candidates_scored = Gauge("candidates_scored", "Candidates scored on the last "
+                                       "leaderboard.", namespace=ns, registry=r)
         self.history_events = Counter("history_events", "Events appended to the history.",
                                       namespace=ns, registry=r)
         self.history_invalid = Counter("history_invalid", "Invalid messages skipped.",
@@ -94,6 +112,14 @@ class TrainerMetrics:
     def set_eval(self, model: str, metrics: Mapping[str, float]) -> None:
         for name, value in metrics.items():
             self.eval_metric.labels(metric=name, model=model).set(value)
+
+    def set_served(self, kind: str, quality: float | None, popularity: float | None) -> None:
+        for name in MODEL_KINDS:  # a bounded label set: every kind, one of them at 1
+            self.served_model.labels(kind=name).set(1.0 if name == kind else 0.0)
+        if quality is not None:
+            self.served_quality.labels(model="served").set(quality)
+        if popularity is not None:
+            self.served_quality.labels(model="popularity").set(popularity)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> int:  # noqa: S104 - a metrics port
         """Expose /metrics over HTTP; returns the bound port (0 picks a free one)."""

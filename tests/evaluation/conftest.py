@@ -46,4 +46,5 @@ def clustered() -> pd.DataFrame:
 def fast_settings(tmp_path) -> Settings:
     """Settings with a small, quick ALS; no broker or Redis needed by these pure tests."""
     return load_settings(als_factors=16, als_regularization=1.0, als_iterations=10, alpha=5.0,
-                         data_dir=tmp_path / "data", model_dir=tmp_path / "models")
+                         data_dir=tmp_path / "data", model_dir=tmp_path / "models",
+                         trainer_tune_budget_s=5.0)

@@ -30,7 +30,7 @@ def test_writes_metrics_report_and_charts(clustered, fast_settings, tmp_path) ->
     assert saved["protocols"].keys() == {"time", "stratified"}
     for protocol, entry in saved["protocols"].items():
         models = entry["models"]
-        assert set(models) == {"popularity", "item-kNN", "ALS"}
+        assert set(models) == {"popularity", "item-kNN", "ALS", "selected"}
         for model, values in models.items():
             for key, value in values.items():
                 if "@" in key:
@@ -38,10 +38,16 @@ def test_writes_metrics_report_and_charts(clustered, fast_settings, tmp_path) ->
         # each user likes one cluster: personalised models must beat popularity by far
         assert models["ALS"]["ndcg@10"] > 2 * models["popularity"]["ndcg@10"], protocol
         assert models["item-kNN"]["ndcg@10"] > 2 * models["popularity"]["ndcg@10"], protocol
+        # what the trainer would serve: chosen by its own code, and personal here
+        assert entry["selected"]["winner"] != "popularity", entry["selected"]["reason"]
+        assert models["selected"]["ndcg@10"] > 2 * models["popularity"]["ndcg@10"], protocol
+        names = {row["name"] for row in entry["selected"]["leaderboard"]}
+        assert names == set(fast_settings.trainer_candidates)
         assert entry["n_test_users"] > 100
     md = (tmp_path / "report.md").read_text()
     assert "time split: the last 20% of events" in md
     assert "python_stratified_split" in md
+    assert "`selected`: what `recsys train` would serve" in md
     assert report["protocols"]["time"]["cutoff"]
 
 

@@ -19,13 +19,13 @@ def test_cornac_bpr_row_and_ratios_on_the_same_split(clustered, fast_settings, t
     entry = report["protocols"]["stratified"]
     models = entry["models"]
     row = "cornac BPR (reference)"
-    assert set(models) == {"popularity", "item-kNN", "ALS", row}
+    assert set(models) == {"popularity", "item-kNN", "ALS", "selected", row}
     for key in ("ndcg@10", "precision@10", "recall@10", "map_ms@10"):
         assert 0.0 <= models[row][key] <= 1.0
     # each user likes one cluster: a personalised pairwise model is far above popularity
     assert models[row]["ndcg@10"] > 1.5 * models["popularity"]["ndcg@10"]
     ratios = entry["ndcg_ratio_to_reference"][row]
-    assert set(ratios) == {"popularity", "item-kNN", "ALS"}
+    assert set(ratios) == {"popularity", "item-kNN", "ALS", "selected"}
     for name, ratio in ratios.items():
         assert ratio == pytest.approx(models[name]["ndcg@10"] / models[row]["ndcg@10"])
     assert "cornac 3.0.1 BPR" in entry["references"][row]

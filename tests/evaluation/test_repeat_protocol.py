@@ -68,7 +68,7 @@ def test_evaluate_reports_a_buy_again_row_that_beats_popularity(rebuys, fast_set
     repeat = report["protocols"]["time-repeat"]
     assert "history (buy again)" not in plain["models"]
     models = repeat["models"]
-    assert set(models) == {"popularity", "history (buy again)", "item-kNN", "ALS"}
+    assert set(models) == {"popularity", "history (buy again)", "item-kNN", "ALS", "selected"}
     # members re-buy their own staples: their history is far better than the bestsellers
     assert models["history (buy again)"]["ndcg@10"] > 2 * models["popularity"]["ndcg@10"]
     assert repeat["n_repeat_pairs"] > 0

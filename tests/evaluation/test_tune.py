@@ -91,3 +91,18 @@ def test_cli_tune(tmp_path, capsys) -> None:
     assert "best on the time validation split" in out and "test split, settings" in out
     best = json.loads((tmp_path / "best_params.json").read_text())["time"]
     assert best["factors"] == 8 and best["regularization"] in (1.0, 10.0)
+
+
+def test_cli_tune_candidates_is_the_trainers_search(tmp_path, capsys) -> None:
+    from shell.cli import main
+
+    code = main(["tune", "--source", "synthetic", "--events", "8000", "--out", str(tmp_path),
+                 "--candidates", "als,knn_cosine", "--budget", "30"])
+    assert code == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "candidates_time.json").read_text())
+    names = [row["name"] for row in report["candidates"]]
+    assert names == ["popularity", "als", "knn_cosine"]
+    assert report["winner"] in names and report["winner"] in out
+    for row in report["candidates"]:  # validation to choose, the test split only reported
+        assert row["validation"]["ndcg@10"] >= 0 and row["test"]["ndcg@10"] >= 0

@@ -6,9 +6,11 @@ import asyncio
 import time
 
 import numpy as np
+import orjson
 import pytest
 
 from recsys.foldin import fold_in, gram
+from recsys.keys import Keys
 from tests.serving.conftest import publish, running_app, with_overrides
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -50,6 +52,31 @@ async def test_exclude_seen_false_ranks_all_items(published, client):
     got = [i["item_id"] for i in r.json()["items"]]
     assert got == brute_top(published, "u2", 8)
     assert set(got) & set(published.seen["u2"])
+
+
+async def test_buy_again_weight_brings_the_users_own_items_back_in_order(
+        published, settings, redis_client):
+    """A version whose trainer found users re-buying: exclude_seen=false fuses the model's
+    list (own items excluded) with the user's items, most recent first (recsys.repeat)."""
+    from recsys.repeat import fuse
+
+    keys = Keys(settings.redis_namespace)
+    meta = orjson.loads(redis_client.get(keys.model_manifest(published.version)))
+    meta["buy_again"] = {"repeat_rate": 0.4, "weight": 4.0}
+    redis_client.set(keys.model_manifest(published.version), orjson.dumps(meta))
+    async with running_app(settings) as client:
+        r = await client.get("/v1/users/u2/recommendations",
+                             params={"k": 6, "exclude_seen": False})
+        plain = await client.get("/v1/users/u2/recommendations", params={"k": 6})
+    got = [i["item_id"] for i in r.json()["items"]]
+    seen = published.seen["u2"]  # written most recent first by the fixture
+    model = brute_top(published, "u2", 6, exclude=seen)
+    row = {item: n for n, item in enumerate(published.item_ids)}
+    expected = fuse([row[i] for i in model], [row[i] for i in seen], 4.0, 6)
+    assert got == [published.item_ids[r_] for r_, _ in expected]
+    assert got[0] == seen[0]  # the most recent own item leads at this weight
+    # with seen items excluded nothing changes: the plain personalised list
+    assert [i["item_id"] for i in plain.json()["items"]] == model
 
 
 async def test_category_filter_and_catalog_details(published, client):

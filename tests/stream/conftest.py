@@ -161,6 +161,8 @@ def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
             text = json.dumps(value)
         elif isinstance(value, bool):
             text = "true" if value else "false"
+        elif isinstance(value, list | tuple):  # list settings take comma-separated values
+            text = ",".join(map(str, value))
         else:
             text = str(value)
         env[f"RECSYS_{name.upper()}"] = text

@@ -33,7 +33,9 @@ def _env(settings) -> dict[str, str]:
             "RECSYS_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
             "RECSYS_TRAINER_GROUP_ID": settings.trainer_group_id,
             "RECSYS_DATA_DIR": str(settings.data_dir), "RECSYS_MODEL_DIR": str(settings.model_dir),
-            "RECSYS_ALS_FACTORS": "16", "RECSYS_ALS_ITERATIONS": "5"}
+            "RECSYS_ALS_FACTORS": "16", "RECSYS_ALS_ITERATIONS": "5",
+            # ALS against the floor at the settings' point: no time for a search
+            "RECSYS_TRAINER_CANDIDATES": "popularity,als", "RECSYS_TRAINER_TUNE_BUDGET_S": "0.01"}
 
 
 def _recsys(settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -93,8 +95,36 @@ def test_every_trains_when_due_skips_without_new_events_and_serves_metrics(
     for name in ("recsys_trainer_published_total 1.0", "recsys_trainer_fit_seconds_count",
                  'recsys_trainer_eval_metric{metric="ndcg@10",model="candidate"}',
                  'recsys_trainer_eval_metric{metric="ndcg@10",model="popularity"}',
-                 "recsys_trainer_seconds_since_last_publish", "recsys_trainer_training_users"):
+                 "recsys_trainer_seconds_since_last_publish", "recsys_trainer_training_users",
+                 'recsys_trainer_served_model{kind="als"} 1.0',
+                 'recsys_trainer_served_model{kind="popularity"} 0.0',
+                 'recsys_trainer_served_quality{model="served"}',
+                 'recsys_trainer_served_quality{model="popularity"}'):
         assert name in text, name
+
+
+def test_model_list_shows_kind_and_quality_and_show_the_leaderboard(make_trainer, settings,
+                                                                     small_frame):
+    trainer = make_trainer(trainer_candidates=("als", "knn_cosine"),
+                           trainer_tune_budget_s=3.0)
+    trainer.store.append(small_frame)
+    result = trainer.run_once()
+    listed = _recsys(settings, "model", "list")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    line = next(row for row in listed.stdout.splitlines() if row.startswith(result.version))
+    assert result.manifest["model_kind"] in line and result.manifest["candidate"] in line
+    assert f"{result.decision.candidate:.4f}" in line
+    assert f"{result.decision.popularity:.4f}" in line
+    shown = _recsys(settings, "model", "show", result.version)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    rows = {row.lstrip("*").split()[0]: row for row in shown.stdout.splitlines()[4:]}
+    assert set(rows) == {"popularity", "als", "knn_cosine"}
+    winner = result.manifest["selection"]["winner"]
+    assert rows[winner].startswith("*")
+    board = {e["name"]: e for e in result.manifest["selection"]["leaderboard"]}
+    for name, row in rows.items():  # validation and holdout values as in the manifest
+        assert f"{board[name]['validation']['ndcg@10']:.4f}" in row
+        assert f"{board[name]['holdout']['ndcg@10']:.4f}" in row
 
 
 def test_every_with_the_consumer_retrains_when_new_events_arrive(make_trainer, settings,

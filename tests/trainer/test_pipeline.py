@@ -8,10 +8,11 @@ import time
 
 import numpy as np
 import orjson
+import pandas as pd
 import pytest
 
 from recsys.als import AlsParams, Factors, check_finite
-from recsys.errors import ModelIntegrityError, ModelNotFound, NonFiniteFactors
+from recsys.errors import ModelIntegrityError, ModelNotFound, NotEnoughData
 from recsys.keys import Keys
 from recsys.modelstore import (
     SIMILAR_FORMAT,
@@ -78,17 +79,34 @@ def test_failing_run_is_counted_and_leaves_serving_untouched(make_trainer, small
     trainer.store.append(small_frame)
     good = trainer.run_once()
 
+    def broken_publish(*args, **kwargs) -> None:
+        raise ModelIntegrityError("Redis refused the version")
+
+    monkeypatch.setattr("trainer.pipeline.publish", broken_publish)
+    failing = make_trainer(params=FAST, trainer_gate_tolerance=0.99)
+    with pytest.raises(ModelIntegrityError):
+        failing.run_once()
+    assert sample(failing.metrics.registry, "recsys_trainer_run_failures_total",
+                  stage="publish") == 1
+    assert read_current_version(redis_client, keys) == good.version
+
+
+def test_a_candidate_whose_fit_is_not_finite_is_never_published(
+        make_trainer, small_frame, redis_client, settings, monkeypatch):
     def nan_fit(*args, **kwargs) -> Factors:
         bad = np.full((3, 4), np.nan, dtype=np.float32)
         return check_finite(Factors(bad, bad))
 
-    monkeypatch.setattr("trainer.pipeline.fit_als", nan_fit)
-    with pytest.raises(NonFiniteFactors):
-        trainer.run_once()
-    assert sample(trainer.metrics.registry, "recsys_trainer_run_failures_total",
-                  stage="fit") == 1
-    assert read_current_version(redis_client, keys) == good.version
-    assert disk_versions(settings.model_dir) == [good.version]
+    monkeypatch.setattr("recsys.candidates.als_model.fit_als", nan_fit)
+    trainer = make_trainer(params=FAST)
+    trainer.store.append(small_frame)
+    result = trainer.run_once()
+    board = {e["name"]: e for e in result.manifest["selection"]["leaderboard"]}
+    assert board["als"]["skipped"].startswith("failed") and "NaN" in board["als"]["skipped"]
+    # the version is the floor, stated as such, not a NaN model
+    assert result.published and result.manifest["model_kind"] == "popularity"
+    model = load_model(redis_client, Keys(settings.redis_namespace))
+    assert model.kind == "popularity" and model.factors == 0 and not model.uses_factors
 
 
 def test_rollback_restores_the_previous_version_and_gc_keeps_only_recent(
@@ -259,3 +277,23 @@ def test_a_future_time_in_the_history_does_not_move_the_snapshot_past_the_clock(
     bound = int(time.time() * 1000) + int(settings.event_time_future_tolerance_s * 1000)
     assert result.manifest["snapshot"]["latest_event_ms"] <= bound
     assert result.manifest["trained_until_ms"] <= bound
+
+
+def test_one_user_or_one_item_gives_a_popularity_version_not_a_crash(
+        make_trainer, redis_client, settings):
+    start = 1_735_689_600_000
+    one_user = pd.DataFrame({"user_id": "u1", "item_id": [f"i{n % 7}" for n in range(60)],
+                             "event_type": "transaction", "value": np.nan,
+                             "timestamp": [start + n * 60_000 for n in range(60)],
+                             "event_id": [f"e{n}" for n in range(60)]})
+    trainer = make_trainer()
+    trainer.store.append(one_user)
+    result = trainer.run_once()
+    assert result.published and result.manifest["model_kind"] == "popularity"
+    assert "popularity" in result.manifest["selection"]["reason"]
+    assert all(np.isfinite(v) for v in result.manifest["baseline_metrics"].values())
+
+
+def test_an_empty_history_is_a_clear_error(make_trainer):
+    with pytest.raises(NotEnoughData, match="need more to train"):
+        make_trainer().run_once()
