@@ -16,6 +16,9 @@ Model versions (written by the trainer, read by stream and serving)
                                              `similar_format`
     {ns}:model:{v}:tower             string  neural versions only: the user tower's weights
                                              (np.savez bytes, recsys.sequence_model)
+    {ns}:model:{v}:ann               string  catalogues of `ann_min_items` or more: the
+                                             approximate-search layout over item_factors
+                                             (recsys.ann.pack_layout; manifest `ann_format`)
     {ns}:model:switch                pub/sub channel: the new version id, after the pointer moved
     {ns}:trainer:lease               string  token of the one trainer allowed to write versions
                                              (SET NX PX, renewed while it runs; trainer/lease.py)
@@ -67,7 +70,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 POPULARITY_WINDOWS = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
-_VERSION_KEY_SUFFIXES = frozenset({"manifest", "item_ids", "item_factors", "similar", "tower"})
+_VERSION_KEY_SUFFIXES = frozenset({"manifest", "item_ids", "item_factors", "similar", "tower",
+                                   "ann"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,9 @@ class Keys:
     def model_tower(self, version: str) -> str:
         return f"{self.namespace}:model:{version}:tower"
 
+    def model_ann(self, version: str) -> str:
+        return f"{self.namespace}:model:{version}:ann"
+
     @property
     def trainer_lease(self) -> str:
         return f"{self.namespace}:trainer:lease"
@@ -133,6 +140,7 @@ class Keys:
             self.model_item_factors(version),
             self.model_similar(version),
             self.model_tower(version),
+            self.model_ann(version),
             self.popularity_alltime(version),
         ]
 

@@ -23,6 +23,8 @@ import numpy as np
 import redis as redis_sync
 import redis.asyncio as aioredis
 
+from recsys.ann import ANN_FORMAT, AnnIndex, unpack_layout
+from recsys.errors import ModelIntegrityError
 from recsys.keys import Keys
 from recsys.model_watch import ModelSwitchWatcher
 from recsys.modelstore import ModelVersion, load_model
@@ -57,6 +59,7 @@ class LoadedModel:
     # Ratings up to this are negative feedback under this version (None: none are; also for
     # versions published before the setting existed, which were fitted that way).
     negative_rating_max: float | None = None
+    ann: AnnIndex | None = None  # catalogues of `ann_min_items` or more (recsys/ann.py)
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -111,6 +114,7 @@ def build_loaded_model(client: Any, keys: Keys, version: str, settings: Settings
     popular_rank[popular_rows] = np.arange(len(popular_rows))
     manifest = model.manifest
     _ = model.yty  # cached for anonymous fold-ins
+    ann = _load_ann(client, keys, model, settings)
     return LoadedModel(
         model=model,
         norms=item_norms(model.item_factors),
@@ -127,7 +131,30 @@ def build_loaded_model(client: Any, keys: Keys, version: str, settings: Settings
         loaded_at=time.time(),
         load_seconds=time.perf_counter() - start,
         negative_rating_max=manifest.get("negative_rating_max"),
+        ann=ann,
     )
+
+
+def _load_ann(client: Any, keys: Keys, model: ModelVersion, settings: Settings
+              ) -> AnnIndex | None:
+    """The version's approximate-search index when its catalogue is large enough. A version
+    without a usable one is still served, by scoring every item (logged)."""
+    if len(model.item_ids) < settings.ann_min_items:
+        return None
+    if model.manifest.get("ann_format") != ANN_FORMAT:
+        log.warning("version %s has %d items but no %s index: every request scores every "
+                    "item", model.version, len(model.item_ids), ANN_FORMAT)
+        return None
+    raw = client.get(keys.model_ann(model.version))
+    try:
+        if raw is None:
+            raise ModelIntegrityError("its index key is missing")
+        layout = unpack_layout(raw, len(model.item_ids), model.factors)
+        return AnnIndex(model.item_factors, layout, settings.ann_probe)
+    except ModelIntegrityError as exc:
+        log.warning("version %s: unusable ANN index (%s): every request scores every item",
+                    model.version, exc)
+        return None
 
 
 class ServedModel:
