@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,7 +137,7 @@ class AnnIndex:
         return found[found >= 0].astype(np.intp)
 
 
-def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
+def recall_at_k(approx: Sequence[np.ndarray], exact: np.ndarray) -> float:
     """Share of the exact top-k rows that the approximate top-k found (rows of queries)."""
     if exact.size == 0:
         return 1.0

@@ -26,7 +26,7 @@ def approx_top(index: AnnIndex, items: np.ndarray, users: np.ndarray, k: int,
         rows = index.candidates(user, oversample * k)
         scores = items[rows] @ user  # exact re-scoring of the candidates
         out.append(rows[np.argsort(-scores)[:k]])
-    return np.asarray(out)
+    return out
 
 
 def test_top_k_from_the_index_finds_at_least_95_percent_of_the_exact_top_k(catalogue):
