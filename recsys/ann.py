@@ -123,6 +123,10 @@ class AnnIndex:
         index.is_trained = True
         add_preassigned(index, factors, layout.assign.astype(np.int64))
         index.nprobe = max(1, min(n_probe, layout.n_lists))
+        # One query at a time gains nothing from OpenMP threads, and idle ones spin on a
+        # core that the serving process's event loop needs (readers only: a trainer sets
+        # its own count in build_layout).
+        faiss.omp_set_num_threads(1)
         self._index, self._quantizer = index, quantizer  # the index does not own its quantizer
         self.n_items = len(factors)
 
