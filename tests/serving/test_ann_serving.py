@@ -9,7 +9,7 @@ import pytest
 
 from recsys.ann import ANN_FORMAT, build_layout, pack_layout
 from recsys.modelstore import activate_version, stage_model_version
-from serving.model_holder import build_loaded_model
+from serving.served_model import build_loaded_model
 from tests.serving.conftest import manifest, running_app, with_overrides
 from tests.serving.test_api import brute_top
 
