@@ -41,6 +41,11 @@ COMPARISONS = [
     ("serving", "p50_ms", "redis_get_p50_ms", "API latency / raw Redis GET"),
     ("serving", "p99_ms", "redis_get_p99_ms", "at 300 req/s; target < 10 ms"),
     ("serving", "rps", None, "max throughput, personalised"),
+    ("serving", "large_catalog.p99_ms", "p99_ms",
+     "1,000,000 items (approximate search) / 50,000 exact; target < 10 ms at 300 req/s"),
+    ("serving", "large_catalog.api_cpu_ms_per_request", "api_cpu_ms_per_request",
+     "API CPU per request, 1,000,000 items / 50,000"),
+    ("serving", "large_catalog.recall_at_k", None, "recall@64 against exact; target >= 0.95"),
 ]
 
 

@@ -18,6 +18,9 @@ Model versions (written by the trainer, read by stream and serving)
                                              (np.savez bytes, recsys.sequence_model)
     {ns}:model:{v}:neighbours        string  item_item versions: int32 LE (n_items, N) neighbour
                                              rows (-1 pads), then float32 LE (n_items, N) weights
+    {ns}:model:{v}:ann               string  catalogues of `ann_min_items` or more: the
+                                             approximate-search layout over item_factors
+                                             (recsys.ann.pack_layout; manifest `ann_format`)
     {ns}:model:switch                pub/sub channel: the new version id, after the pointer moved
     {ns}:trainer:lease               string  token of the one trainer allowed to write versions
                                              (SET NX PX, renewed while it runs; trainer/lease.py)
@@ -70,7 +73,7 @@ from dataclasses import dataclass
 
 POPULARITY_WINDOWS = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
 _VERSION_KEY_SUFFIXES = frozenset({"manifest", "item_ids", "item_factors", "similar", "tower",
-                                   "neighbours"})
+                                   "neighbours", "ann"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,9 @@ class Keys:
 
     def model_tower(self, version: str) -> str:
         return f"{self.namespace}:model:{version}:tower"
+
+    def model_ann(self, version: str) -> str:
+        return f"{self.namespace}:model:{version}:ann"
 
     @property
     def trainer_lease(self) -> str:
@@ -140,6 +146,7 @@ class Keys:
             self.model_similar(version),
             self.model_tower(version),
             self.model_neighbours(version),
+            self.model_ann(version),
             self.popularity_alltime(version),
         ]
 

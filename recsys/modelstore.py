@@ -8,6 +8,7 @@ Manifest fields every version carries (JSON):
     version, created_at (ISO-8601), factors, regularization, alpha, iterations,
     event_weights, n_users, n_items, metrics {name: value}, baseline_metrics {...},
     snapshot {offsets: {"topic:partition": next_offset}, latest_event_ms}, similar_items_n,
+    ann_format (catalogues with an approximate-search index under Keys.model_ann),
     model_kind ("als" when absent | "neural" | "item_item" | "popularity"); neural versions
     also carry tower {format, window, dim, hidden} and their tower weights under
     Keys.model_tower; item_item versions `neighbours` (N per item) and their neighbour matrix
@@ -259,12 +260,14 @@ def stage_model_version(
     popularity: dict[str, float] | None = None,
     tower: bytes | None = None,
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+    ann: bytes | Callable[[], bytes | None] | None = None,
 ) -> None:
     """Write every key of one version (synchronous client). Does not make it current.
 
     `similar` values may be given already JSON-encoded (bytes), which saves re-encoding
     large lists; `similar` may also be a callable returning them, called once the other
-    keys are written (the trainer computes the lists meanwhile). User vectors go into the
+    keys are written (the trainer computes the lists meanwhile); `ann` (a packed
+    recsys.ann layout, or a callable returning it) likewise. User vectors go into the
     version's hash in HSET batches (one command per batch); the manifest is written last."""
     item_factors = np.asarray(item_factors, dtype=VECTOR_DTYPE)
     if item_factors.shape != (len(item_ids), int(manifest["factors"])):
@@ -311,6 +314,10 @@ def stage_model_version(
             pipe.hset(keys.model_similar(version),
                       mapping=dict(encoded[start:start + USER_VECTOR_BATCH]))
         pipe.execute()
+    if callable(ann):
+        ann = ann()
+    if ann is not None:
+        redis.set(keys.model_ann(version), ann)
     # The manifest goes last: its presence marks the version as completely staged.
     redis.set(keys.model_manifest(version), orjson.dumps(manifest))
 

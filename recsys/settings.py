@@ -411,6 +411,27 @@ class Settings(BaseSettings):
         "exclude_seen=false rank re-buys) when at least this share of bought (user, item) "
         "pairs is bought again; below it the weight is 0."
     )
+    ann_min_items: int = Field(
+        default=200_000, ge=1,
+        description="Catalogues of at least this many items get an approximate "
+        "nearest-neighbour index (recsys/ann.py): the trainer builds and publishes it with the "
+        "version, and serving answers personalised and similar-item requests from its "
+        "candidates (then re-scores them exactly) instead of scoring every item.",
+    )
+    ann_lists: int = Field(
+        default=0, ge=0, le=1_000_000,
+        description="Cells of the index (k-means centroids); 0 = about 4 sqrt(n_items).",
+    )
+    ann_probe: int = Field(
+        default=16, ge=1, le=100_000,
+        description="Cells a query visits: more finds more of the exact top k, at more CPU.",
+    )
+    ann_candidates: int = Field(
+        default=4, ge=1, le=100,
+        description="Serving asks the index for this many times (k + excluded items) "
+        "candidates, then re-scores them exactly, filters and keeps k; too few left after "
+        "filtering -> an exact scan of every item.",
+    )
     trainer_similar_max_items: int = Field(
         default=5_000, ge=0, description="Stored similar lists for at most this many (most "
         "popular) items; serving computes the others from the factors. 0 = all items."

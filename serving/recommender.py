@@ -35,12 +35,15 @@ from serving.fallback import Fallback, Result
 from serving.score_batching import ScoringBatcher
 from serving.scoring import (
     EMPTY_ROWS,
+    ann_neighbours,
+    ann_recommend,
     fold_in_session,
     join_rows,
     merge_ranked,
     recommend,
     rows_of,
     session_tower_vector,
+    subset_recommend,
     top_of_scores,
     top_page,
 )
@@ -185,19 +188,24 @@ class Recommender:
         if not np.isfinite(vector).all():
             return await self._user_fallback("bad_user_vector", user_id, k, exclude_seen,
                                              category, seen, offset, hidden)
-        scores = await self.batcher.scores(model.item_factors, vector)
-        # Exclusions from the catalog as it is after that await (no await from here on).
-        buy_again = (not exclude_seen and not offset and model.buy_again_weight > 0
-                     and bool(seen))
-        seen_rows = (rows_of(model.index, seen) if (exclude_seen or buy_again) and seen
-                     else EMPTY_ROWS)
         # Hidden (negative feedback) always goes, whatever exclude_seen says.
         hidden_rows = rows_of(model.index, hidden) if hidden else EMPTY_ROWS
-        exclude = join_rows(self.catalog.unavailable_rows(model), seen_rows, hidden_rows)
-        candidates = self.catalog.category_rows(model, category) if category else None
-        rows, scores = top_page(scores, offset, k, exclude, candidates)
-        if buy_again:
-            rows, scores = self._buy_again(model, rows, seen_rows, k, category)
+        buy_again = (not exclude_seen and not offset and model.buy_again_weight > 0
+                     and bool(seen))
+        # The index answers first pages; deeper pages need the exact ranking's total order.
+        found = (self._from_index(model, vector, k, exclude_seen, seen, hidden_rows, category)
+                 if model.ann is not None and offset == 0 and not buy_again else None)
+        if found is None:
+            scores = await self.batcher.scores(model.item_factors, vector)
+            # Exclusions from the catalog as it is after that await (no await from here on).
+            seen_rows = (rows_of(model.index, seen) if (exclude_seen or buy_again) and seen
+                         else EMPTY_ROWS)
+            exclude = join_rows(self.catalog.unavailable_rows(model), seen_rows, hidden_rows)
+            candidates = self.catalog.category_rows(model, category) if category else None
+            found = top_page(scores, offset, k, exclude, candidates)
+            if buy_again:
+                found = self._buy_again(model, found[0], seen_rows, k, category)
+        rows, scores = found
         if not len(rows):
             return await self._user_fallback("no_candidates", user_id, k, exclude_seen,
                                              category, seen, offset, hidden)
@@ -250,6 +258,20 @@ class Recommender:
                                              category, seen)
         return Result(_ranked(model, rows, scores), "personalized", model.version)
 
+    def _from_index(self, model: LoadedModel, vector: np.ndarray, k: int, exclude_seen: bool,
+                    seen: list[str], hidden_rows: np.ndarray, category: str | None
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Large catalogues: the index's candidates re-scored exactly, or only the category's
+        rows; None when too few candidates survive the exclusions (then: every item)."""
+        assert model.ann is not None
+        seen_rows = rows_of(model.index, seen) if exclude_seen and seen else EMPTY_ROWS
+        exclude = join_rows(self.catalog.unavailable_rows(model), seen_rows, hidden_rows)
+        if category:
+            return subset_recommend(vector, model.item_factors, k, exclude,
+                                    self.catalog.category_rows(model, category))
+        return ann_recommend(model.ann, vector, model.item_factors, k, exclude,
+                             self.settings.ann_candidates)
+
     # --- similar items ---------------------------------------------------------------------
     async def similar(self, item_id: str, k: int) -> Result:
         model = self.holder.current
@@ -283,9 +305,15 @@ class Recommender:
         if len(items) < k and model.factors > 0:
             # The stored list is short (top-N) or unreadable: the same version's factors
             # give the rest by cosine.
-            rows, scores = cosine_neighbours(model.item_factors, k + len(items),
-                                             model.index[item_id], norms=model.norms,
-                                             exclude=catalog.unavailable_rows(model))
+            row, want = model.index[item_id], k + len(items)
+            found = None
+            if model.ann is not None:
+                found = ann_neighbours(model.ann, row, model.item_factors, model.norms, want,
+                                       catalog.unavailable_rows(model),
+                                       self.settings.ann_candidates)
+            rows, scores = found if found is not None else cosine_neighbours(
+                model.item_factors, want, row, norms=model.norms,
+                exclude=catalog.unavailable_rows(model))
             sources.append(("factors", _ranked(model, rows, scores)))
             items, _ = merge_ranked(sources, k, {item_id}, catalog.is_allowed)
         return Result([(item, score) for item, score, _ in items], "similar", model.version)

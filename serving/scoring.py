@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from recsys.ann import AnnIndex
 from recsys.confidence import confidence
 from recsys.foldin import fold_in, score_items
 from recsys.sequence_model import UserTower, recent_items, to_rows
@@ -123,6 +124,65 @@ def top_page(
             rows, vals = pool, scores[pool]
     order = np.lexsort((rows, -vals.astype(np.float64)))[offset:depth]
     return rows[order], vals[order]
+
+
+def ann_recommend(
+    ann: AnnIndex,
+    user_vector: np.ndarray,
+    item_factors: np.ndarray,
+    k: int,
+    exclude: np.ndarray,
+    oversample: int,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """`recommend` from an approximate index's candidates, re-scored exactly (s_i = y_i . x).
+
+    The index is asked for oversample * (k + excluded) rows, so that k remain after the
+    exclusions; None when fewer do (the caller scans every item instead)."""
+    rows = ann.candidates(user_vector, oversample * (k + len(exclude)))
+    if len(exclude):
+        rows = rows[~np.isin(rows, exclude)]
+    if len(rows) < k:
+        return None
+    scores = item_factors[rows] @ user_vector.astype(item_factors.dtype, copy=False)
+    best = select_top(scores, k)
+    return rows[best], scores[best]
+
+
+def subset_recommend(
+    user_vector: np.ndarray,
+    item_factors: np.ndarray,
+    k: int,
+    exclude: np.ndarray,
+    candidates: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`recommend` restricted to `candidates` (a category), scoring only those rows."""
+    rows = candidates[~np.isin(candidates, exclude)] if len(exclude) else candidates
+    scores = item_factors[rows] @ user_vector.astype(item_factors.dtype, copy=False)
+    best = select_top(scores, k)
+    return rows[best], scores[best]
+
+
+def ann_neighbours(
+    ann: AnnIndex,
+    row: int,
+    item_factors: np.ndarray,
+    norms: np.ndarray,
+    k: int,
+    exclude: np.ndarray,
+    oversample: int,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """`cosine_neighbours` among an approximate index's candidates for y_row (inner product),
+    re-scored by exact cosine; None when fewer than k remain after the exclusions."""
+    rows = ann.candidates(item_factors[row], oversample * (k + len(exclude) + 1))
+    drop = rows == row
+    if len(exclude):
+        drop |= np.isin(rows, exclude)
+    rows = rows[~drop]
+    if len(rows) < k:
+        return None
+    scores = (item_factors[rows] @ item_factors[row]) / (norms[rows] * norms[row])
+    best = select_top(scores, k)
+    return rows[best], scores[best]
 
 
 def session_confidences(

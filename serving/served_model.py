@@ -23,7 +23,9 @@ import numpy as np
 import redis as redis_sync
 import redis.asyncio as aioredis
 
+from recsys.ann import ANN_FORMAT, AnnIndex, unpack_layout
 from recsys.candidates.neighbours import tie_break
+from recsys.errors import ModelIntegrityError
 from recsys.keys import Keys
 from recsys.model_watch import ModelSwitchWatcher
 from recsys.modelstore import ModelVersion, load_model
@@ -63,6 +65,7 @@ class LoadedModel:
     neighbour_weights: np.ndarray | None = None  # item_item: (n_items, N) float32
     neighbour_bias: np.ndarray | None = None  # item_item: popularity tie-break per row
     buy_again_weight: float = 0.0  # > 0: exclude_seen=false fuses the user's own items in
+    ann: AnnIndex | None = None  # catalogues of `ann_min_items` or more (recsys/ann.py)
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -122,6 +125,7 @@ def build_loaded_model(client: Any, keys: Keys, version: str, settings: Settings
         by_row = np.zeros(len(model.item_ids), dtype=np.float64)
         by_row[popular_rows] = scores[keep] if len(scores) else 0.0
         bias = tie_break(by_row)
+    ann = _load_ann(client, keys, model, settings)
     return LoadedModel(
         model=model,
         norms=item_norms(model.item_factors),
@@ -143,7 +147,30 @@ def build_loaded_model(client: Any, keys: Keys, version: str, settings: Settings
         neighbour_weights=model.neighbour_weights,
         neighbour_bias=bias,
         buy_again_weight=float((manifest.get("buy_again") or {}).get("weight") or 0.0),
+        ann=ann,
     )
+
+
+def _load_ann(client: Any, keys: Keys, model: ModelVersion, settings: Settings
+              ) -> AnnIndex | None:
+    """The version's approximate-search index when its catalogue is large enough. A version
+    without a usable one is still served, by scoring every item (logged)."""
+    if len(model.item_ids) < settings.ann_min_items:
+        return None
+    if model.manifest.get("ann_format") != ANN_FORMAT:
+        log.warning("version %s has %d items but no %s index: every request scores every "
+                    "item", model.version, len(model.item_ids), ANN_FORMAT)
+        return None
+    raw = client.get(keys.model_ann(model.version))
+    try:
+        if raw is None:
+            raise ModelIntegrityError("its index key is missing")
+        layout = unpack_layout(raw, len(model.item_ids), model.factors)
+        return AnnIndex(model.item_factors, layout, settings.ann_probe)
+    except ModelIntegrityError as exc:
+        log.warning("version %s: unusable ANN index (%s): every request scores every item",
+                    model.version, exc)
+        return None
 
 
 class ServedModel:

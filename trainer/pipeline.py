@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -84,6 +85,7 @@ from trainer.lease import TrainerLease
 from trainer.neural import evaluate_tower, fit_candidate, version_arrays
 from trainer.publish import (
     ModelArtifacts,
+    ann_layout,
     collect_garbage,
     collect_orphans,
     current_and_previous,
@@ -93,6 +95,7 @@ from trainer.publish import (
     publish,
     read_manifest,
     save_to_disk,
+    wants_ann,
 )
 from trainer.telemetry import TrainerMetrics
 
@@ -333,12 +336,13 @@ class Trainer:
         with self._timed(timings, "publish"):
             manifest["timings"] = {k_: round(v, 3) for k_, v in timings.items()}
             artifacts = self._artifacts(version, events, final.matrix, final.model, manifest)
+            ann = self._ann(pool, artifacts)
             # the directory is written beside the Redis keys, and complete before the
             # pointer moves (a published version is always on disk too)
             saved = pool.submit(save_to_disk, self.model_dir, artifacts)
             publish(self.redis, self.keys, artifacts, final.similar.result, final.popularity,
                     s.trainer_keep_versions, before_activate=saved.result,
-                    fence=self.lease.fence if self.lease is not None else None)
+                    fence=self.lease.fence if self.lease is not None else None, ann=ann)
             self.metrics.published.inc()
             self.metrics.mark_published()
             self.metrics.set_served(candidate.kind, decision.candidate, decision.popularity)
@@ -446,10 +450,11 @@ class Trainer:
                                                      rows)
                 return encode_similar(arrays.item_ids, rows, idx, scores)
 
+            ann = self._ann(pool, artifacts)
             saved = pool.submit(save_to_disk, self.model_dir, artifacts)
             publish(self.redis, self.keys, artifacts, pool.submit(similar).result, popularity,
                     s.trainer_keep_versions, before_activate=saved.result,
-                    fence=self.lease.fence if self.lease is not None else None)
+                    fence=self.lease.fence if self.lease is not None else None, ann=ann)
             self.metrics.published.inc()
             self.metrics.mark_published()
             self.metrics.set_served("neural", decision.candidate, decision.popularity)
@@ -697,6 +702,15 @@ class Trainer:
                  "have newer events: gating on the whole holdout (favours serving)",
                  serving.version, fresh.n_users)
         return holdout, {"holdout": "full_overlapping_serving", "users": holdout.n_users}
+
+    def _ann(self, pool: ThreadPoolExecutor, artifacts: ModelArtifacts
+             ) -> Callable[[], bytes | None] | None:
+        """Large catalogues: the approximate-search layout, built beside the other keys."""
+        s = self.settings
+        if not wants_ann(artifacts, s.ann_min_items):
+            return None
+        return pool.submit(ann_layout, artifacts.item_factors, s.ann_lists,
+                           s.trainer_fit_threads).result
 
     def _artifacts(self, version: str, events: IndexedEvents, matrix: sp.csr_matrix,
                    model: Fitted, manifest: dict[str, Any]) -> ModelArtifacts:

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from recsys.ann import ANN_FORMAT, build_layout, pack_layout
 from recsys.errors import ModelIntegrityError, ModelNotFound
 from recsys.keys import Keys
 from recsys.modelstore import (
@@ -108,6 +109,26 @@ class ModelArtifacts:
             out["neighbour_rows"] = np.asarray(self.neighbour_rows, dtype=np.int32)
             out["neighbour_weights"] = np.asarray(self.neighbour_weights, dtype=np.float32)
         return out
+
+
+# --- approximate search ------------------------------------------------------------------
+def wants_ann(artifacts: ModelArtifacts, min_items: int) -> bool:
+    """Whether this version gets an approximate-search index; if so its manifest says so
+    (call before the manifest is written anywhere)."""
+    # Versions without item factors (item_item, popularity) have nothing to search.
+    if len(artifacts.item_ids) < min_items or artifacts.item_factors.shape[1] == 0:
+        return False
+    artifacts.manifest["ann_format"] = ANN_FORMAT
+    return True
+
+
+def ann_layout(item_factors: np.ndarray, n_lists: int, threads: int) -> bytes:
+    """The packed index layout of a version's item factors (recsys.ann)."""
+    start = time.perf_counter()
+    layout = build_layout(item_factors, n_lists=n_lists, threads=threads)
+    log.info("ANN layout: %d items in %d lists, %.1fs", len(item_factors), layout.n_lists,
+             time.perf_counter() - start)
+    return pack_layout(layout)
 
 
 # --- similar items -----------------------------------------------------------------------
@@ -200,11 +221,13 @@ def publish(redis: Any, keys: Keys, artifacts: ModelArtifacts,
             similar: dict[str, bytes] | Callable[[], dict[str, bytes]] | None,
             popularity: dict[str, float] | None, keep: int,
             before_activate: Callable[[], object] | None = None,
-            fence: tuple[str, str] | None = None) -> str | None:
+            fence: tuple[str, str] | None = None,
+            ann: Callable[[], bytes | None] | None = None) -> str | None:
     """Stage every key of the version, then make it current. Returns the replaced version.
 
     `similar` may be a callable (a future's `result`): it is called after the other keys
-    are written, so that they overlap its computation.
+    are written, so that they overlap its computation; `ann` (the packed approximate-search
+    layout, `ann_layout`) the same.
 
     `before_activate` runs between the two (and may raise to stop the switch): the caller
     waits there for work that must be complete before the version is served, such as its
@@ -221,7 +244,7 @@ def publish(redis: Any, keys: Keys, artifacts: ModelArtifacts,
         user_ids=artifacts.user_ids.tolist() if has_users else None,
         user_factors=artifacts.user_factors if has_users else None, similar=similar,
         popularity=popularity, neighbours=neighbours,
-        tower=pack_tower(artifacts.tower) if artifacts.tower is not None else None)
+        tower=pack_tower(artifacts.tower) if artifacts.tower is not None else None, ann=ann)
     if before_activate is not None:
         before_activate()
     replaced = activate_version(redis, keys, artifacts.version, keep_previous=keep - 1,
