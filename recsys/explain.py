@@ -45,15 +45,16 @@ def _system(item_factors: np.ndarray, yty: np.ndarray, regularization: float,
 
 
 def _linear_contributions(item_factors: np.ndarray, yty: np.ndarray, regularization: float,
-                          target_row: int, rows: np.ndarray, weight: np.ndarray,
+                          target_rows: np.ndarray, rows: np.ndarray, weight: np.ndarray,
                           preference: np.ndarray) -> np.ndarray:
-    # A = YtY + lambda I + Yu^T (W - I) Yu ; contribution_j = p_j w_j y_i^T A^-1 y_j
+    # A = YtY + lambda I + Yu^T (W - I) Yu ; contribution_ji = p_j w_j y_i^T A^-1 y_j
+    # (history items j down, targets i across: one solve for all targets).
     if not len(rows):
-        return np.zeros(0, dtype=np.float64)
+        return np.zeros((0, len(target_rows)), dtype=np.float64)
     yu = np.asarray(item_factors[rows], dtype=np.float64)
     a = yty + regularization * np.eye(yty.shape[0]) + (yu.T * (weight - 1.0)) @ yu
-    v = np.linalg.solve(a, np.asarray(item_factors[target_row], dtype=np.float64))
-    return preference * weight * (yu @ v)
+    v = np.linalg.solve(a, np.asarray(item_factors[target_rows], dtype=np.float64).T)
+    return (preference * weight)[:, None] * (yu @ v)
 
 
 def contributions(item_factors: np.ndarray, yty: np.ndarray, regularization: float,
@@ -116,9 +117,33 @@ def explain(item_factors: np.ndarray, yty: np.ndarray, regularization: float,
     # there, so the terms come from that system, not from the sign convention.
     neg = np.zeros(len(rows), dtype=bool) if negative is None else np.asarray(negative, bool)
     magnitude = np.where(neg, -conf, conf)
-    parts = _linear_contributions(item_factors, yty, regularization, target_row, rows,
-                                  magnitude, (~neg).astype(np.float64))
+    parts = _linear_contributions(item_factors, yty, regularization,
+                                  np.asarray([target_row]), rows, magnitude,
+                                  (~neg).astype(np.float64))[:, 0]
     order = np.argsort(-parts, kind="stable")
     score = float(np.asarray(item_factors[target_row], dtype=np.float64)
                   @ np.asarray(user_vector, dtype=np.float64))
     return Explanation(rows[order], parts[order], conf[order], score, residual)
+
+
+def top_contributors(item_factors: np.ndarray, yty: np.ndarray, regularization: float,
+                     target_rows: np.ndarray, rows: np.ndarray, user_vector: np.ndarray,
+                     negative: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """`explain` for several targets at once (a recommended list), keeping each target's n
+    largest contributions: (rows, contributions), each of shape (len(target_rows), <= n),
+    largest first.
+
+    The implied confidences and the system A depend on the user only, so a list of T items
+    costs one least-squares fit and one solve with T right-hand sides."""
+    rows = np.asarray(rows, dtype=np.intp)
+    target_rows = np.asarray(target_rows, dtype=np.intp)
+    if not len(rows) or not len(target_rows):
+        empty = np.zeros((len(target_rows), 0))
+        return empty.astype(np.intp), empty
+    conf, _ = implied_confidences(item_factors, yty, regularization, rows, user_vector,
+                                  negative)
+    neg = np.zeros(len(rows), dtype=bool) if negative is None else np.asarray(negative, bool)
+    parts = _linear_contributions(item_factors, yty, regularization, target_rows, rows,
+                                  np.where(neg, -conf, conf), (~neg).astype(np.float64))
+    order = np.argsort(-parts, axis=0, kind="stable")[:n].T     # (T, n)
+    return rows[order], np.take_along_axis(parts.T, order, axis=1)

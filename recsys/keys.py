@@ -48,6 +48,15 @@ Catalog (written by the API's PUT /v1/items)
     {ns}:catalog:unavailable         set     item ids that must not be recommended
     {ns}:catalog:generation          string  counter bumped by every catalog write (API
                                              replicas reload category/unavailable on change)
+    {ns}:catalog:added               hash    item id -> when it first entered the catalogue
+                                             (epoch ms, the API's clock; HSETNX: kept across
+                                             later writes): the `new` boost condition
+    {ns}:catalog:attribute_names     set     every `attributes` name a catalogue write used
+                                             (rules naming another one are refused)
+
+Business rules (the API's /v1/placements, recsys.rules)
+    {ns}:placements                  hash    placement name -> JSON rules (boosts, pins,
+                                             max_per, diversity)
 
 Experiments (the API's /v1/admin/experiments, recsys.experiments)
     {ns}:experiments                 hash    experiment name -> JSON config (variants, shares,
@@ -206,6 +215,18 @@ class Keys:
     @property
     def catalog_generation(self) -> str:
         return f"{self.namespace}:catalog:generation"
+
+    @property
+    def catalog_added(self) -> str:
+        return f"{self.namespace}:catalog:added"
+
+    @property
+    def catalog_attribute_names(self) -> str:
+        return f"{self.namespace}:catalog:attribute_names"
+
+    @property
+    def placements(self) -> str:
+        return f"{self.namespace}:placements"
 
     # --- experiments ---------------------------------------------------------------------
     @property

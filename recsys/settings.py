@@ -503,6 +503,21 @@ class Settings(BaseSettings):
     api_max_batch_users: int = Field(
         default=100, ge=1, le=10_000,
         description="Most users in one POST /v1/recommendations/batch (422 beyond).")
+    api_rules_max_weight: float = Field(
+        default=10.0, ge=1.0, le=1000.0, allow_inf_nan=False,
+        description="Bound of a boost's multiplicative weight: weights must lie in "
+        "[1/this, this] (422 beyond).")
+    api_rules_pool_factor: int = Field(
+        default=5, ge=1, le=100,
+        description="Rules (boosts, max_per, diversity) re-rank the top "
+        "this x (offset + k) of the model's list; a boosted item deeper than that is not "
+        "reached.")
+    api_max_placements: int = Field(
+        default=1000, ge=1, le=100_000,
+        description="Most stored placements (PUT /v1/placements/{name}: 422 beyond).")
+    api_explain_items: int = Field(
+        default=3, ge=1, le=50,
+        description="History items listed per recommended item with explain=true.")
     api_max_page_size: int = Field(
         default=1000, ge=1, le=100_000,
         description="Largest `limit` of the listing endpoints (GET /v1/items, "

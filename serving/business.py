@@ -14,7 +14,7 @@ import numpy as np
 from redis.exceptions import RedisError
 
 from recsys.errors import ModelIntegrityError
-from recsys.explain import explain
+from recsys.explain import explain, top_contributors
 from recsys.modelstore import unpack_vector
 from serving import ServingError
 from serving.fallback import Result
@@ -120,6 +120,30 @@ def because(model: LoadedModel, user: UserVector, item_id: str, n: int) -> dict:
                   for r, c, conf in zip(result.rows[:n].tolist(), result.contributions[:n],
                                         result.confidences[:n], strict=True)],
     }
+
+
+def because_lists(model: LoadedModel, user: UserVector, item_ids: Sequence[str], n: int
+                  ) -> list[list[dict]]:
+    """For each item of a served list, the user's n items that contributed most to its
+    score (the /because maths for the whole list: one solve, recsys.explain). Items the
+    model does not know, and users without a vector, get []."""
+    out: list[list[dict]] = [[] for _ in item_ids]
+    if model.model.tower is not None or user.vector is None:
+        return out
+    positions = [pos for pos, item in enumerate(item_ids) if item in model.index]
+    if not positions:
+        return out
+    targets = np.asarray([model.index[item_ids[pos]] for pos in positions], dtype=np.intp)
+    history = np.unique(rows_of(model.index, [*user.seen, *user.hidden]))
+    negative = np.isin(history, rows_of(model.index, user.hidden))
+    rows, parts = top_contributors(model.item_factors, model.model.yty, model.regularization,
+                                   targets, history, user.vector, negative, n)
+    ids = model.item_ids
+    for pos, item_rows, item_parts in zip(positions, rows.tolist(), parts.tolist(),
+                                          strict=True):
+        out[pos] = [{"item_id": ids[r], "contribution": c}
+                    for r, c in zip(item_rows, item_parts, strict=True)]
+    return out
 
 
 # --- scores of a given list ---------------------------------------------------------------

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from recsys.erasure import remove_item_commands
+from recsys.eventtime import now_ms
 from recsys.keys import Keys
 from recsys.settings import Settings
 from serving.redis_guard import RedisGuard
@@ -93,6 +94,11 @@ class Catalog:
         self.by_category: dict[str, set[str]] = {}
         self.unavailable: set[str] = set()
         self.generation: int | None = None
+        # Every name an item's `attributes` used (rules naming another one are refused).
+        self.attribute_names: set[str] = set()
+        # item -> (expires, its decoded catalogue fields and added_ms, or None): what
+        # business rules match against (rule_items).
+        self._rule_items: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._seq = 0  # bumped on every in-memory change; keys the memo
         self._memo: dict[tuple[str, int, str], Any] = {}
         # item -> (expires, detail_members(item)); b'' caches "not in Redis" too.
@@ -184,6 +190,8 @@ class Catalog:
                 break
         members = await self.control.smembers(self.keys.catalog_unavailable)
         unavailable = {m.decode() for m in members}
+        names = await self.control.smembers(self.keys.catalog_attribute_names)
+        self.attribute_names = {m.decode() for m in names}
         by_category: dict[str, set[str]] = {}
         for item, category in categories.items():
             if category:
@@ -191,6 +199,7 @@ class Catalog:
         self.categories, self.by_category, self.unavailable = categories, by_category, unavailable
         self.generation = int(generation) if generation is not None else None
         self._details.clear()
+        self._rule_items.clear()
         self._changed()
         log.info("catalog loaded: %d items with a category, %d unavailable (generation %s)",
                  len(categories), len(unavailable), self.generation)
@@ -236,8 +245,12 @@ class Catalog:
         keys = self.keys
         pipe = self.redis.pipeline(transaction=True)
         stored = []
+        added = now_ms()  # the server's clock: a client never says when an item is new
+        names: set[str] = set()
         for item_id, item in items:
             encoded = encode_item(item)
+            pipe.hsetnx(keys.catalog_added, item_id, added)
+            names.update(item.get("attributes") or {})
             pipe.delete(keys.item(item_id))
             pipe.hset(keys.item(item_id), mapping=encoded)
             pipe.hset(keys.catalog_category, item_id, item.get("category") or "")
@@ -246,12 +259,16 @@ class Catalog:
             else:
                 pipe.sadd(keys.catalog_unavailable, item_id)
             stored.append(decode_item(encoded))
+        if names:
+            pipe.sadd(keys.catalog_attribute_names, *sorted(names))
         pipe.incr(keys.catalog_generation)
         results = await pipe.execute()
         written = int(results[-1])
         # Synchronous from here on: a request sees the catalog before or after the batch.
         for (item_id, _), item in zip(items, stored, strict=True):
             self._apply_one(item_id, item)
+            self._rule_items.pop(item_id, None)
+        self.attribute_names |= names
         self._changed()
         if written == (self.generation or 0) + 1:
             self.generation = written
@@ -274,6 +291,7 @@ class Catalog:
                 del self.by_category[old]
         self.unavailable.add(item_id)
         self._details.pop(item_id, None)
+        self._rule_items.pop(item_id, None)
         self._changed()
         if written == (self.generation or 0) + 1:
             self.generation = written
@@ -317,4 +335,47 @@ class Catalog:
             if self.settings.api_catalog_cache_size:
                 cache[item_ids[pos]] = (expires, members)
             out[pos] = members
+        return out
+
+    async def rule_items(self, item_ids: list[str]) -> list[dict[str, Any] | None]:
+        """Each item's catalogue fields as business rules match them (recsys.rules.values_of):
+        the decoded catalogue dict plus `added_ms`; None for items not in the catalogue or
+        when Redis cannot say. Cached like the display details (api_catalog_cache_s).
+
+        The one place rules read items from: switch it here when the catalogue's shape
+        changes."""
+        now = time.monotonic()
+        out: list[dict[str, Any] | None] = []
+        missing: list[int] = []
+        cache = self._rule_items
+        for item_id in item_ids:
+            hit = cache.get(item_id)
+            if hit is not None and hit[0] > now:
+                out.append(hit[1])
+                continue
+            if item_id in self.categories:
+                missing.append(len(out))
+            out.append(None)
+        if not missing or not self.guard.available:
+            return out
+        wanted = [item_ids[pos] for pos in missing]
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for item_id in wanted:
+                pipe.hgetall(self.keys.item(item_id))
+            pipe.hmget(self.keys.catalog_added, wanted)
+            *raws, added = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self.guard.failed("catalog_rule_items", exc)
+            return out
+        if len(cache) + len(missing) > self.settings.api_catalog_cache_size:
+            cache.clear()
+        expires = now + self.settings.api_catalog_cache_s
+        for pos, raw, when in zip(missing, raws, added, strict=True):
+            item = decode_item(raw) if raw else None
+            if item is not None and when is not None:
+                item["added_ms"] = int(when)
+            if self.settings.api_catalog_cache_size:
+                cache[item_ids[pos]] = (expires, item)
+            out[pos] = item
         return out

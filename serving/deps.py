@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Query, Request, Security, status
 from fastapi.security import APIKeyHeader
+from pydantic import ValidationError
 
 from recsys.events import MAX_ID_LENGTH
+from recsys.rules import FIELD_PATTERN, PLACEMENT_NAME_PATTERN, Rules, RulesError
 from recsys.settings import Settings
+from serving.merchandising import Reranker, RuleRequest, UnknownPlacement, resolve
 from serving.schemas import ID_PATTERN
 from serving.state import Services
 
@@ -179,3 +183,70 @@ async def get_limit(
 
 Offset = Annotated[int, Depends(get_offset)]
 Limit = Annotated[int, Depends(get_limit)]
+
+
+# --- business rules (recsys.rules, serving.merchandising) ------------------------------------
+@dataclass(frozen=True)
+class RuleQuery:
+    """The rule parameters of a list request's query string."""
+
+    placement: str | None
+    rules: Rules | None
+
+
+async def get_rule_query(
+    placement: Annotated[str | None, Query(
+        pattern=PLACEMENT_NAME_PATTERN,
+        description="Apply the rules stored as this placement (PUT /v1/placements/{name}); "
+        "422 when there is none.")] = None,
+    diversity: Annotated[float | None, Query(
+        ge=0.0, le=1.0, allow_inf_nan=False,
+        description="MMR re-rank: 0 keeps the model's order, 1 picks the least similar "
+        "item next (cosine of the item factors).")] = None,
+    max_per: Annotated[int | None, Query(
+        ge=1, le=10_000,
+        description="At most this many items per value of `max_per_field`.")] = None,
+    max_per_field: Annotated[str, Query(
+        pattern=FIELD_PATTERN,
+        description="What `max_per` groups by: category, brand, tag or "
+        "attributes.<name>.")] = "category",
+) -> RuleQuery:
+    rules = None
+    if diversity is not None or max_per is not None:
+        try:
+            rules = Rules(diversity=diversity, max_per=max_per, max_per_field=max_per_field)
+        except ValidationError as exc:
+            raise HTTPException(422, "; ".join(
+                f"max_per_field: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors())) from None
+    return RuleQuery(placement, rules)
+
+
+RuleQueryDep = Annotated[RuleQuery, Depends(get_rule_query)]
+NO_RULES = RuleQuery(None, None)  # the signature default (FastAPI always solves it)
+
+
+async def rule_request(services: Services, query: RuleQuery, k: int, offset: int = 0,
+                       body_rules: Rules | None = None) -> RuleRequest | None:
+    """The merged rules of one request (placement, then the query's, then the body's
+    `rules`); None when there are none. 422 naming the parameter when they cannot apply."""
+    own = query.rules
+    param = ""
+    if body_rules is not None:
+        own = body_rules.over(own)
+        param = "rules"
+    try:
+        return await resolve(services.placements, services.catalog, query.placement, own, k,
+                             offset, services.settings.api_rules_max_weight, param)
+    except UnknownPlacement as exc:
+        raise HTTPException(422, f"placement: {exc}") from None
+    except RulesError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def reranker(services: Services, request: RuleRequest | None,
+             hidden: Callable[[], Awaitable[list[str]]] | None = None) -> Reranker | None:
+    if request is None:
+        return None
+    return Reranker(request, services.catalog, services.holder,
+                    services.settings.api_rules_pool_factor, hidden)

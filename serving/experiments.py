@@ -115,12 +115,17 @@ def labels(assigned: tuple[Experiment, Variant] | None) -> tuple[str | None, str
 
 async def recommend(services: Services, endpoint: str, subject: str | None, k: int,
                     category: str | None, personalised: Callable[[], Awaitable[Result]],
-                    in_experiment: bool = True) -> tuple[Result, dict[str, str | None]]:
+                    in_experiment: bool = True,
+                    finish: Callable[[Result], Awaitable[Result]] | None = None
+                    ) -> tuple[Result, dict[str, str | None]]:
     """Serve one list: the subject's variant decides what is served (when `in_experiment`),
-    the impression is queued, and the response's `recommendation_id` and `variant` are
-    returned for `render`."""
+    `finish` (business rules) turns it into the list shown, the impression of that list is
+    queued, and the response's `recommendation_id` and `variant` are returned for
+    `render`."""
     assigned = services.experiments.assign(subject) if in_experiment else None
     result = await serve(services.recommender, assigned, k, category, personalised)
+    if finish is not None:
+        result = await finish(result)
     variant, experiment = labels(assigned)
     rid = services.impressions.record(services.producer, endpoint, result, subject, variant,
                                       experiment)

@@ -35,6 +35,7 @@ from serving.routes import (
     health,
     items,
     listing,
+    placements,
     popular,
     recommendations,
     scores,
@@ -136,7 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.services = None
     for module in (recommendations, explain, scores, batch, listing, items, users, popular,
-                   events, compat, health, experiments, admin):
+                   events, compat, health, experiments, admin, placements):
         app.include_router(module.router)
     mount_web(app)  # after the JSON routes: pages never stand before a /v1 match
 

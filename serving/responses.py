@@ -20,16 +20,19 @@ class OrjsonResponse(JSONResponse):
 
 
 async def render(result: Result, catalog: Catalog, metrics: ApiMetrics, endpoint: str,
-                 **extra: Any) -> Response:
+                 item_members: list[bytes] | None = None, **extra: Any) -> Response:
     """Items with their catalog details, model version and source.
 
     The same JSON as serialising {**extra, "items": [{"item_id", "score", **details}, ...],
     "model_version", "source", "fallback_sources"}, built from cached serialised details:
-    the item list is most of a response's serialisation cost.
+    the item list is most of a response's serialisation cost. `item_members` adds
+    serialised members (`,"pinned":true`...) to each item, in order.
     """
     metrics.count_response(endpoint, result.source)
     ids = [item for item, _ in result.items]
     members = await catalog.detail_members(ids)
+    if item_members is not None:
+        members = [more + own for more, own in zip(members, item_members, strict=True)]
     dumps = orjson.dumps
     if ids:
         # One dumps for all scores (orjson's float formatting); a number has no comma.

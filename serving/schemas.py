@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys.events import MAX_ID_LENGTH, RATING_MAX, RATING_MIN, EventType
+from recsys.rules import PLACEMENT_NAME_PATTERN, Rules
 
 # The schema's own bound on lists (no setting can allow more); routes apply the settings.
 from recsys.settings import MAX_ANONYMOUS_ITEMS_LIMIT
@@ -68,6 +69,11 @@ class CatalogBatchOut(BaseModel):
 
 
 # --- recommendations ---------------------------------------------------------------------
+class BecauseItem(BaseModel):
+    item_id: str = Field(description="An item of the user's history.")
+    contribution: float = Field(description="Its share of the score, c_j y_i^T A^-1 y_j.")
+
+
 class RecommendedItem(BaseModel):
     item_id: str
     score: float = Field(description="Model score, similarity or popularity (by source).")
@@ -77,6 +83,11 @@ class RecommendedItem(BaseModel):
     price: float | None = None
     available: bool | None = None
     attributes: dict[str, Any] | None = None
+    pinned: bool | None = Field(default=None, description="True when a rule's pin put the "
+                                "item at its position (absent otherwise).")
+    because: list[BecauseItem] | None = Field(
+        default=None, description="explain=true: the user's history items that contributed "
+        "most to the item's score, largest first ([] when the list is not the ALS model's).")
 
 
 class RecommendationList(BaseModel):
@@ -95,6 +106,8 @@ class RecommendationList(BaseModel):
         default_factory=list,
         description="For fallbacks: which lists filled it (trending:<window>, "
         "popular:alltime, category), in order.")
+    placement: str | None = Field(default=None, description="The placement whose rules "
+                                  "applied (absent without one).")
 
 
 class UserRecommendations(RecommendationList):
@@ -129,6 +142,25 @@ class AnonymousRequest(BaseModel):
     items: list[SessionInteraction] = Field(
         min_length=1, max_length=MAX_ANONYMOUS_ITEMS_LIMIT,
         description="The visitor's interactions, oldest first (at most api_max_anonymous_items).")
+    rules: Rules | None = Field(default=None, description="Business rules of this request "
+                                "(as in POST /v1/users/{user_id}/recommendations).")
+
+
+class RecommendRequest(BaseModel):
+    """The personalised list's parameters, and per-request business rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(default=10, ge=1, description="How many items: 1..api_max_k (setting).")
+    offset: int = Field(default=0, ge=0, description="Skip this many (paging); at most "
+                        "api_max_offset (setting).")
+    exclude_seen: bool = True
+    category: Id | None = None
+    placement: str | None = Field(default=None, pattern=PLACEMENT_NAME_PATTERN,
+                                  description="Apply this stored placement's rules first.")
+    explain: bool = Field(default=False, description="Add `because` to each item.")
+    rules: Rules | None = Field(default=None, description="Boosts, pins, max_per and "
+                                "diversity of this request.")
 
 
 # --- events ------------------------------------------------------------------------------

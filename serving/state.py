@@ -19,6 +19,7 @@ from serving.catalog import Catalog
 from serving.experiments import Experiments
 from serving.fallback import Fallback
 from serving.impressions import IMPRESSION_FLUSH_S, ImpressionRecorder
+from serving.merchandising import Placements
 from serving.recommender import Recommender
 from serving.redis_guard import RedisGuard
 from serving.served_model import ServedModel
@@ -67,6 +68,7 @@ class Services:
     producer: EventProducer | None = None
     impressions: ImpressionRecorder = field(init=False)
     experiments: Experiments = field(init=False)
+    placements: Placements = field(init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _delivery_failed_seen: int = 0
 
@@ -84,12 +86,14 @@ class Services:
                        recommender)
         services.impressions = ImpressionRecorder(settings, metrics)
         services.experiments = Experiments(keys, control)
+        services.placements = Placements(keys, control)
         # First load before serving, so a healthy start answers from the model at once;
         # failures here are not fatal (the background tasks keep trying).
         try:
             await catalog.load()
             await holder.refresh()
             await services.experiments.refresh()
+            await services.placements.refresh()
         except (RedisError, OSError) as exc:
             guard.failed("startup", exc)
             log.warning("starting without Redis (%s): serving fallbacks until it answers", exc)
@@ -138,6 +142,7 @@ class Services:
                 await task
         await self.holder.stop()
         await self.experiments.stop()
+        await self.placements.stop()
         await self.catalog.stop()
         self.impressions.flush(self.producer)
         if self.producer is not None:

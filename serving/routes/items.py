@@ -7,7 +7,17 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Response
 from redis.exceptions import RedisError
 
-from serving.deps import ItemIdPath, K, ServicesDep, SessionQuery, WriteAccess
+from serving.deps import (
+    NO_RULES,
+    ItemIdPath,
+    K,
+    RuleQueryDep,
+    ServicesDep,
+    SessionQuery,
+    WriteAccess,
+    reranker,
+    rule_request,
+)
 from serving.experiments import recommend
 from serving.recommender import ItemNotFound
 from serving.responses import OrjsonResponse, render
@@ -34,13 +44,18 @@ router = APIRouter(tags=["items"],
             responses={404: {"model": ErrorOut, "description": "unknown item"}},
             summary="Items similar to an item")
 async def similar_items(services: ServicesDep, item_id: ItemIdPath, k: K,
-                        session_id: SessionQuery = None) -> SimilarItems:
+                        session_id: SessionQuery = None,
+                        rules: RuleQueryDep = NO_RULES) -> SimilarItems:
+    ruled = reranker(services, await rule_request(services, rules, k))
+    depth = k if ruled is None else ruled.pool
     try:
-        result, served = await recommend(services, "similar", session_id, k, None,
-                                         lambda: services.recommender.similar(item_id, k))
+        result, served = await recommend(services, "similar", session_id, depth, None,
+                                         lambda: services.recommender.similar(item_id, depth),
+                                         finish=ruled)
     except ItemNotFound as exc:
         raise HTTPException(404, str(exc)) from None
     return await render(result, services.catalog, services.metrics, "similar",
+                        ruled.members() if ruled else None,
                         item_id=item_id, **served)  # type: ignore[return-value]
 
 

@@ -6,7 +6,16 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from serving.deps import CategoryQuery, K, ServicesDep, SessionQuery
+from serving.deps import (
+    NO_RULES,
+    CategoryQuery,
+    K,
+    RuleQueryDep,
+    ServicesDep,
+    SessionQuery,
+    reranker,
+    rule_request,
+)
 from serving.experiments import recommend
 from serving.responses import render
 from serving.schemas import ErrorOut, PopularItems
@@ -22,10 +31,15 @@ async def popular(
     window: Annotated[Literal["1h", "24h", "7d"], Query(description="Trending window.")] = "24h",
     category: CategoryQuery = None,
     session_id: SessionQuery = None,
+    rules: RuleQueryDep = NO_RULES,
 ) -> PopularItems:
+    ruled = reranker(services, await rule_request(services, rules, k))
+    depth = k if ruled is None else ruled.pool
     # Not part of an experiment (it is the popularity list already), but recorded.
     result, served = await recommend(
-        services, "popular", session_id, k, category,
-        lambda: services.recommender.popular(k, window, category), in_experiment=False)
+        services, "popular", session_id, depth, category,
+        lambda: services.recommender.popular(depth, window, category), in_experiment=False,
+        finish=ruled)
     return await render(result, services.catalog, services.metrics, "popular",
+                        ruled.members() if ruled else None,
                         window=window, **served)  # type: ignore[return-value]

@@ -5,21 +5,36 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.routing import APIRoute
 
+from serving.business import Unavailable, because_lists, read_users
 from serving.deps import (
+    NO_RULES,
     CategoryQuery,
     K,
     Offset,
+    RuleQuery,
+    RuleQueryDep,
     ServicesDep,
     SessionQuery,
     UserIdPath,
     plain_user_params,
+    reranker,
+    rule_request,
 )
 from serving.experiments import recommend
+from serving.fallback import Result
+from serving.merchandising import RuleRequest
 from serving.responses import render
-from serving.schemas import AnonymousRequest, ErrorOut, RecommendationList, UserRecommendations
+from serving.schemas import (
+    AnonymousRequest,
+    ErrorOut,
+    RecommendationList,
+    RecommendRequest,
+    UserRecommendations,
+)
 from serving.state import Services
 
 router = APIRouter(tags=["recommendations"],
@@ -27,13 +42,47 @@ router = APIRouter(tags=["recommendations"],
 
 
 async def _for_user(services: Services, user_id: str, k: int, exclude_seen: bool,
-                    category: str | None, offset: int = 0) -> Response:
+                    category: str | None, offset: int = 0, rules: RuleRequest | None = None,
+                    explain: bool = False) -> Response:
     # A popularity variant serves the trending list (not paged: `offset` is the model's).
-    result, served = await recommend(
-        services, "user", user_id, k, category,
-        lambda: services.recommender.for_user(user_id, k, exclude_seen, category, offset))
-    return await render(result, services.catalog, services.metrics, "user", user_id=user_id,
-                        **served)
+    rec = services.recommender
+    ruled = reranker(services, rules, lambda: rec.hidden(user_id))
+    if ruled is None:
+        result, served = await recommend(
+            services, "user", user_id, k, category,
+            lambda: rec.for_user(user_id, k, exclude_seen, category, offset))
+        members = None
+    else:
+        # The rules re-rank a deeper list from the top, then cut the page.
+        result, served = await recommend(
+            services, "user", user_id, ruled.pool, category,
+            lambda: rec.for_user(user_id, ruled.pool, exclude_seen, category, 0),
+            finish=ruled)
+        members = ruled.members()
+    if explain:
+        because = [b',"because":' + orjson.dumps(entry)
+                   for entry in await _because(services, user_id, result)]
+        members = because if members is None else [
+            own + more for own, more in zip(members, because, strict=True)]
+    extra = {"placement": rules.placement} if rules is not None and rules.placement else {}
+    return await render(result, services.catalog, services.metrics, "user", members,
+                        user_id=user_id, **extra, **served)
+
+
+async def _because(services: Services, user_id: str, result: Result) -> list[list[dict]]:
+    """explain=true: each item's top contributing history items; [] for every item when the
+    list is not the ALS model's (a fallback, another version) or Redis cannot say."""
+    model = services.holder.current
+    empty: list[list[dict]] = [[] for _ in result.items]
+    if (model is None or result.source != "personalized"
+            or result.model_version != model.version):
+        return empty
+    try:
+        (user,) = await read_users(services.recommender, model, [user_id])
+    except Unavailable:
+        return empty
+    return because_lists(model, user, [item for item, _ in result.items],
+                         services.settings.api_explain_items)
 
 
 class PersonalisedRoute(APIRoute):
@@ -69,9 +118,14 @@ async def user_recommendations(
     exclude_seen: Annotated[bool, Query(description="Leave out items the user has seen.")]
     = True,
     offset: Offset = 0,
+    rules: RuleQueryDep = NO_RULES,
+    explain: Annotated[bool, Query(
+        description="Add to each item `because`: the user's history items that contributed "
+        "most to its score (api_explain_items of them; the /because maths).")] = False,
 ) -> UserRecommendations:
+    merged = await rule_request(services, rules, k, offset)
     return await _for_user(services, user_id, k, exclude_seen, category,
-                           offset)  # type: ignore[return-value]
+                           offset, merged, explain)  # type: ignore[return-value]
 
 
 router.add_api_route("/v1/users/{user_id}/recommendations", user_recommendations,
@@ -80,21 +134,50 @@ router.add_api_route("/v1/users/{user_id}/recommendations", user_recommendations
                      description="Items `offset` .. `offset + k - 1` of the user's ranking. "
                      "The model's ranking is ordered by score, then by the item's row, so "
                      "the pages of one model version and user state neither overlap nor "
-                     "skip an item (a new event of the user, or a model switch, re-ranks).",
+                     "skip an item (a new event of the user, or a model switch, re-ranks). "
+                     "Business rules: `placement` applies a stored rule set; `diversity`, "
+                     "`max_per` and `max_per_field` add to it (boosts and pins need the POST "
+                     "variant's body). Rules re-rank the model's top api_rules_pool_factor x "
+                     "(offset + k).",
                      route_class_override=PersonalisedRoute)
+
+
+@router.post(
+    "/v1/users/{user_id}/recommendations", response_model=UserRecommendations,
+    summary="Personalised top-k for a user, with per-request business rules",
+    description="The GET route's list, its parameters in a JSON body, with `rules`: boosts "
+    "(field, value or min/max or days, weight), pins (item_id, position 1..k), max_per, "
+    "max_per_field and diversity. They apply on top of the `placement`'s rules (a boost "
+    "replaces the placement's boost of the same condition, a pin the placement's pin of "
+    "the same item or position). Bad rules: 422 naming the parameter (`rules.boosts[0]."
+    "weight`...). A read: no API key needed.")
+async def user_recommendations_with_rules(services: ServicesDep, user_id: UserIdPath,
+                                          body: RecommendRequest) -> UserRecommendations:
+    settings = services.settings
+    if body.k > settings.api_max_k:
+        raise HTTPException(422, f"k must be between 1 and {settings.api_max_k}; got {body.k}")
+    if body.offset > settings.api_max_offset:
+        raise HTTPException(422, f"offset must be between 0 and {settings.api_max_offset}; "
+                            f"got {body.offset}")
+    merged = await rule_request(services, RuleQuery(body.placement, None), body.k,
+                                body.offset, body.rules)
+    return await _for_user(services, user_id, body.k, body.exclude_seen, body.category,
+                           body.offset, merged, body.explain)  # type: ignore[return-value]
 
 
 @router.post("/v1/recommendations/anonymous", response_model=RecommendationList,
              summary="Recommendations for a visitor without id, from their session")
 async def anonymous_recommendations(
     services: ServicesDep, body: AnonymousRequest, k: K, category: CategoryQuery = None,
-    session_id: SessionQuery = None,
+    session_id: SessionQuery = None, rules: RuleQueryDep = NO_RULES,
 ) -> RecommendationList:
     limit = services.settings.api_max_anonymous_items
     if len(body.items) > limit:
         raise HTTPException(422, f"at most {limit} items per session; got {len(body.items)}")
+    ruled = reranker(services, await rule_request(services, rules, k, 0, body.rules))
+    depth = k if ruled is None else ruled.pool
     result, served = await recommend(
-        services, "anonymous", session_id, k, category,
-        lambda: services.recommender.anonymous(body.items, k, category))
+        services, "anonymous", session_id, depth, category,
+        lambda: services.recommender.anonymous(body.items, depth, category), finish=ruled)
     return await render(result, services.catalog, services.metrics, "anonymous",
-                        **served)  # type: ignore[return-value]
+                        ruled.members() if ruled else None, **served)  # type: ignore[return-value]

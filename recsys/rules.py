@@ -1,0 +1,374 @@
+"""Business rules over a ranked list: boosts and burials by attribute, a cap per attribute
+value, an MMR diversity re-rank and pinned positions. Pure: no I/O, no framework.
+
+A rule set is applied to a pool of candidates (the model's ranking, deeper than the page) in
+this order:
+
+1. **Boosts.** Every boost whose condition an item matches multiplies its score's strength by
+   the boost's weight w (w > 1 boosts, w < 1 buries; several matching boosts multiply):
+
+       s' = s * w   when s >= 0,      s' = s / w   when s < 0
+
+   so that a larger weight always raises an item, whatever the sign of its score (ALS scores
+   can be negative). The pool is re-sorted by s' (ties keep the model's order).
+2. **Diversity.** Greedy selection of the list, position by position:
+   - with `max_per`, an item whose group (its value of `max_per_field`) already has
+     `max_per` items in the list is skipped (items without a value are never capped);
+   - with `diversity` = lambda > 0, the next item maximises Maximal Marginal Relevance
+
+         MMR(i) = (1 - lambda) rel(i) - lambda max_{j in list} sim(i, j)
+
+     rel = s' scaled to [0, 1] over the pool, sim = cosine of the items' factors (0 for an
+     item without factors). lambda = 0 keeps the boosted order.
+3. **Pins.** Each pinned item is put at its position (1 = first) and removed from wherever
+   else it was; the other items keep their order around it.
+
+Conditions read an item's attributes through `values_of`, the one function that knows the
+shape of a catalogue item (the decoded catalogue dict: category / category_paths, brand,
+tags, price, attributes, and `added_ms`, the server's record of when the item first entered
+the catalogue).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from recsys.errors import RecsysError
+from recsys.events import MAX_ID_LENGTH
+
+# Bounds on one rule set (no setting can allow more: they bound the work per request).
+MAX_BOOSTS = 32
+MAX_PINS = 100
+MAX_NEW_DAYS = 3650.0
+DAY_MS = 86_400_000
+# Fields every catalogue item has a meaning for; anything else is `attributes.<name>`.
+BUILTIN_FIELDS = ("brand", "category", "tag", "price", "new")
+GROUP_FIELDS = ("brand", "category", "tag")
+ATTRIBUTE_PREFIX = "attributes."
+PLACEMENT_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+FIELD_PATTERN = r"^(brand|category|tag|price|new|attributes\.[^\x00-\x1F\x7F]{1,128})$"
+
+Value = str | bool | int | Annotated[float, Field(allow_inf_nan=False)]
+Number = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class RulesError(RecsysError, ValueError):
+    """A rule set that cannot be applied; `param` names the offending parameter."""
+
+    def __init__(self, param: str, reason: str) -> None:
+        super().__init__(f"{param}: {reason}")
+        self.param = param
+        self.reason = reason
+
+
+class Boost(BaseModel):
+    """Multiply the score of the items matching one condition by `weight`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(pattern=FIELD_PATTERN, description=(
+        "What to match: brand, category (the item's category or any prefix of its category "
+        "paths, `a/b`), tag, price, new (entered the catalogue within `days`), or "
+        "attributes.<name>."))
+    value: Value | None = Field(default=None, description=(
+        "Equality: brand, category, tag, attributes.<name>."))
+    min: Number | None = Field(default=None, description="Numeric lower bound (inclusive): "
+                               "price, attributes.<name>.")
+    max: Number | None = Field(default=None, description="Numeric upper bound (inclusive): "
+                               "price, attributes.<name>.")
+    days: Number | None = Field(default=None, gt=0, le=MAX_NEW_DAYS, description=(
+        "new: the item entered the catalogue at most this many days ago (server time)."))
+    weight: Number = Field(gt=0, description=(
+        "Multiplicative weight: > 1 boosts, < 1 buries; within [1/api_rules_max_weight, "
+        "api_rules_max_weight] (setting)."))
+
+    @model_validator(mode="after")
+    def _condition_fits_field(self) -> Boost:
+        numeric = self.min is not None or self.max is not None
+        if self.field == "new":
+            if self.days is None or self.value is not None or numeric:
+                raise ValueError("field 'new' takes `days` only")
+        elif self.days is not None:
+            raise ValueError(f"`days` is for field 'new', not {self.field!r}")
+        elif self.field == "price":
+            if not numeric or self.value is not None:
+                raise ValueError("field 'price' takes `min` and/or `max`")
+        elif self.field in GROUP_FIELDS:
+            if not isinstance(self.value, str) or numeric:
+                raise ValueError(f"field {self.field!r} takes a text `value`")
+            if not 0 < len(self.value) <= MAX_ID_LENGTH:
+                raise ValueError(f"`value` must be 1-{MAX_ID_LENGTH} characters")
+        elif (self.value is None) == (not numeric):
+            raise ValueError(f"field {self.field!r} takes either `value` or `min`/`max`")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+        return self
+
+    def condition(self) -> tuple[Any, ...]:
+        """What the boost matches (two boosts with the same condition conflict)."""
+        return (self.field, self.value, self.min, self.max, self.days)
+
+
+class Pin(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    item_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH,
+                         pattern=r"^[^\x00-\x1F\x7F]*[^\x00-\x20\x7F][^\x00-\x1F\x7F]*$")
+    position: int = Field(ge=1, description="1 = first; at most k.")
+
+
+class Rules(BaseModel):
+    """Boosts, pins and diversity of one request or one placement."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    boosts: list[Boost] = Field(default_factory=list, max_length=MAX_BOOSTS)
+    pins: list[Pin] = Field(default_factory=list, max_length=MAX_PINS)
+    max_per: int | None = Field(default=None, ge=1, description=(
+        "At most this many items per value of `max_per_field` in a list."))
+    max_per_field: str = Field(default="category", pattern=FIELD_PATTERN, description=(
+        "The attribute `max_per` groups by: brand, category (the primary one), tag (the "
+        "first one) or attributes.<name>."))
+    diversity: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False,
+                                    description=("MMR trade-off in [0, 1]: 0 keeps the "
+                                                 "ranking, 1 picks the least similar item."))
+
+    @model_validator(mode="after")
+    def _no_conflicts(self) -> Rules:
+        seen: dict[tuple[Any, ...], int] = {}
+        for n, boost in enumerate(self.boosts):
+            first = seen.setdefault(boost.condition(), n)
+            if first != n:
+                raise ValueError(f"boosts[{n}] has the same condition as boosts[{first}] "
+                                 "(conflicting weights for one condition)")
+        items: dict[str, int] = {}
+        positions: dict[int, int] = {}
+        for n, pin in enumerate(self.pins):
+            if items.setdefault(pin.item_id, n) != n:
+                raise ValueError(f"pins[{n}]: item {pin.item_id!r} is pinned twice")
+            if positions.setdefault(pin.position, n) != n:
+                raise ValueError(f"pins[{n}]: position {pin.position} is pinned twice")
+        if self.max_per_field in ("price", "new"):
+            raise ValueError("max_per_field must be brand, category, tag or attributes.<name>")
+        return self
+
+    @property
+    def empty(self) -> bool:
+        return not (self.boosts or self.pins or self.max_per or self.diversity)
+
+    def over(self, base: Rules | None) -> Rules:
+        """These (request) rules on top of `base` (a placement's): a boost replaces the
+        base's boost of the same condition, a pin the base's pin of the same item or
+        position; max_per and diversity replace the base's when given."""
+        if base is None or base.empty:
+            return self
+        mine = {b.condition() for b in self.boosts}
+        items = {p.item_id for p in self.pins}
+        positions = {p.position for p in self.pins}
+        return Rules(
+            boosts=[b for b in base.boosts if b.condition() not in mine] + self.boosts,
+            pins=[p for p in base.pins if p.item_id not in items
+                  and p.position not in positions] + self.pins,
+            max_per=self.max_per if self.max_per is not None else base.max_per,
+            max_per_field=(self.max_per_field if "max_per_field" in self.model_fields_set
+                           else base.max_per_field),
+            diversity=self.diversity if self.diversity is not None else base.diversity)
+
+
+def check_rules(rules: Rules, *, max_weight: float, max_position: int,
+                known_attributes: Iterable[str], param: str = "rules") -> None:
+    """The bounds that depend on settings and on the catalogue: weights within
+    [1/max_weight, max_weight], pins at positions 1..max_position, attributes the catalogue
+    knows. Raises RulesError naming the parameter (`param.` prefixes it, when given)."""
+    known = set(known_attributes)
+    param = f"{param}." if param else ""
+    for n, boost in enumerate(rules.boosts):
+        if not 1.0 / max_weight <= boost.weight <= max_weight:
+            raise RulesError(f"{param}boosts[{n}].weight",
+                             f"{boost.weight:g} is outside [{1.0 / max_weight:g}, "
+                             f"{max_weight:g}] (setting api_rules_max_weight)")
+        _check_field(boost.field, known, f"{param}boosts[{n}].field")
+    for n, pin in enumerate(rules.pins):
+        if pin.position > max_position:
+            raise RulesError(f"{param}pins[{n}].position",
+                             f"position {pin.position} is beyond k ({max_position})")
+    if rules.max_per is not None:
+        _check_field(rules.max_per_field, known, f"{param}max_per_field")
+
+
+def _check_field(field: str, known: set[str], param: str) -> None:
+    if field.startswith(ATTRIBUTE_PREFIX) and field[len(ATTRIBUTE_PREFIX):] not in known:
+        raise RulesError(param, f"unknown attribute {field[len(ATTRIBUTE_PREFIX):]!r}: no "
+                         "catalogue item has it")
+
+
+# --- matching -------------------------------------------------------------------------------
+def values_of(item: Mapping[str, Any] | None, field: str) -> list[Any]:
+    """An item's values of `field`, the first being its primary one ([] when it has none).
+
+    The one place that reads a catalogue item's shape: today's decoded catalogue dict
+    (category, attributes with brand/tags inside) and the ItemAttributes fields
+    (category_paths, brand, tags), whichever the item has."""
+    if not item:
+        return []
+    attributes = item.get("attributes") or {}
+    if field == "category":
+        paths = item.get("category_paths") or ()
+        out = [item["category"]] if item.get("category") else []
+        out += ["/".join(path[:depth + 1]) for path in paths for depth in range(len(path))]
+        return out
+    if field == "brand":
+        brand = item.get("brand", attributes.get("brand"))
+        return [brand] if brand is not None else []
+    if field == "tag":
+        tags = item.get("tags") or attributes.get("tags") or ()
+        return [tags] if isinstance(tags, str) else list(tags)
+    if field == "price":
+        return [item["price"]] if item.get("price") is not None else []
+    if field == "new":
+        return [item["added_ms"]] if item.get("added_ms") is not None else []
+    if field.startswith(ATTRIBUTE_PREFIX):
+        value = attributes.get(field[len(ATTRIBUTE_PREFIX):])
+        return [value] if value is not None else []
+    return []
+
+
+def matches(boost: Boost, item: Mapping[str, Any] | None, now_ms: int) -> bool:
+    values = values_of(item, boost.field)
+    if boost.field == "new":
+        assert boost.days is not None
+        return bool(values) and now_ms - values[0] <= boost.days * DAY_MS
+    if boost.value is not None:
+        # bool is an int in Python: True must not equal 1 here.
+        return any(v == boost.value and isinstance(v, bool) == isinstance(boost.value, bool)
+                   for v in values)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            continue
+        if (boost.min is None or v >= boost.min) and (boost.max is None or v <= boost.max):
+            return True
+    return False
+
+
+def boost_weights(rules: Rules, items: Sequence[Mapping[str, Any] | None],
+                  now_ms: int) -> np.ndarray:
+    """The product of the matching boosts' weights, per item (1 where none matches)."""
+    weights = np.ones(len(items), dtype=np.float64)
+    for boost in rules.boosts:
+        hit = [matches(boost, item, now_ms) for item in items]
+        weights[np.asarray(hit, dtype=bool)] *= boost.weight
+    return weights
+
+
+def boosted(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """s * w for s >= 0, s / w for s < 0 (see the module notes)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return np.where(scores >= 0, scores * weights, scores / weights)
+
+
+# --- selection --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Ranked:
+    """A re-ranked list: item ids, their scores after boosts (a pinned item keeps its own
+    score), and which positions are pinned."""
+
+    ids: list[str]
+    scores: list[float]
+    pinned: list[bool]
+
+
+def mmr_order(relevance: np.ndarray, vectors: np.ndarray | None, diversity: float,
+              groups: Sequence[Any] | None, max_per: int | None, depth: int) -> list[int]:
+    """Positions of the pool chosen greedily (see the module notes), at most `depth`.
+
+    `relevance` is in pool order (the boosted order); `vectors` the items' factors, rows of
+    zeros for items without any; `groups` each item's group (None: never capped)."""
+    n = len(relevance)
+    counts: dict[Any, int] = {}
+
+    def allowed(i: int) -> bool:
+        return max_per is None or groups is None or groups[i] is None \
+            or counts.get(groups[i], 0) < max_per
+
+    def take(i: int) -> None:
+        if groups is not None and groups[i] is not None:
+            counts[groups[i]] = counts.get(groups[i], 0) + 1
+
+    if not diversity or vectors is None or n == 0:
+        chosen = []
+        for i in range(n):
+            if len(chosen) >= depth:
+                break
+            if allowed(i):
+                chosen.append(i)
+                take(i)
+        return chosen
+    low, high = float(relevance.min()), float(relevance.max())
+    rel = (relevance - low) / (high - low) if high > low else np.ones(n)
+    norms = np.linalg.norm(vectors, axis=1)
+    unit = vectors / np.where(norms > 0, norms, 1.0)[:, None]
+    similarity = unit @ unit.T                 # the pool's cosines, P x P
+    closest = np.zeros(n)                       # max sim to the chosen ones
+    free = np.ones(n, dtype=bool)
+    chosen = []
+    while len(chosen) < depth:
+        candidates = [i for i in np.flatnonzero(free).tolist() if allowed(i)]
+        if not candidates:
+            break
+        idx = np.asarray(candidates)
+        mmr = (1.0 - diversity) * rel[idx] - diversity * closest[idx]
+        best = int(idx[int(np.argmax(mmr))])   # argmax: the first of ties, pool order
+        chosen.append(best)
+        take(best)
+        free[best] = False
+        closest = np.maximum(closest, similarity[best])
+    return chosen
+
+
+def apply_rules(rules: Rules, ids: Sequence[str], scores: Sequence[float],
+                items: Sequence[Mapping[str, Any] | None], vectors: np.ndarray | None,
+                now_ms: int, depth: int, pinnable: Mapping[str, float] | None = None
+                ) -> Ranked:
+    """The first `depth` positions of the pool (`ids`, best first, with their `scores`,
+    catalogue `items` and factor `vectors`) under `rules`.
+
+    `pinnable` maps each pinned item that may be shown (available, not hidden from this
+    user) to its score; pins of other items are dropped."""
+    pins = [p for p in rules.pins if pinnable is None or p.item_id in pinnable]
+    pool_scores = dict(zip(ids, (float(s) for s in scores), strict=True))
+    pinned_ids = {p.item_id for p in pins}
+    keep = [i for i, item_id in enumerate(ids) if item_id not in pinned_ids]
+    ids = [ids[i] for i in keep]
+    items = [items[i] for i in keep]
+    values = np.asarray([scores[i] for i in keep], dtype=np.float64)
+    if vectors is not None:
+        vectors = vectors[keep]
+    if rules.boosts:
+        values = boosted(values, boost_weights(rules, items, now_ms))
+        order = np.argsort(-values, kind="stable")
+        ids = [ids[i] for i in order]
+        items = [items[i] for i in order]
+        values = values[order]
+        if vectors is not None:
+            vectors = vectors[order]
+    groups = None
+    if rules.max_per is not None:
+        groups = [next(iter(values_of(item, rules.max_per_field)), None) for item in items]
+        groups = [g if isinstance(g, str | int | float | bool) else None for g in groups]
+    chosen = mmr_order(values, vectors, rules.diversity or 0.0, groups, rules.max_per, depth)
+    out_ids = [ids[i] for i in chosen]
+    out_scores = [float(values[i]) for i in chosen]
+    flags = [False] * len(out_ids)
+    for pin in sorted(pins, key=lambda p: p.position):
+        at = min(pin.position - 1, len(out_ids))
+        score = pool_scores.get(pin.item_id, (pinnable or {}).get(pin.item_id, 0.0))
+        out_ids.insert(at, pin.item_id)
+        out_scores.insert(at, float(score))
+        flags.insert(at, True)
+    return Ranked(out_ids[:depth], out_scores[:depth], flags[:depth])
