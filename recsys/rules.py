@@ -219,10 +219,12 @@ def values_of(item: Mapping[str, Any] | None, field: str) -> list[Any]:
         return []
     attributes = item.get("attributes") or {}
     if field == "category":
+        # The primary category first (the leaf, or the primary path), then every prefix.
         paths = item.get("category_paths") or ()
         out = [item["category"]] if item.get("category") else []
+        out += ["/".join(path) for path in paths[:1]]
         out += ["/".join(path[:depth + 1]) for path in paths for depth in range(len(path))]
-        return out
+        return list(dict.fromkeys(out))
     if field == "brand":
         brand = item.get("brand", attributes.get("brand"))
         return [brand] if brand is not None else []

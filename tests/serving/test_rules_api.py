@@ -1,0 +1,227 @@
+"""Business rules over the real API, a real Redis and a real fitted model (issue #18):
+boosts, pins, max_per, diversity, placements, explain=true, and their bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recsys.rules import DAY_MS
+from tests.serving.conftest import running_app, with_overrides
+from tests.serving.test_business_api import write_fold_in_user
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+KEY = {"X-API-Key": "secret"}
+
+
+def brand_of(item: str) -> str:
+    return "acme" if int(item[2]) % 2 == 0 else "zeta"
+
+
+async def load_catalog(client, published) -> None:
+    body = [{"item_id": item, "category": published.category_of[item],
+             "attributes": {"brand": brand_of(item), "margin": int(item[2]) / 10}}
+            for item in published.item_ids]
+    r = await client.put("/v1/items", json=body, headers=KEY)
+    assert r.status_code == 200, r.text
+
+
+@pytest.fixture
+async def api(settings, published):
+    async with running_app(with_overrides(settings, api_key="secret")) as http:
+        await load_catalog(http, published)
+        yield http
+
+
+def ids(body: dict) -> list[str]:
+    return [i["item_id"] for i in body["items"]]
+
+
+def boosted(score: float, weight: float) -> float:
+    return score * weight if score >= 0 else score / weight
+
+
+async def test_a_boost_reranks_by_the_weighted_score(api, published):
+    plain = (await api.get("/v1/users/u1/recommendations", params={"k": 40})).json()
+    rules = {"boosts": [{"field": "brand", "value": "zeta", "weight": 3.0},
+                        {"field": "attributes.margin", "min": 0.8, "weight": 0.5}]}
+    r = await api.post("/v1/users/u1/recommendations", json={"k": 10, "rules": rules})
+    assert r.status_code == 200, r.text
+    weight = {i: (3.0 if brand_of(i) == "zeta" else 1.0) * (0.5 if int(i[2]) >= 8 else 1.0)
+              for i in published.item_ids}
+    expected = sorted(plain["items"], key=lambda e: -boosted(e["score"], weight[e["item_id"]]))
+    assert ids(r.json()) == [e["item_id"] for e in expected[:10]]
+    assert ids(r.json()) != ids(plain)[:10]
+
+
+async def test_pins_take_positions_and_unavailable_or_hidden_items_are_not_pinned(
+        api, published, redis_client, keys):
+    favourite = published.category_of[published.seen["u1"][0]]
+    other = next(i for i in published.item_ids if published.category_of[i] != favourite)
+    hidden = next(i for i in published.item_ids if published.category_of[i] != favourite
+                  and i != other)
+    redis_client.sadd(keys.hidden("u1"), hidden)
+    await api.put("/v1/items/i39", json={"category": "cat3", "available": False}, headers=KEY)
+    rules = {"pins": [{"item_id": other, "position": 1}, {"item_id": "i39", "position": 2},
+                      {"item_id": hidden, "position": 3}]}
+    body = (await api.post("/v1/users/u1/recommendations",
+                           json={"k": 5, "rules": rules})).json()
+    assert body["items"][0]["item_id"] == other and body["items"][0]["pinned"] is True
+    assert "i39" not in ids(body) and hidden not in ids(body)
+    assert [i.get("pinned", False) for i in body["items"]] == [True] + [False] * 4
+
+
+async def test_pages_with_rules_tile_the_ranking(api):
+    rules = {"boosts": [{"field": "brand", "value": "acme", "weight": 1.5}], "diversity": 0.3}
+    whole = (await api.post("/v1/users/u2/recommendations",
+                            json={"k": 10, "rules": rules})).json()
+    first = (await api.post("/v1/users/u2/recommendations",
+                            json={"k": 5, "rules": rules})).json()
+    second = (await api.post("/v1/users/u2/recommendations",
+                             json={"k": 5, "offset": 5, "rules": rules})).json()
+    assert ids(first) + ids(second) == ids(whole)
+
+
+async def test_max_per_caps_each_category_and_diversity_spreads_the_list(api, published):
+    body = (await api.get("/v1/users/u1/recommendations",
+                          params={"k": 8, "max_per": 2})).json()
+    categories = [published.category_of[i] for i in ids(body)]
+    assert len(body["items"]) == 8
+    assert max(categories.count(c) for c in set(categories)) == 2
+    plain = (await api.get("/v1/users/u1/recommendations", params={"k": 8})).json()
+    spread = (await api.get("/v1/users/u1/recommendations",
+                            params={"k": 8, "diversity": 0.9})).json()
+
+    def mean_similarity(items: list[str]) -> float:
+        y = published.item_factors[[published.item_ids.index(i) for i in items]]
+        y = y / np.linalg.norm(y, axis=1, keepdims=True)
+        sim = y @ y.T
+        return float(sim[np.triu_indices(len(items), 1)].mean())
+
+    assert mean_similarity(ids(spread)) < mean_similarity(ids(plain)) - 0.05
+    same = (await api.get("/v1/users/u1/recommendations",
+                          params={"k": 8, "diversity": 0})).json()
+    assert ids(same) == ids(plain)
+
+
+async def test_placements_are_managed_by_api_with_the_key_and_applied_by_name(api, published):
+    rules = {"boosts": [{"field": "brand", "value": "zeta", "weight": 10.0}], "max_per": 3}
+    assert (await api.put("/v1/placements/home", json=rules)).status_code == 401
+    r = await api.put("/v1/placements/home", json=rules, headers=KEY)
+    assert r.status_code == 200, r.text
+    assert (await api.get("/v1/placements")).json()["home"]["max_per"] == 3
+    assert (await api.get("/v1/placements/home")).json()["boosts"][0]["weight"] == 10.0
+    body = (await api.get("/v1/users/u1/recommendations",
+                          params={"k": 3, "placement": "home"})).json()
+    assert body["placement"] == "home"
+    same = (await api.post("/v1/users/u1/recommendations", json={"k": 3, "rules": rules}))
+    assert ids(body) == ids(same.json())
+    plain = (await api.get("/v1/users/u1/recommendations", params={"k": 3})).json()
+    assert ids(body) != ids(plain)
+    # A request's own rules go on top of the placement's.
+    mine = {"k": 3, "placement": "home",
+            "rules": {"boosts": [{"field": "brand", "value": "zeta", "weight": 1.0}],
+                      "max_per": 40}}
+    r = await api.post("/v1/users/u1/recommendations", json=mine)
+    assert ids(r.json()) == ids(plain)
+    for path in ("/v1/popular", "/v1/items/i00/similar"):
+        r = await api.get(path, params={"k": 3, "placement": "home"})
+        assert r.status_code == 200, r.text
+    r = await api.delete("/v1/placements/home", headers=KEY)
+    assert r.status_code == 204
+    r = await api.get("/v1/users/u1/recommendations", params={"placement": "home"})
+    assert r.status_code == 422 and "placement" in r.json()["detail"]
+
+
+async def test_new_means_entered_the_catalogue_recently_by_the_servers_clock(
+        api, published, redis_client, keys):
+    first_added = int(redis_client.hget(keys.catalog_added, "i01"))
+    # Re-writing an item keeps the time it first entered the catalogue.
+    await api.put("/v1/items/i01", json={"category": "cat0"}, headers=KEY)
+    assert int(redis_client.hget(keys.catalog_added, "i01")) == first_added
+    # A client cannot say when an item is new.
+    r = await api.put("/v1/items/i02", json={"category": "cat0", "added_ms": 0}, headers=KEY)
+    assert r.status_code == 422
+    # Every item but two entered long ago (a fresh API process reads the record).
+    old = first_added - 30 * DAY_MS
+    redis_client.hset(keys.catalog_added,
+                      mapping={i: old for i in published.item_ids if i not in ("i30", "i31")})
+    async with running_app(with_overrides(api._transport.app.state.settings)) as fresh:
+        rules = {"boosts": [{"field": "new", "days": 7, "weight": 1000.0}]}
+        r = await fresh.post("/v1/users/u1/recommendations", json={"k": 2, "rules": rules})
+        assert r.status_code == 422 and "rules.boosts[0].weight" in r.json()["detail"]
+        rules["boosts"][0]["weight"] = 10.0
+        plain = (await fresh.get("/v1/users/u1/recommendations", params={"k": 40})).json()
+        scores = {e["item_id"]: e["score"] for e in plain["items"]}
+        body = (await fresh.post("/v1/users/u1/recommendations",
+                                 json={"k": 40, "rules": rules})).json()
+        expected = sorted(scores, key=lambda i: -boosted(scores[i],
+                                                         10.0 if i in ("i30", "i31") else 1))
+        assert ids(body) == expected
+
+
+@pytest.mark.parametrize("request_, param", [
+    ({"params": {"diversity": 1.5}}, "diversity"),
+    ({"params": {"max_per": 0}}, "max_per"),
+    ({"params": {"max_per": 2, "max_per_field": "price"}}, "max_per_field"),
+    ({"params": {"max_per": 2, "max_per_field": "attributes.nope"}}, "max_per_field"),
+    ({"params": {"placement": "nowhere"}}, "placement"),
+    ({"params": {"placement": "bad name!"}}, "placement"),
+    ({"json": {"rules": {"boosts": [{"field": "brand", "value": "x", "weight": 11}]}}},
+     "rules.boosts[0].weight"),
+    ({"json": {"rules": {"boosts": [{"field": "brand", "value": "x", "weight": 0.01}]}}},
+     "rules.boosts[0].weight"),
+    ({"json": {"rules": {"boosts": [{"field": "brand", "value": "x", "weight": 2},
+                                    {"field": "brand", "value": "x", "weight": 0.5}]}}},
+     "rules"),
+    ({"json": {"rules": {"boosts": [{"field": "price", "min": 9, "max": 1, "weight": 2}]}}},
+     "rules.boosts.0"),
+    ({"json": {"rules": {"boosts": [{"field": "attributes.colour", "value": "red",
+                                     "weight": 2}]}}}, "rules.boosts[0].field"),
+    ({"json": {"k": 5, "rules": {"pins": [{"item_id": "i00", "position": 6}]}}},
+     "rules.pins[0].position"),
+    ({"json": {"rules": {"pins": [{"item_id": "i00", "position": 0}]}}}, "position"),
+    ({"json": {"rules": {"unknown": 1}}}, "rules.unknown"),
+    ({"json": {"k": 100000}}, "k"),
+    ({"json": {"rules": {"diversity": "lots"}}}, "rules.diversity"),
+])
+async def test_bad_rules_are_422_naming_the_parameter(api, request_, param):
+    if "json" in request_:
+        r = await api.post("/v1/users/u1/recommendations", json=request_["json"])
+    else:
+        r = await api.get("/v1/users/u1/recommendations", params=request_["params"])
+    assert r.status_code == 422, r.text
+    assert param in r.json()["detail"], r.json()["detail"]
+
+
+async def test_bad_placements_are_refused_at_write(api):
+    r = await api.put("/v1/placements/p1", headers=KEY,
+                      json={"boosts": [{"field": "attributes.nope", "value": 1, "weight": 2}]})
+    assert r.status_code == 422 and "boosts[0].field" in r.json()["detail"]
+    r = await api.put("/v1/placements/p1", headers=KEY,
+                      json={"pins": [{"item_id": "a", "position": 100_000}]})
+    assert r.status_code == 422 and "pins[0].position" in r.json()["detail"]
+    r = await api.get("/v1/placements/p1")
+    assert r.status_code == 404
+
+
+async def test_explain_lists_the_because_contributions_of_every_item(
+        api, published, redis_client, keys):
+    items = ["i00", "i01", "i02", "i13", "i25"]
+    write_fold_in_user(redis_client, keys, published, "fold", items, [3.0, 9.0, 1.5, 17.0, 5.0])
+    body = (await api.get("/v1/users/fold/recommendations",
+                          params={"k": 4, "explain": "true"})).json()
+    assert body["source"] == "personalized" and len(body["items"]) == 4
+    for entry in body["items"]:
+        single = (await api.get(
+            f"/v1/users/fold/recommendations/{entry['item_id']}/because",
+            params={"k": 3})).json()
+        assert [b["item_id"] for b in entry["because"]] == \
+            [b["item_id"] for b in single["items"]]
+        assert np.allclose([b["contribution"] for b in entry["because"]],
+                           [b["contribution"] for b in single["items"]], rtol=1e-6)
+    fallback = (await api.get("/v1/users/stranger/recommendations",
+                              params={"explain": "true"})).json()
+    assert fallback["source"].startswith("fallback:")
+    assert all(entry["because"] == [] for entry in fallback["items"])
