@@ -24,6 +24,10 @@ Measured in the same run:
   personalised request with the impression record queued on the broker and without,
   alternating rounds in the same app (process CPU time, so the producer's own threads, its
   compression and its network writes count).
+- with rules (`--rules-only` runs only this): the personalised route with a stored placement
+  (boosts by brand, margin and new items, at most 3 per category, MMR diversity 0.3) against
+  the plain route, alternating fixed-rate phases in one API process over the same catalogue:
+  p50/p99 of each and the same-run p99 ratio.
 """
 
 from __future__ import annotations
@@ -477,6 +481,93 @@ class _Api(RoleProcess):
                 self.metric("recsys_api_scoring_batch_size_count"))
 
 
+# The "with rules" line: a stored placement with boosts (brand, margin, new items), at most
+# RULES_MAX_PER items per category, and an MMR re-rank, over a catalogue of N_ITEMS.
+RULES_PLACEMENT = {
+    "boosts": [{"field": "brand", "value": "b3", "weight": 2.0},
+               {"field": "attributes.margin", "min": 0.3, "weight": 1.5},
+               {"field": "new", "days": 7, "weight": 1.2}],
+    "max_per": 3, "max_per_field": "category", "diversity": 0.3}
+RULES_CATEGORIES = 500
+RULES_BRANDS = 50
+
+
+def _seed_catalog(client: Any, keys: Any, n_items: int) -> None:
+    """A catalogue for the model's items (category, brand, margin; a tenth of them new),
+    written as the API's own catalogue write stores it, and the bench placement."""
+    from recsys.rules import Rules
+    from serving.catalog import encode_item
+
+    rng = np.random.default_rng(3)
+    now_ms = int(time.time() * 1000)
+    pipe = client.pipeline(transaction=False)
+    for n in range(n_items):
+        item = f"i{n}"
+        category = f"c{rng.integers(RULES_CATEGORIES)}"
+        pipe.hset(keys.item(item), mapping=encode_item({
+            "category": category, "name": f"item {n}",
+            "attributes": {"brand": f"b{rng.integers(RULES_BRANDS)}",
+                           "margin": round(float(rng.random()), 2)}}))
+        pipe.hset(keys.catalog_category, item, category)
+        old = n % 10 != 0
+        pipe.hset(keys.catalog_added, item, now_ms - (30 * 86_400_000 if old else 0))
+        if n % 5000 == 4999:
+            pipe.execute()
+    pipe.sadd(keys.catalog_attribute_names, "brand", "margin")
+    pipe.incr(keys.catalog_generation)
+    pipe.hset(keys.placements, "bench", Rules.model_validate(RULES_PLACEMENT).model_dump_json())
+    pipe.execute()
+
+
+def rules_phase(client: Any, keys: Any, env: dict[str, str], users: list[str], quick: bool,
+                logs: Path) -> dict[str, Any]:
+    """Plain vs with rules (placement=bench), alternating fixed-rate phases at RATE in one
+    API process over the same catalogue: p50/p99 of each, the same-run p99 ratio, and the
+    API's CPU per request of each."""
+    from shell.localstack import free_port
+
+    _seed_catalog(client, keys, N_ITEMS)
+    rnd = random.Random(11)
+    picks = [rnd.choice(users) for _ in range(5000)]
+    plain = [f"/v1/users/{u}/recommendations?k={K}" for u in picks]
+    ruled = [p + "&placement=bench" for p in plain]
+    personalised = b'"source":"personalized"'
+    duration = 4.0 if quick else 10.0
+    api = _Api(env, free_port(), logs)
+    latencies: dict[str, list[float]] = {"plain": [], "rules": []}
+    cpu: dict[str, float] = {"plain": 0.0, "rules": 0.0}
+    failures = 0
+    try:
+        api.wait_ready("v50k")
+        status, body = api.get(ruled[0])
+        if status != 200:
+            raise RuntimeError(f"rules request failed: {status} {body[:300]!r}")
+        # Warm both paths (the catalogue cache fills on the rules path's first requests).
+        _run_load({"host": "127.0.0.1", "port": api.port, "phases": [
+            {"name": name, "kind": "fixed", "paths": paths[::-1], "rate": RATE,
+             "duration": 3.0} for name, paths in (("w1", plain), ("w2", ruled))]})
+        for _ in range(2):
+            for name, paths in (("plain", plain), ("rules", ruled)):
+                before = api.cpu_s()
+                out = _run_load({"host": "127.0.0.1", "port": api.port, "phases": [
+                    {"name": name, "kind": "fixed", "paths": paths, "rate": RATE,
+                     "duration": duration, "expect": personalised}]})[name]
+                cpu[name] += api.cpu_s() - before
+                latencies[name] += out["latencies"]
+                failures += out["failures"]
+    finally:
+        api.stop()
+    result: dict[str, Any] = {"placement": RULES_PLACEMENT, "k": K, "rate": RATE,
+                              "failed_or_not_personalised": failures}
+    for name in ("plain", "rules"):
+        result[f"{name}_p50_ms"], result[f"{name}_p99_ms"] = _percentiles(latencies[name])
+        result[f"{name}_requests"] = len(latencies[name])
+        result[f"{name}_api_cpu_ms_per_request"] = cpu[name] * 1000 / len(latencies[name])
+    result["p99_ratio_rules_to_plain"] = result["rules_p99_ms"] / result["plain_p99_ms"]
+    result["rules_p99_target_met"] = result["rules_p99_ms"] < 10.0
+    return result
+
+
 def large_catalog(client: Any, keys: Any, env: dict[str, str], quick: bool) -> dict[str, Any]:
     """Personalised top-k over a million-item catalogue through the approximate-search index:
     the trainer's own layout build, one API process at the fixed rate, and recall@k of the
@@ -641,6 +732,8 @@ def run(quick: bool = False, profile: str | None = None) -> dict[str, Any]:
             result["failed_or_not_personalised"] = two["failures"]
         finally:
             api.stop()
+        # Last on v50k (later phases publish other versions): it adds a catalogue.
+        result["rules"] = rules_phase(client, keys, env, users, quick, Path(logs))
         result["redis_get_p50_ms"], result["redis_get_p99_ms"] = _redis_get_baseline(
             client, keys, "v50k", users, 1000 if quick else 5000)
         result["scoring_p50_ms"], result["scoring_p99_ms"] = _scoring_baseline(
@@ -711,12 +804,34 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the impressions on/off CPU comparison")
     parser.add_argument("--large-only", action="store_true",
                         help="only the million-item phase (approximate search)")
+    parser.add_argument("--rules-only", action="store_true",
+                        help="only plain vs with-rules (placement: boosts, max_per, "
+                        "diversity) at the fixed rate, same run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.impressions:
         result = run_impressions(quick=args.quick)
         print(json.dumps(result, indent=2))
         _print_impressions(result)
+        return 0
+    if args.rules_only:
+        import redis
+
+        from recsys.keys import Keys
+        from shell.localstack import LocalStack
+
+        with LocalStack() as stack, tempfile.TemporaryDirectory(prefix="serving-bench-") as logs:
+            env = {**stack.env(), "RECSYS_REDIS_NAMESPACE": NAMESPACE,
+                   "RECSYS_LOG_LEVEL": "WARNING"}
+            client = redis.Redis.from_url(stack.redis_url)
+            keys = Keys(NAMESPACE)
+            users = _publish(client, keys, "v50k", N_ITEMS, 5_000 if args.quick else 20_000,
+                             seed=0)
+            _seed_history(client, keys, users, N_ITEMS)
+            rules = rules_phase(client, keys, env, users, args.quick, Path(logs))
+            client.close()
+        print(json.dumps({"rules": rules}, indent=2))
+        _print_rules(rules)
         return 0
     if args.large_only:
         import redis
@@ -777,7 +892,19 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['rss_mb_500k']:.0f} MB with {N_ITEMS_LARGE:,} items")
     _print_impressions(result)
     _print_large(result["large_catalog"])
+    _print_rules(result["rules"])
     return 0
+
+
+def _print_rules(rules: dict[str, Any]) -> None:
+    print(f"with rules (placement: 3 boosts, max_per 3 per category, diversity 0.3; k={K}, "
+          f"{N_ITEMS:,} items) at {RATE:.0f} req/s: p50 {rules['rules_p50_ms']:.2f} ms, p99 "
+          f"{rules['rules_p99_ms']:.2f} ms (target p99 < 10 ms: "
+          f"{'met' if rules['rules_p99_target_met'] else 'NOT met'}); plain in the same run "
+          f"p50 {rules['plain_p50_ms']:.2f} ms, p99 {rules['plain_p99_ms']:.2f} ms -> p99 "
+          f"ratio x{rules['p99_ratio_rules_to_plain']:.2f}; API CPU per request "
+          f"{rules['rules_api_cpu_ms_per_request']:.2f} ms vs "
+          f"{rules['plain_api_cpu_ms_per_request']:.2f} ms")
 
 
 def _print_impressions(result: dict[str, Any]) -> None:

@@ -21,6 +21,9 @@ items that occur in training allowed:
 Metrics at k: recsys.quality (precision, recall, F1, MAP, NDCG, hit rate, coverage), plus
 `map_ms@k`, MAP as Microsoft Recommenders computes it (AP divided by all of the user's
 held-out items, not min(k, n)), so the stratified table compares with their published rows.
+`ild@k` is the lists' intra-list diversity (recsys.quality.intra_list_diversity: 1 - the
+co-occurrence cosine of the training data, averaged over each list's pairs), next to NDCG in
+every row: a re-rank for diversity trades one for the other.
 
 For sources with explicit ratings, RMSE of rating predictors (evaluation.rating) on the held
 -out ratings of users and items that occur in training.
@@ -57,7 +60,14 @@ from recsys.errors import RecsysError
 from recsys.events import EventType
 from recsys.holdout_eval import fold_in_users
 from recsys.matrix import IndexedEvents, index_events, weight_matrix
-from recsys.quality import HEADLINE_METRICS, METRIC_NAMES, UserItems, hits, ranking_metrics
+from recsys.quality import (
+    HEADLINE_METRICS,
+    METRIC_NAMES,
+    UserItems,
+    hits,
+    intra_list_diversity,
+    ranking_metrics,
+)
 from recsys.selection import Selection, SelectionConfig, config_from_settings, fit_on, select
 from recsys.sequence_model import tower_queries
 from recsys.sequence_train import NeuralParams, fit_neural_on, import_torch, neural_params
@@ -206,6 +216,7 @@ def score(recs: np.ndarray, split: Split, k: int, ci: bool = False) -> dict[str,
     h = split.holdout
     values = ranking_metrics(recs, h.relevant, k, h.n_items)
     values[f"map_ms@{k}"] = map_ms_at_k(recs, h.relevant, k)
+    values[f"ild@{k}"] = intra_list_diversity(np.asarray(recs)[:, :k], split.conf_train)
     if ci:
         lo, hi = bootstrap_ci(recs, h.relevant, k, h.n_items, f"ndcg@{k}")
         values[f"ndcg_lo@{k}"], values[f"ndcg_hi@{k}"] = lo, hi
@@ -425,7 +436,7 @@ def _replay_params(settings: Settings,
 
 # --- output ---------------------------------------------------------------------------------
 def _metric_keys(k: int) -> list[str]:
-    return [f"{m}@{k}" for m in METRIC_NAMES] + [f"map_ms@{k}"]
+    return [f"{m}@{k}" for m in METRIC_NAMES] + [f"map_ms@{k}", f"ild@{k}"]
 
 
 def results_table(models: Mapping[str, Mapping[str, float]], k: int,

@@ -18,6 +18,11 @@ of relevant items of user u; every per-user value is averaged over users):
                   IDCG = DCG of min(k, n_u) relevant items at the top
     hit rate@k  = share of users with at least one relevant item in their top k
     coverage@k  = distinct recommended items / catalogue size
+    ILD@k       = intra-list diversity: the mean over a list's pairs (i, j) of
+                  1 - cos(i, j), cos = |U_i & U_j| / sqrt(|U_i| |U_j|) with U_i the users
+                  who interacted with item i in the training data (co-occurrence cosine:
+                  the same item representation for every model, so every model's lists are
+                  measured alike); lists of fewer than two items are left out
 
 These follow the usual definitions (Microsoft Recommenders uses the same precision, recall and
 NDCG; its MAP divides by n_u instead of min(k, n_u), which gives lower values when n_u > k).
@@ -28,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 METRIC_NAMES = ("precision", "recall", "f1", "map", "ndcg", "hit_rate", "coverage")
 # The metrics that reports, charts and tables show, in their column order.
@@ -162,3 +168,38 @@ def ranking_metrics(recommended: np.ndarray, relevant: UserItems, k: int,
         "coverage": catalog_coverage(recommended, n_items),
     }
     return {f"{name}@{k}": value for name, value in values.items()}
+
+
+def intra_list_diversity(recommended: np.ndarray, interactions: sp.spmatrix) -> float:
+    """ILD@k (see the module notes) of `recommended` (n_users, k; -1 pads), with items
+    represented by their columns of the training matrix `interactions` (users x items,
+    any non-zero counts as an interaction). Only the recommended items' co-occurrences are
+    computed."""
+    recs = np.asarray(recommended, dtype=np.int64)
+    if recs.ndim != 2 or recs.shape[1] < 2:
+        return 0.0
+    items = unique_sorted(recs[recs >= 0])
+    if not len(items):
+        return 0.0
+    x = sp.csc_matrix(interactions)[:, items]
+    x.data = np.ones_like(x.data, dtype=np.float64)
+    x.eliminate_zeros()
+    counts = np.asarray(x.sum(axis=0)).ravel()
+    co = (x.T @ x).tocsr()                      # co-occurrence of the recommended items
+    pos = np.searchsorted(items, np.where(recs >= 0, recs, items[0]))
+    total = np.zeros(len(recs))
+    pairs = np.zeros(len(recs))
+    k = recs.shape[1]
+    for a in range(k):
+        for b in range(a + 1, k):
+            valid = (recs[:, a] >= 0) & (recs[:, b] >= 0)
+            if not valid.any():
+                continue
+            i, j = pos[valid, a], pos[valid, b]
+            norm = np.sqrt(counts[i] * counts[j])
+            shared = np.asarray(co[i, j]).ravel()
+            cosine = np.divide(shared, norm, out=np.zeros_like(shared), where=norm > 0)
+            total[valid] += 1.0 - cosine
+            pairs[valid] += 1
+    lists = pairs > 0
+    return float((total[lists] / pairs[lists]).mean()) if lists.any() else 0.0

@@ -290,46 +290,50 @@ def mmr_order(relevance: np.ndarray, vectors: np.ndarray | None, diversity: floa
     """Positions of the pool chosen greedily (see the module notes), at most `depth`.
 
     `relevance` is in pool order (the boosted order); `vectors` the items' factors, rows of
-    zeros for items without any; `groups` each item's group (None: never capped)."""
+    zeros for items without any; `groups` each item's group (None: never capped). Each step
+    is a few array operations over the pool (no Python loop over its items)."""
     n = len(relevance)
-    counts: dict[Any, int] = {}
-
-    def allowed(i: int) -> bool:
-        return max_per is None or groups is None or groups[i] is None \
-            or counts.get(groups[i], 0) < max_per
-
-    def take(i: int) -> None:
-        if groups is not None and groups[i] is not None:
-            counts[groups[i]] = counts.get(groups[i], 0) + 1
-
-    if not diversity or vectors is None or n == 0:
-        chosen = []
-        for i in range(n):
-            if len(chosen) >= depth:
-                break
-            if allowed(i):
-                chosen.append(i)
-                take(i)
-        return chosen
-    low, high = float(relevance.min()), float(relevance.max())
-    rel = (relevance - low) / (high - low) if high > low else np.ones(n)
-    norms = np.linalg.norm(vectors, axis=1)
-    unit = vectors / np.where(norms > 0, norms, 1.0)[:, None]
-    similarity = unit @ unit.T                 # the pool's cosines, P x P
-    closest = np.zeros(n)                       # max sim to the chosen ones
+    if n == 0 or depth <= 0:
+        return []
+    # Group codes: -1 for items that are never capped.
+    codes = np.full(n, -1, dtype=np.intp)
+    if max_per is not None and groups is not None:
+        known: dict[Any, int] = {}
+        for i, group in enumerate(groups):
+            if group is not None:
+                codes[i] = known.setdefault(group, len(known))
+        counts = np.zeros(len(known) + 1, dtype=np.intp)   # last slot: the uncapped
+    else:
+        max_per = None
+    mmr = diversity > 0 and vectors is not None
+    if mmr:
+        assert vectors is not None
+        low, high = float(relevance.min()), float(relevance.max())
+        rel = (relevance - low) / (high - low) if high > low else np.ones(n)
+        norms = np.linalg.norm(vectors, axis=1)
+        unit = vectors / np.where(norms > 0, norms, 1.0)[:, None]
+        closest = np.zeros(n)                    # max sim to the chosen ones
+    elif max_per is None:
+        return list(range(min(depth, n)))
     free = np.ones(n, dtype=bool)
-    chosen = []
+    chosen: list[int] = []
     while len(chosen) < depth:
-        candidates = [i for i in np.flatnonzero(free).tolist() if allowed(i)]
-        if not candidates:
-            break
-        idx = np.asarray(candidates)
-        mmr = (1.0 - diversity) * rel[idx] - diversity * closest[idx]
-        best = int(idx[int(np.argmax(mmr))])   # argmax: the first of ties, pool order
+        allowed = free if max_per is None else free & (counts[codes] < max_per)
+        if mmr:
+            value = np.where(allowed, (1.0 - diversity) * rel - diversity * closest, -np.inf)
+            best = int(np.argmax(value))           # the first of ties: pool order
+            if not allowed[best]:
+                break
+            closest = np.maximum(closest, unit @ unit[best])
+        else:
+            hits = np.flatnonzero(allowed)
+            if not len(hits):
+                break
+            best = int(hits[0])
         chosen.append(best)
-        take(best)
         free[best] = False
-        closest = np.maximum(closest, similarity[best])
+        if max_per is not None and codes[best] >= 0:
+            counts[codes[best]] += 1
     return chosen
 
 

@@ -124,6 +124,9 @@ async def user_recommendations(
         "most to its score (api_explain_items of them; the /because maths).")] = False,
 ) -> UserRecommendations:
     merged = await rule_request(services, rules, k, offset)
+    if merged is None and not explain:  # the shortcut's call, exactly
+        return await _for_user(services, user_id, k, exclude_seen, category,
+                               offset)  # type: ignore[return-value]
     return await _for_user(services, user_id, k, exclude_seen, category,
                            offset, merged, explain)  # type: ignore[return-value]
 

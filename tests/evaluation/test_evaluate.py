@@ -31,6 +31,8 @@ def test_writes_metrics_report_and_charts(clustered, fast_settings, tmp_path) ->
     for protocol, entry in saved["protocols"].items():
         models = entry["models"]
         assert set(models) == {"popularity", "item-kNN", "ALS", "selected"}
+        # intra-list diversity next to NDCG, in every row
+        assert all("ild@10" in values for values in models.values()), protocol
         for model, values in models.items():
             for key, value in values.items():
                 if "@" in key:
@@ -46,6 +48,7 @@ def test_writes_metrics_report_and_charts(clustered, fast_settings, tmp_path) ->
         assert entry["n_test_users"] > 100
     md = (tmp_path / "report.md").read_text()
     assert "time split: the last 20% of events" in md
+    assert "ild@10" in md
     assert "python_stratified_split" in md
     assert "`selected`: what `recsys train` would serve" in md
     assert report["protocols"]["time"]["cutoff"]

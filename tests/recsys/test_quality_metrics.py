@@ -111,3 +111,18 @@ def test_factor_ranking_agrees_with_the_dense_reference():
     tiny = rank_by_factors(users[:2], items[:3], 5, exclude=UserItems.from_lists([[0], []]))
     assert (tiny[0, 2:] == -1).all() and (tiny[1, 3:] == -1).all()
     assert set(tiny[0, :2]) == {1, 2} and set(tiny[1, :3]) == {0, 1, 2}
+
+
+def test_intra_list_diversity_is_one_minus_the_co_occurrence_cosine():
+    import scipy.sparse as sp
+
+    from recsys.quality import intra_list_diversity
+
+    # users x items: items 0 and 1 always together, item 2 alone, item 3 never seen
+    x = sp.csr_matrix(np.array([[1, 1, 0, 0], [2, 1, 0, 0], [0, 0, 1, 0]]))
+    assert intra_list_diversity(np.array([[0, 1]]), x) == pytest.approx(0.0)
+    assert intra_list_diversity(np.array([[0, 2]]), x) == pytest.approx(1.0)
+    assert intra_list_diversity(np.array([[0, 1, 2]]), x) == pytest.approx(2 / 3)
+    # -1 pads are left out, and a one-item list does not count
+    assert intra_list_diversity(np.array([[0, 1, -1], [3, -1, -1]]), x) == pytest.approx(0.0)
+    assert intra_list_diversity(np.array([[0, 3]]), x) == pytest.approx(1.0)
