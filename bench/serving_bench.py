@@ -542,10 +542,14 @@ def rules_phase(client: Any, keys: Any, env: dict[str, str], users: list[str], q
         status, body = api.get(ruled[0])
         if status != 200:
             raise RuntimeError(f"rules request failed: {status} {body[:300]!r}")
-        # Warm both paths (the catalogue cache fills on the rules path's first requests).
+        # Warm both paths, closed loop (the rules' catalogue cache fills on their first
+        # requests: a fixed rate would queue behind them), then at the rate.
+        _run_load({"host": "127.0.0.1", "port": api.port, "phases": [
+            {"name": name, "kind": "closed", "paths": paths[::-1], "concurrency": 4,
+             "duration": 4.0} for name, paths in (("w1", plain), ("w2", ruled))]})
         _run_load({"host": "127.0.0.1", "port": api.port, "phases": [
             {"name": name, "kind": "fixed", "paths": paths[::-1], "rate": RATE,
-             "duration": 3.0} for name, paths in (("w1", plain), ("w2", ruled))]})
+             "duration": 2.0} for name, paths in (("w3", plain), ("w4", ruled))]})
         for _ in range(2):
             for name, paths in (("plain", plain), ("rules", ruled)):
                 before = api.cpu_s()

@@ -32,7 +32,7 @@ the catalogue).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -241,29 +241,81 @@ def values_of(item: Mapping[str, Any] | None, field: str) -> list[Any]:
     return []
 
 
-def matches(boost: Boost, item: Mapping[str, Any] | None, now_ms: int) -> bool:
-    values = values_of(item, boost.field)
+class _Flag:
+    """A boolean attribute value in a view: `True in (1,)` holds in Python, and a rule for
+    `1` must not match an item whose attribute is `true`."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"_Flag({self.value})"
+
+
+_TRUE, _FALSE = _Flag(True), _Flag(False)
+# A view's key for a field's numeric values (no field name contains it: FIELD_PATTERN).
+NUMBERS = "\x00numbers"
+View = Mapping[str, tuple[Any, ...]]
+
+
+def _key(value: Any) -> Any:
+    return (_TRUE if value else _FALSE) if isinstance(value, bool) else value
+
+
+def view_of(item: Mapping[str, Any] | None) -> View:
+    """Every field a rule can name -> the item's values of it (`values_of`), booleans
+    marked: built once per item (the catalogue caches it), so that matching a pool is a
+    dictionary look-up per item and boost."""
+    if not item:
+        return {}
+    fields = [*BUILTIN_FIELDS, *(ATTRIBUTE_PREFIX + name
+                                 for name in (item.get("attributes") or {}))]
+    view = {}
+    for field in fields:
+        values = values_of(item, field)
+        if values:
+            view[field] = tuple(_key(v) for v in values if isinstance(v, Hashable))
+            numbers = tuple(float(v) for v in values if isinstance(v, int | float)
+                            and not isinstance(v, bool) and math.isfinite(v))
+            if numbers:
+                view[field + NUMBERS] = numbers
+    return view
+
+
+def matches(boost: Boost, view: View | None, now_ms: int) -> bool:
+    values = (view or {}).get(boost.field, ())
     if boost.field == "new":
         assert boost.days is not None
         return bool(values) and now_ms - values[0] <= boost.days * DAY_MS
     if boost.value is not None:
-        # bool is an int in Python: True must not equal 1 here.
-        return any(v == boost.value and isinstance(v, bool) == isinstance(boost.value, bool)
-                   for v in values)
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            continue
-        if (boost.min is None or v >= boost.min) and (boost.max is None or v <= boost.max):
-            return True
-    return False
+        return _key(boost.value) in values
+    low = -math.inf if boost.min is None else boost.min
+    high = math.inf if boost.max is None else boost.max
+    return any(low <= v <= high for v in (view or {}).get(boost.field + NUMBERS, ()))
 
 
-def boost_weights(rules: Rules, items: Sequence[Mapping[str, Any] | None],
-                  now_ms: int) -> np.ndarray:
-    """The product of the matching boosts' weights, per item (1 where none matches)."""
-    weights = np.ones(len(items), dtype=np.float64)
+def boost_weights(rules: Rules, views: Sequence[View | None], now_ms: int) -> np.ndarray:
+    """The product of the matching boosts' weights, per item (1 where none matches):
+    `matches` for every item, with each boost's condition looked at once."""
+    weights = np.ones(len(views), dtype=np.float64)
+    empty: View = {}
+    pool = [view or empty for view in views]
     for boost in rules.boosts:
-        hit = [matches(boost, item, now_ms) for item in items]
+        field = boost.field
+        if boost.field == "new":
+            assert boost.days is not None
+            since = now_ms - boost.days * DAY_MS
+            hit = [bool(v := view.get(field)) and v[0] >= since for view in pool]
+        elif boost.value is not None:
+            key = _key(boost.value)
+            hit = [key in view.get(field, ()) for view in pool]
+        else:
+            numbers = field + NUMBERS
+            low = -math.inf if boost.min is None else boost.min
+            high = math.inf if boost.max is None else boost.max
+            hit = [any(low <= v <= high for v in view.get(numbers, ())) for view in pool]
         weights[np.asarray(hit, dtype=bool)] *= boost.weight
     return weights
 
@@ -290,59 +342,67 @@ def mmr_order(relevance: np.ndarray, vectors: np.ndarray | None, diversity: floa
     """Positions of the pool chosen greedily (see the module notes), at most `depth`.
 
     `relevance` is in pool order (the boosted order); `vectors` the items' factors, rows of
-    zeros for items without any; `groups` each item's group (None: never capped). Each step
-    is a few array operations over the pool (no Python loop over its items)."""
+    zeros for items without any; `groups` each item's group (None: never capped)."""
     n = len(relevance)
     if n == 0 or depth <= 0:
         return []
-    # Group codes: -1 for items that are never capped.
-    codes = np.full(n, -1, dtype=np.intp)
-    if max_per is not None and groups is not None:
-        known: dict[Any, int] = {}
+    capped = max_per is not None and groups is not None
+    counts: dict[Any, int] = {}
+    if not diversity or vectors is None:
+        if not capped:
+            return list(range(min(depth, n)))
+        assert groups is not None and max_per is not None
+        chosen = []
+        for i, group in enumerate(groups):
+            if group is None or counts.get(group, 0) < max_per:
+                chosen.append(i)
+                if group is not None:
+                    counts[group] = counts.get(group, 0) + 1
+                if len(chosen) == depth:
+                    break
+        return chosen
+    low, high = float(relevance.min()), float(relevance.max())
+    rel = (relevance - low) / (high - low) if high > low else np.ones(n)
+    norms = np.linalg.norm(vectors, axis=1)
+    unit = vectors / np.where(norms > 0, norms, 1.0)[:, None]
+    gain = (1.0 - diversity) * rel
+    penalty = np.zeros(n)                        # lambda * max sim to the chosen ones
+    blocked = np.zeros(n)                        # inf: chosen, or its group is full
+    members: dict[Any, list[int]] = {}
+    if capped:
+        assert groups is not None
         for i, group in enumerate(groups):
             if group is not None:
-                codes[i] = known.setdefault(group, len(known))
-        counts = np.zeros(len(known) + 1, dtype=np.intp)   # last slot: the uncapped
-    else:
-        max_per = None
-    mmr = diversity > 0 and vectors is not None
-    if mmr:
-        assert vectors is not None
-        low, high = float(relevance.min()), float(relevance.max())
-        rel = (relevance - low) / (high - low) if high > low else np.ones(n)
-        norms = np.linalg.norm(vectors, axis=1)
-        unit = vectors / np.where(norms > 0, norms, 1.0)[:, None]
-        closest = np.zeros(n)                    # max sim to the chosen ones
-    elif max_per is None:
-        return list(range(min(depth, n)))
-    free = np.ones(n, dtype=bool)
-    chosen: list[int] = []
+                members.setdefault(group, []).append(i)
+    chosen = []
+    value = np.empty(n)
     while len(chosen) < depth:
-        allowed = free if max_per is None else free & (counts[codes] < max_per)
-        if mmr:
-            value = np.where(allowed, (1.0 - diversity) * rel - diversity * closest, -np.inf)
-            best = int(np.argmax(value))           # the first of ties: pool order
-            if not allowed[best]:
-                break
-            closest = np.maximum(closest, unit @ unit[best])
-        else:
-            hits = np.flatnonzero(allowed)
-            if not len(hits):
-                break
-            best = int(hits[0])
+        np.subtract(gain, penalty, out=value)
+        value -= blocked
+        best = int(np.argmax(value))             # the first of ties: pool order
+        if blocked[best]:
+            break
         chosen.append(best)
-        free[best] = False
-        if max_per is not None and codes[best] >= 0:
-            counts[codes[best]] += 1
+        blocked[best] = np.inf
+        # One row of the pool's cosines per chosen item (a matrix-vector product: a P x P
+        # product would wake BLAS threads for nothing).
+        np.maximum(penalty, diversity * (unit @ unit[best]), out=penalty)
+        if capped:
+            assert groups is not None and max_per is not None
+            group = groups[best]
+            if group is not None:
+                counts[group] = counts.get(group, 0) + 1
+                if counts[group] >= max_per:
+                    blocked[members[group]] = np.inf
     return chosen
 
 
 def apply_rules(rules: Rules, ids: Sequence[str], scores: Sequence[float],
-                items: Sequence[Mapping[str, Any] | None], vectors: np.ndarray | None,
+                items: Sequence[View | None], vectors: np.ndarray | None,
                 now_ms: int, depth: int, pinnable: Mapping[str, float] | None = None
                 ) -> Ranked:
     """The first `depth` positions of the pool (`ids`, best first, with their `scores`,
-    catalogue `items` and factor `vectors`) under `rules`.
+    catalogue views `items` (`view_of`) and factor `vectors`) under `rules`.
 
     `pinnable` maps each pinned item that may be shown (available, not hidden from this
     user) to its score; pins of other items are dropped."""
@@ -365,8 +425,8 @@ def apply_rules(rules: Rules, ids: Sequence[str], scores: Sequence[float],
             vectors = vectors[order]
     groups = None
     if rules.max_per is not None:
-        groups = [next(iter(values_of(item, rules.max_per_field)), None) for item in items]
-        groups = [g if isinstance(g, str | int | float | bool) else None for g in groups]
+        field = rules.max_per_field
+        groups = [(item or {}).get(field, (None,))[0] for item in items]
     chosen = mmr_order(values, vectors, rules.diversity or 0.0, groups, rules.max_per, depth)
     out_ids = [ids[i] for i in chosen]
     out_scores = [float(values[i]) for i in chosen]

@@ -508,7 +508,7 @@ class Settings(BaseSettings):
         description="Bound of a boost's multiplicative weight: weights must lie in "
         "[1/this, this] (422 beyond).")
     api_rules_pool_factor: int = Field(
-        default=5, ge=1, le=100,
+        default=3, ge=1, le=100,
         description="Rules (boosts, max_per, diversity) re-rank the top "
         "this x (offset + k) of the model's list; a boosted item deeper than that is not "
         "reached.")

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from recsys.erasure import remove_item_commands
 from recsys.eventtime import now_ms
 from recsys.keys import Keys
+from recsys.rules import View, view_of
 from recsys.settings import Settings
 from serving.redis_guard import RedisGuard
 from serving.scoring import rows_of
@@ -96,9 +97,10 @@ class Catalog:
         self.generation: int | None = None
         # Every name an item's `attributes` used (rules naming another one are refused).
         self.attribute_names: set[str] = set()
-        # item -> (expires, its decoded catalogue fields and added_ms, or None): what
-        # business rules match against (rule_items).
-        self._rule_items: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        # item -> what business rules match against (rule_items: recsys.rules.view_of of
+        # its catalogue fields and added_ms). Valid until the catalogue changes: a write
+        # through this process drops the item's entry, a write by another replica reloads.
+        self._rule_items: dict[str, View] = {}
         self._seq = 0  # bumped on every in-memory change; keys the memo
         self._memo: dict[tuple[str, int, str], Any] = {}
         # item -> (expires, detail_members(item)); b'' caches "not in Redis" too.
@@ -337,21 +339,21 @@ class Catalog:
             out[pos] = members
         return out
 
-    async def rule_items(self, item_ids: list[str]) -> list[dict[str, Any] | None]:
-        """Each item's catalogue fields as business rules match them (recsys.rules.values_of):
-        the decoded catalogue dict plus `added_ms`; None for items not in the catalogue or
-        when Redis cannot say. Cached like the display details (api_catalog_cache_s).
+    async def rule_items(self, item_ids: list[str]) -> list[View | None]:
+        """Each item's catalogue fields as business rules match them (recsys.rules.view_of
+        of the decoded catalogue dict plus `added_ms`); None for items not in the catalogue
+        or when Redis cannot say. Cached until the catalogue changes (at most
+        api_catalog_cache_size items).
 
         The one place rules read items from: switch it here when the catalogue's shape
         changes."""
-        now = time.monotonic()
-        out: list[dict[str, Any] | None] = []
+        out: list[View | None] = []
         missing: list[int] = []
         cache = self._rule_items
         for item_id in item_ids:
             hit = cache.get(item_id)
-            if hit is not None and hit[0] > now:
-                out.append(hit[1])
+            if hit is not None:
+                out.append(hit)
                 continue
             if item_id in self.categories:
                 missing.append(len(out))
@@ -370,12 +372,14 @@ class Catalog:
             return out
         if len(cache) + len(missing) > self.settings.api_catalog_cache_size:
             cache.clear()
-        expires = now + self.settings.api_catalog_cache_s
         for pos, raw, when in zip(missing, raws, added, strict=True):
             item = decode_item(raw) if raw else None
-            if item is not None and when is not None:
+            if item is None:
+                continue  # deleted meanwhile: not cached, asked again
+            if when is not None:
                 item["added_ms"] = int(when)
+            view = view_of(item)
             if self.settings.api_catalog_cache_size:
-                cache[item_ids[pos]] = (expires, item)
-            out[pos] = item
+                cache[item_ids[pos]] = view
+            out[pos] = view
         return out

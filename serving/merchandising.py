@@ -160,11 +160,9 @@ async def rerank(request: RuleRequest, result: Result, catalog: Catalog,
     fetched = await catalog.rule_items(ids) if needs_items else [None] * len(ids)
     vectors = None
     if rules.diversity and model is not None and model.factors > 0:
-        vectors = np.zeros((len(ids), model.factors), dtype=np.float64)
-        for n, item in enumerate(ids):
-            row = model.index.get(item)
-            if row is not None:
-                vectors[n] = model.item_factors[row]
+        rows = np.asarray([model.index.get(item, -1) for item in ids], dtype=np.intp)
+        vectors = np.asarray(model.item_factors[rows], dtype=np.float64)
+        vectors[rows < 0] = 0.0  # no factors: similar to nothing
     pinnable = None
     if pinned:
         hidden_set = set(hidden or ())

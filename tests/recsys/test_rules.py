@@ -18,6 +18,7 @@ from recsys.rules import (
     matches,
     mmr_order,
     values_of,
+    view_of,
 )
 
 NOW = 1_700_000_000_000
@@ -31,7 +32,7 @@ ITEMS = {
 }
 IDS = list(ITEMS)
 SCORES = [5.0, 4.0, 3.0, 2.0, 1.0]
-POOL = [ITEMS[i] for i in IDS]
+POOL = [view_of(ITEMS[i]) for i in IDS]
 
 
 def run(rules: Rules, depth: int = 5, vectors=None, pinnable=None):
@@ -63,26 +64,27 @@ def test_boost_of_a_negative_score_still_raises_it():
 
 
 def test_new_items_are_those_the_catalogue_recorded_within_the_days():
-    assert matches(Boost(field="new", days=3, weight=2), ITEMS["c"], NOW)
-    assert not matches(Boost(field="new", days=1, weight=2), ITEMS["c"], NOW)
-    assert not matches(Boost(field="new", days=30, weight=2), ITEMS["a"], NOW)
+    assert matches(Boost(field="new", days=3, weight=2), view_of(ITEMS["c"]), NOW)
+    assert not matches(Boost(field="new", days=1, weight=2), view_of(ITEMS["c"]), NOW)
+    assert not matches(Boost(field="new", days=30, weight=2), view_of(ITEMS["a"]), NOW)
 
 
 def test_matching_reads_both_catalogue_shapes():
     assert values_of(ITEMS["a"], "brand") == ["acme"]
     assert values_of(ITEMS["e"], "brand") == ["zeta"]
     assert values_of(ITEMS["e"], "category") == ["clothes/socks", "clothes"]
-    assert matches(Boost(field="category", value="clothes", weight=2), ITEMS["e"], NOW)
-    assert matches(Boost(field="tag", value="sale", weight=2), ITEMS["e"], NOW)
-    assert matches(Boost(field="price", max=20, weight=2), ITEMS["b"], NOW)
-    assert not matches(Boost(field="price", max=20, weight=2), ITEMS["a"], NOW)
+    assert matches(Boost(field="category", value="clothes", weight=2), view_of(ITEMS["e"]), NOW)
+    assert matches(Boost(field="tag", value="sale", weight=2), view_of(ITEMS["e"]), NOW)
+    assert matches(Boost(field="price", max=20, weight=2), view_of(ITEMS["b"]), NOW)
+    assert not matches(Boost(field="price", max=20, weight=2), view_of(ITEMS["a"]), NOW)
     assert values_of(None, "brand") == []
+    assert view_of(None) == {}
 
 
 def test_attribute_equality_does_not_take_true_for_one():
-    assert matches(Boost(field="attributes.flag", value=True, weight=2), ITEMS["d"], NOW)
-    assert not matches(Boost(field="attributes.flag", value=1, weight=2), ITEMS["d"], NOW)
-    assert not matches(Boost(field="attributes.colour", min=0, weight=2), ITEMS["d"], NOW)
+    assert matches(Boost(field="attributes.flag", value=True, weight=2), view_of(ITEMS["d"]), NOW)
+    assert not matches(Boost(field="attributes.flag", value=1, weight=2), view_of(ITEMS["d"]), NOW)
+    assert not matches(Boost(field="attributes.colour", min=0, weight=2), view_of(ITEMS["d"]), NOW)
 
 
 def test_max_per_caps_each_group():
