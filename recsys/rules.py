@@ -365,9 +365,11 @@ def mmr_order(relevance: np.ndarray, vectors: np.ndarray | None, diversity: floa
     rel = (relevance - low) / (high - low) if high > low else np.ones(n)
     norms = np.linalg.norm(vectors, axis=1)
     unit = vectors / np.where(norms > 0, norms, 1.0)[:, None]
-    gain = (1.0 - diversity) * rel
+    scaled = diversity * unit
+    # value = (1 - lambda) rel - lambda max_j sim(i, j), -inf once chosen or capped: three
+    # array operations a position (the pool's size bounds them, not the catalogue's).
+    base = (1.0 - diversity) * rel
     penalty = np.zeros(n)                        # lambda * max sim to the chosen ones
-    blocked = np.zeros(n)                        # inf: chosen, or its group is full
     members: dict[Any, list[int]] = {}
     if capped:
         assert groups is not None
@@ -377,23 +379,22 @@ def mmr_order(relevance: np.ndarray, vectors: np.ndarray | None, diversity: floa
     chosen = []
     value = np.empty(n)
     while len(chosen) < depth:
-        np.subtract(gain, penalty, out=value)
-        value -= blocked
+        np.subtract(base, penalty, out=value)
         best = int(np.argmax(value))             # the first of ties: pool order
-        if blocked[best]:
+        if base[best] == -np.inf:
             break
         chosen.append(best)
-        blocked[best] = np.inf
+        base[best] = -np.inf
         # One row of the pool's cosines per chosen item (a matrix-vector product: a P x P
         # product would wake BLAS threads for nothing).
-        np.maximum(penalty, diversity * (unit @ unit[best]), out=penalty)
+        np.maximum(penalty, scaled @ unit[best], out=penalty)
         if capped:
             assert groups is not None and max_per is not None
             group = groups[best]
             if group is not None:
                 counts[group] = counts.get(group, 0) + 1
                 if counts[group] >= max_per:
-                    blocked[members[group]] = np.inf
+                    base[members[group]] = -np.inf
     return chosen
 
 

@@ -206,15 +206,17 @@ async def get_rule_query(
     max_per: Annotated[int | None, Query(
         ge=1, le=10_000,
         description="At most this many items per value of `max_per_field`.")] = None,
-    max_per_field: Annotated[str, Query(
+    max_per_field: Annotated[str | None, Query(
         pattern=FIELD_PATTERN,
-        description="What `max_per` groups by: category, brand, tag or "
-        "attributes.<name>.")] = "category",
+        description="What `max_per` groups by: category (the default), brand, tag or "
+        "attributes.<name>.")] = None,
 ) -> RuleQuery:
     rules = None
-    if diversity is not None or max_per is not None:
+    if diversity is not None or max_per is not None or max_per_field is not None:
+        given = {"diversity": diversity, "max_per": max_per, "max_per_field": max_per_field}
         try:
-            rules = Rules(diversity=diversity, max_per=max_per, max_per_field=max_per_field)
+            rules = Rules(**{name: value for name, value in given.items()
+                             if value is not None})
         except ValidationError as exc:
             raise HTTPException(422, "; ".join(
                 f"max_per_field: {e['msg'].removeprefix('Value error, ')}"

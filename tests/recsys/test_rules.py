@@ -158,10 +158,11 @@ def test_request_rules_over_a_placements():
     base = Rules(boosts=[Boost(field="brand", value="a", weight=2.0),
                          Boost(field="tag", value="t", weight=3.0)],
                  pins=[Pin(item_id="x", position=1), Pin(item_id="y", position=2)],
-                 max_per=2, diversity=0.5)
+                 max_per=2, max_per_field="brand", diversity=0.5)
     mine = Rules(boosts=[Boost(field="brand", value="a", weight=0.5)],
                  pins=[Pin(item_id="z", position=2)], diversity=0.0)
     merged = mine.over(base)
     assert {(b.field, b.weight) for b in merged.boosts} == {("brand", 0.5), ("tag", 3.0)}
     assert {(p.item_id, p.position) for p in merged.pins} == {("x", 1), ("z", 2)}
     assert merged.max_per == 2 and merged.diversity == 0.0
+    assert merged.max_per_field == "brand"  # not given by the request: the placement's
