@@ -88,8 +88,8 @@ def cold_item_rows(split: Split, events: IndexedEvents, params: AlsParams, k: in
                         "seconds": fit_s}
     chosen = cold_factors(model, attrs, factors.item_factors, embeddings, ~warm, warm)
     for kind in ("ridge", "knn"):
-        lam = model.record["lam"] if model.map_kind == "ridge" else max(
-            t["lam"] for t in model.record["trials"] if t["kind"] == "ridge")
+        lam = max((t for t in model.record["trials"] if t["kind"] == "ridge"),
+                  key=lambda t: t[f"ndcg@{k}"])["lam"]
         variant = model if kind == model.map_kind else _refit_map(model, kind, lam, attrs,
                                                                  factors.item_factors, warm)
         mapped = cold_factors(variant, attrs, factors.item_factors, embeddings, ~warm, warm)

@@ -16,8 +16,8 @@ so what is evaluated is what is served.
 
     choose_blend(factors on the validation fit part, validation holdout, embeddings)
       the hybrid weight w of BLEND_GRID with the best NDCG@k on a validation holdout carved
-      from training (never the test part); ties go to the smaller w, so w = 0 (plain ALS)
-      stays unless content helps.
+      from training (never the test part), kept only when its per-user gain over w = 0 is
+      significant (one-sided 95 %); else w = 0, plain ALS: never worse than ALS by noise.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from recsys.content import (
 )
 from recsys.holdout_eval import fold_in_users
 from recsys.item_attributes import ItemAttributes
-from recsys.quality import UserItems, ranking_metrics
+from recsys.quality import UserItems, hits, ndcg_per_user, ranking_metrics
 from recsys.split import Holdout
 from recsys.topk import rank_by_factors
 
@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_KNN_NEIGHBOURS = 50
 MIN_WARM_ITEMS = 10  # fewer warm items with features: no map is fitted
+# a blend weight above 0 must beat w = 0 on validation by this many standard errors of the
+# per-user gain (one-sided 95 %): content that only moves the noise is not served
+Z_ONE_SIDED = 1.645
 
 
 @dataclass(frozen=True)
@@ -115,10 +118,20 @@ def hybrid_rank(user_factors: np.ndarray, profiles: np.ndarray, item_factors: np
 def best_blend(user_factors: np.ndarray, profiles: np.ndarray, item_factors: np.ndarray,
                embeddings: np.ndarray, scale: float, holdout: Holdout, k: int,
                grid: Sequence[float] = BLEND_GRID) -> tuple[float, dict[str, float]]:
-    """The w of `grid` with the best NDCG@k (ties: the smaller w) and every w's NDCG."""
-    scores = {f"{w:g}": ndcg(hybrid_rank(user_factors, profiles, item_factors, embeddings, w,
-                                         scale, holdout, k), holdout, k) for w in grid}
-    best = max(grid, key=lambda w: (scores[f"{w:g}"], -w))
+    """The w of `grid` with the best NDCG@k, kept only when its gain over w = 0 is
+    significant over the validation users (paired: mean gain > Z_ONE_SIDED standard errors);
+    else 0, the plain collaborative ranking. Also every w's NDCG."""
+    per_user = {w: ndcg_per_user(hits(hybrid_rank(user_factors, profiles, item_factors,
+                                                   embeddings, w, scale, holdout, k),
+                                      holdout.relevant), holdout.relevant.counts, k)
+                for w in sorted(set(grid) | {0.0})}
+    scores = {f"{w:g}": float(v.mean()) if v.size else 0.0 for w, v in per_user.items()}
+    best = max(per_user, key=lambda w: (scores[f"{w:g}"], -w))
+    gain = per_user[best] - per_user[0.0]
+    if best > 0 and gain.size > 1:
+        stderr = float(gain.std(ddof=1)) / np.sqrt(gain.size)
+        if not gain.mean() > Z_ONE_SIDED * stderr:
+            best = 0.0
     return float(best), scores
 
 
