@@ -29,6 +29,7 @@ Choices (map kind, ridge lam, blend w) are made on validation data from training
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -337,9 +338,38 @@ class ContentModel:
             raise ContentError("content model: ridge weights do not match the feature space")
         return model
 
-    def to_json(self) -> str:
-        meta, arrays = self.to_payload()
-        return json.dumps({**meta, "arrays": {k: v.tolist() for k, v in arrays.items()}})
+
+# --- publishing: one blob per version ------------------------------------------------------
+CONTENT_FORMAT = "content-npz-1"
+
+
+def pack_content(model: ContentModel, embeddings: np.ndarray) -> bytes:
+    """The content model and the version's item embeddings as np.savez bytes (plain arrays,
+    the JSON part as UTF-8 bytes; no pickle)."""
+    meta, arrays = model.to_payload()
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+             embeddings=np.asarray(embeddings, dtype=np.float32), **arrays)
+    return buffer.getvalue()
+
+
+def unpack_content(raw: bytes, n_items: int) -> tuple[ContentModel, np.ndarray]:
+    """(model, item embeddings) of a version of `n_items` items; ContentError if the blob is
+    not one, or does not fit the version."""
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+        meta = json.loads(arrays.pop("meta").tobytes().decode())
+    except (OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
+        raise ContentError(f"content model: unreadable blob: {exc}") from None
+    embeddings = arrays.pop("embeddings", None)
+    model = ContentModel.from_payload(meta, arrays)
+    if embeddings is None or embeddings.shape != (n_items, model.projection.shape[1]):
+        raise ContentError(f"content model: embeddings do not match {n_items} items x "
+                           f"{model.projection.shape[1]} dimensions")
+    if not np.isfinite(embeddings).all():
+        raise ContentError("content model: embeddings contain NaN or Inf")
+    return model, embeddings
 
 
 # --- users ----------------------------------------------------------------------------------
@@ -373,7 +403,8 @@ def factor_scale(item_factors: np.ndarray) -> float:
     return float(used.mean()) if used.size else 1.0
 
 
-__all__ = ["BLEND_GRID", "MAP_KINDS", "RIDGE_GRID", "ContentError", "ContentModel",
+__all__ = ["BLEND_GRID", "CONTENT_FORMAT", "MAP_KINDS", "RIDGE_GRID", "ContentError",
+           "ContentModel", "pack_content", "unpack_content",
            "FeatureSpace", "content_profiles", "embed", "embedding_projection", "factor_scale",
            "fit_feature_space", "hybrid_user_vectors", "knn_map", "normalise_rows",
            "raw_features", "ridge_map", "ridge_scale", "stacked_items", "tokens"]

@@ -21,6 +21,9 @@ Model versions (written by the trainer, read by stream and serving)
     {ns}:model:{v}:ann               string  catalogues of `ann_min_items` or more: the
                                              approximate-search layout over item_factors
                                              (recsys.ann.pack_layout; manifest `ann_format`)
+    {ns}:model:{v}:content           string  versions fitted with item attributes: the content
+                                             model and the items' content embeddings
+                                             (recsys.content.pack_content; manifest `content`)
     {ns}:model:switch                pub/sub channel: the new version id, after the pointer moved
     {ns}:trainer:lease               string  token of the one trainer allowed to write versions
                                              (SET NX PX, renewed while it runs; trainer/lease.py)
@@ -73,7 +76,7 @@ from dataclasses import dataclass
 
 POPULARITY_WINDOWS = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
 _VERSION_KEY_SUFFIXES = frozenset({"manifest", "item_ids", "item_factors", "similar", "tower",
-                                   "neighbours", "ann"})
+                                   "neighbours", "ann", "content"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,9 @@ class Keys:
     def model_ann(self, version: str) -> str:
         return f"{self.namespace}:model:{version}:ann"
 
+    def model_content(self, version: str) -> str:
+        return f"{self.namespace}:model:{version}:content"
+
     @property
     def trainer_lease(self) -> str:
         return f"{self.namespace}:trainer:lease"
@@ -147,6 +153,7 @@ class Keys:
             self.model_tower(version),
             self.model_neighbours(version),
             self.model_ann(version),
+            self.model_content(version),
             self.popularity_alltime(version),
         ]
 

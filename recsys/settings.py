@@ -321,6 +321,17 @@ class Settings(BaseSettings):
     trainer_similar_items: int = Field(
         default=50, ge=1, le=1000, description="Length of each similar-items list."
     )
+    trainer_content: bool = Field(
+        default=True,
+        description="Fit a content model (item features from the catalogue's attributes, a "
+        "map to the factor space, the hybrid blend weight) with each version when the "
+        "catalogue describes the version's items; see docs/trainer.md.",
+    )
+    trainer_content_dims: int = Field(
+        default=32, ge=2, le=256,
+        description="Dimensions of the items' content embeddings (the content part of the "
+        "hybrid score).",
+    )
     trainer_metrics_port: int = Field(
         default=9101, ge=0, le=65535,
         description="Trainer /metrics port in --every mode (0 = a free one).",
