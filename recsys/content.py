@@ -52,6 +52,9 @@ MAP_KINDS = ("ridge", "knn")
 DEFAULT_EMBEDDING_DIMS = 32
 DEFAULT_MAX_TEXT_FEATURES = 20_000
 DEFAULT_BANDS = 8
+# a history of at most this many items is "short" (a session, a new user): it is blended
+# with `session_blend`, chosen on validation users cut to a few items
+SHORT_HISTORY = 10
 RIDGE_GRID = (0.1, 1.0, 10.0, 100.0)  # lam as a share of the mean diagonal of F'F
 BLEND_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 # the primal solve inverts a (d x d) matrix; above this many features LSQR per factor column
@@ -287,11 +290,16 @@ class ContentModel:
     weights: np.ndarray | None = None  # ridge: n_features x k
     neighbours: int = 50
     blend: float = 0.0  # w of the hybrid score
+    session_blend: float = 0.0  # w for users with a short history (sessions, new users)
     factor_scale: float = 1.0  # m_y: mean norm of the warm item factors
     record: dict[str, Any] = field(default_factory=dict)  # what was measured to choose
 
     def features(self, items: Sequence[ItemAttributes | None]) -> sp.csr_matrix:
         return self.space.transform(items)
+
+    def blend_for(self, history_length: int) -> float:
+        """The hybrid weight for a user with this many items."""
+        return self.session_blend if history_length <= SHORT_HISTORY else self.blend
 
     def embeddings(self, items: Sequence[ItemAttributes | None]) -> np.ndarray:
         return embed(self.features(items), self.projection)
@@ -313,6 +321,7 @@ class ContentModel:
         """(JSON manifest part, arrays): plain data for publishing, no pickles."""
         meta = {"space": self.space.to_json(), "map_kind": self.map_kind,
                 "neighbours": self.neighbours, "blend": self.blend,
+                "session_blend": self.session_blend,
                 "factor_scale": self.factor_scale, "record": self.record}
         arrays = {"projection": self.projection}
         if self.weights is not None:
@@ -329,6 +338,7 @@ class ContentModel:
             model = cls(space, projection, str(meta["map_kind"]),
                         None if weights is None else np.asarray(weights, np.float32),
                         int(meta.get("neighbours", 50)), float(meta.get("blend", 0.0)),
+                        float(meta.get("session_blend", 0.0)),
                         float(meta.get("factor_scale", 1.0)), dict(meta.get("record", {})))
         except (KeyError, TypeError, ValueError) as exc:
             raise ContentError(f"content model: malformed payload: {exc}") from None

@@ -56,6 +56,7 @@ from recsys.topk import rank_by_factors
 log = logging.getLogger(__name__)
 
 DEFAULT_KNN_NEIGHBOURS = 50
+SESSION_ITEMS = 5  # a "short history" for choosing session_blend
 MIN_WARM_ITEMS = 10  # fewer warm items with features: no map is fitted
 # a blend weight above 0 must beat w = 0 on validation by this many standard errors of the
 # per-user gain (one-sided 95 %): content that only moves the noise is not served
@@ -145,6 +146,23 @@ def choose_blend(item_factors: np.ndarray, embeddings: np.ndarray, holdout: Hold
     profiles = content_profiles((h for h, _ in holdout.histories()), embeddings)
     return best_blend(users, profiles, item_factors, embeddings, factor_scale(item_factors),
                       holdout, k)
+
+
+def short_histories(holdout: Holdout, n: int, seed: int) -> Holdout:
+    """The holdout with each user's training items cut to a seeded random `n` of them: how
+    a session or a new user looks (serving blends those with `session_blend`)."""
+    rng = np.random.default_rng(seed)
+    keep_idx: list[np.ndarray] = []
+    counts = []
+    for j in range(holdout.n_users):
+        lo, hi = holdout.seen.indptr[j], holdout.seen.indptr[j + 1]
+        take = np.sort(rng.permutation(np.arange(lo, hi))[:n])
+        keep_idx.append(take)
+        counts.append(len(take))
+    idx = np.concatenate(keep_idx) if keep_idx else np.zeros(0, np.int64)
+    seen = UserItems(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                     holdout.seen.indices[idx])
+    return replace(holdout, seen=seen, seen_values=np.asarray(holdout.seen_values)[idx])
 
 
 @dataclass
@@ -270,11 +288,15 @@ def cold_factors(model: ContentModel, items: Sequence[ItemAttributes | None],
     return out
 
 
-def with_blend(model: ContentModel, blend: float, scores: dict[str, float]) -> ContentModel:
-    return replace(model, blend=blend, record={**model.record, "blend_ndcg": scores,
-                                               "blend": blend})
+def with_blend(model: ContentModel, blend: float, scores: dict[str, float],
+               session_blend: float = 0.0, session_scores: dict[str, float] | None = None
+               ) -> ContentModel:
+    return replace(model, blend=blend, session_blend=session_blend,
+                   record={**model.record, "blend_ndcg": scores, "blend": blend,
+                           "session_blend": session_blend,
+                           "session_blend_ndcg": session_scores or {}})
 
 
-__all__ = ["ContentConfig", "best_blend", "choose_blend", "cold_factors", "content_space",
-           "fit_content",
+__all__ = ["SESSION_ITEMS", "ContentConfig", "best_blend", "choose_blend", "cold_factors",
+           "content_space", "fit_content", "short_histories",
            "holdout_of_items", "hybrid_rank", "with_blend"]

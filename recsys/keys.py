@@ -51,6 +51,10 @@ Catalog (written by the API's PUT /v1/items)
     {ns}:catalog:unavailable         set     item ids that must not be recommended
     {ns}:catalog:generation          string  counter bumped by every catalog write (API
                                              replicas reload category/unavailable on change)
+    {ns}:catalog:changes             zset    item id -> time (epoch ms) of its last catalog
+                                             write, the newest CATALOG_CHANGES_MAX kept: API
+                                             replicas map new items' attributes to factors
+                                             from it (serving/content_items.py)
 
 Experiments (the API's /v1/admin/experiments, recsys.experiments)
     {ns}:experiments                 hash    experiment name -> JSON config (variants, shares,
@@ -74,6 +78,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# newest catalogue writes kept in Keys.catalog_changes (bounds its memory)
+CATALOG_CHANGES_MAX = 100_000
 POPULARITY_WINDOWS = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
 _VERSION_KEY_SUFFIXES = frozenset({"manifest", "item_ids", "item_factors", "similar", "tower",
                                    "neighbours", "ann", "content"})
@@ -213,6 +219,10 @@ class Keys:
     @property
     def catalog_generation(self) -> str:
         return f"{self.namespace}:catalog:generation"
+
+    @property
+    def catalog_changes(self) -> str:
+        return f"{self.namespace}:catalog:changes"
 
     # --- experiments ---------------------------------------------------------------------
     @property

@@ -492,6 +492,16 @@ class Settings(BaseSettings):
         default=100_000, ge=0, le=10_000_000,
         description="Catalog item details cached in memory.",
     )
+    api_new_items_poll_s: float = Field(
+        default=0.2, gt=0.0, le=60.0,
+        description="How often an API process checks the catalogue for new items to map "
+        "from their attributes into the served version (the new-item cold start).",
+    )
+    api_content_recent: int = Field(
+        default=20, ge=1, le=1000,
+        description="Most recent items of a user (or session) whose content embeddings make "
+        "their content profile in the hybrid score.",
+    )
     api_seen_max: int = Field(
         default=1000, ge=1, le=100_000, description="Most recent seen items read per request."
     )

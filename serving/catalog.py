@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from recsys.erasure import remove_item_commands
-from recsys.keys import Keys
+from recsys.keys import CATALOG_CHANGES_MAX, Keys
 from recsys.settings import Settings
 from serving.redis_guard import RedisGuard
 from serving.scoring import rows_of
@@ -104,6 +104,10 @@ class Catalog:
         self._seq += 1
         self._memo.clear()
         self.metrics.catalog_items_unavailable.set(len(self.unavailable))
+
+    def rows_changed(self) -> None:
+        """The served version's rows changed (new items mapped in): forget memoised rows."""
+        self._changed()
 
     def _memoised(self, model: LoadedModel, what: str, build: Any) -> np.ndarray:
         key = (model.version, self._seq, what)
@@ -246,6 +250,10 @@ class Catalog:
             else:
                 pipe.sadd(keys.catalog_unavailable, item_id)
             stored.append(decode_item(encoded))
+        # what changed, for the replicas' new-item cold start (serving/content_items.py)
+        now_ms = int(time.time() * 1000)
+        pipe.zadd(keys.catalog_changes, {item_id: now_ms for item_id, _ in items})
+        pipe.zremrangebyrank(keys.catalog_changes, 0, -CATALOG_CHANGES_MAX - 1)
         pipe.incr(keys.catalog_generation)
         results = await pipe.execute()
         written = int(results[-1])

@@ -14,7 +14,6 @@ validation carved from the training part, and hand back the blob and the manifes
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -22,15 +21,22 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import orjson
 import scipy.sparse as sp
 
 from recsys.candidates import Fitted
 from recsys.candidates.als_model import confidences
 from recsys.confidence import confidence
 from recsys.content import CONTENT_FORMAT, ContentError, pack_content
-from recsys.content_fit import ContentConfig, choose_blend, fit_content, with_blend
-from recsys.item_attributes import AttributeValue, InvalidItemAttributes, ItemAttributes
+from recsys.content_catalogue import attributes_from_hash, has_features
+from recsys.content_fit import (
+    SESSION_ITEMS,
+    ContentConfig,
+    choose_blend,
+    fit_content,
+    short_histories,
+    with_blend,
+)
+from recsys.item_attributes import ItemAttributes
 from recsys.keys import Keys
 from recsys.matrix import IndexedEvents
 from recsys.selection import carve_validation, config_from_settings, fit_on
@@ -39,38 +45,6 @@ from recsys.settings import Settings
 log = logging.getLogger(__name__)
 
 READ_BATCH = 1_000
-
-
-def item_from_hash(item_id: str, raw: dict[Any, Any]) -> ItemAttributes | None:
-    """A catalogue hash (the fields serving's PUT /v1/items writes: name, category, price,
-    available, attributes JSON) as ItemAttributes; None when it says nothing or breaks a
-    bound. The one place that reads the hash layout here: swapped for the core's catalogue
-    decoding when it lands."""
-    if not raw:
-        return None
-    text = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes)
-                                                           else v) for k, v in raw.items()}
-    price = None
-    if text.get("price") not in (None, ""):
-        with contextlib.suppress(ValueError):
-            price = float(text["price"])
-    attributes: dict[str, AttributeValue] = {}
-    if text.get("attributes"):
-        with contextlib.suppress(orjson.JSONDecodeError):
-            decoded = orjson.loads(text["attributes"])
-            if isinstance(decoded, dict):
-                attributes = {str(k): v for k, v in decoded.items()
-                              if isinstance(v, str | bool | int | float)}
-    category = text.get("category") or None
-    try:
-        return ItemAttributes(
-            item_id=item_id, title=text.get("name") or None, price=price,
-            category_paths=((category,),) if category else (),
-            attributes=attributes,
-            available=text.get("available", "1") not in ("0", "false", "False")).validate()
-    except InvalidItemAttributes as exc:
-        log.warning("catalogue item %r left out of the content model: %s", item_id, exc)
-        return None
 
 
 def read_catalogue_attributes(redis: Any, keys: Keys, item_ids: Sequence[str]
@@ -83,15 +57,9 @@ def read_catalogue_attributes(redis: Any, keys: Keys, item_ids: Sequence[str]
         pipe = redis.pipeline(transaction=False)
         for item in chunk:
             pipe.hgetall(keys.item(item))
-        out += [item_from_hash(item, raw) for item, raw in zip(chunk, pipe.execute(),
+        out += [attributes_from_hash(item, raw) for item, raw in zip(chunk, pipe.execute(),
                                                                 strict=True)]
     return out
-
-
-def _has_features(item: ItemAttributes | None) -> bool:
-    return item is not None and bool(item.title or item.category_paths or item.brand
-                                     or item.price is not None or item.tags
-                                     or item.description or item.attributes)
 
 
 def fit_version_content(settings: Settings, redis: Any, keys: Keys, events: IndexedEvents,
@@ -101,7 +69,7 @@ def fit_version_content(settings: Settings, redis: Any, keys: Keys, events: Inde
     """(content blob for the version's items or None, the manifest's `content` record)."""
     started = time.perf_counter()
     attributes = read_catalogue_attributes(redis, keys, np.asarray(events.item_ids).tolist())
-    described = int(sum(_has_features(a) for a in np.asarray(attributes, dtype=object)[
+    described = int(sum(has_features(a) for a in np.asarray(attributes, dtype=object)[
         item_mask]))
     if described == 0:
         return None, {"fitted": False, "reason": "no item of the version has attributes in "
@@ -126,10 +94,11 @@ def fit_version_content(settings: Settings, redis: Any, keys: Keys, events: Inde
         model = _with_validated_blend(settings, events, train, candidate, model, embeddings,
                                       alpha, regularization, k)
     record = {"fitted": True, "format": CONTENT_FORMAT, "map": model.map_kind,
-              "blend": model.blend, "cold_blend": model.record.get("cold_blend", 0.0),
+              "blend": model.blend, "session_blend": model.session_blend,
+              "cold_blend": model.record.get("cold_blend", 0.0),
               "described_items": described, "seconds": round(time.perf_counter() - started, 3),
               **{key: value for key, value in model.record.items()
-                 if key not in ("map", "blend", "cold_blend")}}
+                 if key not in ("map", "blend", "session_blend", "cold_blend")}}
     log.info("content model: %s map, blend %g, %d described items, %.1fs", model.map_kind,
              model.blend, described, record["seconds"])
     return pack_content(model, embeddings[item_mask]), record
@@ -151,4 +120,8 @@ def _with_validated_blend(settings: Settings, events: IndexedEvents, train: np.n
     if refit.item_factors is None:
         return with_blend(model, 0.0, {})
     blend, scores = choose_blend(refit.item_factors, embeddings, valid, regularization, k)
-    return with_blend(model, blend, scores)
+    # sessions and new users: the same users with a few of their items
+    session, session_scores = choose_blend(
+        refit.item_factors, embeddings, short_histories(valid, SESSION_ITEMS, sel.seed),
+        regularization, k)
+    return with_blend(model, blend, scores, session, session_scores)

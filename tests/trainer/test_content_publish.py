@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from recsys.content_catalogue import attributes_from_hash
 from recsys.keys import Keys
 from recsys.modelstore import load_model
 from recsys.sources import synthetic
-from trainer.content import item_from_hash
 from trainer.publish import CONTENT_FILE, version_dir
 
 from .conftest import FAST
@@ -65,10 +65,10 @@ def test_without_a_catalogue_the_version_says_why_it_has_no_content(
 
 
 def test_catalogue_hash_decoding_is_tolerant_and_bounded() -> None:
-    item = item_from_hash("a", {b"name": b"Red shoe", b"category": b"shoes", b"price": b"x",
+    item = attributes_from_hash("a", {b"name": b"Red shoe", b"category": b"shoes", b"price": b"x",
                                 b"attributes": b'{"colour": "red", "n": [1]}'})
     assert item is not None and item.title == "Red shoe" and item.price is None
     assert item.category_paths == (("shoes",),) and dict(item.attributes) == {"colour": "red"}
-    assert item_from_hash("b", {}) is None
-    assert item_from_hash("c", {"name": "x" * 10_000}) is None  # over the title bound
-    assert np.isfinite(item_from_hash("d", {"price": "12.5"}).price)
+    assert attributes_from_hash("b", {}) is None
+    assert attributes_from_hash("c", {"name": "x" * 10_000}) is None  # over the title bound
+    assert np.isfinite(attributes_from_hash("d", {"price": "12.5"}).price)
