@@ -23,13 +23,11 @@ answers by content. The rows exist only in memory until a refit learns them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import replace
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from recsys.content import ContentError, hybrid_user_vectors, stacked_items
 from recsys.content_catalogue import attributes_from_hash, has_features
@@ -38,6 +36,7 @@ from recsys.keys import Keys
 from recsys.neighbours import item_norms
 from recsys.settings import Settings
 from serving.catalog import Catalog
+from serving.periodic import PeriodicTask
 from serving.served_model import LoadedModel, ServedModel
 from serving.telemetry import ApiMetrics
 
@@ -114,7 +113,8 @@ class NewItems:
         self._generation: bytes | None = None
         self._version: str | None = None
         self._cursor_ms = 0
-        self._task: asyncio.Task[None] | None = None
+        self._poller = PeriodicTask("new-items", settings.api_new_items_poll_s, self.refresh,
+                                    metrics, "new_items")
 
     async def refresh(self) -> int:
         """Map the changed items the served version lacks; returns how many were added.
@@ -158,24 +158,11 @@ class NewItems:
         self._generation, self._version, self._cursor_ms = generation, loaded.version, newest
         return len(items)
 
-    async def watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.api_new_items_poll_s)
-            try:
-                await self.refresh()
-            except (RedisError, OSError) as exc:
-                self.metrics.redis_errors.labels("new_items").inc()
-                log.debug("new-item refresh failed: %s", exc)
-
     def start(self) -> None:
-        self._task = asyncio.create_task(self.watch(), name="new-items")
+        self._poller.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await self._poller.stop()
 
 
 def embeddings_cosine(model: LoadedModel, row: int, k: int, exclude: np.ndarray
