@@ -293,6 +293,7 @@ def hybrid_phase(client: Any, keys: Any, env: dict[str, str], users: list[str],
     out: dict[str, Any] = {"n_items": N_ITEMS, "k": K, "rate": RATE, "rounds": 2}
     latencies: dict[str, list[float]] = {"plain": [], "hybrid": []}
     failures = 0
+    cpu_ms: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="serving-bench-hybrid-") as logs:
         for _ in range(out["rounds"]):
             for name, version, expect in (("plain", "vh50k-base", b'"source":"personalized"'),
@@ -310,9 +311,20 @@ def hybrid_phase(client: Any, keys: Any, env: dict[str, str], users: list[str],
                     api.stop()
                 latencies[name] += load["latencies"]
                 failures += load["failures"]
+                # CPU per request in this process, one at a time: moves far less with the
+                # machine's load than the latencies do
+                cpu = _inprocess_cpu(env["REDIS_URL"], env["KAFKA_BOOTSTRAP_SERVERS"], users,
+                                     300 if quick else 1000)
+                for key in ("asgi_user", "recommender_user"):
+                    cpu_ms.setdefault(f"{name}_cpu_ms_{key}", []).append(
+                        cpu[f"inprocess_cpu_ms_{key}"])
     for name, values in latencies.items():
         out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = _percentiles(values)
     out["p99_ratio_hybrid_to_plain"] = out["hybrid_p99_ms"] / out["plain_p99_ms"]
+    out.update({key: min(values) for key, values in cpu_ms.items()})  # the least disturbed
+    out["cpu_ratio_hybrid_to_plain"] = (out["hybrid_cpu_ms_asgi_user"]
+                                        / out["plain_cpu_ms_asgi_user"])
+    out["load_avg_1m"] = os.getloadavg()[0]
     out["failed_or_wrong_source"] = failures
     out["p99_target_met"] = out["hybrid_p99_ms"] < 10.0
     return out
@@ -885,7 +897,14 @@ def _print_hybrid(hybrid: dict[str, Any]) -> None:
           f"p99 {hybrid['hybrid_p99_ms']:.2f} ms; plain p50 {hybrid['plain_p50_ms']:.2f} ms, "
           f"p99 {hybrid['plain_p99_ms']:.2f} ms -> p99 x{hybrid['p99_ratio_hybrid_to_plain']:.2f}"
           f" (target p99 < 10 ms: {'met' if hybrid['p99_target_met'] else 'NOT met'}; "
-          f"{hybrid['failed_or_wrong_source']} failed or wrong source)")
+          f"{hybrid['failed_or_wrong_source']} failed or wrong source; load average "
+          f"{hybrid['load_avg_1m']:.1f} on {os.cpu_count()} cores)")
+    print(f"  in-process CPU per personalised request (whole ASGI app): hybrid "
+          f"{hybrid['hybrid_cpu_ms_asgi_user']:.2f} ms, plain "
+          f"{hybrid['plain_cpu_ms_asgi_user']:.2f} ms -> "
+          f"x{hybrid['cpu_ratio_hybrid_to_plain']:.2f}; recommender alone "
+          f"{hybrid['hybrid_cpu_ms_recommender_user']:.2f} vs "
+          f"{hybrid['plain_cpu_ms_recommender_user']:.2f} ms")
 
 
 def _print_impressions(result: dict[str, Any]) -> None:

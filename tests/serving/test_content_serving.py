@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.content import pack_content
+from recsys.content import content_profiles, hybrid_user_vectors, pack_content, stacked_items
 from recsys.content_fit import ContentConfig, fit_content, with_blend
 from recsys.item_attributes import ItemAttributes
 from recsys.modelstore import activate_version, stage_model_version
@@ -40,7 +40,11 @@ def _publish_with_content(redis_client, keys, fitted, blend: float, version: str
     now_ms = int(time.time() * 1000)
     for user, user_items in seen.items():
         redis_client.zadd(keys.seen(user), {i: now_ms - n for n, i in enumerate(user_items)})
+    _published_content[version] = (model, embeddings)
     return items, category_of, seen
+
+
+_published_content: dict = {}
 
 
 async def test_personalised_list_is_hybrid_and_says_so(fitted, redis_client, keys,
@@ -51,6 +55,19 @@ async def test_personalised_list_is_hybrid_and_says_so(fitted, redis_client, key
         assert body["source"] == "hybrid" and body["model_version"] == "vc1"
         liked = {category_of[i] for i in seen["u1"]}
         assert all(category_of[entry["item_id"]] in liked for entry in body["items"])
+    # the core's hybrid maths (recsys.content, what evaluation and the trainer use) gives
+    # the same list
+    model, embeddings = _published_content["vc1"]
+    _items, users, item_factors, user_factors, _seen, _cat = fitted
+    index = {item: n for n, item in enumerate(items)}
+    recent = [index[i] for i in seen["u1"]]  # seeded most recent first
+    profile = content_profiles([np.asarray(recent)], embeddings)
+    user = hybrid_user_vectors(user_factors[users.index("u1")][None, :], profile, 0.5,
+                               model.factor_scale)
+    scores = (stacked_items(item_factors, embeddings) @ user[0]).astype(np.float64)
+    scores[recent] = -np.inf
+    expected = [items[r] for r in np.argsort(-scores, kind="stable")[:4]]
+    assert [entry["item_id"] for entry in body["items"]] == expected
 
 
 async def test_weight_zero_keeps_the_collaborative_list(fitted, redis_client, keys,
