@@ -18,6 +18,10 @@
                       affinity at the weight chosen on validation carved from the training
                       part (time: its newest events; stratified: per-user random) with an ALS
                       fitted on the rest of it; weight 0 (plain ALS) when content does not help
+    ALS (5 items), hybrid (5 items)
+                      the same test users with only a seeded random 5 of their training items
+                      (a session, a new user): plain, and blended at the weight chosen on the
+                      validation users cut alike (what serving does for short histories)
 """
 
 from __future__ import annotations
@@ -36,12 +40,14 @@ from recsys.candidates.als_model import confidences
 from recsys.confidence import confidence
 from recsys.content import content_profiles, factor_scale
 from recsys.content_fit import (
+    SESSION_ITEMS,
     ContentConfig,
     choose_blend,
     cold_factors,
     content_space,
     fit_content,
     hybrid_rank,
+    short_histories,
 )
 from recsys.holdout_eval import fold_in_users
 from recsys.item_attributes import ItemAttributes
@@ -115,10 +121,13 @@ def _refit_map(model: Any, kind: str, lam: float | None, attrs: list[ItemAttribu
                    weights=ridge_map(features[rows], item_factors[rows], float(lam)))
 
 
-def hybrid_row(split: Split, events: IndexedEvents, params: AlsParams, k: int,
-               items: Mapping[str, ItemAttributes], item_factors: np.ndarray, seed: int,
-               score: Any) -> dict[str, float]:
-    """The `hybrid` row of a time/stratified split, on the ALS row's `item_factors`."""
+def hybrid_rows(split: Split, events: IndexedEvents, params: AlsParams, k: int,
+                items: Mapping[str, ItemAttributes], item_factors: np.ndarray, seed: int,
+                score: Any) -> dict[str, dict[str, float]]:
+    """The `hybrid` row of a time/stratified split, on the ALS row's `item_factors`, and the
+    short-history pair: `ALS (5 items)` and `hybrid (5 items)`, every test user cut to a
+    seeded random SESSION_ITEMS of their training items (how a session or a new user
+    looks), the weight chosen on the validation users cut alike (`session_blend`)."""
     started = time.perf_counter()
     h = split.holdout
     attrs = attributes_by_column(events, items)
@@ -131,10 +140,21 @@ def hybrid_row(split: Split, events: IndexedEvents, params: AlsParams, k: int,
     valid_factors = fit_als(confidences(fit_part, params.alpha), params)
     blend, scores = choose_blend(valid_factors.item_factors, embeddings, valid,
                                  params.regularization, k)
-    log.info("hybrid blend on %s validation: %s -> %g", how, scores, blend)
-    users = fold_in_users(h, item_factors, params.regularization)
-    profiles = content_profiles((seen for seen, _ in h.histories()), embeddings)
-    recs = hybrid_rank(users, profiles, item_factors, embeddings, blend,
-                       factor_scale(item_factors), h, k)
-    return {**score(recs, split, k, ci=True), "blend": blend,
-            "seconds": time.perf_counter() - started}
+    session, session_scores = choose_blend(
+        valid_factors.item_factors, embeddings, short_histories(valid, SESSION_ITEMS, seed),
+        params.regularization, k)
+    log.info("hybrid blend on %s validation: %s -> %g; short histories: %s -> %g", how,
+             scores, blend, session_scores, session)
+    scale = factor_scale(item_factors)
+    rows: dict[str, dict[str, float]] = {}
+    short = short_histories(h, SESSION_ITEMS, seed)
+    for name, holdout, weight in (("hybrid", h, blend),
+                                  (f"ALS ({SESSION_ITEMS} items)", short, 0.0),
+                                  (f"hybrid ({SESSION_ITEMS} items)", short, session)):
+        users = fold_in_users(holdout, item_factors, params.regularization)
+        profiles = content_profiles((seen for seen, _ in holdout.histories()), embeddings)
+        recs = hybrid_rank(users, profiles, item_factors, embeddings, weight, scale, holdout,
+                           k)
+        rows[name] = {**score(recs, replace(split, holdout=holdout), k, ci=True),
+                      "blend": weight, "seconds": time.perf_counter() - started}
+    return rows

@@ -49,7 +49,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from evaluation import DEFAULT_MODELS, MODELS, charts
-from evaluation.content_rows import cold_item_rows, hybrid_row
+from evaluation.content_rows import cold_item_rows, hybrid_rows
 from evaluation.protocols import PROTOCOLS, Split, make_split
 from evaluation.rating import rating_models, rmse
 from recsys.als import PARAM_NAMES, AlsParams, Factors, als_params, fit_als
@@ -287,8 +287,8 @@ def evaluate_split(split: Split, events: IndexedEvents, k: int, params: AlsParam
         table[name] = {**score(recs, split, k, ci=True), "fit_seconds": factors.seconds,
                        "seconds": time.perf_counter() - started}
         if items and name == "ALS" and split.holdout.exclude_seen:
-            table["hybrid"] = hybrid_row(split, events, p, k, items, factors.item_factors,
-                                         p.seed, score)
+            table.update(hybrid_rows(split, events, p, k, items, factors.item_factors,
+                                     p.seed, score))
     if "neural" in models:
         started = time.perf_counter()
         recs, fit_s = rank_neural(split, events, neural or NeuralParams(seed=params.seed), k)
