@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -9,6 +10,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.routing import APIRoute
 
+from recsys.rules import PLACEMENT_NAME_PATTERN
 from serving.business import Unavailable, because_lists, read_users
 from serving.deps import (
     NO_RULES,
@@ -100,14 +102,33 @@ class PersonalisedRoute(APIRoute):
         async def handler(request: Request) -> Response:
             services: Services | None = request.app.state.services
             if services is not None:
-                params = plain_user_params(request.path_params.get("user_id", ""),
-                                           request.query_params.multi_items(),
+                query = request.query_params.multi_items()
+                # A placement (the common way to apply rules) keeps the shortcut too.
+                rest = [(name, value) for name, value in query if name != "placement"]
+                placement = plain_placement(query) if len(rest) < len(query) else None
+                params = plain_user_params(request.path_params.get("user_id", ""), rest,
                                            services.settings.api_max_k)
-                if params is not None:
+                if params is not None and len(rest) == len(query):
                     return await _for_user(services, *params)
+                if params is not None and placement is not None:
+                    rules = await rule_request(services, RuleQuery(placement, None),
+                                               params[1])
+                    return await _for_user(services, *params, 0, rules)
             return await standard(request)
 
         return handler
+
+
+_PLACEMENT_RE = re.compile(PLACEMENT_NAME_PATTERN)
+
+
+def plain_placement(query: list[tuple[str, str]]) -> str | None:
+    """The one `placement` of a query when it passes its declared pattern (None: FastAPI
+    decides, repeated or invalid)."""
+    values = [value for name, value in query if name == "placement"]
+    if len(values) == 1 and _PLACEMENT_RE.fullmatch(values[0]):
+        return values[0]
+    return None
 
 
 async def user_recommendations(
