@@ -589,7 +589,7 @@ def write_report(report: Mapping[str, Any], out_dir: Path) -> None:
 def summary_table(report: Mapping[str, Any]) -> str:
     """The table the CLI prints: one block per protocol, the main metrics."""
     k = report["k"]
-    keys = [f"{m}@{k}" for m in (*HEADLINE_METRICS, "coverage")]
+    keys = [f"{m}@{k}" for m in (*HEADLINE_METRICS, "coverage", "ild")]
     out = []
     for protocol, entry in report["protocols"].items():
         out += [f"\n{protocol} split ({entry['n_test_users']:,} test users)",

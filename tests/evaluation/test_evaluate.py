@@ -69,6 +69,7 @@ def test_cli_evaluate_on_synthetic(tmp_path, capsys) -> None:
     assert code == 0
     out = capsys.readouterr().out
     assert "| popularity |" in out and "| ALS |" in out
+    assert "ndcg@10" in out and "ild@10" in out  # diversity printed next to accuracy
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["dataset"]["events"] == 20_000
     assert saved["protocols"]["time"]["models"]["ALS"]["ndcg@10"] > 0.0
