@@ -39,6 +39,7 @@ from recsys.candidates import KIND_ITEM_ITEM, KIND_POPULARITY, FitContext, Fitte
 from recsys.errors import RecsysError
 from recsys.matrix import IndexedEvents, weight_matrix
 from recsys.quality import ranking_metrics
+from recsys.spark_als import SparkOptions, spark_options
 from recsys.split import Holdout, build_holdout, cutoff_for
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class SelectionConfig:
     threads: int = 0
     neighbours: int = 100
     ease_max_items: int = 20_000
+    spark: SparkOptions | None = None  # ALS fitted by Spark MLlib (None: implicit)
     search: bool = True  # False: score the start points only (reuse the last run's best)
     # a personal model must beat popularity by this share on validation: a win inside the
     # noise of a small validation set is no reason to serve something less robust
@@ -74,7 +76,7 @@ class SelectionConfig:
 
     def context(self) -> FitContext:
         return FitContext(seed=self.seed, threads=self.threads, neighbours=self.neighbours,
-                          max_items=self.ease_max_items)
+                          max_items=self.ease_max_items, spark=self.spark)
 
 
 @dataclass
@@ -335,7 +337,7 @@ def config_from_settings(settings: Any, **overrides: Any) -> SelectionConfig:
         validation_fraction=settings.trainer_validation_fraction,
         max_users=settings.trainer_eval_max_users, seed=settings.random_seed,
         threads=settings.trainer_fit_threads, neighbours=settings.trainer_neighbours,
-        ease_max_items=settings.trainer_ease_max_items)
+        ease_max_items=settings.trainer_ease_max_items, spark=spark_options(settings))
     values.update(overrides)
     return SelectionConfig(**values)
 

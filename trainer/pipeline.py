@@ -161,7 +161,8 @@ def _discard(job: Future) -> None:
 
 
 def history_store(settings: Settings, metrics: TrainerMetrics | None = None) -> HistoryStore:
-    return HistoryStore(settings.data_dir / "history", settings.trainer_retention_days,
+    location = settings.trainer_history_uri or settings.data_dir / "history"
+    return HistoryStore(location, settings.trainer_retention_days,
                         quarantine=settings.trainer_quarantine_dir,
                         on_quarantine=metrics.history_quarantined.inc if metrics else None)
 
@@ -611,7 +612,7 @@ class Trainer:
         if s.trainer_refit_iterations > 0:
             matrix = weight_matrix(events)
             trained_until = latest
-            if isinstance(candidate, FittedAls):
+            if isinstance(candidate, FittedAls) and candidate.backend == "implicit":
                 # the rows that differ from the training part: users with events after it
                 changed = unique_sorted(events.rows[~train])
                 factors = refit_als(confidences(matrix, candidate.als.alpha), candidate.als,
@@ -619,6 +620,8 @@ class Trainer:
                 final = FittedAls(candidate.als, factors, item_popularity(matrix),
                                   candidate.params, name=candidate.name)
             else:
+                # item-item models, popularity, and Spark's ALS (MLlib takes no starting
+                # factors): a full fit on the whole history
                 final = fit_on(candidate.name, matrix, candidate.params,
                                config_from_settings(s))
         item_mask = _nonzero_columns(matrix)
