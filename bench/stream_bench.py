@@ -33,6 +33,10 @@ users, the expensive case).
   CPU seconds all the workers spent on it, i.e. per-worker events per CPU-second, and
   `per_worker_vs_one` compares it with one worker's (target >= 0.9 for 2 workers: adding a
   worker costs no per-event work). `events_per_s` (wall, all workers) is reported beside it.
+  `events_per_busy_cpu_s` / `busy_per_worker_vs_one` take out each worker's idle CPU rate
+  (measured for 10 s while caught up, just before) times the backlog's wall time: on a loaded
+  machine the wall time stretches and the idle share with it, which is not a cost of the
+  events. `mean_batch_events`: events per fold-in batch during the backlog.
 """
 
 from __future__ import annotations
@@ -501,10 +505,12 @@ def run_scaling(quick: bool = False, workers: tuple[int, ...] = (1, 2, 4)) -> di
             out[f"workers_{n}"] = _scaling_run(settings, maker, rng, n, n_users, n_events,
                                                Path(tmp) / f"w{n}")
         client.close()
-    one = out[f"workers_{workers[0]}"]["events_per_cpu_s"]
+    first = out[f"workers_{workers[0]}"]
     for n in workers:
         row = out[f"workers_{n}"]
-        row["per_worker_vs_one"] = round(row["events_per_cpu_s"] / one, 3)
+        row["per_worker_vs_one"] = round(row["events_per_cpu_s"] / first["events_per_cpu_s"], 3)
+        row["busy_per_worker_vs_one"] = round(row["events_per_busy_cpu_s"]
+                                              / first["events_per_busy_cpu_s"], 3)
     return out
 
 
@@ -529,6 +535,16 @@ def _scaling_run(settings: Settings, maker: EventMaker, rng: np.random.Generator
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{n} workers: not every worker was assigned a partition")
             time.sleep(2.0)
+        # Idle cost: CPU a caught-up worker spends per wall second (polls, timers,
+        # heartbeats). On a loaded machine the backlog's wall time stretches, and so does
+        # this share of the CPU seconds, whatever the events cost.
+        idle_cpu = [sum(w.ps.cpu_times()[:2]) for w in group]
+        idle_t0 = time.perf_counter()
+        time.sleep(10.0)
+        idle_rate = [(sum(w.ps.cpu_times()[:2]) - c) / (time.perf_counter() - idle_t0)
+                     for w, c in zip(group, idle_cpu, strict=True)]
+        batches = [(w.total("recsys_stream_batch_events_count"),
+                    w.total("recsys_stream_batch_events_sum")) for w in group]
         before = consumed()
         for w in group:
             w.proc.send_signal(signal.SIGSTOP)
@@ -543,8 +559,16 @@ def _scaling_run(settings: Settings, maker: EventMaker, rng: np.random.Generator
                       interval=0.5)
         elapsed = time.perf_counter() - started
         cpu = [sum(w.ps.cpu_times()[:2]) - c for w, c in zip(group, cpu_before, strict=True)]
+        busy = sum(max(c - r * elapsed, 1e-9) for c, r in zip(cpu, idle_rate, strict=True))
+        count = sum(w.total("recsys_stream_batch_events_count") for w in group) - sum(
+            b[0] for b in batches)
+        summed = sum(w.total("recsys_stream_batch_events_sum") for w in group) - sum(
+            b[1] for b in batches)
         return {"workers": n, "events_per_s": round(len(backlog) / elapsed, 1),
                 "events_per_cpu_s": round(len(backlog) / sum(cpu), 1),
+                "events_per_busy_cpu_s": round(len(backlog) / busy, 1),
+                "idle_cpu_percent": [round(100 * r, 1) for r in idle_rate],
+                "mean_batch_events": round(summed / count, 1) if count else None,
                 "cpu_s": [round(c, 2) for c in cpu], "wall_s": round(elapsed, 2),
                 "load_average_1m": os.getloadavg()[0]}
     finally:
