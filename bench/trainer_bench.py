@@ -203,6 +203,7 @@ def bench_spark(frame: pd.DataFrame, settings: Any) -> dict[str, Any]:
                         "ndcg@10": round(evaluate(model, holdout, 10)["ndcg@10"], 4)}
     out["ndcg_ratio"] = round(out["spark"]["ndcg@10"] / out["implicit"]["ndcg@10"], 3)
     out["fit_ratio"] = round(out["spark"]["fit_s"] / out["implicit"]["fit_s"], 2)
+    log.warning("implicit vs Spark, %d events: %s", len(frame), out)  # long runs: as they come
     return out
 
 

@@ -55,7 +55,9 @@ def test_java_missing_names_the_package_to_install(monkeypatch, tmp_path):
 def test_spark_backend_fits_the_als_candidate_and_publishes_it(make_trainer, small_frame,
                                                                  redis_client, settings):
     trainer = make_trainer(params=SPARK_FAST, trainer_backend="spark", spark_master="local[2]",
-                           trainer_candidates=("popularity", "als"))
+                           trainer_candidates=("popularity", "als"),
+                           # no buy-again weight: one Spark fit less (it is not what is tested)
+                           trainer_repeat_min_rate=1.0)
     trainer.store.append(small_frame)
     result = trainer.run_once()
     assert result.published, result.decision.reason
