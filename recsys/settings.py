@@ -191,6 +191,9 @@ class Settings(BaseSettings):
                                   "training (none at inference).")
     neural_time_budget_s: float = Field(default=120.0, gt=0.0, description="Training stops "
                                         "after the epoch that exceeds it.")
+    neural_exclude_seen: bool = Field(
+        default=True, description="Training leaves the items a sequence already holds out of "
+        "each position's softmax, as recommendations leave out what the user has seen.")
 
     # --- stream processor ------------------------------------------------------------------
     stream_app_id: str = Field(
