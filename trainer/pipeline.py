@@ -79,6 +79,7 @@ from recsys.sequence_model import UserTower, tower_manifest
 from recsys.sequence_train import neural_params, user_sequences
 from recsys.settings import Settings
 from recsys.split import Holdout, cutoff_for
+from recsys.topk import top_k, top_k_rows
 from trainer.gate import GateDecision, decide
 from trainer.history import HistoryStore, Snapshot
 from trainer.lease import TrainerLease
@@ -751,7 +752,7 @@ class Trainer:
         if not limit or n_items <= limit:
             return np.arange(n_items)
         score = np.array([popularity.get(str(i), 0.0) for i in item_ids])
-        return np.sort(np.argpartition(-score, limit - 1)[:limit])
+        return np.sort(top_k(score, limit))
 
     def _popularity(self, events: IndexedEvents, item_mask: np.ndarray) -> dict[str, float]:
         scores = PopularityRecommender(events.shape[1]).fit(events.rows, events.cols,
@@ -835,14 +836,8 @@ def similar_from_neighbours(rows: np.ndarray, weights: np.ndarray, n: int,
     sub_rows = np.asarray(rows)[which].astype(np.int64)
     sub_w = np.where(sub_rows >= 0, np.asarray(weights)[which], -np.inf)
     sub_w = np.where(sub_w > 0, sub_w, -np.inf)
-    order = np.argsort(-sub_w, axis=1, kind="stable")[:, :n]
-    idx = np.take_along_axis(sub_rows, order, axis=1)
-    scores = np.take_along_axis(sub_w, order, axis=1)
-    valid = np.isfinite(scores)
-    idx = np.where(valid, idx, -1)
-    scores = np.where(valid, scores, 0.0).astype(np.float32)
-    if idx.shape[1] < n:
-        pad = n - idx.shape[1]
-        idx = np.hstack([idx, np.full((len(idx), pad), -1, dtype=np.int64)])
-        scores = np.hstack([scores, np.zeros((len(idx), pad), dtype=np.float32)])
+    order, scores = top_k_rows(sub_w, n, return_scores=True)  # -1 pads: no positive weight
+    if sub_rows.shape[1] == 0:
+        return order, scores
+    idx = np.where(order >= 0, np.take_along_axis(sub_rows, np.maximum(order, 0), axis=1), -1)
     return idx, scores

@@ -145,3 +145,14 @@ def test_partial_refit_updates_changed_users_and_all_items_only():
     assert (refitted.user_factors[unchanged] == fitted.user_factors[unchanged]).all()
     assert not np.allclose(refitted.user_factors[[4, 9]], fitted.user_factors[[4, 9]])
     assert refitted.item_factors[11].any() and np.isfinite(refitted.item_factors).all()
+
+
+def test_similar_lists_of_an_item_item_model_keep_positive_neighbours_best_first():
+    from trainer.pipeline import similar_from_neighbours
+
+    rows = np.array([[3, 1, -1, 2], [0, 2, 3, -1]], dtype=np.int32)  # -1: no neighbour
+    weights = np.array([[0.2, 0.9, 0.0, -0.5], [0.0, 0.1, 0.4, 0.0]], dtype=np.float32)
+    idx, scores = similar_from_neighbours(rows, weights, n=3, which=np.array([1, 0]))
+    assert idx.tolist() == [[3, 2, -1], [1, 3, -1]]  # item 0's weight 0 and -0.5 left out
+    np.testing.assert_allclose(scores, [[0.4, 0.1, 0.0], [0.9, 0.2, 0.0]])
+    assert idx.dtype == np.int64 and scores.dtype == np.float32
