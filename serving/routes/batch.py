@@ -40,7 +40,8 @@ class BatchOut(BaseModel):
     description="The personalised lists of many users at once. The users' vectors are read "
     "in one Redis round trip and scored in one matrix product (Y [x_1 .. x_B]), which costs "
     "far less than B single requests; users the model cannot answer get the usual fallbacks "
-    "(`source` says which).")
+    "(`source` says which). Each list has its own `recommendation_id` and is recorded as an "
+    "impression (endpoint `batch`); batch lists are never part of an experiment.")
 async def batch_recommendations(services: ServicesDep, body: BatchIn) -> BatchOut:
     settings = services.settings
     if len(body.user_ids) > settings.api_max_batch_users:
@@ -50,8 +51,13 @@ async def batch_recommendations(services: ServicesDep, body: BatchIn) -> BatchOu
         raise HTTPException(422, f"k must be between 1 and {settings.api_max_k}; got {body.k}")
     results = await for_users(services.recommender, body.user_ids, body.k, body.exclude_seen,
                               body.category)
-    parts = [orjson.Fragment(bytes((await render(result, services.catalog, services.metrics,
-                                                 "batch", user_id=user)).body))
+    # Each user's list is an impression of its own, outside experiments: a campaign sends
+    # the model's lists, and a click on one is attributed to it like any other.
+    parts = [orjson.Fragment(bytes((await render(
+        result, services.catalog, services.metrics, "batch", user_id=user,
+        recommendation_id=services.impressions.record(services.producer, "batch", result,
+                                                      user),
+        variant=None)).body))
              for user, result in zip(body.user_ids, results, strict=True)]
     return Response(orjson.dumps({"results": parts}),  # type: ignore[return-value]
                     media_type="application/json")
