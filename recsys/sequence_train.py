@@ -59,7 +59,7 @@ class NeuralParams:
     time_budget_s: float = 120.0
     full_softmax_max_items: int = 20_000
     negatives: int = 1_000
-    exclude_seen: bool = False  # seen items out of the softmax (seen_so_far)
+    exclude_seen: bool = True  # seen items out of the softmax (seen_so_far)
     seed: int = 42
     threads: int = 0  # 0 = all cores
 

@@ -192,7 +192,7 @@ class Settings(BaseSettings):
     neural_time_budget_s: float = Field(default=120.0, gt=0.0, description="Training stops "
                                         "after the epoch that exceeds it.")
     neural_exclude_seen: bool = Field(
-        default=False, description="Training leaves the items a sequence already holds out of "
+        default=True, description="Training leaves the items a sequence already holds out of "
         "each position's softmax, as recommendations leave out what the user has seen.")
 
     # --- stream processor ------------------------------------------------------------------
