@@ -41,10 +41,13 @@ Popularity (written by the stream worker; trainer seeds the all-time list)
                                              window: a replay after a crash counts nothing twice
     {ns}:pop:alltime:{v}             zset    item id -> training popularity of version v
 
-Catalog (written by the API's PUT /v1/items)
-    {ns}:item:{item}                 hash    name, image_url, category, price, available, attributes
+Catalog (written by the API's PUT /v1/items and `recsys items load`, recsys.catalog_codec)
+    {ns}:item:{item}                 hash    name, image_url, category, category_paths, brand,
+                                             price, description, tags, available, attributes
     {ns}:catalog:category            hash    item id -> category, '' if none: every catalog
                                              item is a field (serving keeps it in memory)
+    {ns}:catalog:facets              hash    item id -> JSON of what filters read (paths,
+                                             brand, price, tags, attributes; in memory too)
     {ns}:catalog:unavailable         set     item ids that must not be recommended
     {ns}:catalog:generation          string  counter bumped by every catalog write (API
                                              replicas reload category/unavailable on change)
@@ -198,6 +201,10 @@ class Keys:
     @property
     def catalog_category(self) -> str:
         return f"{self.namespace}:catalog:category"
+
+    @property
+    def catalog_facets(self) -> str:
+        return f"{self.namespace}:catalog:facets"
 
     @property
     def catalog_unavailable(self) -> str:

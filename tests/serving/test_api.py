@@ -256,8 +256,11 @@ async def test_catalog_put_get_roundtrip_and_errors(settings, client):
     item = {"name": "Red shoe", "image_url": "https://img.example/1.jpg", "category": "shoes",
             "price": 59.9, "available": True, "attributes": {"colour": "red", "size": 42}}
     r = await client.put("/v1/items/sku-1", json=item)
-    assert r.status_code == 200 and r.json() == {"item_id": "sku-1", **item}
-    assert (await client.get("/v1/items/sku-1")).json() == {"item_id": "sku-1", **item}
+    # Fields not sent come back empty; `category` alone is a one-level path.
+    stored = {"item_id": "sku-1", **item, "category_paths": [["shoes"]], "brand": None,
+              "description": None, "tags": []}
+    assert r.status_code == 200 and r.json() == stored
+    assert (await client.get("/v1/items/sku-1")).json() == stored
     assert (await client.get("/v1/items/sku-2")).status_code == 404
     for bad in [{"price": -1}, {"colour": "red"}, {"attributes": {"x": [1, 2]}},
                 {"name": "a\x00b"}, {"available": "maybe"}]:

@@ -1,0 +1,170 @@
+"""The catalogue in Redis: one encoding of an item, used by every writer (the API's PUT, the
+`recsys items load` command) and every reader (serving, the trainer's content model).
+
+Per item, three places, always written together by `write_items_commands`:
+
+    {ns}:item:{item}        hash   the whole item (`encode_item`): name, image_url, category,
+                                   category_paths, brand, price, description, tags,
+                                   attributes, available
+    {ns}:catalog:category   hash   item -> category (leaf of the primary path, '' if none):
+                                   membership of the catalogue
+    {ns}:catalog:facets     hash   item -> the fields filters read (`encode_facets`): what an
+                                   API process keeps in memory for every item, without texts
+    {ns}:catalog:unavailable set   items that must not be recommended
+
+Hashes written before the catalogue had paths, brand, tags and description decode as before:
+`category` alone is a one-level path; an item without facets is filtered by that path only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from recsys.item_attributes import ItemAttributes
+from recsys.keys import Keys
+
+TEXT_FIELDS = ("name", "image_url", "category", "brand", "description")
+
+
+def _text(raw: Mapping[Any, Any]) -> dict[str, str]:
+    return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes)
+                                                          else v)
+            for k, v in raw.items()}
+
+
+def _json(text: str | None, kind: type) -> Any:
+    if not text:
+        return kind()
+    with contextlib.suppress(orjson.JSONDecodeError):
+        value = orjson.loads(text)
+        if isinstance(value, kind):
+            return value
+    return kind()
+
+
+def _paths(value: Any) -> tuple[tuple[str, ...], ...]:
+    """JSON paths -> tuples; entries that are not lists of text are dropped."""
+    out = []
+    for path in value if isinstance(value, list) else []:
+        if isinstance(path, list) and path and all(isinstance(p, str) and p for p in path):
+            out.append(tuple(path))
+    return tuple(out)
+
+
+def encode_item(item: ItemAttributes) -> dict[str, str]:
+    """The item hash's fields (text). Absent optional fields are not written."""
+    out = {"available": "1" if item.available else "0",
+           "attributes": orjson.dumps(dict(item.attributes)).decode()}
+    texts = {"name": item.title, "image_url": item.image_url, "category": item.category,
+             "brand": item.brand, "description": item.description}
+    out.update({name: value for name, value in texts.items() if value is not None})
+    if item.category_paths:
+        out["category_paths"] = orjson.dumps([list(p) for p in item.category_paths]).decode()
+    if item.tags:
+        out["tags"] = orjson.dumps(list(item.tags)).decode()
+    if item.price is not None:
+        out["price"] = repr(float(item.price))
+    return out
+
+
+def decode_item(item_id: str, raw: Mapping[Any, Any]) -> ItemAttributes:
+    """Item hash -> ItemAttributes; tolerant of old and hand-written hashes (unreadable
+    numbers and JSON are dropped, not fatal)."""
+    text = _text(raw)
+    paths = _paths(_json(text.get("category_paths"), list))
+    if not paths and text.get("category"):
+        paths = ((text["category"],),)
+    price = None
+    if text.get("price"):
+        with contextlib.suppress(ValueError):
+            price = float(text["price"])
+    tags = tuple(t for t in _json(text.get("tags"), list) if isinstance(t, str))
+    return ItemAttributes(
+        item_id, category_paths=paths, brand=text.get("brand") or None, price=price,
+        title=text.get("name") or None, description=text.get("description") or None,
+        tags=tags, attributes=_json(text.get("attributes"), dict),
+        available=text.get("available", "1") not in ("0", "false", "False"),
+        image_url=text.get("image_url") or None)
+
+
+def item_fields(item: ItemAttributes) -> dict[str, Any]:
+    """The API's shape of a catalogue item (without its id): every field, null when not set.
+    `name` is the title; `category` the leaf of the primary path."""
+    return {"name": item.title, "image_url": item.image_url, "category": item.category,
+            "category_paths": [list(p) for p in item.category_paths], "brand": item.brand,
+            "price": item.price, "description": item.description, "tags": list(item.tags),
+            "available": item.available, "attributes": dict(item.attributes)}
+
+
+def display_fields(item: ItemAttributes) -> dict[str, Any]:
+    """The compact fields a recommendation entry carries: those set, without description."""
+    out: dict[str, Any] = {}
+    for name, value in (("name", item.title), ("image_url", item.image_url),
+                        ("category", item.category), ("brand", item.brand),
+                        ("price", item.price)):
+        if value is not None:
+            out[name] = value
+    out["available"] = item.available
+    out["attributes"] = dict(item.attributes)
+    return out
+
+
+def encode_facets(item: ItemAttributes) -> bytes:
+    """The fields filters read, as compact JSON (short keys: one per catalogue item is held
+    in every API process's memory)."""
+    facets: dict[str, Any] = {}
+    if item.category_paths:
+        facets["p"] = [list(p) for p in item.category_paths]
+    if item.brand is not None:
+        facets["b"] = item.brand
+    if item.price is not None:
+        facets["r"] = float(item.price)
+    if item.tags:
+        facets["t"] = list(item.tags)
+    if item.attributes:
+        facets["a"] = dict(item.attributes)
+    return orjson.dumps(facets)
+
+
+def decode_facets(item_id: str, raw: bytes | str | None, category: str = "",
+                  available: bool = True) -> ItemAttributes:
+    """`encode_facets` -> ItemAttributes without texts; an item with no (readable) facets
+    has its `category` as a one-level path."""
+    facets = _json(raw.decode() if isinstance(raw, bytes) else raw, dict)
+    paths = _paths(facets.get("p"))
+    if not paths and category:
+        paths = ((category,),)
+    price = facets.get("r")
+    brand = facets.get("b")
+    attributes = facets.get("a")
+    return ItemAttributes(
+        item_id, category_paths=paths,
+        brand=brand if isinstance(brand, str) else None,
+        price=float(price) if isinstance(price, int | float) else None,
+        tags=tuple(t for t in facets.get("t") or () if isinstance(t, str)),
+        attributes=attributes if isinstance(attributes, dict) else {},
+        available=available)
+
+
+def write_items_commands(pipe: Any, keys: Keys, items: Iterable[ItemAttributes]) -> None:
+    """Queue on `pipe` (sync or async) the commands that store items, each replacing its
+    previous version. The caller bumps `keys.catalog_generation` once after its last batch
+    (`bump_generation`), so API processes reload once."""
+    for item in items:
+        key = keys.item(item.item_id)
+        pipe.delete(key)
+        pipe.hset(key, mapping=encode_item(item))
+        pipe.hset(keys.catalog_category, item.item_id, item.category or "")
+        pipe.hset(keys.catalog_facets, item.item_id, encode_facets(item))
+        if item.available:
+            pipe.srem(keys.catalog_unavailable, item.item_id)
+        else:
+            pipe.sadd(keys.catalog_unavailable, item.item_id)
+
+
+def bump_generation(pipe: Any, keys: Keys) -> None:
+    pipe.incr(keys.catalog_generation)
