@@ -196,9 +196,15 @@ async def test_similar_unknown_item_is_404_and_catalog_only_item_falls_back(publ
     await put_categories(client, published)
     body = (await client.get("/v1/items/new-1/similar", params={"k": 3})).json()
     assert body["source"] == "fallback:item_not_in_model"
-    assert all(published.category_of.get(i["item_id"]) == "cat2" or i["item_id"] != "new-1"
-               for i in body["items"])
-    assert "new-1" not in [i["item_id"] for i in body["items"]]
+    ids = [i["item_id"] for i in body["items"]]
+    assert len(ids) == 3 and "new-1" not in ids and body["fallback_sources"]
+    # Asked for the item's own category, the fallback holds only items of that category.
+    body = (await client.get("/v1/items/new-1/similar",
+                             params={"k": 3, "category": "cat2"})).json()
+    assert body["source"] == "fallback:item_not_in_model"
+    ids = [i["item_id"] for i in body["items"]]
+    assert len(ids) == 3 and "new-1" not in ids
+    assert [published.category_of[i] for i in ids] == ["cat2"] * 3
 
 
 # --- popular -----------------------------------------------------------------------------
