@@ -19,7 +19,7 @@ Hashes written before the catalogue had paths, brand, tags and description decod
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -168,3 +168,21 @@ def write_items_commands(pipe: Any, keys: Keys, items: Iterable[ItemAttributes])
 
 def bump_generation(pipe: Any, keys: Keys) -> None:
     pipe.incr(keys.catalog_generation)
+
+
+def write_items(client: Any, keys: Keys, items: Sequence[ItemAttributes], batch_size: int,
+                on_batch: Callable[[int], None] | None = None) -> int:
+    """Store validated items with a synchronous Redis client, `batch_size` per MULTI/EXEC,
+    then bump the generation once (API processes reload once). Replaces each item; items not
+    given stay. Returns the generation. Redis errors propagate: the batches before stay
+    written, and writing the same items again is idempotent."""
+    for start in range(0, len(items), batch_size):
+        batch = items[start:start + batch_size]
+        pipe = client.pipeline(transaction=True)
+        write_items_commands(pipe, keys, batch)
+        pipe.execute()
+        if on_batch is not None:
+            on_batch(len(batch))
+    pipe = client.pipeline(transaction=True)
+    bump_generation(pipe, keys)
+    return int(pipe.execute()[-1])
