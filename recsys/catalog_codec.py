@@ -11,6 +11,8 @@ Per item, three places, always written together by `write_items_commands`:
     {ns}:catalog:facets     hash   item -> the fields filters read (`encode_facets`): what an
                                    API process keeps in memory for every item, without texts
     {ns}:catalog:unavailable set   items that must not be recommended
+    {ns}:catalog:changes    zset   item -> time of its last write (the API's new-item
+                                   cold start maps changed items in)
 
 Hashes written before the catalogue had paths, brand, tags and description decode as before:
 `category` alone is a one-level path; an item without facets is filtered by that path only.
@@ -19,13 +21,14 @@ Hashes written before the catalogue had paths, brand, tags and description decod
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from recsys.item_attributes import ItemAttributes
-from recsys.keys import Keys
+from recsys.keys import CATALOG_CHANGES_MAX, Keys
 
 TEXT_FIELDS = ("name", "image_url", "category", "brand", "description")
 
@@ -53,6 +56,13 @@ def _paths(value: Any) -> tuple[tuple[str, ...], ...]:
         if isinstance(path, list) and path and all(isinstance(p, str) and p for p in path):
             out.append(tuple(path))
     return tuple(out)
+
+
+def _attributes(value: Any) -> dict[str, Any]:
+    """Attribute values of a supported type (text, number, boolean); others dropped."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, str | bool | int | float)}
 
 
 def encode_item(item: ItemAttributes) -> dict[str, str]:
@@ -86,7 +96,7 @@ def decode_item(item_id: str, raw: Mapping[Any, Any]) -> ItemAttributes:
     return ItemAttributes(
         item_id, category_paths=paths, brand=text.get("brand") or None, price=price,
         title=text.get("name") or None, description=text.get("description") or None,
-        tags=tags, attributes=_json(text.get("attributes"), dict),
+        tags=tags, attributes=_attributes(_json(text.get("attributes"), dict)),
         available=text.get("available", "1") not in ("0", "false", "False"),
         image_url=text.get("image_url") or None)
 
@@ -140,20 +150,26 @@ def decode_facets(item_id: str, raw: bytes | str | None, category: str = "",
         paths = ((category,),)
     price = facets.get("r")
     brand = facets.get("b")
-    attributes = facets.get("a")
+    attributes = _attributes(facets.get("a"))
     return ItemAttributes(
         item_id, category_paths=paths,
         brand=brand if isinstance(brand, str) else None,
         price=float(price) if isinstance(price, int | float) else None,
         tags=tuple(t for t in facets.get("t") or () if isinstance(t, str)),
-        attributes=attributes if isinstance(attributes, dict) else {},
-        available=available)
+        attributes=attributes, available=available)
 
 
-def write_items_commands(pipe: Any, keys: Keys, items: Iterable[ItemAttributes]) -> None:
+def write_items_commands(pipe: Any, keys: Keys, items: Iterable[ItemAttributes],
+                         now_ms: int | None = None) -> None:
     """Queue on `pipe` (sync or async) the commands that store items, each replacing its
-    previous version. The caller bumps `keys.catalog_generation` once after its last batch
-    (`bump_generation`), so API processes reload once."""
+    previous version, and log them in `keys.catalog_changes` (what the API's new-item cold
+    start maps in; the newest CATALOG_CHANGES_MAX kept). The caller bumps
+    `keys.catalog_generation` once after its last batch (`bump_generation`), so API
+    processes reload once."""
+    items = list(items)
+    if not items:
+        return
+    stamp = int(time.time() * 1000) if now_ms is None else now_ms
     for item in items:
         key = keys.item(item.item_id)
         pipe.delete(key)
@@ -164,6 +180,8 @@ def write_items_commands(pipe: Any, keys: Keys, items: Iterable[ItemAttributes])
             pipe.srem(keys.catalog_unavailable, item.item_id)
         else:
             pipe.sadd(keys.catalog_unavailable, item.item_id)
+    pipe.zadd(keys.catalog_changes, {item.item_id: stamp for item in items})
+    pipe.zremrangebyrank(keys.catalog_changes, 0, -CATALOG_CHANGES_MAX - 1)
 
 
 def bump_generation(pipe: Any, keys: Keys) -> None:

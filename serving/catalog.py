@@ -15,8 +15,6 @@ write and a candidate array.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -39,6 +37,7 @@ from recsys.item_attributes import ItemAttributes, attribute_text
 from recsys.item_filter import PATH_SEPARATOR, ItemFilter
 from recsys.keys import Keys
 from recsys.settings import Settings
+from serving.periodic import PeriodicTask
 from serving.redis_guard import RedisGuard
 from serving.scoring import EMPTY_ROWS, rows_of
 from serving.served_model import LoadedModel
@@ -156,13 +155,18 @@ class Catalog:
         self._memo: dict[tuple[str, int, str], Any] = {}
         # item -> (expires, detail_members(item)); b'' caches "not in Redis" too.
         self._details: dict[str, tuple[float, bytes]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._poller = PeriodicTask("catalog-refresh", settings.api_catalog_poll_s,
+                                    self.refresh_if_changed, metrics, "catalog_refresh")
 
     # --- in-memory state -----------------------------------------------------------------
     def _changed(self) -> None:
         self._seq += 1
         self._memo.clear()
         self.metrics.catalog_items_unavailable.set(len(self.unavailable))
+
+    def rows_changed(self) -> None:
+        """The served version's rows changed (new items mapped in): forget memoised rows."""
+        self._changed()
 
     def _memoised(self, model: LoadedModel, what: str, build: Any) -> np.ndarray:
         key = (model.version, self._seq, what)
@@ -304,24 +308,11 @@ class Catalog:
         await self.load()
         return True
 
-    async def watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.api_catalog_poll_s)
-            try:
-                await self.refresh_if_changed()
-            except (RedisError, OSError) as exc:
-                self.metrics.redis_errors.labels("catalog_refresh").inc()
-                log.debug("catalog refresh failed: %s", exc)
-
     def start(self) -> None:
-        self._task = asyncio.create_task(self.watch(), name="catalog-refresh")
+        self._poller.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await self._poller.stop()
 
     async def put(self, item: ItemAttributes) -> ItemAttributes:
         """Write one item (replacing it) and apply it locally. Redis errors propagate."""

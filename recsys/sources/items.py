@@ -7,6 +7,7 @@ and what the trainer's content model reads.
                          beside it, or given as category_tree=PATH, turns `categoryid` into
                          a root->leaf path
     csv:PATH             any items CSV with a column mapping (`load_items_csv`)
+    movielens:PATH       MovieLens `u.item` or `movies.dat` (recsys.sources.movielens)
 
     items = load_items("retailrocket:data/retailrocket")
     items = load_items("csv:products.csv", mapping="item_id=sku,name=title,category=path")
@@ -29,6 +30,7 @@ import pandas as pd
 
 from recsys.item_attributes import InvalidItemAttributes, ItemAttributes
 from recsys.sources import SourceError
+from recsys.sources.movielens import load_movielens_items
 
 # Retailrocket properties with a meaning; every other property is an attribute, its text
 # kept as-is (Retailrocket hashes the values: "n552.000 639502 n720.000").
@@ -269,13 +271,18 @@ def load_items_csv(path: str | Path, mapping: str | Mapping[str, str] | None = N
 
 # --- the registry ------------------------------------------------------------------------
 ITEM_FORMATS: dict[str, Callable[..., list[ItemAttributes]]] = {
+    "movielens": load_movielens_items,
     "retailrocket": load_retailrocket_items,
     "csv": load_items_csv,
 }
 
 
 def parse_items_spec(spec: str) -> tuple[str, Path]:
+    """`kind:PATH`; a bare path named u.item or movies.dat (.gz ok) is MovieLens."""
     kind, sep, rest = spec.strip().partition(":")
+    name = Path(spec.strip()).name.lower().removesuffix(".gz")
+    if not (sep and kind in ITEM_FORMATS) and name in ("u.item", "movies.dat"):
+        return "movielens", Path(spec.strip()).expanduser()
     if not sep or kind not in ITEM_FORMATS:
         raise ItemsFileError(f"unknown items spec {spec!r}; expected one of "
                              f"{', '.join(f'{k}:PATH' for k in ITEM_FORMATS)}")
