@@ -686,6 +686,45 @@ def _clear_catalogue(client: Any, keys: Any, n_items: int) -> None:
     pipe.execute()
 
 
+FILTERED_CPU_ROUNDS = 4
+
+
+def _filtered_cpu(env: dict[str, str], plain: list[str], with_filters: list[str]
+                  ) -> dict[str, float]:
+    """CPU ms per personalised request through the whole ASGI app, in this process, one at a
+    time, plain and filtered in alternating rounds (same caches, same drift): process CPU
+    time moves much less with the machine's load than latencies do."""
+    from recsys.settings import load_settings
+    from serving.main import create_app
+
+    settings = load_settings(redis_url=env["REDIS_URL"], redis_namespace=NAMESPACE,
+                             kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
+
+    def split(path: str) -> tuple[str, bytes]:
+        route, _, query = path.partition("?")
+        return route, query.encode()
+
+    async def measure() -> dict[str, float]:
+        app = create_app(settings)
+        spent = {"plain": 0.0, "filtered": 0.0}
+        counts = {"plain": 0, "filtered": 0}
+        async with app.router.lifespan_context(app):
+            for path in plain[:100] + with_filters[:100]:  # warm-up: memoised rows, caches
+                await _asgi_get(app, *split(path))
+            for _ in range(FILTERED_CPU_ROUNDS):
+                for name, paths in (("plain", plain), ("filtered", with_filters)):
+                    start = time.process_time()
+                    for path in paths:
+                        await _asgi_get(app, *split(path))
+                    spent[name] += time.process_time() - start
+                    counts[name] += len(paths)
+        out = {f"cpu_ms_{name}": spent[name] * 1000 / counts[name] for name in spent}
+        out["cpu_ratio"] = out["cpu_ms_filtered"] / out["cpu_ms_plain"]
+        return out
+
+    return asyncio.run(measure())
+
+
 def filtered(client: Any, keys: Any, env: dict[str, str], users: list[str], logs: Path,
              quick: bool) -> dict[str, Any]:
     """Personalised requests with filters against the same requests without, in one API
@@ -712,6 +751,9 @@ def filtered(client: Any, keys: Any, env: dict[str, str], users: list[str], logs
                                "rate": RATE, "duration": duration / 2,
                                "expect": personalised})
         load = _run_load({"host": "127.0.0.1", "port": api.port, "phases": phases})
+        api.stop()
+        n = 200 if quick else 500
+        out.update(_filtered_cpu(env, plain[:n], with_filters[:n]))
     finally:
         api.stop()
         _clear_catalogue(client, keys, N_ITEMS)
@@ -991,6 +1033,9 @@ def _print_filtered(result: dict[str, Any]) -> None:
           f"{result['plain_p99_ms']:.2f} ms; with filters p50 {result['filtered_p50_ms']:.2f} "
           f"ms, p99 {result['filtered_p99_ms']:.2f} ms (x{result['p99_ratio']:.2f}); "
           f"{result['failed_or_not_personalised']} failed or not personalised")
+    print(f"  in-process CPU per request (whole ASGI app, alternating rounds): plain "
+          f"{result['cpu_ms_plain']:.2f} ms, filtered {result['cpu_ms_filtered']:.2f} ms -> "
+          f"x{result['cpu_ratio']:.2f}")
 
 
 def _print_hybrid(hybrid: dict[str, Any]) -> None:
