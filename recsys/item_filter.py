@@ -121,6 +121,21 @@ class ItemFilter:
 
 
 NO_FILTER = ItemFilter()
+# `indexed` of `check_indexed`: every attribute.
+ALL_ATTRIBUTES = "*"
+
+
+def check_indexed(f: ItemFilter, indexed: Iterable[str]) -> ItemFilter:
+    """The filter, when each attribute it names is one serving indexes (the setting
+    api_filter_attributes; `*` is every one); else InvalidFilter naming `attr`."""
+    names = set(indexed)
+    if ALL_ATTRIBUTES in names:
+        return f
+    for name, _ in f.attributes:
+        if name not in names:
+            raise InvalidFilter("attr", f"attribute {name!r} is not filterable here (the "
+                                f"setting api_filter_attributes lists {sorted(names)})")
+    return f
 
 
 def category_filter(category: str | None) -> ItemFilter:

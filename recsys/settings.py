@@ -492,6 +492,14 @@ class Settings(BaseSettings):
         default=100_000, ge=0, le=10_000_000,
         description="Catalog item details cached in memory.",
     )
+    api_filter_attributes: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("*",),
+        description="Item attributes each API process indexes in memory for `attr=` "
+        "filters, comma-separated; `*` indexes every attribute. A catalogue with many "
+        "attributes per item (Retailrocket's hashed properties) lists the few it filters "
+        "by: every indexed attribute value costs memory per item. `attr=` on an attribute "
+        "not listed is a 422.",
+    )
     api_new_items_poll_s: float = Field(
         default=0.2, gt=0.0, le=60.0,
         description="How often an API process checks the catalogue for new items to map "
@@ -647,6 +655,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"weight of {name!r} must be >= 0")
         # Types left out keep their default weight, so a partial override is safe.
         return {**DEFAULT_EVENT_WEIGHTS, **value}
+
+    @field_validator("api_filter_attributes", mode="before")
+    @classmethod
+    def _split_filter_attributes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(dict.fromkeys(p.strip() for p in value.split(",") if p.strip()))
+        return value
 
     @field_validator("trainer_candidates", mode="before")
     @classmethod

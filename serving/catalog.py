@@ -15,9 +15,10 @@ write and a candidate array.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ from recsys.catalog_codec import (
 )
 from recsys.erasure import remove_item_commands
 from recsys.item_attributes import ItemAttributes, attribute_text
-from recsys.item_filter import PATH_SEPARATOR, ItemFilter
+from recsys.item_filter import ALL_ATTRIBUTES, PATH_SEPARATOR, ItemFilter
 from recsys.keys import Keys
 from recsys.settings import Settings
 from serving.periodic import PeriodicTask
@@ -64,7 +65,10 @@ class FacetIndex:
     """Every catalogue item's filterable fields, and inverted indexes over them: the sets a
     filter's clauses select (recsys.item_filter), without a pass over the catalogue."""
 
-    def __init__(self) -> None:
+    def __init__(self, indexed_attributes: Iterable[str] = (ALL_ATTRIBUTES,)) -> None:
+        names = frozenset(indexed_attributes)
+        # None: every attribute (the setting api_filter_attributes is `*`)
+        self.indexed: frozenset[str] | None = None if ALL_ATTRIBUTES in names else names
         self.facets: dict[str, ItemAttributes] = {}
         self.by_level: dict[str, set[str]] = {}   # any level of any path -> items
         self.by_prefix: dict[str, set[str]] = {}  # "a/b" path prefix -> items
@@ -87,6 +91,11 @@ class FacetIndex:
 
     def add(self, item: ItemAttributes) -> None:
         self.remove(item.item_id)
+        if self.indexed is not None and item.attributes:
+            # only the attributes filters may name: the others would cost memory per item
+            item = dataclasses.replace(item, attributes={
+                name: value for name, value in item.attributes.items()
+                if name in self.indexed})
         self.facets[item.item_id] = item
         for index, key in self._entries(item):
             index.setdefault(key, set()).add(item.item_id)
@@ -149,7 +158,7 @@ class Catalog:
         self.categories: dict[str, str] = {}
         self.by_category: dict[str, set[str]] = {}
         self.unavailable: set[str] = set()
-        self.facets = FacetIndex()
+        self.facets = FacetIndex(settings.api_filter_attributes)
         self.generation: int | None = None
         self._seq = 0  # bumped on every in-memory change; keys the memo
         self._memo: dict[tuple[str, int, str], Any] = {}
@@ -277,7 +286,7 @@ class Catalog:
         members = await self.control.smembers(self.keys.catalog_unavailable)
         unavailable = {m.decode() for m in members}
         by_category: dict[str, set[str]] = {}
-        facets = FacetIndex()
+        facets = FacetIndex(self.settings.api_filter_attributes)
         for item, category in categories.items():
             if category:
                 by_category.setdefault(category, set()).add(item)

@@ -11,7 +11,14 @@ from fastapi import Depends, HTTPException, Path, Query, Request, Security, stat
 from fastapi.security import APIKeyHeader
 
 from recsys.events import MAX_ID_LENGTH
-from recsys.item_filter import FILTER_PARAMS, InvalidFilter, ItemFilter, parse_filter
+from recsys.item_filter import (
+    ALL_ATTRIBUTES,
+    FILTER_PARAMS,
+    InvalidFilter,
+    ItemFilter,
+    check_indexed,
+    parse_filter,
+)
 from recsys.settings import Settings
 from serving.schemas import ID_PATTERN
 from serving.state import Services
@@ -84,8 +91,10 @@ async def get_filters(
     """The request's filters (recsys.item_filter: every clause must hold); None when there
     are none. Parsed from the raw query by the core's parser, the same one the hot route's
     shortcut uses; the parameters above document them. 422 naming the parameter."""
+    services: Services | None = getattr(request.app.state, "services", None)
+    indexed = services.settings.api_filter_attributes if services else (ALL_ATTRIBUTES,)
     try:
-        found = parse_filter(request.query_params.multi_items())
+        found = check_indexed(parse_filter(request.query_params.multi_items()), indexed)
     except InvalidFilter as exc:
         raise HTTPException(422, str(exc)) from None
     return found if found.restricts else None
@@ -150,7 +159,8 @@ def plain_id(value: str) -> bool:
     return len(value) <= MAX_ID_LENGTH and _ID_RE.fullmatch(value) is not None
 
 
-def plain_user_params(user_id: str, query: Iterable[tuple[str, str]], max_k: int
+def plain_user_params(user_id: str, query: Iterable[tuple[str, str]], max_k: int,
+                      indexed: Iterable[str] = (ALL_ATTRIBUTES,)
                       ) -> tuple[str, int, bool, ItemFilter | None] | None:
     """(user_id, k, exclude_seen, filters) of a plainly well-formed personalised request,
     from its path parameter and its query pairs (Starlette's `query_params.multi_items()`);
@@ -186,7 +196,7 @@ def plain_user_params(user_id: str, query: Iterable[tuple[str, str]], max_k: int
     filters = None
     if filter_pairs:
         try:
-            filters = parse_filter(filter_pairs)
+            filters = check_indexed(parse_filter(filter_pairs), indexed)
         except InvalidFilter:
             return None  # FastAPI's path answers the 422
         if not filters.restricts:

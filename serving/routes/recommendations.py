@@ -54,7 +54,8 @@ class PersonalisedRoute(APIRoute):
             if services is not None:
                 params = plain_user_params(request.path_params.get("user_id", ""),
                                            request.query_params.multi_items(),
-                                           services.settings.api_max_k)
+                                           services.settings.api_max_k,
+                                           services.settings.api_filter_attributes)
                 if params is not None:
                     return await _for_user(services, *params)
             return await standard(request)

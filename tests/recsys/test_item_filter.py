@@ -6,7 +6,13 @@ import pytest
 
 from recsys.catalog_codec import decode_facets, decode_item, encode_facets, encode_item
 from recsys.item_attributes import ItemAttributes, attribute_text
-from recsys.item_filter import NO_FILTER, InvalidFilter, ItemFilter, parse_filter
+from recsys.item_filter import (
+    NO_FILTER,
+    InvalidFilter,
+    ItemFilter,
+    check_indexed,
+    parse_filter,
+)
 
 PAN = ItemAttributes("pan", category_paths=(("home", "kitchen", "pans"), ("sale",)),
                      brand="Acme", price=19.5, title="Pan", description="Cast iron.",
@@ -101,3 +107,11 @@ def test_codec_round_trips_every_field_and_reads_old_hashes():
     assert decode_item("s", old) == ItemAttributes("s", category_paths=(("shoes",),),
                                                    title="Shoe", available=False)
     assert decode_facets("s", None, "shoes").category_paths == (("shoes",),)
+
+
+def test_only_indexed_attributes_may_be_filtered():
+    f = ItemFilter(attributes=(("colour", "red"),))
+    assert check_indexed(f, ("*",)) is f and check_indexed(f, ("colour", "size")) is f
+    with pytest.raises(InvalidFilter) as info:
+        check_indexed(f, ("size",))
+    assert info.value.param == "attr" and "'colour'" in str(info.value)

@@ -51,3 +51,11 @@ def test_indexes_select_what_matches_passes_after_adds_and_removes():
         expected = {i for i, item in current.items() if f.matches(item)}
         assert index.matching(f) == expected, f
         assert 0 < len(expected) < len(current), f  # each filter selects a real subset
+
+
+def test_an_index_of_some_attributes_keeps_only_those():
+    index = FacetIndex(("colour",))
+    index.add(ItemAttributes("a", attributes={"colour": "red", "hash1": "n1 2", "n": 3}))
+    assert dict(index.facets["a"].attributes) == {"colour": "red"}
+    assert set(index.by_attribute) == {("colour", "red")}
+    assert index.matching(ItemFilter(attributes=(("colour", "red"),))) == {"a"}

@@ -201,3 +201,22 @@ async def test_classic_api_items_carry_name_and_image(published, client, catalog
         assert rec["name"] == f"Item {rec['product_id']}"
         assert rec["image_url"] == f"https://img.example/{rec['product_id']}.jpg"
     assert np.isfinite([rec["score"] for rec in recs]).all()
+
+
+async def test_only_the_listed_attributes_are_filterable(published, settings):
+    narrow = with_overrides(settings, api_filter_attributes=("colour",))
+    async with running_app(narrow) as client:
+        r = await client.put("/v1/items", json=[
+            {"item_id": item, **describe(n, item, published.category_of[item])}
+            for n, item in enumerate(published.item_ids)])
+        assert r.status_code == 200
+        for path in ("/v1/users/u1/recommendations", "/v1/popular"):
+            r = await client.get(path, params={"attr": "year:2001"})
+            assert r.status_code == 422 and r.json()["detail"].startswith("attr:"), r.text
+        body = (await client.get("/v1/users/u1/recommendations",
+                                 params={"k": 40, "attr": "colour:blue"})).json()
+        assert body["items"] and all(i["attributes"]["colour"] == "blue"
+                                     for i in body["items"])
+        # Stored whole, indexed in part: the item still shows every attribute.
+        assert "year" in (await client.get(f"/v1/items/{published.item_ids[0]}")).json()[
+            "attributes"]
