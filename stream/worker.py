@@ -137,7 +137,11 @@ def build(settings: Settings) -> StreamWorker:
 def preload_model(worker: StreamWorker) -> None:
     """Load the version in service before consuming, so a restart does not count its first
     events as "no model". The watcher takes over from there."""
-    client = redis_client(worker.settings, socket_timeout=10)
+    try:
+        client = redis_client(worker.settings, socket_timeout=10)
+    except RedisError as exc:  # a cluster client reads the slot map at once
+        log.warning("cannot reach Redis to preload the model (%r); the watcher will retry", exc)
+        return
     try:
         check_redis_mode(client, worker.settings)  # a ConfigError stops the worker here
         model = load_model(client, Keys.for_settings(worker.settings))
