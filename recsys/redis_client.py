@@ -53,15 +53,32 @@ def redis_client(settings: Any, **options: Any) -> Any:
         raise RedisConnectionError(str(exc)) from exc
 
 
+def _async_cluster_class() -> Any:
+    from redis.asyncio.cluster import RedisCluster
+
+    class AsyncCluster(RedisCluster):  # type: ignore[misc]
+        """redis-py's asyncio cluster client, whose "no node answers" is a connection error
+        (a RedisError), as it is for one node: the roles' degrade-and-retry paths catch
+        RedisError, and redis-py raises a RedisClusterException, which is not one."""
+
+        async def initialize(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await super().initialize(*args, **kwargs)
+            except RedisClusterException as exc:
+                if "not enabled" in str(exc):
+                    raise
+                raise RedisConnectionError(str(exc)) from exc
+
+    return AsyncCluster
+
+
 def async_redis_client(settings: Any, **options: Any) -> Any:
     """redis.asyncio client for `settings` (one node or cluster); connects lazily."""
     if not _is_cluster(settings):
         import redis.asyncio as aioredis
 
         return aioredis.Redis.from_url(settings.redis_url, **options)
-    from redis.asyncio.cluster import RedisCluster
-
-    return RedisCluster.from_url(settings.redis_url, **options)
+    return _async_cluster_class().from_url(settings.redis_url, **options)
 
 
 def subscriber_client(settings: Any, **options: Any) -> Any:

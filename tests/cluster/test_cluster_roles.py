@@ -153,3 +153,16 @@ async def test_the_api_refuses_to_start_on_a_mode_mismatch(cluster_settings,
     with pytest.raises(ConfigError):
         async with running_app(one_node):
             pass
+
+
+@pytest.mark.anyio
+async def test_the_api_degrades_when_no_cluster_node_answers(cluster_settings):
+    from shell.localstack import free_port
+
+    down = Settings.model_validate({**cluster_settings.model_dump(),
+                                    "redis_url": f"redis://127.0.0.1:{free_port()}/0",
+                                    "api_redis_timeout_s": 0.2})
+    async with running_app(down) as http:
+        r = await http.get("/v1/users/u1/recommendations", params={"k": 3})
+    assert r.status_code == 200
+    assert r.json()["source"] == "fallback:redis_unavailable"
