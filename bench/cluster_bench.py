@@ -10,7 +10,9 @@ request's scheduled send time) after a warm-up. Printed per backend: p50/p99, th
 achieved, and the API process's CPU per request. On one machine the three masters share
 the cores with the API and the load generator, so the cluster's figures include its own
 CPU; what a cluster adds per request is the client's routing (one slot lookup) — the user
-read is still one script on one node.
+read is still one script on one node. The in-process CPU per request (the app without HTTP,
+one request at a time: bench.serving_bench._inprocess_cpu) moves least with the machine's
+load and is the figure to compare.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from bench.serving_bench import (
     RATE,
     K,
     _Api,
+    _inprocess_cpu,
     _percentiles,
     _publish,
     _run_load,
@@ -76,11 +79,13 @@ def measure(cluster: bool, quick: bool) -> dict[str, Any]:
             cpu_ms = (api.cpu_s() - cpu_before) * 1000 / max(1, served)
         finally:
             api.stop()
+        inprocess = _inprocess_cpu(stack.redis_url, stack.bootstrap_servers, users,
+                                   1000 if quick else 3000, redis_cluster=cluster)
     fixed = load["fixed"]
     p50, p99 = _percentiles(fixed["latencies"])
     return {"p50_ms": p50, "p99_ms": p99, "achieved_rps": fixed["achieved_rps"],
             "requests": len(fixed["latencies"]), "failed_or_not_personalised": fixed["failures"],
-            "api_cpu_ms_per_request": cpu_ms}
+            "api_cpu_ms_per_request": cpu_ms, **inprocess}
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -104,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: personalised k={K} over {N_ITEMS:,} items at {RATE:.0f} req/s: "
               f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
               f"{r['achieved_rps']:.0f} req/s achieved, API CPU "
-              f"{r['api_cpu_ms_per_request']:.2f} ms/request, "
+              f"{r['api_cpu_ms_per_request']:.2f} ms/request (in-process, no HTTP: app "
+              f"{r['inprocess_cpu_ms_asgi_user']:.2f} ms, recommender "
+              f"{r['inprocess_cpu_ms_recommender_user']:.2f} ms), "
               f"{r['failed_or_not_personalised']} failed or not personalised")
     print(f"load average {result['load_avg_1m_before']:.1f} -> "
           f"{result['load_avg_1m_after']:.1f} on {os.cpu_count()} cores")

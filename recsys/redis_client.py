@@ -13,6 +13,7 @@ a server started with `cluster-enabled yes`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -54,12 +55,48 @@ def redis_client(settings: Any, **options: Any) -> Any:
 
 
 def _async_cluster_class() -> Any:
-    from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+
+    class SettledPipeline(ClusterPipeline):  # type: ignore[misc]
+        __slots__ = ()
+
+        async def execute(self, *args: Any, **kwargs: Any) -> Any:
+            await self.cluster_client.settle_first_use()
+            return await super().execute(*args, **kwargs)
 
     class AsyncCluster(RedisCluster):  # type: ignore[misc]
-        """redis-py's asyncio cluster client, whose "no node answers" is a connection error
-        (a RedisError), as it is for one node: the roles' degrade-and-retry paths catch
-        RedisError, and redis-py raises a RedisClusterException, which is not one."""
+        """redis-py's asyncio cluster client with two repairs:
+
+        - "no node answers" is a connection error (a RedisError), as it is for one node: the
+          roles' degrade-and-retry paths catch RedisError, and redis-py raises a
+          RedisClusterException, which is not one;
+        - the first use initializes alone: with redis-py 8.1, commands sent concurrently
+          with the first initialization failed ("'NoneType' object has no attribute
+          'writelines'"; reproduced here about one time in two with 50 concurrent first
+          commands, never with this), so the first command or pipeline initializes under a
+          lock and yields once before the others go.
+        """
+
+        _first_use: asyncio.Lock | None = None
+
+        async def settle_first_use(self) -> None:
+            if not self._initialize:
+                return
+            if self._first_use is None:
+                self._first_use = asyncio.Lock()
+            async with self._first_use:
+                if self._initialize:
+                    await self.initialize()
+                    await asyncio.sleep(0)
+
+        async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+            await self.settle_first_use()
+            return await super().execute_command(*args, **kwargs)
+
+        def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+            if shard_hint:
+                raise RedisClusterException("shard_hint is deprecated in cluster mode")
+            return SettledPipeline(self, transaction)
 
         async def initialize(self, *args: Any, **kwargs: Any) -> Any:
             try:

@@ -5,6 +5,7 @@ personalised list from them. Plus the start-up check of the mode, both ways."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -166,3 +167,25 @@ async def test_the_api_degrades_when_no_cluster_node_answers(cluster_settings):
         r = await http.get("/v1/users/u1/recommendations", params={"k": 3})
     assert r.status_code == 200
     assert r.json()["source"] == "fallback:redis_unavailable"
+
+
+@pytest.mark.anyio
+async def test_concurrent_first_commands_on_a_fresh_cluster_client_all_succeed(
+        cluster_settings, cluster_keys):
+    """redis-py 8.1's asyncio cluster client failed about one fresh client in two here when
+    50 commands were its first (AttributeError inside the connection); the API's first
+    requests after a start are exactly that."""
+    from recsys.redis_client import async_redis_client
+    from serving.recommender import USER_STATE_LUA
+
+    for _ in range(4):
+        client = async_redis_client(cluster_settings)
+        script = client.register_script(USER_STATE_LUA)
+        users = [f"u{n}" for n in range(50)]
+        try:
+            answers = await asyncio.gather(*(
+                script(keys=[cluster_keys.user_vector_hash("v", u), cluster_keys.seen(u),
+                             cluster_keys.hidden(u)], args=[u, 5]) for u in users))
+            assert all(a[0] is None for a in answers)
+        finally:
+            await client.aclose()
