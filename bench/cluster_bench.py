@@ -98,6 +98,10 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from recsys.blas import set_blas_threads
+    from recsys.settings import get_settings
+
+    set_blas_threads(get_settings().blas_threads)  # this process and the roles it starts
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter phases, fewer users")
     args = parser.parse_args(argv)
