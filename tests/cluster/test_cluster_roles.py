@@ -11,6 +11,7 @@ import uuid
 
 import numpy as np
 import pytest
+from pydantic import SecretStr
 
 from recsys.errors import ConfigError
 from recsys.events import Event
@@ -97,24 +98,33 @@ def test_a_stream_worker_writes_vectors_and_seen_items_into_the_users_buckets(
 
 
 @pytest.mark.anyio
-async def test_the_api_answers_a_personalised_list_from_the_cluster(
+async def test_the_api_answers_from_the_cluster_and_rolls_back_there(
         cluster_settings, cluster_client, cluster_keys):
     items, users, item_factors, user_factors, seen, _ = fit_model()
-    publish_serving(cluster_client, cluster_keys, "v1", items, item_factors, users,
-                    user_factors)
+    for version in ("v1", "v2"):
+        publish_serving(cluster_client, cluster_keys, version, items, item_factors, users,
+                        user_factors)
     now_ms = int(time.time() * 1000)
     for user in users[:4]:
         cluster_client.zadd(cluster_keys.seen(user), {i: now_ms for i in seen[user]})
-    async with running_app(cluster_settings) as http:
+    admin = {"X-API-Key": "cluster-test-key"}
+    settings = cluster_settings.model_copy(update={"api_key": SecretStr(admin["X-API-Key"])})
+    async with running_app(settings) as http:
         for user in users[:4]:
             r = await http.get(f"/v1/users/{user}/recommendations", params={"k": 5})
             assert r.status_code == 200
             body = r.json()
-            assert body["source"] == "personalized" and body["model_version"] == "v1"
+            assert body["source"] == "personalized" and body["model_version"] == "v2"
             got = [i["item_id"] for i in body["items"]]
             scores = item_factors @ user_factors[users.index(user)]
             allowed = [i for i in np.argsort(-scores) if items[i] not in seen[user]]
             assert got == [items[i] for i in allowed[:5]]
+        # manifests of several versions: several slots, read by the admin route
+        models = (await http.get("/v1/admin/models", headers=admin)).json()
+        assert [v["version"] for v in models["versions"]] == ["v2", "v1"]
+        r = await http.post("/v1/admin/models/rollback", headers=admin)
+        assert r.status_code == 200, r.text
+    assert read_current_version(cluster_client, cluster_keys) == "v1"
 
 
 def _one_node(settings: Settings, url: str) -> Settings:
