@@ -124,7 +124,14 @@ async def test_the_api_answers_from_the_cluster_and_rolls_back_there(
         assert [v["version"] for v in models["versions"]] == ["v2", "v1"]
         r = await http.post("/v1/admin/models/rollback", headers=admin)
         assert r.status_code == 200, r.text
+        # erasure finds the user's vectors of every version in their bucket
+        gone = users[0]
+        assert (await http.delete(f"/v1/users/{gone}", headers=admin)).status_code == 202
     assert read_current_version(cluster_client, cluster_keys) == "v1"
+    assert not any(cluster_client.hexists(cluster_keys.user_vector_hash(v, gone), gone)
+                   for v in ("v1", "v2"))
+    assert not cluster_client.exists(cluster_keys.seen(gone))
+    assert cluster_client.hexists(cluster_keys.user_vector_hash("v1", users[1]), users[1])
 
 
 def _one_node(settings: Settings, url: str) -> Settings:
