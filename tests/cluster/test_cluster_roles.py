@@ -16,6 +16,8 @@ from pydantic import SecretStr
 from recsys.errors import ConfigError
 from recsys.events import Event
 from recsys.modelstore import (
+    Fenced,
+    activate_version,
     load_model,
     read_current_version,
     rollback_version,
@@ -37,6 +39,7 @@ from tests.stream.conftest import (
 )
 from tests.stream.conftest import publish as publish_stream
 from tests.trainer.conftest import FAST, START_MS
+from trainer.lease import TrainerLease
 from trainer.pipeline import Trainer, history_store
 from trainer.telemetry import TrainerMetrics
 
@@ -48,10 +51,16 @@ def test_trainer_publishes_activates_collects_and_rolls_back_on_the_cluster(
     keys = cluster_keys
     run_settings = cluster_settings.model_copy(update={"trainer_gate_tolerance": 0.99,
                                                        "trainer_keep_versions": 2})
-    trainer = Trainer(run_settings, redis=cluster_client, metrics=TrainerMetrics(),
-                      store=history_store(run_settings), params=FAST)
-    trainer.store.append(synthetic.generate(15_000, seed=3, start_ms=START_MS, days=20))
-    versions = [trainer.run_once().version for _ in range(3)]
+    with TrainerLease(cluster_client, keys, ttl_s=60) as lease:  # fenced activations
+        trainer = Trainer(run_settings, redis=cluster_client, metrics=TrainerMetrics(),
+                          store=history_store(run_settings), params=FAST, lease=lease)
+        trainer.store.append(synthetic.generate(15_000, seed=3, start_ms=START_MS, days=20))
+        versions = [trainer.run_once().version for _ in range(3)]
+        token = lease.token
+    # a trainer whose lease was taken over cannot move the pointer (one script, one slot)
+    cluster_client.set(keys.trainer_lease, "another-trainer")
+    with pytest.raises(Fenced):
+        activate_version(cluster_client, keys, versions[1], fence=(keys.trainer_lease, token))
 
     assert read_current_version(cluster_client, keys) == versions[2]
     model = load_model(cluster_client, keys)
