@@ -41,6 +41,7 @@ from tests.stream.conftest import publish as publish_stream
 from tests.trainer.conftest import FAST, START_MS
 from trainer.lease import TrainerLease
 from trainer.pipeline import Trainer, history_store
+from trainer.publish import collect_orphans, redis_versions
 from trainer.telemetry import TrainerMetrics
 
 pytestmark = pytest.mark.integration
@@ -75,6 +76,11 @@ def test_trainer_publishes_activates_collects_and_rolls_back_on_the_cluster(
     # the pointer, the rollback list and the lease move together in one slot
     assert rollback_version(cluster_client, keys) == (versions[1], versions[2])
     assert load_model(cluster_client, keys).version == versions[1]
+    # orphan collection SCANs every master for version keys, buckets included
+    assert redis_versions(cluster_client, keys) == {versions[1], versions[2]}
+    assert set(collect_orphans(cluster_client, keys, {versions[1]}, grace_s=0)) == {versions[2]}
+    assert redis_versions(cluster_client, keys) == {versions[1]}
+    assert not any(cluster_client.exists(k) for k in keys.user_vector_hashes(versions[2]))
 
 
 def test_a_stream_worker_writes_vectors_and_seen_items_into_the_users_buckets(
