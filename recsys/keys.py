@@ -21,6 +21,9 @@ Model versions (written by the trainer, read by stream and serving)
     {ns}:model:{v}:ann               string  catalogues of `ann_min_items` or more: the
                                              approximate-search layout over item_factors
                                              (recsys.ann.pack_layout; manifest `ann_format`)
+    {ns}:model:{v}:content           string  versions fitted with item attributes: the content
+                                             model and the items' content embeddings
+                                             (recsys.content.pack_content; manifest `content`)
     {ns}:model:switch                pub/sub channel: the new version id, after the pointer moved
     {ns}:trainer:lease               string  token of the one trainer allowed to write versions
                                              (SET NX PX, renewed while it runs; trainer/lease.py)
@@ -48,6 +51,10 @@ Catalog (written by the API's PUT /v1/items)
     {ns}:catalog:unavailable         set     item ids that must not be recommended
     {ns}:catalog:generation          string  counter bumped by every catalog write (API
                                              replicas reload category/unavailable on change)
+    {ns}:catalog:changes             zset    item id -> time (epoch ms) of its last catalog
+                                             write, the newest CATALOG_CHANGES_MAX kept: API
+                                             replicas map new items' attributes to factors
+                                             from it (serving/content_items.py)
 
 Experiments (the API's /v1/admin/experiments, recsys.experiments)
     {ns}:experiments                 hash    experiment name -> JSON config (variants, shares,
@@ -74,7 +81,8 @@ keys that one script or transaction touches share a tag, and nothing else does:
                                      the pointer, the rollback list and the lease: the one
                                      activation script (fenced switch) runs in this slot
     {ns:model:v}:manifest, :item_ids, :item_factors, :similar, :tower, :neighbours, :ann,
-    {ns:model:v}:pop:alltime         one version's item side: one MGET loads it
+    :content, {ns:model:v}:pop:alltime
+                                     one version's item side: one MGET loads it
     {ns:u:b}:uvec:v                  hash: user id -> vector of the users in bucket b
                                      (b = crc32(user) mod B) under version v
     {ns:u:b}:seen:{user}, {ns:u:b}:hidden:{user}
@@ -83,7 +91,7 @@ keys that one script or transaction touches share a tag, and nothing else does:
                                      writes stay in one slot
     {ns:pop:w}, {ns:pop:w}:ref, {ns:pop:w}:batch:{id}, {ns:pop:w}:applied:{topic}
                                      one window's trending set and its guards (one script)
-    {ns:catalog}:item:{item}, :category, :unavailable, :generation
+    {ns:catalog}:item:{item}, :category, :unavailable, :generation, :changes
                                      the catalogue, written in one MULTI per batch
 Experiments and erasure keys are single-key operations and keep their names. A version's
 manifest records its B (`user_buckets`); a reader whose B differs refuses the version
@@ -97,9 +105,11 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+# newest catalogue writes kept in Keys.catalog_changes (bounds its memory)
+CATALOG_CHANGES_MAX = 100_000
 POPULARITY_WINDOWS = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
 _VERSION_KEY_SUFFIXES = frozenset({"manifest", "item_ids", "item_factors", "similar", "tower",
-                                   "neighbours", "ann"})
+                                   "neighbours", "ann", "content"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +192,9 @@ class Keys:
             return f"{self._tag('model:' + version)}:{suffix}"
         return f"{self.namespace}:model:{version}:{suffix}"
 
+    def model_content(self, version: str) -> str:
+        return self._version_key(version, "content")
+
     @property
     def trainer_lease(self) -> str:
         if self.cluster:  # beside the pointer: the fenced switch checks it in one script
@@ -236,6 +249,7 @@ class Keys:
             self.model_tower(version),
             self.model_neighbours(version),
             self.model_ann(version),
+            self.model_content(version),
             self.popularity_alltime(version),
         ]
 
@@ -332,6 +346,10 @@ class Keys:
     @property
     def catalog_generation(self) -> str:
         return self._catalog_key("generation")
+
+    @property
+    def catalog_changes(self) -> str:
+        return self._catalog_key("changes")
 
     # --- experiments ---------------------------------------------------------------------
     @property

@@ -50,7 +50,8 @@ def test_each_script_and_transaction_group_is_one_slot_in_the_cluster_layout():
     control = [k.current_model, k.previous_models, k.trainer_lease]  # the activation script
     assert len({slot(key) for key in control}) == 1
     version = [k.model_manifest("v7"), k.model_item_ids("v7"), k.model_item_factors("v7"),
-               k.model_tower("v7"), k.model_neighbours("v7")]  # one MGET loads a version
+               k.model_tower("v7"), k.model_neighbours("v7"),
+               k.model_content("v7")]  # one MGET loads a version
     assert len({slot(key) for key in version}) == 1
     assert slot(k.model_manifest("v7")) != slot(k.model_manifest("v8"))
     for window in POPULARITY_WINDOWS:  # the popularity script
@@ -58,7 +59,7 @@ def test_each_script_and_transaction_group_is_one_slot_in_the_cluster_layout():
                  k.popularity_batch(window, "b1"), k.popularity_applied(window, "topic")]
         assert len({slot(key) for key in group}) == 1
     catalog = [k.item("i1"), k.item("i2"), k.catalog_category, k.catalog_unavailable,
-               k.catalog_generation]  # one MULTI per batch of PUTs
+               k.catalog_generation, k.catalog_changes]  # one MULTI per batch of PUTs
     assert len({slot(key) for key in catalog}) == 1
 
 
