@@ -392,16 +392,18 @@ def _asgi_get(app: Any, path: str, query: bytes) -> Any:
     return app(scope, receive, send)
 
 
-def _inprocess_cpu(redis_url: str, kafka: str, users: list[str], n: int) -> dict[str, float]:
+def _inprocess_cpu(redis_url: str, kafka: str, users: list[str], n: int,
+                   **settings: Any) -> dict[str, float]:
     """CPU ms per request of the app itself, in this process, one request at a time: the
     whole ASGI app (routing, validation, Redis round trip, scoring, JSON), the recommender
     alone (Redis + scoring), and /healthz (the framework floor). Process CPU time, so it
-    moves much less with the machine's load than latencies do; no HTTP server or client."""
+    moves much less with the machine's load than latencies do; no HTTP server or client.
+    `settings`: more settings of the app (bench.cluster_bench: redis_cluster)."""
     from recsys.settings import load_settings
     from serving.main import create_app
 
     settings = load_settings(redis_url=redis_url, redis_namespace=NAMESPACE,
-                             kafka_bootstrap_servers=kafka)  # never produced to
+                             kafka_bootstrap_servers=kafka, **settings)  # never produced to
     rnd = random.Random(11)
     sample = [rnd.choice(users) for _ in range(n)]
     query = f"k={K}".encode()

@@ -78,6 +78,20 @@ class Settings(BaseSettings):
         description="Prefix of every Redis key this deployment writes (1-64 letters, digits, "
         "'_', '.', '-').",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="REDIS_URL names a node of a Redis Cluster: every role uses the cluster "
+        "client and the cluster key layout (hash-tagged buckets, docs/scale.md). Checked "
+        "against the server at start-up: a mismatch either way stops the role with an error "
+        "naming this setting.",
+    )
+    redis_user_buckets: int = Field(
+        default=1024, ge=1, le=16_384,
+        description="Cluster mode only: buckets (hash tags) that a version's user vectors and "
+        "the users' state are spread over. Recorded in each version's manifest; readers "
+        "refuse a version written with another count, so change it only together with a "
+        "fresh version and cleared user state.",
+    )
 
     # --- topics ----------------------------------------------------------------------------
     interactions_topic: str = Field(

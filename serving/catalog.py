@@ -355,7 +355,9 @@ class Catalog:
         """Delete an item everywhere it can be recommended from (recsys.erasure): catalogue
         entry, trending and all-time popularity of `versions`; it stays in the unavailable
         set, so no model version recommends it. Redis errors propagate."""
-        pipe = self.redis.pipeline(transaction=True)
+        # One MULTI on one node; a cluster spreads these keys over slots, where each command
+        # is idempotent and a failed removal is simply repeated.
+        pipe = self.redis.pipeline(transaction=not self.keys.cluster)
         remove_item_commands(pipe, self.keys, item_id, versions)
         written = int((await pipe.execute())[-1])
         old = self.categories.pop(item_id, None)

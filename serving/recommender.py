@@ -7,7 +7,7 @@ matrix (recsys.candidates.neighbours.score_items, the trainer's own maths); a `p
 version answers from trending and its popularity list with `source = popularity`.
 
 Each method takes `holder.current` once and uses only that version for the whole request
-(invariant 2): the user vector is fetched from `keys.user_vectors(that version)`, so it
+(invariant 2): the user vector is fetched from `keys.user_vector_hash(that version, user)`, so it
 can only have been computed against the factors it is scored with. Anything that stops the
 model from answering (no model, unknown user, Redis trouble, a model the trainer flagged as
 worse than popularity) becomes a fallback with `source = fallback:<reason>` (invariant 6).
@@ -60,11 +60,12 @@ from serving.served_model import LoadedModel
 log = logging.getLogger(__name__)
 
 # Everything a personalised request reads from Redis, in one EVALSHA: the user's vector under
-# the served version (KEYS[1] = keys.user_vectors(version), field ARGV[1]) and their most
+# the served version (KEYS[1] = keys.user_vector_hash(version, user), field ARGV[1]) and their most
 # recent seen items (KEYS[2] = keys.seen(user), ARGV[2] = how many), and the items their
 # negative feedback hides (KEYS[3] = keys.hidden(user)). One command instead of a
 # two-command pipeline halves redis-py's client-side cost (docs/benchmarks.md), which is
 # most of what Redis costs the hot path. A missing vector comes back as nil (Lua false).
+# In the cluster layout the three keys share the user's bucket tag: one slot, one node.
 # Read-only; redis-py reloads the script by itself after a Redis restart (NOSCRIPT).
 USER_STATE_LUA = """
 return {redis.call('HGET', KEYS[1], ARGV[1]),
@@ -171,7 +172,7 @@ class Recommender:
                                              filters, seen=[], offset=offset)
         try:
             raw, seen_raw, hidden_raw = await self._user_state(
-                keys=[self.keys.user_vectors(model.version), self.keys.seen(user_id),
+                keys=[self.keys.user_vector_hash(model.version, user_id), self.keys.seen(user_id),
                       self.keys.hidden(user_id)],
                 args=[user_id, self.settings.api_seen_max])
         except (RedisError, OSError) as exc:

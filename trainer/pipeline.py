@@ -168,12 +168,14 @@ def history_store(settings: Settings, metrics: TrainerMetrics | None = None) -> 
 
 
 def trainer_redis(settings: Settings) -> Any:
-    """The trainer's Redis client: bounded socket and connect timeouts (a setting)."""
-    import redis as redis_lib
+    """The trainer's Redis client: bounded socket and connect timeouts (a setting); one node
+    or cluster as the settings say, checked against the server (ConfigError)."""
+    from recsys.redis_client import check_redis_mode, redis_client
 
-    return redis_lib.Redis.from_url(settings.redis_url,
-                                    socket_timeout=settings.trainer_redis_timeout_s,
-                                    socket_connect_timeout=settings.trainer_redis_timeout_s)
+    client = redis_client(settings, socket_timeout=settings.trainer_redis_timeout_s,
+                          socket_connect_timeout=settings.trainer_redis_timeout_s)
+    check_redis_mode(client, settings)
+    return client
 
 
 class Trainer:
@@ -183,7 +185,7 @@ class Trainer:
                  metrics: TrainerMetrics | None = None, store: HistoryStore | None = None,
                  params: AlsParams | None = None, lease: TrainerLease | None = None) -> None:
         self.settings = settings
-        self.keys = Keys(settings.redis_namespace)
+        self.keys = Keys.for_settings(settings)
         self.redis = redis or trainer_redis(settings)
         # With a lease, activation is fenced by its token (trainer.lease); tests and library
         # callers that run one trainer may go without.
