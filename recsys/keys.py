@@ -94,7 +94,7 @@ keys that one script or transaction touches share a tag, and nothing else does:
                                      writes stay in one slot
     {ns:pop:w}, {ns:pop:w}:ref, {ns:pop:w}:batch:{id}, {ns:pop:w}:applied:{topic}
                                      one window's trending set and its guards (one script)
-    {ns:catalog}:item:{item}, :category, :unavailable, :generation, :changes
+    {ns:catalog}:item:{item}, :category, :facets, :unavailable, :generation, :changes
                                      the catalogue, written in one MULTI per batch
 Experiments and erasure keys are single-key operations and keep their names. A version's
 manifest records its B (`user_buckets`); a reader whose B differs refuses the version
@@ -344,7 +344,7 @@ class Keys:
 
     @property
     def catalog_facets(self) -> str:
-        return f"{self.namespace}:catalog:facets"
+        return self._catalog_key("facets")
 
     @property
     def catalog_unavailable(self) -> str:

@@ -56,13 +56,13 @@ def _load(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    import redis as redis_lib
     from redis.exceptions import RedisError
     from tqdm import tqdm
 
     from recsys.catalog_codec import write_items
     from recsys.errors import RecsysError
     from recsys.keys import Keys
+    from recsys.redis_client import redis_client
     from recsys.settings import get_settings
     from recsys.sources.items import load_items
 
@@ -76,7 +76,7 @@ def _load(args: argparse.Namespace) -> int:
     if args.dry_run or not items:
         return 0
     settings = get_settings()
-    client = redis_lib.Redis.from_url(settings.redis_url, socket_timeout=30)
+    client = redis_client(settings, socket_timeout=30)
     written = 0
     interactive = sys.stderr.isatty()
     with tqdm(total=len(items), unit="item", desc="catalogue", file=sys.stderr,
@@ -91,7 +91,7 @@ def _load(args: argparse.Namespace) -> int:
                 log.info("catalogue: %d of %d items written", written, len(items))
 
         try:
-            generation = write_items(client, Keys(settings.redis_namespace), items,
+            generation = write_items(client, Keys.for_settings(settings), items,
                                      args.batch_size, advance)
         except (RedisError, OSError) as exc:
             raise RecsysError(f"Redis failed after {written} of {len(items)} items ({exc}); "
