@@ -6,6 +6,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from recsys.item_filter import category_filter
 from serving.business import for_users
 from serving.deps import DEFAULT_K, ServicesDep
 from serving.responses import render
@@ -50,7 +51,7 @@ async def batch_recommendations(services: ServicesDep, body: BatchIn) -> BatchOu
     if body.k > settings.api_max_k:
         raise HTTPException(422, f"k must be between 1 and {settings.api_max_k}; got {body.k}")
     results = await for_users(services.recommender, body.user_ids, body.k, body.exclude_seen,
-                              body.category)
+                              category_filter(body.category))
     # Each user's list is an impression of its own, outside experiments: a campaign sends
     # the model's lists, and a click on one is attributed to it like any other.
     parts = [orjson.Fragment(bytes((await render(
