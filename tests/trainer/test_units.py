@@ -156,3 +156,16 @@ def test_similar_lists_of_an_item_item_model_keep_positive_neighbours_best_first
     assert idx.tolist() == [[3, 2, -1], [1, 3, -1]]  # item 0's weight 0 and -0.5 left out
     np.testing.assert_allclose(scores, [[0.4, 0.1, 0.0], [0.9, 0.2, 0.0]])
     assert idx.dtype == np.int64 and scores.dtype == np.float32
+
+
+def test_stored_similar_lists_go_to_the_most_popular_items_when_capped():
+    from types import SimpleNamespace
+
+    from trainer.pipeline import Trainer
+
+    ids = np.array(["a", "b", "c", "d", "e"])
+    popularity = {"a": 1.0, "b": 9.0, "d": 5.0, "e": 7.0}  # c: never seen
+    capped = SimpleNamespace(settings=SimpleNamespace(trainer_similar_max_items=3))
+    assert Trainer._similar_rows(capped, ids, popularity).tolist() == [1, 3, 4]  # rows, sorted
+    uncapped = SimpleNamespace(settings=SimpleNamespace(trainer_similar_max_items=0))
+    assert Trainer._similar_rows(uncapped, ids, popularity).tolist() == [0, 1, 2, 3, 4]
