@@ -33,6 +33,7 @@ COMPARISONS = [
     ("trainer", "spark.ndcg_ratio", None,
      "Spark MLlib ALS / implicit, NDCG@10 on ML-100K at the settings' point; target >= 0.95"),
     ("trainer", "spark.fit_ratio", None, "Spark MLlib (local[2]) / implicit, ALS fit seconds"),
+    ("trainer", "neural_fit_s", None, "neural tower on ML-100K, whole history; target < 300 s"),
     ("stream", "events_per_s", "ceiling_events_per_s",
      "worker / bare consume loop; target >= 5000 ev/s"),
     ("stream", "freshness_p50_ms", None, "at 1,000 events/s"),

@@ -20,6 +20,10 @@ Measured in the same run:
   factor load time (from its /metrics);
 - requests per scoring pass at the fixed rate and at max throughput (the API scores
   concurrent requests in one pass over the factors: serving/score_batching.py);
+- the hybrid path (`--hybrid` runs only this): the same catalogue published once without
+  and once with a content model (categories, brands, price bands; 32-dimensional
+  embeddings, blend 0.5), one API process per version, alternating fixed-rate phases at
+  300 req/s in the same run: p50/p99 of each and the ratio hybrid / plain;
 - impressions on vs off (`--impressions` runs only this): the in-process app's CPU per
   personalised request with the impression record queued on the broker and without,
   alternating rounds in the same app (process CPU time, so the producer's own threads, its
@@ -246,6 +250,103 @@ def _publish(client: Any, keys: Any, version: str, n_items: int, n_users: int,
     return users
 
 
+def _publish_hybrid(client: Any, keys: Any, version: str, n_items: int, n_users: int,
+                    seed: int) -> list[str]:
+    """The catalogue of `_publish` (same seed: same factors) as a version with a content
+    model: items in 200 categories under 20 roots, 100 brands, prices; blend 0.5."""
+    from recsys.content import pack_content
+    from recsys.content_fit import ContentConfig, fit_content, with_blend
+    from recsys.item_attributes import ItemAttributes
+    from recsys.modelstore import load_model, stage_model_version
+
+    users = _publish(client, keys, f"{version}-base", n_items, n_users, seed)
+    base = load_model(client, keys, f"{version}-base")
+    rng = np.random.default_rng(seed + 1)
+    category = rng.integers(0, 200, n_items)
+    brand = rng.integers(0, 100, n_items)
+    price = np.round(rng.lognormal(3, 1, n_items), 2)
+    attrs = [ItemAttributes(item_id=item, category_paths=((f"r{c % 20}", f"c{c}"),),
+                            brand=f"b{b}", price=float(p))
+             for item, c, b, p in zip(base.item_ids, category, brand, price, strict=True)]
+    model, embeddings = fit_content(attrs, None, np.ones(n_items, bool), None,
+                                    ContentConfig(embedding_dims=32))
+    model = with_blend(model, 0.5, {}, 0.5, {})
+    manifest = {**base.manifest, "version": version, "content": {"fitted": True, "blend": 0.5}}
+    stage_model_version(client, keys, version, base.item_ids, base.item_factors, manifest,
+                        content=pack_content(model, embeddings))
+    # the users' vectors under this version: the same as under the base
+    raw = client.hgetall(keys.user_vectors(f"{version}-base"))
+    client.hset(keys.user_vectors(version), mapping=raw)
+    return users
+
+
+def hybrid_phase(client: Any, keys: Any, env: dict[str, str], users: list[str],
+                 quick: bool) -> dict[str, Any]:
+    """Plain vs hybrid personalised lists at the fixed rate, alternating rounds in the same
+    run (one API process per version, started one after the other)."""
+    from recsys.modelstore import activate_version
+    from shell.localstack import free_port
+
+    duration = 4.0 if quick else 10.0
+    rnd = random.Random(11)
+    paths = [f"/v1/users/{rnd.choice(users)}/recommendations?k={K}" for _ in range(5000)]
+    out: dict[str, Any] = {"n_items": N_ITEMS, "k": K, "rate": RATE, "rounds": 2}
+    latencies: dict[str, list[float]] = {"plain": [], "hybrid": []}
+    failures = 0
+    cpu_ms: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="serving-bench-hybrid-") as logs:
+        for _ in range(out["rounds"]):
+            for name, version, expect in (("plain", "vh50k-base", b'"source":"personalized"'),
+                                          ("hybrid", "vh50k", b'"source":"hybrid"')):
+                activate_version(client, keys, version)
+                api = _Api(env, free_port(), Path(logs))
+                try:
+                    api.wait_ready(version)
+                    load = _run_load({"host": "127.0.0.1", "port": api.port, "phases": [
+                        {"name": "warmup", "kind": "fixed", "paths": paths[::-1],
+                         "rate": RATE, "duration": 2.0},
+                        {"name": "fixed", "kind": "fixed", "paths": paths, "rate": RATE,
+                         "duration": duration, "expect": expect}]})["fixed"]
+                finally:
+                    api.stop()
+                latencies[name] += load["latencies"]
+                failures += load["failures"]
+                # CPU per request in this process, one at a time: moves far less with the
+                # machine's load than the latencies do
+                cpu = _inprocess_cpu(env["REDIS_URL"], env["KAFKA_BOOTSTRAP_SERVERS"], users,
+                                     300 if quick else 1000)
+                for key in ("asgi_user", "recommender_user"):
+                    cpu_ms.setdefault(f"{name}_cpu_ms_{key}", []).append(
+                        cpu[f"inprocess_cpu_ms_{key}"])
+    for name, values in latencies.items():
+        out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = _percentiles(values)
+    out["p99_ratio_hybrid_to_plain"] = out["hybrid_p99_ms"] / out["plain_p99_ms"]
+    out.update({key: min(values) for key, values in cpu_ms.items()})  # the least disturbed
+    out["cpu_ratio_hybrid_to_plain"] = (out["hybrid_cpu_ms_asgi_user"]
+                                        / out["plain_cpu_ms_asgi_user"])
+    out["load_avg_1m"] = os.getloadavg()[0]
+    out["failed_or_wrong_source"] = failures
+    out["p99_target_met"] = out["hybrid_p99_ms"] < 10.0
+    return out
+
+
+def run_hybrid(quick: bool = False) -> dict[str, Any]:
+    import redis
+
+    from recsys.keys import Keys
+    from shell.localstack import LocalStack
+
+    keys = Keys(NAMESPACE)
+    with LocalStack() as stack:
+        env = {**stack.env(), "RECSYS_REDIS_NAMESPACE": NAMESPACE, "RECSYS_LOG_LEVEL": "WARNING"}
+        client = redis.Redis.from_url(stack.redis_url)
+        users = _publish_hybrid(client, keys, "vh50k", N_ITEMS, 5_000 if quick else 20_000, 0)
+        _seed_history(client, keys, users, N_ITEMS)
+        result = hybrid_phase(client, keys, env, users, quick)
+        client.close()
+    return result
+
+
 def _seed_history(client: Any, keys: Any, users: list[str], n_items: int) -> None:
     rng = np.random.default_rng(1)
     now_ms = int(time.time() * 1000)
@@ -291,16 +392,18 @@ def _asgi_get(app: Any, path: str, query: bytes) -> Any:
     return app(scope, receive, send)
 
 
-def _inprocess_cpu(redis_url: str, kafka: str, users: list[str], n: int) -> dict[str, float]:
+def _inprocess_cpu(redis_url: str, kafka: str, users: list[str], n: int,
+                   **settings: Any) -> dict[str, float]:
     """CPU ms per request of the app itself, in this process, one request at a time: the
     whole ASGI app (routing, validation, Redis round trip, scoring, JSON), the recommender
     alone (Redis + scoring), and /healthz (the framework floor). Process CPU time, so it
-    moves much less with the machine's load than latencies do; no HTTP server or client."""
+    moves much less with the machine's load than latencies do; no HTTP server or client.
+    `settings`: more settings of the app (bench.cluster_bench: redis_cluster)."""
     from recsys.settings import load_settings
     from serving.main import create_app
 
     settings = load_settings(redis_url=redis_url, redis_namespace=NAMESPACE,
-                             kafka_bootstrap_servers=kafka)  # never produced to
+                             kafka_bootstrap_servers=kafka, **settings)  # never produced to
     rnd = random.Random(11)
     sample = [rnd.choice(users) for _ in range(n)]
     query = f"k={K}".encode()
@@ -557,6 +660,115 @@ def large_catalog(client: Any, keys: Any, env: dict[str, str], quick: bool) -> d
     return out
 
 
+# The filtered phase's catalogue and filters (recsys.item_filter): selective ones, a few
+# thousand items down to a few hundred, cycled over requests like a shop's pages would.
+FILTERS = ["category=c7", "category_path=d1/c11&price_max=500",
+           "brand=b3&brand=b4&attr=colour:red", "tag=sale&price_min=100"]
+
+
+def _write_catalogue(client: Any, keys: Any, n_items: int) -> None:
+    from recsys.catalog_codec import write_items
+    from recsys.item_attributes import ItemAttributes
+
+    colours = ("red", "blue", "green")
+    items = [ItemAttributes(f"i{n}", category_paths=((f"d{n % 5}", f"c{n % 50}",
+                                                      f"s{n % 500}"),),
+                            brand=f"b{n % 20}", price=float(n % 1000),
+                            tags=("sale",) if n % 7 == 0 else (),
+                            attributes={"colour": colours[n % 3]}) for n in range(n_items)]
+    write_items(client, keys, items, 5000)
+
+
+def _clear_catalogue(client: Any, keys: Any, n_items: int) -> None:
+    pipe = client.pipeline(transaction=False)
+    for n in range(n_items):
+        pipe.delete(keys.item(f"i{n}"))
+    pipe.delete(keys.catalog_category, keys.catalog_facets, keys.catalog_unavailable)
+    pipe.incr(keys.catalog_generation)
+    pipe.execute()
+
+
+FILTERED_CPU_ROUNDS = 4
+
+
+def _filtered_cpu(env: dict[str, str], plain: list[str], with_filters: list[str]
+                  ) -> dict[str, float]:
+    """CPU ms per personalised request through the whole ASGI app, in this process, one at a
+    time, plain and filtered in alternating rounds (same caches, same drift): process CPU
+    time moves much less with the machine's load than latencies do."""
+    from recsys.settings import load_settings
+    from serving.main import create_app
+
+    settings = load_settings(redis_url=env["REDIS_URL"], redis_namespace=NAMESPACE,
+                             kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
+
+    def split(path: str) -> tuple[str, bytes]:
+        route, _, query = path.partition("?")
+        return route, query.encode()
+
+    async def measure() -> dict[str, float]:
+        app = create_app(settings)
+        spent = {"plain": 0.0, "filtered": 0.0}
+        counts = {"plain": 0, "filtered": 0}
+        async with app.router.lifespan_context(app):
+            for path in plain[:100] + with_filters[:100]:  # warm-up: memoised rows, caches
+                await _asgi_get(app, *split(path))
+            for _ in range(FILTERED_CPU_ROUNDS):
+                for name, paths in (("plain", plain), ("filtered", with_filters)):
+                    start = time.process_time()
+                    for path in paths:
+                        await _asgi_get(app, *split(path))
+                    spent[name] += time.process_time() - start
+                    counts[name] += len(paths)
+        out = {f"cpu_ms_{name}": spent[name] * 1000 / counts[name] for name in spent}
+        out["cpu_ratio"] = out["cpu_ms_filtered"] / out["cpu_ms_plain"]
+        return out
+
+    return asyncio.run(measure())
+
+
+def filtered(client: Any, keys: Any, env: dict[str, str], users: list[str], logs: Path,
+             quick: bool) -> dict[str, Any]:
+    """Personalised requests with filters against the same requests without, in one API
+    process with a catalogue of every item (category paths, brand, price, tags, an
+    attribute), alternating phases at the fixed rate: the same-run cost of filtering."""
+    from shell.localstack import free_port
+
+    duration = 5.0 if quick else 20.0
+    _write_catalogue(client, keys, N_ITEMS)
+    rnd = random.Random(11)
+    chosen = [rnd.choice(users) for _ in range(5000)]
+    plain = [f"/v1/users/{u}/recommendations?k={K}" for u in chosen]
+    with_filters = [f"{path}&{FILTERS[n % len(FILTERS)]}" for n, path in enumerate(plain)]
+    personalised = b'"source":"personalized"'
+    out: dict[str, Any] = {"filters": FILTERS}
+    api = _Api(env, free_port(), Path(logs))
+    try:
+        api.wait_ready("v50k")
+        phases = [{"name": "warmup", "kind": "fixed", "paths": plain[::-1] + with_filters,
+                   "rate": RATE, "duration": 2.0}]
+        for round_ in range(2):  # alternating, so drift on a shared machine hits both
+            for name, paths in (("plain", plain), ("filtered", with_filters)):
+                phases.append({"name": f"{name}{round_}", "kind": "fixed", "paths": paths,
+                               "rate": RATE, "duration": duration / 2,
+                               "expect": personalised})
+        load = _run_load({"host": "127.0.0.1", "port": api.port, "phases": phases})
+        api.stop()
+        n = 200 if quick else 500
+        out.update(_filtered_cpu(env, plain[:n], with_filters[:n]))
+    finally:
+        api.stop()
+        _clear_catalogue(client, keys, N_ITEMS)
+    failures = 0
+    for name in ("plain", "filtered"):
+        latencies = load[f"{name}0"]["latencies"] + load[f"{name}1"]["latencies"]
+        failures += load[f"{name}0"]["failures"] + load[f"{name}1"]["failures"]
+        out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = _percentiles(latencies)
+    out["failed_or_not_personalised"] = failures
+    out["p99_ratio"] = out["filtered_p99_ms"] / out["plain_p99_ms"]
+    return out
+
+
 def run(quick: bool = False, profile: str | None = None) -> dict[str, Any]:
     import redis
 
@@ -641,6 +853,7 @@ def run(quick: bool = False, profile: str | None = None) -> dict[str, Any]:
             result["failed_or_not_personalised"] = two["failures"]
         finally:
             api.stop()
+        result["filtered"] = filtered(client, keys, env, users, Path(logs), quick)
         result["redis_get_p50_ms"], result["redis_get_p99_ms"] = _redis_get_baseline(
             client, keys, "v50k", users, 1000 if quick else 5000)
         result["scoring_p50_ms"], result["scoring_p99_ms"] = _scoring_baseline(
@@ -686,6 +899,8 @@ def run(quick: bool = False, profile: str | None = None) -> dict[str, Any]:
         finally:
             api.stop()
         result["large_catalog"] = large_catalog(client, keys, env, quick)
+        hybrid_users = _publish_hybrid(client, keys, "vh50k", N_ITEMS, n_users, seed=0)
+        result["hybrid"] = hybrid_phase(client, keys, env, hybrid_users, quick)
         client.close()
     result["factor_mb_50k"] = N_ITEMS * FACTORS * 4 / 2**20
     result["factor_mb_500k"] = N_ITEMS_LARGE * FACTORS * 4 / 2**20
@@ -709,14 +924,23 @@ def main(argv: list[str] | None = None) -> int:
                         "(.svg flame graph, .json speedscope, .txt collapsed stacks)")
     parser.add_argument("--impressions", action="store_true",
                         help="only the impressions on/off CPU comparison")
+    parser.add_argument("--hybrid", action="store_true",
+                        help="only the hybrid (content) path against the plain one")
     parser.add_argument("--large-only", action="store_true",
                         help="only the million-item phase (approximate search)")
+    parser.add_argument("--filtered-only", action="store_true",
+                        help="only the personalised route with and without filters")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.impressions:
         result = run_impressions(quick=args.quick)
         print(json.dumps(result, indent=2))
         _print_impressions(result)
+        return 0
+    if args.hybrid:
+        result = run_hybrid(quick=args.quick)
+        print(json.dumps(result, indent=2))
+        _print_hybrid(result)
         return 0
     if args.large_only:
         import redis
@@ -732,6 +956,11 @@ def main(argv: list[str] | None = None) -> int:
             client.close()
         print(json.dumps({"large_catalog": large}, indent=2))
         _print_large(large)
+        return 0
+    if args.filtered_only:
+        result = run_filtered(quick=args.quick)
+        print(json.dumps(result, indent=2))
+        _print_filtered(result)
         return 0
     result = run(quick=args.quick, profile=args.profile)
     print(json.dumps(result, indent=2))
@@ -775,9 +1004,56 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['inprocess_cpu_ms_asgi_healthz']:.2f} ms")
     print(f"API RSS: {result['rss_mb_50k']:.0f} MB with {N_ITEMS:,} items, "
           f"{result['rss_mb_500k']:.0f} MB with {N_ITEMS_LARGE:,} items")
+    _print_filtered(result["filtered"])
     _print_impressions(result)
     _print_large(result["large_catalog"])
+    _print_hybrid(result["hybrid"])
     return 0
+
+
+def run_filtered(quick: bool = False) -> dict[str, Any]:
+    import redis
+
+    from recsys.keys import Keys
+    from shell.localstack import LocalStack
+
+    keys = Keys(NAMESPACE)
+    with LocalStack() as stack, tempfile.TemporaryDirectory(prefix="serving-bench-") as logs:
+        env = {**stack.env(), "RECSYS_REDIS_NAMESPACE": NAMESPACE, "RECSYS_LOG_LEVEL": "WARNING"}
+        client = redis.Redis.from_url(stack.redis_url)
+        users = _publish(client, keys, "v50k", N_ITEMS, 5_000 if quick else 20_000, seed=0)
+        _seed_history(client, keys, users, N_ITEMS)
+        result = filtered(client, keys, env, users, Path(logs), quick)
+        client.close()
+    result["load_avg_1m_after"] = os.getloadavg()[0]
+    return result
+
+
+def _print_filtered(result: dict[str, Any]) -> None:
+    print(f"filtered: personalised k={K} over {N_ITEMS:,} items at {RATE:.0f} req/s with a "
+          f"catalogue, same run: plain p50 {result['plain_p50_ms']:.2f} ms, p99 "
+          f"{result['plain_p99_ms']:.2f} ms; with filters p50 {result['filtered_p50_ms']:.2f} "
+          f"ms, p99 {result['filtered_p99_ms']:.2f} ms (x{result['p99_ratio']:.2f}); "
+          f"{result['failed_or_not_personalised']} failed or not personalised")
+    print(f"  in-process CPU per request (whole ASGI app, alternating rounds): plain "
+          f"{result['cpu_ms_plain']:.2f} ms, filtered {result['cpu_ms_filtered']:.2f} ms -> "
+          f"x{result['cpu_ratio']:.2f}")
+
+
+def _print_hybrid(hybrid: dict[str, Any]) -> None:
+    print(f"hybrid (content) path, {hybrid['n_items']:,} items, k={hybrid['k']}, "
+          f"{hybrid['rate']:.0f} req/s, same run: hybrid p50 {hybrid['hybrid_p50_ms']:.2f} ms, "
+          f"p99 {hybrid['hybrid_p99_ms']:.2f} ms; plain p50 {hybrid['plain_p50_ms']:.2f} ms, "
+          f"p99 {hybrid['plain_p99_ms']:.2f} ms -> p99 x{hybrid['p99_ratio_hybrid_to_plain']:.2f}"
+          f" (target p99 < 10 ms: {'met' if hybrid['p99_target_met'] else 'NOT met'}; "
+          f"{hybrid['failed_or_wrong_source']} failed or wrong source; load average "
+          f"{hybrid['load_avg_1m']:.1f} on {os.cpu_count()} cores)")
+    print(f"  in-process CPU per personalised request (whole ASGI app): hybrid "
+          f"{hybrid['hybrid_cpu_ms_asgi_user']:.2f} ms, plain "
+          f"{hybrid['plain_cpu_ms_asgi_user']:.2f} ms -> "
+          f"x{hybrid['cpu_ratio_hybrid_to_plain']:.2f}; recommender alone "
+          f"{hybrid['hybrid_cpu_ms_recommender_user']:.2f} vs "
+          f"{hybrid['plain_cpu_ms_recommender_user']:.2f} ms")
 
 
 def _print_impressions(result: dict[str, Any]) -> None:
