@@ -476,6 +476,5 @@ class BatchProcessor:
                         forgotten += 1
         if forgotten:
             telemetry.IDLE_FORGOTTEN.inc(forgotten)
-            log.info("forgot %d users idle for over %.0f days", forgotten,
-                     self.idle_ms / 86_400_000)
+            log.info("forgot %d users idle for over %g s", forgotten, self.idle_ms / 1000)
         return forgotten
