@@ -189,9 +189,13 @@ class Feeder:
             due = int((time.monotonic() - started) * self.rate)
             while n < min(due, self.limit):
                 user, item = self.event(n)
-                self.producer.produce(self.settings.interactions_topic, key=user.encode(),
-                                      value=event_json(f"c{n}", user, item, self.ts_ms),
-                                      on_delivery=self._ack(n))
+                try:
+                    self.producer.produce(self.settings.interactions_topic, key=user.encode(),
+                                          value=event_json(f"c{n}", user, item, self.ts_ms),
+                                          on_delivery=self._ack(n))
+                except BufferError:  # ahead of the broker: let librdkafka drain, then resend
+                    self.producer.poll(0.05)
+                    continue
                 n += 1
             self.producer.poll(0.01)
         self.producer.flush(60)
@@ -782,8 +786,10 @@ class RandomUsersFeeder(Feeder):
 # allocator's and Redis' own noise when the total growth is small.
 LEVEL_OFF_SHARE = 0.10
 LEVEL_OFF_NOISE_BYTES = 8 << 20
-# Less than a second's worth of events consumed in this long while Kafka holds more: stalled.
-STALL_S = 60.0
+# Fewer than STALL_EVENTS consumed in STALL_S while Kafka holds more: the worker has stalled.
+STALL_S, STALL_EVENTS = 60.0, 1000
+# The slowest worker the scenario waits for (events/s), whatever rate it produces at.
+SLOWEST_WORKER_RATE = 1000.0
 
 
 def level_off(values: list[float]) -> dict[str, Any]:
@@ -825,12 +831,12 @@ def million_random_users(lab: Lab, users: int = 1_000_000, rate: float = 4000.0,
     started = time.monotonic()
     feeder.start()
     consumed, moved_from, moved_at, stalled_at = 0.0, 0.0, started, None
-    deadline = started + users / rate * 3 + 120
+    deadline = started + users / min(rate, SLOWEST_WORKER_RATE) + 120
     while worker.alive() and time.monotonic() < deadline:
         with contextlib.suppress(OSError, psutil.Error):
             metrics = worker.metrics()
             now_consumed = total(metrics, "recsys_stream_events_total")
-            if now_consumed - moved_from >= rate:  # a second's worth of events, at least
+            if now_consumed - moved_from >= STALL_EVENTS:
                 moved_at, moved_from = time.monotonic(), now_consumed
             consumed = now_consumed
             samples.append({"t": time.monotonic() - started, "events": consumed,
@@ -840,7 +846,7 @@ def million_random_users(lab: Lab, users: int = 1_000_000, rate: float = 4000.0,
         if consumed >= users:
             break
         if consumed < len(feeder.acked) and time.monotonic() - moved_at > STALL_S:
-            stalled_at = int(consumed)  # events waiting, (almost) none consumed for STALL_S
+            stalled_at = int(consumed)
             break
         time.sleep(2.0)
     seconds = time.monotonic() - started
