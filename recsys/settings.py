@@ -271,8 +271,8 @@ class Settings(BaseSettings):
     stream_user_idle_days: float = Field(
         default=30.0, gt=0.0,
         description="The stream table forgets a user idle for this long (a tombstone in its "
-        "changelog; swept every stream_idle_sweep_s): it bounds the table to the users active within "
-        "it. Their next event starts a new stream history (the trainer still has theirs).",
+        "changelog; swept every stream_idle_sweep_s): it bounds the table to the users active "
+        "within it. Their next event starts a new stream history (the trainer still has theirs).",
     )
     stream_idle_sweep_s: float = Field(
         default=300.0, gt=0.0, le=86_400.0,
