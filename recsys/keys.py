@@ -21,6 +21,9 @@ Model versions (written by the trainer, read by stream and serving)
     {ns}:model:{v}:ann               string  catalogues of `ann_min_items` or more: the
                                              approximate-search layout over item_factors
                                              (recsys.ann.pack_layout; manifest `ann_format`)
+    {ns}:model:{v}:content           string  versions fitted with item attributes: the content
+                                             model and the items' content embeddings
+                                             (recsys.content.pack_content; manifest `content`)
     {ns}:model:switch                pub/sub channel: the new version id, after the pointer moved
     {ns}:trainer:lease               string  token of the one trainer allowed to write versions
                                              (SET NX PX, renewed while it runs; trainer/lease.py)
@@ -48,6 +51,10 @@ Catalog (written by the API's PUT /v1/items)
     {ns}:catalog:unavailable         set     item ids that must not be recommended
     {ns}:catalog:generation          string  counter bumped by every catalog write (API
                                              replicas reload category/unavailable on change)
+    {ns}:catalog:changes             zset    item id -> time (epoch ms) of its last catalog
+                                             write, the newest CATALOG_CHANGES_MAX kept: API
+                                             replicas map new items' attributes to factors
+                                             from it (serving/content_items.py)
 
 Experiments (the API's /v1/admin/experiments, recsys.experiments)
     {ns}:experiments                 hash    experiment name -> JSON config (variants, shares,
@@ -71,9 +78,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# newest catalogue writes kept in Keys.catalog_changes (bounds its memory)
+CATALOG_CHANGES_MAX = 100_000
 POPULARITY_WINDOWS = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
 _VERSION_KEY_SUFFIXES = frozenset({"manifest", "item_ids", "item_factors", "similar", "tower",
-                                   "neighbours", "ann"})
+                                   "neighbours", "ann", "content"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +120,9 @@ class Keys:
     def model_ann(self, version: str) -> str:
         return f"{self.namespace}:model:{version}:ann"
 
+    def model_content(self, version: str) -> str:
+        return f"{self.namespace}:model:{version}:content"
+
     @property
     def trainer_lease(self) -> str:
         return f"{self.namespace}:trainer:lease"
@@ -147,6 +159,7 @@ class Keys:
             self.model_tower(version),
             self.model_neighbours(version),
             self.model_ann(version),
+            self.model_content(version),
             self.popularity_alltime(version),
         ]
 
@@ -206,6 +219,10 @@ class Keys:
     @property
     def catalog_generation(self) -> str:
         return f"{self.namespace}:catalog:generation"
+
+    @property
+    def catalog_changes(self) -> str:
+        return f"{self.namespace}:catalog:changes"
 
     # --- experiments ---------------------------------------------------------------------
     @property

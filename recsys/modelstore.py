@@ -12,7 +12,9 @@ Manifest fields every version carries (JSON):
     model_kind ("als" when absent | "neural" | "item_item" | "popularity"); neural versions
     also carry tower {format, window, dim, hidden} and their tower weights under
     Keys.model_tower; item_item versions `neighbours` (N per item) and their neighbour matrix
-    under Keys.model_neighbours. Versions without factors (item_item, popularity) carry
+    under Keys.model_neighbours. Versions fitted with item attributes carry `content`
+    {format, map, blend, ...} and their content model under Keys.model_content
+    (recsys.content). Versions without factors (item_item, popularity) carry
     factors = 0 (item factors of shape (n_items, 0)) and no user vectors.
 
 A version whose kind or tower format this code cannot use fails to load (ModelIntegrityError):
@@ -31,6 +33,7 @@ import numpy as np
 import orjson
 from redis.exceptions import WatchError
 
+from recsys.content import ContentError, ContentModel, unpack_content
 from recsys.errors import ModelIntegrityError, ModelNotFound
 from recsys.foldin import gram
 from recsys.keys import Keys
@@ -122,6 +125,8 @@ class ModelVersion:
     tower: UserTower | None = None  # neural versions: recent items -> user vector
     neighbour_rows: np.ndarray | None = None  # item_item versions: (n_items, N) int32
     neighbour_weights: np.ndarray | None = None  # (n_items, N) float32
+    content: ContentModel | None = None  # versions fitted with item attributes
+    item_embeddings: np.ndarray | None = None  # (n_items, d') content embeddings, with it
 
     @property
     def kind(self) -> str:
@@ -161,7 +166,8 @@ class ModelVersion:
 
 def parse_model(version: str, manifest: bytes | None, item_ids: bytes | None,
                 item_factors: bytes | None, tower: bytes | None = None,
-                neighbours: bytes | None = None) -> ModelVersion:
+                neighbours: bytes | None = None, content: bytes | None = None
+                ) -> ModelVersion:
     """Build a ModelVersion from its Redis values, checking that they fit together."""
     if manifest is None or item_ids is None or item_factors is None:
         raise ModelNotFound(f"model version {version!r} is not (completely) in Redis")
@@ -191,8 +197,17 @@ def parse_model(version: str, manifest: bytes | None, item_ids: bytes | None,
         if neighbours is None:
             raise ModelNotFound(f"item_item version {version!r} has no neighbours in Redis")
         rows, weights = unpack_neighbours(neighbours, len(ids), int(meta["neighbours"]))
+    content_model = embeddings = None
+    if content is not None:
+        try:
+            content_model, embeddings = unpack_content(content, len(ids))
+        except ContentError as exc:
+            # the collaborative part is whole: serve it, without the content part
+            log.warning("version %s: content model unusable (%s): served without it",
+                        version, exc)
     return ModelVersion(version=version, item_ids=ids, item_factors=matrix, manifest=meta,
-                        tower=user_tower, neighbour_rows=rows, neighbour_weights=weights)
+                        tower=user_tower, neighbour_rows=rows, neighbour_weights=weights,
+                        content=content_model, item_embeddings=embeddings)
 
 
 def _decode(value: bytes | str | None) -> str | None:
@@ -211,12 +226,12 @@ def load_model(redis: Any, keys: Keys, version: str | None = None) -> ModelVersi
     version = version or read_current_version(redis, keys)
     if version is None:
         raise ModelNotFound("no model version has been published yet")
-    manifest, ids, factors, tower, neighbours = redis.mget(
+    manifest, ids, factors, tower, neighbours, content = redis.mget(
         [keys.model_manifest(version), keys.model_item_ids(version),
          keys.model_item_factors(version), keys.model_tower(version),
-         keys.model_neighbours(version)]
+         keys.model_neighbours(version), keys.model_content(version)]
     )
-    return parse_model(version, manifest, ids, factors, tower, neighbours)
+    return parse_model(version, manifest, ids, factors, tower, neighbours, content)
 
 
 async def aread_current_version(redis: Any, keys: Keys) -> str | None:
@@ -229,12 +244,12 @@ async def aload_model(redis: Any, keys: Keys, version: str | None = None) -> Mod
     version = version or await aread_current_version(redis, keys)
     if version is None:
         raise ModelNotFound("no model version has been published yet")
-    manifest, ids, factors, tower, neighbours = await redis.mget(
+    manifest, ids, factors, tower, neighbours, content = await redis.mget(
         [keys.model_manifest(version), keys.model_item_ids(version),
          keys.model_item_factors(version), keys.model_tower(version),
-         keys.model_neighbours(version)]
+         keys.model_neighbours(version), keys.model_content(version)]
     )
-    return parse_model(version, manifest, ids, factors, tower, neighbours)
+    return parse_model(version, manifest, ids, factors, tower, neighbours, content)
 
 
 # --- writing side (trainer, tests) -------------------------------------------------------
@@ -261,6 +276,7 @@ def stage_model_version(
     tower: bytes | None = None,
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     ann: bytes | Callable[[], bytes | None] | None = None,
+    content: bytes | None = None,
 ) -> None:
     """Write every key of one version (synchronous client). Does not make it current.
 
@@ -292,6 +308,8 @@ def stage_model_version(
         pipe.set(keys.model_neighbours(version), pack_neighbours(rows, weights))
     if popularity:
         pipe.zadd(keys.popularity_alltime(version), popularity)
+    if content is not None:
+        pipe.set(keys.model_content(version), content)
     pipe.execute()
     if user_ids is not None and user_factors is not None:
         user_factors = np.asarray(user_factors, dtype=VECTOR_DTYPE)

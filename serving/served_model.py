@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 
 from recsys.ann import ANN_FORMAT, AnnIndex, unpack_layout
 from recsys.candidates.neighbours import tie_break
+from recsys.content import ContentModel, stacked_items
 from recsys.errors import ModelIntegrityError
 from recsys.keys import Keys
 from recsys.model_watch import ModelSwitchWatcher
@@ -66,6 +67,10 @@ class LoadedModel:
     neighbour_bias: np.ndarray | None = None  # item_item: popularity tie-break per row
     buy_again_weight: float = 0.0  # > 0: exclude_seen=false fuses the user's own items in
     ann: AnnIndex | None = None  # catalogues of `ann_min_items` or more (recsys/ann.py)
+    # versions with a content model and factors: [y_i, e_i] per row (serving/content_items.py)
+    hybrid_items: np.ndarray | None = None
+    # rows the version was published with; rows past it were mapped from attributes since
+    n_model_items: int = 0
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -87,6 +92,14 @@ class LoadedModel:
     @property
     def factors(self) -> int:
         return self.model.factors
+
+    @property
+    def content(self) -> ContentModel | None:
+        return self.model.content
+
+    @property
+    def item_embeddings(self) -> np.ndarray | None:
+        return self.model.item_embeddings
 
     def popular(self, rows: np.ndarray | None = None) -> Iterator[tuple[str, float]]:
         """All-time popularity of this version (or of `rows` only), lazily, best first.
@@ -126,6 +139,9 @@ def build_loaded_model(client: Any, keys: Keys, version: str, settings: Settings
         by_row[popular_rows] = scores[keep] if len(scores) else 0.0
         bias = tie_break(by_row)
     ann = _load_ann(client, keys, model, settings)
+    hybrid = (stacked_items(model.item_factors, model.item_embeddings)
+              if model.content is not None and model.item_embeddings is not None
+              and model.factors > 0 and model.kind == "als" else None)
     return LoadedModel(
         model=model,
         norms=item_norms(model.item_factors),
@@ -148,6 +164,8 @@ def build_loaded_model(client: Any, keys: Keys, version: str, settings: Settings
         neighbour_bias=bias,
         buy_again_weight=float((manifest.get("buy_again") or {}).get("weight") or 0.0),
         ann=ann,
+        hybrid_items=hybrid,
+        n_model_items=len(model.item_ids),
     )
 
 

@@ -16,6 +16,7 @@ from recsys.keys import Keys
 from recsys.producer import EventProducer, ProducerError
 from recsys.settings import Settings
 from serving.catalog import Catalog
+from serving.content_items import NewItems
 from serving.experiments import Experiments
 from serving.fallback import Fallback
 from serving.impressions import IMPRESSION_FLUSH_S, ImpressionRecorder
@@ -64,6 +65,7 @@ class Services:
     catalog: Catalog
     fallback: Fallback
     recommender: Recommender
+    new_items: NewItems
     producer: EventProducer | None = None
     impressions: ImpressionRecorder = field(init=False)
     experiments: Experiments = field(init=False)
@@ -80,8 +82,9 @@ class Services:
         catalog = Catalog(settings, keys, redis, metrics, guard, control=control)
         fallback = Fallback(settings, keys, redis, holder, catalog, guard, metrics)
         recommender = Recommender(fallback)
+        new_items = NewItems(settings, keys, control, holder, catalog, metrics)
         services = cls(settings, metrics, keys, redis, control, guard, holder, catalog, fallback,
-                       recommender)
+                       recommender, new_items)
         services.impressions = ImpressionRecorder(settings, metrics)
         services.experiments = Experiments(keys, control)
         # First load before serving, so a healthy start answers from the model at once;
@@ -95,6 +98,7 @@ class Services:
             log.warning("starting without Redis (%s): serving fallbacks until it answers", exc)
         holder.start()
         catalog.start()
+        new_items.start()
         try:
             services.producer = EventProducer(
                 settings, logger=logging.getLogger("serving.kafka"),
@@ -136,6 +140,7 @@ class Services:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.new_items.stop()
         await self.holder.stop()
         await self.experiments.stop()
         await self.catalog.stop()

@@ -79,6 +79,7 @@ from recsys.sequence_model import UserTower, tower_manifest
 from recsys.sequence_train import neural_params, user_sequences
 from recsys.settings import Settings
 from recsys.split import Holdout, cutoff_for
+from trainer.content import fit_version_content
 from trainer.gate import GateDecision, decide
 from trainer.history import HistoryStore, Snapshot
 from trainer.lease import TrainerLease
@@ -341,9 +342,16 @@ class Trainer:
         self.metrics.last_fit_seconds.set(fit_seconds)
         manifest.update(status="published", trained_until_ms=final.trained_until,
                         fit_seconds=round(fit_seconds, 3))
+        content = None
+        if s.trainer_content:
+            with self._timed(timings, "content"):
+                content, manifest["content"] = fit_version_content(
+                    s, self.redis, self.keys, events, train, candidate, final.model,
+                    final.matrix, _nonzero_columns(final.matrix))
         with self._timed(timings, "publish"):
             manifest["timings"] = {k_: round(v, 3) for k_, v in timings.items()}
             artifacts = self._artifacts(version, events, final.matrix, final.model, manifest)
+            artifacts.content = content
             ann = self._ann(pool, artifacts)
             # the directory is written beside the Redis keys, and complete before the
             # pointer moves (a published version is always on disk too)
