@@ -30,6 +30,7 @@ RUN_OPTIONS: dict[str, dict[str, Any]] = {"stream": {"model_kind": "both"}}
 # (part, figure, baseline, how the ratio reads)
 COMPARISONS = [
     ("trainer", "fit_s", "implicit_fit_s", "whole train --once / plain implicit fit; target < 1.3"),
+    ("trainer", "neural_fit_s", None, "neural tower on ML-100K, whole history; target < 300 s"),
     ("stream", "events_per_s", "ceiling_events_per_s",
      "worker / bare consume loop; target >= 5000 ev/s"),
     ("stream", "freshness_p50_ms", None, "at 1,000 events/s"),

@@ -29,6 +29,12 @@ The first run (`first_run_s`) is the one that searches: every candidate tuned wi
 winner and its holdout NDCG@10; `als_settings_ndcg@10` is today's ALS (the settings' point,
 a pinned run with no search) on the same holdout.
 
+The neural user tower (`neural_fit_s`, ML-100K only, needs the `neural` extra): one training
+on the whole ML-100K history with the settings' neural parameters and torch threads (all
+cores by default), as `recsys.sequence_train.fit_neural_on` runs it in the trainer; wall and
+process CPU seconds, epochs run of the settings' maximum (the time budget may stop it
+first). Target: under 5 minutes on 2 cores.
+
 ratio = fit_s / implicit_fit_s (target < 1.3 before candidate selection); cpu_ratio is the
 same with process CPU seconds (all threads: what the run costs, less sensitive to other load
 on a shared machine).
@@ -161,6 +167,32 @@ def bench_dataset(name: str, frame: pd.DataFrame, redis_url: str, repeats: int =
     }
 
 
+def bench_neural(frame: pd.DataFrame) -> dict[str, Any]:
+    """Seconds to train the neural tower on a whole history (the settings' parameters);
+    empty when the `neural` extra is not installed."""
+    import numpy as np
+
+    from recsys.matrix import index_events
+    from recsys.sequence_train import NeuralUnavailable, fit_neural_on, import_torch, neural_params
+    from recsys.settings import get_settings
+
+    try:
+        import_torch()
+    except NeuralUnavailable as exc:
+        log.warning("neural training not measured: %s", exc)
+        return {}
+    settings = get_settings()
+    events = index_events(frame, settings.event_weights,
+                          negative_rating_max=settings.negative_rating_max)
+    params = neural_params(settings)
+    cpu = time.process_time()
+    model, _ = fit_neural_on(events, np.ones(len(events), dtype=bool), params)
+    return {"neural_fit_s": round(model.seconds, 2),
+            "neural_fit_cpu_s": round(time.process_time() - cpu, 2),
+            "neural_epochs": model.epochs_run, "neural_max_epochs": params.epochs,
+            "neural_time_budget_s": params.time_budget_s}
+
+
 def _with_other(stages: dict[str, float], total: float) -> dict[str, float]:
     out = {k: round(v, 3) for k, v in stages.items()}
     out["other"] = round(max(total - sum(stages.values()), 0.0), 3)
@@ -178,15 +210,17 @@ def run(quick: bool = False) -> dict[str, Any]:
     with LocalStack(with_broker=False) as stack:
         if ML100K.exists():
             # a sub-second fit varies run to run here (docs/benchmarks.md): more repeats, cheap
-            results["ml100k"] = bench_dataset("ml100k", load_movielens(ML100K), stack.redis_url,
+            ml100k = load_movielens(ML100K)
+            results["ml100k"] = bench_dataset("ml100k", ml100k, stack.redis_url,
                                               repeats=3 if quick else 8)
+            neural = bench_neural(ml100k)
         n = SYNTHETIC_EVENTS_QUICK if quick else SYNTHETIC_EVENTS
         frame = synthetic.generate(n, seed=42, days=60)
         key = f"synthetic_{n // 1000}k" if n < 1_000_000 else f"synthetic_{n // 1_000_000}m"
         results[key] = bench_dataset(key, frame, stack.redis_url, repeats=1 if quick else 2)
     main = results[key]
     return {"fit_s": main["fit_s"], "implicit_fit_s": main["implicit_fit_s"],
-            "ratio": main["ratio"], **results}
+            "ratio": main["ratio"], **(neural if ML100K.exists() else {}), **results}
 
 
 def table(results: dict[str, Any]) -> str:
@@ -218,6 +252,12 @@ def table(results: dict[str, Any]) -> str:
         cells = [f"{row['stages_s'].get(s, 0.0):.2f} / {row['stages_cpu_s'].get(s, 0.0):.2f}"
                  for s in stages]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if "neural_fit_s" in results:
+        lines += ["", "Neural user tower on ML-100K (whole history): "
+                  f"{results['neural_fit_s']:.1f} s wall, {results['neural_fit_cpu_s']:.1f} s CPU, "
+                  f"{results['neural_epochs']} of "
+                  f"{results['neural_max_epochs']} epochs (time budget "
+                  f"{results['neural_time_budget_s']:.0f} s); target < 300 s on 2 cores"]
     return "\n".join(lines)
 
 

@@ -78,6 +78,20 @@ class Settings(BaseSettings):
         description="Prefix of every Redis key this deployment writes (1-64 letters, digits, "
         "'_', '.', '-').",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="REDIS_URL names a node of a Redis Cluster: every role uses the cluster "
+        "client and the cluster key layout (hash-tagged buckets, docs/scale.md). Checked "
+        "against the server at start-up: a mismatch either way stops the role with an error "
+        "naming this setting.",
+    )
+    redis_user_buckets: int = Field(
+        default=1024, ge=1, le=16_384,
+        description="Cluster mode only: buckets (hash tags) that a version's user vectors and "
+        "the users' state are spread over. Recorded in each version's manifest; readers "
+        "refuse a version written with another count, so change it only together with a "
+        "fresh version and cleared user state.",
+    )
 
     # --- topics ----------------------------------------------------------------------------
     interactions_topic: str = Field(
@@ -191,6 +205,9 @@ class Settings(BaseSettings):
                                   "training (none at inference).")
     neural_time_budget_s: float = Field(default=120.0, gt=0.0, description="Training stops "
                                         "after the epoch that exceeds it.")
+    neural_exclude_seen: bool = Field(
+        default=True, description="Training leaves the items a sequence already holds out of "
+        "each position's softmax, as recommendations leave out what the user has seen.")
 
     # --- stream processor ------------------------------------------------------------------
     stream_app_id: str = Field(
@@ -497,6 +514,14 @@ class Settings(BaseSettings):
         default=100_000, ge=0, le=10_000_000,
         description="Catalog item details cached in memory.",
     )
+    api_filter_attributes: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("*",),
+        description="Item attributes each API process indexes in memory for `attr=` "
+        "filters, comma-separated; `*` indexes every attribute. A catalogue with many "
+        "attributes per item (Retailrocket's hashed properties) lists the few it filters "
+        "by: every indexed attribute value costs memory per item. `attr=` on an attribute "
+        "not listed is a 422.",
+    )
     api_new_items_poll_s: float = Field(
         default=0.2, gt=0.0, le=60.0,
         description="How often an API process checks the catalogue for new items to map "
@@ -652,6 +677,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"weight of {name!r} must be >= 0")
         # Types left out keep their default weight, so a partial override is safe.
         return {**DEFAULT_EVENT_WEIGHTS, **value}
+
+    @field_validator("api_filter_attributes", mode="before")
+    @classmethod
+    def _split_filter_attributes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(dict.fromkeys(p.strip() for p in value.split(",") if p.strip()))
+        return value
 
     @field_validator("trainer_candidates", mode="before")
     @classmethod

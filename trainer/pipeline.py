@@ -79,6 +79,7 @@ from recsys.sequence_model import UserTower, tower_manifest
 from recsys.sequence_train import neural_params, user_sequences
 from recsys.settings import Settings
 from recsys.split import Holdout, cutoff_for
+from recsys.topk import top_k, top_k_rows
 from trainer.content import fit_version_content
 from trainer.gate import GateDecision, decide
 from trainer.history import HistoryStore, Snapshot
@@ -168,12 +169,14 @@ def history_store(settings: Settings, metrics: TrainerMetrics | None = None) -> 
 
 
 def trainer_redis(settings: Settings) -> Any:
-    """The trainer's Redis client: bounded socket and connect timeouts (a setting)."""
-    import redis as redis_lib
+    """The trainer's Redis client: bounded socket and connect timeouts (a setting); one node
+    or cluster as the settings say, checked against the server (ConfigError)."""
+    from recsys.redis_client import check_redis_mode, redis_client
 
-    return redis_lib.Redis.from_url(settings.redis_url,
-                                    socket_timeout=settings.trainer_redis_timeout_s,
-                                    socket_connect_timeout=settings.trainer_redis_timeout_s)
+    client = redis_client(settings, socket_timeout=settings.trainer_redis_timeout_s,
+                          socket_connect_timeout=settings.trainer_redis_timeout_s)
+    check_redis_mode(client, settings)
+    return client
 
 
 class Trainer:
@@ -183,7 +186,7 @@ class Trainer:
                  metrics: TrainerMetrics | None = None, store: HistoryStore | None = None,
                  params: AlsParams | None = None, lease: TrainerLease | None = None) -> None:
         self.settings = settings
-        self.keys = Keys(settings.redis_namespace)
+        self.keys = Keys.for_settings(settings)
         self.redis = redis or trainer_redis(settings)
         # With a lease, activation is fenced by its token (trainer.lease); tests and library
         # callers that run one trainer may go without.
@@ -767,7 +770,7 @@ class Trainer:
         if not limit or n_items <= limit:
             return np.arange(n_items)
         score = np.array([popularity.get(str(i), 0.0) for i in item_ids])
-        return np.sort(np.argpartition(-score, limit - 1)[:limit])
+        return np.sort(top_k(score, limit))
 
     def _popularity(self, events: IndexedEvents, item_mask: np.ndarray) -> dict[str, float]:
         scores = PopularityRecommender(events.shape[1]).fit(events.rows, events.cols,
@@ -851,14 +854,8 @@ def similar_from_neighbours(rows: np.ndarray, weights: np.ndarray, n: int,
     sub_rows = np.asarray(rows)[which].astype(np.int64)
     sub_w = np.where(sub_rows >= 0, np.asarray(weights)[which], -np.inf)
     sub_w = np.where(sub_w > 0, sub_w, -np.inf)
-    order = np.argsort(-sub_w, axis=1, kind="stable")[:, :n]
-    idx = np.take_along_axis(sub_rows, order, axis=1)
-    scores = np.take_along_axis(sub_w, order, axis=1)
-    valid = np.isfinite(scores)
-    idx = np.where(valid, idx, -1)
-    scores = np.where(valid, scores, 0.0).astype(np.float32)
-    if idx.shape[1] < n:
-        pad = n - idx.shape[1]
-        idx = np.hstack([idx, np.full((len(idx), pad), -1, dtype=np.int64)])
-        scores = np.hstack([scores, np.zeros((len(idx), pad), dtype=np.float32)])
+    order, scores = top_k_rows(sub_w, n, return_scores=True)  # -1 pads: no positive weight
+    if sub_rows.shape[1] == 0:
+        return order, scores
+    idx = np.where(order >= 0, np.take_along_axis(sub_rows, np.maximum(order, 0), axis=1), -1)
     return idx, scores
