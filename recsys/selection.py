@@ -5,8 +5,8 @@ budget, and pick the one to serve. Shared by the trainer, `recsys tune` and `rec
                                                   the training part's mask
     for each candidate: fit its start point (the last run's best, else its defaults), score
     then, while the budget lasts: coordinate steps (one value up/down on each axis of the
-    candidate's space) from the best point, best-scoring candidates first, keeping any
-    improvement, until a full round improves nothing
+    candidate's space) from the best point, best-scoring candidates first, keeping a step
+    that beats the candidate's best by `min_lift` (1 %), until a full round improves nothing
     winner      = the best validation score; popularity when no candidate beats it by
                   `min_lift` (1 %)
 
@@ -70,8 +70,9 @@ class SelectionConfig:
     ease_max_items: int = 20_000
     spark: SparkOptions | None = None  # ALS fitted by Spark MLlib (None: implicit)
     search: bool = True  # False: score the start points only (reuse the last run's best)
-    # a personal model must beat popularity by this share on validation: a win inside the
-    # noise of a small validation set is no reason to serve something less robust
+    # a personal model must beat popularity, and a search step the candidate's best point, by
+    # this share on validation: a win inside the noise of a small validation set is no reason
+    # to serve something less robust or to leave the start point
     min_lift: float = 0.01
 
     def context(self) -> FitContext:
@@ -240,7 +241,10 @@ def select(events: IndexedEvents, train_mask: np.ndarray, config: SelectionConfi
         value = metrics.get(config.metric, -np.inf)
         log.info("candidate %s %s: %s %.4f (%.2fs)", spec.name, params, config.metric, value,
                  last_fit[spec.name])
-        if not entry.validation or value > entry.score(config.metric):
+        # a search step must beat the candidate's current best by `min_lift`, as a personal
+        # model must beat popularity: a gain inside the validation noise is no reason to
+        # move away from the start point (the defaults or the last run's best)
+        if not entry.validation or value > entry.score(config.metric) * (1.0 + config.min_lift):
             entry.params, entry.validation = dict(params), metrics
             entry.fit_seconds, entry.skipped = last_fit[spec.name], None
             return True

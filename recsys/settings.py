@@ -288,8 +288,13 @@ class Settings(BaseSettings):
     stream_user_idle_days: float = Field(
         default=30.0, gt=0.0,
         description="The stream table forgets a user idle for this long (a tombstone in its "
-        "changelog; swept every 5 minutes): it bounds the table to the users active within "
-        "it. Their next event starts a new stream history (the trainer still has theirs).",
+        "changelog; swept every stream_idle_sweep_s): it bounds the table to the users active "
+        "within it. Their next event starts a new stream history (the trainer still has theirs).",
+    )
+    stream_idle_sweep_s: float = Field(
+        default=300.0, gt=0.0, le=86_400.0,
+        description="How often the stream worker sweeps its table for users idle longer than "
+        "stream_user_idle_days: the table can exceed its bound by the users of one interval.",
     )
     stream_switch_active_days: float = Field(
         default=7.0, gt=0.0,
