@@ -396,16 +396,18 @@ def _asgi_get(app: Any, path: str, query: bytes) -> Any:
     return app(scope, receive, send)
 
 
-def _inprocess_cpu(redis_url: str, kafka: str, users: list[str], n: int) -> dict[str, float]:
+def _inprocess_cpu(redis_url: str, kafka: str, users: list[str], n: int,
+                   **settings: Any) -> dict[str, float]:
     """CPU ms per request of the app itself, in this process, one request at a time: the
     whole ASGI app (routing, validation, Redis round trip, scoring, JSON), the recommender
     alone (Redis + scoring), and /healthz (the framework floor). Process CPU time, so it
-    moves much less with the machine's load than latencies do; no HTTP server or client."""
+    moves much less with the machine's load than latencies do; no HTTP server or client.
+    `settings`: more settings of the app (bench.cluster_bench: redis_cluster)."""
     from recsys.settings import load_settings
     from serving.main import create_app
 
     settings = load_settings(redis_url=redis_url, redis_namespace=NAMESPACE,
-                             kafka_bootstrap_servers=kafka)  # never produced to
+                             kafka_bootstrap_servers=kafka, **settings)  # never produced to
     rnd = random.Random(11)
     sample = [rnd.choice(users) for _ in range(n)]
     query = f"k={K}".encode()
@@ -594,41 +596,24 @@ RULES_BRANDS = 50
 
 
 def _seed_catalog(client: Any, keys: Any, n_items: int) -> None:
-    """A catalogue for the model's items (category, brand, margin; a tenth of them new),
-    written as the API's own catalogue write stores it, and the bench placement."""
+    """A catalogue for the model's items (category, brand, margin), written as the API's
+    catalogue write stores it, a tenth of the items new (the rest entered a month ago), and
+    the bench placement."""
+    from recsys.catalog_codec import write_items
+    from recsys.item_attributes import ItemAttributes
     from recsys.rules import Rules
-    from serving.catalog import encode_item
 
     rng = np.random.default_rng(3)
-    now_ms = int(time.time() * 1000)
+    items = [ItemAttributes(f"i{n}", category_paths=((f"c{rng.integers(RULES_CATEGORIES)}",),),
+                            brand=f"b{rng.integers(RULES_BRANDS)}",
+                            attributes={"margin": round(float(rng.random()), 2)})
+             for n in range(n_items)]
+    write_items(client, keys, items, 5000)
+    month_ago = int(time.time() * 1000) - 30 * 86_400_000
     pipe = client.pipeline(transaction=False)
-    for n in range(n_items):
-        item = f"i{n}"
-        category = f"c{rng.integers(RULES_CATEGORIES)}"
-        pipe.hset(keys.item(item), mapping=encode_item({
-            "category": category, "name": f"item {n}",
-            "attributes": {"brand": f"b{rng.integers(RULES_BRANDS)}",
-                           "margin": round(float(rng.random()), 2)}}))
-        pipe.hset(keys.catalog_category, item, category)
-        old = n % 10 != 0
-        pipe.hset(keys.catalog_added, item, now_ms - (30 * 86_400_000 if old else 0))
-        if n % 5000 == 4999:
-            pipe.execute()
-    pipe.sadd(keys.catalog_attribute_names, "brand", "margin")
-    pipe.incr(keys.catalog_generation)
+    pipe.hset(keys.catalog_added, mapping={f"i{n}": month_ago for n in range(n_items)
+                                           if n % 10})
     pipe.hset(keys.placements, "bench", Rules.model_validate(RULES_PLACEMENT).model_dump_json())
-    pipe.execute()
-
-
-def _drop_catalog(client: Any, keys: Any, n_items: int) -> None:
-    """Undo `_seed_catalog`: later phases start without a catalogue, as before it."""
-    pipe = client.pipeline(transaction=False)
-    for n in range(n_items):
-        pipe.delete(keys.item(f"i{n}"))
-        if n % 5000 == 4999:
-            pipe.execute()
-    pipe.delete(keys.catalog_category, keys.catalog_added, keys.catalog_attribute_names,
-                keys.placements)
     pipe.incr(keys.catalog_generation)
     pipe.execute()
 
@@ -685,7 +670,7 @@ def rules_phase(client: Any, keys: Any, env: dict[str, str], users: list[str], q
                 failures += out["failures"]
     finally:
         api.stop()
-        _drop_catalog(client, keys, N_ITEMS)
+        _clear_catalogue(client, keys, N_ITEMS)
     result: dict[str, Any] = {"placement": RULES_PLACEMENT, "k": K, "rate": RATE,
                               "failed_or_not_personalised": failures}
     for name in ("plain", "rules"):
@@ -779,6 +764,116 @@ def large_catalog(client: Any, keys: Any, env: dict[str, str], quick: bool) -> d
     return out
 
 
+# The filtered phase's catalogue and filters (recsys.item_filter): selective ones, a few
+# thousand items down to a few hundred, cycled over requests like a shop's pages would.
+FILTERS = ["category=c7", "category_path=d1/c11&price_max=500",
+           "brand=b3&brand=b4&attr=colour:red", "tag=sale&price_min=100"]
+
+
+def _write_catalogue(client: Any, keys: Any, n_items: int) -> None:
+    from recsys.catalog_codec import write_items
+    from recsys.item_attributes import ItemAttributes
+
+    colours = ("red", "blue", "green")
+    items = [ItemAttributes(f"i{n}", category_paths=((f"d{n % 5}", f"c{n % 50}",
+                                                      f"s{n % 500}"),),
+                            brand=f"b{n % 20}", price=float(n % 1000),
+                            tags=("sale",) if n % 7 == 0 else (),
+                            attributes={"colour": colours[n % 3]}) for n in range(n_items)]
+    write_items(client, keys, items, 5000)
+
+
+def _clear_catalogue(client: Any, keys: Any, n_items: int) -> None:
+    pipe = client.pipeline(transaction=False)
+    for n in range(n_items):
+        pipe.delete(keys.item(f"i{n}"))
+    pipe.delete(keys.catalog_category, keys.catalog_facets, keys.catalog_unavailable,
+                keys.catalog_added, keys.catalog_attribute_names, keys.placements)
+    pipe.incr(keys.catalog_generation)
+    pipe.execute()
+
+
+FILTERED_CPU_ROUNDS = 4
+
+
+def _filtered_cpu(env: dict[str, str], plain: list[str], with_filters: list[str]
+                  ) -> dict[str, float]:
+    """CPU ms per personalised request through the whole ASGI app, in this process, one at a
+    time, plain and filtered in alternating rounds (same caches, same drift): process CPU
+    time moves much less with the machine's load than latencies do."""
+    from recsys.settings import load_settings
+    from serving.main import create_app
+
+    settings = load_settings(redis_url=env["REDIS_URL"], redis_namespace=NAMESPACE,
+                             kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
+
+    def split(path: str) -> tuple[str, bytes]:
+        route, _, query = path.partition("?")
+        return route, query.encode()
+
+    async def measure() -> dict[str, float]:
+        app = create_app(settings)
+        spent = {"plain": 0.0, "filtered": 0.0}
+        counts = {"plain": 0, "filtered": 0}
+        async with app.router.lifespan_context(app):
+            for path in plain[:100] + with_filters[:100]:  # warm-up: memoised rows, caches
+                await _asgi_get(app, *split(path))
+            for _ in range(FILTERED_CPU_ROUNDS):
+                for name, paths in (("plain", plain), ("filtered", with_filters)):
+                    start = time.process_time()
+                    for path in paths:
+                        await _asgi_get(app, *split(path))
+                    spent[name] += time.process_time() - start
+                    counts[name] += len(paths)
+        out = {f"cpu_ms_{name}": spent[name] * 1000 / counts[name] for name in spent}
+        out["cpu_ratio"] = out["cpu_ms_filtered"] / out["cpu_ms_plain"]
+        return out
+
+    return asyncio.run(measure())
+
+
+def filtered(client: Any, keys: Any, env: dict[str, str], users: list[str], logs: Path,
+             quick: bool) -> dict[str, Any]:
+    """Personalised requests with filters against the same requests without, in one API
+    process with a catalogue of every item (category paths, brand, price, tags, an
+    attribute), alternating phases at the fixed rate: the same-run cost of filtering."""
+    from shell.localstack import free_port
+
+    duration = 5.0 if quick else 20.0
+    _write_catalogue(client, keys, N_ITEMS)
+    rnd = random.Random(11)
+    chosen = [rnd.choice(users) for _ in range(5000)]
+    plain = [f"/v1/users/{u}/recommendations?k={K}" for u in chosen]
+    with_filters = [f"{path}&{FILTERS[n % len(FILTERS)]}" for n, path in enumerate(plain)]
+    personalised = b'"source":"personalized"'
+    out: dict[str, Any] = {"filters": FILTERS}
+    api = _Api(env, free_port(), Path(logs))
+    try:
+        api.wait_ready("v50k")
+        phases = [{"name": "warmup", "kind": "fixed", "paths": plain[::-1] + with_filters,
+                   "rate": RATE, "duration": 2.0}]
+        for round_ in range(2):  # alternating, so drift on a shared machine hits both
+            for name, paths in (("plain", plain), ("filtered", with_filters)):
+                phases.append({"name": f"{name}{round_}", "kind": "fixed", "paths": paths,
+                               "rate": RATE, "duration": duration / 2,
+                               "expect": personalised})
+        load = _run_load({"host": "127.0.0.1", "port": api.port, "phases": phases})
+        api.stop()
+        n = 200 if quick else 500
+        out.update(_filtered_cpu(env, plain[:n], with_filters[:n]))
+    finally:
+        api.stop()
+        _clear_catalogue(client, keys, N_ITEMS)
+    failures = 0
+    for name in ("plain", "filtered"):
+        latencies = load[f"{name}0"]["latencies"] + load[f"{name}1"]["latencies"]
+        failures += load[f"{name}0"]["failures"] + load[f"{name}1"]["failures"]
+        out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = _percentiles(latencies)
+    out["failed_or_not_personalised"] = failures
+    out["p99_ratio"] = out["filtered_p99_ms"] / out["plain_p99_ms"]
+    return out
+
+
 def run(quick: bool = False, profile: str | None = None) -> dict[str, Any]:
     import redis
 
@@ -865,6 +960,7 @@ def run(quick: bool = False, profile: str | None = None) -> dict[str, Any]:
             api.stop()
         # Last on v50k (later phases publish other versions): it adds a catalogue.
         result["rules"] = rules_phase(client, keys, env, users, quick, Path(logs))
+        result["filtered"] = filtered(client, keys, env, users, Path(logs), quick)
         result["redis_get_p50_ms"], result["redis_get_p99_ms"] = _redis_get_baseline(
             client, keys, "v50k", users, 1000 if quick else 5000)
         result["scoring_p50_ms"], result["scoring_p99_ms"] = _scoring_baseline(
@@ -942,6 +1038,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules-only", action="store_true",
                         help="only plain vs with-rules (placement: boosts, max_per, "
                         "diversity) at the fixed rate, same run")
+    parser.add_argument("--filtered-only", action="store_true",
+                        help="only the personalised route with and without filters")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.impressions:
@@ -988,6 +1086,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"large_catalog": large}, indent=2))
         _print_large(large)
         return 0
+    if args.filtered_only:
+        result = run_filtered(quick=args.quick)
+        print(json.dumps(result, indent=2))
+        _print_filtered(result)
+        return 0
     result = run(quick=args.quick, profile=args.profile)
     print(json.dumps(result, indent=2))
     print(f"\npersonalised k={K} over {N_ITEMS:,} items at {RATE:.0f} req/s: "
@@ -1030,11 +1133,41 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['inprocess_cpu_ms_asgi_healthz']:.2f} ms")
     print(f"API RSS: {result['rss_mb_50k']:.0f} MB with {N_ITEMS:,} items, "
           f"{result['rss_mb_500k']:.0f} MB with {N_ITEMS_LARGE:,} items")
+    _print_filtered(result["filtered"])
     _print_impressions(result)
     _print_large(result["large_catalog"])
     _print_hybrid(result["hybrid"])
     _print_rules(result["rules"])
     return 0
+
+
+def run_filtered(quick: bool = False) -> dict[str, Any]:
+    import redis
+
+    from recsys.keys import Keys
+    from shell.localstack import LocalStack
+
+    keys = Keys(NAMESPACE)
+    with LocalStack() as stack, tempfile.TemporaryDirectory(prefix="serving-bench-") as logs:
+        env = {**stack.env(), "RECSYS_REDIS_NAMESPACE": NAMESPACE, "RECSYS_LOG_LEVEL": "WARNING"}
+        client = redis.Redis.from_url(stack.redis_url)
+        users = _publish(client, keys, "v50k", N_ITEMS, 5_000 if quick else 20_000, seed=0)
+        _seed_history(client, keys, users, N_ITEMS)
+        result = filtered(client, keys, env, users, Path(logs), quick)
+        client.close()
+    result["load_avg_1m_after"] = os.getloadavg()[0]
+    return result
+
+
+def _print_filtered(result: dict[str, Any]) -> None:
+    print(f"filtered: personalised k={K} over {N_ITEMS:,} items at {RATE:.0f} req/s with a "
+          f"catalogue, same run: plain p50 {result['plain_p50_ms']:.2f} ms, p99 "
+          f"{result['plain_p99_ms']:.2f} ms; with filters p50 {result['filtered_p50_ms']:.2f} "
+          f"ms, p99 {result['filtered_p99_ms']:.2f} ms (x{result['p99_ratio']:.2f}); "
+          f"{result['failed_or_not_personalised']} failed or not personalised")
+    print(f"  in-process CPU per request (whole ASGI app, alternating rounds): plain "
+          f"{result['cpu_ms_plain']:.2f} ms, filtered {result['cpu_ms_filtered']:.2f} ms -> "
+          f"x{result['cpu_ratio']:.2f}")
 
 
 def _print_hybrid(hybrid: dict[str, Any]) -> None:

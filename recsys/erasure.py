@@ -60,16 +60,17 @@ def erased_user(value: bytes | None) -> str | None:
     return user if isinstance(user, str) and user else None
 
 
-def _user_vector_keys(redis: Any, keys: Keys) -> list[bytes]:
-    return list(redis.scan_iter(match=f"{keys.namespace}:uvec:*", count=1000))
+def _user_vector_keys(redis: Any, keys: Keys, user_id: str) -> list[bytes]:
+    return list(redis.scan_iter(match=keys.user_vector_pattern(user_id), count=1000))
 
 
 def erase_user(redis: Any, keys: Keys, user_id: str, for_trainer: bool = True) -> int:
     """Synchronous client: delete the user's Redis state; returns how many fields/keys went."""
     pipe = redis.pipeline(transaction=False)
-    for key in _user_vector_keys(redis, keys):
+    for key in _user_vector_keys(redis, keys, user_id):
         pipe.hdel(key, user_id)
-    pipe.delete(keys.seen(user_id), keys.hidden(user_id))
+    pipe.delete(keys.seen(user_id))
+    pipe.delete(keys.hidden(user_id))
     if for_trainer:
         pipe.sadd(keys.erasure_users, user_id)
     results = pipe.execute()
@@ -78,12 +79,13 @@ def erase_user(redis: Any, keys: Keys, user_id: str, for_trainer: bool = True) -
 
 async def aerase_user(redis: Any, keys: Keys, user_id: str, for_trainer: bool = True) -> int:
     """redis.asyncio client: as erase_user."""
-    vector_keys = [key async for key in redis.scan_iter(match=f"{keys.namespace}:uvec:*",
-                                                        count=1000)]
+    vector_keys = [key async for key in redis.scan_iter(
+        match=keys.user_vector_pattern(user_id), count=1000)]
     pipe = redis.pipeline(transaction=False)
     for key in vector_keys:
         pipe.hdel(key, user_id)
-    pipe.delete(keys.seen(user_id), keys.hidden(user_id))
+    pipe.delete(keys.seen(user_id))
+    pipe.delete(keys.hidden(user_id))
     if for_trainer:
         pipe.sadd(keys.erasure_users, user_id)
     results = await pipe.execute()
@@ -94,6 +96,7 @@ def remove_item_commands(pipe: Any, keys: Keys, item_id: str, versions: list[str
     """Queue on `pipe` (sync or async) every command that removes an item."""
     pipe.delete(keys.item(item_id))
     pipe.hdel(keys.catalog_category, item_id)
+    pipe.hdel(keys.catalog_facets, item_id)
     pipe.sadd(keys.catalog_unavailable, item_id)
     pipe.sadd(keys.erasure_items, item_id)
     for window in POPULARITY_WINDOWS:

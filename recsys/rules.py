@@ -226,7 +226,7 @@ def values_of(item: Mapping[str, Any] | None, field: str) -> list[Any]:
         out += ["/".join(path[:depth + 1]) for path in paths for depth in range(len(path))]
         return list(dict.fromkeys(out))
     if field == "brand":
-        brand = item.get("brand", attributes.get("brand"))
+        brand = item.get("brand") or attributes.get("brand")
         return [brand] if brand is not None else []
     if field == "tag":
         tags = item.get("tags") or attributes.get("tags") or ()

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from recsys.errors import ModelIntegrityError
 from recsys.explain import explain, top_contributors
+from recsys.item_filter import ItemFilter
 from recsys.modelstore import unpack_vector
 from serving import ServingError
 from serving.fallback import Result
@@ -59,18 +60,29 @@ async def read_users(rec: Recommender, model: LoadedModel, user_ids: Sequence[st
     if not rec.guard.available:
         raise Unavailable("Redis is unavailable; retry")
     seen_max = rec.settings.api_seen_max if seen_max is None else seen_max
+    # One HMGET per hash that holds some of the users' vectors: one on one node, one per
+    # user bucket in a cluster (whose pipeline sends each node its share).
+    by_hash: dict[str, list[str]] = {}
+    for user in dict.fromkeys(user_ids):
+        by_hash.setdefault(rec.keys.user_vector_hash(model.version, user), []).append(user)
     try:
         pipe = rec.redis.pipeline(transaction=False)
-        pipe.hmget(rec.keys.user_vectors(model.version), list(user_ids))
+        for hash_key, users in by_hash.items():
+            pipe.hmget(hash_key, users)
         for user in user_ids:
             pipe.zrevrange(rec.keys.seen(user), 0, seen_max - 1, withscores=True)
         for user in user_ids:
             pipe.smembers(rec.keys.hidden(user))
-        raw_vectors, *rest = await pipe.execute()
+        results = await pipe.execute()
     except (RedisError, OSError) as exc:
         rec.guard.failed("user_state", exc)
         raise Unavailable("Redis is unavailable; retry") from None
     rec.guard.succeeded()
+    found: dict[str, bytes | None] = {}
+    for users, values in zip(by_hash.values(), results, strict=False):
+        found.update(zip(users, values, strict=True))
+    raw_vectors = [found[user] for user in user_ids]
+    rest = results[len(by_hash):]
     raw_seen, raw_hidden = rest[:len(user_ids)], rest[len(user_ids):]
     out = []
     for user, raw, seen_pairs, hidden_raw in zip(user_ids, raw_vectors, raw_seen, raw_hidden,
@@ -169,21 +181,21 @@ def scores_of(model: LoadedModel, user: UserVector, item_ids: Sequence[str]) -> 
 
 # --- batches ------------------------------------------------------------------------------
 async def for_users(rec: Recommender, user_ids: Sequence[str], k: int, exclude_seen: bool,
-                    category: str | None) -> list[Result]:
+                    filters: ItemFilter | None) -> list[Result]:
     """`Recommender.for_user` for many users, with one scoring pass: the batch's vectors are
     scored in one matrix product (serving.scoring.score_batch). Users the model cannot
     answer get the same fallbacks as one by one."""
     model = rec.holder.current
     if model is None or not model.beats_popularity or not rec.guard.available:
-        return [await rec.for_user(user, k, exclude_seen, category) for user in user_ids]
+        return [await rec.for_user(user, k, exclude_seen, filters) for user in user_ids]
     try:
         users = await read_users(rec, model, user_ids)
     except Unavailable:
-        return [await rec.for_user(user, k, exclude_seen, category) for user in user_ids]
+        return [await rec.for_user(user, k, exclude_seen, filters) for user in user_ids]
     with_vector = [u for u in users if u.vector is not None]
     # Catalogue state after the last await: no await until the model's rows are ranked.
-    unavailable = rec.catalog.unavailable_rows(model)
-    candidates = rec.catalog.category_rows(model, category) if category else None
+    unavailable = rec.catalog.excluded_rows(model, filters)
+    candidates = rec.catalog.candidate_rows(model, filters)
     ranked: dict[str, Result] = {}
     if with_vector:
         matrix = score_batch(model.item_factors, [u.vector for u in with_vector])
@@ -200,7 +212,7 @@ async def for_users(rec: Recommender, user_ids: Sequence[str], k: int, exclude_s
         result = ranked.get(user.user_id)
         if result is None:
             result = await rec._user_fallback(user.reason or "no_candidates", user.user_id, k,
-                                              exclude_seen, category, user.seen,
+                                              exclude_seen, filters, user.seen,
                                               hidden=user.hidden)
         out.append(result)
     return out

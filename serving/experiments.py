@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from recsys.experiments import Experiment, Variant
+from recsys.item_filter import ItemFilter
 from recsys.keys import Keys
 from serving.fallback import Result
 from serving.recommender import Recommender
@@ -97,12 +98,12 @@ class Experiments:
 
 
 async def serve(recommender: Recommender, assigned: tuple[Experiment, Variant] | None,
-                k: int, category: str | None,
+                k: int, filters: ItemFilter | None,
                 personalised: Callable[[], Awaitable[Result]]) -> Result:
     """The list a variant serves: popularity variants get the trending list, the others
     the model's (`personalised()`)."""
     if assigned is not None and assigned[1].kind == "popularity":
-        return await recommender.popular(k, POPULARITY_WINDOW, category)
+        return await recommender.popular(k, POPULARITY_WINDOW, filters)
     return await personalised()
 
 
@@ -114,7 +115,8 @@ def labels(assigned: tuple[Experiment, Variant] | None) -> tuple[str | None, str
 
 
 async def recommend(services: Services, endpoint: str, subject: str | None, k: int,
-                    category: str | None, personalised: Callable[[], Awaitable[Result]],
+                    filters: ItemFilter | None,
+                    personalised: Callable[[], Awaitable[Result]],
                     in_experiment: bool = True,
                     finish: Callable[[Result], Awaitable[Result]] | None = None
                     ) -> tuple[Result, dict[str, str | None]]:
@@ -123,7 +125,7 @@ async def recommend(services: Services, endpoint: str, subject: str | None, k: i
     queued, and the response's `recommendation_id` and `variant` are returned for
     `render`."""
     assigned = services.experiments.assign(subject) if in_experiment else None
-    result = await serve(services.recommender, assigned, k, category, personalised)
+    result = await serve(services.recommender, assigned, k, filters, personalised)
     if finish is not None:
         result = await finish(result)
     variant, experiment = labels(assigned)

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import redis as redis_sync
-import redis.asyncio as aioredis
 
 from recsys.ann import ANN_FORMAT, AnnIndex, unpack_layout
 from recsys.candidates.neighbours import tie_break
@@ -31,6 +29,7 @@ from recsys.keys import Keys
 from recsys.model_watch import ModelSwitchWatcher
 from recsys.modelstore import ModelVersion, load_model
 from recsys.neighbours import item_norms
+from recsys.redis_client import redis_client, subscriber_client
 from recsys.settings import Settings
 from serving.scoring import rows_of
 from serving.telemetry import ApiMetrics
@@ -194,32 +193,31 @@ def _load_ann(client: Any, keys: Keys, model: ModelVersion, settings: Settings
 class ServedModel:
     """The version in service and its loader; `watcher` (recsys.model_watch) decides when."""
 
-    def __init__(self, settings: Settings, keys: Keys, redis: aioredis.Redis,
+    def __init__(self, settings: Settings, keys: Keys, redis: Any,
                  metrics: ApiMetrics) -> None:
         self.settings = settings
         self.keys = keys
         self.redis = redis
         self.metrics = metrics
         self.current: LoadedModel | None = None
-        self._loader_client: redis_sync.Redis | None = None
+        self._loader_client: Any = None
         poll = settings.api_model_poll_s
         self.watcher: ModelSwitchWatcher[LoadedModel] = ModelSwitchWatcher(
             redis, keys, poll_s=poll,
             in_use=lambda: self.current.version if self.current is not None else None,
             load=self._load, install=self.install,
             # its own connection: the control client's timeouts are for commands
-            listener=lambda: aioredis.Redis.from_url(settings.redis_url,
-                                                     socket_connect_timeout=2),
+            listener=lambda: subscriber_client(settings, socket_connect_timeout=2),
             failed_retry_s=FAILED_RETRY_S, resubscribe_s=min(poll, 2.0),
             on_load_error=lambda version, exc: metrics.model_load_failures.inc(),
             on_redis_error=lambda where, exc: metrics.redis_errors.labels(
                 REDIS_ERROR_LABELS[where]).inc())
 
-    def _loader(self) -> redis_sync.Redis:
+    def _loader(self) -> Any:
         if self._loader_client is None:
             # Generous timeout: a 500,000-item version is a 128 MB value.
-            self._loader_client = redis_sync.Redis.from_url(
-                self.settings.redis_url, socket_timeout=60, socket_connect_timeout=5)
+            self._loader_client = redis_client(self.settings, socket_timeout=60,
+                                               socket_connect_timeout=5)
         return self._loader_client
 
     async def _load(self, version: str) -> LoadedModel:

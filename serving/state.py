@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from recsys.keys import Keys
 from recsys.producer import EventProducer, ProducerError
+from recsys.redis_client import acheck_redis_mode, async_redis_client
 from recsys.settings import Settings
 from serving.catalog import Catalog
 from serving.content_items import NewItems
@@ -36,8 +37,8 @@ def make_redis(settings: Settings) -> aioredis.Redis:
     # a slow Redis must turn into a quick fallback, not a slow answer.
     # Beyond max connections a request fails fast into a fallback (load shedding) rather
     # than queueing behind a saturated loop.
-    return aioredis.Redis.from_url(
-        settings.redis_url,
+    return async_redis_client(
+        settings,
         max_connections=settings.api_redis_max_connections,
         socket_timeout=settings.api_redis_timeout_s,
         socket_connect_timeout=settings.api_redis_timeout_s,
@@ -49,9 +50,9 @@ def make_control_redis(settings: Settings) -> aioredis.Redis:
     """Background work (model pointer, catalog reloads) gets its own connections, so a flood
     of requests can never starve a model switch."""
     timeout = max(1.0, settings.api_redis_timeout_s)
-    return aioredis.Redis.from_url(settings.redis_url, socket_timeout=timeout,
-                                   socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1),
-                                   max_connections=8)
+    return async_redis_client(settings, socket_timeout=timeout,
+                              socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1),
+                              max_connections=8)
 
 
 @dataclass
@@ -76,9 +77,10 @@ class Services:
 
     @classmethod
     async def start(cls, settings: Settings, metrics: ApiMetrics) -> Services:
-        keys = Keys(settings.redis_namespace)
+        keys = Keys.for_settings(settings)
         redis = make_redis(settings)
         control = make_control_redis(settings)
+        await acheck_redis_mode(control, settings)  # a ConfigError stops the start-up
         guard = RedisGuard(settings.api_redis_retry_after_s, metrics)
         holder = ServedModel(settings, keys, control, metrics)
         catalog = Catalog(settings, keys, redis, metrics, guard, control=control)

@@ -99,7 +99,7 @@ class BatchProcessor:
         self.dead_letter = dead_letter
         self.worker_id = worker_id
         self.owned_partitions = owned_partitions
-        self.keys = Keys(settings.redis_namespace)
+        self.keys = Keys.for_settings(settings)
         self.topic = settings.interactions_topic
         self.weights = dict(settings.event_weights)
         self.negative_rating_max = settings.negative_rating_max
@@ -382,9 +382,9 @@ class BatchProcessor:
 
     def _plan_vectors(self, model: ModelVersion, users: Sequence[str], solved: Iterable,
                       plan: WritePlan) -> int:
-        vectors = plan.vectors.setdefault(self.keys.user_vectors(model.version), {})
         for user, vector in zip(users, solved, strict=True):
-            vectors[user] = pack_vector(vector)
+            hash_key = self.keys.user_vector_hash(model.version, user)
+            plan.vectors.setdefault(hash_key, {})[user] = pack_vector(vector)
         return len(users)
 
     def _plan_popularity(self, counted: list[TrendingEvent], plan: WritePlan) -> None:
@@ -438,7 +438,7 @@ class BatchProcessor:
                 late = {u for u, s in candidates.items()
                         if s.has_events_after(latest_ms, offsets, self.topic)}
                 others = [u for u in candidates if u not in late]
-                exists = await self.writer.exists(self.keys.user_vectors(model.version), others)
+                exists = await self.writer.vectors_exist(model.version, others)
                 missing = {u for u, found in zip(others, exists, strict=True) if not found}
                 todo = [(u, s) for u, s in candidates.items() if u in late or u in missing]
                 plan = WritePlan()
@@ -464,6 +464,7 @@ class BatchProcessor:
         for start in range(0, len(users), RECOMPUTE_CHUNK):
             async with self.lock:
                 owned = self.owned_partitions()
+                idle = []
                 for user in users[start:start + RECOMPUTE_CHUNK]:
                     raw = self.table.get_value(user)
                     if raw is None:
@@ -472,10 +473,14 @@ class BatchProcessor:
                     if owned is not None and state.partition not in owned:
                         continue
                     if state.last_active_ms() < cutoff:
-                        await self.table.erase(user, max(state.partition, 0))
-                        forgotten += 1
+                        idle.append((user, max(state.partition, 0)))
+                if idle:  # one changelog batch per chunk, not one per user
+                    await self.table.erase_many(idle)
+                    forgotten += len(idle)
+            # let batches run between chunks: a sweep of many users must not hold the event
+            # loop (the consumer would see its partitions stall and seek back)
+            await asyncio.sleep(0)
         if forgotten:
             telemetry.IDLE_FORGOTTEN.inc(forgotten)
-            log.info("forgot %d users idle for over %.0f days", forgotten,
-                     self.idle_ms / 86_400_000)
+            log.info("forgot %d users idle for over %g s", forgotten, self.idle_ms / 1000)
         return forgotten

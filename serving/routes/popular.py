@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from serving.deps import (
     NO_RULES,
-    CategoryQuery,
+    Filters,
     K,
     RuleQueryDep,
     ServicesDep,
@@ -28,8 +28,8 @@ router = APIRouter(tags=["recommendations"],
 async def popular(
     services: ServicesDep,
     k: K,
+    filters: Filters,
     window: Annotated[Literal["1h", "24h", "7d"], Query(description="Trending window.")] = "24h",
-    category: CategoryQuery = None,
     session_id: SessionQuery = None,
     rules: RuleQueryDep = NO_RULES,
 ) -> PopularItems:
@@ -37,8 +37,8 @@ async def popular(
     depth = k if ruled is None else ruled.pool
     # Not part of an experiment (it is the popularity list already), but recorded.
     result, served = await recommend(
-        services, "popular", session_id, depth, category,
-        lambda: services.recommender.popular(depth, window, category), in_experiment=False,
+        services, "popular", session_id, depth, filters,
+        lambda: services.recommender.popular(depth, window, filters), in_experiment=False,
         finish=ruled)
     return await render(result, services.catalog, services.metrics, "popular",
                         ruled.members() if ruled else None,

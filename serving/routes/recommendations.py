@@ -10,11 +10,12 @@ import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.routing import APIRoute
 
+from recsys.item_filter import ItemFilter
 from recsys.rules import PLACEMENT_NAME_PATTERN
 from serving.business import Unavailable, because_lists, read_users
 from serving.deps import (
     NO_RULES,
-    CategoryQuery,
+    Filters,
     K,
     Offset,
     RuleQuery,
@@ -44,21 +45,22 @@ router = APIRouter(tags=["recommendations"],
 
 
 async def _for_user(services: Services, user_id: str, k: int, exclude_seen: bool,
-                    category: str | None, offset: int = 0, rules: RuleRequest | None = None,
+                    filters: ItemFilter | None, offset: int = 0,
+                    rules: RuleRequest | None = None,
                     explain: bool = False) -> Response:
     # A popularity variant serves the trending list (not paged: `offset` is the model's).
     rec = services.recommender
     ruled = reranker(services, rules, lambda: rec.hidden(user_id))
     if ruled is None:
         result, served = await recommend(
-            services, "user", user_id, k, category,
-            lambda: rec.for_user(user_id, k, exclude_seen, category, offset))
+            services, "user", user_id, k, filters,
+            lambda: rec.for_user(user_id, k, exclude_seen, filters, offset))
         members = None
     else:
         # The rules re-rank a deeper list from the top, then cut the page.
         result, served = await recommend(
-            services, "user", user_id, ruled.pool, category,
-            lambda: rec.for_user(user_id, ruled.pool, exclude_seen, category, 0),
+            services, "user", user_id, ruled.pool, filters,
+            lambda: rec.for_user(user_id, ruled.pool, exclude_seen, filters, 0),
             finish=ruled)
         members = ruled.members()
     if explain:
@@ -107,7 +109,8 @@ class PersonalisedRoute(APIRoute):
                 rest = [(name, value) for name, value in query if name != "placement"]
                 placement = plain_placement(query) if len(rest) < len(query) else None
                 params = plain_user_params(request.path_params.get("user_id", ""), rest,
-                                           services.settings.api_max_k)
+                                           services.settings.api_max_k,
+                                           services.settings.api_filter_attributes)
                 if params is not None and len(rest) == len(query):
                     return await _for_user(services, *params)
                 if params is not None and placement is not None:
@@ -135,7 +138,7 @@ async def user_recommendations(
     services: ServicesDep,
     user_id: UserIdPath,
     k: K,
-    category: CategoryQuery = None,
+    filters: Filters,
     exclude_seen: Annotated[bool, Query(description="Leave out items the user has seen.")]
     = True,
     offset: Offset = 0,
@@ -146,9 +149,9 @@ async def user_recommendations(
 ) -> UserRecommendations:
     merged = await rule_request(services, rules, k, offset)
     if merged is None and not explain:  # the shortcut's call, exactly
-        return await _for_user(services, user_id, k, exclude_seen, category,
+        return await _for_user(services, user_id, k, exclude_seen, filters,
                                offset)  # type: ignore[return-value]
-    return await _for_user(services, user_id, k, exclude_seen, category,
+    return await _for_user(services, user_id, k, exclude_seen, filters,
                            offset, merged, explain)  # type: ignore[return-value]
 
 
@@ -169,14 +172,16 @@ router.add_api_route("/v1/users/{user_id}/recommendations", user_recommendations
 @router.post(
     "/v1/users/{user_id}/recommendations", response_model=UserRecommendations,
     summary="Personalised top-k for a user, with per-request business rules",
-    description="The GET route's list, its parameters in a JSON body, with `rules`: boosts "
+    description="The GET route's list: its filters in the query string as there, the other "
+    "parameters in a JSON body, with `rules`: boosts "
     "(field, value or min/max or days, weight), pins (item_id, position 1..k), max_per, "
     "max_per_field and diversity. They apply on top of the `placement`'s rules (a boost "
     "replaces the placement's boost of the same condition, a pin the placement's pin of "
     "the same item or position). Bad rules: 422 naming the parameter (`rules.boosts[0]."
     "weight`...). A read: no API key needed.")
 async def user_recommendations_with_rules(services: ServicesDep, user_id: UserIdPath,
-                                          body: RecommendRequest) -> UserRecommendations:
+                                          body: RecommendRequest,
+                                          filters: Filters) -> UserRecommendations:
     settings = services.settings
     if body.k > settings.api_max_k:
         raise HTTPException(422, f"k must be between 1 and {settings.api_max_k}; got {body.k}")
@@ -185,14 +190,14 @@ async def user_recommendations_with_rules(services: ServicesDep, user_id: UserId
                             f"got {body.offset}")
     merged = await rule_request(services, RuleQuery(body.placement, None), body.k,
                                 body.offset, body.rules)
-    return await _for_user(services, user_id, body.k, body.exclude_seen, body.category,
+    return await _for_user(services, user_id, body.k, body.exclude_seen, filters,
                            body.offset, merged, body.explain)  # type: ignore[return-value]
 
 
 @router.post("/v1/recommendations/anonymous", response_model=RecommendationList,
              summary="Recommendations for a visitor without id, from their session")
 async def anonymous_recommendations(
-    services: ServicesDep, body: AnonymousRequest, k: K, category: CategoryQuery = None,
+    services: ServicesDep, body: AnonymousRequest, k: K, filters: Filters,
     session_id: SessionQuery = None, rules: RuleQueryDep = NO_RULES,
 ) -> RecommendationList:
     limit = services.settings.api_max_anonymous_items
@@ -201,7 +206,7 @@ async def anonymous_recommendations(
     ruled = reranker(services, await rule_request(services, rules, k, 0, body.rules))
     depth = k if ruled is None else ruled.pool
     result, served = await recommend(
-        services, "anonymous", session_id, depth, category,
-        lambda: services.recommender.anonymous(body.items, depth, category), finish=ruled)
+        services, "anonymous", session_id, depth, filters,
+        lambda: services.recommender.anonymous(body.items, depth, filters), finish=ruled)
     return await render(result, services.catalog, services.metrics, "anonymous",
                         ruled.members() if ruled else None, **served)  # type: ignore[return-value]
