@@ -380,7 +380,7 @@ def mmr_order(relevance: np.ndarray, vectors: np.ndarray | None, diversity: floa
     value = np.empty(n)
     while len(chosen) < depth:
         np.subtract(base, penalty, out=value)
-        best = int(np.argmax(value))             # the first of ties: pool order
+        best = int(value.argmax())               # the first of ties: pool order
         if base[best] == -np.inf:
             break
         chosen.append(best)
