@@ -34,8 +34,8 @@ async def similar_items(services: ServicesDep, item_id: ItemIdPath, k: K, filter
                         session_id: SessionQuery = None) -> SimilarItems:
     try:
         result, served = await recommend(services, "similar", session_id, k, None,
-                                         lambda: services.recommender.similar(item_id, k,
-                                                                              filters))
+                                         lambda _control: services.recommender.similar(
+                                             item_id, k, filters))
     except ItemNotFound as exc:
         raise HTTPException(404, str(exc)) from None
     return await render(result, services.catalog, services.metrics, "similar",

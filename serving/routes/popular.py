@@ -26,6 +26,6 @@ async def popular(
     # Not part of an experiment (it is the popularity list already), but recorded.
     result, served = await recommend(
         services, "popular", session_id, k, filters,
-        lambda: services.recommender.popular(k, window, filters), in_experiment=False)
+        lambda _control: services.recommender.popular(k, window, filters), in_experiment=False)
     return await render(result, services.catalog, services.metrics, "popular",
                         window=window, **served)  # type: ignore[return-value]

@@ -32,7 +32,8 @@ async def _for_user(services: Services, user_id: str, k: int, exclude_seen: bool
     # A popularity variant serves the trending list (not paged: `offset` is the model's).
     result, served = await recommend(
         services, "user", user_id, k, filters,
-        lambda: services.recommender.for_user(user_id, k, exclude_seen, filters, offset))
+        lambda how: services.recommender.for_user(user_id, k, exclude_seen, filters, offset,
+                                                   how))
     return await render(result, services.catalog, services.metrics, "user", user_id=user_id,
                         **served)
 
@@ -97,6 +98,6 @@ async def anonymous_recommendations(
         raise HTTPException(422, f"at most {limit} items per session; got {len(body.items)}")
     result, served = await recommend(
         services, "anonymous", session_id, k, filters,
-        lambda: services.recommender.anonymous(body.items, k, filters))
+        lambda how: services.recommender.anonymous(body.items, k, filters, how))
     return await render(result, services.catalog, services.metrics, "anonymous",
                         **served)  # type: ignore[return-value]
