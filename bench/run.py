@@ -30,6 +30,9 @@ RUN_OPTIONS: dict[str, dict[str, Any]] = {"stream": {"model_kind": "both"}}
 # (part, figure, baseline, how the ratio reads)
 COMPARISONS = [
     ("trainer", "fit_s", "implicit_fit_s", "whole train --once / plain implicit fit; target < 1.3"),
+    ("trainer", "spark.ndcg_ratio", None,
+     "Spark MLlib ALS / implicit, NDCG@10 on ML-100K at the settings' point; target >= 0.95"),
+    ("trainer", "spark.fit_ratio", None, "Spark MLlib (local[2]) / implicit, ALS fit seconds"),
     ("trainer", "neural_fit_s", None, "neural tower on ML-100K, whole history; target < 300 s"),
     ("stream", "events_per_s", "ceiling_events_per_s",
      "worker / bare consume loop; target >= 5000 ev/s"),
@@ -39,6 +42,10 @@ COMPARISONS = [
     ("stream", "neural.events_per_s", "events_per_s",
      "neural version (user tower) / ALS fold-in; target >= 0.5"),
     ("stream", "neural.freshness_p99_ms", None, "neural version at 1,000 events/s; < 250 ms"),
+    ("stream", "scaling.workers_2.events_per_cpu_s", "scaling.workers_1.events_per_cpu_s",
+     "per-worker events per CPU-second, 2 workers / 1, one topic; target >= 0.9"),
+    ("stream", "scaling.workers_4.events_per_cpu_s", "scaling.workers_1.events_per_cpu_s",
+     "per-worker events per CPU-second, 4 workers / 1 (2-core machine)"),
     ("serving", "p50_ms", "redis_get_p50_ms", "API latency / raw Redis GET"),
     ("serving", "p99_ms", "redis_get_p99_ms", "at 300 req/s; target < 10 ms"),
     ("serving", "rps", None, "max throughput, personalised"),
