@@ -11,12 +11,17 @@ Each method takes `holder.current` once and uses only that version for the whole
 can only have been computed against the factors it is scored with. Anything that stops the
 model from answering (no model, unknown user, Redis trouble, a model the trainer flagged as
 worse than popularity) becomes a fallback with `source = fallback:<reason>` (invariant 6).
+
+An experiment variant (serving/experiments.py) hands a `Treatment`: another loaded version,
+whose users are folded in from their recent items per request (the stream keeps vectors only
+under the served version), or another hybrid blend weight.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -76,6 +81,19 @@ return {redis.call('HGET', KEYS[1], ARGV[1]),
 
 class ItemNotFound(ServingError):
     """The item is neither in the served model nor in the catalog."""
+
+
+@dataclass(frozen=True)
+class Treatment:
+    """What an experiment variant changes in a personalised answer: the version it is scored
+    under (`model`; None: the served one) and the hybrid blend weight (`blend`; None: the
+    version's trained one). The default changes nothing: the control."""
+
+    model: LoadedModel | None = None
+    blend: float | None = None
+
+
+CONTROL = Treatment()
 
 
 def _ranked(model: LoadedModel, rows: np.ndarray, scores: np.ndarray) -> list[tuple[str, float]]:
@@ -149,11 +167,16 @@ class Recommender:
         return result
 
     async def for_user(self, user_id: str, k: int, exclude_seen: bool = True,
-                       filters: ItemFilter | None = None, offset: int = 0) -> Result:
+                       filters: ItemFilter | None = None, offset: int = 0,
+                       treatment: Treatment = CONTROL) -> Result:
         """Items offset .. offset + k - 1 of the user's ranking. The model's ranking is a
         total order (score, then row: `top_page`), so pages of one model version and user
         state never overlap nor skip an item."""
         model = self.holder.current
+        if treatment.model is not None and (model is None
+                                            or treatment.model.version != model.version):
+            return await self._for_user_under(treatment.model, user_id, k, exclude_seen,
+                                              filters, offset)
         if model is None:
             return await self._user_fallback("no_model", user_id, k, exclude_seen, filters,
                                              offset=offset)
@@ -192,7 +215,7 @@ class Recommender:
                     join_rows(self.catalog.excluded_rows(model, filters),
                               known if exclude_seen else EMPTY_ROWS,
                               rows_of(model.index, hidden) if hidden else EMPTY_ROWS),
-                    filters, "personalized", offset)
+                    filters, "personalized", offset, treatment.blend)
         if raw is None:
             # No vector under the served version: a stranger, or a user the stream has not
             # folded in against this version yet.
@@ -212,7 +235,7 @@ class Recommender:
         hidden_rows = rows_of(model.index, hidden) if hidden else EMPTY_ROWS
         buy_again = (not exclude_seen and not offset and model.buy_again_weight > 0
                      and bool(seen))
-        hybrid = self._hybrid(model, vector, seen)
+        hybrid = self._hybrid(model, vector, seen, treatment.blend)
         # The index answers first pages; deeper pages need the exact ranking's total order.
         found = (self._from_index(model, vector, k, exclude_seen, seen, hidden_rows, filters)
                  if model.ann is not None and offset == 0 and not buy_again
@@ -236,14 +259,15 @@ class Recommender:
         return Result(_ranked(model, rows, scores),
                       "personalized" if hybrid is None else "hybrid", model.version)
 
-    def _hybrid(self, model: LoadedModel, vector: np.ndarray, recent: list[str]
-                ) -> np.ndarray | None:
+    def _hybrid(self, model: LoadedModel, vector: np.ndarray, recent: list[str],
+                blend: float | None = None) -> np.ndarray | None:
         """The hybrid user vector when the version blends content in for this user (its
-        weight for their history length > 0 and their recent items have content), else
-        None: the plain collaborative score."""
+        weight for their history length, or `blend` when an experiment imposes one, > 0 and
+        their recent items have content), else None: the plain collaborative score."""
         if model.hybrid_items is None or model.content is None or not recent:
             return None
-        blend = model.content.blend_for(len(recent))
+        if blend is None:
+            blend = model.content.blend_for(len(recent))
         if blend <= 0:
             return None
         profile = content_profile(
@@ -252,13 +276,13 @@ class Recommender:
 
     def _session_result(self, model: LoadedModel, rows: np.ndarray, weights: list[float],
                         k: int, exclude: np.ndarray, filters: ItemFilter | None, source: str,
-                        offset: int = 0) -> Result:
+                        offset: int = 0, blend: float | None = None) -> Result:
         """Top-k for a history without a stored vector (rows most recent first): folded in
         like the stream does, blended with content when the version says so."""
         vector = fold_in_session(model.item_factors, model.model.yty, model.regularization,
                                  model.alpha, rows, weights)
         recent = [model.item_ids[r] for r in dict.fromkeys(np.asarray(rows).tolist())]
-        hybrid = self._hybrid(model, vector, recent)
+        hybrid = self._hybrid(model, vector, recent, blend)
         candidates = self.catalog.candidate_rows(model, filters)
         if hybrid is None:
             best, scores = recommend(vector, model.item_factors, k + offset, exclude,
@@ -268,6 +292,50 @@ class Recommender:
                                      candidates)
         return Result(_ranked(model, best[offset:], scores[offset:]),
                       source if hybrid is None else "hybrid", model.version)
+
+    async def _for_user_under(self, model: LoadedModel, user_id: str, k: int,
+                              exclude_seen: bool, filters: ItemFilter | None, offset: int
+                              ) -> Result:
+        """The user's list under a version that is not the served one: their recent items
+        (the seen set, weighted as views, like a user the stream has not folded in yet)
+        folded in against that version's factors, as an anonymous session is."""
+        if model.kind == KIND_POPULARITY:
+            seen = await self.fallback.seen(user_id) or []
+            result = await self.fallback.answer("popularity", k,
+                                                seen=seen if exclude_seen else [], recent=seen,
+                                                filters=filters, source=KIND_POPULARITY)
+            result.model_version = model.version
+            return result
+        if model.kind == KIND_ITEM_ITEM:
+            return await self._item_item_for_user(model, user_id, k, exclude_seen, filters)
+        seen = await self.fallback.seen(user_id)
+        if seen is None:
+            return await self._user_fallback("redis_unavailable", user_id, k, exclude_seen,
+                                             filters, seen=[], offset=offset)
+        hidden = await self.hidden(user_id)
+        known = rows_of(model.index, seen) if seen else EMPTY_ROWS
+        if not len(known):
+            return await self._user_fallback("no_known_items" if seen else "unknown_user",
+                                             user_id, k, exclude_seen, filters, seen, offset,
+                                             hidden)
+        exclude = join_rows(self.catalog.excluded_rows(model, filters),
+                            known if exclude_seen else EMPTY_ROWS,
+                            rows_of(model.index, hidden) if hidden else EMPTY_ROWS)
+        tower = model.model.tower
+        if tower is None:
+            result = self._session_result(model, known,
+                                          [model.event_weights.get("view", 1.0)] * len(known),
+                                          k, exclude, filters, "personalized", offset)
+        else:
+            vector = session_tower_vector(tower, model.index, seen[::-1])
+            best, scores = recommend(vector, model.item_factors, k + offset, exclude,
+                                     self.catalog.candidate_rows(model, filters))
+            result = Result(_ranked(model, best[offset:], scores[offset:]), "personalized",
+                            model.version)
+        if not result.items:
+            return await self._user_fallback("no_candidates", user_id, k, exclude_seen,
+                                             filters, seen, offset, hidden)
+        return result
 
     def _buy_again(self, model: LoadedModel, rows: np.ndarray, own_rows: np.ndarray, k: int,
                    filters: ItemFilter | None) -> tuple[np.ndarray, np.ndarray]:
@@ -423,10 +491,11 @@ class Recommender:
 
     # --- anonymous sessions ----------------------------------------------------------------
     async def anonymous(self, interactions: Sequence[Any], k: int,
-                        filters: ItemFilter | None = None) -> Result:
+                        filters: ItemFilter | None = None, treatment: Treatment = CONTROL
+                        ) -> Result:
         ids = [i.item_id for i in interactions]
         recent = ids[::-1]
-        model = self.holder.current
+        model = treatment.model or self.holder.current
         if model is not None and model.kind == KIND_POPULARITY:
             return await self.fallback.answer("popularity", k, exclude=ids, recent=recent,
                                               filters=filters, source=KIND_POPULARITY)
@@ -461,7 +530,8 @@ class Recommender:
         if model.hybrid_items is not None:
             exclude = join_rows(self.catalog.excluded_rows(model, filters), np.unique(rows))
             result = self._session_result(model, np.asarray(rows[::-1]), weights[::-1], k,
-                                          exclude, filters, "anonymous")
+                                          exclude, filters, "anonymous",
+                                          blend=treatment.blend)
             if result.items:
                 return result
         tower = model.model.tower

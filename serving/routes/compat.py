@@ -26,7 +26,8 @@ async def classic_recommendations(
     k: K,
 ) -> ClassicRecommendations:
     result, served = await recommend(services, "classic", user_id, k, None,
-                                     lambda: services.recommender.for_user(user_id, k))
+                                     lambda how: services.recommender.for_user(
+                                         user_id, k, treatment=how))
     services.metrics.count_response("classic", result.source)
     details = await services.catalog.display([item for item, _ in result.items])
     return OrjsonResponse({  # type: ignore[return-value]

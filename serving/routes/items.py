@@ -48,8 +48,8 @@ async def similar_items(services: ServicesDep, item_id: ItemIdPath, k: K, filter
     depth = k if ruled is None else ruled.pool
     try:
         result, served = await recommend(services, "similar", session_id, depth, None,
-                                         lambda: services.recommender.similar(item_id, depth,
-                                                                              filters),
+                                         lambda _control: services.recommender.similar(
+                                             item_id, depth, filters),
                                          finish=ruled)
     except ItemNotFound as exc:
         raise HTTPException(404, str(exc)) from None

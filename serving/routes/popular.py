@@ -38,8 +38,8 @@ async def popular(
     # Not part of an experiment (it is the popularity list already), but recorded.
     result, served = await recommend(
         services, "popular", session_id, depth, filters,
-        lambda: services.recommender.popular(depth, window, filters), in_experiment=False,
-        finish=ruled)
+        lambda _control: services.recommender.popular(depth, window, filters),
+        in_experiment=False, finish=ruled)
     return await render(result, services.catalog, services.metrics, "popular",
                         ruled.members() if ruled else None,
                         window=window, **served)  # type: ignore[return-value]

@@ -54,13 +54,14 @@ async def _for_user(services: Services, user_id: str, k: int, exclude_seen: bool
     if ruled is None:
         result, served = await recommend(
             services, "user", user_id, k, filters,
-            lambda: rec.for_user(user_id, k, exclude_seen, filters, offset))
+            lambda how: rec.for_user(user_id, k, exclude_seen, filters, offset, how))
         members = None
     else:
         # The rules re-rank a deeper list from the top, then cut the page.
+        pool = ruled.pool
         result, served = await recommend(
-            services, "user", user_id, ruled.pool, filters,
-            lambda: rec.for_user(user_id, ruled.pool, exclude_seen, filters, 0),
+            services, "user", user_id, pool, filters,
+            lambda how: rec.for_user(user_id, pool, exclude_seen, filters, 0, how),
             finish=ruled)
         members = ruled.members()
     if explain:
@@ -207,6 +208,7 @@ async def anonymous_recommendations(
     depth = k if ruled is None else ruled.pool
     result, served = await recommend(
         services, "anonymous", session_id, depth, filters,
-        lambda: services.recommender.anonymous(body.items, depth, filters), finish=ruled)
+        lambda how: services.recommender.anonymous(body.items, depth, filters, how),
+        finish=ruled)
     return await render(result, services.catalog, services.metrics, "anonymous",
                         ruled.members() if ruled else None, **served)  # type: ignore[return-value]
