@@ -17,6 +17,16 @@ and confidence |c|, so it adds (|c| - 1) y yt to A and nothing to b. YtY depends
 model, so it is computed once per model version (see `gram`) and each fold-in costs
 O(n_u k^2 + k^3).
 
+The item half-step is the same problem with the roles swapped (`fold_in_items`): with user
+factors X (m x k), an item's confidences c_u over the users who touched it and the same
+confidence rule,
+
+    y_i = (XtX + lambda I + Xi^T (Ci - I) Xi)^-1  Xi^T Ci p_i
+
+which is implicit's `recalculate_item`. The stream worker uses it for items the served
+version does not know (docs/stream.md, "Item fold-in"); XtX is the Gram matrix of the
+version's user factors, published with the version.
+
 No I/O and no framework imports here.
 """
 
@@ -159,6 +169,32 @@ def fold_in_batch(
             solved = _solve_normal(yu, conf, weight, base)
         out[members] = solved.astype(np.float32)
     return out
+
+
+ItemUsers = tuple[np.ndarray, np.ndarray]  # (user vectors (n_i, k), confidences (n_i,))
+
+
+def fold_in_items(
+    xtx: np.ndarray,
+    regularization: float,
+    items: Sequence[ItemUsers],
+) -> np.ndarray:
+    """Item vectors from their users' vectors: the item half-step of ALS (see the module notes),
+    `fold_in_batch` with users and items swapped. `items[j]` holds the vectors of the users
+    who touched item j (one row per user) and their confidences on it. Returns float32
+    (len(items), k); an item without users gets the zero vector.
+    """
+    k = xtx.shape[0]
+    if not items:
+        return np.zeros((0, k), dtype=np.float32)
+    blocks = [np.asarray(vectors, dtype=np.float32).reshape(-1, k) for vectors, _ in items]
+    stacked = np.concatenate(blocks) if blocks else np.zeros((0, k), dtype=np.float32)
+    histories: list[UserHistory] = []
+    start = 0
+    for block, (_, conf) in zip(blocks, items, strict=True):
+        histories.append((np.arange(start, start + len(block)), np.asarray(conf)))
+        start += len(block)
+    return fold_in_batch(stacked, xtx, regularization, histories)
 
 
 def score_items(user_vector: np.ndarray, item_factors: np.ndarray) -> np.ndarray:
