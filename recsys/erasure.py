@@ -98,6 +98,10 @@ def remove_item_commands(pipe: Any, keys: Keys, item_id: str, versions: list[str
     pipe.sadd(keys.erasure_items, item_id)
     for window in POPULARITY_WINDOWS:
         pipe.zrem(keys.popularity(window), item_id)
+    pipe.delete(keys.item_users(item_id), keys.item_confidences(item_id))
     for version in versions:
         pipe.zrem(keys.popularity_alltime(version), item_id)
+        # The stream's item fold-in: the vector goes; serving already hides the item
+        # (unavailable) and drops it at its next model load.
+        pipe.hdel(keys.item_vectors(version), item_id)
     pipe.incr(keys.catalog_generation)

@@ -32,7 +32,9 @@ No I/O and no framework imports here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -195,6 +197,47 @@ def fold_in_items(
         histories.append((np.arange(start, start + len(block)), np.asarray(conf)))
         start += len(block)
     return fold_in_batch(stacked, xtx, regularization, histories)
+
+
+@dataclass
+class ItemFoldInInputs:
+    """What `fold_in_items` needs for some items, and what was left out on the way."""
+
+    items: list[Any] = field(default_factory=list)  # the items to fold in, in input order
+    inputs: list[ItemUsers] = field(default_factory=list)
+    users_without_vector: int = 0  # (item, user) pairs skipped: no vector under the version
+    too_few_users: list[Any] = field(default_factory=list)  # items left without a vector
+
+
+def item_fold_in_inputs(
+    item_users: Iterable[tuple[Any, Sequence[tuple[Any, float]]]],
+    vectors: Mapping[Any, np.ndarray],
+    min_users: int,
+) -> ItemFoldInInputs:
+    """The item fold-in's inputs: per item, its (user, confidence) pairs (the item's recent
+    users, bounded by the caller) against the users' vectors under one version. Users without
+    a vector there are skipped (counted), as are zero confidences (no entry, as in the
+    trainer's matrix); an item with fewer than `min_users` users left gets no vector. The
+    stream worker (stream.item_foldin) and the replay evaluation both call it."""
+    out = ItemFoldInInputs()
+    for item, pairs in item_users:
+        rows: list[np.ndarray] = []
+        conf: list[float] = []
+        for user, c in pairs:
+            if c == 0.0:
+                continue
+            vector = vectors.get(user)
+            if vector is None:
+                out.users_without_vector += 1
+                continue
+            rows.append(vector)
+            conf.append(float(c))
+        if len(rows) < min_users:
+            out.too_few_users.append(item)
+            continue
+        out.items.append(item)
+        out.inputs.append((np.stack(rows), np.asarray(conf, dtype=np.float64)))
+    return out
 
 
 def score_items(user_vector: np.ndarray, item_factors: np.ndarray) -> np.ndarray:

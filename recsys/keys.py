@@ -21,6 +21,8 @@ Model versions (written by the trainer, read by stream and serving)
     {ns}:model:{v}:ann               string  catalogues of `ann_min_items` or more: the
                                              approximate-search layout over item_factors
                                              (recsys.ann.pack_layout; manifest `ann_format`)
+    {ns}:model:{v}:user_gram         string  XtX of the version's user factors, float64 LE (k, k):
+                                             the item fold-in's Gram matrix (recsys.foldin)
     {ns}:model:switch                pub/sub channel: the new version id, after the pointer moved
     {ns}:trainer:lease               string  token of the one trainer allowed to write versions
                                              (SET NX PX, renewed while it runs; trainer/lease.py)
@@ -28,6 +30,19 @@ Model versions (written by the trainer, read by stream and serving)
 User state (written by the trainer for the users it fitted, and by the stream worker)
     {ns}:uvec:{v}                    hash    user id -> float32 LE vector computed against version v
                                              (one hash per version: retiring one is a single UNLINK)
+    {ns}:ivec:{v}                    hash    item id -> float32 LE vector learned by the stream's
+                                             item fold-in under version v (items v does not know)
+    {ns}:ivec:{v}:seq                string  counter bumped by every write of that hash
+    {ns}:ivec:{v}:updated            zset    item id -> the counter's value at its last write: API
+                                             processes poll `seq` and read the items above the
+                                             last value they merged
+    {ns}:ivec:{v}:refold             string  a model switch's re-fold of the previous version's
+                                             fresh items is claimed here (SET NX; one worker)
+    {ns}:iusers:{item}               zset    user id -> last interaction time (ms): the item's most
+                                             recent users (`stream_item_foldin_max_users`),
+                                             merged from every stream worker; not versioned
+    {ns}:iconf:{item}                hash    user id -> the user's confidence on the item (the
+                                             confidence rule; negative = negative feedback)
     {ns}:seen:{user}                 zset    item id -> last interaction time (epoch ms)
     {ns}:hidden:{user}               set     items whose net feedback is negative (dislike,
                                              hide, low ratings): never recommended to the user
@@ -73,7 +88,8 @@ from dataclasses import dataclass
 
 POPULARITY_WINDOWS = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
 _VERSION_KEY_SUFFIXES = frozenset({"manifest", "item_ids", "item_factors", "similar", "tower",
-                                   "neighbours", "ann"})
+                                   "neighbours", "ann", "user_gram"})
+_ITEM_VECTOR_SUFFIXES = (":seq", ":updated", ":refold")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +127,10 @@ class Keys:
     def model_ann(self, version: str) -> str:
         return f"{self.namespace}:model:{version}:ann"
 
+    def model_user_gram(self, version: str) -> str:
+        """XtX of the version's user factors (the item fold-in's Gram matrix)."""
+        return f"{self.namespace}:model:{version}:user_gram"
+
     @property
     def trainer_lease(self) -> str:
         return f"{self.namespace}:trainer:lease"
@@ -118,7 +138,7 @@ class Keys:
     def version_key_patterns(self) -> list[str]:
         """SCAN patterns that match every version-scoped key (for orphan collection)."""
         return [f"{self.namespace}:model:*", f"{self.namespace}:uvec:*",
-                f"{self.namespace}:pop:alltime:*"]
+                f"{self.namespace}:pop:alltime:*", f"{self.namespace}:ivec:*"]
 
     def version_of(self, key: str) -> str | None:
         """The version a version-scoped key belongs to; None for any other key."""
@@ -126,6 +146,12 @@ class Keys:
         for prefix in (f"{ns}:uvec:", f"{ns}:pop:alltime:"):
             if key.startswith(prefix):
                 return key[len(prefix):] or None
+        if key.startswith(f"{ns}:ivec:"):
+            rest = key[len(f"{ns}:ivec:"):]
+            for suffix in _ITEM_VECTOR_SUFFIXES:
+                if rest.endswith(suffix):
+                    return rest[:-len(suffix)] or None
+            return rest or None
         prefix = f"{ns}:model:"
         if key.startswith(prefix):
             version, sep, suffix = key[len(prefix):].rpartition(":")
@@ -148,12 +174,40 @@ class Keys:
             self.model_neighbours(version),
             self.model_ann(version),
             self.popularity_alltime(version),
+            self.model_user_gram(version),
+            *self.item_vector_keys(version),
         ]
 
     # --- user state ------------------------------------------------------------------------
     def user_vectors(self, version: str) -> str:
         """The hash of user vectors computed against `version` (field: the user id)."""
         return f"{self.namespace}:uvec:{version}"
+
+    # --- item fold-in (stream-learned item vectors) ---------------------------------------
+    def item_vectors(self, version: str) -> str:
+        """The hash of item vectors the stream learned under `version` (field: the item id)."""
+        return f"{self.namespace}:ivec:{version}"
+
+    def item_vectors_seq(self, version: str) -> str:
+        return f"{self.item_vectors(version)}:seq"
+
+    def item_vectors_updated(self, version: str) -> str:
+        return f"{self.item_vectors(version)}:updated"
+
+    def item_vectors_refold(self, version: str) -> str:
+        return f"{self.item_vectors(version)}:refold"
+
+    def item_vector_keys(self, version: str) -> list[str]:
+        return [self.item_vectors(version), self.item_vectors_seq(version),
+                self.item_vectors_updated(version), self.item_vectors_refold(version)]
+
+    def item_users(self, item_id: str) -> str:
+        """An item's most recent users (zset user -> last interaction ms)."""
+        return f"{self.namespace}:iusers:{item_id}"
+
+    def item_confidences(self, item_id: str) -> str:
+        """Those users' confidences on the item (hash user -> confidence)."""
+        return f"{self.namespace}:iconf:{item_id}"
 
     def seen(self, user_id: str) -> str:
         return f"{self.namespace}:seen:{user_id}"

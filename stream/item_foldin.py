@@ -1,0 +1,328 @@
+"""Item fold-in: vectors for items the served version does not know, from their first
+interactions (docs/stream.md, "Item fold-in").
+
+Per batch (`BatchProcessor._apply`, after the users' fold-in):
+
+1. the batch's new events on items the version does not know give (item, user, confidence,
+   time); the confidence is the user's on the item in their table value (recsys.confidence,
+   the rule of the user fold-in); a burst on one item records only its most recent
+   `stream_item_foldin_max_users` users of the batch (counted);
+2. one pipeline of LUA_RECORD, one call per item: the pairs join the item's recent-user list
+   in Redis (`keys.item_users` / `keys.item_confidences`), which every worker writes: it is
+   the merged set of the item's users over all partitions, trimmed to the most recent
+   `stream_item_foldin_max_users`. The call answers the merged list, or -1 for an item that
+   was erased (`keys.erasure_items`: dropped, counted);
+3. the users' vectors under the same version: this batch's users from the fold-in just
+   solved (they are folded first), the others from `keys.user_vectors(version)` in one
+   HMGET. Users without a vector there are skipped and counted: folding them in here would
+   need their history, which only the worker owning their partition holds;
+4. `recsys.foldin.fold_in_items` against XtX of the version's user factors
+   (`keys.model_user_gram`, published with the version; computed once from its user-vector
+   hash for a version published without it), for at most `stream_item_foldin_max_items`
+   items per batch (counted beyond);
+5. the vectors join the batch's write plan (`WritePlan.item_vectors`), written with the
+   users' vectors in one MULTI/EXEC under the same version.
+
+A model switch starts the item vectors afresh: the new version's hash is empty and the
+items it knows come from its factors. `refold` then solves, under it, the items of the
+previous version's hash that it still lacks, from their recent-user lists (one worker does
+it: the first to claim `keys.item_vectors_refold`).
+
+Nothing here stops a batch: a Redis error or a bug leaves the batch's items without new
+vectors (counted, logged); their next events fold them in again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from recsys.errors import ModelIntegrityError
+from recsys.foldin import fold_in_items, item_fold_in_inputs
+from recsys.keys import Keys
+from recsys.modelstore import ModelVersion, pack_vector, unpack_gram, unpack_vector
+from recsys.settings import Settings
+from stream import telemetry
+from stream.redis_writer import RedisRejected, RedisUnavailable, RedisWriter, WritePlan
+
+log = logging.getLogger(__name__)
+
+# KEYS = the item's recent users (zset user -> ms), their confidences (hash), the erased
+# items (set); ARGV = item id, how many users to keep, TTL in ms (0 = none), then
+# user, time ms, confidence triples. A confidence of 0 (net feedback cancelled out) removes
+# the user, as the trainer's matrix has no entry for it. Returns -1 for an erased item, else
+# {users, confidences} of the merged list (empty: {}).
+LUA_RECORD = """
+if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
+  return -1
+end
+local keep = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+for i = 4, #ARGV, 3 do
+  if tonumber(ARGV[i + 2]) == 0 then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  else
+    redis.call('ZADD', KEYS[1], 'GT', ARGV[i + 1], ARGV[i])
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
+  end
+end
+local n = redis.call('ZCARD', KEYS[1])
+if n > keep then
+  local gone = redis.call('ZRANGE', KEYS[1], 0, n - keep - 1)
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - keep - 1)
+  redis.call('HDEL', KEYS[2], unpack(gone))
+end
+if ttl > 0 and #ARGV > 3 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+local users = redis.call('ZRANGE', KEYS[1], 0, -1)
+if #users == 0 then
+  return {}
+end
+return {users, redis.call('HMGET', KEYS[2], unpack(users))}
+"""
+
+REFOLD_CLAIM_S = 3600
+GRAM_SCAN_COUNT = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """A user's interaction with an item the served version does not know."""
+
+    item: str
+    user: str
+    confidence: float
+    ts_ms: int
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class ItemFolder:
+    def __init__(self, settings: Settings, writer: RedisWriter, worker_id: str) -> None:
+        self.enabled = settings.stream_item_foldin
+        self.max_users = settings.stream_item_foldin_max_users
+        self.min_users = settings.stream_item_foldin_min_users
+        self.max_items = settings.stream_item_foldin_max_items
+        self.ttl_ms = int(settings.stream_item_users_ttl_days * 86_400_000)
+        self.writer = writer
+        self.keys: Keys = writer.keys
+        self.worker_id = worker_id
+        self._grams: dict[str, np.ndarray | None] = {}
+
+    def wants(self, model: ModelVersion) -> bool:
+        """Whether batches under `model` fold items in (ALS versions, when enabled)."""
+        return self.enabled and model.uses_factors and model.tower is None
+
+    # --- per batch ---------------------------------------------------------------------
+    async def plan(self, model: ModelVersion, touches: Sequence[Touch],
+                   batch_vectors: Mapping[str, np.ndarray], plan: WritePlan) -> int:
+        """Fold in the items of `touches` under `model` into `plan`; returns how many."""
+        if not touches or not self.wants(model):
+            return 0
+        items = {t.item for t in touches}
+        started = time.perf_counter()
+        try:
+            solved = await self._fold(model, self._bounded(touches), batch_vectors)
+        except (RedisUnavailable, RedisRejected) as exc:
+            telemetry.ITEM_FOLDIN_SKIPPED.labels("redis_error").inc(len(items))
+            log.warning("item fold-in of %d items skipped this batch: %s", len(items), exc)
+            return 0
+        except Exception:  # noqa: BLE001 - the users' part of the batch must still be written
+            telemetry.ITEM_FOLDIN_SKIPPED.labels("error").inc(len(items))
+            log.exception("item fold-in of %d items failed this batch", len(items))
+            return 0
+        if solved:
+            plan.item_vectors.setdefault(model.version, {}).update(solved)
+            telemetry.ITEM_FOLDIN_ITEMS.inc(len(solved))
+        telemetry.ITEM_FOLDIN_SECONDS.observe(time.perf_counter() - started)
+        return len(solved)
+
+    def _bounded(self, touches: Iterable[Touch]) -> dict[str, list[Touch]]:
+        """Per item, its users of this batch, the most recent `max_users` of them."""
+        by_item: dict[str, dict[str, Touch]] = defaultdict(dict)
+        for touch in touches:
+            by_item[touch.item][touch.user] = touch
+        out: dict[str, list[Touch]] = {}
+        for item, by_user in by_item.items():
+            ordered = sorted(by_user.values(), key=lambda t: t.ts_ms, reverse=True)
+            if len(ordered) > self.max_users:
+                telemetry.ITEM_FOLDIN_USERS_BOUNDED.inc(len(ordered) - self.max_users)
+                ordered = ordered[:self.max_users]
+            out[item] = ordered
+        return out
+
+    async def _fold(self, model: ModelVersion, by_item: Mapping[str, Sequence[Touch]],
+                    batch_vectors: Mapping[str, np.ndarray]) -> dict[str, bytes]:
+        """Record the touches, read the merged lists and the users' vectors, solve."""
+        xtx = await self._gram(model)
+        merged = await self._record(by_item)
+        if xtx is None:
+            telemetry.ITEM_FOLDIN_SKIPPED.labels("no_user_gram").inc(len(merged))
+            return {}
+        order = sorted(merged, key=lambda item: -len(by_item.get(item, ())))
+        if len(order) > self.max_items:
+            telemetry.ITEM_FOLDIN_SKIPPED.labels("batch_bound").inc(len(order) - self.max_items)
+            order = order[:self.max_items]
+        wanted = {user for item in order for user, _ in merged[item]} - set(batch_vectors)
+        vectors = dict(batch_vectors)
+        vectors.update(await self._user_vectors(model, sorted(wanted)))
+        inputs = item_fold_in_inputs(((item, merged[item]) for item in order), vectors,
+                                     self.min_users)
+        if inputs.users_without_vector:
+            telemetry.ITEM_FOLDIN_USERS_SKIPPED.inc(inputs.users_without_vector)
+        if inputs.too_few_users:
+            telemetry.ITEM_FOLDIN_SKIPPED.labels("too_few_users").inc(len(inputs.too_few_users))
+        if not inputs.items:
+            return {}
+        solved = fold_in_items(xtx, model.regularization, inputs.inputs)
+        finite = np.isfinite(solved).all(axis=1)
+        return {item: pack_vector(vector)
+                for item, vector, ok in zip(inputs.items, solved, finite, strict=True) if ok}
+
+    async def _record(self, by_item: Mapping[str, Sequence[Touch]]
+                      ) -> dict[str, list[tuple[str, float]]]:
+        """LUA_RECORD for each item in one pipeline: item -> its merged (user, confidence)
+        list; erased items are left out (counted)."""
+        items = list(by_item)
+        if not items:
+            return {}
+        redis, keys = self.writer.redis, self.keys
+
+        async def once() -> list[Any]:
+            pipe = redis.pipeline(transaction=False)
+            for item in items:
+                args: list[Any] = [item, self.max_users, self.ttl_ms]
+                for t in by_item[item]:
+                    args += [t.user, t.ts_ms, repr(float(t.confidence))]
+                pipe.eval(LUA_RECORD, 3, keys.item_users(item), keys.item_confidences(item),
+                          keys.erasure_items, *args)
+            return await pipe.execute()
+
+        replies = await self.writer.call("item_users", once)
+        merged: dict[str, list[tuple[str, float]]] = {}
+        erased = 0
+        for item, reply in zip(items, replies, strict=True):
+            if reply == -1:
+                erased += 1
+                continue
+            pairs: list[tuple[str, float]] = []
+            if reply:
+                users, confs = reply
+                for user, conf in zip(users, confs, strict=True):
+                    if conf is not None:
+                        pairs.append((_text(user), float(conf)))
+            merged[item] = pairs
+        if erased:
+            telemetry.ITEM_FOLDIN_SKIPPED.labels("erased").inc(erased)
+        return merged
+
+    async def _user_vectors(self, model: ModelVersion, users: list[str]
+                            ) -> dict[str, np.ndarray]:
+        if not users:
+            return {}
+        key = self.keys.user_vectors(model.version)
+        raws = await self.writer.call("item_foldin_users",
+                                      lambda: self.writer.redis.hmget(key, users))
+        out: dict[str, np.ndarray] = {}
+        for user, raw in zip(users, raws, strict=True):
+            if raw is None:
+                continue
+            try:
+                vector = unpack_vector(raw, model.factors)
+            except ModelIntegrityError:
+                continue
+            if np.isfinite(vector).all():
+                out[user] = vector
+        return out
+
+    async def _gram(self, model: ModelVersion) -> np.ndarray | None:
+        """XtX of the version's user factors: published with the version; for a version
+        published without it, computed once from its user-vector hash (logged)."""
+        if model.version in self._grams:
+            return self._grams[model.version]
+        redis = self.writer.redis
+        raw = await self.writer.call(
+            "user_gram", lambda: redis.get(self.keys.model_user_gram(model.version)))
+        xtx = unpack_gram(raw, model.factors)
+        if xtx is None:
+            xtx = await self._gram_from_vectors(model)
+        if len(self._grams) > 4:
+            self._grams.clear()
+        self._grams[model.version] = xtx
+        return xtx
+
+    async def _gram_from_vectors(self, model: ModelVersion) -> np.ndarray | None:
+        k = model.factors
+        xtx = np.zeros((k, k), dtype=np.float64)
+        n = 0
+        chunk: list[np.ndarray] = []
+        async for _user, raw in self.writer.redis.hscan_iter(
+                self.keys.user_vectors(model.version), count=GRAM_SCAN_COUNT):
+            if len(raw) != k * 4:
+                continue
+            chunk.append(np.frombuffer(raw, dtype="<f4"))
+            if len(chunk) >= GRAM_SCAN_COUNT:
+                block = np.stack(chunk).astype(np.float64)
+                xtx += block.T @ block
+                n += len(chunk)
+                chunk = []
+        if chunk:
+            block = np.stack(chunk).astype(np.float64)
+            xtx += block.T @ block
+            n += len(chunk)
+        if n == 0 or not np.isfinite(xtx).all():
+            log.warning("version %s has no user Gram matrix nor user vectors: no item fold-in "
+                        "under it", model.version)
+            return None
+        log.warning("version %s was published without its user Gram matrix: computed from "
+                    "%d user vectors", model.version, n)
+        return xtx
+
+    # --- model switches ----------------------------------------------------------------
+    async def refold(self, previous: ModelVersion | None, model: ModelVersion) -> int:
+        """After a switch: solve under `model` the items of `previous`'s item fold-in that
+        `model` still lacks (one worker claims it). Returns how many were written."""
+        if previous is None or previous.version == model.version or not self.wants(model):
+            return 0
+        redis, keys = self.writer.redis, self.keys
+        try:
+            claimed = await self.writer.call("refold_claim", lambda: redis.set(
+                keys.item_vectors_refold(model.version), self.worker_id, nx=True,
+                ex=REFOLD_CLAIM_S))
+            if not claimed:
+                return 0
+            fresh = await self.writer.call(
+                "refold_items", lambda: redis.hkeys(keys.item_vectors(previous.version)))
+        except (RedisUnavailable, RedisRejected) as exc:
+            log.warning("re-fold of the previous version's items skipped: %s", exc)
+            return 0
+        lacking = sorted({_text(i) for i in fresh} - set(model.item_index))
+        written = 0
+        for start in range(0, len(lacking), self.max_items):
+            chunk = {item: () for item in lacking[start:start + self.max_items]}
+            plan = WritePlan()
+            try:
+                solved = await self._fold(model, chunk, {})
+                if solved:
+                    plan.item_vectors[model.version] = solved
+                    await self.writer.write(plan)
+            except (RedisUnavailable, RedisRejected) as exc:
+                log.warning("re-fold under %s stopped after %d items: %s", model.version,
+                            written, exc)
+                break
+            written += len(solved)
+        telemetry.REFOLDED_ITEMS.inc(written)
+        log.info("re-folded %d of %d items the new version %s lacks", written, len(lacking),
+                 model.version)
+        return written
