@@ -64,8 +64,20 @@ def _user_vector_keys(redis: Any, keys: Keys) -> list[bytes]:
     return list(redis.scan_iter(match=f"{keys.namespace}:uvec:*", count=1000))
 
 
+def _forget_in_item_users(pipe: Any, keys: Keys, user_id: str, items: list[Any]) -> Any:
+    """Queue the user's removal from the recent-user lists of the item fold-in (the items of
+    their seen set: the ones whose lists can hold them)."""
+    for item in items:
+        item_id = item.decode() if isinstance(item, bytes) else str(item)
+        pipe.zrem(keys.item_users(item_id), user_id)
+        pipe.hdel(keys.item_confidences(item_id), user_id)
+    return pipe
+
+
 def erase_user(redis: Any, keys: Keys, user_id: str, for_trainer: bool = True) -> int:
     """Synchronous client: delete the user's Redis state; returns how many fields/keys went."""
+    _forget_in_item_users(redis.pipeline(transaction=False), keys, user_id,
+                          redis.zrange(keys.seen(user_id), 0, -1)).execute()
     pipe = redis.pipeline(transaction=False)
     for key in _user_vector_keys(redis, keys):
         pipe.hdel(key, user_id)
@@ -80,6 +92,8 @@ async def aerase_user(redis: Any, keys: Keys, user_id: str, for_trainer: bool = 
     """redis.asyncio client: as erase_user."""
     vector_keys = [key async for key in redis.scan_iter(match=f"{keys.namespace}:uvec:*",
                                                         count=1000)]
+    await _forget_in_item_users(redis.pipeline(transaction=False), keys, user_id,
+                                await redis.zrange(keys.seen(user_id), 0, -1)).execute()
     pipe = redis.pipeline(transaction=False)
     for key in vector_keys:
         pipe.hdel(key, user_id)
