@@ -104,6 +104,39 @@ def _parse_similar(raw: bytes | None) -> list[tuple[str, float]]:
     return out
 
 
+def _model_result(model: LoadedModel, items: list[tuple[str, float]], source: str) -> Result:
+    return Result(items, source, model.version, fresh=model.fresh_among(i for i, _ in items))
+
+
+def _fresh_neighbours(model: LoadedModel, row: int, k: int) -> list[tuple[str, float]]:
+    """The k fresh items (serving.fresh_items) closest to `row` by cosine."""
+    start = model.fresh_from
+    assert start is not None
+    fresh = model.item_factors[start:]
+    cosine = (fresh @ model.item_factors[row]) / (model.norms[start:] * model.norms[row])
+    best = np.argsort(-cosine, kind="stable")[:k + 1]
+    return [(model.item_ids[start + int(j)], float(cosine[j])) for j in best
+            if start + int(j) != row]
+
+
+def _with_fresh_rows(model: LoadedModel, vector: np.ndarray,
+                     found: tuple[np.ndarray, np.ndarray], k: int, exclude: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """An approximate index's answer plus the fresh rows, which the index (built with the
+    version) does not hold: they are scored exactly and compete with its candidates."""
+    start = model.fresh_from
+    assert start is not None
+    rows = np.arange(start, len(model.item_ids))
+    scores = model.item_factors[start:] @ vector
+    if len(exclude):
+        keep = ~np.isin(rows, exclude)
+        rows, scores = rows[keep], scores[keep]
+    all_rows = np.concatenate([found[0], rows])
+    all_scores = np.concatenate([found[1], scores.astype(found[1].dtype, copy=False)])
+    order = np.lexsort((all_rows, -all_scores))[:k]
+    return all_rows[order], all_scores[order]
+
+
 class Recommender:
     """Built on the fallback chain, whose clients and components it shares."""
 
@@ -209,7 +242,7 @@ class Recommender:
         if not len(rows):
             return await self._user_fallback("no_candidates", user_id, k, exclude_seen,
                                              category, seen, offset, hidden)
-        return Result(_ranked(model, rows, scores), "personalized", model.version)
+        return _model_result(model, _ranked(model, rows, scores), "personalized")
 
     def _buy_again(self, model: LoadedModel, rows: np.ndarray, own_rows: np.ndarray, k: int,
                    category: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -269,8 +302,11 @@ class Recommender:
         if category:
             return subset_recommend(vector, model.item_factors, k, exclude,
                                     self.catalog.category_rows(model, category))
-        return ann_recommend(model.ann, vector, model.item_factors, k, exclude,
-                             self.settings.ann_candidates)
+        found = ann_recommend(model.ann, vector, model.item_factors, k, exclude,
+                              self.settings.ann_candidates)
+        if found is not None and model.n_fresh:
+            found = _with_fresh_rows(model, vector, found, k, exclude)
+        return found
 
     # --- similar items ---------------------------------------------------------------------
     async def similar(self, item_id: str, k: int) -> Result:
@@ -299,6 +335,10 @@ class Recommender:
                     self.keys.model_similar(model.version), item_id))
             except (RedisError, OSError) as exc:
                 self.guard.failed("similar", exc)
+        if model.n_fresh and model.factors > 0:
+            # The stream's items are in no stored list: they compete by the same cosine.
+            stored = sorted([*stored, *_fresh_neighbours(model, model.index[item_id], k)],
+                            key=lambda pair: -pair[1])
         sources: list[tuple[str, Sequence[tuple[str, float]]]] = [("stored", stored)]
         catalog = self.catalog
         items, _ = merge_ranked(sources, k, {item_id}, catalog.is_allowed)
@@ -307,7 +347,7 @@ class Recommender:
             # give the rest by cosine.
             row, want = model.index[item_id], k + len(items)
             found = None
-            if model.ann is not None:
+            if model.ann is not None and not model.is_fresh_row(row):
                 found = ann_neighbours(model.ann, row, model.item_factors, model.norms, want,
                                        catalog.unavailable_rows(model),
                                        self.settings.ann_candidates)
@@ -316,7 +356,7 @@ class Recommender:
                 exclude=catalog.unavailable_rows(model))
             sources.append(("factors", _ranked(model, rows, scores)))
             items, _ = merge_ranked(sources, k, {item_id}, catalog.is_allowed)
-        return Result([(item, score) for item, score, _ in items], "similar", model.version)
+        return _model_result(model, [(item, score) for item, score, _ in items], "similar")
 
     # --- popular ---------------------------------------------------------------------------
     async def popular(self, k: int, window: str, category: str | None = None) -> Result:
@@ -362,7 +402,9 @@ class Recommender:
         rows, weights = [], []
         for interaction in interactions:
             row = model.index.get(interaction.item_id)
-            if row is not None:
+            # The stream's fresh items are candidates, not inputs: a session is folded in
+            # against the version's items, as the stream folds in its users.
+            if row is not None and not model.is_fresh_row(row):
                 rows.append(row)
                 weights.append(event_weight(interaction.event_type, interaction.value,
                                             model.event_weights, model.negative_rating_max))
@@ -375,10 +417,10 @@ class Recommender:
         else:
             vector = fold_in_session(model.item_factors, model.model.yty, model.regularization,
                                      model.alpha, rows, weights)
-        exclude = join_rows(self.catalog.unavailable_rows(model), np.unique(rows))
+        exclude = join_rows(self.catalog.unavailable_rows(model), rows_of(model.index, ids))
         candidates = self.catalog.category_rows(model, category) if category else None
         best, scores = recommend(vector, model.item_factors, k, exclude, candidates)
         if not len(best):
             return await self.fallback.answer("no_candidates", k, exclude=ids, recent=recent,
                                               category=category)
-        return Result(_ranked(model, best, scores), "anonymous", model.version)
+        return _model_result(model, _ranked(model, best, scores), "anonymous")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +66,9 @@ class LoadedModel:
     neighbour_bias: np.ndarray | None = None  # item_item: popularity tie-break per row
     buy_again_weight: float = 0.0  # > 0: exclude_seen=false fuses the user's own items in
     ann: AnnIndex | None = None  # catalogues of `ann_min_items` or more (recsys/ann.py)
+    # Rows from here on are the stream's item fold-in (serving.fresh_items), not the version's
+    # own factors; None: none merged.
+    fresh_from: int | None = None
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -87,6 +90,21 @@ class LoadedModel:
     @property
     def factors(self) -> int:
         return self.model.factors
+
+    @property
+    def n_fresh(self) -> int:
+        return 0 if self.fresh_from is None else len(self.item_ids) - self.fresh_from
+
+    def is_fresh_row(self, row: int) -> bool:
+        return self.fresh_from is not None and row >= self.fresh_from
+
+    def fresh_among(self, items: Iterable[str]) -> list[str]:
+        """Which of these items are the stream's (the response flags them `fresh`)."""
+        start = self.fresh_from
+        if start is None:
+            return []
+        index = self.index
+        return [item for item in items if index.get(item, -1) >= start]
 
     def popular(self, rows: np.ndarray | None = None) -> Iterator[tuple[str, float]]:
         """All-time popularity of this version (or of `rows` only), lazily, best first.

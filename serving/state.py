@@ -18,6 +18,7 @@ from recsys.settings import Settings
 from serving.catalog import Catalog
 from serving.experiments import Experiments
 from serving.fallback import Fallback
+from serving.fresh_items import FreshItemPoller
 from serving.impressions import IMPRESSION_FLUSH_S, ImpressionRecorder
 from serving.recommender import Recommender
 from serving.redis_guard import RedisGuard
@@ -95,6 +96,8 @@ class Services:
             log.warning("starting without Redis (%s): serving fallbacks until it answers", exc)
         holder.start()
         catalog.start()
+        fresh = FreshItemPoller(holder, control, keys, settings.api_fresh_items_poll_s, metrics)
+        services._tasks.append(asyncio.create_task(fresh.run(), name="fresh-items"))
         try:
             services.producer = EventProducer(
                 settings, logger=logging.getLogger("serving.kafka"),
