@@ -18,7 +18,8 @@ Per batch (`BatchProcessor._apply`, after the users' fold-in):
    need their history, which only the worker owning their partition holds;
 4. `recsys.foldin.fold_in_items` against XtX of the version's user factors
    (`keys.model_user_gram`, published with the version; computed once from its user-vector
-   hash for a version published without it), for at most `stream_item_foldin_max_items`
+   hash for a version published without it, looked for again every GRAM_RETRY_S while it
+   has none), for at most `stream_item_foldin_max_items`
    items per batch (counted beyond);
 5. the vectors join the batch's write plan (`WritePlan.item_vectors`), written with the
    users' vectors in one MULTI/EXEC under the same version.
@@ -92,6 +93,8 @@ return {users, redis.call('HMGET', KEYS[2], unpack(users))}
 
 REFOLD_CLAIM_S = 3600
 GRAM_SCAN_COUNT = 5000
+# A version without a user Gram matrix nor user vectors yet is looked at again after this long.
+GRAM_RETRY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +121,8 @@ class ItemFolder:
         self.writer = writer
         self.keys: Keys = writer.keys
         self.worker_id = worker_id
-        self._grams: dict[str, np.ndarray | None] = {}
+        # version -> (XtX or None when it has none yet, when it was read)
+        self._grams: dict[str, tuple[np.ndarray | None, float]] = {}
 
     def wants(self, model: ModelVersion) -> bool:
         """Whether batches under `model` fold items in (ALS versions, when enabled)."""
@@ -249,8 +253,10 @@ class ItemFolder:
     async def _gram(self, model: ModelVersion) -> np.ndarray | None:
         """XtX of the version's user factors: published with the version; for a version
         published without it, computed once from its user-vector hash (logged)."""
-        if model.version in self._grams:
-            return self._grams[model.version]
+        cached = self._grams.get(model.version)
+        if cached is not None and (cached[0] is not None
+                                   or time.monotonic() - cached[1] < GRAM_RETRY_S):
+            return cached[0]
         redis = self.writer.redis
         raw = await self.writer.call(
             "user_gram", lambda: redis.get(self.keys.model_user_gram(model.version)))
@@ -259,7 +265,7 @@ class ItemFolder:
             xtx = await self._gram_from_vectors(model)
         if len(self._grams) > 4:
             self._grams.clear()
-        self._grams[model.version] = xtx
+        self._grams[model.version] = (xtx, time.monotonic())
         return xtx
 
     async def _gram_from_vectors(self, model: ModelVersion) -> np.ndarray | None:
