@@ -385,7 +385,18 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
                 users[user] = (float(confidence(entry[0], params.alpha)), int(ts[pos]))
                 if len(users) > max_users:
                     del users[min(users, key=lambda u: users[u][1])]
+            # The stream folds every event's user in at once, so an item's recent users have
+            # their latest vectors when it is solved: the same here, once per model.
+            folded_now: dict[int, dict[int, np.ndarray]] = {}
             for v in item_folding:
+                key = id(models[v])
+                if key not in folded_now:
+                    folded_now[key] = user_vectors(models[v], {user: states[user]})
+                if user in folded_now[key]:
+                    vectors[v][user] = folded_now[key][user]
+                else:
+                    vectors[v].pop(user, None)
+                dirty[v].discard(user)
                 fold_item(v, col)
 
     n_targets = len(target_ts)
