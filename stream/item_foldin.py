@@ -35,10 +35,11 @@ vectors (counted, logged); their next events fold them in again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -273,32 +274,36 @@ class ItemFolder:
         xtx = np.zeros((k, k), dtype=np.float64)
         n = 0
         chunk: list[np.ndarray] = []
+
+        def add(rows: list[np.ndarray]) -> None:
+            block = np.stack(rows).astype(np.float64)
+            xtx[:] += block.T @ block
+
         async for _user, raw in self.writer.redis.hscan_iter(
                 self.keys.user_vectors(model.version), count=GRAM_SCAN_COUNT):
-            if len(raw) != k * 4:
-                continue
-            chunk.append(np.frombuffer(raw, dtype="<f4"))
+            if len(raw) == k * 4:
+                chunk.append(np.frombuffer(raw, dtype="<f4"))
+                n += 1
             if len(chunk) >= GRAM_SCAN_COUNT:
-                block = np.stack(chunk).astype(np.float64)
-                xtx += block.T @ block
-                n += len(chunk)
+                add(chunk)
                 chunk = []
         if chunk:
-            block = np.stack(chunk).astype(np.float64)
-            xtx += block.T @ block
-            n += len(chunk)
+            add(chunk)
         if n == 0 or not np.isfinite(xtx).all():
             log.warning("version %s has no user Gram matrix nor user vectors: no item fold-in "
-                        "under it", model.version)
+                        "under it for now", model.version)
             return None
         log.warning("version %s was published without its user Gram matrix: computed from "
                     "%d user vectors", model.version, n)
         return xtx
 
     # --- model switches ----------------------------------------------------------------
-    async def refold(self, previous: ModelVersion | None, model: ModelVersion) -> int:
+    async def refold(self, previous: ModelVersion | None, model: ModelVersion,
+                     lock: asyncio.Lock, current: Callable[[], bool]) -> int:
         """After a switch: solve under `model` the items of `previous`'s item fold-in that
-        `model` still lacks (one worker claims it). Returns how many were written."""
+        `model` still lacks (one worker claims it), a chunk at a time under `lock` (the
+        batches' lock) while `current()` says `model` is still the one in use. Returns how
+        many were written."""
         if previous is None or previous.version == model.version or not self.wants(model):
             return 0
         redis, keys = self.writer.redis, self.keys
@@ -318,15 +323,20 @@ class ItemFolder:
         for start in range(0, len(lacking), self.max_items):
             chunk = {item: () for item in lacking[start:start + self.max_items]}
             plan = WritePlan()
-            try:
-                solved = await self._fold(model, chunk, {})
-                if solved:
-                    plan.item_vectors[model.version] = solved
-                    await self.writer.write(plan)
-            except (RedisUnavailable, RedisRejected) as exc:
-                log.warning("re-fold under %s stopped after %d items: %s", model.version,
-                            written, exc)
-                break
+            async with lock:
+                if not current():
+                    log.info("re-fold under %s stopped: a newer version is in use",
+                             model.version)
+                    break
+                try:
+                    solved = await self._fold(model, chunk, {})
+                    if solved:
+                        plan.item_vectors[model.version] = solved
+                        await self.writer.write(plan)
+                except (RedisUnavailable, RedisRejected) as exc:
+                    log.warning("re-fold under %s stopped after %d items: %s", model.version,
+                                written, exc)
+                    break
             written += len(solved)
         telemetry.REFOLDED_ITEMS.inc(written)
         log.info("re-folded %d of %d items the new version %s lacks", written, len(lacking),

@@ -422,10 +422,10 @@ class BatchProcessor:
                  previous.version if previous else "none", model.version,
                  model.snapshot_latest_event_ms)
         written = await self.recompute(model)
-        # After the users: the re-folded items read their vectors under the new version.
-        async with self.lock:
-            if self.holder.current is model:
-                await self.item_folder.refold(previous, model)
+        # After the users: the re-folded items read their vectors under the new version. Chunk
+        # by chunk under the batches' lock, so no stale re-fold overwrites a batch's vector.
+        await self.item_folder.refold(previous, model, self.lock,
+                                      lambda: self.holder.current is model)
         return written
 
     async def recompute(self, model: ModelVersion) -> int:

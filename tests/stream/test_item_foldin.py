@@ -144,3 +144,25 @@ def test_a_switch_starts_afresh_and_refolds_the_items_the_new_version_lacks(
         await h.redis.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_version_published_without_its_user_gram_gets_it_from_its_user_vectors(
+        settings, redis_url, redis_client, clustered):
+    keys = Keys(settings.redis_namespace)
+    _publish_with_users(redis_client, keys, "v1", clustered)
+    redis_client.delete(keys.model_user_gram("v1"))
+
+    async def scenario():
+        h = Harness(settings, redis_url)
+        h.holder.swap(await aload_model(h.redis, h.keys))
+        users = [f"u{1 + 6 * n}" for n in range(3)]
+        await h.processor.process(h.records(
+            [e for u in users for e in _events(u, ["new-g"], prefix=f"{u}-g")]))
+        # Their stream histories hold no known item: the trainer's vectors are used.
+        conf = np.asarray(confidence(np.full(3, settings.event_weights["view"]), ALPHA))
+        expected = fold_in_items(gram(clustered.als.user_factors), REGULARIZATION,
+                                 [(clustered.als.user_factors[[1, 7, 13]], conf)])[0]
+        assert relative_error(await _item_vector(h, "v1", "new-g"), expected) < 1e-4
+        await h.redis.aclose()
+
+    asyncio.run(scenario())
