@@ -282,6 +282,7 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
     # The stream's item fold-in: each item's most recent users (user -> (confidence, time)),
     # bounded like stream_item_foldin_max_users, and each item-folding variant's matrix.
     recent: dict[int, dict[int, tuple[float, int]]] = {}
+    listed: set[int] = set()  # users in the recent list of an item some model does not know
     max_users = settings.stream_item_foldin_max_users
     min_users = settings.stream_item_foldin_min_users
     item_folding = {v: ItemFolding(models[v]) for v in _ITEM_FOLDING if v in variants}
@@ -385,10 +386,13 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
                 users[user] = (float(confidence(entry[0], params.alpha)), int(ts[pos]))
                 if len(users) > max_users:
                     del users[min(users, key=lambda u: users[u][1])]
+            if any(not models[v].allowed[col] for v in item_folding):
+                listed.add(user)
             # The stream folds every event's user in at once, so an item's recent users have
-            # their latest vectors when it is solved: the same here, once per model.
+            # their latest vectors when it is solved: the same here, once per model, for the
+            # users in the recent lists of unknown items (the only ones an item solve reads).
             folded_now: dict[int, dict[int, np.ndarray]] = {}
-            for v in item_folding:
+            for v in item_folding if user in listed else ():
                 key = id(models[v])
                 if key not in folded_now:
                     folded_now[key] = user_vectors(models[v], {user: states[user]})
@@ -397,6 +401,7 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
                 else:
                     vectors[v].pop(user, None)
                 dirty[v].discard(user)
+            for v in item_folding:
                 fold_item(v, col)
 
     n_targets = len(target_ts)

@@ -94,4 +94,4 @@ def test_item_fold_in_recommends_items_launched_after_the_last_refit(fast_settin
     assert new_items[RETRAIN_ITEM_FOLDIN]["hit_rate"] > new_items[RETRAIN_FOLDIN]["hit_rate"]
     assert overall[ITEM_FOLDIN]["hit_rate"] >= overall[FOLDIN]["hit_rate"]
     assert overall[RETRAIN_ITEM_FOLDIN]["hit_rate"] >= overall[RETRAIN_FOLDIN]["hit_rate"]
-    assert "items new since the last refit" in replay.render_replay(result.to_json())
+    assert "hit rate@10, new items" in replay.render_replay(result.to_json())
