@@ -20,6 +20,10 @@ Measured in the same run:
   factor load time (from its /metrics);
 - requests per scoring pass at the fixed rate and at max throughput (the API scores
   concurrent requests in one pass over the factors: serving/score_batching.py);
+- the hybrid path (`--hybrid` runs only this): the same catalogue published once without
+  and once with a content model (categories, brands, price bands; 32-dimensional
+  embeddings, blend 0.5), one API process per version, alternating fixed-rate phases at
+  300 req/s in the same run: p50/p99 of each and the ratio hybrid / plain;
 - impressions on vs off (`--impressions` runs only this): the in-process app's CPU per
   personalised request with the impression record queued on the broker and without,
   alternating rounds in the same app (process CPU time, so the producer's own threads, its
@@ -246,6 +250,103 @@ def _publish(client: Any, keys: Any, version: str, n_items: int, n_users: int,
     return users
 
 
+def _publish_hybrid(client: Any, keys: Any, version: str, n_items: int, n_users: int,
+                    seed: int) -> list[str]:
+    """The catalogue of `_publish` (same seed: same factors) as a version with a content
+    model: items in 200 categories under 20 roots, 100 brands, prices; blend 0.5."""
+    from recsys.content import pack_content
+    from recsys.content_fit import ContentConfig, fit_content, with_blend
+    from recsys.item_attributes import ItemAttributes
+    from recsys.modelstore import load_model, stage_model_version
+
+    users = _publish(client, keys, f"{version}-base", n_items, n_users, seed)
+    base = load_model(client, keys, f"{version}-base")
+    rng = np.random.default_rng(seed + 1)
+    category = rng.integers(0, 200, n_items)
+    brand = rng.integers(0, 100, n_items)
+    price = np.round(rng.lognormal(3, 1, n_items), 2)
+    attrs = [ItemAttributes(item_id=item, category_paths=((f"r{c % 20}", f"c{c}"),),
+                            brand=f"b{b}", price=float(p))
+             for item, c, b, p in zip(base.item_ids, category, brand, price, strict=True)]
+    model, embeddings = fit_content(attrs, None, np.ones(n_items, bool), None,
+                                    ContentConfig(embedding_dims=32))
+    model = with_blend(model, 0.5, {}, 0.5, {})
+    manifest = {**base.manifest, "version": version, "content": {"fitted": True, "blend": 0.5}}
+    stage_model_version(client, keys, version, base.item_ids, base.item_factors, manifest,
+                        content=pack_content(model, embeddings))
+    # the users' vectors under this version: the same as under the base
+    raw = client.hgetall(keys.user_vectors(f"{version}-base"))
+    client.hset(keys.user_vectors(version), mapping=raw)
+    return users
+
+
+def hybrid_phase(client: Any, keys: Any, env: dict[str, str], users: list[str],
+                 quick: bool) -> dict[str, Any]:
+    """Plain vs hybrid personalised lists at the fixed rate, alternating rounds in the same
+    run (one API process per version, started one after the other)."""
+    from recsys.modelstore import activate_version
+    from shell.localstack import free_port
+
+    duration = 4.0 if quick else 10.0
+    rnd = random.Random(11)
+    paths = [f"/v1/users/{rnd.choice(users)}/recommendations?k={K}" for _ in range(5000)]
+    out: dict[str, Any] = {"n_items": N_ITEMS, "k": K, "rate": RATE, "rounds": 2}
+    latencies: dict[str, list[float]] = {"plain": [], "hybrid": []}
+    failures = 0
+    cpu_ms: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="serving-bench-hybrid-") as logs:
+        for _ in range(out["rounds"]):
+            for name, version, expect in (("plain", "vh50k-base", b'"source":"personalized"'),
+                                          ("hybrid", "vh50k", b'"source":"hybrid"')):
+                activate_version(client, keys, version)
+                api = _Api(env, free_port(), Path(logs))
+                try:
+                    api.wait_ready(version)
+                    load = _run_load({"host": "127.0.0.1", "port": api.port, "phases": [
+                        {"name": "warmup", "kind": "fixed", "paths": paths[::-1],
+                         "rate": RATE, "duration": 2.0},
+                        {"name": "fixed", "kind": "fixed", "paths": paths, "rate": RATE,
+                         "duration": duration, "expect": expect}]})["fixed"]
+                finally:
+                    api.stop()
+                latencies[name] += load["latencies"]
+                failures += load["failures"]
+                # CPU per request in this process, one at a time: moves far less with the
+                # machine's load than the latencies do
+                cpu = _inprocess_cpu(env["REDIS_URL"], env["KAFKA_BOOTSTRAP_SERVERS"], users,
+                                     300 if quick else 1000)
+                for key in ("asgi_user", "recommender_user"):
+                    cpu_ms.setdefault(f"{name}_cpu_ms_{key}", []).append(
+                        cpu[f"inprocess_cpu_ms_{key}"])
+    for name, values in latencies.items():
+        out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = _percentiles(values)
+    out["p99_ratio_hybrid_to_plain"] = out["hybrid_p99_ms"] / out["plain_p99_ms"]
+    out.update({key: min(values) for key, values in cpu_ms.items()})  # the least disturbed
+    out["cpu_ratio_hybrid_to_plain"] = (out["hybrid_cpu_ms_asgi_user"]
+                                        / out["plain_cpu_ms_asgi_user"])
+    out["load_avg_1m"] = os.getloadavg()[0]
+    out["failed_or_wrong_source"] = failures
+    out["p99_target_met"] = out["hybrid_p99_ms"] < 10.0
+    return out
+
+
+def run_hybrid(quick: bool = False) -> dict[str, Any]:
+    import redis
+
+    from recsys.keys import Keys
+    from shell.localstack import LocalStack
+
+    keys = Keys(NAMESPACE)
+    with LocalStack() as stack:
+        env = {**stack.env(), "RECSYS_REDIS_NAMESPACE": NAMESPACE, "RECSYS_LOG_LEVEL": "WARNING"}
+        client = redis.Redis.from_url(stack.redis_url)
+        users = _publish_hybrid(client, keys, "vh50k", N_ITEMS, 5_000 if quick else 20_000, 0)
+        _seed_history(client, keys, users, N_ITEMS)
+        result = hybrid_phase(client, keys, env, users, quick)
+        client.close()
+    return result
+
+
 def _seed_history(client: Any, keys: Any, users: list[str], n_items: int) -> None:
     rng = np.random.default_rng(1)
     now_ms = int(time.time() * 1000)
@@ -291,16 +392,18 @@ def _asgi_get(app: Any, path: str, query: bytes) -> Any:
     return app(scope, receive, send)
 
 
-def _inprocess_cpu(redis_url: str, kafka: str, users: list[str], n: int) -> dict[str, float]:
+def _inprocess_cpu(redis_url: str, kafka: str, users: list[str], n: int,
+                   **settings: Any) -> dict[str, float]:
     """CPU ms per request of the app itself, in this process, one request at a time: the
     whole ASGI app (routing, validation, Redis round trip, scoring, JSON), the recommender
     alone (Redis + scoring), and /healthz (the framework floor). Process CPU time, so it
-    moves much less with the machine's load than latencies do; no HTTP server or client."""
+    moves much less with the machine's load than latencies do; no HTTP server or client.
+    `settings`: more settings of the app (bench.cluster_bench: redis_cluster)."""
     from recsys.settings import load_settings
     from serving.main import create_app
 
     settings = load_settings(redis_url=redis_url, redis_namespace=NAMESPACE,
-                             kafka_bootstrap_servers=kafka)  # never produced to
+                             kafka_bootstrap_servers=kafka, **settings)  # never produced to
     rnd = random.Random(11)
     sample = [rnd.choice(users) for _ in range(n)]
     query = f"k={K}".encode()
@@ -686,6 +789,8 @@ def run(quick: bool = False, profile: str | None = None) -> dict[str, Any]:
         finally:
             api.stop()
         result["large_catalog"] = large_catalog(client, keys, env, quick)
+        hybrid_users = _publish_hybrid(client, keys, "vh50k", N_ITEMS, n_users, seed=0)
+        result["hybrid"] = hybrid_phase(client, keys, env, hybrid_users, quick)
         client.close()
     result["factor_mb_50k"] = N_ITEMS * FACTORS * 4 / 2**20
     result["factor_mb_500k"] = N_ITEMS_LARGE * FACTORS * 4 / 2**20
@@ -709,6 +814,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(.svg flame graph, .json speedscope, .txt collapsed stacks)")
     parser.add_argument("--impressions", action="store_true",
                         help="only the impressions on/off CPU comparison")
+    parser.add_argument("--hybrid", action="store_true",
+                        help="only the hybrid (content) path against the plain one")
     parser.add_argument("--large-only", action="store_true",
                         help="only the million-item phase (approximate search)")
     args = parser.parse_args(argv)
@@ -717,6 +824,11 @@ def main(argv: list[str] | None = None) -> int:
         result = run_impressions(quick=args.quick)
         print(json.dumps(result, indent=2))
         _print_impressions(result)
+        return 0
+    if args.hybrid:
+        result = run_hybrid(quick=args.quick)
+        print(json.dumps(result, indent=2))
+        _print_hybrid(result)
         return 0
     if args.large_only:
         import redis
@@ -777,7 +889,24 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['rss_mb_500k']:.0f} MB with {N_ITEMS_LARGE:,} items")
     _print_impressions(result)
     _print_large(result["large_catalog"])
+    _print_hybrid(result["hybrid"])
     return 0
+
+
+def _print_hybrid(hybrid: dict[str, Any]) -> None:
+    print(f"hybrid (content) path, {hybrid['n_items']:,} items, k={hybrid['k']}, "
+          f"{hybrid['rate']:.0f} req/s, same run: hybrid p50 {hybrid['hybrid_p50_ms']:.2f} ms, "
+          f"p99 {hybrid['hybrid_p99_ms']:.2f} ms; plain p50 {hybrid['plain_p50_ms']:.2f} ms, "
+          f"p99 {hybrid['plain_p99_ms']:.2f} ms -> p99 x{hybrid['p99_ratio_hybrid_to_plain']:.2f}"
+          f" (target p99 < 10 ms: {'met' if hybrid['p99_target_met'] else 'NOT met'}; "
+          f"{hybrid['failed_or_wrong_source']} failed or wrong source; load average "
+          f"{hybrid['load_avg_1m']:.1f} on {os.cpu_count()} cores)")
+    print(f"  in-process CPU per personalised request (whole ASGI app): hybrid "
+          f"{hybrid['hybrid_cpu_ms_asgi_user']:.2f} ms, plain "
+          f"{hybrid['plain_cpu_ms_asgi_user']:.2f} ms -> "
+          f"x{hybrid['cpu_ratio_hybrid_to_plain']:.2f}; recommender alone "
+          f"{hybrid['hybrid_cpu_ms_recommender_user']:.2f} vs "
+          f"{hybrid['plain_cpu_ms_recommender_user']:.2f} ms")
 
 
 def _print_impressions(result: dict[str, Any]) -> None:

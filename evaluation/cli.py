@@ -75,6 +75,20 @@ def _load(args: argparse.Namespace):  # noqa: ANN202 - (frame, settings)
     return frame, settings
 
 
+def load_item_attributes(spec: str) -> dict:  # {item id: ItemAttributes}
+    """Item attributes by id from an items spec. Only the MovieLens files are read here; the
+    catalogue's item loaders (recsys.sources) take over every format when they land."""
+    from recsys.sources import SourceError
+    from recsys.sources.movielens import load_movielens_items
+
+    kind, sep, rest = spec.partition(":")
+    path = Path(rest if sep else spec).expanduser()
+    name = path.name.lower().removesuffix(".gz")
+    if (sep and kind != "movielens") or (not sep and name not in ("u.item", "movies.dat")):
+        raise SourceError(f"--items {spec!r}: expected movielens:PATH (u.item or movies.dat)")
+    return {item.item_id: item for item in load_movielens_items(path)}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser(
         "evaluate", help="offline evaluation: popularity, item-kNN, ALS (+ RMSE, replay)",
@@ -86,13 +100,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     _source_args(ev)
     ev.add_argument("--k", type=positive_int, default=10,
                     help="cut-off of the metrics (default 10)")
-    ev.add_argument("--protocol", choices=["time", "stratified", "time-repeat", "both"],
+    ev.add_argument("--protocol",
+                    choices=["time", "stratified", "time-repeat", "cold-items", "both"],
                     default="time",
                     help="time: last events by time are the test set (how the system is "
                     "used; default); stratified: Microsoft Recommenders' per-user random "
                     "75/25 split (their python_stratified_split, row for row); time-repeat: "
                     "the time split keeping seen items, to measure 'buy again' (re-bought "
-                    "items count, nothing is excluded); both: time and stratified")
+                    "items count, nothing is excluded); cold-items: a random 20%% of the "
+                    "items never in training, only they are ranked (needs --items); both: "
+                    "time and stratified")
+    ev.add_argument("--items", default=None, metavar="SPEC",
+                    help="item attributes, e.g. movielens:PATH/u.item.gz (or movies.dat): "
+                    "adds the content rows (cold-items protocol; a `hybrid` row on time and "
+                    "stratified)")
     ev.add_argument("--params", type=Path, default=None, metavar="JSON",
                     help="best_params.json from `recsys tune`: adds an 'ALS (tuned)' row")
     ev.add_argument("--reference", action="append", default=[], metavar="NAME",
@@ -160,12 +181,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     frame, settings = _load(args)
     protocols = ("time", "stratified") if args.protocol == "both" else (args.protocol,)
+    if "cold-items" in protocols and not args.items:
+        raise SystemExit("recsys evaluate: --protocol cold-items needs --items SPEC")
+    items = load_item_attributes(args.items) if args.items else None
     tuned = load_params_file(args.params) if args.params else None
     report = run_evaluation(
         frame, settings, args.out, k=args.k, protocols=protocols,
         source=source_label(args.source),
         tuned=tuned, replay=args.replay, references=tuple(dict.fromkeys(args.reference)),
-        models=args.models,
+        models=args.models, items=items,
+        items_source=source_label(args.items) if args.items else None,
         replay_options={"train_fraction": args.train_fraction, "retrains": args.retrains,
                         "n_buckets": args.buckets})
     print(summary_table(report))

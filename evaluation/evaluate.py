@@ -49,13 +49,15 @@ import pandas as pd
 import scipy.sparse as sp
 
 from evaluation import DEFAULT_MODELS, MODELS, charts
+from evaluation.content_rows import cold_item_rows, hybrid_rows
 from evaluation.protocols import PROTOCOLS, Split, make_split
 from evaluation.rating import rating_models, rmse
-from recsys.als import PARAM_NAMES, AlsParams, als_params, fit_als
+from recsys.als import PARAM_NAMES, AlsParams, Factors, als_params, fit_als
 from recsys.baselines import PopularityRecommender
 from recsys.errors import RecsysError
 from recsys.events import EventType
 from recsys.holdout_eval import fold_in_users
+from recsys.item_attributes import ItemAttributes
 from recsys.matrix import IndexedEvents, index_events, weight_matrix
 from recsys.quality import HEADLINE_METRICS, METRIC_NAMES, UserItems, hits, ranking_metrics
 from recsys.selection import Selection, SelectionConfig, config_from_settings, fit_on, select
@@ -142,9 +144,9 @@ def rank_history(split: Split, events: IndexedEvents, k: int) -> np.ndarray:
 
 
 def rank_als(split: Split, events: IndexedEvents, params: AlsParams, k: int,
-             rescale: bool = True) -> tuple[np.ndarray, float]:
-    """ALS top-k and the fit time. `rescale` rebuilds the confidences when `params.alpha`
-    differs from the alpha the split was built with."""
+             rescale: bool = True) -> tuple[np.ndarray, Factors]:
+    """ALS top-k and the fitted factors. `rescale` rebuilds the confidences when
+    `params.alpha` differs from the alpha the split was built with."""
     from evaluation.protocols import with_alpha
 
     split = with_alpha(split, events, params.alpha) if rescale else split
@@ -152,7 +154,7 @@ def rank_als(split: Split, events: IndexedEvents, params: AlsParams, k: int,
     users = fold_in_users(split.holdout, factors.item_factors, params.regularization)
     recs = rank_by_factors(users, factors.item_factors, k, exclude=split.holdout.exclude,
                            allowed=split.holdout.allowed)
-    return recs, factors.seconds
+    return recs, factors
 
 
 def rank_neural(split: Split, events: IndexedEvents, params: NeuralParams, k: int
@@ -248,13 +250,22 @@ def evaluate_selected(split: Split, events: IndexedEvents, k: int, config: Selec
 
 def evaluate_split(split: Split, events: IndexedEvents, k: int, params: AlsParams,
                    tuned: AlsParams | None = None, models: Sequence[str] = DEFAULT_MODELS,
-                   neural: NeuralParams | None = None) -> dict[str, dict[str, float]]:
+                   neural: NeuralParams | None = None,
+                   items: Mapping[str, ItemAttributes] | None = None
+                   ) -> dict[str, dict[str, float]]:
     """The metrics of `models` (evaluation.MODELS) on one split, keyed by row name (plus
-    `seconds`)."""
+    `seconds`). With `items` (attributes by item id) the content rows of
+    evaluation.content_rows: the cold-items protocol's table, the others' `hybrid` row."""
     if split.holdout.n_users == 0:
         raise EvaluationError(f"{split.protocol} split has no test users: the source is too "
                               "small or its users do not come back")
     table: dict[str, dict[str, float]] = {}
+    if split.protocol == "cold-items":
+        if not items:
+            raise EvaluationError("the cold-items protocol ranks items by their attributes: "
+                                  "give them with --items SPEC")
+        table, _record = cold_item_rows(split, events, params, k, items, params.seed, score)
+        return table
     if "popularity" in models:
         started = time.perf_counter()
         table["popularity"] = {**score(rank_popularity(split, events, k), split, k, ci=True),
@@ -272,9 +283,12 @@ def evaluate_split(split: Split, events: IndexedEvents, k: int, params: AlsParam
         if p is None or "als" not in models:
             continue
         started = time.perf_counter()
-        recs, fit_s = rank_als(split, events, p, k)
-        table[name] = {**score(recs, split, k, ci=True), "fit_seconds": fit_s,
+        recs, factors = rank_als(split, events, p, k)
+        table[name] = {**score(recs, split, k, ci=True), "fit_seconds": factors.seconds,
                        "seconds": time.perf_counter() - started}
+        if items and name == "ALS" and split.holdout.exclude_seen:
+            table.update(hybrid_rows(split, events, p, k, items, factors.item_factors,
+                                     p.seed, score))
     if "neural" in models:
         started = time.perf_counter()
         recs, fit_s = rank_neural(split, events, neural or NeuralParams(seed=params.seed), k)
@@ -326,8 +340,11 @@ def run_evaluation(frame: pd.DataFrame, settings: Settings, out_dir: Path, *, k:
                    tuned: Mapping[str, Mapping[str, Any]] | None = None,
                    replay: bool = False, replay_options: Mapping[str, Any] | None = None,
                    references: Sequence[str] = (),
-                   models: Sequence[str] = DEFAULT_MODELS) -> dict[str, Any]:
-    """Evaluate every model under each protocol; write metrics.json, report.md, charts."""
+                   models: Sequence[str] = DEFAULT_MODELS,
+                   items: Mapping[str, ItemAttributes] | None = None,
+                   items_source: str | None = None) -> dict[str, Any]:
+    """Evaluate every model under each protocol; write metrics.json, report.md, charts.
+    `items` (attributes by item id) adds the content rows (evaluation.content_rows)."""
     if k < 1:
         raise EvaluationError("k must be >= 1")
     from evaluation.references import REFERENCES, check_available, reference_rankings
@@ -352,6 +369,8 @@ def run_evaluation(frame: pd.DataFrame, settings: Settings, out_dir: Path, *, k:
         "als_settings": asdict(params), "knn_neighbours": KNN_NEIGHBOURS,
         "event_weights": dict(settings.event_weights), "protocols": {},
         "models": list(models),
+        **({"items": {"source": items_source or "given", "n_items": len(items)}}
+           if items else {}),
         **({"neural_settings": asdict(neural)} if neural is not None else {}),
         "environment": {"python": platform.python_version()},
     }
@@ -369,12 +388,14 @@ def run_evaluation(frame: pd.DataFrame, settings: Settings, out_dir: Path, *, k:
             "n_test_users": split.holdout.n_users, "n_test_pairs": split.holdout.n_test_pairs,
             "n_items_ranked": split.holdout.n_items,
             "n_repeat_pairs": split.holdout.n_repeat_pairs,
-            "models": evaluate_split(split, events, k, params, tuned_params, models, neural),
+            "models": evaluate_split(split, events, k, params, tuned_params, models, neural,
+                                     items),
         }
-        if "selected" in models:
+        cold = protocol == "cold-items"
+        if "selected" in models and not cold:
             entry["models"]["selected"], entry["selected"] = evaluate_selected(
                 split, events, k, selection_config(settings, protocol, k))
-        if references:
+        if references and not cold:
             for row, (recs, seconds) in reference_rankings(split, events, k,
                                                            references).items():
                 entry["models"][row] = {**score(recs, split, k, ci=True), "seconds": seconds}
@@ -387,7 +408,7 @@ def run_evaluation(frame: pd.DataFrame, settings: Settings, out_dir: Path, *, k:
             entry["als_tuned"] = asdict(tuned_params)
         if split.holdout.cutoff_ms >= 0:
             entry["cutoff"] = pd.to_datetime(split.holdout.cutoff_ms, unit="ms").isoformat()
-        ratings = rating_rmse(frame, events, split, settings.random_seed)
+        ratings = None if cold else rating_rmse(frame, events, split, settings.random_seed)
         if ratings is not None:
             entry["ratings"] = ratings
         report["protocols"][protocol] = entry

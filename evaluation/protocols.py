@@ -25,6 +25,11 @@ ranking code consumes (test users, their held-out items, their training items to
   again)" row (the user's own training items by confidence, then popularity) as the floor
   for re-buys.
 
+* **cold-items** (new items): a seeded random `cold_fraction` (20 %, seed 42) of the items
+  never appear in training: train = every event on the other items; test users = users
+  with training events and events on cold items; relevant = their cold items; only the cold
+  items are ranked (no interaction data can rank them: attributes must).
+
 `mask` restricts any protocol to a subset of the events: `recsys tune` splits the
 training part again to get its validation split and never sees the test events.
 """
@@ -40,7 +45,7 @@ from recsys.matrix import IndexedEvents, confidence_matrix
 from recsys.quality import UserItems
 from recsys.split import Holdout, build_holdout, cutoff_for, stratified_train_mask
 
-PROTOCOLS = ("time", "stratified", "time-repeat")
+PROTOCOLS = ("time", "stratified", "time-repeat", "cold-items")
 
 TIME_DESCRIPTION = (
     "time split: the last {pct:.0%} of events (by timestamp, cut at the event-count "
@@ -57,6 +62,12 @@ STRATIFIED_DESCRIPTION = (
     "{ratio:.0%}/{rest:.0%} split of the user's events (one numpy RandomState({seed}) draw per "
     "event in file order, round(ratio * n) per user train), every user in both parts; items "
     "seen in training removed from the ranking; every held-out item is relevant")
+COLD_FRACTION = 0.2
+COLD_ITEMS_DESCRIPTION = (
+    "cold items: a random {pct:.0%} of the items (seed {seed}) never appear in training; "
+    "train = every event on the other items; for every user with training events and events "
+    "on cold items, only the {n_cold:,} cold items are ranked and the user's cold items are "
+    "relevant")
 
 
 @dataclass(frozen=True)
@@ -129,9 +140,31 @@ def stratified_split(events: IndexedEvents, alpha: float, ratio: float = 0.75, s
     return Split("stratified", description, train, test, holdout, conf)
 
 
+def cold_items_split(events: IndexedEvents, alpha: float, fraction: float = 0.2,
+                     seed: int = 42, mask: np.ndarray | None = None) -> Split:
+    from recsys.content_fit import holdout_of_items
+
+    subset = _subset(events, mask)
+    n_items = events.shape[1]
+    present = np.flatnonzero(np.bincount(events.cols[subset], minlength=n_items) > 0)
+    rng = np.random.default_rng(seed)
+    cold = np.zeros(n_items, dtype=bool)
+    cold[rng.choice(present, int(round(fraction * len(present))), replace=False)] = True
+    train = subset & ~cold[events.cols]
+    test = subset & cold[events.cols]
+    conf = confidence_matrix(events, alpha, train)
+    everything = confidence_matrix(events, alpha, subset)
+    holdout = holdout_of_items(everything, cold)
+    # fold-in histories are the training confidences (a cold item never adds to them)
+    description = COLD_ITEMS_DESCRIPTION.format(pct=fraction, seed=seed, n_cold=int(cold.sum()))
+    return Split("cold-items", description, train, test, holdout, conf)
+
+
 def make_split(protocol: str, events: IndexedEvents, alpha: float, *,
                holdout_fraction: float = 0.2, ratio: float = 0.75, seed: int = 42,
                mask: np.ndarray | None = None, max_users: int | None = None) -> Split:
+    if protocol == "cold-items":
+        return cold_items_split(events, alpha, COLD_FRACTION, seed, mask)
     if protocol == "time":
         return time_split(events, alpha, holdout_fraction, mask, max_users, seed)
     if protocol == "stratified":

@@ -60,8 +60,8 @@ def erased_user(value: bytes | None) -> str | None:
     return user if isinstance(user, str) and user else None
 
 
-def _user_vector_keys(redis: Any, keys: Keys) -> list[bytes]:
-    return list(redis.scan_iter(match=f"{keys.namespace}:uvec:*", count=1000))
+def _user_vector_keys(redis: Any, keys: Keys, user_id: str) -> list[bytes]:
+    return list(redis.scan_iter(match=keys.user_vector_pattern(user_id), count=1000))
 
 
 def _forget_in_item_users(pipe: Any, keys: Keys, user_id: str, items: list[Any]) -> Any:
@@ -79,9 +79,10 @@ def erase_user(redis: Any, keys: Keys, user_id: str, for_trainer: bool = True) -
     _forget_in_item_users(redis.pipeline(transaction=False), keys, user_id,
                           redis.zrange(keys.seen(user_id), 0, -1)).execute()
     pipe = redis.pipeline(transaction=False)
-    for key in _user_vector_keys(redis, keys):
+    for key in _user_vector_keys(redis, keys, user_id):
         pipe.hdel(key, user_id)
-    pipe.delete(keys.seen(user_id), keys.hidden(user_id))
+    pipe.delete(keys.seen(user_id))
+    pipe.delete(keys.hidden(user_id))
     if for_trainer:
         pipe.sadd(keys.erasure_users, user_id)
     results = pipe.execute()
@@ -90,14 +91,15 @@ def erase_user(redis: Any, keys: Keys, user_id: str, for_trainer: bool = True) -
 
 async def aerase_user(redis: Any, keys: Keys, user_id: str, for_trainer: bool = True) -> int:
     """redis.asyncio client: as erase_user."""
-    vector_keys = [key async for key in redis.scan_iter(match=f"{keys.namespace}:uvec:*",
-                                                        count=1000)]
+    vector_keys = [key async for key in redis.scan_iter(
+        match=keys.user_vector_pattern(user_id), count=1000)]
     await _forget_in_item_users(redis.pipeline(transaction=False), keys, user_id,
                                 await redis.zrange(keys.seen(user_id), 0, -1)).execute()
     pipe = redis.pipeline(transaction=False)
     for key in vector_keys:
         pipe.hdel(key, user_id)
-    pipe.delete(keys.seen(user_id), keys.hidden(user_id))
+    pipe.delete(keys.seen(user_id))
+    pipe.delete(keys.hidden(user_id))
     if for_trainer:
         pipe.sadd(keys.erasure_users, user_id)
     results = await pipe.execute()

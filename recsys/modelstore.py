@@ -9,10 +9,14 @@ Manifest fields every version carries (JSON):
     event_weights, n_users, n_items, metrics {name: value}, baseline_metrics {...},
     snapshot {offsets: {"topic:partition": next_offset}, latest_event_ms}, similar_items_n,
     ann_format (catalogues with an approximate-search index under Keys.model_ann),
+    user_buckets (the Redis Cluster layout's bucket count its user vectors were written
+    with; absent = the one-node layout, recsys.keys),
     model_kind ("als" when absent | "neural" | "item_item" | "popularity"); neural versions
     also carry tower {format, window, dim, hidden} and their tower weights under
     Keys.model_tower; item_item versions `neighbours` (N per item) and their neighbour matrix
-    under Keys.model_neighbours. Versions without factors (item_item, popularity) carry
+    under Keys.model_neighbours. Versions fitted with item attributes carry `content`
+    {format, map, blend, ...} and their content model under Keys.model_content
+    (recsys.content). Versions without factors (item_item, popularity) carry
     factors = 0 (item factors of shape (n_items, 0)) and no user vectors.
 
 A version whose kind or tower format this code cannot use fails to load (ModelIntegrityError):
@@ -31,6 +35,7 @@ import numpy as np
 import orjson
 from redis.exceptions import WatchError
 
+from recsys.content import ContentError, ContentModel, unpack_content
 from recsys.errors import ModelIntegrityError, ModelNotFound
 from recsys.foldin import gram
 from recsys.keys import Keys
@@ -135,6 +140,8 @@ class ModelVersion:
     tower: UserTower | None = None  # neural versions: recent items -> user vector
     neighbour_rows: np.ndarray | None = None  # item_item versions: (n_items, N) int32
     neighbour_weights: np.ndarray | None = None  # (n_items, N) float32
+    content: ContentModel | None = None  # versions fitted with item attributes
+    item_embeddings: np.ndarray | None = None  # (n_items, d') content embeddings, with it
 
     @property
     def kind(self) -> str:
@@ -174,7 +181,8 @@ class ModelVersion:
 
 def parse_model(version: str, manifest: bytes | None, item_ids: bytes | None,
                 item_factors: bytes | None, tower: bytes | None = None,
-                neighbours: bytes | None = None) -> ModelVersion:
+                neighbours: bytes | None = None, content: bytes | None = None
+                ) -> ModelVersion:
     """Build a ModelVersion from its Redis values, checking that they fit together."""
     if manifest is None or item_ids is None or item_factors is None:
         raise ModelNotFound(f"model version {version!r} is not (completely) in Redis")
@@ -204,8 +212,30 @@ def parse_model(version: str, manifest: bytes | None, item_ids: bytes | None,
         if neighbours is None:
             raise ModelNotFound(f"item_item version {version!r} has no neighbours in Redis")
         rows, weights = unpack_neighbours(neighbours, len(ids), int(meta["neighbours"]))
+    content_model = embeddings = None
+    if content is not None:
+        try:
+            content_model, embeddings = unpack_content(content, len(ids))
+        except ContentError as exc:
+            # the collaborative part is whole: serve it, without the content part
+            log.warning("version %s: content model unusable (%s): served without it",
+                        version, exc)
     return ModelVersion(version=version, item_ids=ids, item_factors=matrix, manifest=meta,
-                        tower=user_tower, neighbour_rows=rows, neighbour_weights=weights)
+                        tower=user_tower, neighbour_rows=rows, neighbour_weights=weights,
+                        content=content_model, item_embeddings=embeddings)
+
+
+def check_user_layout(model: ModelVersion, keys: Keys) -> ModelVersion:
+    """Refuse a version whose user vectors were written in another key layout than this
+    deployment reads: its vectors would be looked up in the wrong buckets (cluster) or hash."""
+    written = int(model.manifest.get("user_buckets") or 0)
+    if written != keys.user_buckets:
+        raise ModelIntegrityError(
+            f"version {model.version} was published with user_buckets={written} "
+            f"({'cluster' if written else 'one-node'} layout); this deployment reads "
+            f"user_buckets={keys.user_buckets}: set RECSYS_REDIS_CLUSTER and "
+            "RECSYS_REDIS_USER_BUCKETS like the trainer that published it")
+    return model
 
 
 def _decode(value: bytes | str | None) -> str | None:
@@ -224,12 +254,13 @@ def load_model(redis: Any, keys: Keys, version: str | None = None) -> ModelVersi
     version = version or read_current_version(redis, keys)
     if version is None:
         raise ModelNotFound("no model version has been published yet")
-    manifest, ids, factors, tower, neighbours = redis.mget(
+    manifest, ids, factors, tower, neighbours, content = redis.mget(
         [keys.model_manifest(version), keys.model_item_ids(version),
          keys.model_item_factors(version), keys.model_tower(version),
-         keys.model_neighbours(version)]
+         keys.model_neighbours(version), keys.model_content(version)]
     )
-    return parse_model(version, manifest, ids, factors, tower, neighbours)
+    return check_user_layout(
+        parse_model(version, manifest, ids, factors, tower, neighbours, content), keys)
 
 
 async def aread_current_version(redis: Any, keys: Keys) -> str | None:
@@ -242,12 +273,13 @@ async def aload_model(redis: Any, keys: Keys, version: str | None = None) -> Mod
     version = version or await aread_current_version(redis, keys)
     if version is None:
         raise ModelNotFound("no model version has been published yet")
-    manifest, ids, factors, tower, neighbours = await redis.mget(
+    manifest, ids, factors, tower, neighbours, content = await redis.mget(
         [keys.model_manifest(version), keys.model_item_ids(version),
          keys.model_item_factors(version), keys.model_tower(version),
-         keys.model_neighbours(version)]
+         keys.model_neighbours(version), keys.model_content(version)]
     )
-    return parse_model(version, manifest, ids, factors, tower, neighbours)
+    return check_user_layout(
+        parse_model(version, manifest, ids, factors, tower, neighbours, content), keys)
 
 
 # --- writing side (trainer, tests) -------------------------------------------------------
@@ -274,6 +306,7 @@ def stage_model_version(
     tower: bytes | None = None,
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     ann: bytes | Callable[[], bytes | None] | None = None,
+    content: bytes | None = None,
 ) -> None:
     """Write every key of one version (synchronous client). Does not make it current.
 
@@ -281,7 +314,8 @@ def stage_model_version(
     large lists; `similar` may also be a callable returning them, called once the other
     keys are written (the trainer computes the lists meanwhile); `ann` (a packed
     recsys.ann layout, or a callable returning it) likewise. User vectors go into the
-    version's hash in HSET batches (one command per batch); the manifest is written last."""
+    version's hash (or, in the cluster layout, its bucket hashes) in HSET batches (one command
+    per batch); the manifest, which records the layout, is written last."""
     item_factors = np.asarray(item_factors, dtype=VECTOR_DTYPE)
     if item_factors.shape != (len(item_ids), int(manifest["factors"])):
         raise ModelIntegrityError(
@@ -305,16 +339,22 @@ def stage_model_version(
         pipe.set(keys.model_neighbours(version), pack_neighbours(rows, weights))
     if popularity:
         pipe.zadd(keys.popularity_alltime(version), popularity)
+    if content is not None:
+        pipe.set(keys.model_content(version), content)
     pipe.execute()
     if user_ids is not None and user_factors is not None:
         user_factors = np.asarray(user_factors, dtype=VECTOR_DTYPE)
         if not np.isfinite(user_factors).all():
             raise ModelIntegrityError("refusing to stage user factors that contain NaN or Inf")
-        for start in range(0, len(user_ids), USER_VECTOR_BATCH):
-            chunk = user_ids[start:start + USER_VECTOR_BATCH]
-            redis.hset(keys.user_vectors(version),
-                       mapping={user: user_factors[start + offset].tobytes()
-                                for offset, user in enumerate(chunk)})
+        by_hash: dict[str, dict[str, bytes]] = {}
+        for row, user in enumerate(user_ids):
+            by_hash.setdefault(keys.user_vector_hash(version, user), {})[user] = (
+                user_factors[row].tobytes())
+        for hash_key, vectors in by_hash.items():
+            users = list(vectors)
+            for start in range(0, len(users), USER_VECTOR_BATCH):
+                redis.hset(hash_key, mapping={user: vectors[user]
+                                              for user in users[start:start + USER_VECTOR_BATCH]})
         redis.set(keys.model_user_gram(version), pack_gram(gram(user_factors)))
     # The similar lists come after the rest: a caller may still be computing them (a
     # callable is only called now), while the other keys are already on their way.
@@ -332,21 +372,25 @@ def stage_model_version(
         ann = ann()
     if ann is not None:
         redis.set(keys.model_ann(version), ann)
+    if keys.cluster:
+        manifest = {**manifest, "user_buckets": keys.user_buckets}
     # The manifest goes last: its presence marks the version as completely staged.
     redis.set(keys.model_manifest(version), orjson.dumps(manifest))
 
 
-# Moves the pointer in one atomic step inside Redis. KEYS = current, previous, the version's
-# manifest, and (optional, fencing) the trainer lease; ARGV = version, how many previous
-# versions to keep, and the lease token. With a lease key, the switch only happens while that
-# key still holds the caller's token: a trainer whose lease expired (paused, partitioned) and
-# was taken over cannot move the pointer afterwards. Checking and switching in one script
-# closes the read-then-MULTI race of two activations.
+# Moves the pointer in one atomic step inside Redis. KEYS = current, previous, the trainer
+# lease and (one-node layout) the version's manifest; ARGV = version, how many previous
+# versions to keep, and the lease token ('' = unfenced). With a token, the switch only
+# happens while the lease key still holds it: a trainer whose lease expired (paused,
+# partitioned) and was taken over cannot move the pointer afterwards. Checking and switching
+# in one script closes the read-then-MULTI race of two activations. In the cluster layout the
+# pointer, the list and the lease share one slot and the manifest lives with its version in
+# another, so the staged check runs just before the script instead of inside it.
 LUA_ACTIVATE = """
-if KEYS[4] and redis.call('GET', KEYS[4]) ~= ARGV[3] then
+if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[3] then
   return redis.error_reply('FENCED the trainer lease is no longer held by this token')
 end
-if redis.call('EXISTS', KEYS[3]) == 0 then
+if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 0 then
   return redis.error_reply('NOTSTAGED version ' .. ARGV[1] .. ' is not staged')
 end
 local previous = redis.call('GET', KEYS[1])
@@ -371,9 +415,13 @@ def activate_version(redis: Any, keys: Keys, version: str, keep_previous: int = 
     `fence` = (lease key, token): only switch while the lease key holds the token."""
     from redis.exceptions import ResponseError
 
-    names = [keys.current_model, keys.previous_models, keys.model_manifest(version)]
-    if fence is not None:
-        names.append(fence[0])
+    names = [keys.current_model, keys.previous_models,
+             fence[0] if fence is not None else keys.trainer_lease]
+    if keys.cluster:
+        if not redis.exists(keys.model_manifest(version)):
+            raise ModelNotFound(f"version {version!r} is not staged; refusing to activate it")
+    else:
+        names.append(keys.model_manifest(version))
     try:
         previous = redis.eval(LUA_ACTIVATE, len(names), *names, version,
                               max(1, keep_previous), fence[1] if fence else "")
@@ -416,7 +464,9 @@ def rollback_version(redis: Any, keys: Keys) -> tuple[str, str | None]:
                 target = _decode(pipe.lindex(keys.previous_models, 0))
                 if target is None:
                     raise ModelNotFound("no previous model version to roll back to")
-                if not pipe.exists(keys.model_manifest(target)):
+                # Through the client, not the watching pipeline: in a cluster the manifest
+                # lives in its version's slot, and a transaction stays in the pointer's.
+                if not redis.exists(keys.model_manifest(target)):
                     raise ModelIntegrityError(
                         f"previous version {target!r} is no longer in Redis")
                 pipe.multi()

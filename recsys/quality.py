@@ -124,12 +124,16 @@ def map_at_k(hit: np.ndarray, n_relevant: np.ndarray, k: int) -> float:
     return _mean(ap)
 
 
-def ndcg_at_k(hit: np.ndarray, n_relevant: np.ndarray, k: int) -> float:
+def ndcg_per_user(hit: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
     h = hit[:, :k].astype(np.float64)
     discount = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = h @ discount[: h.shape[1]]
     ideal = np.concatenate([[0.0], np.cumsum(discount)])[np.minimum(n_relevant, k)]
-    return _mean(np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0))
+    return np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0)
+
+
+def ndcg_at_k(hit: np.ndarray, n_relevant: np.ndarray, k: int) -> float:
+    return _mean(ndcg_per_user(hit, n_relevant, k))
 
 
 def hit_rate_at_k(hit: np.ndarray, k: int) -> float:

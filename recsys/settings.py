@@ -78,6 +78,20 @@ class Settings(BaseSettings):
         description="Prefix of every Redis key this deployment writes (1-64 letters, digits, "
         "'_', '.', '-').",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="REDIS_URL names a node of a Redis Cluster: every role uses the cluster "
+        "client and the cluster key layout (hash-tagged buckets, docs/scale.md). Checked "
+        "against the server at start-up: a mismatch either way stops the role with an error "
+        "naming this setting.",
+    )
+    redis_user_buckets: int = Field(
+        default=1024, ge=1, le=16_384,
+        description="Cluster mode only: buckets (hash tags) that a version's user vectors and "
+        "the users' state are spread over. Recorded in each version's manifest; readers "
+        "refuse a version written with another count, so change it only together with a "
+        "fresh version and cleared user state.",
+    )
 
     # --- topics ----------------------------------------------------------------------------
     interactions_topic: str = Field(
@@ -349,6 +363,17 @@ class Settings(BaseSettings):
     trainer_similar_items: int = Field(
         default=50, ge=1, le=1000, description="Length of each similar-items list."
     )
+    trainer_content: bool = Field(
+        default=True,
+        description="Fit a content model (item features from the catalogue's attributes, a "
+        "map to the factor space, the hybrid blend weight) with each version when the "
+        "catalogue describes the version's items; see docs/trainer.md.",
+    )
+    trainer_content_dims: int = Field(
+        default=32, ge=2, le=256,
+        description="Dimensions of the items' content embeddings (the content part of the "
+        "hybrid score).",
+    )
     trainer_metrics_port: int = Field(
         default=9101, ge=0, le=65535,
         description="Trainer /metrics port in --every mode (0 = a free one).",
@@ -513,6 +538,16 @@ class Settings(BaseSettings):
     api_catalog_cache_size: int = Field(
         default=100_000, ge=0, le=10_000_000,
         description="Catalog item details cached in memory.",
+    )
+    api_new_items_poll_s: float = Field(
+        default=0.2, gt=0.0, le=60.0,
+        description="How often an API process checks the catalogue for new items to map "
+        "from their attributes into the served version (the new-item cold start).",
+    )
+    api_content_recent: int = Field(
+        default=20, ge=1, le=1000,
+        description="Most recent items of a user (or session) whose content embeddings make "
+        "their content profile in the hybrid score.",
     )
     api_seen_max: int = Field(
         default=1000, ge=1, le=100_000, description="Most recent seen items read per request."

@@ -59,18 +59,29 @@ async def read_users(rec: Recommender, model: LoadedModel, user_ids: Sequence[st
     if not rec.guard.available:
         raise Unavailable("Redis is unavailable; retry")
     seen_max = rec.settings.api_seen_max if seen_max is None else seen_max
+    # One HMGET per hash that holds some of the users' vectors: one on one node, one per
+    # user bucket in a cluster (whose pipeline sends each node its share).
+    by_hash: dict[str, list[str]] = {}
+    for user in dict.fromkeys(user_ids):
+        by_hash.setdefault(rec.keys.user_vector_hash(model.version, user), []).append(user)
     try:
         pipe = rec.redis.pipeline(transaction=False)
-        pipe.hmget(rec.keys.user_vectors(model.version), list(user_ids))
+        for hash_key, users in by_hash.items():
+            pipe.hmget(hash_key, users)
         for user in user_ids:
             pipe.zrevrange(rec.keys.seen(user), 0, seen_max - 1, withscores=True)
         for user in user_ids:
             pipe.smembers(rec.keys.hidden(user))
-        raw_vectors, *rest = await pipe.execute()
+        results = await pipe.execute()
     except (RedisError, OSError) as exc:
         rec.guard.failed("user_state", exc)
         raise Unavailable("Redis is unavailable; retry") from None
     rec.guard.succeeded()
+    found: dict[str, bytes | None] = {}
+    for users, values in zip(by_hash.values(), results, strict=False):
+        found.update(zip(users, values, strict=True))
+    raw_vectors = [found[user] for user in user_ids]
+    rest = results[len(by_hash):]
     raw_seen, raw_hidden = rest[:len(user_ids)], rest[len(user_ids):]
     out = []
     for user, raw, seen_pairs, hidden_raw in zip(user_ids, raw_vectors, raw_seen, raw_hidden,

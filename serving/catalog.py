@@ -12,7 +12,6 @@ version and catalog state, which keeps exclusion on the hot path a single fancy-
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -24,8 +23,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from recsys.erasure import remove_item_commands
-from recsys.keys import Keys
+from recsys.keys import CATALOG_CHANGES_MAX, Keys
 from recsys.settings import Settings
+from serving.periodic import PeriodicTask
 from serving.redis_guard import RedisGuard
 from serving.scoring import rows_of
 from serving.served_model import LoadedModel
@@ -97,13 +97,18 @@ class Catalog:
         self._memo: dict[tuple[Any, ...], Any] = {}
         # item -> (expires, detail_members(item)); b'' caches "not in Redis" too.
         self._details: dict[str, tuple[float, bytes]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._poller = PeriodicTask("catalog-refresh", settings.api_catalog_poll_s,
+                                    self.refresh_if_changed, metrics, "catalog_refresh")
 
     # --- in-memory state -----------------------------------------------------------------
     def _changed(self) -> None:
         self._seq += 1
         self._memo.clear()
         self.metrics.catalog_items_unavailable.set(len(self.unavailable))
+
+    def rows_changed(self) -> None:
+        """The served version's rows changed (new items mapped in): forget memoised rows."""
+        self._changed()
 
     def _memoised(self, model: LoadedModel, what: str, build: Any) -> np.ndarray:
         # The row count too: the stream's fresh items (serving.fresh_items) add rows to a
@@ -205,24 +210,11 @@ class Catalog:
         await self.load()
         return True
 
-    async def watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.api_catalog_poll_s)
-            try:
-                await self.refresh_if_changed()
-            except (RedisError, OSError) as exc:
-                self.metrics.redis_errors.labels("catalog_refresh").inc()
-                log.debug("catalog refresh failed: %s", exc)
-
     def start(self) -> None:
-        self._task = asyncio.create_task(self.watch(), name="catalog-refresh")
+        self._poller.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await self._poller.stop()
 
     async def put(self, item_id: str, item: dict[str, Any]) -> dict[str, Any]:
         """Write one item (replacing it) and apply it locally. Redis errors propagate."""
@@ -248,6 +240,10 @@ class Catalog:
             else:
                 pipe.sadd(keys.catalog_unavailable, item_id)
             stored.append(decode_item(encoded))
+        # what changed, for the replicas' new-item cold start (serving/content_items.py)
+        now_ms = int(time.time() * 1000)
+        pipe.zadd(keys.catalog_changes, {item_id: now_ms for item_id, _ in items})
+        pipe.zremrangebyrank(keys.catalog_changes, 0, -CATALOG_CHANGES_MAX - 1)
         pipe.incr(keys.catalog_generation)
         results = await pipe.execute()
         written = int(results[-1])
@@ -266,7 +262,9 @@ class Catalog:
         """Delete an item everywhere it can be recommended from (recsys.erasure): catalogue
         entry, trending and all-time popularity of `versions`; it stays in the unavailable
         set, so no model version recommends it. Redis errors propagate."""
-        pipe = self.redis.pipeline(transaction=True)
+        # One MULTI on one node; a cluster spreads these keys over slots, where each command
+        # is idempotent and a failed removal is simply repeated.
+        pipe = self.redis.pipeline(transaction=not self.keys.cluster)
         remove_item_commands(pipe, self.keys, item_id, versions)
         written = int((await pipe.execute())[-1])
         old = self.categories.pop(item_id, None)

@@ -49,6 +49,24 @@ def multiprocess_metrics_dir() -> Iterator[str]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _check_redis_mode(settings: object) -> None:
+    """One node or cluster, as the settings say: checked before uvicorn starts, so that a
+    mismatch is the CLI's configuration error rather than a failed lifespan (which the app
+    checks too, for other ways of starting it)."""
+    from redis.exceptions import RedisError
+
+    from recsys.redis_client import check_redis_mode, redis_client
+
+    try:
+        client = redis_client(settings, socket_timeout=2, socket_connect_timeout=2)
+    except RedisError:
+        return  # unreachable: the API starts degraded and retries (and checks on connect)
+    try:
+        check_redis_mode(client, settings)
+    finally:
+        client.close()
+
+
 def _serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -62,6 +80,7 @@ def _serve(args: argparse.Namespace) -> int:
     from serving.main import check_write_access
 
     check_write_access(settings, host)  # ConfigError: the CLI's exit code for bad settings
+    _check_redis_mode(settings)
     if args.workers > 1:
         # The worker processes build the app from the environment (app_from_env), which
         # checks settings.api_host: say which host they really bind.

@@ -9,9 +9,12 @@ their vectors, builds a copy of the served `LoadedModel` with those rows appende
 replaced, for items merged before) and swaps it in with one reference assignment, the way a
 version switch does: a request that took the previous object finishes on it.
 
-Fresh rows come after the version's own rows (`LoadedModel.fresh_from`), so every row number
-a request or the catalogue computed stays valid. They are scored by personalised lists,
-anonymous sessions and /similar like any row, and the response flags them (`fresh: true`).
+Fresh rows come after the version's own rows (`LoadedModel.n_model_items`), beside the rows
+serving/content_items.py maps from attributes (a stream vector replaces such a guess, and
+that poller leaves the stream's items alone), so every row number a request or the catalogue
+computed stays valid; `LoadedModel.stream_items` names the stream's. They are scored by
+personalised lists, anonymous sessions and /similar like any row, and the response flags
+them (`fresh: true`).
 They are candidates, not inputs: a session's fold-in reads the version's items only, as the
 stream's user fold-in does. A new version starts with none; the API then merges whatever
 the stream wrote under it (its re-fold of the items the version lacks, then new ones).
@@ -30,9 +33,10 @@ import numpy as np
 from redis.exceptions import RedisError
 
 from recsys.candidates import KIND_ITEM_ITEM, KIND_POPULARITY
+from recsys.content import stacked_items
 from recsys.errors import ModelIntegrityError
 from recsys.keys import Keys
-from recsys.modelstore import ModelVersion, unpack_vector
+from recsys.modelstore import unpack_vector
 from recsys.neighbours import item_norms
 from serving.served_model import LoadedModel
 
@@ -45,41 +49,47 @@ log = logging.getLogger(__name__)
 
 def with_fresh_items(loaded: LoadedModel, vectors: Mapping[str, np.ndarray]) -> LoadedModel:
     """A copy of `loaded` whose item matrix also holds these stream vectors: new items are
-    appended after the version's rows, items merged before are replaced; items the version
-    itself knows are left alone (its factors win)."""
-    base_n = loaded.fresh_from if loaded.fresh_from is not None else len(loaded.item_ids)
+    appended after the rows it has, rows it gained since publication (merged before, or
+    mapped from attributes: the stream's evidence replaces that guess) are replaced; items
+    the version itself knows are left alone (its factors win)."""
+    base = loaded.n_model_items
     index = dict(loaded.index)
     ids = list(loaded.item_ids)
-    replaced: dict[int, np.ndarray] = {}
-    added: list[np.ndarray] = []
-    for item, vector in vectors.items():
+    rows: list[int] = []
+    merged: list[str] = []
+    for item in vectors:
         row = index.get(item)
         if row is None:
-            index[item] = len(ids)
+            row = index[item] = len(ids)
             ids.append(item)
-            added.append(vector)
-        elif row >= base_n:
-            replaced[row] = vector
+        elif row < base:
+            continue
+        rows.append(row)
+        merged.append(item)
+    if not merged:
+        return loaded
+    grow = len(ids) - len(loaded.item_ids)
     k = loaded.factors
-    blocks = [loaded.item_factors]
-    if added:
-        blocks.append(np.asarray(added, dtype=np.float32).reshape(-1, k))
-    factors = np.concatenate(blocks) if len(blocks) > 1 else np.array(loaded.item_factors)
-    for row, vector in replaced.items():
-        factors[row] = vector
+    factors = np.vstack([loaded.item_factors, np.zeros((grow, k), np.float32)])
+    factors[rows] = np.asarray([vectors[item] for item in merged], dtype=np.float32)
     factors.setflags(write=False)
-    base = loaded.model
-    model = ModelVersion(version=base.version, item_ids=ids, item_factors=factors,
-                         manifest=base.manifest, tower=base.tower)
+    embeddings = loaded.item_embeddings
+    if embeddings is not None:  # no content for these rows: zero embeddings
+        embeddings = np.vstack([embeddings, np.zeros((grow, embeddings.shape[1]), np.float32)])
+        embeddings[rows] = 0.0
+    version = dataclasses.replace(loaded.model, item_ids=ids, item_factors=factors,
+                                  item_embeddings=embeddings)
     # Cached properties filled here: the index was just built, and YtY stays the version's
     # (sessions fold in against the version's items, as the stream does).
-    model.__dict__["item_index"] = index
-    model.__dict__["yty"] = base.yty
-    norms = np.concatenate([loaded.norms[:base_n], item_norms(factors[base_n:])])
+    version.__dict__["item_index"] = index
+    version.__dict__["yty"] = loaded.model.yty
     rank = np.full(len(ids), len(loaded.popular_rows), dtype=np.int64)
-    rank[:base_n] = loaded.popular_rank[:base_n]
-    return dataclasses.replace(loaded, model=model, norms=norms, popular_rank=rank,
-                               fresh_from=base_n, _memo={})
+    rank[:len(loaded.popular_rank)] = loaded.popular_rank
+    hybrid = (stacked_items(factors, embeddings)
+              if loaded.hybrid_items is not None and embeddings is not None else None)
+    return dataclasses.replace(loaded, model=version, norms=item_norms(factors),
+                               popular_rank=rank, hybrid_items=hybrid,
+                               stream_items=loaded.stream_items | frozenset(merged), _memo={})
 
 
 class FreshItemPoller:

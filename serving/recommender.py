@@ -7,7 +7,7 @@ matrix (recsys.candidates.neighbours.score_items, the trainer's own maths); a `p
 version answers from trending and its popularity list with `source = popularity`.
 
 Each method takes `holder.current` once and uses only that version for the whole request
-(invariant 2): the user vector is fetched from `keys.user_vectors(that version)`, so it
+(invariant 2): the user vector is fetched from `keys.user_vector_hash(that version, user)`, so it
 can only have been computed against the factors it is scored with. Anything that stops the
 model from answering (no model, unknown user, Redis trouble, a model the trainer flagged as
 worse than popularity) becomes a fallback with `source = fallback:<reason>` (invariant 6).
@@ -31,6 +31,12 @@ from recsys.modelstore import SIMILAR_FORMAT, unpack_similar, unpack_vector
 from recsys.neighbours import cosine_neighbours
 from recsys.repeat import fuse
 from serving import ServingError
+from serving.content_items import (
+    content_profile,
+    embeddings_cosine,
+    hybrid_vector,
+    new_item_neighbours,
+)
 from serving.fallback import Fallback, Result
 from serving.score_batching import ScoringBatcher
 from serving.scoring import (
@@ -52,11 +58,12 @@ from serving.served_model import LoadedModel
 log = logging.getLogger(__name__)
 
 # Everything a personalised request reads from Redis, in one EVALSHA: the user's vector under
-# the served version (KEYS[1] = keys.user_vectors(version), field ARGV[1]) and their most
+# the served version (KEYS[1] = keys.user_vector_hash(version, user), field ARGV[1]) and their most
 # recent seen items (KEYS[2] = keys.seen(user), ARGV[2] = how many), and the items their
 # negative feedback hides (KEYS[3] = keys.hidden(user)). One command instead of a
 # two-command pipeline halves redis-py's client-side cost (docs/benchmarks.md), which is
 # most of what Redis costs the hot path. A missing vector comes back as nil (Lua false).
+# In the cluster layout the three keys share the user's bucket tag: one slot, one node.
 # Read-only; redis-py reloads the script by itself after a Redis restart (NOSCRIPT).
 USER_STATE_LUA = """
 return {redis.call('HGET', KEYS[1], ARGV[1]),
@@ -108,24 +115,13 @@ def _model_result(model: LoadedModel, items: list[tuple[str, float]], source: st
     return Result(items, source, model.version, fresh=model.fresh_among(i for i, _ in items))
 
 
-def _fresh_neighbours(model: LoadedModel, row: int, k: int) -> list[tuple[str, float]]:
-    """The k fresh items (serving.fresh_items) closest to `row` by cosine."""
-    start = model.fresh_from
-    assert start is not None
-    fresh = model.item_factors[start:]
-    cosine = (fresh @ model.item_factors[row]) / (model.norms[start:] * model.norms[row])
-    best = np.argsort(-cosine, kind="stable")[:k + 1]
-    return [(model.item_ids[start + int(j)], float(cosine[j])) for j in best
-            if start + int(j) != row]
-
-
 def _with_fresh_rows(model: LoadedModel, vector: np.ndarray,
                      found: tuple[np.ndarray, np.ndarray], k: int, exclude: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """An approximate index's answer plus the fresh rows, which the index (built with the
-    version) does not hold: they are scored exactly and compete with its candidates."""
-    start = model.fresh_from
-    assert start is not None
+    """An approximate index's answer plus the rows the version gained since it was published
+    (the stream's item fold-in, content-mapped items), which the index does not hold: they
+    are scored exactly and compete with its candidates."""
+    start = model.n_model_items
     rows = np.arange(start, len(model.item_ids))
     scores = model.item_factors[start:] @ vector
     if len(exclude):
@@ -196,7 +192,7 @@ class Recommender:
                                              category, seen=[], offset=offset)
         try:
             raw, seen_raw, hidden_raw = await self._user_state(
-                keys=[self.keys.user_vectors(model.version), self.keys.seen(user_id),
+                keys=[self.keys.user_vector_hash(model.version, user_id), self.keys.seen(user_id),
                       self.keys.hidden(user_id)],
                 args=[user_id, self.settings.api_seen_max])
         except (RedisError, OSError) as exc:
@@ -206,6 +202,17 @@ class Recommender:
         self.guard.succeeded()
         seen = [m.decode() for m in seen_raw]
         hidden = [m.decode() for m in hidden_raw]
+        if raw is None and seen and model.hybrid_items is not None:
+            # Not folded in yet under this version, but their items are known: a session
+            # answer (the stream's fold-in maths, plus their items' content)
+            known = rows_of(model.index, seen)
+            if len(known):
+                return self._session_result(
+                    model, known, [model.event_weights.get("view", 1.0)] * len(known), k,
+                    join_rows(self.catalog.unavailable_rows(model),
+                              known if exclude_seen else EMPTY_ROWS,
+                              rows_of(model.index, hidden) if hidden else EMPTY_ROWS),
+                    category, "personalized", offset)
         if raw is None:
             # No vector under the served version: a stranger, or a user the stream has not
             # folded in against this version yet.
@@ -225,11 +232,14 @@ class Recommender:
         hidden_rows = rows_of(model.index, hidden) if hidden else EMPTY_ROWS
         buy_again = (not exclude_seen and not offset and model.buy_again_weight > 0
                      and bool(seen))
+        hybrid = self._hybrid(model, vector, seen)
         # The index answers first pages; deeper pages need the exact ranking's total order.
         found = (self._from_index(model, vector, k, exclude_seen, seen, hidden_rows, category)
-                 if model.ann is not None and offset == 0 and not buy_again else None)
+                 if model.ann is not None and offset == 0 and not buy_again
+                 and hybrid is None else None)
         if found is None:
-            scores = await self.batcher.scores(model.item_factors, vector)
+            scores = (await self.batcher.scores(model.item_factors, vector) if hybrid is None
+                      else await self.batcher.scores(model.hybrid_items, hybrid))
             # Exclusions from the catalog as it is after that await (no await from here on).
             seen_rows = (rows_of(model.index, seen) if (exclude_seen or buy_again) and seen
                          else EMPTY_ROWS)
@@ -242,7 +252,41 @@ class Recommender:
         if not len(rows):
             return await self._user_fallback("no_candidates", user_id, k, exclude_seen,
                                              category, seen, offset, hidden)
-        return _model_result(model, _ranked(model, rows, scores), "personalized")
+        return _model_result(model, _ranked(model, rows, scores),
+                             "personalized" if hybrid is None else "hybrid")
+
+    def _hybrid(self, model: LoadedModel, vector: np.ndarray, recent: list[str]
+                ) -> np.ndarray | None:
+        """The hybrid user vector when the version blends content in for this user (its
+        weight for their history length > 0 and their recent items have content), else
+        None: the plain collaborative score."""
+        if model.hybrid_items is None or model.content is None or not recent:
+            return None
+        blend = model.content.blend_for(len(recent))
+        if blend <= 0:
+            return None
+        profile = content_profile(
+            model, rows_of(model.index, recent[:self.settings.api_content_recent]))
+        return None if profile is None else hybrid_vector(model, vector, profile, blend)
+
+    def _session_result(self, model: LoadedModel, rows: np.ndarray, weights: list[float],
+                        k: int, exclude: np.ndarray, category: str | None, source: str,
+                        offset: int = 0) -> Result:
+        """Top-k for a history without a stored vector (rows most recent first): folded in
+        like the stream does, blended with content when the version says so."""
+        vector = fold_in_session(model.item_factors, model.model.yty, model.regularization,
+                                 model.alpha, rows, weights)
+        recent = [model.item_ids[r] for r in dict.fromkeys(np.asarray(rows).tolist())]
+        hybrid = self._hybrid(model, vector, recent)
+        candidates = self.catalog.category_rows(model, category) if category else None
+        if hybrid is None:
+            best, scores = recommend(vector, model.item_factors, k + offset, exclude,
+                                     candidates)
+        else:
+            best, scores = recommend(hybrid, model.hybrid_items, k + offset, exclude,
+                                     candidates)
+        return _model_result(model, _ranked(model, best[offset:], scores[offset:]),
+                             source if hybrid is None else "hybrid")
 
     def _buy_again(self, model: LoadedModel, rows: np.ndarray, own_rows: np.ndarray, k: int,
                    category: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -304,7 +348,7 @@ class Recommender:
                                     self.catalog.category_rows(model, category))
         found = ann_recommend(model.ann, vector, model.item_factors, k, exclude,
                               self.settings.ann_candidates)
-        if found is not None and model.n_fresh:
+        if found is not None and len(model.item_ids) > model.n_model_items:
             found = _with_fresh_rows(model, vector, found, k, exclude)
         return found
 
@@ -328,6 +372,16 @@ class Recommender:
         return await self.fallback.answer(reason, k, exclude=[item_id], recent=[item_id])
 
     async def _similar_in_model(self, model: LoadedModel, item_id: str, k: int) -> Result:
+        row = model.index[item_id]
+        if (row >= model.n_model_items and model.item_embeddings is not None
+                and not model.is_fresh_row(row)):
+            # an item mapped in from its attributes: similar by content
+            rows, scores = embeddings_cosine(model, row, k + 1,
+                                             self.catalog.unavailable_rows(model))
+            items, _ = merge_ranked([("content", _ranked(model, rows, scores))], k,
+                                    {item_id}, self.catalog.is_allowed)
+            return Result([(item, score) for item, score, _ in items], "similar:content",
+                          model.version)
         stored: list[tuple[str, float]] = []
         if self.guard.available:
             try:
@@ -335,10 +389,11 @@ class Recommender:
                     self.keys.model_similar(model.version), item_id))
             except (RedisError, OSError) as exc:
                 self.guard.failed("similar", exc)
-        if model.n_fresh and model.factors > 0:
-            # The stream's items are in no stored list: they compete by the same cosine.
-            stored = sorted([*stored, *_fresh_neighbours(model, model.index[item_id], k)],
-                            key=lambda pair: -pair[1])
+        if len(model.item_ids) > model.n_model_items and model.factors > 0:
+            # items mapped in since the version was published compete on the same cosine
+            fresh = new_item_neighbours(model, row)
+            if fresh:
+                stored = sorted([*stored, *fresh], key=lambda pair: -pair[1])
         sources: list[tuple[str, Sequence[tuple[str, float]]]] = [("stored", stored)]
         catalog = self.catalog
         items, _ = merge_ranked(sources, k, {item_id}, catalog.is_allowed)
@@ -347,7 +402,7 @@ class Recommender:
             # give the rest by cosine.
             row, want = model.index[item_id], k + len(items)
             found = None
-            if model.ann is not None and not model.is_fresh_row(row):
+            if model.ann is not None and row < model.n_model_items:
                 found = ann_neighbours(model.ann, row, model.item_factors, model.norms, want,
                                        catalog.unavailable_rows(model),
                                        self.settings.ann_candidates)
@@ -411,6 +466,12 @@ class Recommender:
         if not rows:
             return await self.fallback.answer("no_known_items", k, exclude=ids, recent=recent,
                                               category=category)
+        if model.hybrid_items is not None:
+            exclude = join_rows(self.catalog.unavailable_rows(model), np.unique(rows))
+            result = self._session_result(model, np.asarray(rows[::-1]), weights[::-1], k,
+                                          exclude, category, "anonymous")
+            if result.items:
+                return result
         tower = model.model.tower
         if tower is not None:
             vector = session_tower_vector(tower, model.index, ids)

@@ -20,16 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import redis as redis_sync
-import redis.asyncio as aioredis
 
 from recsys.ann import ANN_FORMAT, AnnIndex, unpack_layout
 from recsys.candidates.neighbours import tie_break
+from recsys.content import ContentModel, stacked_items
 from recsys.errors import ModelIntegrityError
 from recsys.keys import Keys
 from recsys.model_watch import ModelSwitchWatcher
 from recsys.modelstore import ModelVersion, load_model
 from recsys.neighbours import item_norms
+from recsys.redis_client import redis_client, subscriber_client
 from recsys.settings import Settings
 from serving.scoring import rows_of
 from serving.telemetry import ApiMetrics
@@ -66,9 +66,13 @@ class LoadedModel:
     neighbour_bias: np.ndarray | None = None  # item_item: popularity tie-break per row
     buy_again_weight: float = 0.0  # > 0: exclude_seen=false fuses the user's own items in
     ann: AnnIndex | None = None  # catalogues of `ann_min_items` or more (recsys/ann.py)
-    # Rows from here on are the stream's item fold-in (serving.fresh_items), not the version's
-    # own factors; None: none merged.
-    fresh_from: int | None = None
+    # versions with a content model and factors: [y_i, e_i] per row (serving/content_items.py)
+    hybrid_items: np.ndarray | None = None
+    # rows the version was published with; rows past it were mapped from attributes since
+    n_model_items: int = 0
+    # items whose rows (past n_model_items) hold the stream's item fold-in vectors
+    # (serving.fresh_items): flagged `fresh` in responses
+    stream_items: frozenset[str] = frozenset()
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -92,19 +96,25 @@ class LoadedModel:
         return self.model.factors
 
     @property
+    def content(self) -> ContentModel | None:
+        return self.model.content
+
+    @property
+    def item_embeddings(self) -> np.ndarray | None:
+        return self.model.item_embeddings
+
+    @property
     def n_fresh(self) -> int:
-        return 0 if self.fresh_from is None else len(self.item_ids) - self.fresh_from
+        return len(self.stream_items)
 
     def is_fresh_row(self, row: int) -> bool:
-        return self.fresh_from is not None and row >= self.fresh_from
+        """A row of the stream's item fold-in (not the version's, nor mapped from content)."""
+        return row >= self.n_model_items and self.item_ids[row] in self.stream_items
 
     def fresh_among(self, items: Iterable[str]) -> list[str]:
         """Which of these items are the stream's (the response flags them `fresh`)."""
-        start = self.fresh_from
-        if start is None:
-            return []
-        index = self.index
-        return [item for item in items if index.get(item, -1) >= start]
+        stream = self.stream_items
+        return [item for item in items if item in stream] if stream else []
 
     def popular(self, rows: np.ndarray | None = None) -> Iterator[tuple[str, float]]:
         """All-time popularity of this version (or of `rows` only), lazily, best first.
@@ -144,6 +154,9 @@ def build_loaded_model(client: Any, keys: Keys, version: str, settings: Settings
         by_row[popular_rows] = scores[keep] if len(scores) else 0.0
         bias = tie_break(by_row)
     ann = _load_ann(client, keys, model, settings)
+    hybrid = (stacked_items(model.item_factors, model.item_embeddings)
+              if model.content is not None and model.item_embeddings is not None
+              and model.factors > 0 and model.kind == "als" else None)
     return LoadedModel(
         model=model,
         norms=item_norms(model.item_factors),
@@ -166,6 +179,8 @@ def build_loaded_model(client: Any, keys: Keys, version: str, settings: Settings
         neighbour_bias=bias,
         buy_again_weight=float((manifest.get("buy_again") or {}).get("weight") or 0.0),
         ann=ann,
+        hybrid_items=hybrid,
+        n_model_items=len(model.item_ids),
     )
 
 
@@ -194,32 +209,31 @@ def _load_ann(client: Any, keys: Keys, model: ModelVersion, settings: Settings
 class ServedModel:
     """The version in service and its loader; `watcher` (recsys.model_watch) decides when."""
 
-    def __init__(self, settings: Settings, keys: Keys, redis: aioredis.Redis,
+    def __init__(self, settings: Settings, keys: Keys, redis: Any,
                  metrics: ApiMetrics) -> None:
         self.settings = settings
         self.keys = keys
         self.redis = redis
         self.metrics = metrics
         self.current: LoadedModel | None = None
-        self._loader_client: redis_sync.Redis | None = None
+        self._loader_client: Any = None
         poll = settings.api_model_poll_s
         self.watcher: ModelSwitchWatcher[LoadedModel] = ModelSwitchWatcher(
             redis, keys, poll_s=poll,
             in_use=lambda: self.current.version if self.current is not None else None,
             load=self._load, install=self.install,
             # its own connection: the control client's timeouts are for commands
-            listener=lambda: aioredis.Redis.from_url(settings.redis_url,
-                                                     socket_connect_timeout=2),
+            listener=lambda: subscriber_client(settings, socket_connect_timeout=2),
             failed_retry_s=FAILED_RETRY_S, resubscribe_s=min(poll, 2.0),
             on_load_error=lambda version, exc: metrics.model_load_failures.inc(),
             on_redis_error=lambda where, exc: metrics.redis_errors.labels(
                 REDIS_ERROR_LABELS[where]).inc())
 
-    def _loader(self) -> redis_sync.Redis:
+    def _loader(self) -> Any:
         if self._loader_client is None:
             # Generous timeout: a 500,000-item version is a 128 MB value.
-            self._loader_client = redis_sync.Redis.from_url(
-                self.settings.redis_url, socket_timeout=60, socket_connect_timeout=5)
+            self._loader_client = redis_client(self.settings, socket_timeout=60,
+                                               socket_connect_timeout=5)
         return self._loader_client
 
     async def _load(self, version: str) -> LoadedModel:

@@ -14,8 +14,10 @@ from redis.exceptions import RedisError
 
 from recsys.keys import Keys
 from recsys.producer import EventProducer, ProducerError
+from recsys.redis_client import acheck_redis_mode, async_redis_client
 from recsys.settings import Settings
 from serving.catalog import Catalog
+from serving.content_items import NewItems
 from serving.experiments import Experiments
 from serving.fallback import Fallback
 from serving.fresh_items import FreshItemPoller
@@ -35,8 +37,8 @@ def make_redis(settings: Settings) -> aioredis.Redis:
     # a slow Redis must turn into a quick fallback, not a slow answer.
     # Beyond max connections a request fails fast into a fallback (load shedding) rather
     # than queueing behind a saturated loop.
-    return aioredis.Redis.from_url(
-        settings.redis_url,
+    return async_redis_client(
+        settings,
         max_connections=settings.api_redis_max_connections,
         socket_timeout=settings.api_redis_timeout_s,
         socket_connect_timeout=settings.api_redis_timeout_s,
@@ -48,9 +50,9 @@ def make_control_redis(settings: Settings) -> aioredis.Redis:
     """Background work (model pointer, catalog reloads) gets its own connections, so a flood
     of requests can never starve a model switch."""
     timeout = max(1.0, settings.api_redis_timeout_s)
-    return aioredis.Redis.from_url(settings.redis_url, socket_timeout=timeout,
-                                   socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1),
-                                   max_connections=8)
+    return async_redis_client(settings, socket_timeout=timeout,
+                              socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1),
+                              max_connections=8)
 
 
 @dataclass
@@ -65,6 +67,7 @@ class Services:
     catalog: Catalog
     fallback: Fallback
     recommender: Recommender
+    new_items: NewItems
     producer: EventProducer | None = None
     impressions: ImpressionRecorder = field(init=False)
     experiments: Experiments = field(init=False)
@@ -73,16 +76,18 @@ class Services:
 
     @classmethod
     async def start(cls, settings: Settings, metrics: ApiMetrics) -> Services:
-        keys = Keys(settings.redis_namespace)
+        keys = Keys.for_settings(settings)
         redis = make_redis(settings)
         control = make_control_redis(settings)
+        await acheck_redis_mode(control, settings)  # a ConfigError stops the start-up
         guard = RedisGuard(settings.api_redis_retry_after_s, metrics)
         holder = ServedModel(settings, keys, control, metrics)
         catalog = Catalog(settings, keys, redis, metrics, guard, control=control)
         fallback = Fallback(settings, keys, redis, holder, catalog, guard, metrics)
         recommender = Recommender(fallback)
+        new_items = NewItems(settings, keys, control, holder, catalog, metrics)
         services = cls(settings, metrics, keys, redis, control, guard, holder, catalog, fallback,
-                       recommender)
+                       recommender, new_items)
         services.impressions = ImpressionRecorder(settings, metrics)
         services.experiments = Experiments(keys, control)
         # First load before serving, so a healthy start answers from the model at once;
@@ -96,6 +101,7 @@ class Services:
             log.warning("starting without Redis (%s): serving fallbacks until it answers", exc)
         holder.start()
         catalog.start()
+        new_items.start()
         fresh = FreshItemPoller(holder, control, keys, settings.api_fresh_items_poll_s, metrics)
         services._tasks.append(asyncio.create_task(fresh.run(), name="fresh-items"))
         try:
@@ -139,6 +145,7 @@ class Services:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.new_items.stop()
         await self.holder.stop()
         await self.experiments.stop()
         await self.catalog.stop()

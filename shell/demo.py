@@ -266,9 +266,8 @@ class Demo:
     def _visitors(self, api: str, settings: Settings, history: pd.DataFrame) -> None:
         """Returning visitors ask for their recommendations and click what matches their
         hidden tastes, naming the list (context.recommendation_id)."""
-        import redis
-
         from recsys.keys import Keys
+        from recsys.redis_client import redis_client
         from recsys.sources import synthetic
         from shell.experiment_cli import experiment_report
 
@@ -276,8 +275,8 @@ class Demo:
         counts = history["user_id"].astype(str).value_counts()
         pool = counts[counts >= 3].index.to_numpy()  # users the model has something on
         rng = np.random.default_rng(self.options.seed + 2)
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0)
-        keys = Keys(settings.redis_namespace)
+        client = redis_client(settings, socket_timeout=5.0)
+        keys = Keys.for_settings(settings)
         interval, next_at, next_report = 1.0 / self.options.visitors, time.monotonic(), 0.0
         with httpx.Client(base_url=api, timeout=5.0, headers=self._write_headers()) as http:
             while not self.stop.is_set():
@@ -493,15 +492,14 @@ class Demo:
 
     def _final_report(self, settings: Settings, settle_s: float = 3.0) -> None:
         """The experiment's counts once the attribution consumer has read the last clicks."""
-        import redis
-
         from recsys.keys import Keys
+        from recsys.redis_client import redis_client
         from shell.experiment_cli import experiment_report
 
         time.sleep(settle_s)
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0)
+        client = redis_client(settings, socket_timeout=5.0)
         try:
-            self.state.experiment = experiment_report(client, Keys(settings.redis_namespace),
+            self.state.experiment = experiment_report(client, Keys.for_settings(settings),
                                                       EXPERIMENT)
         except Exception as exc:  # noqa: BLE001 - the summary says what is missing
             self.state.errors.append(f"experiment report: {exc}")

@@ -40,18 +40,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _client() -> Any:
-    import redis
-
+    from recsys.redis_client import redis_client
     from recsys.settings import get_settings
 
-    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=10.0)
+    return redis_client(get_settings(), socket_timeout=10.0)
 
 
 def _keys() -> Any:
     from recsys.keys import Keys
     from recsys.settings import get_settings
 
-    return Keys(get_settings().redis_namespace)
+    return Keys.for_settings(get_settings())
 
 
 def parse_variant(text: str) -> dict[str, Any]:

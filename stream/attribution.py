@@ -22,8 +22,8 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from typing import Any
 
-import redis as redis_lib
 from confluent_kafka import Consumer, Message
 from redis.exceptions import RedisError
 
@@ -31,6 +31,7 @@ from recsys.attribution import Impression, InvalidImpression, Outcome, UserAttri
 from recsys.events import InvalidEvent, parse_event
 from recsys.eventtime import EventClock, arrival_ms
 from recsys.keys import Keys
+from recsys.redis_client import check_redis_mode, redis_client
 from recsys.settings import Settings
 from stream import telemetry
 
@@ -118,7 +119,7 @@ class Attribution:
                 del self.users[user]
         telemetry.FEEDBACK_USERS.set(len(self.users))
 
-    def flush(self, client: redis_lib.Redis) -> None:
+    def flush(self, client: Any) -> None:
         """Write the pending counter increments (raises RedisError; they are kept)."""
         if not self.increments:
             return
@@ -147,10 +148,11 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
     port = telemetry.start_metrics_server(settings.attribution_web_port)
     log.info("attribution consumer: metrics on port %d, window %.0fs", port,
              settings.attribution_window_s)
-    client = redis_lib.Redis.from_url(settings.redis_url, socket_timeout=5.0)
+    client = redis_client(settings, socket_timeout=5.0)
+    check_redis_mode(client, settings)
     consumer = make_consumer(settings)
     consumer.subscribe([settings.impressions_topic, settings.interactions_topic])
-    attribution = Attribution(settings, Keys(settings.redis_namespace))
+    attribution = Attribution(settings, Keys.for_settings(settings))
     last_expiry = time.monotonic()
     try:
         while not stop.is_set():

@@ -47,7 +47,8 @@ def _prepare(model: ModelVersion) -> ModelVersion:
 
 def model_watcher(redis: Any, keys: Keys, current: FoldInModel,
                   on_new_model: Callable[[ModelVersion], Awaitable[Any]],
-                  poll_s: float) -> ModelSwitchWatcher[ModelVersion]:
+                  poll_s: float, listener: Callable[[], Any] | None = None
+                  ) -> ModelSwitchWatcher[ModelVersion]:
     """The worker's watcher: versions load through the worker's Redis client, and a read
     that fails half-way (Redis too) counts as a load error; the next check retries."""
 
@@ -60,5 +61,5 @@ def model_watcher(redis: Any, keys: Keys, current: FoldInModel,
         in_use=lambda: current.current.version if current.current is not None else None,
         load=load, install=on_new_model,
         load_errors=(*LOAD_ERRORS, RedisError, OSError),
-        resubscribe_s=RESUBSCRIBE_BACKOFF_S,
+        resubscribe_s=RESUBSCRIBE_BACKOFF_S, listener=listener,
         on_load_error=lambda version, exc: telemetry.MODEL_LOAD_ERRORS.inc())

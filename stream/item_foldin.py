@@ -7,15 +7,15 @@ Per batch (`BatchProcessor._apply`, after the users' fold-in):
    time); the confidence is the user's on the item in their table value (recsys.confidence,
    the rule of the user fold-in); a burst on one item records only its most recent
    `stream_item_foldin_max_users` users of the batch (counted);
-2. one pipeline of LUA_RECORD, one call per item: the pairs join the item's recent-user list
-   in Redis (`keys.item_users` / `keys.item_confidences`), which every worker writes: it is
-   the merged set of the item's users over all partitions, trimmed to the most recent
-   `stream_item_foldin_max_users`. The call answers the merged list, or -1 for an item that
-   was erased (`keys.erasure_items`: dropped, counted);
+2. erased items (`keys.erasure_items`, one SMISMEMBER) are dropped (counted); then one
+   pipeline of LUA_RECORD, one call per item: the pairs join the item's recent-user list in
+   Redis (`keys.item_users` / `keys.item_confidences`), which every worker writes: it is the
+   merged set of the item's users over all partitions, trimmed to the most recent
+   `stream_item_foldin_max_users`. The call answers the merged list;
 3. the users' vectors under the same version: this batch's users from the fold-in just
-   solved (they are folded first), the others from `keys.user_vectors(version)` in one
-   HMGET. Users without a vector there are skipped and counted: folding them in here would
-   need their history, which only the worker owning their partition holds;
+   solved (they are folded first), the others from the version's user-vector hash(es) in
+   one HMGET per hash. Users without a vector there are skipped and counted: folding them
+   in here would need their history, which only the worker owning their partition holds;
 4. `recsys.foldin.fold_in_items` against XtX of the version's user factors
    (`keys.model_user_gram`, published with the version; computed once from its user-vector
    hash for a version published without it, looked for again every GRAM_RETRY_S while it
@@ -55,18 +55,15 @@ from stream.redis_writer import RedisRejected, RedisUnavailable, RedisWriter, Wr
 
 log = logging.getLogger(__name__)
 
-# KEYS = the item's recent users (zset user -> ms), their confidences (hash), the erased
-# items (set); ARGV = item id, how many users to keep, TTL in ms (0 = none), then
-# user, time ms, confidence triples. A confidence of 0 (net feedback cancelled out) removes
-# the user, as the trainer's matrix has no entry for it. Returns -1 for an erased item, else
-# {users, confidences} of the merged list (empty: {}).
+# KEYS = the item's recent users (zset user -> ms), their confidences (hash) (one slot in
+# the cluster layout); ARGV = how many users to keep, TTL in ms (0 = none), then user,
+# time ms, confidence triples. A confidence of 0 (net feedback cancelled out) removes the
+# user, as the trainer's matrix has no entry for it. Returns {users, confidences} of the
+# merged list (empty: {}).
 LUA_RECORD = """
-if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
-  return -1
-end
-local keep = tonumber(ARGV[2])
-local ttl = tonumber(ARGV[3])
-for i = 4, #ARGV, 3 do
+local keep = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+for i = 3, #ARGV, 3 do
   if tonumber(ARGV[i + 2]) == 0 then
     redis.call('ZREM', KEYS[1], ARGV[i])
     redis.call('HDEL', KEYS[2], ARGV[i])
@@ -81,7 +78,7 @@ if n > keep then
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - keep - 1)
   redis.call('HDEL', KEYS[2], unpack(gone))
 end
-if ttl > 0 and #ARGV > 3 then
+if ttl > 0 and #ARGV > 2 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
@@ -199,28 +196,31 @@ class ItemFolder:
                       ) -> dict[str, list[tuple[str, float]]]:
         """LUA_RECORD for each item in one pipeline: item -> its merged (user, confidence)
         list; erased items are left out (counted)."""
-        items = list(by_item)
-        if not items:
+        if not by_item:
             return {}
         redis, keys = self.writer.redis, self.keys
+        candidates = list(by_item)
+        flags = await self.writer.call(
+            "erased_items", lambda: redis.smismember(keys.erasure_items, candidates))
+        items = [item for item, erased in zip(candidates, flags, strict=True) if not erased]
+        if len(items) < len(candidates):
+            telemetry.ITEM_FOLDIN_SKIPPED.labels("erased").inc(len(candidates) - len(items))
+        if not items:
+            return {}
 
         async def once() -> list[Any]:
             pipe = redis.pipeline(transaction=False)
             for item in items:
-                args: list[Any] = [item, self.max_users, self.ttl_ms]
+                args: list[Any] = [self.max_users, self.ttl_ms]
                 for t in by_item[item]:
                     args += [t.user, t.ts_ms, repr(float(t.confidence))]
-                pipe.eval(LUA_RECORD, 3, keys.item_users(item), keys.item_confidences(item),
-                          keys.erasure_items, *args)
+                pipe.eval(LUA_RECORD, 2, keys.item_users(item), keys.item_confidences(item),
+                          *args)
             return await pipe.execute()
 
         replies = await self.writer.call("item_users", once)
         merged: dict[str, list[tuple[str, float]]] = {}
-        erased = 0
         for item, reply in zip(items, replies, strict=True):
-            if reply == -1:
-                erased += 1
-                continue
             pairs: list[tuple[str, float]] = []
             if reply:
                 users, confs = reply
@@ -228,19 +228,25 @@ class ItemFolder:
                     if conf is not None:
                         pairs.append((_text(user), float(conf)))
             merged[item] = pairs
-        if erased:
-            telemetry.ITEM_FOLDIN_SKIPPED.labels("erased").inc(erased)
         return merged
 
     async def _user_vectors(self, model: ModelVersion, users: list[str]
                             ) -> dict[str, np.ndarray]:
         if not users:
             return {}
-        key = self.keys.user_vectors(model.version)
-        raws = await self.writer.call("item_foldin_users",
-                                      lambda: self.writer.redis.hmget(key, users))
+        groups = self.keys.same_slot_groups(users)
+
+        async def once() -> list[Any]:
+            pipe = self.writer.redis.pipeline(transaction=False)
+            for group in groups:
+                pipe.hmget(self.keys.user_vector_hash(model.version, group[0]), group)
+            return await pipe.execute()
+
+        replies = await self.writer.call("item_foldin_users", once)
         out: dict[str, np.ndarray] = {}
-        for user, raw in zip(users, raws, strict=True):
+        pairs = [(user, raw) for group, raws in zip(groups, replies, strict=True)
+                 for user, raw in zip(group, raws, strict=True)]
+        for user, raw in pairs:
             if raw is None:
                 continue
             try:
@@ -279,14 +285,15 @@ class ItemFolder:
             block = np.stack(rows).astype(np.float64)
             xtx[:] += block.T @ block
 
-        async for _user, raw in self.writer.redis.hscan_iter(
-                self.keys.user_vectors(model.version), count=GRAM_SCAN_COUNT):
-            if len(raw) == k * 4:
-                chunk.append(np.frombuffer(raw, dtype="<f4"))
-                n += 1
-            if len(chunk) >= GRAM_SCAN_COUNT:
-                add(chunk)
-                chunk = []
+        for hash_key in self.keys.user_vector_hashes(model.version):
+            async for _user, raw in self.writer.redis.hscan_iter(hash_key,
+                                                                 count=GRAM_SCAN_COUNT):
+                if len(raw) == k * 4:
+                    chunk.append(np.frombuffer(raw, dtype="<f4"))
+                    n += 1
+                if len(chunk) >= GRAM_SCAN_COUNT:
+                    add(chunk)
+                    chunk = []
         if chunk:
             add(chunk)
         if n == 0 or not np.isfinite(xtx).all():

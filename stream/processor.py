@@ -104,7 +104,7 @@ class BatchProcessor:
         self.dead_letter = dead_letter
         self.worker_id = worker_id
         self.owned_partitions = owned_partitions
-        self.keys = Keys(settings.redis_namespace)
+        self.keys = Keys.for_settings(settings)
         self.topic = settings.interactions_topic
         self.weights = dict(settings.event_weights)
         self.negative_rating_max = settings.negative_rating_max
@@ -403,9 +403,9 @@ class BatchProcessor:
 
     def _plan_vectors(self, model: ModelVersion, users: Sequence[str], solved: Iterable,
                       plan: WritePlan) -> int:
-        vectors = plan.vectors.setdefault(self.keys.user_vectors(model.version), {})
         for user, vector in zip(users, solved, strict=True):
-            vectors[user] = pack_vector(vector)
+            hash_key = self.keys.user_vector_hash(model.version, user)
+            plan.vectors.setdefault(hash_key, {})[user] = pack_vector(vector)
         return len(users)
 
     def _plan_popularity(self, counted: list[TrendingEvent], plan: WritePlan) -> None:
@@ -464,7 +464,7 @@ class BatchProcessor:
                 late = {u for u, s in candidates.items()
                         if s.has_events_after(latest_ms, offsets, self.topic)}
                 others = [u for u in candidates if u not in late]
-                exists = await self.writer.exists(self.keys.user_vectors(model.version), others)
+                exists = await self.writer.vectors_exist(model.version, others)
                 missing = {u for u, found in zip(others, exists, strict=True) if not found}
                 todo = [(u, s) for u, s in candidates.items() if u in late or u in missing]
                 plan = WritePlan()

@@ -1,4 +1,6 @@
-"""Everything a batch changes in Redis, written in one MULTI/EXEC pipeline.
+"""Everything a batch changes in Redis, written in one MULTI/EXEC pipeline (one node), or in
+one pipeline of single-slot commands and scripts (Redis Cluster, where a transaction cannot
+span slots: each user bucket's seen sets go in one script, each window's popularity in one).
 
 Errors are classified:
 
@@ -13,9 +15,11 @@ Errors are classified:
   dead-letters only the events of the users whose writes Redis refused.
 
 Every effect is idempotent, so a retry after a timeout whose command did execute changes
-nothing: HSET of the same vectors, ZADD GT of the same times, and popularity increments
-guarded by the batch's id (LUA_APPLY skips a batch id it has applied already) and by offset
-watermarks per partition (a replay by another process after a crash counts nothing twice).
+nothing (and in a cluster, a batch written half-way before a crash is simply written again
+when its uncommitted events are replayed): HSET of the same vectors, ZADD GT of the same
+times, and popularity increments guarded by the batch's id (LUA_APPLY skips a batch id it
+has applied already) and by offset watermarks per partition (a replay by another process
+after a crash counts nothing twice).
 """
 
 from __future__ import annotations
@@ -228,20 +232,34 @@ class RedisWriter:
 
         return await self._retrying("exists", once)
 
+    async def vectors_exist(self, version: str, users: list[str]) -> list[bool]:
+        """Whether each user has a vector under `version` (in its hash or bucket), in one
+        pipeline (retried like writes)."""
+        if not users:
+            return []
+
+        async def once() -> list[bool]:
+            pipe = self.redis.pipeline(transaction=False)
+            for user in users:
+                pipe.hexists(self.keys.user_vector_hash(version, user), user)
+            return [bool(n) for n in await pipe.execute()]
+
+        return await self._retrying("exists", once)
+
     async def _write_once(self, plan: WritePlan) -> None:
         # A constant number of commands per batch, however many users: packing commands is
         # a large share of a batch's CPU in the Redis client. EVAL, not EVALSHA: a registered
         # script in a pipeline costs an extra SCRIPT EXISTS round trip per batch, and EVALSHA
         # inside MULTI could fail half a transaction after a Redis restart (NOSCRIPT).
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self.redis.pipeline(transaction=not self.keys.cluster)
         for hash_key, vectors in plan.vectors.items():
             if vectors:
                 pipe.hset(hash_key, mapping=vectors)
         seen = {user: items for user, items in plan.seen.items() if items}
-        if seen:
-            per_key = [[x for item, ms in items.items() for x in (ms, item)]
-                       for items in seen.values()]
-            pipe.eval(LUA_SEEN, len(seen), *[self.keys.seen(user) for user in seen],
+        for users in self.keys.same_slot_groups(list(seen)):
+            per_key = [[x for item, ms in seen[user].items() for x in (ms, item)]
+                       for user in users]
+            pipe.eval(LUA_SEEN, len(users), *[self.keys.seen(user) for user in users],
                       self.seen_max, orjson.dumps(per_key), self.seen_ttl_ms)
         for user, flags in plan.hidden.items():
             # SADD/SREM are idempotent: a replayed batch sets the same flags again.

@@ -13,8 +13,6 @@ import socket
 from dataclasses import dataclass
 
 import faust
-import redis
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from recsys.errors import ModelIntegrityError, ModelNotFound
@@ -22,6 +20,12 @@ from recsys.kafka import ensure_topics
 from recsys.keys import Keys
 from recsys.model_watch import ModelSwitchWatcher
 from recsys.modelstore import load_model
+from recsys.redis_client import (
+    async_redis_client,
+    check_redis_mode,
+    redis_client,
+    subscriber_client,
+)
 from recsys.settings import Settings
 from stream import telemetry
 from stream.agents import register_agents
@@ -64,9 +68,9 @@ def build(settings: Settings) -> StreamWorker:
     changelog = ChangelogWriter(settings.kafka_config(), table.changelog_topic.get_topic_name(),
                                 table.value_for_changelog_key)
     table.changelog_writer = changelog
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10,
-                                     socket_connect_timeout=5, health_check_interval=30)
-    keys = Keys(settings.redis_namespace)
+    client = async_redis_client(settings, socket_timeout=10, socket_connect_timeout=5,
+                                health_check_interval=30)
+    keys = Keys.for_settings(settings)
     writer = RedisWriter(client, keys, seen_max=settings.stream_history_max_items,
                          backoff_max_s=settings.stream_redis_backoff_max_s,
                          max_attempts=settings.stream_redis_max_attempts,
@@ -85,8 +89,11 @@ def build(settings: Settings) -> StreamWorker:
 
     processor = BatchProcessor(settings, table, writer, holder, dead_letter, name,
                                owned_partitions=owned_partitions, heartbeat=heartbeat)
+    # A cluster client has no pub/sub: the switch channel is read through one node.
+    listener = ((lambda: subscriber_client(settings, socket_connect_timeout=2))
+                if settings.redis_cluster else None)
     watcher = model_watcher(client, keys, holder, processor.switch_to,
-                            settings.stream_model_poll_s)
+                            settings.stream_model_poll_s, listener=listener)
     register_agents(app, source, processor, settings)
     app.task(watcher.run)
 
@@ -130,9 +137,14 @@ def build(settings: Settings) -> StreamWorker:
 def preload_model(worker: StreamWorker) -> None:
     """Load the version in service before consuming, so a restart does not count its first
     events as "no model". The watcher takes over from there."""
-    client = redis.Redis.from_url(worker.settings.redis_url, socket_timeout=10)
     try:
-        model = load_model(client, Keys(worker.settings.redis_namespace))
+        client = redis_client(worker.settings, socket_timeout=10)
+    except RedisError as exc:  # a cluster client reads the slot map at once
+        log.warning("cannot reach Redis to preload the model (%r); the watcher will retry", exc)
+        return
+    try:
+        check_redis_mode(client, worker.settings)  # a ConfigError stops the worker here
+        model = load_model(client, Keys.for_settings(worker.settings))
     except ModelNotFound:
         log.info("no model version published yet: keeping histories, counting no_model")
         return

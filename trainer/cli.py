@@ -84,7 +84,7 @@ def _train(args: argparse.Namespace) -> int:
                             **source_options(args))
     redis = trainer_redis(settings)
     # Taken before anything touches the history or Redis, held (renewed) until exit.
-    with TrainerLease(redis, Keys(settings.redis_namespace), settings.trainer_lease_ttl_s,
+    with TrainerLease(redis, Keys.for_settings(settings), settings.trainer_lease_ttl_s,
                       settings.trainer_lease_wait_s) as lease:
         metrics = TrainerMetrics()
         store = history_store(settings, metrics)
@@ -137,15 +137,14 @@ def _fmt(value: float | None) -> str:
 
 
 def _model_list(args: argparse.Namespace) -> int:
-    import redis as redis_lib
-
     from recsys.keys import Keys
     from recsys.settings import get_settings
+    from trainer.pipeline import trainer_redis
     from trainer.publish import list_versions
 
     settings = get_settings()
-    client = redis_lib.Redis.from_url(settings.redis_url)
-    rows = list_versions(client, Keys(settings.redis_namespace), settings.model_dir)
+    client = trainer_redis(settings)
+    rows = list_versions(client, Keys.for_settings(settings), settings.model_dir)
     if not rows:
         print(f"no model versions in {settings.model_dir}")
         return 0
@@ -192,14 +191,13 @@ def _model_show(args: argparse.Namespace) -> int:
 
 
 def _model_rollback(args: argparse.Namespace) -> int:
-    import redis as redis_lib
-
     from recsys.keys import Keys
     from recsys.settings import get_settings
+    from trainer.pipeline import trainer_redis
     from trainer.publish import rollback
 
     settings = get_settings()
-    client = redis_lib.Redis.from_url(settings.redis_url)
-    restored, replaced = rollback(client, Keys(settings.redis_namespace))
+    client = trainer_redis(settings)
+    restored, replaced = rollback(client, Keys.for_settings(settings))
     print(f"rolled back: {replaced} -> {restored} (current)")
     return 0

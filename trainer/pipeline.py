@@ -79,6 +79,7 @@ from recsys.sequence_model import UserTower, tower_manifest
 from recsys.sequence_train import neural_params, user_sequences
 from recsys.settings import Settings
 from recsys.split import Holdout, cutoff_for
+from trainer.content import fit_version_content
 from trainer.gate import GateDecision, decide
 from trainer.history import HistoryStore, Snapshot
 from trainer.lease import TrainerLease
@@ -167,12 +168,14 @@ def history_store(settings: Settings, metrics: TrainerMetrics | None = None) -> 
 
 
 def trainer_redis(settings: Settings) -> Any:
-    """The trainer's Redis client: bounded socket and connect timeouts (a setting)."""
-    import redis as redis_lib
+    """The trainer's Redis client: bounded socket and connect timeouts (a setting); one node
+    or cluster as the settings say, checked against the server (ConfigError)."""
+    from recsys.redis_client import check_redis_mode, redis_client
 
-    return redis_lib.Redis.from_url(settings.redis_url,
-                                    socket_timeout=settings.trainer_redis_timeout_s,
-                                    socket_connect_timeout=settings.trainer_redis_timeout_s)
+    client = redis_client(settings, socket_timeout=settings.trainer_redis_timeout_s,
+                          socket_connect_timeout=settings.trainer_redis_timeout_s)
+    check_redis_mode(client, settings)
+    return client
 
 
 class Trainer:
@@ -182,7 +185,7 @@ class Trainer:
                  metrics: TrainerMetrics | None = None, store: HistoryStore | None = None,
                  params: AlsParams | None = None, lease: TrainerLease | None = None) -> None:
         self.settings = settings
-        self.keys = Keys(settings.redis_namespace)
+        self.keys = Keys.for_settings(settings)
         self.redis = redis or trainer_redis(settings)
         # With a lease, activation is fenced by its token (trainer.lease); tests and library
         # callers that run one trainer may go without.
@@ -333,9 +336,16 @@ class Trainer:
         self.metrics.last_fit_seconds.set(fit_seconds)
         manifest.update(status="published", trained_until_ms=final.trained_until,
                         fit_seconds=round(fit_seconds, 3))
+        content = None
+        if s.trainer_content:
+            with self._timed(timings, "content"):
+                content, manifest["content"] = fit_version_content(
+                    s, self.redis, self.keys, events, train, candidate, final.model,
+                    final.matrix, _nonzero_columns(final.matrix))
         with self._timed(timings, "publish"):
             manifest["timings"] = {k_: round(v, 3) for k_, v in timings.items()}
             artifacts = self._artifacts(version, events, final.matrix, final.model, manifest)
+            artifacts.content = content
             ann = self._ann(pool, artifacts)
             # the directory is written beside the Redis keys, and complete before the
             # pointer moves (a published version is always on disk too)

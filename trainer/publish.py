@@ -8,6 +8,8 @@ On disk, one directory per version (written under a temporary name, then renamed
                                           (plain arrays, np.savez: no pickle)
     {model_dir}/{version}/tower.npz       neural versions: the user tower's arrays
                                           (recsys.sequence_model.TOWER_ARRAYS)
+    {model_dir}/{version}/content.npz     versions fitted with item attributes: the content
+                                          model and item embeddings (recsys.content)
     {model_dir}/{version}/manifest.json   the manifest (recsys.modelstore lists its fields)
                                           plus status: "published" | "rejected"
 
@@ -63,6 +65,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.npz"
 TOWER_FILE = "tower.npz"
+CONTENT_FILE = "content.npz"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -97,6 +100,7 @@ class ModelArtifacts:
     item_scores: np.ndarray | None = None  # float64 per item: popularity under the version
     neighbour_rows: np.ndarray | None = None  # item_item: (n_items, N) int32
     neighbour_weights: np.ndarray | None = None  # item_item: (n_items, N) float32
+    content: bytes | None = None  # recsys.content.pack_content of the version's items
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {"item_ids": np.asarray(self.item_ids, dtype=str),
@@ -158,6 +162,8 @@ def save_to_disk(model_dir: Path, artifacts: ModelArtifacts) -> Path:
     np.savez(tmp / MODEL_FILE, **artifacts.arrays())
     if artifacts.tower is not None:
         (tmp / TOWER_FILE).write_bytes(pack_tower(artifacts.tower))
+    if artifacts.content is not None:
+        (tmp / CONTENT_FILE).write_bytes(artifacts.content)
     write_manifest(tmp, artifacts.manifest)
     os.replace(tmp, final)
     return final
@@ -191,6 +197,8 @@ def load_from_disk(model_dir: Path, version: str, items_only: bool = False) -> M
     tower = None
     if (directory / TOWER_FILE).exists():
         tower = unpack_tower((directory / TOWER_FILE).read_bytes())
+    content = (directory / CONTENT_FILE).read_bytes() if (directory / CONTENT_FILE).exists() \
+        else None
     return ModelArtifacts(version=version, item_ids=arrays["item_ids"],
                           item_factors=arrays["item_factors"],
                           user_ids=arrays.get("user_ids", empty),
@@ -198,7 +206,7 @@ def load_from_disk(model_dir: Path, version: str, items_only: bool = False) -> M
                           manifest=read_manifest(model_dir, version), tower=tower,
                           item_scores=arrays.get("item_scores"),
                           neighbour_rows=arrays.get("neighbour_rows"),
-                          neighbour_weights=arrays.get("neighbour_weights"))
+                          neighbour_weights=arrays.get("neighbour_weights"), content=content)
 
 
 def disk_versions(model_dir: Path) -> list[str]:
@@ -244,7 +252,8 @@ def publish(redis: Any, keys: Keys, artifacts: ModelArtifacts,
         user_ids=artifacts.user_ids.tolist() if has_users else None,
         user_factors=artifacts.user_factors if has_users else None, similar=similar,
         popularity=popularity, neighbours=neighbours,
-        tower=pack_tower(artifacts.tower) if artifacts.tower is not None else None, ann=ann)
+        tower=pack_tower(artifacts.tower) if artifacts.tower is not None else None, ann=ann,
+        content=artifacts.content)
     if before_activate is not None:
         before_activate()
     replaced = activate_version(redis, keys, artifacts.version, keep_previous=keep - 1,

@@ -9,13 +9,13 @@ import time
 from typing import Any
 
 import orjson
-import redis as redis_lib
 from fastapi import APIRouter, HTTPException
 from redis.exceptions import RedisError
 
 from recsys.errors import ModelIntegrityError, ModelNotFound
 from recsys.kafka import group_progress
 from recsys.modelstore import rollback_version
+from recsys.redis_client import amget, redis_client
 from serving.deps import AdminAccess, ServicesDep
 from serving.responses import OrjsonResponse
 from serving.schemas import ErrorOut
@@ -44,7 +44,8 @@ async def models(services: ServicesDep) -> Any:
         current = _text(await control.get(keys.current_model))
         previous = [_text(v) for v in await control.lrange(keys.previous_models, 0, -1)]
         versions = [v for v in [current, *previous] if v]
-        manifests = await control.mget([keys.model_manifest(v) for v in versions]) \
+        # Several versions' manifests: several slots in a cluster, hence not one MGET there.
+        manifests = await amget(control, [keys.model_manifest(v) for v in versions]) \
             if versions else []
     except (RedisError, OSError) as exc:
         services.guard.failed("admin_models", exc)
@@ -69,7 +70,7 @@ async def models(services: ServicesDep) -> Any:
              "replica and stream worker switches on the announcement.")
 async def rollback(services: ServicesDep) -> Any:
     def run() -> tuple[str, str | None]:
-        client = redis_lib.Redis.from_url(services.settings.redis_url, socket_timeout=5.0)
+        client = redis_client(services.settings, socket_timeout=5.0)
         try:
             return rollback_version(client, services.keys)
         finally:

@@ -60,3 +60,21 @@ def test_parent_killed_or_interrupted_leaves_no_orphans(sig):
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(p) for p in pids)
+
+
+def test_a_local_redis_cluster_has_three_masters_with_every_slot_and_stops_cleanly():
+    from redis.cluster import RedisCluster
+
+    with LocalStack(with_broker=False, redis_cluster=True) as stack:
+        pids = [p.pid for p in stack.processes]
+        assert len(pids) == 3 and stack.env()["RECSYS_REDIS_CLUSTER"] == "true"
+        client = RedisCluster.from_url(stack.redis_url)
+        try:
+            assert len(client.get_primaries()) == 3
+            info = redis.Redis.from_url(stack.redis_url).cluster("info")
+            assert info["cluster_state"] == "ok" and int(info["cluster_slots_ok"]) == 16384
+            client.set("{a}x", "1")
+            assert client.get("{a}x") == b"1"
+        finally:
+            client.close()
+    assert not any(_alive(pid) for pid in pids)
