@@ -29,16 +29,16 @@ def test_merge_appends_new_items_replaces_merged_ones_and_leaves_the_version_alo
     known = loaded.item_ids[0]
     first = with_fresh_items(loaded, {"new-a": np.ones(k, np.float32),
                                       known: np.zeros(k, np.float32)})
-    assert first.fresh_from == n and first.item_ids[n:] == ["new-a"]
+    assert first.n_model_items == n and first.item_ids[n:] == ["new-a"]
     assert np.array_equal(first.item_factors[:n], loaded.item_factors)  # the version's rows
     assert first.index["new-a"] == n and first.fresh_among([known, "new-a"]) == ["new-a"]
     assert first.norms[n] == pytest.approx(np.sqrt(k)) and len(first.popular_rank) == n + 1
     assert first.model.yty is loaded.model.yty
     second = with_fresh_items(first, {"new-a": np.full(k, 2, np.float32),
                                       "new-b": np.ones(k, np.float32)})
-    assert second.item_ids[n:] == ["new-a", "new-b"] and second.fresh_from == n
+    assert second.item_ids[n:] == ["new-a", "new-b"] and second.n_fresh == 2
     assert np.all(second.item_factors[n] == 2) and first.item_factors[n][0] == 1  # a copy
-    assert loaded.fresh_from is None and len(loaded.item_ids) == n
+    assert loaded.n_fresh == 0 and len(loaded.item_ids) == n
 
 
 @pytest.mark.anyio
