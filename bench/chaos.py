@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -30,6 +31,7 @@ import os
 import select
 import signal
 import socket
+import statistics
 import tempfile
 import threading
 import time
@@ -47,7 +49,7 @@ import redis as redis_lib
 
 from recsys.keys import POPULARITY_WINDOWS, Keys
 from recsys.settings import Settings, get_settings, load_settings
-from shell.harness import RoleProcess
+from shell.harness import RoleProcess, total
 from shell.localstack import LocalStack, ManagedProcess, free_port, start_redis
 
 log = logging.getLogger("bench.chaos")
@@ -188,9 +190,13 @@ class Feeder:
             due = int((time.monotonic() - started) * self.rate)
             while n < min(due, self.limit):
                 user, item = self.event(n)
-                self.producer.produce(self.settings.interactions_topic, key=user.encode(),
-                                      value=event_json(f"c{n}", user, item, self.ts_ms),
-                                      on_delivery=self._ack(n))
+                try:
+                    self.producer.produce(self.settings.interactions_topic, key=user.encode(),
+                                          value=event_json(f"c{n}", user, item, self.ts_ms),
+                                          on_delivery=self._ack(n))
+                except BufferError:  # ahead of the broker: let librdkafka drain, then resend
+                    self.producer.poll(0.05)
+                    continue
                 n += 1
             self.producer.poll(0.01)
         self.producer.flush(60)
@@ -759,6 +765,141 @@ def broker_pause_past_delivery_timeout(lab: Lab) -> tuple[dict[str, Any], bool]:
     return outcome, (r["lost"] <= r["delivery_failures_counted"] and r["refused_503"] > 0)
 
 
+class RandomUsersFeeder(Feeder):
+    """A Feeder whose every event comes from a user id of its own: `limit` distinct random
+    ids (62-bit, in hex), items drawn from a fixed catalogue of `n_items`."""
+
+    def __init__(self, settings: Settings, rate: float, limit: int, n_items: int,
+                 seed: int = 7) -> None:
+        import random
+
+        super().__init__(settings, rate, limit=limit, ts_ms=int(time.time() * 1000))
+        rng = random.Random(seed)
+        self.user_ids = [f"r{n:016x}" for n in rng.sample(range(1 << 62), limit)]
+        self.item_ids = [f"i{rng.randrange(n_items)}" for _ in range(limit)]
+
+    def event(self, n: int) -> tuple[str, str]:
+        return self.user_ids[n], self.item_ids[n]
+
+
+# Memory levels off when its growth over the last third of the run is at most this share of its
+# growth over the whole run (a linear, unbounded growth puts a third there), or within the
+# allocator's and Redis' own noise when the total growth is small.
+LEVEL_OFF_SHARE = 0.10
+LEVEL_OFF_NOISE_BYTES = 8 << 20
+# Fewer than STALL_EVENTS consumed in STALL_S while Kafka holds more: the worker has stalled.
+STALL_S, STALL_EVENTS = 60.0, 1000
+# "As fast as the producer goes": a rate no producer here reaches.
+BACKLOG_RATE = 1_000_000.0
+# The slowest worker the scenario waits for (events/s), whatever rate it produces at.
+SLOWEST_WORKER_RATE = 1000.0
+
+
+def level_off(values: list[float]) -> dict[str, Any]:
+    """Growth of a sampled series over the whole run and over its last third (each end a
+    median of a few samples, so one allocator spike decides nothing)."""
+    if len(values) < 9:
+        return {"samples": len(values), "levels_off": False}
+
+    def at(i: int) -> float:
+        return float(statistics.median(values[max(0, i - 1):i + 2]))
+
+    start, two_thirds, end = at(1), at(2 * len(values) // 3), at(len(values) - 2)
+    total, last = end - start, end - two_thirds
+    return {"total_growth_mb": round(total / (1 << 20), 1),
+            "last_third_growth_mb": round(last / (1 << 20), 1),
+            "peak_mb": round(max(values) / (1 << 20), 1),
+            "levels_off": last <= max(LEVEL_OFF_SHARE * max(total, 0.0), LEVEL_OFF_NOISE_BYTES)}
+
+
+def million_random_users(lab: Lab, users: int = 1_000_000, rate: float = 4000.0,
+                         n_items: int = 1000, maxmemory_mb: int = 48, idle_s: float = 15.0,
+                         sweep_s: float = 5.0) -> tuple[dict[str, Any], bool]:
+    """12. One event from each of 1,000,000 distinct random user ids, with the memory bounds
+    set low: the stream table forgets users idle `idle_s`, Redis has `maxmemory_mb` and
+    volatile-lru (as in compose). Worker RSS and Redis used_memory are sampled throughout."""
+    server = lab.redis_server("--maxmemory", f"{maxmemory_mb}mb",
+                              "--maxmemory-policy", "volatile-lru")
+    url = f"redis://127.0.0.1:{server.port}/0"
+    settings = lab.settings("million-users", redis_url=url)
+    _ensure_topics(settings)
+    client = redis_lib.Redis.from_url(url)
+    keys = Keys(settings.redis_namespace)
+    worker = lab.stream_worker(settings, "w", stream_user_idle_days=idle_s / 86_400,
+                               stream_idle_sweep_s=sweep_s)
+    lab.wait_assigned(worker)
+    proc = psutil.Process(worker.pid)
+    feeder = RandomUsersFeeder(settings, rate=rate, limit=users, n_items=n_items)
+    samples: list[dict[str, float]] = []
+    started = time.monotonic()
+    feeder.start()
+    consumed, moved_from, moved_at, stalled_at = 0.0, 0.0, started, None
+    deadline = started + users / min(rate, SLOWEST_WORKER_RATE) + 120
+    while worker.alive() and time.monotonic() < deadline:
+        with contextlib.suppress(OSError, psutil.Error):
+            metrics = worker.metrics()
+            now_consumed = total(metrics, "recsys_stream_events_total")
+            if now_consumed - moved_from >= STALL_EVENTS:
+                moved_at, moved_from = time.monotonic(), now_consumed
+            consumed = now_consumed
+            samples.append({"t": time.monotonic() - started, "events": consumed,
+                            "rss": proc.memory_info().rss,
+                            "redis": int(client.info("memory")["used_memory"]),
+                            "table_users": total(metrics, "recsys_stream_table_users")})
+        if consumed >= users:
+            break
+        if consumed < len(feeder.acked) and time.monotonic() - moved_at > STALL_S:
+            stalled_at = int(consumed)
+            break
+        time.sleep(2.0)
+    seconds = time.monotonic() - started
+    healthz = None
+    with contextlib.suppress(OSError):
+        healthz = urllib.request.urlopen(  # noqa: S310 - loopback, our own worker
+            f"http://127.0.0.1:{worker.port}/healthz", timeout=2).status
+    feeder.stop()
+    alive = worker.alive()
+    stats = client.info("stats")
+    forgotten = _safe_metric(worker, "recsys_stream_idle_users_forgotten_total")
+    oom = _safe_metric(worker, "recsys_stream_dead_letters_total", reason="redis_oom")
+    # the run's steady part: from the first sample with events to the last
+    busy = [x for x in samples if x["events"] > 0] or samples
+    rss = level_off([x["rss"] for x in busy])
+    used = level_off([x["redis"] for x in busy])
+    rates = [(b["events"] - a["events"]) / (b["t"] - a["t"])
+             for a, b in zip(busy, busy[1:], strict=False) if b["t"] > a["t"]]
+    peak_rate = max(rates, default=0.0)
+    table_peak = max((x["table_users"] for x in busy), default=0.0)
+    # the table holds the users of the last idle window plus one sweep interval
+    table_bound = peak_rate * (idle_s + sweep_s + 5.0)  # + the gauge's own interval
+    first_users = [feeder.user_ids[n] for n in range(0, 1000)]
+    last_users = [feeder.user_ids[n] for n in range(users - 1000, users)]
+    with client.pipeline(transaction=False) as pipe:
+        for user in first_users + last_users:
+            pipe.exists(keys.seen(user))
+        present = pipe.execute()
+    trending = client.zcard(keys.popularity(COUNT_WINDOW))
+    outcome = {"users": users, "events_acked_by_kafka": len(feeder.acked),
+               "events_consumed": int(consumed), "seconds": round(seconds, 1),
+               "stalled_at_events": stalled_at, "healthz_status_at_end": healthz,
+               "events_per_s_peak": round(peak_rate), "worker_alive": alive,
+               "worker_rss": rss, "redis_used_memory": used,
+               "redis_maxmemory_mb": maxmemory_mb,
+               "redis_evicted_keys": int(stats.get("evicted_keys", 0)),
+               "seen_sets_left_of_first_1000_users": sum(present[:1000]),
+               "seen_sets_left_of_last_1000_users": sum(present[1000:]),
+               "trending_items": trending, "dead_letters_redis_oom": oom,
+               "table_users_peak": int(table_peak), "table_users_bound": int(table_bound),
+               "idle_users_forgotten": forgotten,
+               "series": [{k: round(v, 1) if k == "t" else int(v) for k, v in x.items()}
+                          for x in busy[::max(1, len(busy) // 40)]]}
+    passed = (alive and consumed >= users and rss["levels_off"] and used["levels_off"]
+              and used["peak_mb"] <= maxmemory_mb * 1.05 and outcome["redis_evicted_keys"] > 0
+              and not oom and 0 < trending <= n_items
+              and table_peak <= table_bound and (forgotten or 0) > 0)
+    return outcome, passed
+
+
 SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "broker_pause_ingest": (
         "broker SIGSTOP 5 s while 4 writers POST 20,000 events to /v1/events and a reader GETs "
@@ -805,6 +946,17 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
         "40,000 POSTed events; pass: events answered 202 and lost are no more than "
         "recsys_api_events_delivery_failed_total counts, and POSTs during the stall get 503",
         broker_pause_past_delivery_timeout),
+    "million_random_users": (
+        "one view from each of 1,000,000 distinct random user ids, produced as fast as the "
+        "producer goes (a backlog the worker works through), with the stream table forgetting "
+        "users idle 15 s (swept every 5 s) and Redis at maxmemory 48 MB, volatile-lru; pass: "
+        "all consumed, worker RSS and Redis used_memory level off (growth over the last third "
+        "<= 10 % of the run's, or 8 MB), Redis evicts seen sets (TTL keys) and refuses nothing "
+        "(no redis_oom), the table stays within the users of one idle window and sweep",
+        functools.partial(million_random_users, rate=BACKLOG_RATE)),
+    "million_random_users_live": (
+        "the same at 4,000 events/s while the worker consumes (it falls behind on 2 shared "
+        "cores): the same pass conditions", million_random_users),
 }
 
 

@@ -660,6 +660,115 @@ def large_catalog(client: Any, keys: Any, env: dict[str, str], quick: bool) -> d
     return out
 
 
+# The filtered phase's catalogue and filters (recsys.item_filter): selective ones, a few
+# thousand items down to a few hundred, cycled over requests like a shop's pages would.
+FILTERS = ["category=c7", "category_path=d1/c11&price_max=500",
+           "brand=b3&brand=b4&attr=colour:red", "tag=sale&price_min=100"]
+
+
+def _write_catalogue(client: Any, keys: Any, n_items: int) -> None:
+    from recsys.catalog_codec import write_items
+    from recsys.item_attributes import ItemAttributes
+
+    colours = ("red", "blue", "green")
+    items = [ItemAttributes(f"i{n}", category_paths=((f"d{n % 5}", f"c{n % 50}",
+                                                      f"s{n % 500}"),),
+                            brand=f"b{n % 20}", price=float(n % 1000),
+                            tags=("sale",) if n % 7 == 0 else (),
+                            attributes={"colour": colours[n % 3]}) for n in range(n_items)]
+    write_items(client, keys, items, 5000)
+
+
+def _clear_catalogue(client: Any, keys: Any, n_items: int) -> None:
+    pipe = client.pipeline(transaction=False)
+    for n in range(n_items):
+        pipe.delete(keys.item(f"i{n}"))
+    pipe.delete(keys.catalog_category, keys.catalog_facets, keys.catalog_unavailable)
+    pipe.incr(keys.catalog_generation)
+    pipe.execute()
+
+
+FILTERED_CPU_ROUNDS = 4
+
+
+def _filtered_cpu(env: dict[str, str], plain: list[str], with_filters: list[str]
+                  ) -> dict[str, float]:
+    """CPU ms per personalised request through the whole ASGI app, in this process, one at a
+    time, plain and filtered in alternating rounds (same caches, same drift): process CPU
+    time moves much less with the machine's load than latencies do."""
+    from recsys.settings import load_settings
+    from serving.main import create_app
+
+    settings = load_settings(redis_url=env["REDIS_URL"], redis_namespace=NAMESPACE,
+                             kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
+
+    def split(path: str) -> tuple[str, bytes]:
+        route, _, query = path.partition("?")
+        return route, query.encode()
+
+    async def measure() -> dict[str, float]:
+        app = create_app(settings)
+        spent = {"plain": 0.0, "filtered": 0.0}
+        counts = {"plain": 0, "filtered": 0}
+        async with app.router.lifespan_context(app):
+            for path in plain[:100] + with_filters[:100]:  # warm-up: memoised rows, caches
+                await _asgi_get(app, *split(path))
+            for _ in range(FILTERED_CPU_ROUNDS):
+                for name, paths in (("plain", plain), ("filtered", with_filters)):
+                    start = time.process_time()
+                    for path in paths:
+                        await _asgi_get(app, *split(path))
+                    spent[name] += time.process_time() - start
+                    counts[name] += len(paths)
+        out = {f"cpu_ms_{name}": spent[name] * 1000 / counts[name] for name in spent}
+        out["cpu_ratio"] = out["cpu_ms_filtered"] / out["cpu_ms_plain"]
+        return out
+
+    return asyncio.run(measure())
+
+
+def filtered(client: Any, keys: Any, env: dict[str, str], users: list[str], logs: Path,
+             quick: bool) -> dict[str, Any]:
+    """Personalised requests with filters against the same requests without, in one API
+    process with a catalogue of every item (category paths, brand, price, tags, an
+    attribute), alternating phases at the fixed rate: the same-run cost of filtering."""
+    from shell.localstack import free_port
+
+    duration = 5.0 if quick else 20.0
+    _write_catalogue(client, keys, N_ITEMS)
+    rnd = random.Random(11)
+    chosen = [rnd.choice(users) for _ in range(5000)]
+    plain = [f"/v1/users/{u}/recommendations?k={K}" for u in chosen]
+    with_filters = [f"{path}&{FILTERS[n % len(FILTERS)]}" for n, path in enumerate(plain)]
+    personalised = b'"source":"personalized"'
+    out: dict[str, Any] = {"filters": FILTERS}
+    api = _Api(env, free_port(), Path(logs))
+    try:
+        api.wait_ready("v50k")
+        phases = [{"name": "warmup", "kind": "fixed", "paths": plain[::-1] + with_filters,
+                   "rate": RATE, "duration": 2.0}]
+        for round_ in range(2):  # alternating, so drift on a shared machine hits both
+            for name, paths in (("plain", plain), ("filtered", with_filters)):
+                phases.append({"name": f"{name}{round_}", "kind": "fixed", "paths": paths,
+                               "rate": RATE, "duration": duration / 2,
+                               "expect": personalised})
+        load = _run_load({"host": "127.0.0.1", "port": api.port, "phases": phases})
+        api.stop()
+        n = 200 if quick else 500
+        out.update(_filtered_cpu(env, plain[:n], with_filters[:n]))
+    finally:
+        api.stop()
+        _clear_catalogue(client, keys, N_ITEMS)
+    failures = 0
+    for name in ("plain", "filtered"):
+        latencies = load[f"{name}0"]["latencies"] + load[f"{name}1"]["latencies"]
+        failures += load[f"{name}0"]["failures"] + load[f"{name}1"]["failures"]
+        out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = _percentiles(latencies)
+    out["failed_or_not_personalised"] = failures
+    out["p99_ratio"] = out["filtered_p99_ms"] / out["plain_p99_ms"]
+    return out
+
+
 def run(quick: bool = False, profile: str | None = None) -> dict[str, Any]:
     import redis
 
@@ -744,6 +853,7 @@ def run(quick: bool = False, profile: str | None = None) -> dict[str, Any]:
             result["failed_or_not_personalised"] = two["failures"]
         finally:
             api.stop()
+        result["filtered"] = filtered(client, keys, env, users, Path(logs), quick)
         result["redis_get_p50_ms"], result["redis_get_p99_ms"] = _redis_get_baseline(
             client, keys, "v50k", users, 1000 if quick else 5000)
         result["scoring_p50_ms"], result["scoring_p99_ms"] = _scoring_baseline(
@@ -818,6 +928,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the hybrid (content) path against the plain one")
     parser.add_argument("--large-only", action="store_true",
                         help="only the million-item phase (approximate search)")
+    parser.add_argument("--filtered-only", action="store_true",
+                        help="only the personalised route with and without filters")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.impressions:
@@ -844,6 +956,11 @@ def main(argv: list[str] | None = None) -> int:
             client.close()
         print(json.dumps({"large_catalog": large}, indent=2))
         _print_large(large)
+        return 0
+    if args.filtered_only:
+        result = run_filtered(quick=args.quick)
+        print(json.dumps(result, indent=2))
+        _print_filtered(result)
         return 0
     result = run(quick=args.quick, profile=args.profile)
     print(json.dumps(result, indent=2))
@@ -887,10 +1004,40 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['inprocess_cpu_ms_asgi_healthz']:.2f} ms")
     print(f"API RSS: {result['rss_mb_50k']:.0f} MB with {N_ITEMS:,} items, "
           f"{result['rss_mb_500k']:.0f} MB with {N_ITEMS_LARGE:,} items")
+    _print_filtered(result["filtered"])
     _print_impressions(result)
     _print_large(result["large_catalog"])
     _print_hybrid(result["hybrid"])
     return 0
+
+
+def run_filtered(quick: bool = False) -> dict[str, Any]:
+    import redis
+
+    from recsys.keys import Keys
+    from shell.localstack import LocalStack
+
+    keys = Keys(NAMESPACE)
+    with LocalStack() as stack, tempfile.TemporaryDirectory(prefix="serving-bench-") as logs:
+        env = {**stack.env(), "RECSYS_REDIS_NAMESPACE": NAMESPACE, "RECSYS_LOG_LEVEL": "WARNING"}
+        client = redis.Redis.from_url(stack.redis_url)
+        users = _publish(client, keys, "v50k", N_ITEMS, 5_000 if quick else 20_000, seed=0)
+        _seed_history(client, keys, users, N_ITEMS)
+        result = filtered(client, keys, env, users, Path(logs), quick)
+        client.close()
+    result["load_avg_1m_after"] = os.getloadavg()[0]
+    return result
+
+
+def _print_filtered(result: dict[str, Any]) -> None:
+    print(f"filtered: personalised k={K} over {N_ITEMS:,} items at {RATE:.0f} req/s with a "
+          f"catalogue, same run: plain p50 {result['plain_p50_ms']:.2f} ms, p99 "
+          f"{result['plain_p99_ms']:.2f} ms; with filters p50 {result['filtered_p50_ms']:.2f} "
+          f"ms, p99 {result['filtered_p99_ms']:.2f} ms (x{result['p99_ratio']:.2f}); "
+          f"{result['failed_or_not_personalised']} failed or not personalised")
+    print(f"  in-process CPU per request (whole ASGI app, alternating rounds): plain "
+          f"{result['cpu_ms_plain']:.2f} ms, filtered {result['cpu_ms_filtered']:.2f} ms -> "
+          f"x{result['cpu_ratio']:.2f}")
 
 
 def _print_hybrid(hybrid: dict[str, Any]) -> None:

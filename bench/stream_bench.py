@@ -31,6 +31,18 @@ users, the expensive case).
   vs `raw_vector_bytes` (k * 4); `seen_bytes_per_user` likewise for the seen sets.
 * `worker_rss_mb_per_100k_users`: growth of the worker's resident memory from warmed-up to
   holding every benchmark user in its history table, scaled to 100,000 users.
+* `scaling` (also `python -m bench.stream_bench --scaling`): 1, 2 and 4 workers in one
+  consumer group on one 4-partition topic (a fresh topic and group per worker count). Warmed
+  up until every worker has consumed, frozen, a backlog produced, resumed together and timed
+  until the group has consumed it all. This machine has fewer cores than 4 workers (and
+  shares them), so wall-clock rates say little: `events_per_cpu_s` is the backlog over the
+  CPU seconds all the workers spent on it, i.e. per-worker events per CPU-second, and
+  `per_worker_vs_one` compares it with one worker's (target >= 0.9 for 2 workers: adding a
+  worker costs no per-event work). `events_per_s` (wall, all workers) is reported beside it.
+  `events_per_busy_cpu_s` / `busy_per_worker_vs_one` take out each worker's idle CPU rate
+  (measured for 10 s while caught up, just before) times the backlog's wall time: on a loaded
+  machine the wall time stretches and the idle share with it, which is not a cost of the
+  events. `mean_batch_events`: events per fold-in batch during the backlog.
 """
 
 from __future__ import annotations
@@ -275,9 +287,12 @@ def _faust_noop_rate(settings: Settings, expected: int, timeout: float = 180.0,
 class Worker(RoleProcess):
     """The benchmarked `recsys stream` process."""
 
-    def __init__(self, settings: Settings, logdir: Path, item_foldin: bool = True) -> None:
+    def __init__(self, settings: Settings, logdir: Path, name: str = "worker",
+                 item_foldin: bool = True) -> None:
         port = free_port()
         env = {**os.environ,
+               # each worker its own Faust folder (tables), as on separate machines
+               "RECSYS_DATA_DIR": str(logdir / f"{name}-data"),
                "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
                "REDIS_URL": settings.redis_url,
                "RECSYS_REDIS_NAMESPACE": settings.redis_namespace,
@@ -290,7 +305,7 @@ class Worker(RoleProcess):
                "RECSYS_STREAM_SESSION_TIMEOUT_MS": "60000",
                "RECSYS_STREAM_ITEM_FOLDIN": "true" if item_foldin else "false",
                "RECSYS_LOG_LEVEL": "WARNING"}
-        super().__init__("worker", ["stream"], env, logdir, port=port, cwd=REPO)
+        super().__init__(name, ["stream"], env, logdir, port=port, cwd=REPO)
         self.ps = psutil.Process(self.proc.pid)
 
     def samples(self) -> Samples:
@@ -345,6 +360,11 @@ def run(quick: bool = False, profile: Path | None = None, model_kind: str = "als
         results["neural_events_per_s_vs_als"] = neural["events_per_s"] / results["events_per_s"]
         results["neural_events_per_cpu_s_vs_als"] = (neural["events_per_cpu_s"]
                                                      / results["events_per_cpu_s"])
+    try:
+        results["scaling"] = run_scaling(quick)
+    except Exception as exc:  # noqa: BLE001 - the single-worker figures still count
+        log.error("scaling phase failed: %s", exc)
+        results["scaling"] = {"error": f"{type(exc).__name__}: {exc}"}
     if item_foldin == "both":
         known = N_ITEMS - NEW_ITEMS
         off = run_one(quick, None, "als", item_foldin=False, known_items=known)
@@ -378,7 +398,7 @@ def run_one(quick: bool, profile: Path | None, model_kind: str, item_foldin: boo
         _publish_model(client, keys, rng, model_kind, known_items)
         maker = EventMaker(seed=1)
 
-        worker = Worker(settings, Path(tmp), item_foldin)
+        worker = Worker(settings, Path(tmp), item_foldin=item_foldin)
         try:
             # Warm up: a few hundred events through the whole path.
             warm = maker.batch(rng.integers(10_000_000, 10_001_000, size=500))
@@ -492,6 +512,98 @@ def run_one(quick: bool, profile: Path | None, model_kind: str, item_foldin: boo
     return results
 
 
+def run_scaling(quick: bool = False, workers: tuple[int, ...] = (1, 2, 4)) -> dict[str, Any]:
+    """Per-worker throughput of 1, 2 and 4 workers on one topic (module docstring)."""
+    n_events = 20_000 if quick else 100_000
+    n_users = n_events // 2
+    rng = np.random.default_rng(7)
+    out: dict[str, Any] = {"events": n_events, "partitions": 4, "cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory(prefix="stream-scaling-") as tmp, LocalStack() as stack:
+        base = load_settings(
+            kafka_bootstrap_servers=stack.bootstrap_servers, redis_url=stack.redis_url,
+            redis_namespace="bench", topic_partitions=4)
+        client = redis.Redis.from_url(stack.redis_url)
+        _publish_model(client, Keys(base.redis_namespace), rng)
+        maker = EventMaker(seed=3)
+        for n in workers:
+            settings = base.model_copy(update={
+                "interactions_topic": f"bench.scale{n}", "dead_letter_topic": f"bench.dlq{n}",
+                "stream_app_id": f"bench-scale{n}"})
+            ensure_topics(settings)
+            out[f"workers_{n}"] = _scaling_run(settings, maker, rng, n, n_users, n_events,
+                                               Path(tmp) / f"w{n}")
+        client.close()
+    first = out[f"workers_{workers[0]}"]
+    for n in workers:
+        row = out[f"workers_{n}"]
+        row["per_worker_vs_one"] = round(row["events_per_cpu_s"] / first["events_per_cpu_s"], 3)
+        row["busy_per_worker_vs_one"] = round(row["events_per_busy_cpu_s"]
+                                              / first["events_per_busy_cpu_s"], 3)
+    return out
+
+
+def _scaling_run(settings: Settings, maker: EventMaker, rng: np.random.Generator, n: int,
+                 n_users: int, n_events: int, logdir: Path) -> dict[str, Any]:
+    logdir.mkdir(parents=True)
+    group = [Worker(settings, logdir, name=f"worker{i}") for i in range(n)]
+    try:
+        def consumed() -> float:
+            return sum(w.consumed() for w in group)
+
+        # Warm-up until every worker has consumed some: the group has settled on all of them
+        sent = 0
+        deadline = time.monotonic() + 240
+        while True:
+            warm = maker.batch(rng.integers(10_000_000, 10_100_000, size=400))
+            _produce_all(settings, settings.interactions_topic, warm)
+            sent += len(warm)
+            group[0].wait(lambda s=sent: consumed() >= s, 180, "warm-up")
+            if all(w.consumed() > 0 for w in group):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{n} workers: not every worker was assigned a partition")
+            time.sleep(2.0)
+        # Idle cost: CPU a caught-up worker spends per wall second (polls, timers,
+        # heartbeats). On a loaded machine the backlog's wall time stretches, and so does
+        # this share of the CPU seconds, whatever the events cost.
+        idle_cpu = [sum(w.ps.cpu_times()[:2]) for w in group]
+        idle_t0 = time.perf_counter()
+        time.sleep(10.0)
+        idle_rate = [(sum(w.ps.cpu_times()[:2]) - c) / (time.perf_counter() - idle_t0)
+                     for w, c in zip(group, idle_cpu, strict=True)]
+        batches = [(w.total("recsys_stream_batch_events_count"),
+                    w.total("recsys_stream_batch_events_sum")) for w in group]
+        before = consumed()
+        for w in group:
+            w.proc.send_signal(signal.SIGSTOP)
+        users = rng.integers(0, n_users, size=n_events)
+        backlog = maker.batch(users, timestamp_ms=int(time.time() * 1000) - 60_000)
+        _produce_all(settings, settings.interactions_topic, backlog)
+        cpu_before = [sum(w.ps.cpu_times()[:2]) for w in group]
+        started = time.perf_counter()
+        for w in group:
+            w.proc.send_signal(signal.SIGCONT)
+        group[0].wait(lambda: consumed() >= before + len(backlog), 900, "backlog",
+                      interval=0.5)
+        elapsed = time.perf_counter() - started
+        cpu = [sum(w.ps.cpu_times()[:2]) - c for w, c in zip(group, cpu_before, strict=True)]
+        busy = sum(max(c - r * elapsed, 1e-9) for c, r in zip(cpu, idle_rate, strict=True))
+        count = sum(w.total("recsys_stream_batch_events_count") for w in group) - sum(
+            b[0] for b in batches)
+        summed = sum(w.total("recsys_stream_batch_events_sum") for w in group) - sum(
+            b[1] for b in batches)
+        return {"workers": n, "events_per_s": round(len(backlog) / elapsed, 1),
+                "events_per_cpu_s": round(len(backlog) / sum(cpu), 1),
+                "events_per_busy_cpu_s": round(len(backlog) / busy, 1),
+                "idle_cpu_percent": [round(100 * r, 1) for r in idle_rate],
+                "mean_batch_events": round(summed / count, 1) if count else None,
+                "cpu_s": [round(c, 2) for c in cpu], "wall_s": round(elapsed, 2),
+                "load_average_1m": os.getloadavg()[0]}
+    finally:
+        for w in group:
+            w.stop(timeout=30)
+
+
 def main(argv: list[str] | None = None) -> int:
     from recsys.blas import set_blas_threads
     from recsys.settings import get_settings
@@ -509,12 +621,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="the worker's item fold-in (stream_item_foldin); both: two ALS "
                         f"runs with {NEW_ITEMS:,} of the {N_ITEMS:,} items new to the version, "
                         "off then on, and their throughput ratio")
+    parser.add_argument("--scaling", action="store_true",
+                        help="only the 1/2/4-worker scaling phase")
     parser.add_argument("--faust-noop", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.faust_noop:
         _faust_noop(args.faust_noop)
         return 0
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.scaling:
+        print(json.dumps(run_scaling(quick=args.quick), indent=2, default=float))
+        return 0
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     results = run(quick=args.quick, profile=args.profile, model_kind=args.model_kind,

@@ -29,9 +29,25 @@ The first run (`first_run_s`) is the one that searches: every candidate tuned wi
 winner and its holdout NDCG@10; `als_settings_ndcg@10` is today's ALS (the settings' point,
 a pinned run with no search) on the same holdout.
 
+The neural user tower (`neural_fit_s`, ML-100K only, needs the `neural` extra): one training
+on the whole ML-100K history with the settings' neural parameters and torch threads (all
+cores by default), as `recsys.sequence_train.fit_neural_on` runs it in the trainer; wall and
+process CPU seconds, epochs run of the settings' maximum (the time budget may stop it
+first). Target: under 5 minutes on 2 cores.
+
 ratio = fit_s / implicit_fit_s (target < 1.3 before candidate selection); cpu_ratio is the
 same with process CPU seconds (all threads: what the run costs, less sensitive to other load
 on a shared machine).
+Spark backend (`spark`, also `python -m bench.trainer_bench --spark`): on the same datasets,
+the trainer's own time split (the holdout of a run), the ALS candidate at the settings' point
+fitted on the training part by implicit and by Spark MLlib (`trainer_backend=spark`, local
+mode on `spark_master`), both scored on the holdout as the trainer scores them (users folded
+in against the item factors). `ndcg_ratio` = Spark's NDCG@10 / implicit's, `fit_ratio` =
+Spark's fit seconds / implicit's (each fit's own wall time: data into Spark and factors back
+included, the JVM start not: it is `session_start_s`, paid once per trainer process). The
+top-level `spark.ndcg_ratio` / `spark.fit_ratio` are ML-100K's (the synthetic stream's when
+ML-100K is absent).
+
 Each figure is the best of its repeats (8 for ML-100K, 2 for 1M events, fewer with --quick).
 Per-stage wall and CPU seconds of the best timed run are printed below the table; "other" is
 the rest of fit_s (opening the history, the manifest, logging). Stages are those of the run's
@@ -161,6 +177,85 @@ def bench_dataset(name: str, frame: pd.DataFrame, redis_url: str, repeats: int =
     }
 
 
+def bench_spark(frame: pd.DataFrame, settings: Any) -> dict[str, Any]:
+    """implicit vs Spark MLlib on one dataset: the ALS candidate at the settings' point, on
+    the trainer's own split (module docstring)."""
+    from recsys.matrix import index_events, weight_matrix
+    from recsys.selection import config_from_settings, evaluate, fit_on, holdout_from_weights
+    from recsys.spark_als import spark_options, spark_session
+    from recsys.split import cutoff_for
+
+    s = settings
+    latest = int(frame["timestamp"].max())
+    events = index_events(frame, s.event_weights, s.trainer_time_decay_days, latest,
+                          s.negative_rating_max)
+    cutoff = cutoff_for(events.timestamps, s.trainer_holdout_fraction)
+    train = events.timestamps < cutoff
+    w_train = weight_matrix(events, train)
+    test = ~train & (events.weights >= 0)
+    holdout = holdout_from_weights(w_train, events.rows[test], events.cols[test], cutoff,
+                                   s.trainer_eval_max_users, s.random_seed)
+    point = {"factors": s.als_factors, "regularization": s.als_regularization,
+             "alpha": s.alpha, "iterations": s.als_iterations}
+    started = time.perf_counter()
+    spark_session(spark_options(s.model_copy(update={"trainer_backend": "spark"})))
+    session_s = time.perf_counter() - started
+    out: dict[str, Any] = {"events": len(frame), "nonzeros": int(w_train.nnz),
+                           "session_start_s": round(session_s, 2)}
+    for backend in ("implicit", "spark"):
+        config = config_from_settings(s.model_copy(update={"trainer_backend": backend}))
+        model = fit_on("als", w_train, point, config)
+        out[backend] = {"fit_s": round(model.seconds, 3),
+                        "ndcg@10": round(evaluate(model, holdout, 10)["ndcg@10"], 4)}
+    out["ndcg_ratio"] = round(out["spark"]["ndcg@10"] / out["implicit"]["ndcg@10"], 3)
+    out["fit_ratio"] = round(out["spark"]["fit_s"] / out["implicit"]["fit_s"], 2)
+    log.warning("implicit vs Spark, %d events: %s", len(frame), out)  # long runs: as they come
+    return out
+
+
+def run_spark(quick: bool = False) -> dict[str, Any]:
+    """The Spark comparison alone, per dataset (see bench_spark)."""
+    from recsys.settings import load_settings
+    from recsys.sources import synthetic
+    from recsys.sources.movielens import load_movielens
+
+    settings = load_settings(trainer_backend="implicit")
+    results: dict[str, Any] = {}
+    if ML100K.exists():
+        results["ml100k"] = bench_spark(load_movielens(ML100K), settings)
+    n = SYNTHETIC_EVENTS_QUICK if quick else SYNTHETIC_EVENTS
+    key = f"synthetic_{n // 1000}k" if n < 1_000_000 else f"synthetic_{n // 1_000_000}m"
+    results[key] = bench_spark(synthetic.generate(n, seed=42, days=60), settings)
+    main = results.get("ml100k", results[key])
+    return {"ndcg_ratio": main["ndcg_ratio"], "fit_ratio": main["fit_ratio"], **results}
+
+
+def bench_neural(frame: pd.DataFrame) -> dict[str, Any]:
+    """Seconds to train the neural tower on a whole history (the settings' parameters);
+    empty when the `neural` extra is not installed."""
+    import numpy as np
+
+    from recsys.matrix import index_events
+    from recsys.sequence_train import NeuralUnavailable, fit_neural_on, import_torch, neural_params
+    from recsys.settings import get_settings
+
+    try:
+        import_torch()
+    except NeuralUnavailable as exc:
+        log.warning("neural training not measured: %s", exc)
+        return {}
+    settings = get_settings()
+    events = index_events(frame, settings.event_weights,
+                          negative_rating_max=settings.negative_rating_max)
+    params = neural_params(settings)
+    cpu = time.process_time()
+    model, _ = fit_neural_on(events, np.ones(len(events), dtype=bool), params)
+    return {"neural_fit_s": round(model.seconds, 2),
+            "neural_fit_cpu_s": round(time.process_time() - cpu, 2),
+            "neural_epochs": model.epochs_run, "neural_max_epochs": params.epochs,
+            "neural_time_budget_s": params.time_budget_s}
+
+
 def _with_other(stages: dict[str, float], total: float) -> dict[str, float]:
     out = {k: round(v, 3) for k, v in stages.items()}
     out["other"] = round(max(total - sum(stages.values()), 0.0), 3)
@@ -178,19 +273,28 @@ def run(quick: bool = False) -> dict[str, Any]:
     with LocalStack(with_broker=False) as stack:
         if ML100K.exists():
             # a sub-second fit varies run to run here (docs/benchmarks.md): more repeats, cheap
-            results["ml100k"] = bench_dataset("ml100k", load_movielens(ML100K), stack.redis_url,
+            ml100k = load_movielens(ML100K)
+            results["ml100k"] = bench_dataset("ml100k", ml100k, stack.redis_url,
                                               repeats=3 if quick else 8)
+            neural = bench_neural(ml100k)
         n = SYNTHETIC_EVENTS_QUICK if quick else SYNTHETIC_EVENTS
         frame = synthetic.generate(n, seed=42, days=60)
         key = f"synthetic_{n // 1000}k" if n < 1_000_000 else f"synthetic_{n // 1_000_000}m"
         results[key] = bench_dataset(key, frame, stack.redis_url, repeats=1 if quick else 2)
     main = results[key]
+    try:
+        spark = run_spark(quick)
+    except Exception as exc:  # noqa: BLE001 - no Java here: the other figures still count
+        log.error("Spark comparison failed: %s", exc)
+        spark = {"error": f"{type(exc).__name__}: {exc}"}
     return {"fit_s": main["fit_s"], "implicit_fit_s": main["implicit_fit_s"],
-            "ratio": main["ratio"], **results}
+            "ratio": main["ratio"], **(neural if ML100K.exists() else {}), **results,
+            "spark": spark}
 
 
 def table(results: dict[str, Any]) -> str:
-    rows = {name: row for name, row in results.items() if isinstance(row, dict)}
+    rows = {name: row for name, row in results.items()
+            if isinstance(row, dict) and name != "spark"}
     lines = ["| dataset | events | users | items | nonzeros | train --once (s) "
              "| plain implicit fit (s) | ratio | CPU (s) train / plain | cpu ratio "
              "| first run (s) | ndcg@10 ALS / popularity |",
@@ -218,6 +322,30 @@ def table(results: dict[str, Any]) -> str:
         cells = [f"{row['stages_s'].get(s, 0.0):.2f} / {row['stages_cpu_s'].get(s, 0.0):.2f}"
                  for s in stages]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if "neural_fit_s" in results:
+        lines += ["", "Neural user tower on ML-100K (whole history): "
+                  f"{results['neural_fit_s']:.1f} s wall, {results['neural_fit_cpu_s']:.1f} s CPU, "
+                  f"{results['neural_epochs']} of "
+                  f"{results['neural_max_epochs']} epochs (time budget "
+                  f"{results['neural_time_budget_s']:.0f} s); target < 300 s on 2 cores"]
+    if "spark" in results:
+        lines += ["", spark_table(results["spark"])]
+    return "\n".join(lines)
+
+
+def spark_table(spark: dict[str, Any]) -> str:
+    if "error" in spark:
+        return f"Spark comparison: {spark['error']}"
+    lines = ["ALS at the settings' point, implicit vs Spark MLlib (local mode), same split:", "",
+             "| dataset | nonzeros | fit implicit (s) | fit Spark (s) | fit ratio "
+             "| ndcg@10 implicit | ndcg@10 Spark | ndcg ratio | Spark start (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, row in spark.items():
+        if isinstance(row, dict):
+            lines.append(f"| {name} | {row['nonzeros']:,} | {row['implicit']['fit_s']:.2f} "
+                         f"| {row['spark']['fit_s']:.2f} | {row['fit_ratio']:.1f} "
+                         f"| {row['implicit']['ndcg@10']:.4f} | {row['spark']['ndcg@10']:.4f} "
+                         f"| {row['ndcg_ratio']:.3f} | {row['session_start_s']:.1f} |")
     return "\n".join(lines)
 
 
@@ -228,8 +356,13 @@ def main() -> None:
     set_blas_threads(get_settings().blas_threads)  # this process and the roles it starts
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200k synthetic events")
+    parser.add_argument("--spark", action="store_true",
+                        help="only the implicit vs Spark MLlib comparison")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.spark:
+        print(spark_table(run_spark(quick=args.quick)))
+        return
     print(table(run(quick=args.quick)))  # the report is this command's output
 
 

@@ -76,17 +76,11 @@ def _load(args: argparse.Namespace):  # noqa: ANN202 - (frame, settings)
 
 
 def load_item_attributes(spec: str) -> dict:  # {item id: ItemAttributes}
-    """Item attributes by id from an items spec. Only the MovieLens files are read here; the
-    catalogue's item loaders (recsys.sources) take over every format when they land."""
-    from recsys.sources import SourceError
-    from recsys.sources.movielens import load_movielens_items
+    """Item attributes by id from an items spec (recsys.sources.items: movielens:PATH,
+    retailrocket:PATH, csv:PATH, or a bare u.item / movies.dat)."""
+    from recsys.sources.items import load_items
 
-    kind, sep, rest = spec.partition(":")
-    path = Path(rest if sep else spec).expanduser()
-    name = path.name.lower().removesuffix(".gz")
-    if (sep and kind != "movielens") or (not sep and name not in ("u.item", "movies.dat")):
-        raise SourceError(f"--items {spec!r}: expected movielens:PATH (u.item or movies.dat)")
-    return {item.item_id: item for item in load_movielens_items(path)}
+    return {item.item_id: item for item in load_items(spec)}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

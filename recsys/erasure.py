@@ -110,6 +110,7 @@ def remove_item_commands(pipe: Any, keys: Keys, item_id: str, versions: list[str
     """Queue on `pipe` (sync or async) every command that removes an item."""
     pipe.delete(keys.item(item_id))
     pipe.hdel(keys.catalog_category, item_id)
+    pipe.hdel(keys.catalog_facets, item_id)
     pipe.sadd(keys.catalog_unavailable, item_id)
     pipe.sadd(keys.erasure_items, item_id)
     for window in POPULARITY_WINDOWS:

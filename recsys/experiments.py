@@ -7,10 +7,15 @@ their variant across requests and replicas, and two experiments split independen
 A variant serves one of:
 - `model`: the model version in service (the control);
 - `popularity`: the trending/popular list, never the model;
-- `model_version`: a named version, only while it is the one in service (serving keeps one
-  version's factors in memory: a second one in parallel is not supported yet);
-- `hybrid_weight`, `model_kind`: accepted by the schema for the selection and hybrid issues,
-  refused until serving can serve them (a config must never say what is not served).
+- `model_version`: a named version staged in Redis (serving holds its factors beside the
+  served version's and folds each user's recent items in against them per request);
+- `model_kind`: the newest retained version (current or rollback list) whose winner kind is
+  the value, resolved once when the experiment is saved (`Variant.version`);
+- `hybrid_weight`: the served version's hybrid score with blend weight w = value instead of
+  the version's trained weight (only for a served version with a content model).
+
+The versions an experiment names (`pinned_versions`) are kept by the trainer's garbage
+collection until the experiment is deleted.
 """
 
 from __future__ import annotations
@@ -18,9 +23,17 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from typing import Annotated, Literal
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from recsys.errors import RecsysError
 
@@ -28,7 +41,7 @@ NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 SHARE_TOLERANCE = 1e-6
 VariantKind = Literal["model", "popularity", "model_version", "model_kind", "hybrid_weight"]
-SERVED_KINDS = frozenset({"model", "popularity", "model_version"})
+VERSION_KINDS = frozenset({"model_version", "model_kind"})
 # Fewest impressions per variant before a report draws a conclusion.
 MIN_IMPRESSIONS = 100
 Z_95 = 1.959963984540054
@@ -47,18 +60,46 @@ class Variant(BaseModel):
                          description="Share of traffic, (0, 1]; all shares sum to 1.")
     value: str | float | None = Field(
         default=None, description="The model version (model_version), kind (model_kind) or "
-        "weight (hybrid_weight); none for model and popularity.")
+        "weight in [0, 1] (hybrid_weight); none for model and popularity.")
+    version: str | None = Field(
+        default=None, description="The model version this variant serves (model_version: "
+        "the value; model_kind: resolved when the experiment is saved). Set by the server.")
 
     @model_validator(mode="after")
     def _value_fits_kind(self) -> Variant:
+        if self.kind in ("model", "popularity", "hybrid_weight") and self.version is not None:
+            raise ValueError(f"variant {self.name}: a '{self.kind}' variant names no version")
         if self.kind in ("model", "popularity") and self.value is not None:
             raise ValueError(f"variant {self.name}: a '{self.kind}' variant takes no value")
-        if self.kind == "model_version" and not isinstance(self.value, str):
-            raise ValueError(f"variant {self.name}: model_version needs the version id as value")
-        if self.kind not in SERVED_KINDS:
-            raise ValueError(f"variant {self.name}: kind '{self.kind}' cannot be served yet "
-                             f"(served: {', '.join(sorted(SERVED_KINDS))})")
+        if self.kind in VERSION_KINDS and not isinstance(self.value, str):
+            what = "version id" if self.kind == "model_version" else "model kind"
+            raise ValueError(f"variant {self.name}: {self.kind} needs the {what} as value")
+        if self.kind == "hybrid_weight" and not (isinstance(self.value, float)
+                                                 and 0.0 <= self.value <= 1.0):
+            raise ValueError(f"variant {self.name}: hybrid_weight needs a weight in [0, 1] "
+                             f"as value; got {self.value!r}")
         return self
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _weight_as_number(cls, value: object, info: ValidationInfo) -> object:
+        # the CLI's NAME=hybrid_weight:0.3:SHARE gives the weight as text
+        if info.data.get("kind") != "hybrid_weight":
+            return value
+        if isinstance(value, bool):
+            raise ValueError("hybrid_weight needs a number, not a boolean")
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                return value
+            return number if math.isfinite(number) else value
+        return value
+
+    @property
+    def blend(self) -> float | None:
+        """The hybrid weight this variant imposes (None: the version's own)."""
+        return float(self.value) if self.kind == "hybrid_weight" else None  # type: ignore[arg-type]
 
 
 class Experiment(BaseModel):
@@ -97,13 +138,64 @@ def bucket_point(experiment: str, subject: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def check_versions(experiment: Experiment, known_versions: set[str]) -> None:
-    """Refuse model_version variants that name a version that cannot be served
-    (`known_versions`: serving passes the version in service)."""
+def manifests_needed(experiment: Experiment, current: str | None, previous: Sequence[str]
+                     ) -> list[str]:
+    """The versions whose manifests `resolve_versions` needs: the retained ones (current,
+    rollback list) and the experiment's model_version values."""
+    named = [str(v.value) for v in experiment.variants if v.kind == "model_version"]
+    return list(dict.fromkeys([*([current] if current else []), *previous, *named]))
+
+
+def serves_hybrid(manifest: Mapping[str, Any]) -> bool:
+    """A version the API scores with the hybrid blend: a factor model with a fitted content
+    model (serving/served_model.py derives its hybrid items under the same condition)."""
+    return (manifest.get("model_kind", "als") == "als" and int(manifest.get("factors", 0)) > 0
+            and bool((manifest.get("content") or {}).get("fitted")))
+
+
+def resolve_versions(experiment: Experiment, manifests: Mapping[str, Mapping[str, Any]],
+                     current: str | None, previous: Sequence[str]) -> Experiment:
+    """The experiment with each variant's `version` set, or ExperimentError naming the
+    variant that cannot be served.
+
+    `manifests`: version -> manifest of every version staged in Redis among the current one,
+    the rollback list (`previous`, newest first) and the model_version values."""
+    variants = []
+    retained = [v for v in [current, *previous] if v is not None and v in manifests]
     for variant in experiment.variants:
-        if variant.kind == "model_version" and variant.value not in known_versions:
-            raise ExperimentError(f"variant {variant.name}: unknown model version "
-                                  f"'{variant.value}'")
+        version = None
+        if variant.kind == "model_version":
+            if variant.value not in manifests:
+                raise ExperimentError(f"variant {variant.name}: unknown model version "
+                                      f"'{variant.value}' (not staged in Redis)")
+            version = str(variant.value)
+        elif variant.kind == "model_kind":
+            kinds = {v: str(manifests[v].get("model_kind", "als")) for v in retained}
+            version = next((v for v in retained if kinds[v] == variant.value), None)
+            if version is None:
+                raise ExperimentError(
+                    f"variant {variant.name}: no retained model version of kind "
+                    f"'{variant.value}' (retained kinds: "
+                    f"{', '.join(sorted(set(kinds.values()))) or 'none'})")
+        elif variant.kind == "hybrid_weight" and not (
+                current in manifests and serves_hybrid(manifests[current])):
+            raise ExperimentError(f"variant {variant.name}: hybrid_weight needs a served "
+                                  "version with a content model; the one in service has none")
+        variants.append(variant.model_copy(update={"version": version}))
+    return experiment.model_copy(update={"variants": variants})
+
+
+def pinned_versions(configs: Iterable[bytes | str]) -> set[str]:
+    """The model versions the stored experiments (raw JSON configs) serve: garbage collection
+    keeps them. An unreadable config pins nothing (and is logged by the API)."""
+    pinned = set()
+    for raw in configs:
+        try:
+            experiment = Experiment.model_validate_json(raw)
+        except ValueError:
+            continue
+        pinned.update(v.version for v in experiment.variants if v.version)
+    return pinned
 
 
 # --- statistics -----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ MAX_ATTRIBUTES = 64
 MAX_ATTRIBUTE_NAME_LENGTH = 128
 MAX_ATTRIBUTE_TEXT_LENGTH = 1_000
 MAX_PRICE = 1e12
+MAX_IMAGE_URL_LENGTH = 2048
 
 AttributeValue = str | bool | int | float
 
@@ -47,7 +48,8 @@ class ItemAttributes:
     `category_paths` holds each category the item is in as a path from the root to the leaf
     (an item may sit in several; the first is its primary category, whose leaf is the
     catalogue's `category`). `attributes` carries everything else, by name (colour, release
-    year, margin...)."""
+    year, margin...). `title` is the catalogue's display `name`; `image_url` is for display
+    only."""
 
     item_id: str
     category_paths: tuple[tuple[str, ...], ...] = ()
@@ -58,6 +60,7 @@ class ItemAttributes:
     tags: tuple[str, ...] = ()
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
     available: bool = True
+    image_url: str | None = None
 
     @property
     def category(self) -> str | None:
@@ -93,6 +96,7 @@ class ItemAttributes:
             fail("price", f"not a number between 0 and {MAX_PRICE:g}")
         _check_text(self.title, "title", MAX_TITLE_LENGTH, fail)
         _check_text(self.description, "description", MAX_DESCRIPTION_LENGTH, fail)
+        _check_text(self.image_url, "image_url", MAX_IMAGE_URL_LENGTH, fail)
         if len(self.tags) > MAX_TAGS:
             fail("tags", f"more than {MAX_TAGS} tags")
         for tag in self.tags:
@@ -109,6 +113,17 @@ class ItemAttributes:
             elif not isinstance(value, bool | int | float):
                 fail(f"attributes.{name}", f"unsupported type {type(value).__name__}")
         return self
+
+
+def attribute_text(value: AttributeValue) -> str:
+    """An attribute value as the text a filter compares it with: `true`/`false`, integers
+    without a fraction (1995 and 1995.0 are both "1995"), other numbers as Python writes
+    them, text as it is."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _check_id(value: object, name: str, fail) -> None:  # noqa: ANN001 - local callback

@@ -59,10 +59,13 @@ Popularity (written by the stream worker; trainer seeds the all-time list)
                                              window: a replay after a crash counts nothing twice
     {ns}:pop:alltime:{v}             zset    item id -> training popularity of version v
 
-Catalog (written by the API's PUT /v1/items)
-    {ns}:item:{item}                 hash    name, image_url, category, price, available, attributes
+Catalog (written by the API's PUT /v1/items and `recsys items load`, recsys.catalog_codec)
+    {ns}:item:{item}                 hash    name, image_url, category, category_paths, brand,
+                                             price, description, tags, available, attributes
     {ns}:catalog:category            hash    item id -> category, '' if none: every catalog
                                              item is a field (serving keeps it in memory)
+    {ns}:catalog:facets              hash    item id -> JSON of what filters read (paths,
+                                             brand, price, tags, attributes; in memory too)
     {ns}:catalog:unavailable         set     item ids that must not be recommended
     {ns}:catalog:generation          string  counter bumped by every catalog write (API
                                              replicas reload category/unavailable on change)
@@ -111,7 +114,7 @@ keys that one script or transaction touches share a tag, and nothing else does:
                                      vectors, counter and stamps)
     {ns:i:item}:users, {ns:i:item}:conf
                                      an item's recent users and their confidences (one script)
-    {ns:catalog}:item:{item}, :category, :unavailable, :generation, :changes
+    {ns:catalog}:item:{item}, :category, :facets, :unavailable, :generation, :changes
                                      the catalogue, written in one MULTI per batch
 Experiments and erasure keys are single-key operations and keep their names. A version's
 manifest records its B (`user_buckets`); a reader whose B differs refuses the version
@@ -406,6 +409,10 @@ class Keys:
     @property
     def catalog_category(self) -> str:
         return self._catalog_key("category")
+
+    @property
+    def catalog_facets(self) -> str:
+        return self._catalog_key("facets")
 
     @property
     def catalog_unavailable(self) -> str:

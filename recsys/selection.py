@@ -5,8 +5,8 @@ budget, and pick the one to serve. Shared by the trainer, `recsys tune` and `rec
                                                   the training part's mask
     for each candidate: fit its start point (the last run's best, else its defaults), score
     then, while the budget lasts: coordinate steps (one value up/down on each axis of the
-    candidate's space) from the best point, best-scoring candidates first, keeping any
-    improvement, until a full round improves nothing
+    candidate's space) from the best point, best-scoring candidates first, keeping a step
+    that beats the candidate's best by `min_lift` (1 %), until a full round improves nothing
     winner      = the best validation score; popularity when no candidate beats it by
                   `min_lift` (1 %)
 
@@ -39,6 +39,7 @@ from recsys.candidates import KIND_ITEM_ITEM, KIND_POPULARITY, FitContext, Fitte
 from recsys.errors import RecsysError
 from recsys.matrix import IndexedEvents, weight_matrix
 from recsys.quality import ranking_metrics
+from recsys.spark_als import SparkOptions, spark_options
 from recsys.split import Holdout, build_holdout, cutoff_for
 
 log = logging.getLogger(__name__)
@@ -67,14 +68,16 @@ class SelectionConfig:
     threads: int = 0
     neighbours: int = 100
     ease_max_items: int = 20_000
+    spark: SparkOptions | None = None  # ALS fitted by Spark MLlib (None: implicit)
     search: bool = True  # False: score the start points only (reuse the last run's best)
-    # a personal model must beat popularity by this share on validation: a win inside the
-    # noise of a small validation set is no reason to serve something less robust
+    # a personal model must beat popularity, and a search step the candidate's best point, by
+    # this share on validation: a win inside the noise of a small validation set is no reason
+    # to serve something less robust or to leave the start point
     min_lift: float = 0.01
 
     def context(self) -> FitContext:
         return FitContext(seed=self.seed, threads=self.threads, neighbours=self.neighbours,
-                          max_items=self.ease_max_items)
+                          max_items=self.ease_max_items, spark=self.spark)
 
 
 @dataclass
@@ -238,7 +241,10 @@ def select(events: IndexedEvents, train_mask: np.ndarray, config: SelectionConfi
         value = metrics.get(config.metric, -np.inf)
         log.info("candidate %s %s: %s %.4f (%.2fs)", spec.name, params, config.metric, value,
                  last_fit[spec.name])
-        if not entry.validation or value > entry.score(config.metric):
+        # a search step must beat the candidate's current best by `min_lift`, as a personal
+        # model must beat popularity: a gain inside the validation noise is no reason to
+        # move away from the start point (the defaults or the last run's best)
+        if not entry.validation or value > entry.score(config.metric) * (1.0 + config.min_lift):
             entry.params, entry.validation = dict(params), metrics
             entry.fit_seconds, entry.skipped = last_fit[spec.name], None
             return True
@@ -335,7 +341,7 @@ def config_from_settings(settings: Any, **overrides: Any) -> SelectionConfig:
         validation_fraction=settings.trainer_validation_fraction,
         max_users=settings.trainer_eval_max_users, seed=settings.random_seed,
         threads=settings.trainer_fit_threads, neighbours=settings.trainer_neighbours,
-        ease_max_items=settings.trainer_ease_max_items)
+        ease_max_items=settings.trainer_ease_max_items, spark=spark_options(settings))
     values.update(overrides)
     return SelectionConfig(**values)
 

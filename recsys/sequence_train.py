@@ -59,6 +59,7 @@ class NeuralParams:
     time_budget_s: float = 120.0
     full_softmax_max_items: int = 20_000
     negatives: int = 1_000
+    exclude_seen: bool = True  # seen items out of the softmax (seen_so_far)
     seed: int = 42
     threads: int = 0  # 0 = all cores
 
@@ -118,6 +119,12 @@ def _windows(sequences: Sequence[Sequence[int]], window: int, horizon: int
             np.asarray(targets, dtype=np.int64).reshape(-1, window, horizon))
 
 
+def training_device(torch: Any) -> Any:
+    """A CUDA GPU when torch sees one, else the CPU. Exported weights are numpy either way;
+    bit-for-bit reproducibility holds for one device kind and thread count."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def build_module(n_items: int, params: NeuralParams):  # noqa: ANN201 - a torch.nn.Module
     torch = import_torch()
     nn = torch.nn
@@ -148,7 +155,7 @@ def build_module(n_items: int, params: NeuralParams):  # noqa: ANN201 - a torch.
             z = self.ln1(x)
             q, k, v = self.q(z), self.k(z), self.v(z)
             logits = q @ k.transpose(1, 2) / np.sqrt(x.shape[-1])
-            causal = torch.ones(length, length, dtype=torch.bool).triu(1)
+            causal = torch.ones(length, length, dtype=torch.bool, device=seqs.device).triu(1)
             blocked = causal[None] | pad[:, None, :]
             # a padded query sees only padding: a finite fill keeps its (unused) row finite
             logits = logits.masked_fill(blocked, -1e9)
@@ -186,6 +193,22 @@ def export_weights(module: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return arr(module.items.weight)[:module.n_items], weights
 
 
+def seen_so_far(torch: Any, columns: Any, width: int) -> Any:
+    """(B, L, width) bool: at each position of a window, the logit columns of the items up to
+    and including it. `columns` (B, L) holds each input's logit column, `width` for padding
+    and for items without a column (not sampled). A sequence holds distinct items, so the
+    next one is never among them: masking them takes the seen items out of the softmax, as
+    serving takes them out of the ranking."""
+    b, length = columns.shape
+    earlier = torch.ones(length, length, dtype=torch.bool,
+                         device=columns.device).tril()  # [t, s]: s <= t
+    index = columns[:, None, :].expand(b, length, length)
+    index = torch.where(earlier[None], index, torch.full_like(index, width))
+    seen = torch.zeros(b, length, width + 1, dtype=torch.bool, device=columns.device)
+    seen.scatter_(2, index, True)
+    return seen[..., :width]
+
+
 def fit_neural(sequences: Sequence[Sequence[int]], n_items: int, params: NeuralParams,
                on_epoch: Callable[[int, NeuralModel], None] | None = None) -> NeuralModel:
     """Train on item-column sequences (oldest first) over `n_items` columns. `on_epoch` gets
@@ -199,7 +222,9 @@ def fit_neural(sequences: Sequence[Sequence[int]], n_items: int, params: NeuralP
     if len(inputs_all) == 0:
         raise ValueError("no sequence has two items: nothing to learn from")
     inputs_all[inputs_all < 0] = n_items  # the padding row
-    module = build_module(n_items, params)
+    device = training_device(torch)
+    log.info("neural training on %s", device)
+    module = build_module(n_items, params).to(device)
     optimiser = torch.optim.Adam(module.parameters(), lr=params.learning_rate,
                                  weight_decay=params.weight_decay)
     full = n_items <= params.full_softmax_max_items
@@ -211,8 +236,8 @@ def fit_neural(sequences: Sequence[Sequence[int]], n_items: int, params: NeuralP
         order = rng.permutation(len(inputs_all))
         for start in range(0, len(inputs_all), params.batch_size):
             pick = order[start:start + params.batch_size]
-            inputs = torch.from_numpy(inputs_all[pick])
-            targets = torch.from_numpy(targets_all[pick])
+            inputs = torch.from_numpy(inputs_all[pick]).to(device)
+            targets = torch.from_numpy(targets_all[pick]).to(device)
             keep = inputs != n_items
             out = module(inputs)[keep]  # (T, d)
             target = targets[keep]  # (T, horizon), -1 = none
@@ -220,18 +245,28 @@ def fit_neural(sequences: Sequence[Sequence[int]], n_items: int, params: NeuralP
             items = module.items.weight[:n_items]
             if full:
                 logits = out @ items.T
+                if params.exclude_seen:  # padding is column n_items: cut off
+                    logits = logits.masked_fill(seen_so_far(torch, inputs, n_items)[keep],
+                                                float("-inf"))
                 index = target.clamp(min=0)
             else:
-                sampled = torch.from_numpy(rng.integers(0, n_items, params.negatives))
+                sampled = torch.from_numpy(rng.integers(0, n_items, params.negatives)).to(device)
                 candidates, inverse = torch.unique(
                     torch.cat([target[present], sampled]), return_inverse=True)
                 logits = out @ items[candidates].T
+                if params.exclude_seen:
+                    width = len(candidates)
+                    column = torch.full((n_items + 1,), width, dtype=torch.int64, device=device)
+                    column[candidates] = torch.arange(width, device=device)
+                    logits = logits.masked_fill(
+                        seen_so_far(torch, column[inputs], width)[keep], float("-inf"))
                 index = torch.zeros_like(target)
                 index[present] = inverse[:int(present.sum())]
             # softmax cross-entropy against each of the next `horizon` items
             log_p = torch.log_softmax(logits, dim=-1).gather(1, index)
             n_targets = int(present.sum())
-            loss = -(log_p * present).sum() / max(n_targets, 1)
+            # where() not a product: an absent target's gathered entry may be a masked -inf
+            loss = -torch.where(present, log_p, 0.0).sum() / max(n_targets, 1)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -272,7 +307,7 @@ def neural_params(settings: Any, **overrides: Any) -> NeuralParams:
     """NeuralParams from the settings (recsys.settings.Settings' `neural_*` fields)."""
     values: dict[str, Any] = dict(
         dim=settings.neural_dim, window=settings.neural_window, hidden=settings.neural_hidden,
-        horizon=settings.neural_horizon,
+        horizon=settings.neural_horizon, exclude_seen=settings.neural_exclude_seen,
         epochs=settings.neural_epochs, learning_rate=settings.neural_learning_rate,
         dropout=settings.neural_dropout, time_budget_s=settings.neural_time_budget_s,
         seed=settings.random_seed, threads=settings.trainer_fit_threads)

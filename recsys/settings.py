@@ -205,6 +205,9 @@ class Settings(BaseSettings):
                                   "training (none at inference).")
     neural_time_budget_s: float = Field(default=120.0, gt=0.0, description="Training stops "
                                         "after the epoch that exceeds it.")
+    neural_exclude_seen: bool = Field(
+        default=True, description="Training leaves the items a sequence already holds out of "
+        "each position's softmax, as recommendations leave out what the user has seen.")
 
     # --- stream processor ------------------------------------------------------------------
     stream_app_id: str = Field(
@@ -285,8 +288,13 @@ class Settings(BaseSettings):
     stream_user_idle_days: float = Field(
         default=30.0, gt=0.0,
         description="The stream table forgets a user idle for this long (a tombstone in its "
-        "changelog; swept every 5 minutes): it bounds the table to the users active within "
-        "it. Their next event starts a new stream history (the trainer still has theirs).",
+        "changelog; swept every stream_idle_sweep_s): it bounds the table to the users active "
+        "within it. Their next event starts a new stream history (the trainer still has theirs).",
+    )
+    stream_idle_sweep_s: float = Field(
+        default=300.0, gt=0.0, le=86_400.0,
+        description="How often the stream worker sweeps its table for users idle longer than "
+        "stream_user_idle_days: the table can exceed its bound by the users of one interval.",
     )
     stream_switch_active_days: float = Field(
         default=7.0, gt=0.0,
@@ -431,6 +439,33 @@ class Settings(BaseSettings):
         description="Sub-folder of the history where unreadable Parquet files are moved "
         "(with a log line and a metric) instead of crash-looping the trainer.",
     )
+    trainer_history_uri: str | None = Field(
+        default=None,
+        description="Where the trainer's Parquet history lives, as a filesystem URI pyarrow "
+        "understands: `file:///abs/path` or a local path, `s3://bucket/prefix` in production "
+        "(credentials from the usual AWS variables). Unset: `data_dir/history`.",
+    )
+    trainer_backend: Literal["implicit", "spark"] = Field(
+        default="implicit",
+        description="What fits the ALS candidate: `implicit` in the trainer's process, or "
+        "`spark` (Spark MLlib on `spark_master`; needs the `spark` extra and Java 17+). Same "
+        "confidences and settings either way; the regularisation mapping is on the scale page.",
+    )
+    spark_master: str = Field(
+        default="local[2]",
+        description="Spark master URL of the `spark` trainer backend: local[N] (in-process, "
+        "N cores), spark://host:7077, yarn, k8s://...",
+    )
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="Spark settings of the `spark` backend, as spark-submit's --conf pairs "
+        '(JSON: {"spark.executor.memory": "4g", "spark.executor.cores": "4"}).',
+    )
+    spark_connect_timeout_s: float = Field(
+        default=60.0, gt=0.0, le=3600.0,
+        description="A non-local Spark master must run a first job within this many "
+        "seconds of start-up, or the trainer fails naming the master.",
+    )
     trainer_candidates: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("popularity", "als", "knn_cosine", "knn_bm25", "knn_tfidf", "ease"),
         description="Candidates the trainer tunes and chooses from (recsys.candidates), "
@@ -538,6 +573,14 @@ class Settings(BaseSettings):
     api_catalog_cache_size: int = Field(
         default=100_000, ge=0, le=10_000_000,
         description="Catalog item details cached in memory.",
+    )
+    api_filter_attributes: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("*",),
+        description="Item attributes each API process indexes in memory for `attr=` "
+        "filters, comma-separated; `*` indexes every attribute. A catalogue with many "
+        "attributes per item (Retailrocket's hashed properties) lists the few it filters "
+        "by: every indexed attribute value costs memory per item. `attr=` on an attribute "
+        "not listed is a 422.",
     )
     api_new_items_poll_s: float = Field(
         default=0.2, gt=0.0, le=60.0,
@@ -695,6 +738,13 @@ class Settings(BaseSettings):
         # Types left out keep their default weight, so a partial override is safe.
         return {**DEFAULT_EVENT_WEIGHTS, **value}
 
+    @field_validator("api_filter_attributes", mode="before")
+    @classmethod
+    def _split_filter_attributes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(dict.fromkeys(p.strip() for p in value.split(",") if p.strip()))
+        return value
+
     @field_validator("trainer_candidates", mode="before")
     @classmethod
     def _split_candidates(cls, value: Any) -> Any:
@@ -728,6 +778,24 @@ class Settings(BaseSettings):
         if name not in known or not k.isdigit() or int(k) < 1:
             raise ValueError(f"must look like 'ndcg@10' with a metric in {sorted(known)}")
         return value
+
+    @field_validator("spark_conf")
+    @classmethod
+    def _check_spark_conf(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k in value if not k.startswith("spark."))
+        if bad:
+            raise ValueError(f"keys must be Spark settings (spark.*): {bad}")
+        return value
+
+    @field_validator("trainer_history_uri")
+    @classmethod
+    def _check_history_uri(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        scheme, sep, _ = value.partition("://")
+        if sep and not scheme.replace("+", "").replace("-", "").isalnum():
+            raise ValueError(f"not a filesystem URI: {value!r}")
+        return value.strip()
 
     @field_validator("log_level")
     @classmethod

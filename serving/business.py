@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from recsys.errors import ModelIntegrityError
 from recsys.explain import explain
+from recsys.item_filter import ItemFilter
 from recsys.modelstore import unpack_vector
 from serving import ServingError
 from serving.fallback import Result
@@ -156,21 +157,21 @@ def scores_of(model: LoadedModel, user: UserVector, item_ids: Sequence[str]) -> 
 
 # --- batches ------------------------------------------------------------------------------
 async def for_users(rec: Recommender, user_ids: Sequence[str], k: int, exclude_seen: bool,
-                    category: str | None) -> list[Result]:
+                    filters: ItemFilter | None) -> list[Result]:
     """`Recommender.for_user` for many users, with one scoring pass: the batch's vectors are
     scored in one matrix product (serving.scoring.score_batch). Users the model cannot
     answer get the same fallbacks as one by one."""
     model = rec.holder.current
     if model is None or not model.beats_popularity or not rec.guard.available:
-        return [await rec.for_user(user, k, exclude_seen, category) for user in user_ids]
+        return [await rec.for_user(user, k, exclude_seen, filters) for user in user_ids]
     try:
         users = await read_users(rec, model, user_ids)
     except Unavailable:
-        return [await rec.for_user(user, k, exclude_seen, category) for user in user_ids]
+        return [await rec.for_user(user, k, exclude_seen, filters) for user in user_ids]
     with_vector = [u for u in users if u.vector is not None]
     # Catalogue state after the last await: no await until the model's rows are ranked.
-    unavailable = rec.catalog.unavailable_rows(model)
-    candidates = rec.catalog.category_rows(model, category) if category else None
+    unavailable = rec.catalog.excluded_rows(model, filters)
+    candidates = rec.catalog.candidate_rows(model, filters)
     ranked: dict[str, Result] = {}
     if with_vector:
         matrix = score_batch(model.item_factors, [u.vector for u in with_vector])
@@ -187,7 +188,7 @@ async def for_users(rec: Recommender, user_ids: Sequence[str], k: int, exclude_s
         result = ranked.get(user.user_id)
         if result is None:
             result = await rec._user_fallback(user.reason or "no_candidates", user.user_id, k,
-                                              exclude_seen, category, user.seen,
+                                              exclude_seen, filters, user.seen,
                                               hidden=user.hidden)
         out.append(result)
     return out

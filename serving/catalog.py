@@ -1,20 +1,24 @@
-"""The item catalog: details for display, categories and availability for filtering.
+"""The item catalog: details for display; categories, filterable fields and availability
+for filtering.
 
-Redis holds the truth (`keys.item`, `keys.catalog_category`, `keys.catalog_unavailable`,
-`keys.catalog_generation`); each API process keeps the category map and the unavailable set
-in memory, reloads them when the generation counter moves (another replica wrote), and caches
-item details for `api_catalog_cache_s`. In-memory updates are synchronous (no await between
-them), so a request never sees half of one.
+Redis holds the truth (recsys.catalog_codec: `keys.item`, `keys.catalog_category`,
+`keys.catalog_facets`, `keys.catalog_unavailable`, `keys.catalog_generation`); each API
+process keeps the category map, every item's filterable fields (`FacetIndex`) and the
+unavailable set in memory, reloads them when the generation counter moves (another replica
+or `recsys items load` wrote), and caches item details for `api_catalog_cache_s`. In-memory
+updates are synchronous (no await between them), so a request never sees half of one.
 
-Derived index arrays (rows of unavailable items, rows of a category) are memoised per model
-version and catalog state, which keeps exclusion on the hot path a single fancy-index write.
+Derived index arrays (rows of unavailable items, rows passing a filter) are memoised per
+model version and catalog state, which keeps filtering on the hot path a single fancy-index
+write and a candidate array.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import logging
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -22,12 +26,21 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from recsys.catalog_codec import (
+    bump_generation,
+    decode_facets,
+    decode_item,
+    display_fields,
+    write_items_commands,
+)
 from recsys.erasure import remove_item_commands
-from recsys.keys import CATALOG_CHANGES_MAX, Keys
+from recsys.item_attributes import ItemAttributes, attribute_text
+from recsys.item_filter import ALL_ATTRIBUTES, PATH_SEPARATOR, ItemFilter
+from recsys.keys import Keys
 from recsys.settings import Settings
 from serving.periodic import PeriodicTask
 from serving.redis_guard import RedisGuard
-from serving.scoring import rows_of
+from serving.scoring import EMPTY_ROWS, rows_of
 from serving.served_model import LoadedModel
 from serving.telemetry import ApiMetrics
 
@@ -36,45 +49,98 @@ log = logging.getLogger(__name__)
 SCAN_BATCH = 10_000
 
 
-def encode_item(item: dict[str, Any]) -> dict[str, str]:
-    """Catalog fields -> Redis hash fields (text)."""
-    out = {"available": "1" if item.get("available", True) else "0",
-           "attributes": orjson.dumps(item.get("attributes") or {}).decode()}
-    for name in ("name", "image_url", "category"):
-        if item.get(name) is not None:
-            out[name] = str(item[name])
-    if item.get("price") is not None:
-        out["price"] = repr(float(item["price"]))
-    return out
-
-
-def decode_item(raw: dict[Any, Any]) -> dict[str, Any]:
-    """Redis hash -> catalog fields; tolerant of hand-written hashes (bad numbers are dropped)."""
-    text = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in raw.items()}
-    item: dict[str, Any] = {name: text[name] for name in ("name", "image_url", "category")
-                            if text.get(name) not in (None, "")}
-    if text.get("price") not in (None, ""):
-        with contextlib.suppress(ValueError):
-            item["price"] = float(text["price"])
-    item["available"] = text.get("available", "1") not in ("0", "false", "False")
-    attributes: Any = {}
-    if text.get("attributes"):
-        with contextlib.suppress(orjson.JSONDecodeError):
-            attributes = orjson.loads(text["attributes"])
-    item["attributes"] = attributes if isinstance(attributes, dict) else {}
-    return item
-
-
-def detail_members(item: dict[str, Any] | None) -> bytes:
-    """An item's display fields as serialised JSON object members, `,"name":...,...` (b''
-    when there are none): ready to follow "item_id" and "score" in a response entry.
+def detail_members(item: ItemAttributes | None) -> bytes:
+    """An item's display fields (recsys.catalog_codec.display_fields) as serialised JSON
+    object members, `,"name":...,...` (b'' for an item not in the catalogue): ready to follow
+    "item_id" and "score" in a response entry.
 
     Cached in this form, so that a response with k items costs k byte joins rather than k
     dict merges and a nested serialisation."""
-    if not item:
+    if item is None:
         return b""
-    return b"," + orjson.dumps(item)[1:-1]
+    return b"," + orjson.dumps(display_fields(item))[1:-1]
+
+
+class FacetIndex:
+    """Every catalogue item's filterable fields, and inverted indexes over them: the sets a
+    filter's clauses select (recsys.item_filter), without a pass over the catalogue."""
+
+    def __init__(self, indexed_attributes: Iterable[str] = (ALL_ATTRIBUTES,)) -> None:
+        names = frozenset(indexed_attributes)
+        # None: every attribute (the setting api_filter_attributes is `*`)
+        self.indexed: frozenset[str] | None = None if ALL_ATTRIBUTES in names else names
+        self.facets: dict[str, ItemAttributes] = {}
+        self.by_level: dict[str, set[str]] = {}   # any level of any path -> items
+        self.by_prefix: dict[str, set[str]] = {}  # "a/b" path prefix -> items
+        self.by_brand: dict[str, set[str]] = {}
+        self.by_tag: dict[str, set[str]] = {}
+        self.by_attribute: dict[tuple[str, str], set[str]] = {}
+        self.prices: dict[str, float] = {}
+
+    def _entries(self, item: ItemAttributes) -> Iterator[tuple[dict[Any, set[str]], Any]]:
+        for path in item.category_paths:
+            for depth in range(len(path)):
+                yield self.by_level, path[depth]
+                yield self.by_prefix, PATH_SEPARATOR.join(path[:depth + 1])
+        if item.brand is not None:
+            yield self.by_brand, item.brand
+        for tag in item.tags:
+            yield self.by_tag, tag
+        for name, value in item.attributes.items():
+            yield self.by_attribute, (name, attribute_text(value))
+
+    def add(self, item: ItemAttributes) -> None:
+        self.remove(item.item_id)
+        if self.indexed is not None and item.attributes:
+            # only the attributes filters may name: the others would cost memory per item
+            item = dataclasses.replace(item, attributes={
+                name: value for name, value in item.attributes.items()
+                if name in self.indexed})
+        self.facets[item.item_id] = item
+        for index, key in self._entries(item):
+            index.setdefault(key, set()).add(item.item_id)
+        if item.price is not None:
+            self.prices[item.item_id] = item.price
+
+    def remove(self, item_id: str) -> None:
+        old = self.facets.pop(item_id, None)
+        if old is None:
+            return
+        for index, key in self._entries(old):
+            members = index.get(key)
+            if members is not None:
+                members.discard(item_id)
+                if not members:
+                    del index[key]
+        self.prices.pop(item_id, None)
+
+    def matching(self, f: ItemFilter) -> set[str]:
+        """The catalogue items that pass the filter's content clauses (availability is the
+        caller's): `ItemFilter.matches` over the catalogue, from the indexes."""
+        clauses: list[set[str]] = []
+        if f.has_category:
+            union: set[str] = set()
+            for category in f.categories:
+                union |= self.by_level.get(category, set())
+            for path in f.category_paths:
+                union |= self.by_prefix.get(PATH_SEPARATOR.join(path), set())
+            clauses.append(union)
+        if f.brands:
+            clauses.append(set().union(*(self.by_brand.get(b, set()) for b in f.brands)))
+        clauses.extend(self.by_tag.get(tag, set()) for tag in f.tags)
+        clauses.extend(self.by_attribute.get(pair, set()) for pair in f.attributes)
+        if clauses:
+            clauses.sort(key=len)
+            items = set(clauses[0]).intersection(*clauses[1:])
+        else:
+            items = set(self.facets)
+        if f.price_min is not None or f.price_max is not None:
+            low = f.price_min if f.price_min is not None else float("-inf")
+            high = f.price_max if f.price_max is not None else float("inf")
+            prices = self.prices
+            pool = items if clauses else prices.keys()
+            items = {i for i in pool if i in prices and low <= prices[i] <= high}
+        return items
 
 
 class Catalog:
@@ -92,6 +158,7 @@ class Catalog:
         self.categories: dict[str, str] = {}
         self.by_category: dict[str, set[str]] = {}
         self.unavailable: set[str] = set()
+        self.facets = FacetIndex(settings.api_filter_attributes)
         self.generation: int | None = None
         self._seq = 0  # bumped on every in-memory change; keys the memo
         self._memo: dict[tuple[Any, ...], Any] = {}
@@ -125,9 +192,32 @@ class Catalog:
         return self._memoised(model, "", lambda: rows_of(model.index, self.unavailable))
 
     def category_rows(self, model: LoadedModel, category: str) -> np.ndarray:
+        """Rows of the items whose category (primary leaf) is `category`."""
         return self._memoised(
             model, "c:" + category,
             lambda: np.sort(rows_of(model.index, self.by_category.get(category, ()))))
+
+    def candidate_rows(self, model: LoadedModel, f: ItemFilter | None) -> np.ndarray | None:
+        """Sorted rows of the model's items that pass the filter; None when it lets every
+        available item through (then only `excluded_rows` apply)."""
+        if f is None or (f.available and not f.restricts_content):
+            return None
+        return self._memoised(model, "f:" + f.key,
+                              lambda: np.sort(rows_of(model.index, self.matching(f))))
+
+    def excluded_rows(self, model: LoadedModel, f: ItemFilter | None) -> np.ndarray:
+        """Rows no list may hold under the filter: the unavailable items (unless the filter
+        asks for exactly those, `available=false`, when its candidates say which)."""
+        if f is not None and not f.available:
+            return EMPTY_ROWS
+        return self.unavailable_rows(model)
+
+    def matching(self, f: ItemFilter) -> set[str]:
+        """Catalogue items that pass the filter, availability included."""
+        items = self.facets.matching(f)
+        if f.available:
+            return items - self.unavailable if self.unavailable else items
+        return items & self.unavailable
 
     def sorted_ids(self, category: str | None = None) -> list[str]:
         """Catalogue item ids (of one category), sorted: stable pages for GET /v1/items.
@@ -141,16 +231,27 @@ class Catalog:
             ids = self._memo[key] = sorted(members)
         return ids
 
-    def is_allowed(self, item_id: str, category: str | None = None) -> bool:
-        if item_id in self.unavailable:
-            return False
-        return category is None or self.categories.get(item_id) == category
+    def sorted_matching(self, f: ItemFilter) -> list[str]:
+        """`matching`, sorted (the last source of a filtered fallback); memoised."""
+        key = ("", self._seq, "sorted-f:" + f.key)
+        ids: list[str] | None = self._memo.get(key)
+        if ids is None:
+            if len(self._memo) > 1024:
+                self._memo.clear()
+            ids = self._memo[key] = sorted(self.matching(f))
+        return ids
 
-    def _apply(self, item_id: str, item: dict[str, Any]) -> None:
-        self._apply_one(item_id, item)
-        self._changed()
+    def is_allowed(self, item_id: str, f: ItemFilter | None = None) -> bool:
+        """Whether a list under filter `f` may hold the item (`ItemFilter.matches`)."""
+        unavailable = item_id in self.unavailable
+        if f is None:
+            return not unavailable
+        if unavailable and item_id not in self.categories:
+            return False  # removed from the catalogue
+        return f.matches(self.facets.facets.get(item_id), not unavailable)
 
-    def _apply_one(self, item_id: str, item: dict[str, Any]) -> None:
+    def _apply_one(self, item: ItemAttributes) -> None:
+        item_id = item.item_id
         old = self.categories.pop(item_id, None)
         if old is not None:
             members = self.by_category.get(old)
@@ -158,11 +259,12 @@ class Catalog:
                 members.discard(item_id)
                 if not members:
                     del self.by_category[old]
-        category = item.get("category") or ""
+        category = item.category or ""
         self.categories[item_id] = category
         if category:
             self.by_category.setdefault(category, set()).add(item_id)
-        if item.get("available", True):
+        self.facets.add(item)
+        if item.available:
             self.unavailable.discard(item_id)
         else:
             self.unavailable.add(item_id)
@@ -179,28 +281,35 @@ class Catalog:
 
     # --- Redis ---------------------------------------------------------------------------
     async def load(self) -> None:
-        """Full reload of categories and availability (start-up, or another replica wrote)."""
+        """Full reload of categories, facets and availability (start-up, or another writer)."""
         generation = await self.control.get(self.keys.catalog_generation)
-        categories: dict[str, str] = {}
-        cursor = 0
-        while True:
-            cursor, chunk = await self.control.hscan(self.keys.catalog_category, cursor,
-                                                   count=SCAN_BATCH)
-            categories.update({k.decode(): v.decode() for k, v in chunk.items()})
-            if not cursor:
-                break
+        categories = await self._scan_hash(self.keys.catalog_category)
+        raw_facets = await self._scan_hash(self.keys.catalog_facets)
         members = await self.control.smembers(self.keys.catalog_unavailable)
         unavailable = {m.decode() for m in members}
         by_category: dict[str, set[str]] = {}
+        facets = FacetIndex(self.settings.api_filter_attributes)
         for item, category in categories.items():
             if category:
                 by_category.setdefault(category, set()).add(item)
+            facets.add(decode_facets(item, raw_facets.get(item), category,
+                                     item not in unavailable))
         self.categories, self.by_category, self.unavailable = categories, by_category, unavailable
+        self.facets = facets
         self.generation = int(generation) if generation is not None else None
         self._details.clear()
         self._changed()
-        log.info("catalog loaded: %d items with a category, %d unavailable (generation %s)",
+        log.info("catalog loaded: %d items, %d unavailable (generation %s)",
                  len(categories), len(unavailable), self.generation)
+
+    async def _scan_hash(self, key: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        cursor = 0
+        while True:
+            cursor, chunk = await self.control.hscan(key, cursor, count=SCAN_BATCH)
+            out.update({k.decode(): v.decode() for k, v in chunk.items()})
+            if not cursor:
+                return out
 
     async def refresh_if_changed(self) -> bool:
         raw = await self.control.get(self.keys.catalog_generation)
@@ -216,47 +325,33 @@ class Catalog:
     async def stop(self) -> None:
         await self._poller.stop()
 
-    async def put(self, item_id: str, item: dict[str, Any]) -> dict[str, Any]:
+    async def put(self, item: ItemAttributes) -> ItemAttributes:
         """Write one item (replacing it) and apply it locally. Redis errors propagate."""
-        return (await self.put_many([(item_id, item)]))[0]
+        return (await self.put_many([item]))[0]
 
-    async def put_many(self, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-        """Write items (each replacing its previous version) in one MULTI/EXEC and apply
-        them locally; a later entry for the same id wins, as with one PUT after another.
+    async def put_many(self, items: list[ItemAttributes]) -> list[ItemAttributes]:
+        """Write validated items (each replacing its previous version) in one MULTI/EXEC and
+        apply them locally; a later entry for the same id wins, as with one PUT after
+        another. Returns them as a read will give them back.
 
         The generation moves once per call, so other replicas reload the catalog once per
         batch, not once per item. All or nothing: Redis errors propagate.
         """
-        keys = self.keys
         pipe = self.redis.pipeline(transaction=True)
-        stored = []
-        for item_id, item in items:
-            encoded = encode_item(item)
-            pipe.delete(keys.item(item_id))
-            pipe.hset(keys.item(item_id), mapping=encoded)
-            pipe.hset(keys.catalog_category, item_id, item.get("category") or "")
-            if item.get("available", True):
-                pipe.srem(keys.catalog_unavailable, item_id)
-            else:
-                pipe.sadd(keys.catalog_unavailable, item_id)
-            stored.append(decode_item(encoded))
-        # what changed, for the replicas' new-item cold start (serving/content_items.py)
-        now_ms = int(time.time() * 1000)
-        pipe.zadd(keys.catalog_changes, {item_id: now_ms for item_id, _ in items})
-        pipe.zremrangebyrank(keys.catalog_changes, 0, -CATALOG_CHANGES_MAX - 1)
-        pipe.incr(keys.catalog_generation)
+        write_items_commands(pipe, self.keys, items)
+        bump_generation(pipe, self.keys)
         results = await pipe.execute()
         written = int(results[-1])
         # Synchronous from here on: a request sees the catalog before or after the batch.
-        for (item_id, _), item in zip(items, stored, strict=True):
-            self._apply_one(item_id, item)
+        for item in items:
+            self._apply_one(item)
         self._changed()
         if written == (self.generation or 0) + 1:
             self.generation = written
         # Otherwise another write (another replica's, or a concurrent request's) came in
         # between: the generation is left behind so that the watcher reloads the catalog once
         # on its next tick. Reloading here would make a concurrent catalog sync quadratic.
-        return stored
+        return items
 
     async def remove(self, item_id: str, versions: list[str]) -> None:
         """Delete an item everywhere it can be recommended from (recsys.erasure): catalogue
@@ -272,15 +367,33 @@ class Catalog:
             self.by_category[old].discard(item_id)
             if not self.by_category[old]:
                 del self.by_category[old]
+        self.facets.remove(item_id)
         self.unavailable.add(item_id)
         self._details.pop(item_id, None)
         self._changed()
         if written == (self.generation or 0) + 1:
             self.generation = written
 
-    async def get(self, item_id: str) -> dict[str, Any] | None:
+    async def get(self, item_id: str) -> ItemAttributes | None:
         raw = await self.redis.hgetall(self.keys.item(item_id))
-        return decode_item(raw) if raw else None
+        return decode_item(item_id, raw) if raw else None
+
+    async def get_many(self, item_ids: list[str]) -> list[ItemAttributes | None]:
+        """Whole items (description included), in order; one round trip."""
+        if not item_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for item_id in item_ids:
+            pipe.hgetall(self.keys.item(item_id))
+        raws = await pipe.execute()
+        return [decode_item(item_id, raw) if raw else None
+                for item_id, raw in zip(item_ids, raws, strict=True)]
+
+    async def display(self, item_ids: list[str]) -> list[dict[str, Any]]:
+        """The display fields of each item (`detail_members`, cached), as dicts; {} for an
+        item not in the catalogue."""
+        return [orjson.loads(b"{" + more[1:] + b"}") if more else {}
+                for more in await self.detail_members(item_ids)]
 
     async def exists(self, item_id: str) -> bool:
         return bool(await self.redis.exists(self.keys.item(item_id)))
@@ -313,7 +426,8 @@ class Catalog:
             cache.clear()
         expires = now + self.settings.api_catalog_cache_s
         for pos, raw in zip(missing, raws, strict=True):
-            members = detail_members(decode_item(raw) if raw else None)
+            item_id = item_ids[pos]
+            members = detail_members(decode_item(item_id, raw) if raw else None)
             if self.settings.api_catalog_cache_size:
                 cache[item_ids[pos]] = (expires, members)
             out[pos] = members

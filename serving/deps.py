@@ -11,6 +11,14 @@ from fastapi import Depends, HTTPException, Path, Query, Request, Security, stat
 from fastapi.security import APIKeyHeader
 
 from recsys.events import MAX_ID_LENGTH
+from recsys.item_filter import (
+    ALL_ATTRIBUTES,
+    FILTER_PARAMS,
+    InvalidFilter,
+    ItemFilter,
+    check_indexed,
+    parse_filter,
+)
 from recsys.settings import Settings
 from serving.schemas import ID_PATTERN
 from serving.state import Services
@@ -52,8 +60,47 @@ ItemIdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern
 CategoryQuery = Annotated[
     str | None,
     Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
-          description="Only recommend items of this catalog category."),
+          description="Only items of this catalog category."),
 ]
+
+
+async def get_filters(
+    request: Request,
+    category: Annotated[list[str] | None, Query(
+        description="Repeatable: only items in one of these categories (or below them: the "
+        "category is on one of the item's category paths).")] = None,
+    category_path: Annotated[list[str] | None, Query(
+        description="Repeatable: only items with a category path starting with this prefix, "
+        "levels separated by '/', root first (e.g. `home/kitchen`). Together with "
+        "`category`, any one of the given categories suffices.")] = None,
+    brand: Annotated[list[str] | None, Query(
+        description="Repeatable: only items of one of these brands.")] = None,
+    price_min: Annotated[str | None, Query(
+        description="A number: only items with a price of at least this.")] = None,
+    price_max: Annotated[str | None, Query(
+        description="A number: only items with a price of at most this.")] = None,
+    available: Annotated[str | None, Query(
+        description="true (default): only available items; false: only items the "
+        "catalogue marks unavailable.")] = None,
+    tag: Annotated[list[str] | None, Query(
+        description="Repeatable: only items carrying every tag given.")] = None,
+    attr: Annotated[list[str] | None, Query(
+        description="Repeatable, `name:value`: only items whose attribute `name` equals "
+        "`value` (compared as text: true/false, 1995, red).")] = None,
+) -> ItemFilter | None:
+    """The request's filters (recsys.item_filter: every clause must hold); None when there
+    are none. Parsed from the raw query by the core's parser, the same one the hot route's
+    shortcut uses; the parameters above document them. 422 naming the parameter."""
+    services: Services | None = getattr(request.app.state, "services", None)
+    indexed = services.settings.api_filter_attributes if services else (ALL_ATTRIBUTES,)
+    try:
+        found = check_indexed(parse_filter(request.query_params.multi_items()), indexed)
+    except InvalidFilter as exc:
+        raise HTTPException(422, str(exc)) from None
+    return found if found.restricts else None
+
+
+Filters = Annotated[ItemFilter | None, Depends(get_filters)]
 SessionQuery = Annotated[
     str | None,
     Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
@@ -98,7 +145,7 @@ AdminAccess = Depends(require_admin_key)
 # FastAPI's dependency solving and per-parameter pydantic validation cost more a request
 # than Redis does (docs/benchmarks.md). `plain_user_params` accepts only requests whose
 # parameters are plainly valid under exactly the rules declared above (UserIdPath, K,
-# CategoryQuery, a bool), and says None for anything else, which then goes through FastAPI's
+# Filters, a bool), and says None for anything else, which then goes through FastAPI's
 # own validation and its 422s. So it can only skip work, never accept what FastAPI would
 # refuse or read a value differently.
 _ID_RE = re.compile(ID_PATTERN)
@@ -112,16 +159,21 @@ def plain_id(value: str) -> bool:
     return len(value) <= MAX_ID_LENGTH and _ID_RE.fullmatch(value) is not None
 
 
-def plain_user_params(user_id: str, query: Iterable[tuple[str, str]], max_k: int
-                      ) -> tuple[str, int, bool, str | None] | None:
-    """(user_id, k, exclude_seen, category) of a plainly well-formed personalised request,
+def plain_user_params(user_id: str, query: Iterable[tuple[str, str]], max_k: int,
+                      indexed: Iterable[str] = (ALL_ATTRIBUTES,)
+                      ) -> tuple[str, int, bool, ItemFilter | None] | None:
+    """(user_id, k, exclude_seen, filters) of a plainly well-formed personalised request,
     from its path parameter and its query pairs (Starlette's `query_params.multi_items()`);
     None when FastAPI should decide (anything unusual, invalid or unknown)."""
     if not plain_id(user_id):
         return None
-    k, exclude_seen, category = DEFAULT_K, True, None
+    k, exclude_seen = DEFAULT_K, True
     names: set[str] = set()
+    filter_pairs: list[tuple[str, str]] = []
     for name, value in query:
+        if name in FILTER_PARAMS:
+            filter_pairs.append((name, value))  # repeatable; parsed below as get_filters does
+            continue
         if name in names:
             return None  # repeated: FastAPI's rule (the last wins) stays FastAPI's
         names.add(name)
@@ -139,13 +191,17 @@ def plain_user_params(user_id: str, query: Iterable[tuple[str, str]], max_k: int
             if flag is None:
                 return None
             exclude_seen = flag
-        elif name == "category":
-            if not plain_id(value):
-                return None
-            category = value
         else:
             return None
-    return user_id, k, exclude_seen, category
+    filters = None
+    if filter_pairs:
+        try:
+            filters = check_indexed(parse_filter(filter_pairs), indexed)
+        except InvalidFilter:
+            return None  # FastAPI's path answers the 422
+        if not filters.restricts:
+            filters = None
+    return user_id, k, exclude_seen, filters
 
 
 # --- paging ---------------------------------------------------------------------------------

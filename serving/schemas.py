@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys.events import MAX_ID_LENGTH, RATING_MAX, RATING_MIN, EventType
+from recsys.item_attributes import InvalidItemAttributes, ItemAttributes
 
 # The schema's own bound on lists (no setting can allow more); routes apply the settings.
 from recsys.settings import MAX_ANONYMOUS_ITEMS_LIMIT
@@ -30,16 +31,44 @@ class ErrorOut(BaseModel):
 
 # --- catalog -----------------------------------------------------------------------------
 class CatalogItemIn(BaseModel):
+    """An item as the shop describes it. Bounds are recsys.item_attributes' (checked by
+    `ItemAttributes.validate`: a 422 names the field)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, max_length=512, pattern=TEXT_PATTERN)
+    name: str | None = Field(default=None, max_length=512, pattern=TEXT_PATTERN,
+                             description="The title.")
     image_url: str | None = Field(default=None, max_length=2048, pattern=TEXT_PATTERN)
-    category: Id | None = None
+    category: Id | None = Field(default=None, description="The item's category: alone, a "
+                                "one-level path; with `category_paths`, it must be the leaf "
+                                "of the first path.")
+    category_paths: list[list[str]] | None = Field(
+        default=None, description="Every category the item is in, each a path from the root "
+        "to the leaf (e.g. [[\"home\", \"kitchen\", \"pans\"]]); the first is its primary "
+        "category.")
+    brand: str | None = None
     price: float | None = Field(default=None, ge=0.0, le=1e12, allow_inf_nan=False)
+    description: str | None = Field(default=None, description="Free text.")
+    tags: list[str] = Field(default_factory=list)
     available: bool = True
     attributes: dict[Annotated[str, Field(max_length=128)], AttributeValue] = Field(
-        default_factory=dict, max_length=64, description="Free attributes (brand, colour...)."
+        default_factory=dict, max_length=64, description="Free attributes (colour, size...)."
     )
+
+    def to_attributes(self, item_id: str) -> ItemAttributes:
+        """The validated ItemAttributes; InvalidItemAttributes names the field."""
+        paths = tuple(tuple(path) for path in self.category_paths or ())
+        if self.category is not None:
+            if not paths:
+                paths = ((self.category,),)
+            elif paths[0] and paths[0][-1] != self.category:
+                raise InvalidItemAttributes(item_id, "category", "must be the leaf of the "
+                                            f"first category path ({paths[0][-1]!r})")
+        return ItemAttributes(
+            item_id, category_paths=paths, brand=self.brand, price=self.price,
+            title=self.name, description=self.description, tags=tuple(self.tags),
+            attributes=dict(self.attributes), available=self.available,
+            image_url=self.image_url).validate()
 
 
 # One bulk write at most: a shop syncing a larger catalog sends several batches.
@@ -57,7 +86,11 @@ class CatalogItemOut(BaseModel):
     name: str | None = None
     image_url: str | None = None
     category: str | None = None
+    category_paths: list[list[str]] = Field(default_factory=list)
+    brand: str | None = None
     price: float | None = None
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
     available: bool = True
     attributes: dict[str, Any] = Field(default_factory=dict)
 
@@ -78,6 +111,7 @@ class RecommendedItem(BaseModel):
     name: str | None = None
     image_url: str | None = None
     category: str | None = None
+    brand: str | None = None
     price: float | None = None
     available: bool | None = None
     attributes: dict[str, Any] | None = None
@@ -170,6 +204,9 @@ class FeedbackAccepted(BaseModel):
 class ClassicRecommendation(BaseModel):
     product_id: str
     score: float
+    name: str | None = Field(default=None, description="The catalogue's name of the product "
+                             "(null when the catalogue does not have it).")
+    image_url: str | None = Field(default=None, description="The catalogue's image.")
 
 
 class ClassicRecommendations(BaseModel):

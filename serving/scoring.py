@@ -155,9 +155,28 @@ def subset_recommend(
     exclude: np.ndarray,
     candidates: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`recommend` restricted to `candidates` (a category), scoring only those rows."""
+    """`recommend` restricted to `candidates` (a filter), scoring only those rows."""
     rows = candidates[~np.isin(candidates, exclude)] if len(exclude) else candidates
     scores = item_factors[rows] @ user_vector.astype(item_factors.dtype, copy=False)
+    best = select_top(scores, k)
+    return rows[best], scores[best]
+
+
+def subset_neighbours(
+    row: int,
+    item_factors: np.ndarray,
+    norms: np.ndarray,
+    k: int,
+    exclude: np.ndarray,
+    candidates: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`cosine_neighbours` of y_row restricted to `candidates` (a filter), scoring only
+    those rows: cos(i, row) = y_i . y_row / (|y_i| |y_row|)."""
+    drop = candidates == row
+    if len(exclude):
+        drop |= np.isin(candidates, exclude)
+    rows = candidates[~drop]
+    scores = (item_factors[rows] @ item_factors[row]) / (norms[rows] * norms[row])
     best = select_top(scores, k)
     return rows[best], scores[best]
 

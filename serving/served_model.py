@@ -221,7 +221,7 @@ class ServedModel:
         self.watcher: ModelSwitchWatcher[LoadedModel] = ModelSwitchWatcher(
             redis, keys, poll_s=poll,
             in_use=lambda: self.current.version if self.current is not None else None,
-            load=self._load, install=self.install,
+            load=self.load, install=self.install,
             # its own connection: the control client's timeouts are for commands
             listener=lambda: subscriber_client(settings, socket_connect_timeout=2),
             failed_retry_s=FAILED_RETRY_S, resubscribe_s=min(poll, 2.0),
@@ -236,7 +236,9 @@ class ServedModel:
                                                socket_connect_timeout=5)
         return self._loader_client
 
-    async def _load(self, version: str) -> LoadedModel:
+    async def load(self, version: str) -> LoadedModel:
+        """Read a version and derive its serving state without installing it (also the
+        loader of experiments' version variants)."""
         # A worker thread with its own synchronous client: the event loop never waits.
         return await asyncio.to_thread(build_loaded_model, self._loader(), self.keys, version,
                                        self.settings)

@@ -89,7 +89,7 @@ class Services:
         services = cls(settings, metrics, keys, redis, control, guard, holder, catalog, fallback,
                        recommender, new_items)
         services.impressions = ImpressionRecorder(settings, metrics)
-        services.experiments = Experiments(keys, control)
+        services.experiments = Experiments(keys, control, load=holder.load)
         # First load before serving, so a healthy start answers from the model at once;
         # failures here are not fatal (the background tasks keep trying).
         try:

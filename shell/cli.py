@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "bench.cli",
     "serving.cli",
     "shell.user_cli",
+    "shell.items_cli",
     "shell.experiment_cli",
 ]
 

@@ -85,7 +85,8 @@ def _create(args: argparse.Namespace) -> int:
 
     from recsys.errors import ConfigError
     from recsys.eventtime import now_ms
-    from recsys.experiments import Experiment, ExperimentError, check_versions
+    from recsys.experiments import Experiment, ExperimentError, manifests_needed, resolve_versions
+    from recsys.modelstore import current_and_previous
 
     try:
         experiment = Experiment.model_validate({
@@ -94,9 +95,14 @@ def _create(args: argparse.Namespace) -> int:
     except (ValueError, ValidationError) as exc:
         raise ConfigError(f"invalid experiment: {exc}") from None
     client, keys = _client(), _keys()
-    current = client.get(keys.current_model)
+    current, previous = current_and_previous(client, keys)
+    manifests = {}
+    for version in manifests_needed(experiment, current, previous):
+        raw = client.get(keys.model_manifest(version))
+        if raw is not None:
+            manifests[version] = orjson.loads(raw)
     try:
-        check_versions(experiment, {current.decode()} if current else set())
+        experiment = resolve_versions(experiment, manifests, current, previous)
     except ExperimentError as exc:
         raise ConfigError(f"invalid experiment: {exc}") from None
     for raw_name, raw in client.hgetall(keys.experiments).items():

@@ -490,6 +490,7 @@ class BatchProcessor:
         for start in range(0, len(users), RECOMPUTE_CHUNK):
             async with self.lock:
                 owned = self.owned_partitions()
+                idle = []
                 for user in users[start:start + RECOMPUTE_CHUNK]:
                     raw = self.table.get_value(user)
                     if raw is None:
@@ -498,10 +499,14 @@ class BatchProcessor:
                     if owned is not None and state.partition not in owned:
                         continue
                     if state.last_active_ms() < cutoff:
-                        await self.table.erase(user, max(state.partition, 0))
-                        forgotten += 1
+                        idle.append((user, max(state.partition, 0)))
+                if idle:  # one changelog batch per chunk, not one per user
+                    await self.table.erase_many(idle)
+                    forgotten += len(idle)
+            # let batches run between chunks: a sweep of many users must not hold the event
+            # loop (the consumer would see its partitions stall and seek back)
+            await asyncio.sleep(0)
         if forgotten:
             telemetry.IDLE_FORGOTTEN.inc(forgotten)
-            log.info("forgot %d users idle for over %.0f days", forgotten,
-                     self.idle_ms / 86_400_000)
+            log.info("forgot %d users idle for over %g s", forgotten, self.idle_ms / 1000)
         return forgotten

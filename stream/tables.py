@@ -55,10 +55,17 @@ class UserHistoryTable(faust.Table):
     async def erase(self, user: str, partition: int) -> asyncio.Future[None]:
         """Forget a user (erasure): drop the value and write a tombstone (None) to the
         changelog, so a table restored from it does not have them either."""
+        return await self.erase_many([(user, partition)])
+
+    async def erase_many(self, users: Sequence[tuple[str, int]]) -> asyncio.Future[None]:
+        """`erase` for many (user, partition) at once: one changelog batch, one future."""
         if self.changelog_writer is None:
             raise RuntimeError("the history table's changelog writer is not set up")
-        self.data.pop(user, None)
-        return await self.changelog_writer.send([(partition, self.changelog_key(user), None)])
+        records = []
+        for user, partition in users:
+            self.data.pop(user, None)
+            records.append((partition, self.changelog_key(user), None))
+        return await self.changelog_writer.send(records)
 
     def users(self) -> list[str]:
         return list(self.data.keys())

@@ -47,8 +47,9 @@ never processed by any later worker). When the fetch stops short of the end offs
 worker sat idle with lag and nothing in progress. `_Consumer` therefore tracks the next
 offset it expects per source partition (from the committed offsets, then each delivered
 record): a record beyond it, or a partition whose end is beyond it with nothing delivered
-for `STALL_REWIND_S`, makes it seek back to that offset. A hole that persists after
-`MAX_REWINDS` seeks is real (compaction, transaction markers) and is passed on to Faust.
+for `STALL_REWIND_S` while no partition delivers anything, makes it seek back to that
+offset. A hole that persists after `MAX_REWINDS` seeks is real (compaction, transaction
+markers) and is passed on to Faust.
 
 Install it right after creating the App, before anything touches `app.transport`:
 
@@ -177,6 +178,7 @@ class _Consumer(faust_aiokafka.Consumer):
     _expected: dict[TP, int] = {}  # noqa: RUF012 - replaced per instance, never mutated here
     _rewinds: dict[TP, tuple[int, int]] = {}  # noqa: RUF012
     _delivered_at: dict[TP, float] = {}  # noqa: RUF012
+    _last_delivery = 0.0  # any partition's last delivered record (monotonic)
 
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -199,6 +201,7 @@ class _Consumer(faust_aiokafka.Consumer):
                           if not self._is_changelog_tp(tp)}
         self._rewinds = {}
         self._delivered_at = dict.fromkeys(self._expected, now)
+        self._last_delivery = now
         return committed
 
     async def _rewind(self, tp: TP, why: str, seen: int | None = None) -> bool:
@@ -220,8 +223,15 @@ class _Consumer(faust_aiokafka.Consumer):
 
     async def _rewind_stalled(self) -> None:
         """Partitions whose end is beyond the expected offset with nothing delivered for
-        STALL_REWIND_S: the fetch position moved past records nobody delivered."""
+        STALL_REWIND_S: the fetch position moved past records nobody delivered. Only while
+        the consumer as a whole delivers nothing: a partition that waits its turn behind a
+        backlog of others, or behind an event loop busy for seconds, has no hole, and seeking
+        it back would throw away what was fetched (a worker far behind then seeks again and
+        again and ends up consuming nothing; the chaos scenario million_random_users). A hole
+        on a partition that keeps receiving is found by its next record instead."""
         now = time.monotonic()
+        if now - self._last_delivery < STALL_REWIND_S:
+            return
         for tp, expected in list(self._expected.items()):
             if now - self._delivered_at.get(tp, now) < STALL_REWIND_S:
                 continue
@@ -274,7 +284,8 @@ class _Consumer(faust_aiokafka.Consumer):
                                 continue
                             if offset >= want:
                                 expected[tp] = offset + 1
-                                self._delivered_at[tp] = time.monotonic()
+                                self._delivered_at[tp] = self._last_delivery = \
+                                    time.monotonic()
                         # ------------------------------------------------------------
                         r_offset = get_read_offset(tp)
                         if r_offset is None or offset >= r_offset:

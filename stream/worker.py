@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 GAUGE_INTERVAL_S = 5.0
 HEARTBEAT_INTERVAL_S = 1.0
-IDLE_SWEEP_S = 300.0
 
 
 @dataclass
@@ -122,7 +121,7 @@ def build(settings: Settings) -> StreamWorker:
     async def _heartbeat() -> None:
         heartbeat.beat()
 
-    @app.timer(IDLE_SWEEP_S)
+    @app.timer(settings.stream_idle_sweep_s)
     async def _forget_idle() -> None:
         await processor.forget_idle()
 

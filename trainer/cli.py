@@ -75,6 +75,12 @@ def _train(args: argparse.Namespace) -> int:
 
     log = logging.getLogger("trainer")
     settings = get_settings()
+    if settings.trainer_backend == "spark":
+        from recsys.spark_als import spark_options, spark_session
+
+        # pyspark, Java and the master are checked now, not at the first fit: a ConfigError
+        # naming what to install or fix (recsys.spark_als.SparkUnavailable)
+        spark_session(spark_options(settings))
     frame = None
     if args.from_file:  # read (and validate) the file before taking the lease
         from recsys.sources.options import source_options

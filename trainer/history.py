@@ -1,4 +1,6 @@
-"""The trainer's own durable interaction history: Parquet files in `settings.data_dir/history`.
+"""The trainer's own durable interaction history: Parquet files in `settings.data_dir/history`,
+or wherever `trainer_history_uri` points: any filesystem pyarrow understands (a local path,
+`file:///...`, `s3://bucket/prefix`), read and written through `pyarrow.fs`.
 
 Why Parquet (pyarrow): the trainer only ever reads whole columns (user, item, type, value,
 time) of the whole history to build a sparse matrix, which is what a columnar format is for;
@@ -11,8 +13,10 @@ key-value metadata, the next offset of every partition it covers (`recsys.offset
 {"topic:partition": next_offset}). A file is written under a temporary name and renamed into
 place, so its rows and its offsets appear together or not at all. On restart the consumer
 seeks each assigned partition to the highest stored offset: what is on disk is exactly what
-was consumed. Kafka's committed group offsets are also updated after each flush, but only so
-that lag shows in the usual tools; the files are the source of truth.
+was consumed. (On an object store "rename" is a copy of the finished object, which appears
+whole or not at all: the same guarantee.) Kafka's committed group offsets are also updated
+after each flush, but only so that lag shows in the usual tools; the files are the source of
+truth.
 
 Unreadable files (a corrupt Parquet footer or page) are moved to `quarantine/` beside the
 history, with an error log line and `recsys_trainer_history_quarantined_total`, and the trainer
@@ -40,7 +44,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 import numpy as np
@@ -48,6 +52,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from recsys.quality import unique_sorted
@@ -65,6 +70,8 @@ _DICTIONARY_COLUMNS = ("user_id", "item_id", "event_type")  # few distinct value
 # processes that append at once (the lease forbids it, a stray `--from-file` might not) from
 # overwriting each other's file. Names without the suffix (older histories) still match.
 _PART_RE = re.compile(r"^(part|base)-(\d{12})(?:-[0-9a-f]{8})?\.parquet$")
+_BASE_RE = re.compile(r"^base-.*\.parquet$")
+_TMP_RE = re.compile(r".*\.tmp$")
 
 SCHEMA = pa.schema([
     ("event_id", pa.string()),
@@ -112,17 +119,39 @@ def offset_key(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
-class HistoryStore:
-    """Append-only Parquet event store with per-partition offsets kept beside the rows."""
+def open_location(location: str | Path) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) of a local path or a filesystem URI pyarrow understands."""
+    text = str(location)
+    if "://" not in text:
+        return pafs.LocalFileSystem(), str(Path(text).resolve())
+    try:
+        fs, path = pafs.FileSystem.from_uri(text)
+    except (ValueError, pa.ArrowException) as exc:
+        raise HistoryError(f"history location {text!r} is not a filesystem URI pyarrow "
+                           f"understands: {exc}") from exc
+    return fs, path.rstrip("/")
 
-    def __init__(self, directory: Path, retention_days: float | None = None,
+
+class HistoryStore:
+    """Append-only Parquet event store with per-partition offsets kept beside the rows.
+
+    `location` is a local path or a filesystem URI (module docstring). Files are named by
+    PurePosixPath; on the local filesystem they are Paths."""
+
+    def __init__(self, location: str | Path, retention_days: float | None = None,
                  quarantine: str = "quarantine",
                  on_quarantine: Callable[[], object] | None = None) -> None:
-        self.directory = Path(directory)
+        self.fs, root = open_location(location)
+        self._local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.directory: PurePosixPath = Path(root) if self._local else PurePosixPath(root)
+        self.location = str(location)
         self.retention_days = retention_days
         self.quarantine_dir = self.directory / quarantine
         self._on_quarantine = on_quarantine
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.fs.create_dir(str(self.directory), recursive=True)
+        except (OSError, pa.ArrowException) as exc:
+            raise HistoryError(f"cannot open the history at {self.location}: {exc}") from exc
         self._offsets: dict[str, int] = {}
         self._known_ids: np.ndarray | None = None  # built on first use: see `_known`
         self._latest_ms = 0
@@ -131,27 +160,42 @@ class HistoryStore:
         self._scan()
 
     # --- opening -----------------------------------------------------------------------
-    def files(self) -> list[Path]:
-        found = [p for p in self.directory.iterdir() if _PART_RE.match(p.name)]
-        return sorted(found, key=lambda p: (_seq_of(p), p.name))
+    def _list(self, pattern: re.Pattern[str]) -> list[PurePosixPath]:
+        infos = self.fs.get_file_info(pafs.FileSelector(str(self.directory),
+                                                        allow_not_found=True))
+        return [self.directory / info.base_name for info in infos
+                if info.type == pafs.FileType.File and pattern.match(info.base_name)]
 
-    def quarantine(self, path: Path, exc: BaseException) -> None:
+    def _exists(self, path: PurePosixPath) -> bool:
+        return self.fs.get_file_info(str(path)).type != pafs.FileType.NotFound
+
+    def _delete(self, path: PurePosixPath) -> None:
+        try:
+            self.fs.delete_file(str(path))
+        except FileNotFoundError:
+            pass
+
+    def files(self) -> list[PurePosixPath]:
+        return sorted(self._list(_PART_RE), key=lambda p: (_seq_of(p), p.name))
+
+    def quarantine(self, path: PurePosixPath, exc: BaseException) -> None:
         """Move an unreadable file aside (it would fail every run) and go on without it. Its
         events are missing from training until restored; later files carry the offsets."""
-        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        self.fs.create_dir(str(self.quarantine_dir), recursive=True)
         target = self.quarantine_dir / f"{path.name}.{uuid.uuid4().hex[:8]}"
         try:
-            os.replace(path, target)
+            self.fs.move(str(path), str(target))
         except FileNotFoundError:
             return
-        _fsync_dir(self.directory)
+        if self._local:
+            _fsync_dir(Path(self.directory))
         self._known_ids = None  # rebuilt without it on next use
         log.error("history file %s is unreadable (%s): moved to %s; training goes on without "
                   "its events", path.name, exc, target)
         if self._on_quarantine is not None:
             self._on_quarantine()
 
-    def _readable(self, read: Callable[[Path], T]) -> list[T]:
+    def _readable(self, read: Callable[[PurePosixPath], T]) -> list[T]:
         """`read` of every file; a file that fails is quarantined and left out."""
         out = []
         for path in self.files():
@@ -162,24 +206,24 @@ class HistoryStore:
         return out
 
     def _recover(self) -> None:
-        for stale in self.directory.glob("*.tmp"):
-            stale.unlink(missing_ok=True)
-        for base in self.directory.glob("base-*.parquet"):
+        for stale in self._list(_TMP_RE):
+            self._delete(stale)
+        for base in self._list(_BASE_RE):
             try:
-                replaces = _metadata(base).get(REPLACES_KEY, [])
+                replaces = _metadata(base, self.fs).get(REPLACES_KEY, [])
             except HistoryError as exc:
                 self.quarantine(base, exc)
                 continue
             for name in replaces:
                 leftover = self.directory / name
-                if leftover.exists() and leftover != base:
+                if leftover != base and self._exists(leftover):
                     log.warning("removing %s, already merged into %s", leftover.name, base.name)
-                    leftover.unlink()
+                    self._delete(leftover)
 
     def _scan(self) -> None:
         """Offsets, newest event time and file sequence, from the files' footers only."""
         for path, meta, latest in self._readable(
-                lambda p: (p, _metadata(p), _max_timestamp(p))):
+                lambda p: (p, _metadata(p, self.fs), _max_timestamp(p, self.fs))):
             for key, offset in meta.get(OFFSETS_KEY, {}).items():
                 self._offsets[key] = max(self._offsets.get(key, 0), int(offset))
             self._latest_ms = max(self._latest_ms, latest)
@@ -191,8 +235,9 @@ class HistoryStore:
         needed (append, compaction, n_events): hashing a large history costs time that a
         process that only trains (`train --once --no-consume`) should not pay."""
         if self._known_ids is None:
-            def read(path: Path) -> np.ndarray:
-                table = pq.read_table(path, columns=["user_id", "event_id"])
+            def read(path: PurePosixPath) -> np.ndarray:
+                table = pq.read_table(str(path), columns=["user_id", "event_id"],
+                                      filesystem=self.fs)
                 return event_key_hashes(table.column("user_id").to_numpy(zero_copy_only=False),
                                         table.column("event_id").to_numpy(zero_copy_only=False))
 
@@ -267,7 +312,8 @@ class HistoryStore:
         removed = 0
         for path in self.files():
             try:
-                ids = pq.read_table(path, columns=["user_id"]).column("user_id")
+                ids = pq.read_table(str(path), columns=["user_id"],
+                                    filesystem=self.fs).column("user_id")
             except (OSError, pa.ArrowException) as exc:
                 self.quarantine(path, exc)
                 continue
@@ -275,8 +321,8 @@ class HistoryStore:
             n = pc.sum(hit).as_py() or 0
             if not n:
                 continue
-            table = pq.read_table(path, schema=SCHEMA)
-            meta = pq.read_schema(path).metadata or {}
+            table = pq.read_table(str(path), schema=SCHEMA, filesystem=self.fs)
+            meta = pq.read_schema(str(path), filesystem=self.fs).metadata or {}
             kept = table.filter(pc.invert(pc.is_in(table.column("user_id"), value_set=wanted)))
             self._write(kept, path.name, dict(meta))
             removed += int(n)
@@ -285,15 +331,18 @@ class HistoryStore:
             log.info("erasure: %d history rows of %d users removed", removed, len(wanted))
         return removed
 
-    def _write(self, table: pa.Table, name: str, meta: dict[bytes, bytes]) -> Path:
+    def _write(self, table: pa.Table, name: str, meta: dict[bytes, bytes]) -> PurePosixPath:
         final = self.directory / name
         tmp = self.directory / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
         table = table.replace_schema_metadata(meta)
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=True)
-        with open(tmp, "rb") as handle:  # durable before it becomes visible
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
-        _fsync_dir(self.directory)
+        pq.write_table(table, str(tmp), compression="zstd", use_dictionary=True,
+                       filesystem=self.fs)
+        if self._local:
+            with open(tmp, "rb") as handle:  # durable before it becomes visible
+                os.fsync(handle.fileno())
+        self.fs.move(str(tmp), str(final))
+        if self._local:
+            _fsync_dir(Path(self.directory))
         return final
 
     def compact(self) -> Path | None:
@@ -302,7 +351,8 @@ class HistoryStore:
         if len(files) <= 1:
             return None
         started = time.perf_counter()
-        tables = self._readable(lambda p: (p, pq.read_table(p, schema=SCHEMA)))
+        tables = self._readable(
+            lambda p: (p, pq.read_table(str(p), schema=SCHEMA, filesystem=self.fs)))
         files = [p for p, _ in tables]
         if not files:
             return None
@@ -317,7 +367,7 @@ class HistoryStore:
                            meta)
         for path in files:
             if path != base:
-                path.unlink(missing_ok=True)
+                self._delete(path)
         self._known = (unique_sorted(event_key_hashes(frame["user_id"], frame["event_id"]))
                        if len(frame) else np.empty(0, np.uint64))
         log.info("history compacted: %d files -> %s, %d events (%.2fs)", len(files), base.name,
@@ -352,21 +402,22 @@ class HistoryStore:
         # no schema= here: it would override read_dictionary and decode every id to a
         # string (every file is written with SCHEMA anyway)
         tables = self._readable(
-            lambda p: pq.read_table(p, columns=columns, read_dictionary=dictionary))
+            lambda p: pq.read_table(str(p), columns=columns, read_dictionary=dictionary,
+                                    filesystem=self.fs))
         if not tables:
             return self.load(with_source, columns) if self.files() else pd.DataFrame(
                 {c: pd.Series(dtype=SCHEMA.field(c).type.to_pandas_dtype()) for c in columns})
         try:
             table = pa.concat_tables(tables, promote_options="permissive")
         except (OSError, pa.ArrowException) as exc:
-            raise HistoryError(f"cannot read the history in {self.directory}: {exc}") from exc
+            raise HistoryError(f"cannot read the history in {self.location}: {exc}") from exc
         # no unify_dictionaries(): 0.2 s for 1M rows even when every chunk shares one
         # dictionary (one file); _to_frame's combine_chunks unifies differing ones itself
         frame = _to_frame(table)
         return self._apply_retention(frame).reset_index(drop=True)
 
 
-def _seq_of(path: Path) -> int:
+def _seq_of(path: PurePosixPath) -> int:
     return int(_PART_RE.match(path.name).group(2))  # type: ignore[union-attr]
 
 
@@ -403,24 +454,24 @@ def _to_table(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pydict(data, schema=SCHEMA)
 
 
-def _max_timestamp(path: Path) -> int:
+def _max_timestamp(path: PurePosixPath, fs: pafs.FileSystem) -> int:
     """Newest event time in a file: from the row groups' statistics (footer only) when the
     writer stored them (pyarrow does), else by reading the column."""
     try:
-        meta = pq.read_metadata(path)
+        meta = pq.read_metadata(str(path), filesystem=fs)
         column = meta.schema.names.index("timestamp")
         stats = [meta.row_group(g).column(column).statistics for g in range(meta.num_row_groups)]
         if all(s is not None and s.has_min_max for s in stats):
             return max((int(s.max) for s in stats), default=0)
-        table = pq.read_table(path, columns=["timestamp"])
+        table = pq.read_table(str(path), columns=["timestamp"], filesystem=fs)
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise HistoryError(f"unreadable history file {path}: {exc}") from exc
     return int(pc.max(table["timestamp"]).as_py() or 0) if table.num_rows else 0
 
 
-def _metadata(path: Path) -> dict[bytes, Any]:
+def _metadata(path: PurePosixPath, fs: pafs.FileSystem) -> dict[bytes, Any]:
     try:
-        raw = pq.read_schema(path).metadata or {}
+        raw = pq.read_schema(str(path), filesystem=fs).metadata or {}
     except (OSError, pa.ArrowException) as exc:
         raise HistoryError(f"unreadable history file {path}: {exc}") from exc
     return {k: orjson.loads(v) for k, v in raw.items() if k in (OFFSETS_KEY, REPLACES_KEY)}

@@ -79,6 +79,7 @@ from recsys.sequence_model import UserTower, tower_manifest
 from recsys.sequence_train import neural_params, user_sequences
 from recsys.settings import Settings
 from recsys.split import Holdout, cutoff_for
+from recsys.topk import top_k, top_k_rows
 from trainer.content import fit_version_content
 from trainer.gate import GateDecision, decide
 from trainer.history import HistoryStore, Snapshot
@@ -162,7 +163,8 @@ def _discard(job: Future) -> None:
 
 
 def history_store(settings: Settings, metrics: TrainerMetrics | None = None) -> HistoryStore:
-    return HistoryStore(settings.data_dir / "history", settings.trainer_retention_days,
+    location = settings.trainer_history_uri or settings.data_dir / "history"
+    return HistoryStore(location, settings.trainer_retention_days,
                         quarantine=settings.trainer_quarantine_dir,
                         on_quarantine=metrics.history_quarantined.inc if metrics else None)
 
@@ -197,19 +199,27 @@ class Trainer:
         self.model_dir = settings.model_dir
         self.model_dir.mkdir(parents=True, exist_ok=True)
         self._clock = EventClock.from_seconds(settings.event_time_future_tolerance_s)
-        self._init_last_publish()
+        self._init_served_gauges()
 
-    def _init_last_publish(self) -> None:
+    def _init_served_gauges(self) -> None:
+        """The version in service when this trainer starts: its publish time, kind and holdout
+        quality beside popularity's, so the dashboard shows them before this trainer's first
+        publish (a restarted trainer, or one whose every run the gate rejects)."""
         try:
             version = read_current_version(self.redis, self.keys)
-            if version:
-                raw = self.redis.get(self.keys.model_manifest(version))
-                if raw:
-                    created = orjson.loads(raw).get("created_at")
-                    if created:
-                        self.metrics.mark_published(datetime.fromisoformat(created).timestamp())
-        except Exception as exc:  # noqa: BLE001 - only a gauge's starting value
-            log.debug("cannot read the last publish time: %s", exc)
+            raw = self.redis.get(self.keys.model_manifest(version)) if version else None
+            if not raw:
+                return
+            manifest = orjson.loads(raw)
+            created = manifest.get("created_at")
+            if created:
+                self.metrics.mark_published(datetime.fromisoformat(created).timestamp())
+            gate = manifest.get("gate") or {}
+            if manifest.get("model_kind"):
+                self.metrics.set_served(manifest["model_kind"], gate.get("candidate"),
+                                        gate.get("popularity"))
+        except Exception as exc:  # noqa: BLE001 - only gauges' starting values
+            log.debug("cannot read the served version's manifest: %s", exc)
 
     # --- the run -------------------------------------------------------------------------
     def run_once(self) -> RunResult:
@@ -621,7 +631,7 @@ class Trainer:
         if s.trainer_refit_iterations > 0:
             matrix = weight_matrix(events)
             trained_until = latest
-            if isinstance(candidate, FittedAls):
+            if isinstance(candidate, FittedAls) and candidate.backend == "implicit":
                 # the rows that differ from the training part: users with events after it
                 changed = unique_sorted(events.rows[~train])
                 factors = refit_als(confidences(matrix, candidate.als.alpha), candidate.als,
@@ -629,6 +639,8 @@ class Trainer:
                 final = FittedAls(candidate.als, factors, item_popularity(matrix),
                                   candidate.params, name=candidate.name)
             else:
+                # item-item models, popularity, and Spark's ALS (MLlib takes no starting
+                # factors): a full fit on the whole history
                 final = fit_on(candidate.name, matrix, candidate.params,
                                config_from_settings(s))
         item_mask = _nonzero_columns(matrix)
@@ -761,7 +773,7 @@ class Trainer:
         if not limit or n_items <= limit:
             return np.arange(n_items)
         score = np.array([popularity.get(str(i), 0.0) for i in item_ids])
-        return np.sort(np.argpartition(-score, limit - 1)[:limit])
+        return np.sort(top_k(score, limit))
 
     def _popularity(self, events: IndexedEvents, item_mask: np.ndarray) -> dict[str, float]:
         scores = PopularityRecommender(events.shape[1]).fit(events.rows, events.cols,
@@ -845,14 +857,8 @@ def similar_from_neighbours(rows: np.ndarray, weights: np.ndarray, n: int,
     sub_rows = np.asarray(rows)[which].astype(np.int64)
     sub_w = np.where(sub_rows >= 0, np.asarray(weights)[which], -np.inf)
     sub_w = np.where(sub_w > 0, sub_w, -np.inf)
-    order = np.argsort(-sub_w, axis=1, kind="stable")[:, :n]
-    idx = np.take_along_axis(sub_rows, order, axis=1)
-    scores = np.take_along_axis(sub_w, order, axis=1)
-    valid = np.isfinite(scores)
-    idx = np.where(valid, idx, -1)
-    scores = np.where(valid, scores, 0.0).astype(np.float32)
-    if idx.shape[1] < n:
-        pad = n - idx.shape[1]
-        idx = np.hstack([idx, np.full((len(idx), pad), -1, dtype=np.int64)])
-        scores = np.hstack([scores, np.zeros((len(idx), pad), dtype=np.float32)])
+    order, scores = top_k_rows(sub_w, n, return_scores=True)  # -1 pads: no positive weight
+    if sub_rows.shape[1] == 0:
+        return order, scores
+    idx = np.where(order >= 0, np.take_along_axis(sub_rows, np.maximum(order, 0), axis=1), -1)
     return idx, scores

@@ -27,6 +27,9 @@ collection also SCANs Redis for version-scoped keys (recsys.keys) and deletes th
 version that is neither current nor kept for rollback once the version (its id carries its
 creation time) is older than `trainer_orphan_grace_s`. The grace keeps a version that another
 process is staging right now; ids that carry no time are left alone.
+
+A version an A/B experiment serves (recsys.experiments.pinned_versions: model_version and
+model_kind variants of any stored experiment) is kept by both until the experiment is deleted.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import orjson
 
 from recsys.ann import ANN_FORMAT, build_layout, pack_layout
 from recsys.errors import ModelIntegrityError, ModelNotFound
+from recsys.experiments import pinned_versions
 from recsys.keys import Keys
 from recsys.modelstore import (
     SIMILAR_DTYPE,
@@ -276,7 +280,7 @@ def collect_garbage(redis: Any, keys: Keys, model_dir: Path, keep: int) -> list[
     (Redis and disk); keep the newest `keep` rejected candidates on disk. Returns deleted.
     (Versions that exist only in Redis: collect_orphans.)"""
     current, previous = current_and_previous(redis, keys)
-    live = {v for v in [current, *previous[:keep - 1]] if v}
+    live = {v for v in [current, *previous[:keep - 1]] if v} | experiment_versions(redis, keys)
     deleted: list[str] = []
     rejected_seen = 0
     for version in reversed(disk_versions(model_dir)):  # newest first
@@ -297,6 +301,11 @@ def collect_garbage(redis: Any, keys: Keys, model_dir: Path, keep: int) -> list[
     if deleted:
         log.info("garbage-collected model versions %s", deleted)
     return deleted
+
+
+def experiment_versions(redis: Any, keys: Keys) -> set[str]:
+    """The versions the stored experiments serve (kept by garbage collection)."""
+    return pinned_versions(redis.hvals(keys.experiments))
 
 
 def redis_versions(redis: Any, keys: Keys) -> set[str]:
@@ -320,9 +329,11 @@ def collect_orphans(redis: Any, keys: Keys, live: set[str], grace_s: float,
         created = version_created_s(version)
         if created is None or now - created < grace_s:
             continue
-        # re-read the pointer right before: never delete what became current meanwhile
+        # re-read the pointer right before: never delete what became current (or what an
+        # experiment started to serve) meanwhile
         current, previous = current_and_previous(redis, keys)
-        if version == current or version in previous:
+        if version == current or version in previous or version in experiment_versions(
+                redis, keys):
             continue
         delete_model_version(redis, keys, version)
         orphans.append(version)

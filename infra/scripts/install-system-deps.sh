@@ -13,6 +13,17 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # The real-browser tests (tests/web) drive Debian's Chromium through Playwright; Playwright's
 # own browser download is not used. A font package, so pages render text in screenshots.
 command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-liberation)
+# The trainer's Spark backend (pyspark, the `spark` extra) runs Spark's JVM: Java 17 or newer.
+# A java that is there but older than 17 is reported, not replaced (it may be the system's).
+if command -v java >/dev/null 2>&1; then
+  java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
+  if [ -n "$java_major" ] && [ "$java_major" -lt 17 ]; then
+    echo "warning: java $java_major found; the Spark trainer backend needs Java 17+" \
+         "(apt-get install openjdk-17-jre-headless, then point JAVA_HOME at it)" >&2
+  fi
+else
+  need+=(openjdk-17-jre-headless)
+fi
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

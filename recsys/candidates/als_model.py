@@ -19,6 +19,7 @@ from recsys.candidates.popularity import item_popularity
 from recsys.candidates.registry import register
 from recsys.confidence import confidence
 from recsys.holdout_eval import fold_in_users
+from recsys.spark_als import fit_als_spark
 from recsys.split import Holdout
 from recsys.topk import rank_by_factors
 
@@ -53,6 +54,7 @@ class FittedAls:
     params: dict[str, Any]
     name: str = "als"
     kind: str = KIND_ALS
+    backend: str = "implicit"  # what fitted the factors: implicit, or spark (MLlib)
 
     @property
     def seconds(self) -> float:
@@ -71,15 +73,19 @@ class FittedAls:
                       item_factors=self.factors.item_factors,
                       user_factors=self.factors.user_factors,
                       manifest={"factors": p.factors, "regularization": p.regularization,
-                                "alpha": p.alpha, "iterations": p.iterations})
+                                "alpha": p.alpha, "iterations": p.iterations,
+                                "fit_backend": self.backend})
 
 
 def fit(train: sp.csr_matrix, params: Mapping[str, Any], ctx: FitContext) -> FittedAls:
     p = als_params(params, ctx)
-    factors = fit_als(confidences(train, p.alpha), p)
+    conf = confidences(train, p.alpha)
+    # the same confidences either way; only the solver's engine differs (recsys.spark_als)
+    factors = fit_als(conf, p) if ctx.spark is None else fit_als_spark(conf, p, ctx.spark)
     return FittedAls(p, factors, item_popularity(train),
                      {"factors": p.factors, "regularization": p.regularization,
-                      "alpha": p.alpha, "iterations": p.iterations})
+                      "alpha": p.alpha, "iterations": p.iterations},
+                     backend="implicit" if ctx.spark is None else "spark")
 
 
 register(CandidateSpec(name="als", kind=KIND_ALS, fit=fit, defaults=DEFAULTS, space=SPACE,

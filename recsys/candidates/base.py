@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.spark_als import SparkOptions
 from recsys.split import Holdout
 
 KIND_ALS = "als"
@@ -32,6 +33,7 @@ class FitContext:
     threads: int = 0  # 0 = all cores (implicit's convention)
     neighbours: int = 100  # item-item: neighbours kept per item (what serving holds)
     max_items: int = 20_000  # EASE: largest catalogue it is fitted on (an n x n inverse)
+    spark: SparkOptions | None = None  # ALS fitted by Spark MLlib there (None: implicit)
 
 
 @dataclass

@@ -6,6 +6,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from recsys.item_filter import category_filter
 from serving.business import for_users
 from serving.deps import DEFAULT_K, ServicesDep
 from serving.responses import render
@@ -40,7 +41,8 @@ class BatchOut(BaseModel):
     description="The personalised lists of many users at once. The users' vectors are read "
     "in one Redis round trip and scored in one matrix product (Y [x_1 .. x_B]), which costs "
     "far less than B single requests; users the model cannot answer get the usual fallbacks "
-    "(`source` says which).")
+    "(`source` says which). Each list has its own `recommendation_id` and is recorded as an "
+    "impression (endpoint `batch`); batch lists are never part of an experiment.")
 async def batch_recommendations(services: ServicesDep, body: BatchIn) -> BatchOut:
     settings = services.settings
     if len(body.user_ids) > settings.api_max_batch_users:
@@ -49,9 +51,14 @@ async def batch_recommendations(services: ServicesDep, body: BatchIn) -> BatchOu
     if body.k > settings.api_max_k:
         raise HTTPException(422, f"k must be between 1 and {settings.api_max_k}; got {body.k}")
     results = await for_users(services.recommender, body.user_ids, body.k, body.exclude_seen,
-                              body.category)
-    parts = [orjson.Fragment(bytes((await render(result, services.catalog, services.metrics,
-                                                 "batch", user_id=user)).body))
+                              category_filter(body.category))
+    # Each user's list is an impression of its own, outside experiments: a campaign sends
+    # the model's lists, and a click on one is attributed to it like any other.
+    parts = [orjson.Fragment(bytes((await render(
+        result, services.catalog, services.metrics, "batch", user_id=user,
+        recommendation_id=services.impressions.record(services.producer, "batch", result,
+                                                      user),
+        variant=None)).body))
              for user, result in zip(body.user_ids, results, strict=True)]
     return Response(orjson.dumps({"results": parts}),  # type: ignore[return-value]
                     media_type="application/json")

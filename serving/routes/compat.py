@@ -26,11 +26,16 @@ async def classic_recommendations(
     k: K,
 ) -> ClassicRecommendations:
     result, served = await recommend(services, "classic", user_id, k, None,
-                                     lambda: services.recommender.for_user(user_id, k))
+                                     lambda how: services.recommender.for_user(
+                                         user_id, k, treatment=how))
     services.metrics.count_response("classic", result.source)
+    details = await services.catalog.display([item for item, _ in result.items])
     return OrjsonResponse({  # type: ignore[return-value]
         "user_id": user_id, **served,
-        "recommendations": [{"product_id": item, "score": score} for item, score in result.items],
+        "recommendations": [{"product_id": item, "score": score, "name": shown.get("name"),
+                             "image_url": shown.get("image_url")}
+                            for (item, score), shown in zip(result.items, details,
+                                                            strict=True)],
         "model_version": result.model_version,
         "source": result.source,
     })

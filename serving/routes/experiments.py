@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Body, HTTPException, Path
 from pydantic import ValidationError
 from redis.exceptions import RedisError
@@ -16,10 +17,11 @@ from recsys.experiments import (
     NAME_PATTERN,
     Experiment,
     ExperimentError,
-    check_versions,
     counts_from_hash,
+    manifests_needed,
     ordered_counts,
     report,
+    resolve_versions,
 )
 from serving.deps import AdminAccess, ServicesDep
 from serving.responses import OrjsonResponse
@@ -38,6 +40,20 @@ EXAMPLE = {"variants": [{"name": "model", "kind": "model", "share": 0.5},
 def _unavailable(services: Services, exc: Exception) -> HTTPException:
     services.guard.failed("admin_experiments", exc)
     return HTTPException(503, "Redis is unavailable; retry")
+
+
+async def _resolved(services: Services, experiment: Experiment) -> Experiment:
+    """The experiment with its variants' model versions resolved (recsys.experiments)."""
+    control, keys = services.control, services.keys
+    raw_current = await control.get(keys.current_model)
+    current = raw_current.decode() if raw_current else None
+    previous = [v.decode() for v in await control.lrange(keys.previous_models, 0, -1)]
+    manifests = {}
+    for version in manifests_needed(experiment, current, previous):
+        raw = await control.get(keys.model_manifest(version))
+        if raw is not None:
+            manifests[version] = orjson.loads(raw)
+    return resolve_versions(experiment, manifests, current, previous)
 
 
 async def _report(services: Services, experiment: Experiment) -> dict[str, Any]:
@@ -88,9 +104,11 @@ async def get_experiment(services: ServicesDep, name: NamePath) -> Any:
 @router.put("/{name}", summary="Create or replace an experiment",
             responses={409: {"model": ErrorOut, "description": "another one is active"},
                        422: {"model": ErrorOut, "description": "bad configuration"}},
-            description="Body: `variants` (name, kind: model | popularity | model_version, "
-            "share; shares sum to 1) and `active` (default true). At most one experiment is "
-            "active. Replacing an experiment keeps its counts; delete it to start afresh.")
+            description="Body: `variants` (name, kind: model | popularity | model_version | "
+            "model_kind | hybrid_weight, value: the version, kind or weight, share; shares sum "
+            "to 1) and `active` (default true). The answer carries each variant's resolved "
+            "`version`. At most one experiment is active. Replacing an experiment keeps its "
+            "counts; delete it to start afresh.")
 async def put_experiment(services: ServicesDep, name: NamePath,
                          body: Annotated[dict[str, Any], Body(examples=[EXAMPLE])]) -> Any:
     try:
@@ -100,10 +118,7 @@ async def put_experiment(services: ServicesDep, name: NamePath,
                            for e in exc.errors())
         raise HTTPException(422, f"invalid experiment: {detail}") from None
     try:
-        keys = services.keys
-        # Serving holds one version's factors: a model_version variant must be that one.
-        current = await services.control.get(keys.current_model)
-        check_versions(experiment, {current.decode()} if current else set())
+        experiment = await _resolved(services, experiment)
         if experiment.active:
             others = [e.name for e in await services.experiments.all()
                       if e.active and e.name != name]

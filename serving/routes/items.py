@@ -7,7 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Response
 from redis.exceptions import RedisError
 
-from serving.deps import ItemIdPath, K, ServicesDep, SessionQuery, WriteAccess
+from recsys.catalog_codec import item_fields
+from recsys.item_attributes import InvalidItemAttributes
+from serving.deps import Filters, ItemIdPath, K, ServicesDep, SessionQuery, WriteAccess
 from serving.experiments import recommend
 from serving.recommender import ItemNotFound
 from serving.responses import OrjsonResponse, render
@@ -21,11 +23,6 @@ from serving.schemas import (
     SimilarItems,
 )
 
-# Every field present in catalog answers (null when not set), unlike the compact item
-# entries inside recommendation lists.
-EMPTY_ITEM = {"name": None, "image_url": None, "category": None, "price": None,
-              "available": True, "attributes": {}}
-
 router = APIRouter(tags=["items"],
                    responses={422: {"model": ErrorOut, "description": "bad parameters"}})
 
@@ -33,11 +30,12 @@ router = APIRouter(tags=["items"],
 @router.get("/v1/items/{item_id}/similar", response_model=SimilarItems,
             responses={404: {"model": ErrorOut, "description": "unknown item"}},
             summary="Items similar to an item")
-async def similar_items(services: ServicesDep, item_id: ItemIdPath, k: K,
+async def similar_items(services: ServicesDep, item_id: ItemIdPath, k: K, filters: Filters,
                         session_id: SessionQuery = None) -> SimilarItems:
     try:
         result, served = await recommend(services, "similar", session_id, k, None,
-                                         lambda: services.recommender.similar(item_id, k))
+                                         lambda _control: services.recommender.similar(
+                                             item_id, k, filters))
     except ItemNotFound as exc:
         raise HTTPException(404, str(exc)) from None
     return await render(result, services.catalog, services.metrics, "similar",
@@ -50,11 +48,15 @@ async def similar_items(services: ServicesDep, item_id: ItemIdPath, k: K,
 async def put_item(services: ServicesDep, item_id: ItemIdPath, body: CatalogItemIn
                    ) -> CatalogItemOut:
     try:
-        stored = await services.catalog.put(item_id, body.model_dump())
+        item = body.to_attributes(item_id)
+    except InvalidItemAttributes as exc:
+        raise HTTPException(422, f"{exc.field}: {exc.reason}") from None
+    try:
+        stored = await services.catalog.put(item)
     except (RedisError, OSError) as exc:
         services.guard.failed("catalog_put", exc)
         raise HTTPException(503, "the catalog store (Redis) is unavailable; retry") from None
-    return OrjsonResponse({"item_id": item_id, **EMPTY_ITEM, **stored})  # type: ignore[return-value]
+    return OrjsonResponse({"item_id": item_id, **item_fields(stored)})  # type: ignore[return-value]
 
 
 @router.put("/v1/items", response_model=CatalogBatchOut, dependencies=[WriteAccess],
@@ -69,16 +71,21 @@ async def put_items(
     body: Annotated[list[CatalogEntryIn],
                     Body(min_length=1, max_length=MAX_CATALOG_BATCH)],
 ) -> CatalogBatchOut:
-    entries = [(entry.item_id, entry.model_dump(exclude={"item_id"})) for entry in body]
+    items = []
+    for index, entry in enumerate(body):
+        try:
+            items.append(entry.to_attributes(entry.item_id))
+        except InvalidItemAttributes as exc:
+            raise HTTPException(422, f"[{index}] (item {entry.item_id!r}).{exc.field}: "
+                                f"{exc.reason}") from None
     try:
-        stored = await services.catalog.put_many(entries)
+        stored = await services.catalog.put_many(items)
     except (RedisError, OSError) as exc:
         services.guard.failed("catalog_put", exc)
         raise HTTPException(503, "the catalog store (Redis) is unavailable; retry") from None
     return OrjsonResponse({  # type: ignore[return-value]
         "stored": len(stored),
-        "items": [{"item_id": item_id, **EMPTY_ITEM, **item}
-                  for (item_id, _), item in zip(entries, stored, strict=True)]})
+        "items": [{"item_id": item.item_id, **item_fields(item)} for item in stored]})
 
 
 @router.get("/v1/items/{item_id}", response_model=CatalogItemOut,
@@ -92,7 +99,7 @@ async def get_item(services: ServicesDep, item_id: ItemIdPath) -> CatalogItemOut
         raise HTTPException(503, "the catalog store (Redis) is unavailable; retry") from None
     if item is None:
         raise HTTPException(404, f"item {item_id!r} is not in the catalog")
-    return OrjsonResponse({"item_id": item_id, **EMPTY_ITEM, **item})  # type: ignore[return-value]
+    return OrjsonResponse({"item_id": item_id, **item_fields(item)})  # type: ignore[return-value]
 
 
 @router.delete("/v1/items/{item_id}", status_code=204, dependencies=[WriteAccess],

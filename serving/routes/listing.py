@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
+from recsys.catalog_codec import item_fields
+from recsys.item_attributes import ItemAttributes
 from serving.deps import CategoryQuery, Limit, ServicesDep, UserIdPath
 from serving.responses import OrjsonResponse
-from serving.routes.items import EMPTY_ITEM
 from serving.schemas import CatalogItemOut, ErrorOut
 
 router = APIRouter(responses={422: {"model": ErrorOut, "description": "bad parameters"}})
@@ -84,10 +84,13 @@ async def list_items(services: ServicesDep, limit: Limit, offset: ListOffset = 0
     catalog = services.catalog
     ids = catalog.sorted_ids(category)
     page = ids[offset:offset + limit]
-    members = await catalog.detail_members(page)
+    try:
+        found = await catalog.get_many(page)
+    except (RedisError, OSError) as exc:
+        services.guard.failed("catalog_list", exc)
+        raise HTTPException(503, "the catalog store (Redis) is unavailable; retry") from None
     # Every field present, null when not stored (as GET /v1/items/{item_id} answers).
-    items = [{"item_id": item, **EMPTY_ITEM, **(orjson.loads(b"{" + more[1:] + b"}")
-                                                 if more else {})}
-             for item, more in zip(page, members, strict=True)]
+    items = [{"item_id": item_id, **item_fields(item or ItemAttributes(item_id))}
+             for item_id, item in zip(page, found, strict=True)]
     return OrjsonResponse({"total": len(ids), "offset": offset,  # type: ignore[return-value]
                            "limit": limit, "items": items})

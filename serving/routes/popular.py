@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from serving.deps import CategoryQuery, K, ServicesDep, SessionQuery
+from serving.deps import Filters, K, ServicesDep, SessionQuery
 from serving.experiments import recommend
 from serving.responses import render
 from serving.schemas import ErrorOut, PopularItems
@@ -19,13 +19,13 @@ router = APIRouter(tags=["recommendations"],
 async def popular(
     services: ServicesDep,
     k: K,
+    filters: Filters,
     window: Annotated[Literal["1h", "24h", "7d"], Query(description="Trending window.")] = "24h",
-    category: CategoryQuery = None,
     session_id: SessionQuery = None,
 ) -> PopularItems:
     # Not part of an experiment (it is the popularity list already), but recorded.
     result, served = await recommend(
-        services, "popular", session_id, k, category,
-        lambda: services.recommender.popular(k, window, category), in_experiment=False)
+        services, "popular", session_id, k, filters,
+        lambda _control: services.recommender.popular(k, window, filters), in_experiment=False)
     return await render(result, services.catalog, services.metrics, "popular",
                         window=window, **served)  # type: ignore[return-value]

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.routing import APIRoute
 
+from recsys.item_filter import ItemFilter
 from serving.deps import (
-    CategoryQuery,
+    Filters,
     K,
     Offset,
     ServicesDep,
@@ -27,11 +28,12 @@ router = APIRouter(tags=["recommendations"],
 
 
 async def _for_user(services: Services, user_id: str, k: int, exclude_seen: bool,
-                    category: str | None, offset: int = 0) -> Response:
+                    filters: ItemFilter | None, offset: int = 0) -> Response:
     # A popularity variant serves the trending list (not paged: `offset` is the model's).
     result, served = await recommend(
-        services, "user", user_id, k, category,
-        lambda: services.recommender.for_user(user_id, k, exclude_seen, category, offset))
+        services, "user", user_id, k, filters,
+        lambda how: services.recommender.for_user(user_id, k, exclude_seen, filters, offset,
+                                                   how))
     return await render(result, services.catalog, services.metrics, "user", user_id=user_id,
                         **served)
 
@@ -53,7 +55,8 @@ class PersonalisedRoute(APIRoute):
             if services is not None:
                 params = plain_user_params(request.path_params.get("user_id", ""),
                                            request.query_params.multi_items(),
-                                           services.settings.api_max_k)
+                                           services.settings.api_max_k,
+                                           services.settings.api_filter_attributes)
                 if params is not None:
                     return await _for_user(services, *params)
             return await standard(request)
@@ -65,12 +68,12 @@ async def user_recommendations(
     services: ServicesDep,
     user_id: UserIdPath,
     k: K,
-    category: CategoryQuery = None,
+    filters: Filters,
     exclude_seen: Annotated[bool, Query(description="Leave out items the user has seen.")]
     = True,
     offset: Offset = 0,
 ) -> UserRecommendations:
-    return await _for_user(services, user_id, k, exclude_seen, category,
+    return await _for_user(services, user_id, k, exclude_seen, filters,
                            offset)  # type: ignore[return-value]
 
 
@@ -87,14 +90,14 @@ router.add_api_route("/v1/users/{user_id}/recommendations", user_recommendations
 @router.post("/v1/recommendations/anonymous", response_model=RecommendationList,
              summary="Recommendations for a visitor without id, from their session")
 async def anonymous_recommendations(
-    services: ServicesDep, body: AnonymousRequest, k: K, category: CategoryQuery = None,
+    services: ServicesDep, body: AnonymousRequest, k: K, filters: Filters,
     session_id: SessionQuery = None,
 ) -> RecommendationList:
     limit = services.settings.api_max_anonymous_items
     if len(body.items) > limit:
         raise HTTPException(422, f"at most {limit} items per session; got {len(body.items)}")
     result, served = await recommend(
-        services, "anonymous", session_id, k, category,
-        lambda: services.recommender.anonymous(body.items, k, category))
+        services, "anonymous", session_id, k, filters,
+        lambda how: services.recommender.anonymous(body.items, k, filters, how))
     return await render(result, services.catalog, services.metrics, "anonymous",
                         **served)  # type: ignore[return-value]

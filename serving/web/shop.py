@@ -24,6 +24,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 
+from recsys.catalog_codec import item_fields
 from recsys.events import InvalidEvent
 from recsys.eventtime import now_ms
 from serving.deps import ItemIdPath, ServicesDep, plain_id
@@ -137,7 +138,7 @@ async def catalog_page(
     except (RedisError, OSError) as exc:
         services.guard.failed("catalog_get", exc)
         raise HTTPException(503, "the catalog store (Redis) is unavailable; retry") from None
-    items: list[dict[str, Any]] = [{"item_id": item, **(detail or {})}
+    items: list[dict[str, Any]] = [{"item_id": item, **(item_fields(detail) if detail else {})}
                                    for item, detail in zip(picked, details, strict=True)]
     return OrjsonResponse({"categories": [{"category": c, "count": len(by_category[c])}
                                           for c in names[:MAX_NAV_CATEGORIES]],

@@ -54,3 +54,19 @@ def test_a_scenario_that_raises_or_fails_is_reported_and_the_suite_goes_on(
     assert len(opened) == 3  # each scenario in a lab of its own
     table = markdown_table(results)
     assert "| broken | FAIL |" in table and "the broker never answered" in table
+
+
+def test_memory_levels_off_when_the_last_third_grows_little_and_not_when_it_grows_on() -> None:
+    from bench.chaos import level_off
+
+    mb = 1 << 20
+    linear = [100 * mb + n * 2 * mb for n in range(30)]  # unbounded: +2 MB per sample
+    plateau = [100 * mb + min(n, 10) * 6 * mb for n in range(30)]  # bound reached at a third
+    assert level_off(linear)["levels_off"] is False
+    assert level_off(linear)["last_third_growth_mb"] > 0.25 * level_off(linear)["total_growth_mb"]
+    assert level_off(plateau)["levels_off"] is True
+    assert level_off(plateau)["total_growth_mb"] == 54.0  # from the median of the first 3
+    # a few MB of allocator noise around a small total is not growth
+    noisy = [50 * mb + (n % 3) * 2 * mb for n in range(30)]
+    assert level_off(noisy)["levels_off"] is True
+    assert level_off(linear[:5])["levels_off"] is False  # too few samples to say

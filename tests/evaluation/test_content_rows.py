@@ -69,6 +69,10 @@ def test_cli_items_spec_is_checked(tmp_path, capsys) -> None:
         main(["evaluate", "--source", f"movielens:{data}", "--out", str(tmp_path / "o"),
               "--protocol", "cold-items"])
     code = main(["evaluate", "--source", f"movielens:{data}", "--out", str(tmp_path / "o"),
-                 "--items", "retailrocket:x.csv"])
+                 "--items", "nope:x.csv"])
     assert code != 0
     assert "movielens:PATH" in capsys.readouterr().err
+    code = main(["evaluate", "--source", f"movielens:{data}", "--out", str(tmp_path / "o"),
+                 "--items", f"retailrocket:{tmp_path / 'x.csv'}"])
+    assert code != 0
+    assert "not found" in capsys.readouterr().err

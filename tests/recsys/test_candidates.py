@@ -227,6 +227,18 @@ def test_tuning_respects_its_budget() -> None:
         sum(e.trials for e in selection.leaderboard)
 
 
+def test_a_search_step_inside_the_margin_does_not_move_a_candidate() -> None:
+    candidates = ("als", "knn_bm25", "ease")
+    # with no margin the search moves at least one candidate off its defaults on this data
+    free = _select(taste_frame(), candidates=candidates, min_lift=0.0)
+    assert any(free.entry(n).params != dict(registry.get(n).defaults) for n in candidates)
+    # a margin no step can clear: every candidate keeps its start point, though steps ran
+    held = _select(taste_frame(), candidates=candidates, min_lift=10.0)
+    for name in candidates:
+        assert held.entry(name).params == dict(registry.get(name).defaults), name
+    assert sum(held.entry(n).trials for n in candidates) > len(candidates)
+
+
 def test_selection_on_a_single_user_or_item_is_popularity_not_a_crash() -> None:
     one_user = frame_of([(0, i, 1000 + i) for i in range(10)])
     assert _select(one_user).winner == "popularity"

@@ -8,8 +8,9 @@ from pydantic import ValidationError
 from recsys.experiments import (
     Experiment,
     ExperimentError,
-    check_versions,
+    pinned_versions,
     report,
+    resolve_versions,
     two_proportion_z,
     wilson_interval,
 )
@@ -30,9 +31,9 @@ def test_bad_configs_are_refused_with_the_reason() -> None:
         Experiment.model_validate(config(variants=[
             {"name": "a", "kind": "magic", "share": 0.5},
             {"name": "b", "kind": "model", "share": 0.5}]))
-    with pytest.raises(ValidationError, match="cannot be served yet"):
+    with pytest.raises(ValidationError, match=r"needs a weight in \[0, 1\]"):
         Experiment.model_validate(config(variants=[
-            {"name": "a", "kind": "hybrid_weight", "value": 0.3, "share": 0.5},
+            {"name": "a", "kind": "hybrid_weight", "value": "heavy", "share": 0.5},
             {"name": "b", "kind": "model", "share": 0.5}]))
     with pytest.raises(ValidationError, match="unique"):
         Experiment.model_validate(config(variants=[
@@ -42,8 +43,26 @@ def test_bad_configs_are_refused_with_the_reason() -> None:
         {"name": "a", "kind": "model_version", "value": "v9", "share": 0.5},
         {"name": "b", "kind": "model", "share": 0.5}]))
     with pytest.raises(ExperimentError, match="unknown model version 'v9'"):
-        check_versions(exp, {"v1"})
-    check_versions(exp, {"v9"})
+        resolve_versions(exp, {"v1": {}}, "v1", [])
+    assert resolve_versions(exp, {"v1": {}, "v9": {}}, "v1", []).variants[0].version == "v9"
+
+
+def test_model_kind_resolves_to_the_newest_retained_version_of_that_kind() -> None:
+    exp = Experiment.model_validate(config(variants=[
+        {"name": "a", "kind": "model_kind", "value": "item_item", "share": 0.5},
+        {"name": "b", "kind": "hybrid_weight", "value": "0.25", "share": 0.5}]))
+    assert exp.variants[1].blend == 0.25  # the CLI's text weight, as a number
+    hybrid = {"model_kind": "als", "factors": 8, "content": {"fitted": True}}
+    manifests = {"v3": hybrid, "v2": {"model_kind": "item_item"},
+                 "v1": {"model_kind": "item_item"}, "v0": {"model_kind": "neural"}}
+    resolved = resolve_versions(exp, manifests, "v3", ["v2", "v1", "v0"])
+    assert [v.version for v in resolved.variants] == ["v2", None]
+    assert pinned_versions([resolved.model_dump_json(), b"{broken"]) == {"v2"}
+    with pytest.raises(ExperimentError, match="no retained model version of kind 'item_item'"):
+        resolve_versions(exp, {"v3": hybrid}, "v3", [])
+    with pytest.raises(ExperimentError, match="needs a served version with a content model"):
+        resolve_versions(exp, {**manifests, "v3": {"model_kind": "als", "factors": 8}}, "v3",
+                         ["v2"])
 
 
 def test_assignment_is_sticky_and_follows_the_shares() -> None:

@@ -31,6 +31,7 @@ def test_the_one_node_layout_keeps_its_names():
     assert k.popularity_alltime("v1") == "ns:pop:alltime:v1"
     assert k.popularity_ref("1h") == "ns:pop:1h:ref"
     assert (k.item("i1"), k.catalog_generation) == ("ns:item:i1", "ns:catalog:generation")
+    assert k.catalog_facets == "ns:catalog:facets"
     assert k.same_slot_groups(["a", "b"]) == [["a", "b"]] and not k.cluster
 
 
@@ -58,8 +59,9 @@ def test_each_script_and_transaction_group_is_one_slot_in_the_cluster_layout():
         group = [k.popularity(window), k.popularity_ref(window),
                  k.popularity_batch(window, "b1"), k.popularity_applied(window, "topic")]
         assert len({slot(key) for key in group}) == 1
-    catalog = [k.item("i1"), k.item("i2"), k.catalog_category, k.catalog_unavailable,
-               k.catalog_generation, k.catalog_changes]  # one MULTI per batch of PUTs
+    catalog = [k.item("i1"), k.item("i2"), k.catalog_category, k.catalog_facets,
+               k.catalog_unavailable, k.catalog_generation,
+               k.catalog_changes]  # one MULTI per batch of PUTs
     assert len({slot(key) for key in catalog}) == 1
 
 

@@ -96,3 +96,37 @@ def test_tower_round_trips_through_bytes_and_refuses_unknown_formats() -> None:
     with pytest.raises(TowerFormatError, match="shape"):
         UserTower(item_factors[:, :4], weights)
     assert manifest["tower"]["format"] == TOWER_FORMAT
+
+
+def test_seen_so_far_marks_the_items_up_to_each_position() -> None:
+    from recsys.sequence_train import seen_so_far
+
+    pad = 5
+    columns = torch.tensor([[pad, 3, 1, 2], [0, pad, 4, pad]])  # pad: no column
+    seen = seen_so_far(torch, columns, pad).numpy()
+    want = [[set(), {3}, {3, 1}, {3, 1, 2}], [{0}, {0}, {0, 4}, {0, 4}]]
+    for row, positions in enumerate(want):
+        for position, items in enumerate(positions):
+            assert set(np.flatnonzero(seen[row, position])) == items
+
+
+@pytest.mark.parametrize("full_softmax_max_items", [1_000, 0])  # full softmax, sampled
+def test_training_with_seen_items_out_of_the_softmax_learns_the_next_item(
+        full_softmax_max_items: int) -> None:
+    from recsys.sequence_train import fit_neural
+
+    n_items = 12  # every sequence walks the same cycle 0 -> 1 -> ... -> 11 -> 0
+    rng = np.random.default_rng(1)
+    starts = rng.integers(0, n_items, 300)
+    sequences = [[(s + i) % n_items for i in range(5)] for s in starts]
+    params = NeuralParams(dim=16, window=4, hidden=16, epochs=25, learning_rate=0.01,
+                          dropout=0.0, exclude_seen=True, negatives=6, threads=1,
+                          full_softmax_max_items=full_softmax_max_items)
+    model = fit_neural(sequences, n_items, params)
+    tower = model.tower()
+    last = np.arange(n_items)
+    inputs = np.stack([(last - 1) % n_items, last], axis=1)
+    scores = tower.user_vectors(list(inputs)) @ model.item_factors.T
+    np.put_along_axis(scores, inputs, -np.inf, axis=1)  # ranked without the seen items
+    best = np.argmax(scores, axis=1)
+    assert (best == (last + 1) % n_items).mean() >= 0.9

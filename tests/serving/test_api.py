@@ -196,9 +196,15 @@ async def test_similar_unknown_item_is_404_and_catalog_only_item_falls_back(publ
     await put_categories(client, published)
     body = (await client.get("/v1/items/new-1/similar", params={"k": 3})).json()
     assert body["source"] == "fallback:item_not_in_model"
-    assert all(published.category_of.get(i["item_id"]) == "cat2" or i["item_id"] != "new-1"
-               for i in body["items"])
-    assert "new-1" not in [i["item_id"] for i in body["items"]]
+    ids = [i["item_id"] for i in body["items"]]
+    assert len(ids) == 3 and "new-1" not in ids and body["fallback_sources"]
+    # Asked for the item's own category, the fallback holds only items of that category.
+    body = (await client.get("/v1/items/new-1/similar",
+                             params={"k": 3, "category": "cat2"})).json()
+    assert body["source"] == "fallback:item_not_in_model"
+    ids = [i["item_id"] for i in body["items"]]
+    assert len(ids) == 3 and "new-1" not in ids
+    assert [published.category_of[i] for i in ids] == ["cat2"] * 3
 
 
 # --- popular -----------------------------------------------------------------------------
@@ -256,8 +262,11 @@ async def test_catalog_put_get_roundtrip_and_errors(settings, client):
     item = {"name": "Red shoe", "image_url": "https://img.example/1.jpg", "category": "shoes",
             "price": 59.9, "available": True, "attributes": {"colour": "red", "size": 42}}
     r = await client.put("/v1/items/sku-1", json=item)
-    assert r.status_code == 200 and r.json() == {"item_id": "sku-1", **item}
-    assert (await client.get("/v1/items/sku-1")).json() == {"item_id": "sku-1", **item}
+    # Fields not sent come back empty; `category` alone is a one-level path.
+    stored = {"item_id": "sku-1", **item, "category_paths": [["shoes"]], "brand": None,
+              "description": None, "tags": []}
+    assert r.status_code == 200 and r.json() == stored
+    assert (await client.get("/v1/items/sku-1")).json() == stored
     assert (await client.get("/v1/items/sku-2")).status_code == 404
     for bad in [{"price": -1}, {"colour": "red"}, {"attributes": {"x": [1, 2]}},
                 {"name": "a\x00b"}, {"available": "maybe"}]:

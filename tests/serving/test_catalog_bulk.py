@@ -29,7 +29,9 @@ async def test_bulk_put_stores_every_item_like_single_puts(client, redis_client,
     for entry, echoed in zip(batch, body["items"], strict=True):
         single = (await client.get(f"/v1/items/{entry['item_id']}")).json()
         assert echoed == single
-    assert (await client.get("/v1/items/sku-1")).json() == {"item_id": "sku-1", **SHOE}
+    assert (await client.get("/v1/items/sku-1")).json() == {
+        "item_id": "sku-1", **SHOE, "category_paths": [["shoes"]], "brand": None,
+        "description": None, "tags": []}
     assert (await client.get("/v1/items/sku-2")).json()["available"] is False
     assert (await client.get("/v1/items/sku-3")).json()["category"] is None
     # One generation step per batch: other replicas reload once, not once per item.

@@ -53,17 +53,20 @@ async def test_every_recommendation_response_is_recorded_as_an_impression(settin
             "anonymous": await http.post("/v1/recommendations/anonymous?k=4&session_id=s-3",
                                          json={"items": [{"item_id": item}]}),
             "classic": await http.get(f"/api/recommendations?user_id={user}&k=3"),
+            "batch": await http.post("/v1/recommendations/batch",
+                                     json={"user_ids": [user], "k": 3}),
         }
         metrics = (await http.get("/metrics")).text
     bodies = {name: r.json() for name, r in answers.items()}
+    bodies["batch"] = bodies["batch"]["results"][0]
     assert all(r.status_code == 200 for r in answers.values()), bodies
     ids = {name: body["recommendation_id"] for name, body in bodies.items()}
-    assert len(set(ids.values())) == 5 and all(len(i) == 32 for i in ids.values())
+    assert len(set(ids.values())) == 6 and all(len(i) == 32 for i in ids.values())
     assert all(body["variant"] is None for body in bodies.values())
-    got = {imp.endpoint: (key, imp) for key, imp in read_impressions(settings, 5)}
+    got = {imp.endpoint: (key, imp) for key, imp in read_impressions(settings, 6)}
     assert set(got) == set(ids)
     subjects = {"user": user, "similar": "s-1", "popular": "s-2", "anonymous": "s-3",
-                "classic": user}
+                "classic": user, "batch": user}
     for name, (key, imp) in got.items():
         body = bodies[name]
         listed = [e["item_id"] for e in body["items"]] if "items" in body else [

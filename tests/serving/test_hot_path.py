@@ -9,6 +9,8 @@ import orjson
 import pytest
 
 import serving.routes.recommendations as recommendations
+from recsys.item_attributes import ItemAttributes
+from recsys.item_filter import ItemFilter
 from serving.catalog import detail_members
 from serving.deps import plain_user_params
 from serving.fallback import Result
@@ -29,6 +31,10 @@ CASES = [
     ("u1", "category=a%0A"), ("u1", "category=%20"), ("u1", "category=" + "c" * 129),
     ("u1", "other=1"), ("u1", "k"), ("%20", ""), ("%01u", ""), ("u%0A", ""),
     ("u" * 128, ""), ("u" * 129, ""),
+    ("u1", "brand=x&brand=y&price_min=1&price_max=5.5&tag=t&attr=colour:red"),
+    ("u1", "category_path=a/b&category=c&available=false"), ("u1", "price_min=5&price_max=1"),
+    ("u1", "price_min=abc"), ("u1", "price_min=1&price_min=2"), ("u1", "attr=nocolon"),
+    ("u1", "category_path=a//b"), ("u1", "available=maybe"), ("u1", "price_max=inf"),
 ]
 
 
@@ -38,10 +44,10 @@ class Echo:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def __call__(self, services, user_id, k, exclude_seen, category, offset=0):
+    async def __call__(self, services, user_id, k, exclude_seen, filters, offset=0):
         self.calls += 1
         return OrjsonResponse({"user_id": user_id, "k": k, "exclude_seen": exclude_seen,
-                               "category": category, "offset": offset})
+                               "filters": filters.key if filters else None, "offset": offset})
 
 
 @pytest.mark.integration
@@ -63,10 +69,16 @@ async def test_shortcut_reads_parameters_as_fastapi_does(client, monkeypatch):
 def test_shortcut_takes_only_plain_requests():
     assert plain_user_params("u1", [], 500) == ("u1", 10, True, None)
     assert plain_user_params("u1", [("k", "64"), ("exclude_seen", "false"),
-                                    ("category", "a b")], 500) == ("u1", 64, False, "a b")
+                                    ("category", "a b")], 500) == (
+        "u1", 64, False, ItemFilter(categories=("a b",)))
+    # Filters are repeatable and parsed by the core's parser, as FastAPI's path does.
+    assert plain_user_params("u1", [("brand", "x"), ("brand", "y"), ("price_max", "5")],
+                             500) == ("u1", 10, True,
+                                      ItemFilter(brands=("x", "y"), price_max=5.0))
     for user, query in [("u1", [("k", "501")]), ("u1", [("k", "007")]), ("u\n", []),
                         ("u1", [("k", "2"), ("k", "3")]), ("u1", [("x", "1")]),
-                        ("u1", [("category", "")])]:
+                        ("u1", [("category", "")]), ("u1", [("price_min", "x")]),
+                        ("u1", [("price_min", "5"), ("price_max", "1")])]:
         assert plain_user_params(user, query, 500) is None
 
 
@@ -84,9 +96,13 @@ class Metrics:
 
 
 async def test_render_is_the_serialised_entries():
-    details = {"a,\"b": {"name": "Ünïcode, \"quoted\"", "image_url": None, "category": "c",
-                         "price": 9.5, "available": True, "attributes": {"k": [1, 2]}},
-               "plain": {"available": False, "attributes": {}}}
+    details = {"a,\"b": ItemAttributes("a,\"b", title="Ünïcode, \"quoted\"",
+                                       category_paths=(("c",),), price=9.5,
+                                       attributes={"k": "v"}),
+               "plain": ItemAttributes("plain", available=False)}
+    shown = {"a,\"b": {"name": "Ünïcode, \"quoted\"", "category": "c", "price": 9.5,
+                       "available": True, "attributes": {"k": "v"}},
+             "plain": {"available": False, "attributes": {}}}
     ids = ["a,\"b", "plain", "no details", "é"]
     scores = [0.1234567, -2.5e-08, float("nan"), 1e300]
     for items in ([], list(zip(ids, scores, strict=True))):
@@ -94,7 +110,7 @@ async def test_render_is_the_serialised_entries():
         body = (await render(result, Catalog(details), Metrics(), "user", user_id="u")).body
         expected = orjson.dumps({
             "user_id": "u",
-            "items": [{"item_id": i, "score": s, **details.get(i, {})} for i, s in items],
+            "items": [{"item_id": i, "score": s, **shown.get(i, {})} for i, s in items],
             "model_version": None, "source": "fallback:x", "fallback_sources": ["trending:24h"]})
         assert body == expected
     assert math.isnan(scores[2])  # serialised as null, as before

@@ -25,8 +25,12 @@ class ErasableTable(DictTable):
         self.tombstones: list[tuple[str, int]] = []
 
     async def erase(self, user, partition):
-        self.data.pop(user, None)
-        self.tombstones.append((user, partition))
+        return await self.erase_many([(user, partition)])
+
+    async def erase_many(self, users):
+        for user, partition in users:
+            self.data.pop(user, None)
+            self.tombstones.append((user, partition))
         done = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done

@@ -53,3 +53,34 @@ def test_the_app_consumer_uses_the_configured_fetch_wait(settings):
         return app.consumer._thread._create_worker_consumer(app.transport)
 
     assert asyncio.run(build())._fetch_max_wait_ms == 37
+
+
+def test_a_partition_behind_a_busy_consumer_is_not_seeked_back_only_an_idle_one() -> None:
+    import asyncio
+    import time
+
+    from faust.types import TP
+
+    from stream import transport
+
+    class Probe(transport._Consumer):
+        flow_active = True  # no rebalance in progress
+
+    consumer = object.__new__(Probe)  # the stall rule only: no broker, no Faust app
+    tp = TP("interactions", 0)
+    seeks: list[tuple[TP, int]] = []
+
+    async def seek(tp_: TP, offset: int) -> None:
+        seeks.append((tp_, offset))
+
+    long_ago = time.monotonic() - 10 * transport.STALL_REWIND_S
+    consumer.__dict__.update(_expected={tp: 100}, _rewinds={}, _delivered_at={tp: long_ago},
+                             seek=seek, highwater=lambda _tp: 5000)
+    # another partition delivered just now: this one waits its turn behind them, no seek
+    consumer._last_delivery = time.monotonic()
+    asyncio.run(consumer._rewind_stalled())
+    assert seeks == []
+    # nothing delivered anywhere for the stall time while the end is ahead: read again
+    consumer._last_delivery = long_ago
+    asyncio.run(consumer._rewind_stalled())
+    assert seeks == [(tp, 100)]

@@ -103,6 +103,23 @@ def test_every_trains_when_due_skips_without_new_events_and_serves_metrics(
         assert name in text, name
 
 
+def test_a_restarted_trainer_exports_the_served_kind_and_quality_before_its_first_run(
+        make_trainer, small_frame) -> None:
+    first = make_trainer(params=FAST)
+    first.store.append(small_frame)
+    result = first.run_once()
+    assert result.published
+    restarted = make_trainer(params=FAST)  # a new process's metrics: nothing run yet
+    samples = {(m.name, tuple(sorted(s_.labels.items()))): s_.value
+               for m in restarted.metrics.registry.collect() for s_ in m.samples}
+    kind = result.manifest["model_kind"]
+    assert samples[("recsys_trainer_served_model", (("kind", kind),))] == 1.0
+    assert samples[("recsys_trainer_served_quality", (("model", "served"),))] == \
+        pytest.approx(result.decision.candidate)
+    assert samples[("recsys_trainer_served_quality", (("model", "popularity"),))] == \
+        pytest.approx(result.decision.popularity)
+
+
 def test_model_list_shows_kind_and_quality_and_show_the_leaderboard(make_trainer, settings,
                                                                      small_frame):
     trainer = make_trainer(trainer_candidates=("als", "knn_cosine"),

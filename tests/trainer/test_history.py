@@ -67,6 +67,30 @@ def test_compaction_merges_applies_retention_and_recovers_from_a_crash(tmp_path)
     assert len(recovered.load()) == 10
 
 
+def test_a_file_uri_location_reads_and_writes_through_pyarrow_fs(tmp_path):
+    uri = (tmp_path / "hist").as_uri()  # file:///...
+    store = HistoryStore(uri, retention_days=2)
+    assert not store.files()
+    store.append(frame(5), {"t:0": 5})
+    store.append(frame(5, start=5), {"t:0": 10})
+    store.erase(["3"])  # rewrites a file in place through the filesystem
+    assert store.compact() is not None
+    reopened = HistoryStore(uri, retention_days=2)
+    assert reopened.offsets == {"t:0": 10}
+    assert sorted(reopened.load()["event_id"]) == sorted(f"e{i}" for i in range(10)
+                                                         if i % 7 != 3)
+    # the same files as the plain path sees them: one location, two spellings
+    assert [p.name for p in HistoryStore(tmp_path / "hist").files()] == \
+        [p.name for p in reopened.files()]
+
+
+def test_a_location_pyarrow_does_not_understand_is_a_clear_error(tmp_path):
+    from trainer.errors import HistoryError
+
+    with pytest.raises(HistoryError, match="nosuchfs://x"):
+        HistoryStore("nosuchfs://x/history")
+
+
 @pytest.mark.integration
 def test_restart_resumes_exactly_once(settings):
     """Produce, consume, stop, produce more, crash mid-way, restart: every event exactly once

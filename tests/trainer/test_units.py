@@ -145,3 +145,27 @@ def test_partial_refit_updates_changed_users_and_all_items_only():
     assert (refitted.user_factors[unchanged] == fitted.user_factors[unchanged]).all()
     assert not np.allclose(refitted.user_factors[[4, 9]], fitted.user_factors[[4, 9]])
     assert refitted.item_factors[11].any() and np.isfinite(refitted.item_factors).all()
+
+
+def test_similar_lists_of_an_item_item_model_keep_positive_neighbours_best_first():
+    from trainer.pipeline import similar_from_neighbours
+
+    rows = np.array([[3, 1, -1, 2], [0, 2, 3, -1]], dtype=np.int32)  # -1: no neighbour
+    weights = np.array([[0.2, 0.9, 0.0, -0.5], [0.0, 0.1, 0.4, 0.0]], dtype=np.float32)
+    idx, scores = similar_from_neighbours(rows, weights, n=3, which=np.array([1, 0]))
+    assert idx.tolist() == [[3, 2, -1], [1, 3, -1]]  # item 0's weight 0 and -0.5 left out
+    np.testing.assert_allclose(scores, [[0.4, 0.1, 0.0], [0.9, 0.2, 0.0]])
+    assert idx.dtype == np.int64 and scores.dtype == np.float32
+
+
+def test_stored_similar_lists_go_to_the_most_popular_items_when_capped():
+    from types import SimpleNamespace
+
+    from trainer.pipeline import Trainer
+
+    ids = np.array(["a", "b", "c", "d", "e"])
+    popularity = {"a": 1.0, "b": 9.0, "d": 5.0, "e": 7.0}  # c: never seen
+    capped = SimpleNamespace(settings=SimpleNamespace(trainer_similar_max_items=3))
+    assert Trainer._similar_rows(capped, ids, popularity).tolist() == [1, 3, 4]  # rows, sorted
+    uncapped = SimpleNamespace(settings=SimpleNamespace(trainer_similar_max_items=0))
+    assert Trainer._similar_rows(uncapped, ids, popularity).tolist() == [0, 1, 2, 3, 4]

@@ -1,0 +1,262 @@
+"""Full ALS fit with Spark MLlib: the same factors as recsys.als, computed by a Spark cluster
+(or local mode) instead of implicit in this process. Needs the `spark` extra (pyspark) and
+a Java runtime.
+
+Same confidence rule. Spark's implicit ALS reads a "rating" r per (user, item) and uses
+
+    preference = 1 if r > 0 else 0          confidence = 1 + alpha * |r|
+
+so passing r = sign(c) * (|c| - 1) / alpha for each stored confidence c of recsys.confidence
+(c = 1 + alpha * w, negative for negative feedback) gives Spark exactly the c and the
+preference implicit is given; `alpha` is the same setting.
+
+Regularisation differs. implicit solves each user's row with a fixed lambda:
+
+    (Y^T C_u Y + lambda I) x_u = Y^T C_u p_u
+
+Spark scales it by the row's count of positive entries (ALS-WR): (... + regParam * n_u I).
+No single regParam reproduces a fixed lambda for every row, nor for both sides (the mean
+count per user and per item differ), so the mapping is
+
+    regParam = lambda / n_mean,     n_mean = nnz / (users with entries)
+
+exact for a user with the mean count, heavier for users with more entries and lighter for
+those with fewer (docs/scale.md measures what that costs in NDCG). The settings stay in
+implicit's units: the stream's fold-in solves with lambda, unscaled, against the item factors
+whichever backend fitted them.
+
+A fitted row set comes back as float32 arrays in the matrix's own row and column order; rows
+and columns with no entry stay zero, as in recsys.als.fit_als.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.als import AlsParams, Factors, check_finite
+from recsys.errors import ConfigError, NotEnoughData
+
+log = logging.getLogger(__name__)
+
+JAVA_PACKAGE = "openjdk-17-jre-headless"  # Debian's; Spark 4 runs on Java 17 or 21
+
+
+class SparkUnavailable(ConfigError):
+    """Spark cannot start: pyspark or Java missing, or the master does not answer."""
+
+
+@dataclass(frozen=True)
+class SparkOptions:
+    """Where fits run: a Spark master URL and `spark.*` settings (spark-submit's --conf)."""
+
+    master: str = "local[2]"
+    conf: tuple[tuple[str, str], ...] = ()
+    app_name: str = "recsys-trainer"
+    connect_timeout_s: float = 60.0
+
+    @classmethod
+    def of(cls, master: str, conf: Mapping[str, Any] | None = None,
+           connect_timeout_s: float = 60.0) -> SparkOptions:
+        return cls(master=master, conf=tuple(sorted((str(k), str(v))
+                                                    for k, v in (conf or {}).items())),
+                   connect_timeout_s=connect_timeout_s)
+
+
+def spark_options(settings: Any) -> SparkOptions | None:
+    """The settings' Spark backend (recsys.settings.Settings), or None for implicit."""
+    if getattr(settings, "trainer_backend", "implicit") != "spark":
+        return None
+    return SparkOptions.of(settings.spark_master, settings.spark_conf,
+                           settings.spark_connect_timeout_s)
+
+
+def spark_reg_param(regularization: float, conf: sp.csr_matrix) -> float:
+    """implicit's fixed lambda in Spark's count-scaled units (module docstring)."""
+    users = int(np.count_nonzero(np.diff(conf.indptr)))
+    positives = int(np.count_nonzero(conf.data > 0))
+    return float(regularization) * users / max(positives, 1)
+
+
+def spark_ratings(conf: sp.csr_matrix, alpha: float) -> sp.coo_matrix:
+    """The ratings that make Spark's confidence and preference equal to C's entries."""
+    coo = sp.coo_matrix(conf, dtype=np.float64)
+    coo.data = np.sign(coo.data) * (np.abs(coo.data) - 1.0) / alpha
+    return coo
+
+
+def java_problem() -> str | None:
+    """Why no Java runtime can run Spark here (None: one can)."""
+    home = os.environ.get("JAVA_HOME")
+    java = os.path.join(home, "bin", "java") if home else shutil.which("java")
+    if not java or not os.path.exists(java):
+        return (f"no Java runtime (java not on PATH{', JAVA_HOME=' + home if home else ''}); "
+                f"the Spark backend needs Java 17 or 21: apt-get install {JAVA_PACKAGE}")
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{java} -version failed ({exc}); install {JAVA_PACKAGE}"
+    if out.returncode != 0:
+        return f"{java} -version exited {out.returncode}; install {JAVA_PACKAGE}"
+    return None
+
+
+def master_problem(options: SparkOptions) -> str | None:
+    """Why a standalone master (spark://host:port[,host:port]) cannot be reached (None: one
+    answers, or the master is not a standalone one: Spark itself reports on those). Checked
+    before Spark starts: Spark retries an unreachable master for a minute, then leaves the
+    process unable to exit."""
+    if not options.master.startswith("spark://"):
+        return None
+    errors = []
+    for address in options.master[len("spark://"):].split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)),
+                                          timeout=min(options.connect_timeout_s, 10.0)):
+                return None
+        except (OSError, ValueError) as exc:
+            errors.append(f"{address}: {exc}")
+    return (f"Spark master {options.master!r} is unreachable ({'; '.join(errors)}); check "
+            "RECSYS_SPARK_MASTER")
+
+
+_session: tuple[SparkOptions, Any] | None = None
+_lock = threading.Lock()
+
+
+def spark_session(options: SparkOptions) -> Any:
+    """The process's SparkSession for `options`, started on first use and then reused (a
+    JVM start costs seconds). One per process, as Spark allows: other options stop it and
+    start a new one. Raises SparkUnavailable naming what to fix."""
+    global _session
+    with _lock:
+        if _session is not None:
+            if _session[0] == options:
+                return _session[1]
+            _session[1].stop()
+            _session = None
+        # pyspark warns about pandas 3 whenever it checks pandas; this module moves Arrow
+        # tables, not pandas frames, in and out of Spark
+        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
+                                category=FutureWarning)
+        try:
+            from pyspark.sql import SparkSession
+        except ImportError:
+            raise SparkUnavailable("the Spark backend needs pyspark: pip install "
+                                   "'streaming-recsys[spark]'") from None
+        problem = java_problem() or master_problem(options)
+        if problem:
+            raise SparkUnavailable(problem)
+        builder = (SparkSession.builder.master(options.master).appName(options.app_name)
+                   .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+                   .config("spark.ui.enabled", "false")
+                   .config("spark.ui.showConsoleProgress", "false"))
+        for key, value in options.conf:
+            builder = builder.config(key, value)
+        try:
+            session = _start(builder, options)
+        except SparkUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - py4j/JVM errors: name the master
+            raise SparkUnavailable(f"cannot start Spark on master {options.master!r}: "
+                                   f"{_first_line(exc)}") from None
+        _session = (options, session)
+        return session
+
+
+def _start(builder: Any, options: SparkOptions) -> Any:
+    """getOrCreate, then one tiny job: a standalone master that is down only shows once a job
+    waits for executors, so wait `connect_timeout_s` for one at most."""
+    session = builder.getOrCreate()
+    if options.master.startswith("local"):
+        return session
+    done: list[Any] = []
+    failed: list[BaseException] = []
+
+    def run_probe() -> None:
+        try:
+            done.append(session.range(1).count())
+        except Exception as exc:  # noqa: BLE001 - reported below, with the master
+            failed.append(exc)
+
+    probe = threading.Thread(target=run_probe, daemon=True)
+    probe.start()
+    probe.join(options.connect_timeout_s)
+    if not done:
+        session.stop()
+        why = f" ({_first_line(failed[0])})" if failed else ""
+        raise SparkUnavailable(f"Spark master {options.master!r} ran no job within "
+                               f"{options.connect_timeout_s:g}s: unreachable, or no workers"
+                               f"{why}; check RECSYS_SPARK_MASTER")
+    return session
+
+
+def stop_session() -> None:
+    global _session
+    with _lock:
+        if _session is not None:
+            _session[1].stop()
+            _session = None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The JVM's own message for a py4j error (its str() names only the Java call)."""
+    java = getattr(exc, "java_exception", None)
+    text = str(java.toString() if java is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def fit_als_spark(conf: sp.csr_matrix, params: AlsParams, options: SparkOptions) -> Factors:
+    """Fit on C (users x items, full confidences, as recsys.als.fit_als) with Spark MLlib."""
+    if conf.nnz == 0:
+        raise NotEnoughData("the confidence matrix is empty")
+    import pyarrow as pa
+    from pyspark.ml.recommendation import ALS
+
+    session = spark_session(options)
+    n_users, n_items = conf.shape
+    ratings = spark_ratings(conf, params.alpha)
+    frame = session.createDataFrame(pa.table({
+        "user": ratings.row.astype(np.int32), "item": ratings.col.astype(np.int32),
+        "rating": ratings.data.astype(np.float32)}))
+    reg = spark_reg_param(params.regularization, conf)
+    blocks = max(1, session.sparkContext.defaultParallelism)
+    als = ALS(rank=params.factors, maxIter=params.iterations, regParam=reg,
+              implicitPrefs=True, alpha=params.alpha, seed=params.seed, userCol="user",
+              itemCol="item", ratingCol="rating", nonnegative=False,
+              # one block per core: Spark's default of 10 shuffles ten-way for nothing on a
+              # small cluster, and the fit's time is mostly shuffles
+              numUserBlocks=blocks, numItemBlocks=blocks)
+    started = time.perf_counter()
+    model = als.fit(frame)
+    users = _dense(model.userFactors, n_users, params.factors)
+    items = _dense(model.itemFactors, n_items, params.factors)
+    seconds = time.perf_counter() - started
+    log.info("Spark ALS fit (%s): %d x %d, %d nonzeros, k=%d, regParam=%.4g (lambda %g), "
+             "%d iterations in %.2fs", options.master, n_users, n_items, conf.nnz,
+             params.factors, reg, params.regularization, params.iterations, seconds)
+    return check_finite(Factors(users, items, seconds))
+
+
+def _dense(factors: Any, n_rows: int, k: int) -> np.ndarray:
+    """A factors DataFrame (id, features: array<float>) as rows of a dense matrix."""
+    table = factors.toArrow()
+    out = np.zeros((n_rows, k), dtype=np.float32)
+    if table.num_rows:
+        ids = table.column("id").to_numpy()
+        values = table.column("features").combine_chunks().flatten().to_numpy()
+        out[ids] = values.reshape(len(ids), k)
+    return out
