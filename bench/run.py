@@ -25,7 +25,9 @@ BENCHMARKS = {
 }
 
 # The stream benchmark runs an ALS version, then a neural one (their throughput ratio).
-RUN_OPTIONS: dict[str, dict[str, Any]] = {"stream": {"model_kind": "both"}}
+# And item fold-in off, then on, with a version that lacks some items (their ratio).
+RUN_OPTIONS: dict[str, dict[str, Any]] = {"stream": {"model_kind": "both",
+                                                     "item_foldin": "both"}}
 
 # (part, figure, baseline, how the ratio reads)
 COMPARISONS = [
@@ -42,6 +44,8 @@ COMPARISONS = [
     ("stream", "neural.events_per_s", "events_per_s",
      "neural version (user tower) / ALS fold-in; target >= 0.5"),
     ("stream", "neural.freshness_p99_ms", None, "neural version at 1,000 events/s; < 250 ms"),
+    ("stream", "item_foldin.on.events_per_s", "item_foldin.off.events_per_s",
+     "item fold-in on / off, a version lacking 20 % of the items; target >= 0.8"),
     ("stream", "scaling.workers_2.events_per_cpu_s", "scaling.workers_1.events_per_cpu_s",
      "per-worker events per CPU-second, 2 workers / 1, one topic; target >= 0.9"),
     ("stream", "scaling.workers_4.events_per_cpu_s", "scaling.workers_1.events_per_cpu_s",

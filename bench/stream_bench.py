@@ -2,6 +2,7 @@
 next to a ceiling measured in the same run.
 
     python -m bench.stream_bench [--quick] [--model-kind als|neural|both]
+                                 [--item-foldin off|on|both]
 
 Model: k = 64 factors, 50,000 items (random factors: the fold-in costs the same). With
 `--model-kind neural` the version is neural: the same item factors as the tower's embeddings
@@ -21,6 +22,11 @@ users, the expensive case).
   worker's histogram (quantiles interpolated inside its buckets, like PromQL's
   histogram_quantile). `ceiling_freshness_*`: the same paced producer to a bare aiokafka
   consumer (send -> consumed, exact).
+* `--item-foldin both`: besides, two ALS runs whose version knows only the first
+  `N_ITEMS - NEW_ITEMS` items (the Zipf tail's last items are new to it, as launches are),
+  item fold-in off then on (`stream_item_foldin`); `item_foldin.events_per_s_vs_off` is the
+  throughput ratio of the two (target >= 0.8), `item_foldin.on.item_foldin_items` how many
+  item vectors the "on" run wrote.
 * `redis_bytes_per_user`: `MEMORY USAGE` of the version's user-vector hash over its fields
   vs `raw_vector_bytes` (k * 4); `seen_bytes_per_user` likewise for the seen sets.
 * `worker_rss_mb_per_100k_users`: growth of the worker's resident memory from warmed-up to
@@ -63,7 +69,7 @@ from confluent_kafka import Producer
 
 from recsys.kafka import ensure_topics
 from recsys.keys import Keys
-from recsys.modelstore import activate_version, stage_model_version
+from recsys.modelstore import activate_version, pack_gram, stage_model_version
 from recsys.sequence_model import pack_tower, random_weights, tower_manifest
 from recsys.settings import Settings, load_settings
 from shell.harness import RoleProcess, Samples, delta, histogram_quantile, total
@@ -73,6 +79,7 @@ log = logging.getLogger("bench.stream")
 
 FACTORS = 64
 N_ITEMS = 50_000
+NEW_ITEMS = 10_000  # --item-foldin: items of the events the published version does not know
 FRESH_RATE = 1_000  # events/s
 TYPES = np.array(["view", "click", "addtocart", "transaction"])
 TYPE_P = np.array([0.90, 0.05, 0.04, 0.01])
@@ -81,9 +88,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 # --- data ---------------------------------------------------------------------------------
 def _publish_model(client: redis.Redis, keys: Keys, rng: np.random.Generator,
-                   model_kind: str = "als") -> list[str]:
-    items = [f"item-{i}" for i in range(N_ITEMS)]
-    factors = (rng.standard_normal((N_ITEMS, FACTORS)) * 0.1).astype(np.float32)
+                   model_kind: str = "als", known_items: int = N_ITEMS) -> list[str]:
+    items = [f"item-{i}" for i in range(known_items)]
+    factors = (rng.standard_normal((known_items, FACTORS)) * 0.1).astype(np.float32)
     manifest = {"version": "bench", "factors": FACTORS, "regularization": 0.05, "alpha": 2.0,
                 "snapshot": {"latest_event_ms": 0, "offsets": {}}}
     tower = None
@@ -94,6 +101,9 @@ def _publish_model(client: redis.Redis, keys: Keys, rng: np.random.Generator,
         manifest.update(model_kind="neural", tower=tower_manifest(window, FACTORS, hidden))
         tower = pack_tower(random_weights(FACTORS, window, hidden, seed=1))
     stage_model_version(client, keys, "bench", items, factors, manifest, tower=tower)
+    # The user Gram matrix a trainer publishes with its user vectors (the item fold-in's XtX).
+    users = rng.standard_normal((10_000, FACTORS)) * 0.1
+    client.set(keys.model_user_gram("bench"), pack_gram(users.T @ users))
     activate_version(client, keys, "bench")
     return items
 
@@ -277,7 +287,8 @@ def _faust_noop_rate(settings: Settings, expected: int, timeout: float = 180.0,
 class Worker(RoleProcess):
     """The benchmarked `recsys stream` process."""
 
-    def __init__(self, settings: Settings, logdir: Path, name: str = "worker") -> None:
+    def __init__(self, settings: Settings, logdir: Path, name: str = "worker",
+                 item_foldin: bool = True) -> None:
         port = free_port()
         env = {**os.environ,
                # each worker its own Faust folder (tables), as on separate machines
@@ -292,6 +303,7 @@ class Worker(RoleProcess):
                "RECSYS_STREAM_WEB_PORT": str(port),
                # The worker is frozen while the backlog is produced: keep its membership.
                "RECSYS_STREAM_SESSION_TIMEOUT_MS": "60000",
+               "RECSYS_STREAM_ITEM_FOLDIN": "true" if item_foldin else "false",
                "RECSYS_LOG_LEVEL": "WARNING"}
         super().__init__(name, ["stream"], env, logdir, port=port, cwd=REPO)
         self.ps = psutil.Process(self.proc.pid)
@@ -334,35 +346,46 @@ def _stop_profiler(proc: subprocess.Popen | None) -> None:
             proc.kill()
 
 
-def run(quick: bool = False, profile: Path | None = None, model_kind: str = "als"
-        ) -> dict[str, Any]:
+def run(quick: bool = False, profile: Path | None = None, model_kind: str = "als",
+        item_foldin: str = "on") -> dict[str, Any]:
     """One run with a version of `model_kind`; `both`: an ALS run, then a neural one, the
-    neural figures under `neural` and their ratio to ALS beside them."""
+    neural figures under `neural` and their ratio to ALS beside them. `item_foldin` both:
+    besides, two ALS runs with NEW_ITEMS items unknown to the version, item fold-in off then
+    on, under `item_foldin` (`off`, `on` and their throughput ratio)."""
+    results = run_one(quick, profile, "als" if model_kind == "both" else model_kind,
+                      item_foldin=item_foldin != "off")
     if model_kind == "both":
-        results = run_one(quick, profile, "als")
         neural = run_one(quick, None, "neural")
         results["neural"] = neural
         results["neural_events_per_s_vs_als"] = neural["events_per_s"] / results["events_per_s"]
         results["neural_events_per_cpu_s_vs_als"] = (neural["events_per_cpu_s"]
                                                      / results["events_per_cpu_s"])
-    else:
-        results = run_one(quick, profile, model_kind)
     try:
         results["scaling"] = run_scaling(quick)
     except Exception as exc:  # noqa: BLE001 - the single-worker figures still count
         log.error("scaling phase failed: %s", exc)
         results["scaling"] = {"error": f"{type(exc).__name__}: {exc}"}
+    if item_foldin == "both":
+        known = N_ITEMS - NEW_ITEMS
+        off = run_one(quick, None, "als", item_foldin=False, known_items=known)
+        on = run_one(quick, None, "als", item_foldin=True, known_items=known)
+        results["item_foldin"] = {
+            "off": off, "on": on,
+            "events_per_s_vs_off": on["events_per_s"] / off["events_per_s"],
+            "events_per_cpu_s_vs_off": on["events_per_cpu_s"] / off["events_per_cpu_s"]}
     return results
 
 
-def run_one(quick: bool, profile: Path | None, model_kind: str) -> dict[str, Any]:
+def run_one(quick: bool, profile: Path | None, model_kind: str, item_foldin: bool = True,
+            known_items: int = N_ITEMS) -> dict[str, Any]:
     n_users = 10_000 if quick else 100_000
     n_events = 20_000 if quick else 200_000
     fresh_seconds = 6.0 if quick else 20.0
     rng = np.random.default_rng(42)
     results: dict[str, Any] = {"factors": FACTORS, "items": N_ITEMS, "events": n_events,
                                "users": n_users, "raw_vector_bytes": FACTORS * 4,
-                               "model_kind": model_kind}
+                               "model_kind": model_kind, "item_foldin": item_foldin,
+                               "known_items": known_items}
     with tempfile.TemporaryDirectory(prefix="stream-bench-") as tmp, LocalStack() as stack:
         settings = load_settings(
             kafka_bootstrap_servers=stack.bootstrap_servers, redis_url=stack.redis_url,
@@ -372,10 +395,10 @@ def run_one(quick: bool, profile: Path | None, model_kind: str) -> dict[str, Any
         ensure_topics(settings, extra={ceiling_topic: settings.topic_partitions})
         client = redis.Redis.from_url(stack.redis_url)
         keys = Keys(settings.redis_namespace)
-        _publish_model(client, keys, rng, model_kind)
+        _publish_model(client, keys, rng, model_kind, known_items)
         maker = EventMaker(seed=1)
 
-        worker = Worker(settings, Path(tmp))
+        worker = Worker(settings, Path(tmp), item_foldin=item_foldin)
         try:
             # Warm up: a few hundred events through the whole path.
             warm = maker.batch(rng.integers(10_000_000, 10_001_000, size=500))
@@ -430,6 +453,11 @@ def run_one(quick: bool, profile: Path | None, model_kind: str) -> dict[str, Any
                 / max(1.0, worker.total(f"{vector_metric}_count", samples)))
             results["batch_s_mean"] = (worker.total("recsys_stream_batch_seconds_sum", samples)
                                        / max(1.0, batch_count))
+            results["item_foldin_items"] = worker.total("recsys_stream_item_foldin_items_total",
+                                                        samples)
+            results["item_foldin_s_per_batch"] = (
+                worker.total("recsys_stream_item_foldin_seconds_sum", samples)
+                / max(1.0, worker.total("recsys_stream_item_foldin_seconds_count", samples)))
 
             # Memory: worker RSS growth for the users now in its table; Redis per user.
             time.sleep(1.0)
@@ -589,6 +617,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-kind", choices=["als", "neural", "both"], default="als",
                         help="the version the worker serves: ALS (fold-in), neural (user "
                         "tower), or both runs back to back with their throughput ratio")
+    parser.add_argument("--item-foldin", choices=["off", "on", "both"], default="on",
+                        help="the worker's item fold-in (stream_item_foldin); both: two ALS "
+                        f"runs with {NEW_ITEMS:,} of the {N_ITEMS:,} items new to the version, "
+                        "off then on, and their throughput ratio")
     parser.add_argument("--scaling", action="store_true",
                         help="only the 1/2/4-worker scaling phase")
     parser.add_argument("--faust-noop", type=int, default=None, help=argparse.SUPPRESS)
@@ -602,7 +634,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-    results = run(quick=args.quick, profile=args.profile, model_kind=args.model_kind)
+    results = run(quick=args.quick, profile=args.profile, model_kind=args.model_kind,
+                  item_foldin=args.item_foldin)
     rows = [
         ("events/s (one worker)", results["events_per_s"], results["ceiling_events_per_s"],
          ">= 5,000"),
@@ -627,6 +660,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| neural version: freshness p99 ms @1000/s | {n['freshness_p99_ms']:,.1f} | "
               f"{n['ceiling_freshness_p99_ms']:,.1f} | "
               f"{n['freshness_p99_ms'] / n['ceiling_freshness_p99_ms']:.2f} | < 250 |")
+    if "item_foldin" in results:
+        pair = results["item_foldin"]
+        on, off = pair["on"], pair["off"]
+        print(f"| item fold-in on: events/s | {on['events_per_s']:,.1f} | "
+              f"{off['events_per_s']:,.1f} (off) | {pair['events_per_s_vs_off']:.2f} | "
+              ">= 0.8 |")
+        print(f"| item fold-in on: events/CPU-s | {on['events_per_cpu_s']:,.1f} | "
+              f"{off['events_per_cpu_s']:,.1f} (off) | {pair['events_per_cpu_s_vs_off']:.2f} "
+              "| |")
+        print(f"| item fold-in on: freshness p99 ms @1000/s | {on['freshness_p99_ms']:,.1f} | "
+              f"{off['freshness_p99_ms']:,.1f} (off) | "
+              f"{on['freshness_p99_ms'] / off['freshness_p99_ms']:.2f} | < 250 |")
     print(f"\nworker RSS: {results['worker_rss_mb_before']:.0f} MB warmed up, "
           f"+{results['worker_rss_mb_per_100k_users']:.0f} MB per 100,000 users in its table")
     print(json.dumps(results, indent=2, default=float))

@@ -15,6 +15,9 @@ Protocol (stated in every report):
 4. Targets are bucketed into `n_buckets` groups of equal size in time order; each bucket's
    mean hit rate and NDCG per variant is one point of the chart.
 
+Targets are also split by item: known to the last refit at the target's time (the first
+model before any), or not ("new items": only item fold-in can recommend them).
+
 Variants:
 
 * popularity         the popularity ranking of the first model's data, for everybody;
@@ -27,6 +30,12 @@ Variants:
 * periodic retrain   a full refit on all events so far at `retrains` evenly spaced points of
                      the replay; vectors recomputed at each switch, then frozen;
 * retrain + fold-in  periodic refits plus per-event fold-in: the architecture as deployed.
+* ... + item fold-in the two fold-in variants plus the stream's item fold-in: after each
+                     event on an item the variant's model does not know, the item's vector is
+                     the item half-step against its recent users' vectors
+                     (`recsys.foldin.item_fold_in_inputs` and `fold_in_items`, the calls of
+                     stream.item_foldin, with the stream's bounds and minimum of users);
+                     after a refit, the items the new model still lacks are folded again.
 * neural             (with `neural` params) the neural user tower trained on the first part
                      (recsys.sequence_train); after each event the user's vector is the tower's
                      output on their stream state, by the stream worker's own calls
@@ -48,8 +57,9 @@ import pandas as pd
 from evaluation import charts
 from recsys.als import AlsParams, als_params, fit_als
 from recsys.baselines import PopularityRecommender
+from recsys.confidence import confidence
 from recsys.experiments import report
-from recsys.foldin import fold_in_batch, gram
+from recsys.foldin import fold_in_batch, fold_in_items, gram, item_fold_in_inputs
 from recsys.matrix import IndexedEvents, confidence_matrix, index_events
 from recsys.sequence_model import UserTower
 from recsys.sequence_train import NeuralParams, fit_neural_on
@@ -62,9 +72,14 @@ log = logging.getLogger(__name__)
 POPULARITY, STATIC, FOLDIN, RETRAIN, RETRAIN_FOLDIN, NEURAL = (
     "popularity", "static", "static + fold-in", "periodic retrain", "retrain + fold-in",
     "neural")
-VARIANTS = (POPULARITY, STATIC, FOLDIN, RETRAIN, RETRAIN_FOLDIN)
-_FOLDING = (FOLDIN, RETRAIN_FOLDIN, NEURAL)
-_RETRAINING = (RETRAIN, RETRAIN_FOLDIN)
+ITEM_FOLDIN, RETRAIN_ITEM_FOLDIN = ("static + fold-in + item fold-in",
+                                    "retrain + fold-in + item fold-in")
+VARIANTS = (POPULARITY, STATIC, FOLDIN, ITEM_FOLDIN, RETRAIN, RETRAIN_FOLDIN,
+            RETRAIN_ITEM_FOLDIN)
+_FOLDING = (FOLDIN, ITEM_FOLDIN, RETRAIN_FOLDIN, RETRAIN_ITEM_FOLDIN, NEURAL)
+_RETRAINING = (RETRAIN, RETRAIN_FOLDIN, RETRAIN_ITEM_FOLDIN)
+_ITEM_FOLDING = (ITEM_FOLDIN, RETRAIN_ITEM_FOLDIN)
+KNOWN_ITEMS, NEW_ITEMS = "items known to the last refit", "items new since the last refit"
 
 
 @dataclass
@@ -82,6 +97,7 @@ class ReplayModel:
     alpha: float
     fitted_at_ms: int
     tower: UserTower | None = None  # neural: vectors come from the tower, not the fold-in
+    xtx: np.ndarray | None = None  # Gram matrix of the user factors (item fold-in)
 
 
 def fit_model(events: IndexedEvents, mask: np.ndarray, params: AlsParams) -> ReplayModel:
@@ -94,7 +110,8 @@ def fit_model(events: IndexedEvents, mask: np.ndarray, params: AlsParams) -> Rep
         events.rows[mask], events.cols[mask], events.weights[mask]).scores
     index = {str(events.item_ids[c]): int(c) for c in np.flatnonzero(allowed)}
     return ReplayModel(items, gram(items), allowed, index, popularity, params.regularization,
-                       params.alpha, int(events.timestamps[mask].max()))
+                       params.alpha, int(events.timestamps[mask].max()),
+                       xtx=gram(factors.user_factors))
 
 
 def fit_neural_model(events: IndexedEvents, mask: np.ndarray, params: NeuralParams,
@@ -120,6 +137,18 @@ def user_vectors(model: ReplayModel, states: Mapping[int, UserState]) -> dict[in
         return {}
     vectors = fold_in_batch(model.item_factors, model.yty, model.regularization, histories)
     return dict(zip(users, vectors, strict=True))
+
+
+class ItemFolding:
+    """One variant's item matrix as serving would hold it: the model's item factors plus the
+    stream's vectors for the items the model does not know."""
+
+    def __init__(self, model: ReplayModel) -> None:
+        self.reset(model)
+
+    def reset(self, model: ReplayModel) -> None:
+        self.factors = np.array(model.item_factors, dtype=np.float32, copy=True)
+        self.allowed = model.allowed.copy()
 
 
 def target_rank(scores: np.ndarray, allowed: np.ndarray, seen: np.ndarray, item: int) -> float:
@@ -153,6 +182,7 @@ class ReplayResult:
     # target is one served list ("impression") and a hit is its "click"; popularity is the
     # control, every other variant z-tested against it.
     experiment: dict[str, Any] = field(default_factory=dict)
+    by_item_kind: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -249,6 +279,42 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
     if neural is not None:
         vectors[NEURAL] = user_vectors(models[NEURAL], states)
     dirty: dict[str, set[int]] = {v: set() for v in folding}
+    # The stream's item fold-in: each item's most recent users (user -> (confidence, time)),
+    # bounded like stream_item_foldin_max_users, and each item-folding variant's matrix.
+    recent: dict[int, dict[int, tuple[float, int]]] = {}
+    listed: set[int] = set()  # users in the recent list of an item some model does not know
+    max_users = settings.stream_item_foldin_max_users
+    min_users = settings.stream_item_foldin_min_users
+    item_folding = {v: ItemFolding(models[v]) for v in _ITEM_FOLDING if v in variants}
+
+    def refresh(v: str, users: list[int]) -> None:
+        """Fold in the variant's users whose vector is older than their history."""
+        stale = {u: states[u] for u in users if u in dirty[v]}
+        if not stale:
+            return
+        fresh_vectors = user_vectors(models[v], stale)
+        for u in stale:
+            if u in fresh_vectors:
+                vectors[v][u] = fresh_vectors[u]
+            else:
+                vectors[v].pop(u, None)
+            dirty[v].discard(u)
+
+    def fold_item(v: str, col: int) -> None:
+        """The stream's item fold-in of `col` under the variant's model: the item's recent
+        users, folded in first when their vector is stale (the stream's batch users are)."""
+        model = models[v]
+        users = recent.get(col)
+        if model.xtx is None or model.allowed[col] or not users:
+            return
+        refresh(v, list(users))
+        inputs = item_fold_in_inputs([(col, [(u, c) for u, (c, _) in users.items()])],
+                                     vectors[v], min_users)
+        if inputs.items:
+            state = item_folding[v]
+            state.factors[col] = fold_in_items(model.xtx, model.regularization,
+                                               inputs.inputs)[0]
+            state.allowed[col] = True
 
     # Refit points: evenly spaced positions of the replay (the refit sees every event before).
     refit_at = set(int(replay_pos[len(replay_pos) * j // (retrains + 1)])
@@ -259,6 +325,7 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
     gains: dict[str, list[float]] = {v: [] for v in variants}
     target_ts: list[int] = []
     target_new_user: list[bool] = []
+    target_new_item: list[bool] = []
     discount = 1.0 / np.log2(np.arange(2, k + 2))
 
     for pos in replay_pos:
@@ -272,6 +339,11 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
                 models[v] = model
                 vectors[v] = dict(fresh)
             dirty[RETRAIN_FOLDIN].clear()
+            dirty[RETRAIN_ITEM_FOLDIN].clear()
+            # A switch starts the item vectors afresh and re-folds what the model lacks.
+            item_folding[RETRAIN_ITEM_FOLDIN].reset(model)
+            for col in recent:
+                fold_item(RETRAIN_ITEM_FOLDIN, col)
             log.info("replay: refit at %s on %d events", retrain_times[-1], int(so_far.sum()))
         user, col = int(events.rows[pos]), int(events.cols[pos])
         user_seen = seen.get(user, [])
@@ -291,16 +363,46 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
             for v in variants:
                 model = models[v]
                 x = vectors[v].get(user) if v != POPULARITY else None
-                scores = model.popularity if x is None else model.item_factors @ x
-                r = target_rank(scores, model.allowed, exclude, col)
+                factors, allowed = model.item_factors, model.allowed
+                if v in item_folding:
+                    factors, allowed = item_folding[v].factors, item_folding[v].allowed
+                scores = model.popularity if x is None else factors @ x
+                r = target_rank(scores, allowed, exclude, col)
                 hit = r < k
                 hits[v].append(float(hit))
                 gains[v].append(float(discount[int(r)]) if hit else 0.0)
             target_ts.append(int(ts[pos]))
             target_new_user.append(user not in known_users)
+            target_new_item.append(not models[RETRAIN].allowed[col])
         apply(pos)
         for v in folding:
             dirty[v].add(user)
+        if item_folding:
+            entry = states[user].items.get(item_ids[col])
+            users = recent.setdefault(col, {})
+            if entry is None or entry[0] == 0.0:
+                users.pop(user, None)
+            else:
+                users[user] = (float(confidence(entry[0], params.alpha)), int(ts[pos]))
+                if len(users) > max_users:
+                    del users[min(users, key=lambda u: users[u][1])]
+            if any(not models[v].allowed[col] for v in item_folding):
+                listed.add(user)
+            # The stream folds every event's user in at once, so an item's recent users have
+            # their latest vectors when it is solved: the same here, once per model, for the
+            # users in the recent lists of unknown items (the only ones an item solve reads).
+            folded_now: dict[int, dict[int, np.ndarray]] = {}
+            for v in item_folding if user in listed else ():
+                key = id(models[v])
+                if key not in folded_now:
+                    folded_now[key] = user_vectors(models[v], {user: states[user]})
+                if user in folded_now[key]:
+                    vectors[v][user] = folded_now[key][user]
+                else:
+                    vectors[v].pop(user, None)
+                dirty[v].discard(user)
+            for v in item_folding:
+                fold_item(v, col)
 
     n_targets = len(target_ts)
     if n_targets == 0:
@@ -319,6 +421,7 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
             "variants": {v: _summary(hit_arr[v][chunk], gain_arr[v][chunk]) for v in variants},
         })
     new = np.asarray(target_new_user)
+    new_item = np.asarray(target_new_item, dtype=bool)
     result = ReplayResult(
         protocol=(f"train on the first {train_fraction:.0%} of events, replay the rest in "
                   f"time order; targets = events on items new to the user; {retrains} "
@@ -335,6 +438,11 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
                                            for v in variants}},
         seconds=time.perf_counter() - started,
         experiment=offline_experiment(hit_arr, k),
+        by_item_kind={
+            KNOWN_ITEMS: {v: _summary(hit_arr[v][~new_item], gain_arr[v][~new_item])
+                          for v in variants},
+            NEW_ITEMS: {v: _summary(hit_arr[v][new_item], gain_arr[v][new_item])
+                        for v in variants}},
     )
     log.info("replay: %d targets in %.1fs; hit_rate@%d %s", n_targets, result.seconds, k,
              {v: round(s["hit_rate"], 4) for v, s in result.overall.items()})
@@ -360,6 +468,17 @@ def render_replay(data: Mapping[str, Any]) -> str:
         lines.append(f"| {v} | {s['hit_rate']:.4f} | {s['ndcg']:.4f} | "
                      f"{before[v]['hit_rate']:.4f} (n={before[v]['n']:,}) | "
                      f"{after[v]['hit_rate']:.4f} (n={after[v]['n']:,}) |")
+    by_item = data.get("by_item_kind") or {}
+    if by_item:
+        known, fresh = by_item[KNOWN_ITEMS], by_item[NEW_ITEMS]
+        lines += ["", "By the target's item: known to the last refit at the target's time, or "
+                  "new since (only the item fold-in can recommend those before the next "
+                  "refit):", "", f"| variant | hit rate@{k}, known items | hit rate@{k}, new "
+                  f"items | NDCG@{k}, new items |", "|---|---:|---:|---:|"]
+        for v in data["overall"]:
+            lines.append(f"| {v} | {known[v]['hit_rate']:.4f} (n={known[v]['n']:,}) | "
+                         f"{fresh[v]['hit_rate']:.4f} (n={fresh[v]['n']:,}) | "
+                         f"{fresh[v]['ndcg']:.4f} |")
     experiment = data.get("experiment") or {}
     if experiment.get("variants"):
         p_values = {c["variant"]: c["p_value"] for c in experiment.get("comparisons", [])}

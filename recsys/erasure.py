@@ -64,8 +64,20 @@ def _user_vector_keys(redis: Any, keys: Keys, user_id: str) -> list[bytes]:
     return list(redis.scan_iter(match=keys.user_vector_pattern(user_id), count=1000))
 
 
+def _forget_in_item_users(pipe: Any, keys: Keys, user_id: str, items: list[Any]) -> Any:
+    """Queue the user's removal from the recent-user lists of the item fold-in (the items of
+    their seen set: the ones whose lists can hold them)."""
+    for item in items:
+        item_id = item.decode() if isinstance(item, bytes) else str(item)
+        pipe.zrem(keys.item_users(item_id), user_id)
+        pipe.hdel(keys.item_confidences(item_id), user_id)
+    return pipe
+
+
 def erase_user(redis: Any, keys: Keys, user_id: str, for_trainer: bool = True) -> int:
     """Synchronous client: delete the user's Redis state; returns how many fields/keys went."""
+    _forget_in_item_users(redis.pipeline(transaction=False), keys, user_id,
+                          redis.zrange(keys.seen(user_id), 0, -1)).execute()
     pipe = redis.pipeline(transaction=False)
     for key in _user_vector_keys(redis, keys, user_id):
         pipe.hdel(key, user_id)
@@ -81,6 +93,8 @@ async def aerase_user(redis: Any, keys: Keys, user_id: str, for_trainer: bool = 
     """redis.asyncio client: as erase_user."""
     vector_keys = [key async for key in redis.scan_iter(
         match=keys.user_vector_pattern(user_id), count=1000)]
+    await _forget_in_item_users(redis.pipeline(transaction=False), keys, user_id,
+                                await redis.zrange(keys.seen(user_id), 0, -1)).execute()
     pipe = redis.pipeline(transaction=False)
     for key in vector_keys:
         pipe.hdel(key, user_id)
@@ -101,6 +115,10 @@ def remove_item_commands(pipe: Any, keys: Keys, item_id: str, versions: list[str
     pipe.sadd(keys.erasure_items, item_id)
     for window in POPULARITY_WINDOWS:
         pipe.zrem(keys.popularity(window), item_id)
+    pipe.delete(keys.item_users(item_id), keys.item_confidences(item_id))
     for version in versions:
         pipe.zrem(keys.popularity_alltime(version), item_id)
+        # The stream's item fold-in: the vector goes; serving already hides the item
+        # (unavailable) and drops it at its next model load.
+        pipe.hdel(keys.item_vectors(version), item_id)
     pipe.incr(keys.catalog_generation)

@@ -17,12 +17,24 @@ and confidence |c|, so it adds (|c| - 1) y yt to A and nothing to b. YtY depends
 model, so it is computed once per model version (see `gram`) and each fold-in costs
 O(n_u k^2 + k^3).
 
+The item half-step is the same problem with the roles swapped (`fold_in_items`): with user
+factors X (m x k), an item's confidences c_u over the users who touched it and the same
+confidence rule,
+
+    y_i = (XtX + lambda I + Xi^T (Ci - I) Xi)^-1  Xi^T Ci p_i
+
+which is implicit's `recalculate_item`. The stream worker uses it for items the served
+version does not know (docs/stream.md, "Item fold-in"); XtX is the Gram matrix of the
+version's user factors, published with the version.
+
 No I/O and no framework imports here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -158,6 +170,73 @@ def fold_in_batch(
         else:
             solved = _solve_normal(yu, conf, weight, base)
         out[members] = solved.astype(np.float32)
+    return out
+
+
+ItemUsers = tuple[np.ndarray, np.ndarray]  # (user vectors (n_i, k), confidences (n_i,))
+
+
+def fold_in_items(
+    xtx: np.ndarray,
+    regularization: float,
+    items: Sequence[ItemUsers],
+) -> np.ndarray:
+    """Item vectors from their users' vectors: the item half-step of ALS (see the module notes),
+    `fold_in_batch` with users and items swapped. `items[j]` holds the vectors of the users
+    who touched item j (one row per user) and their confidences on it. Returns float32
+    (len(items), k); an item without users gets the zero vector.
+    """
+    k = xtx.shape[0]
+    if not items:
+        return np.zeros((0, k), dtype=np.float32)
+    blocks = [np.asarray(vectors, dtype=np.float32).reshape(-1, k) for vectors, _ in items]
+    stacked = np.concatenate(blocks) if blocks else np.zeros((0, k), dtype=np.float32)
+    histories: list[UserHistory] = []
+    start = 0
+    for block, (_, conf) in zip(blocks, items, strict=True):
+        histories.append((np.arange(start, start + len(block)), np.asarray(conf)))
+        start += len(block)
+    return fold_in_batch(stacked, xtx, regularization, histories)
+
+
+@dataclass
+class ItemFoldInInputs:
+    """What `fold_in_items` needs for some items, and what was left out on the way."""
+
+    items: list[Any] = field(default_factory=list)  # the items to fold in, in input order
+    inputs: list[ItemUsers] = field(default_factory=list)
+    users_without_vector: int = 0  # (item, user) pairs skipped: no vector under the version
+    too_few_users: list[Any] = field(default_factory=list)  # items left without a vector
+
+
+def item_fold_in_inputs(
+    item_users: Iterable[tuple[Any, Sequence[tuple[Any, float]]]],
+    vectors: Mapping[Any, np.ndarray],
+    min_users: int,
+) -> ItemFoldInInputs:
+    """The item fold-in's inputs: per item, its (user, confidence) pairs (the item's recent
+    users, bounded by the caller) against the users' vectors under one version. Users without
+    a vector there are skipped (counted), as are zero confidences (no entry, as in the
+    trainer's matrix); an item with fewer than `min_users` users left gets no vector. The
+    stream worker (stream.item_foldin) and the replay evaluation both call it."""
+    out = ItemFoldInInputs()
+    for item, pairs in item_users:
+        rows: list[np.ndarray] = []
+        conf: list[float] = []
+        for user, c in pairs:
+            if c == 0.0:
+                continue
+            vector = vectors.get(user)
+            if vector is None:
+                out.users_without_vector += 1
+                continue
+            rows.append(vector)
+            conf.append(float(c))
+        if len(rows) < min_users:
+            out.too_few_users.append(item)
+            continue
+        out.items.append(item)
+        out.inputs.append((np.stack(rows), np.asarray(conf, dtype=np.float64)))
     return out
 
 

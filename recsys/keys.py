@@ -21,6 +21,8 @@ Model versions (written by the trainer, read by stream and serving)
     {ns}:model:{v}:ann               string  catalogues of `ann_min_items` or more: the
                                              approximate-search layout over item_factors
                                              (recsys.ann.pack_layout; manifest `ann_format`)
+    {ns}:model:{v}:user_gram         string  XtX of the version's user factors, float64 LE (k, k):
+                                             the item fold-in's Gram matrix (recsys.foldin)
     {ns}:model:{v}:content           string  versions fitted with item attributes: the content
                                              model and the items' content embeddings
                                              (recsys.content.pack_content; manifest `content`)
@@ -31,6 +33,19 @@ Model versions (written by the trainer, read by stream and serving)
 User state (written by the trainer for the users it fitted, and by the stream worker)
     {ns}:uvec:{v}                    hash    user id -> float32 LE vector computed against version v
                                              (one hash per version: retiring one is a single UNLINK)
+    {ns}:ivec:{v}                    hash    item id -> float32 LE vector learned by the stream's
+                                             item fold-in under version v (items v does not know)
+    {ns}:ivec:{v}:seq                string  counter bumped by every write of that hash
+    {ns}:ivec:{v}:updated            zset    item id -> the counter's value at its last write: API
+                                             processes poll `seq` and read the items above the
+                                             last value they merged
+    {ns}:ivec:{v}:refold             string  a model switch's re-fold of the previous version's
+                                             fresh items is claimed here (SET NX; one worker)
+    {ns}:iusers:{item}               zset    user id -> last interaction time (ms): the item's most
+                                             recent users (`stream_item_foldin_max_users`),
+                                             merged from every stream worker; not versioned
+    {ns}:iconf:{item}                hash    user id -> the user's confidence on the item (the
+                                             confidence rule; negative = negative feedback)
     {ns}:seen:{user}                 zset    item id -> last interaction time (epoch ms)
     {ns}:hidden:{user}               set     items whose net feedback is negative (dislike,
                                              hide, low ratings): never recommended to the user
@@ -103,6 +118,11 @@ keys that one script or transaction touches share a tag, and nothing else does:
                                      writes stay in one slot
     {ns:pop:w}, {ns:pop:w}:ref, {ns:pop:w}:batch:{id}, {ns:pop:w}:applied:{topic}
                                      one window's trending set and its guards (one script)
+    {ns:model:v}:user_gram, :ivec, :ivec:seq, :ivec:updated, :ivec:refold
+                                     the item fold-in's keys of a version (one script writes
+                                     vectors, counter and stamps)
+    {ns:i:item}:users, {ns:i:item}:conf
+                                     an item's recent users and their confidences (one script)
     {ns:catalog}:item:{item}, :category, :facets, :unavailable, :generation, :changes
                                      the catalogue, written in one MULTI per batch
 Experiments and erasure keys are single-key operations and keep their names. A version's
@@ -121,7 +141,10 @@ from dataclasses import dataclass
 CATALOG_CHANGES_MAX = 100_000
 POPULARITY_WINDOWS = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
 _VERSION_KEY_SUFFIXES = frozenset({"manifest", "item_ids", "item_factors", "similar", "tower",
-                                   "neighbours", "ann", "content"})
+                                   "neighbours", "ann", "content", "user_gram"})
+_ITEM_VECTOR_SUFFIXES = (":seq", ":updated", ":refold")
+# cluster layout: a version's item fold-in keys share its model tag (one script writes them)
+_CLUSTER_ITEM_VECTOR_SUFFIXES = frozenset({"ivec", "ivec:seq", "ivec:updated", "ivec:refold"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +230,10 @@ class Keys:
     def model_content(self, version: str) -> str:
         return self._version_key(version, "content")
 
+    def model_user_gram(self, version: str) -> str:
+        """XtX of the version's user factors (the item fold-in's Gram matrix)."""
+        return self._version_key(version, "user_gram")
+
     @property
     def trainer_lease(self) -> str:
         if self.cluster:  # beside the pointer: the fenced switch checks it in one script
@@ -219,7 +246,7 @@ class Keys:
             ns = self.namespace
             return ["{" + f"{ns}:model:*", "{" + f"{ns}:u:*}}:uvec:*"]
         return [f"{self.namespace}:model:*", f"{self.namespace}:uvec:*",
-                f"{self.namespace}:pop:alltime:*"]
+                f"{self.namespace}:pop:alltime:*", f"{self.namespace}:ivec:*"]
 
     def version_of(self, key: str) -> str | None:
         """The version a version-scoped key belongs to; None for any other key."""
@@ -229,6 +256,12 @@ class Keys:
         for prefix in (f"{ns}:uvec:", f"{ns}:pop:alltime:"):
             if key.startswith(prefix):
                 return key[len(prefix):] or None
+        if key.startswith(f"{ns}:ivec:"):
+            rest = key[len(f"{ns}:ivec:"):]
+            for suffix in _ITEM_VECTOR_SUFFIXES:
+                if rest.endswith(suffix):
+                    return rest[:-len(suffix)] or None
+            return rest or None
         prefix = f"{ns}:model:"
         if key.startswith(prefix):
             version, sep, suffix = key[len(prefix):].rpartition(":")
@@ -243,7 +276,8 @@ class Keys:
         model, buckets = "{" + f"{self.namespace}:model:", "{" + f"{self.namespace}:u:"
         if key.startswith(model):
             version, sep, suffix = key[len(model):].partition("}:")
-            if sep and version and suffix in _VERSION_KEY_SUFFIXES | {"pop:alltime"}:
+            if sep and version and suffix in (_VERSION_KEY_SUFFIXES | {"pop:alltime"}
+                                              | _CLUSTER_ITEM_VECTOR_SUFFIXES):
                 return version
         elif key.startswith(buckets):
             _, sep, version = key[len(buckets):].partition("}:uvec:")
@@ -263,6 +297,8 @@ class Keys:
             self.model_ann(version),
             self.model_content(version),
             self.popularity_alltime(version),
+            self.model_user_gram(version),
+            *self.item_vector_keys(version),
         ]
 
     # --- user state ------------------------------------------------------------------------
@@ -291,6 +327,38 @@ class Keys:
         if self.cluster:
             return f"{self._user_tag(user_id)}:uvec:*"
         return f"{self.namespace}:uvec:*"
+
+    # --- item fold-in (stream-learned item vectors) ---------------------------------------
+    def item_vectors(self, version: str) -> str:
+        """The hash of item vectors the stream learned under `version` (field: the item id)."""
+        if self.cluster:
+            return self._version_key(version, "ivec")
+        return f"{self.namespace}:ivec:{version}"
+
+    def item_vectors_seq(self, version: str) -> str:
+        return f"{self.item_vectors(version)}:seq"
+
+    def item_vectors_updated(self, version: str) -> str:
+        return f"{self.item_vectors(version)}:updated"
+
+    def item_vectors_refold(self, version: str) -> str:
+        return f"{self.item_vectors(version)}:refold"
+
+    def item_vector_keys(self, version: str) -> list[str]:
+        return [self.item_vectors(version), self.item_vectors_seq(version),
+                self.item_vectors_updated(version), self.item_vectors_refold(version)]
+
+    def item_users(self, item_id: str) -> str:
+        """An item's most recent users (zset user -> last interaction ms)."""
+        if self.cluster:  # with its confidences: one script updates both
+            return f"{self._tag('i:' + item_id)}:users"
+        return f"{self.namespace}:iusers:{item_id}"
+
+    def item_confidences(self, item_id: str) -> str:
+        """Those users' confidences on the item (hash user -> confidence)."""
+        if self.cluster:
+            return f"{self._tag('i:' + item_id)}:conf"
+        return f"{self.namespace}:iconf:{item_id}"
 
     def seen(self, user_id: str) -> str:
         if self.cluster:

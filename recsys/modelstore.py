@@ -112,6 +112,19 @@ def pack_ids(ids: list[str]) -> bytes:
     return "\n".join(ids).encode("utf-8")
 
 
+def pack_gram(matrix: np.ndarray) -> bytes:
+    """A k x k Gram matrix (XtX of a version's user factors), float64 little-endian."""
+    return np.ascontiguousarray(matrix, dtype="<f8").tobytes()
+
+
+def unpack_gram(raw: bytes | None, factors: int) -> np.ndarray | None:
+    """The Gram matrix written by `pack_gram`; None when absent or of the wrong size."""
+    if not raw or len(raw) != factors * factors * 8:
+        return None
+    matrix = np.frombuffer(raw, dtype="<f8").reshape(factors, factors)
+    return matrix if np.isfinite(matrix).all() else None
+
+
 def unpack_ids(raw: bytes) -> list[str]:
     return raw.decode("utf-8").split("\n") if raw else []
 
@@ -342,6 +355,7 @@ def stage_model_version(
             for start in range(0, len(users), USER_VECTOR_BATCH):
                 redis.hset(hash_key, mapping={user: vectors[user]
                                               for user in users[start:start + USER_VECTOR_BATCH]})
+        redis.set(keys.model_user_gram(version), pack_gram(gram(user_factors)))
     # The similar lists come after the rest: a caller may still be computing them (a
     # callable is only called now), while the other keys are already on their way.
     if callable(similar):

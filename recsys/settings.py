@@ -302,6 +302,34 @@ class Settings(BaseSettings):
         "within this many days; the others keep the trainer's vector under the new version "
         "(or get a fallback) until their next event.",
     )
+    stream_item_foldin: bool = Field(
+        default=True,
+        description="Item fold-in: the stream worker learns vectors for items the served "
+        "version does not know from their first interactions (the item half-step of ALS "
+        "against the interacting users' current vectors); serving merges them within a "
+        "second (docs/stream.md, Item fold-in).",
+    )
+    stream_item_foldin_max_users: int = Field(
+        default=200, ge=1, le=5_000,
+        description="Recent interacting users kept per item for the item fold-in (the most "
+        "recent ones): bounds each item's solve, whatever a burst of bots sends.",
+    )
+    stream_item_foldin_min_users: int = Field(
+        default=2, ge=1, le=1_000,
+        description="An item is folded in once this many of its recent users have vectors "
+        "under the served version; before that it keeps no stream vector.",
+    )
+    stream_item_foldin_max_items: int = Field(
+        default=1_000, ge=1, le=1_000_000,
+        description="At most this many items are folded in per batch (the rest wait for "
+        "their next event; counted in recsys_stream_item_foldin_skipped_total{reason="
+        "\"batch_bound\"}).",
+    )
+    stream_item_users_ttl_days: float = Field(
+        default=30.0, gt=0.0,
+        description="An item's recent-user list (item fold-in state in Redis) expires this "
+        "long after its last interaction.",
+    )
     seen_ttl_s: float = Field(
         default=90 * 86_400.0, ge=0.0,
         description="A user's seen set expires this long after their last event (refreshed "
@@ -528,6 +556,11 @@ class Settings(BaseSettings):
     api_model_poll_s: float = Field(
         default=5.0, gt=0.0, le=3600.0,
         description="Poll of the current-model pointer, besides the switch channel.",
+    )
+    api_fresh_items_poll_s: float = Field(
+        default=0.25, gt=0.0, le=60.0,
+        description="How often an API process reads the served version's fresh-item counter "
+        "(the stream's item fold-in) and merges new item vectors into its in-memory matrix.",
     )
     api_catalog_poll_s: float = Field(
         default=2.0, gt=0.0, le=3600.0,

@@ -168,7 +168,7 @@ class Catalog:
         # through this process drops the item's entry, a write by another replica reloads.
         self._rule_items: dict[str, View] = {}
         self._seq = 0  # bumped on every in-memory change; keys the memo
-        self._memo: dict[tuple[str, int, str], Any] = {}
+        self._memo: dict[tuple[Any, ...], Any] = {}
         # item -> (expires, detail_members(item)); b'' caches "not in Redis" too.
         self._details: dict[str, tuple[float, bytes]] = {}
         self._poller = PeriodicTask("catalog-refresh", settings.api_catalog_poll_s,
@@ -185,7 +185,9 @@ class Catalog:
         self._changed()
 
     def _memoised(self, model: LoadedModel, what: str, build: Any) -> np.ndarray:
-        key = (model.version, self._seq, what)
+        # The row count too: the stream's fresh items (serving.fresh_items) add rows to a
+        # version without changing its id.
+        key = (model.version, len(model.item_ids), self._seq, what)
         rows = self._memo.get(key)
         if rows is None:
             if len(self._memo) > 1024:

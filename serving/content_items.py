@@ -132,7 +132,9 @@ class NewItems:
         ids = [m.decode() if isinstance(m, bytes) else m for m, _ in changed]
         newest = max((int(score) for _, score in changed), default=self._cursor_ms)
         base = loaded.n_model_items
-        wanted = [i for i in ids if loaded.index.get(i, base) >= base]
+        # the stream's item fold-in (serving.fresh_items) learned these from interactions
+        wanted = [i for i in ids if loaded.index.get(i, base) >= base
+                  and i not in loaded.stream_items]
         items: list[ItemAttributes] = []
         for start in range(0, len(wanted), READ_BATCH):
             chunk = wanted[start:start + READ_BATCH]

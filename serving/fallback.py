@@ -53,6 +53,8 @@ class Result:
     source: str
     model_version: str | None
     fallback_sources: list[str] = field(default_factory=list)
+    # Items of `items` whose vectors the stream learned (serving.fresh_items): flagged fresh.
+    fresh: list[str] = field(default_factory=list)
 
 
 @dataclass

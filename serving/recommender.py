@@ -131,6 +131,28 @@ def _parse_similar(raw: bytes | None) -> list[tuple[str, float]]:
     return out
 
 
+def _model_result(model: LoadedModel, items: list[tuple[str, float]], source: str) -> Result:
+    return Result(items, source, model.version, fresh=model.fresh_among(i for i, _ in items))
+
+
+def _with_fresh_rows(model: LoadedModel, vector: np.ndarray,
+                     found: tuple[np.ndarray, np.ndarray], k: int, exclude: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """An approximate index's answer plus the rows the version gained since it was published
+    (the stream's item fold-in, content-mapped items), which the index does not hold: they
+    are scored exactly and compete with its candidates."""
+    start = model.n_model_items
+    rows = np.arange(start, len(model.item_ids))
+    scores = model.item_factors[start:] @ vector
+    if len(exclude):
+        keep = ~np.isin(rows, exclude)
+        rows, scores = rows[keep], scores[keep]
+    all_rows = np.concatenate([found[0], rows])
+    all_scores = np.concatenate([found[1], scores.astype(found[1].dtype, copy=False)])
+    order = np.lexsort((all_rows, -all_scores))[:k]
+    return all_rows[order], all_scores[order]
+
+
 class Recommender:
     """Built on the fallback chain, whose clients and components it shares."""
 
@@ -256,8 +278,8 @@ class Recommender:
         if not len(rows):
             return await self._user_fallback("no_candidates", user_id, k, exclude_seen,
                                              filters, seen, offset, hidden)
-        return Result(_ranked(model, rows, scores),
-                      "personalized" if hybrid is None else "hybrid", model.version)
+        return _model_result(model, _ranked(model, rows, scores),
+                             "personalized" if hybrid is None else "hybrid")
 
     def _hybrid(self, model: LoadedModel, vector: np.ndarray, recent: list[str],
                 blend: float | None = None) -> np.ndarray | None:
@@ -290,8 +312,8 @@ class Recommender:
         else:
             best, scores = recommend(hybrid, model.hybrid_items, k + offset, exclude,
                                      candidates)
-        return Result(_ranked(model, best[offset:], scores[offset:]),
-                      source if hybrid is None else "hybrid", model.version)
+        return _model_result(model, _ranked(model, best[offset:], scores[offset:]),
+                             source if hybrid is None else "hybrid")
 
     async def _for_user_under(self, model: LoadedModel, user_id: str, k: int,
                               exclude_seen: bool, filters: ItemFilter | None, offset: int
@@ -395,8 +417,11 @@ class Recommender:
         candidates = self.catalog.candidate_rows(model, filters)
         if candidates is not None:
             return subset_recommend(vector, model.item_factors, k, exclude, candidates)
-        return ann_recommend(model.ann, vector, model.item_factors, k, exclude,
-                             self.settings.ann_candidates)
+        found = ann_recommend(model.ann, vector, model.item_factors, k, exclude,
+                              self.settings.ann_candidates)
+        if found is not None and len(model.item_ids) > model.n_model_items:
+            found = _with_fresh_rows(model, vector, found, k, exclude)
+        return found
 
     # --- similar items ---------------------------------------------------------------------
     async def similar(self, item_id: str, k: int, filters: ItemFilter | None = None
@@ -427,7 +452,8 @@ class Recommender:
             return catalog.is_allowed(item, filters)
 
         row = model.index[item_id]
-        if row >= model.n_model_items and model.item_embeddings is not None:
+        if (row >= model.n_model_items and model.item_embeddings is not None
+                and not model.is_fresh_row(row)):
             # an item mapped in from its attributes: similar by content (a filter's
             # non-candidates excluded, so a selective filter still fills k)
             exclude = catalog.excluded_rows(model, filters)
@@ -466,14 +492,14 @@ class Recommender:
             if candidates is not None:
                 found = subset_neighbours(row, model.item_factors, model.norms, want, exclude,
                                           candidates)
-            elif model.ann is not None:
+            elif model.ann is not None and row < model.n_model_items:
                 found = ann_neighbours(model.ann, row, model.item_factors, model.norms, want,
                                        exclude, self.settings.ann_candidates)
             rows, scores = found if found is not None else cosine_neighbours(
                 model.item_factors, want, row, norms=model.norms, exclude=exclude)
             sources.append(("factors", _ranked(model, rows, scores)))
             items, _ = merge_ranked(sources, k, {item_id}, allowed)
-        return Result([(item, score) for item, score, _ in items], "similar", model.version)
+        return _model_result(model, [(item, score) for item, score, _ in items], "similar")
 
     # --- popular ---------------------------------------------------------------------------
     async def popular(self, k: int, window: str, filters: ItemFilter | None = None) -> Result:
@@ -520,7 +546,9 @@ class Recommender:
         rows, weights = [], []
         for interaction in interactions:
             row = model.index.get(interaction.item_id)
-            if row is not None:
+            # The stream's fresh items are candidates, not inputs: a session is folded in
+            # against the version's items, as the stream folds in its users.
+            if row is not None and not model.is_fresh_row(row):
                 rows.append(row)
                 weights.append(event_weight(interaction.event_type, interaction.value,
                                             model.event_weights, model.negative_rating_max))
@@ -540,10 +568,10 @@ class Recommender:
         else:
             vector = fold_in_session(model.item_factors, model.model.yty, model.regularization,
                                      model.alpha, rows, weights)
-        exclude = join_rows(self.catalog.excluded_rows(model, filters), np.unique(rows))
+        exclude = join_rows(self.catalog.excluded_rows(model, filters), rows_of(model.index, ids))
         candidates = self.catalog.candidate_rows(model, filters)
         best, scores = recommend(vector, model.item_factors, k, exclude, candidates)
         if not len(best):
             return await self.fallback.answer("no_candidates", k, exclude=ids, recent=recent,
                                               filters=filters)
-        return Result(_ranked(model, best, scores), "anonymous", model.version)
+        return _model_result(model, _ranked(model, best, scores), "anonymous")

@@ -23,7 +23,8 @@ async def render(result: Result, catalog: Catalog, metrics: ApiMetrics, endpoint
                  item_members: list[bytes] | None = None, **extra: Any) -> Response:
     """Items with their catalog details, model version and source.
 
-    The same JSON as serialising {**extra, "items": [{"item_id", "score", **details}, ...],
+    The same JSON as serialising {**extra, "items": [{"item_id", "score", ["fresh": true],
+    **details}, ...],
     "model_version", "source", "fallback_sources"}, built from cached serialised details:
     the item list is most of a response's serialisation cost. `item_members` adds
     serialised members (`,"pinned":true`...) to each item, in order.
@@ -38,9 +39,10 @@ async def render(result: Result, catalog: Catalog, metrics: ApiMetrics, endpoint
         # One dumps for all scores (orjson's float formatting); a number has no comma.
         scores = dumps([score for _, score in result.items],
                        option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
-        items = b"[" + b",".join([b'{"item_id":%b,"score":%b%b}' % (dumps(item), score, more)
-                                  for item, score, more in zip(ids, scores, members,
-                                                               strict=True)]) + b"]"
+        fresh = set(result.fresh)
+        items = b"[" + b",".join([b'{"item_id":%b,"score":%b%b%b}' % (
+            dumps(item), score, b',"fresh":true' if item in fresh else b"", more)
+            for item, score, more in zip(ids, scores, members, strict=True)]) + b"]"
     else:
         items = b"[]"
     return Response(dumps({**extra, "items": orjson.Fragment(items),

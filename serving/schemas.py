@@ -110,6 +110,10 @@ class BecauseItem(BaseModel):
 class RecommendedItem(BaseModel):
     item_id: str
     score: float = Field(description="Model score, similarity or popularity (by source).")
+    fresh: bool | None = Field(
+        default=None, description="true when the item's vector was learned by the stream from "
+        "its first interactions (the version in service does not have it yet); absent "
+        "otherwise.")
     name: str | None = None
     image_url: str | None = None
     category: str | None = None

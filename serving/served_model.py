@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +70,9 @@ class LoadedModel:
     hybrid_items: np.ndarray | None = None
     # rows the version was published with; rows past it were mapped from attributes since
     n_model_items: int = 0
+    # items whose rows (past n_model_items) hold the stream's item fold-in vectors
+    # (serving.fresh_items): flagged `fresh` in responses
+    stream_items: frozenset[str] = frozenset()
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -99,6 +102,19 @@ class LoadedModel:
     @property
     def item_embeddings(self) -> np.ndarray | None:
         return self.model.item_embeddings
+
+    @property
+    def n_fresh(self) -> int:
+        return len(self.stream_items)
+
+    def is_fresh_row(self, row: int) -> bool:
+        """A row of the stream's item fold-in (not the version's, nor mapped from content)."""
+        return row >= self.n_model_items and self.item_ids[row] in self.stream_items
+
+    def fresh_among(self, items: Iterable[str]) -> list[str]:
+        """Which of these items are the stream's (the response flags them `fresh`)."""
+        stream = self.stream_items
+        return [item for item in items if item in stream] if stream else []
 
     def popular(self, rows: np.ndarray | None = None) -> Iterator[tuple[str, float]]:
         """All-time popularity of this version (or of `rows` only), lazily, best first.

@@ -20,6 +20,7 @@ from serving.catalog import Catalog
 from serving.content_items import NewItems
 from serving.experiments import Experiments
 from serving.fallback import Fallback
+from serving.fresh_items import FreshItemPoller
 from serving.impressions import IMPRESSION_FLUSH_S, ImpressionRecorder
 from serving.merchandising import Placements
 from serving.recommender import Recommender
@@ -105,6 +106,8 @@ class Services:
         holder.start()
         catalog.start()
         new_items.start()
+        fresh = FreshItemPoller(holder, control, keys, settings.api_fresh_items_poll_s, metrics)
+        services._tasks.append(asyncio.create_task(fresh.run(), name="fresh-items"))
         try:
             services.producer = EventProducer(
                 settings, logger=logging.getLogger("serving.kafka"),

@@ -92,6 +92,15 @@ class ApiMetrics:
             "model_items", "Items in the served model version.", namespace=NAMESPACE, registry=r,
             multiprocess_mode="livemostrecent",  # the latest load among the live processes
         )
+        self.fresh_items = Gauge(
+            "fresh_items", "Items of the stream's item fold-in merged into the served version "
+            "(items the version's own factors do not have).", namespace=NAMESPACE, registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.fresh_item_merges = Counter(
+            "fresh_item_merges_total", "Merges of new or updated stream item vectors into the "
+            "in-memory item matrix.", namespace=NAMESPACE, registry=r,
+        )
         self.model_loaded_at = Gauge(
             "model_loaded_timestamp_seconds", "When the served version was loaded (epoch s).",
             namespace=NAMESPACE, registry=r, multiprocess_mode="livemax",

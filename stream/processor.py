@@ -10,6 +10,8 @@ For a batch of records:
    version read once at the start, so each vector is computed against exactly the version in
    its key (invariant 2). Versions without factors (`model_kind` item_item or popularity)
    get no vectors: serving scores them from the seen sets this step still writes;
+   Then the items of the batch the version does not know are folded in against their
+   recent users' vectors under the same version (stream.item_foldin);
 4. write vectors, seen sets and popularity in one Redis MULTI/EXEC (stream.redis_writer):
    while Redis is unreachable the batch is kept and its write tried again (the health check
    reports the stall); when Redis refuses it (OOM, WRONGTYPE...), the batch is written user by
@@ -35,7 +37,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from recsys.confidence import weight_of
+import numpy as np
+
+from recsys.confidence import confidence, weight_of
 from recsys.erasure import erased_user
 from recsys.eventtime import EventClock, arrival_ms, now_ms
 from recsys.foldin import fold_in_batch
@@ -54,6 +58,7 @@ from stream.decode import (
     dead_letter_record,
 )
 from stream.health import Heartbeat
+from stream.item_foldin import ItemFolder, Touch
 from stream.popularity import TrendingEvent, by_partition
 from stream.redis_writer import RedisRejected, RedisUnavailable, RedisWriter, WritePlan
 
@@ -112,6 +117,7 @@ class BatchProcessor:
         self.recompute_window_ms = int(settings.stream_switch_active_days * 86_400_000)
         self.lock = asyncio.Lock()
         self.heartbeat = heartbeat or Heartbeat()
+        self.item_folder = ItemFolder(settings, writer, worker_id)
 
     # --- batches -----------------------------------------------------------------------
     async def process(self, records: list[Record]) -> BatchResult:
@@ -222,6 +228,8 @@ class BatchProcessor:
         counted_from: list[tuple[str, Record]] = []  # (user, record) of each of `counted`
         clock_ms = now_ms()
         clamped: Counter[str] = Counter()
+        touches: list[Touch] = []  # users' new events on items the version does not know
+        fold_items = model is not None and self.item_folder.wants(model)
 
         user_outcomes: dict[str, Counter[tuple[str, str]]] = {}
         for user, events in batch.by_user.items():
@@ -230,6 +238,7 @@ class BatchProcessor:
             changed = False
             seen: dict[str, int] = {}
             was_negative: dict[str, bool] = {}
+            unknown: set[str] = set()
             for event, record in events:
                 weight = weight_of(event, self.weights, self.negative_rating_max)
                 item = event.item_id
@@ -271,6 +280,7 @@ class BatchProcessor:
                     outcomes[(event.event_type, "no_model")] += 1
                 elif item not in item_index:
                     outcomes[(event.event_type, "unknown_item")] += 1
+                    unknown.add(item)
                 else:
                     outcomes[(event.event_type, "ok")] += 1
             if model is not None and state.version != model.version:
@@ -291,6 +301,12 @@ class BatchProcessor:
                 plan.hidden[user] = flags
             states[user] = state
             user_outcomes[user] = outcomes - before
+            for item in unknown if fold_items else ():
+                entry = state.items.get(item)
+                if entry is not None:  # (else evicted by the history bound already)
+                    weight = entry[0]
+                    conf = float(confidence(weight, model.alpha)) if weight else 0.0
+                    touches.append(Touch(item, user, conf, int(entry[1])))
 
         if changed_values:
             # Recorded before the Redis write: a retry of this batch finds its events applied
@@ -298,7 +314,10 @@ class BatchProcessor:
             durable.append(await self.table.put_many(changed_values))
         n_vectors = 0
         if model is not None and model.uses_factors:
-            n_vectors = self._fold_in(model, states.items(), plan)
+            solved: dict[str, np.ndarray] = {}
+            n_vectors = self._fold_in(model, states.items(), plan, solved)
+            if touches:
+                await self.item_folder.plan(model, touches, solved, plan)
         if counted:
             self._plan_popularity(counted, plan)
         refused, popularity_refused = await self._write(plan)
@@ -351,7 +370,7 @@ class BatchProcessor:
                     log.error("%s; keeping the batch and trying again", unavailable)
 
     def _fold_in(self, model: ModelVersion, states: Iterable[tuple[str, UserState]],
-                 plan: WritePlan) -> int:
+                 plan: WritePlan, solved_out: dict[str, np.ndarray] | None = None) -> int:
         """New vectors of these users under `model`: the ALS fold-in, or for a neural version
         its user tower over their recent items; either way one call for the whole batch."""
         if model.tower is not None:
@@ -362,6 +381,8 @@ class BatchProcessor:
         started = time.perf_counter()
         solved = fold_in_batch(model.item_factors, model.yty, model.regularization, histories)
         telemetry.FOLDIN_SECONDS.observe(time.perf_counter() - started)
+        if solved_out is not None:
+            solved_out.update(zip(users, solved, strict=True))
         return self._plan_vectors(model, users, solved, plan)
 
     def _tower(self, model: ModelVersion, states: Iterable[tuple[str, UserState]],
@@ -400,7 +421,12 @@ class BatchProcessor:
         log.info("switched model %s -> %s (snapshot up to %d ms)",
                  previous.version if previous else "none", model.version,
                  model.snapshot_latest_event_ms)
-        return await self.recompute(model)
+        written = await self.recompute(model)
+        # After the users: the re-folded items read their vectors under the new version. Chunk
+        # by chunk under the batches' lock, so no stale re-fold overwrites a batch's vector.
+        await self.item_folder.refold(previous, model, self.lock,
+                                      lambda: self.holder.current is model)
+        return written
 
     async def recompute(self, model: ModelVersion) -> int:
         """Fold in, under `model`, the users of owned partitions whose vector under it is

@@ -79,6 +79,22 @@ return #KEYS
 """.replace("SEEN_CHUNK", str(SEEN_CHUNK))
 
 
+# Item vectors of the item fold-in under one version (stream.item_foldin), all in one script:
+# KEYS = the version's item-vector hash, its counter, its updated zset; ARGV = item, vector,
+# item, vector... The counter moves once per write and every item written takes its value in
+# `updated`: an API process that read the counter at s and then the items scored <= s has
+# every vector written up to s (the script is atomic). A retried write bumps the counter
+# again and rewrites the same vectors: readers merge them once more, harmlessly.
+LUA_ITEM_VECTORS = """
+local seq = redis.call('INCR', KEYS[2])
+for i = 1, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[3], seq, ARGV[i])
+end
+return seq
+"""
+
+
 class RedisUnavailable(StreamError):
     """Retryable Redis errors persisted through every allowed attempt."""
 
@@ -118,11 +134,13 @@ class WritePlan:
     popularity: dict[str, tuple[float, dict[str, list[tuple[int, str, float]]]]] = field(
         default_factory=dict)
     popularity_topic: str = ""
+    # version -> item -> float32 bytes: the item fold-in's vectors (stream.item_foldin)
+    item_vectors: dict[str, dict[str, bytes]] = field(default_factory=dict)
     # Names this plan's popularity increments: a retry of the same plan is applied once.
     batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __bool__(self) -> bool:
-        return bool(self.vectors or self.seen or self.popularity)
+        return bool(self.vectors or self.seen or self.popularity or self.item_vectors)
 
     def for_user(self, user: str) -> WritePlan:
         """The part of this plan that concerns one user (no popularity)."""
@@ -175,6 +193,12 @@ class RedisWriter:
             except RedisRejected as exc:
                 log.error("redis refused the batch's popularity update: %s", exc)
                 popularity_refused = exc
+        if plan.item_vectors:
+            try:
+                await self.write(WritePlan(item_vectors=plan.item_vectors,
+                                           batch_id=plan.batch_id))
+            except RedisRejected as exc:  # the items' next events fold them in again
+                log.error("redis refused the batch's item vectors: %s", exc)
         users = set(plan.seen)
         for vectors in plan.vectors.values():
             users.update(vectors)
@@ -189,6 +213,11 @@ class RedisWriter:
         """Delete a user's vectors (every version) and seen set (recsys.erasure)."""
         return await self._retrying(
             "erase", lambda: aerase_user(self.redis, self.keys, user, for_trainer=False))
+
+    async def call(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Any other Redis call with the writer's retries and error classification
+        (RedisUnavailable after the allowed attempts, RedisRejected for an error reply)."""
+        return await self._retrying(what, attempt)
 
     async def exists(self, hash_key: str, fields: list[str]) -> list[bool]:
         """HEXISTS of each field of one hash, in one pipeline (retried like writes)."""
@@ -243,6 +272,12 @@ class RedisWriter:
                 pipe.sadd(key, *hide)
                 if self.seen_ttl_ms:
                     pipe.pexpire(key, self.seen_ttl_ms)
+        for version, items in plan.item_vectors.items():
+            if items:
+                pipe.eval(LUA_ITEM_VECTORS, 3, self.keys.item_vectors(version),
+                          self.keys.item_vectors_seq(version),
+                          self.keys.item_vectors_updated(version),
+                          *[x for pair in items.items() for x in pair])
         for window, (t0, increments) in plan.popularity.items():
             pipe.eval(LUA_APPLY, 4, self.keys.popularity(window),
                       self.keys.popularity_ref(window),

@@ -86,6 +86,32 @@ MODEL_LOAD_ERRORS = Counter(f"{NS}_model_load_errors_total",
                             "Failed attempts to load a newly announced model version.")
 RECOMPUTED_USERS = Counter(f"{NS}_recomputed_users_total",
                            "User vectors recomputed from the table after a switch/rebalance.")
+ITEM_FOLDIN_ITEMS = Counter(f"{NS}_item_foldin_items_total",
+                            "Item vectors learned by the item fold-in and written under the "
+                            "served version (items it does not know).")
+ITEM_FOLDIN_SKIPPED = Counter(
+    f"{NS}_item_foldin_skipped_total",
+    "Items of a batch the item fold-in left without a new vector, by reason: erased (removed "
+    "from the catalogue), too_few_users (fewer than stream_item_foldin_min_users of its recent "
+    "users have vectors), batch_bound (beyond stream_item_foldin_max_items in one batch), "
+    "no_user_gram (the version has no user Gram matrix), redis_error, error (a bug: logged). "
+    "Neural versions do not fold items in.",
+    ["reason"])
+ITEM_FOLDIN_USERS_SKIPPED = Counter(
+    f"{NS}_item_foldin_users_skipped_total",
+    "Recent users of an item left out of its fold-in because they have no vector under the "
+    "served version (they are not folded in first; see docs/stream.md).")
+ITEM_FOLDIN_USERS_BOUNDED = Counter(
+    f"{NS}_item_foldin_users_bounded_total",
+    "Interactions of one batch on one item beyond stream_item_foldin_max_users (bots, bursts): "
+    "only the most recent users of the batch were recorded.")
+ITEM_FOLDIN_SECONDS = Histogram(f"{NS}_item_foldin_seconds",
+                                "Item fold-in of one batch: Redis reads and the solve.",
+                                buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                         0.25, 0.5, 1, 2.5))
+REFOLDED_ITEMS = Counter(f"{NS}_refolded_items_total",
+                         "Items of the previous version's item fold-in re-folded under a new "
+                         "version that still lacks them.")
 
 MODEL.info({"version": "none"})
 

@@ -115,3 +115,32 @@ def test_batch_with_confidence_below_one(fitted):
     for j, (idx, c) in enumerate(histories):
         single = fold_in(model.item_factors, yty, model.regularization, idx, c)
         assert _relative_error(batch[j], single) < 1e-5
+
+
+def test_item_fold_in_matches_implicit_recalculate_item(fitted):
+    """The item half-step (recsys.foldin.fold_in_items) is implicit's recalculate_item."""
+    from recsys.foldin import fold_in_items
+
+    model, conf = fitted
+    xtx = gram(model.user_factors)
+    by_item = conf.T.tocsr()
+    chosen = [i for i in range(0, 120, 5) if by_item[i].nnz]
+    inputs = [(model.user_factors[by_item[i].indices], by_item[i].data) for i in chosen]
+    ours = fold_in_items(xtx, model.regularization, inputs)
+    for j, item in enumerate(chosen):
+        theirs = model.recalculate_item(item, by_item[item])
+        assert _relative_error(ours[j], theirs) < 1e-4, item
+
+
+def test_item_fold_in_of_a_new_item_with_negative_feedback_matches_implicit(fitted):
+    from recsys.foldin import fold_in_items
+
+    model, _ = fitted
+    users = np.array([2, 40, 41, 180, 250])
+    conf = confidence(np.array([1.0, 3.0, -2.0, 0.5, 5.0]), 3.0).astype(np.float32)
+    row = csr_matrix((conf, (np.zeros(5, dtype=int), users)), shape=(1, 300))
+    ours = fold_in_items(gram(model.user_factors), model.regularization,
+                         [(model.user_factors[users], conf), (np.zeros((0, 16)), np.zeros(0))])
+    theirs = model.recalculate_item(0, row)
+    assert _relative_error(ours[0], theirs) < 1e-4
+    assert not ours[1].any()

@@ -105,3 +105,20 @@ def test_a_version_written_in_another_layout_is_refused(written, reader):
         check_user_layout(model, reader)
     same = Keys("ns", user_buckets=written)
     assert check_user_layout(model, same) is model
+
+
+def test_item_fold_in_keys_share_a_slot_per_script_and_belong_to_their_version() -> None:
+    from recsys.keys import Keys
+
+    def tag(key: str) -> str:
+        return key[key.index("{") + 1:key.index("}")] if "{" in key else key
+
+    for keys in (Keys("ns"), Keys("ns", user_buckets=8)):
+        version_keys = [keys.item_vectors("v1"), keys.item_vectors_seq("v1"),
+                        keys.item_vectors_updated("v1")]
+        if keys.cluster:
+            assert len({tag(k) for k in version_keys}) == 1
+            assert tag(keys.item_users("i9")) == tag(keys.item_confidences("i9"))
+        for key in [*version_keys, keys.item_vectors_refold("v1"), keys.model_user_gram("v1")]:
+            assert keys.version_of(key) == "v1", key
+            assert key in keys.model_keys("v1")
