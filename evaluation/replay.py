@@ -274,8 +274,11 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
         models[NEURAL] = fit_neural_model(events, train, neural, first.popularity)
     vectors: dict[str, dict[int, np.ndarray]] = {v: {} for v in variants}
     vectors[STATIC] = user_vectors(first, states)
-    for v in (FOLDIN, RETRAIN, RETRAIN_FOLDIN):
-        vectors[v] = dict(vectors[STATIC])
+    # Every ALS variant starts from the first model's vectors of the users seen before the
+    # cutoff (the item-folding ones too: without them those users fell back to popularity).
+    for v in variants:
+        if v not in (POPULARITY, STATIC, NEURAL):
+            vectors[v] = dict(vectors[STATIC])
     if neural is not None:
         vectors[NEURAL] = user_vectors(models[NEURAL], states)
     dirty: dict[str, set[int]] = {v: set() for v in folding}
