@@ -95,3 +95,19 @@ def test_item_fold_in_recommends_items_launched_after_the_last_refit(fast_settin
     assert overall[ITEM_FOLDIN]["hit_rate"] >= overall[FOLDIN]["hit_rate"]
     assert overall[RETRAIN_ITEM_FOLDIN]["hit_rate"] >= overall[RETRAIN_FOLDIN]["hit_rate"]
     assert "hit rate@10, new items" in replay.render_replay(result.to_json())
+
+
+def test_item_fold_in_changes_nothing_when_every_item_is_known(clustered,
+                                                               fast_settings) -> None:
+    """Users seen before the cutoff keep their vectors in the item-folding variants (they once
+    fell back to popularity there until their first replayed event)."""
+    from evaluation.replay import ITEM_FOLDIN, RETRAIN_ITEM_FOLDIN
+
+    first_half = clustered["timestamp"] < clustered["timestamp"].median()
+    assert set(clustered.loc[first_half, "item_id"]) == set(clustered["item_id"])
+    result = run_replay(clustered, fast_settings, k=10, n_buckets=2, retrains=1)
+    before = result.by_user_kind["users seen before the cutoff"]
+    assert before[FOLDIN]["n"] > 500
+    for without, with_items in ((FOLDIN, ITEM_FOLDIN), (RETRAIN_FOLDIN, RETRAIN_ITEM_FOLDIN)):
+        assert before[with_items] == before[without]
+        assert result.overall[with_items] == result.overall[without]
