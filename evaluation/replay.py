@@ -15,8 +15,10 @@ Protocol (stated in every report):
 4. Targets are bucketed into `n_buckets` groups of equal size in time order; each bucket's
    mean hit rate and NDCG per variant is one point of the chart.
 
-Targets are also split by item: known to the last refit at the target's time (the first
-model before any), or not ("new items": only item fold-in can recommend them).
+Targets are also split by item, per variant: known to the model the variant serves at the
+target's time (its last refit; the first model for the variants that never refit), or not
+("new items": only item fold-in can recommend them). The two variants of a pair (with and
+without item fold-in) serve the same models, so they are scored on the same targets.
 
 Variants:
 
@@ -328,7 +330,7 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
     gains: dict[str, list[float]] = {v: [] for v in variants}
     target_ts: list[int] = []
     target_new_user: list[bool] = []
-    target_new_item: list[bool] = []
+    target_new_item: dict[str, list[bool]] = {v: [] for v in variants}
     discount = 1.0 / np.log2(np.arange(2, k + 2))
 
     for pos in replay_pos:
@@ -376,7 +378,8 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
                 gains[v].append(float(discount[int(r)]) if hit else 0.0)
             target_ts.append(int(ts[pos]))
             target_new_user.append(user not in known_users)
-            target_new_item.append(not models[RETRAIN].allowed[col])
+            for v in variants:
+                target_new_item[v].append(not models[v].allowed[col])
         apply(pos)
         for v in folding:
             dirty[v].add(user)
@@ -424,7 +427,7 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
             "variants": {v: _summary(hit_arr[v][chunk], gain_arr[v][chunk]) for v in variants},
         })
     new = np.asarray(target_new_user)
-    new_item = np.asarray(target_new_item, dtype=bool)
+    new_item = {v: np.asarray(target_new_item[v], dtype=bool) for v in variants}
     result = ReplayResult(
         protocol=(f"train on the first {train_fraction:.0%} of events, replay the rest in "
                   f"time order; targets = events on items new to the user; {retrains} "
@@ -442,9 +445,9 @@ def run_replay(frame: pd.DataFrame, settings: Settings, *, k: int = 10,
         seconds=time.perf_counter() - started,
         experiment=offline_experiment(hit_arr, k),
         by_item_kind={
-            KNOWN_ITEMS: {v: _summary(hit_arr[v][~new_item], gain_arr[v][~new_item])
+            KNOWN_ITEMS: {v: _summary(hit_arr[v][~new_item[v]], gain_arr[v][~new_item[v]])
                           for v in variants},
-            NEW_ITEMS: {v: _summary(hit_arr[v][new_item], gain_arr[v][new_item])
+            NEW_ITEMS: {v: _summary(hit_arr[v][new_item[v]], gain_arr[v][new_item[v]])
                         for v in variants}},
     )
     log.info("replay: %d targets in %.1fs; hit_rate@%d %s", n_targets, result.seconds, k,
@@ -474,9 +477,10 @@ def render_replay(data: Mapping[str, Any]) -> str:
     by_item = data.get("by_item_kind") or {}
     if by_item:
         known, fresh = by_item[KNOWN_ITEMS], by_item[NEW_ITEMS]
-        lines += ["", "By the target's item: known to the last refit at the target's time, or "
-                  "new since (only the item fold-in can recommend those before the next "
-                  "refit):", "", f"| variant | hit rate@{k}, known items | hit rate@{k}, new "
+        lines += ["", "By the target's item: known to the model the variant serves at the "
+                  "target's time (its last refit; the first model if it never refits), or new "
+                  "since (only the item fold-in can recommend those before the next refit):",
+                  "", f"| variant | hit rate@{k}, known items | hit rate@{k}, new "
                   f"items | NDCG@{k}, new items |", "|---|---:|---:|---:|"]
         for v in data["overall"]:
             lines.append(f"| {v} | {known[v]['hit_rate']:.4f} (n={known[v]['n']:,}) | "
