@@ -314,7 +314,8 @@ def boost_weights(rules: Rules, views: Sequence[View | None], now_ms: int) -> np
             key = _key(boost.value)
             hit = np.asarray([key in view.get(field, ()) for view in pool], dtype=bool)
         else:
-            hit = _in_range([view.get(field + NUMBERS, ()) for view in pool],
+            numbers = field + NUMBERS
+            hit = _in_range([view.get(numbers, ()) for view in pool],
                             -math.inf if boost.min is None else boost.min,
                             math.inf if boost.max is None else boost.max)
         weights[hit] *= boost.weight
@@ -323,7 +324,7 @@ def boost_weights(rules: Rules, views: Sequence[View | None], now_ms: int) -> np
 
 def _in_range(numbers: list[tuple[float, ...]], low: float, high: float) -> np.ndarray:
     """Whether any of each item's numbers lies in [low, high]."""
-    if all(len(values) <= 1 for values in numbers):
+    if max(map(len, numbers), default=0) <= 1:
         firsts = np.asarray([values[0] if values else math.nan for values in numbers],
                             dtype=np.float64)
         return (firsts >= low) & (firsts <= high)  # NaN (no value) is neither
@@ -386,7 +387,7 @@ def mmr_order(relevance: np.ndarray, vectors: np.ndarray | None, diversity: floa
     codes = _group_codes(groups) if capped else None
     counts_by_code = np.zeros(0 if codes is None else int(codes.max(initial=-1)) + 1,
                               dtype=np.intp)
-    candidate = np.empty(n)
+    candidate, similarity = np.empty(n), np.empty(n)
     chosen: list[int] = []
     while len(chosen) < depth:
         best = int(value.argmax())               # the first of ties: pool order
@@ -396,7 +397,7 @@ def mmr_order(relevance: np.ndarray, vectors: np.ndarray | None, diversity: floa
         value[best] = -np.inf
         # One row of the pool's cosines per chosen item (a matrix-vector product: a P x P
         # product would do the work of every position, chosen or not).
-        np.subtract(base, scaled @ unit[best], out=candidate)
+        np.subtract(base, np.dot(scaled, unit[best], out=similarity), out=candidate)
         np.minimum(value, candidate, out=value)
         if codes is not None and (code := codes[best]) >= 0:
             assert max_per is not None
