@@ -7,17 +7,25 @@ answers 503 (with the reason) when either
 
 * the event loop has not run its heartbeat task for `stream_stall_s` (blocked or dead loop), or
 * one batch has been in progress for longer than `stream_stall_s` (Redis unreachable and the
-  batch kept for another attempt, a hung dependency).
+  batch kept for another attempt, a hung dependency), or
+* its partitions hold records beyond what it processed (consumer lag > 0) and no batch
+  finished for `stream_stall_s`: a worker that stopped consuming while its loop beats and
+  nothing is in progress (fetching stopped, a stream that no longer delivers).
 
-An idle worker (no events) is healthy: its loop beats and no batch is in progress. The same
-two signals are exported as gauges (`recsys_stream_heartbeat_timestamp_seconds`,
-`recsys_stream_batch_in_progress_seconds`) for the `RecsysStreamWorkerStalled` alert.
+An idle worker (no events) is healthy: its loop beats, no batch is in progress and it has no
+lag; being caught up, or restoring a table, counts as progress. The loop reports the lag at
+each beat (`Heartbeat.set_lag`), computed from the partitions' end offsets and the offsets
+processed (`ConsumerProgress`), so the lag gauge moves while nothing is processed too. The
+signals are exported as gauges (`recsys_stream_heartbeat_timestamp_seconds`,
+`recsys_stream_batch_in_progress_seconds`, `recsys_stream_consumer_lag`,
+`recsys_stream_progress_age_seconds`) for the `RecsysStreamWorkerStalled` alert.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -32,7 +40,10 @@ class Heartbeat:
         self._clock = clock
         self._beat = clock()
         self._batch_since: float | None = None
+        self._progress = self._beat  # last batch done, or caught up, or restoring
+        self._lag: int | None = None  # records behind the partition ends; None: unknown
         telemetry.BATCH_IN_PROGRESS.set_function(self.batch_seconds)
+        telemetry.PROGRESS_AGE.set_function(self.progress_seconds)
 
     def beat(self) -> None:
         """Called from the event loop (a timer task): the loop is alive."""
@@ -44,20 +55,68 @@ class Heartbeat:
 
     def batch_done(self) -> None:
         self._batch_since = None
+        self._progress = self._clock()
         self.beat()
+
+    def set_lag(self, lag: int | None) -> None:
+        """From the event loop: records behind the partition ends (None while unknown, e.g.
+        a table being restored). Nothing to do (0) or unknown counts as progress, so the
+        stall clock starts when records arrive for a worker that had none to process."""
+        if not lag or not self._lag:
+            self._progress = self._clock()
+        self._lag = lag
+
+    def progress_seconds(self) -> float:
+        return self._clock() - self._progress
 
     def batch_seconds(self) -> float:
         since = self._batch_since
         return 0.0 if since is None else self._clock() - since
 
     def status(self) -> tuple[bool, str]:
+        """(healthy, reason): every stall signal that holds, joined."""
         now = self._clock()
+        problems = []
         if now - self._beat > self.stall_s:
-            return False, f"event loop silent for {now - self._beat:.0f}s"
+            problems.append(f"event loop silent for {now - self._beat:.0f}s")
         batch = self.batch_seconds()
         if batch > self.stall_s:
-            return False, f"one batch in progress for {batch:.0f}s (see logs: Redis?)"
-        return True, "ok"
+            problems.append(f"one batch in progress for {batch:.0f}s (see logs: Redis?)")
+        idle = now - self._progress
+        if self._lag and idle > self.stall_s:
+            problems.append(f"{self._lag} records behind the partition ends and no batch "
+                            f"processed for {idle:.0f}s")
+        return (False, "; ".join(problems)) if problems else (True, "ok")
+
+
+class ConsumerProgress:
+    """Next offset to process per source partition (after the last processed record), and the
+    lag against the partitions' end offsets. Updated and read on the event loop."""
+
+    def __init__(self) -> None:
+        self.next_offset: dict[object, int] = {}
+
+    def processed(self, tp: object, offset: int) -> None:
+        if offset + 1 > self.next_offset.get(tp, -1):
+            self.next_offset[tp] = offset + 1
+
+    def lag(self, partitions: Iterable[object], end_offset: Callable[[object], int | None],
+            committed: Callable[[object], int | None]) -> dict[object, int]:
+        """Records behind the end per partition, from the last processed offset or, for a
+        partition this worker processed nothing of yet, the committed one; partitions whose
+        end or position is unknown are left out."""
+        lags = {}
+        for tp in partitions:
+            try:
+                end = end_offset(tp)
+            except Exception:  # noqa: BLE001 - not fetched yet: unknown, not an error
+                continue
+            position = self.next_offset.get(tp)
+            if position is None:
+                position = committed(tp)
+            if end is not None and position is not None:
+                lags[tp] = max(0, end - position)
+        return lags
 
 
 class _Server(ThreadingMixIn, WSGIServer):

@@ -40,7 +40,8 @@ FRESHNESS_SECONDS = Histogram(
     "End-to-end freshness: event timestamp to the Redis write being acknowledged.",
     buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-CONSUMER_LAG = Gauge(f"{NS}_consumer_lag", "Records behind the partition's end, after a batch.",
+CONSUMER_LAG = Gauge(f"{NS}_consumer_lag",
+                     "Records behind the partition's end offset, after the last processed one.",
                      ["partition"])
 CONSUMER_REWINDS = Counter(f"{NS}_consumer_rewinds_total",
                            "Seeks back to the next expected offset: records were skipped after a "
@@ -63,6 +64,8 @@ IDLE_FORGOTTEN = Counter(f"{NS}_idle_users_forgotten_total",
                          "than stream_user_idle_days.")
 HEARTBEAT = Gauge(f"{NS}_heartbeat_timestamp_seconds",
                   "Last time the worker's event loop ran its heartbeat (epoch s).")
+PROGRESS_AGE = Gauge(f"{NS}_progress_age_seconds",
+                     "Seconds since the worker last finished a batch or had nothing to process.")
 BATCH_IN_PROGRESS = Gauge(f"{NS}_batch_in_progress_seconds",
                           "How long the batch being processed has been running (0 when idle).")
 CHANGELOG_RESENDS = Counter(f"{NS}_changelog_resends_total",

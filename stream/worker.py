@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 import faust
 from redis.exceptions import RedisError
@@ -32,7 +33,7 @@ from stream.agents import register_agents
 from stream.app import create_app
 from stream.changelog import ChangelogWriter
 from stream.current_model import FoldInModel, model_watcher
-from stream.health import Heartbeat, start_server
+from stream.health import ConsumerProgress, Heartbeat, start_server
 from stream.processor import BatchProcessor
 from stream.redis_writer import RedisWriter
 from stream.tables import UserHistoryTable, history_table
@@ -93,7 +94,8 @@ def build(settings: Settings) -> StreamWorker:
                 if settings.redis_cluster else None)
     watcher = model_watcher(client, keys, holder, processor.switch_to,
                             settings.stream_model_poll_s, listener=listener)
-    register_agents(app, source, processor, settings)
+    progress = ConsumerProgress()
+    register_agents(app, source, processor, settings, progress)
     app.task(watcher.run)
 
     pending: set[asyncio.Task] = set()
@@ -117,9 +119,31 @@ def build(settings: Settings) -> StreamWorker:
         # Blocking librdkafka flush: off the event loop, which must keep settling deliveries.
         await asyncio.get_running_loop().run_in_executor(None, changelog.close)
 
+    def committed(tp: object) -> int | None:
+        # Faust keeps the group's committed offsets here (no public accessor): the position of
+        # a partition this worker has processed nothing of yet.
+        offsets = getattr(app.consumer, "_committed_offset", {})
+        return offsets.get(tp)
+
+    stall_logged = [False]
+
     @app.timer(HEARTBEAT_INTERVAL_S)
     async def _heartbeat() -> None:
         heartbeat.beat()
+        if app.in_recovery:
+            heartbeat.set_lag(None)  # restoring the table is progress; ends are not ours yet
+            return
+        source_tps = [tp for tp in app.consumer.assignment()
+                      if tp.topic == settings.interactions_topic]
+        lags = progress.lag(source_tps, app.consumer.highwater, committed)
+        for tp, lag in lags.items():
+            telemetry.CONSUMER_LAG.labels(str(tp.partition)).set(lag)
+        heartbeat.set_lag(sum(lags.values()) if lags else None)
+        ok, reason = heartbeat.status()
+        if not ok and not stall_logged[0]:
+            log.warning("stream worker stalled: %s; consumer state: %s", reason,
+                        consumer_state(app, progress, lags))
+        stall_logged[0] = not ok
 
     @app.timer(settings.stream_idle_sweep_s)
     async def _forget_idle() -> None:
@@ -131,6 +155,31 @@ def build(settings: Settings) -> StreamWorker:
         telemetry.TABLE_USERS.set(len(table))
 
     return StreamWorker(settings, app, table, processor, watcher, name, heartbeat)
+
+
+def consumer_state(app: faust.App, progress: ConsumerProgress, lags: dict) -> str:
+    """What a stalled worker's consumer is doing, for the log (best effort, private state of
+    Faust and aiokafka read defensively)."""
+    consumer: Any = app.consumer
+    parts = [f"flow_active={getattr(consumer, 'flow_active', None)}",
+             f"lag={ {str(tp.partition): n for tp, n in lags.items()} }",
+             f"next_offset={ {str(tp.partition): n for tp, n in progress.next_offset.items()} }"]
+    for name in ("_active_partitions", "_paused_partitions", "_buffered_partitions"):
+        tps = getattr(consumer, name, None)
+        if tps is not None:
+            parts.append(f"{name}={sorted(tp.partition for tp in tps)}")
+    try:
+        client = consumer._thread._ensure_consumer()
+        fetcher = client._fetcher
+        parts.append(f"fetcher_buffered={sorted(tp.partition for tp in fetcher._records)}")
+        parts.append(f"fetcher_in_flight={sorted(fetcher._in_flight)}")
+        assignment = client._subscription.subscription.assignment
+        parts.append("positions=" + str({
+            tp.partition: (assignment.state_value(tp).position, assignment.state_value(tp).paused)
+            for tp in assignment.tps}))
+    except Exception as exc:  # noqa: BLE001 - diagnostics only
+        parts.append(f"fetcher=? ({exc!r})")
+    return ", ".join(parts)
 
 
 def preload_model(worker: StreamWorker) -> None:
