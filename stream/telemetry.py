@@ -43,6 +43,9 @@ FRESHNESS_SECONDS = Histogram(
 CONSUMER_LAG = Gauge(f"{NS}_consumer_lag",
                      "Records behind the partition's end offset, after the last processed one.",
                      ["partition"])
+FETCH_TIMEOUTS = Counter(f"{NS}_fetch_timeouts_total",
+                         "Fetch requests the broker left unanswered, given up and sent again "
+                         "on a new connection.")
 CONSUMER_REWINDS = Counter(f"{NS}_consumer_rewinds_total",
                            "Seeks back to the next expected offset: records were skipped after a "
                            "rebalance (stream.transport).", ["partition"])

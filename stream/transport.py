@@ -51,6 +51,17 @@ for `STALL_REWIND_S` while no partition delivers anything, makes it seek back to
 offset. A hole that persists after `MAX_REWINDS` seeks is real (compaction, transaction
 markers) and is passed on to Faust.
 
+A fetch the broker never answers is abandoned: the consumer keeps one fetch request in flight
+per broker and sends no other until it is answered, so one unanswered fetch stops consumption
+on every partition at once while the process idles (the chaos scenario
+million_random_users_live: the local broker left a FetchRequest pending for minutes while a
+fresh connection read the same offsets at once; aiokafka gives up only after the request
+timeout, which Faust sets to `broker_request_timeout`). `_bound_fetches` makes a fetch that
+gets no answer within `FETCH_TIMEOUT_S` (beyond the fetch wait) fail as a request timeout:
+aiokafka's fetcher logs it, the connection is closed and the next fetch goes out on a new
+one, from the same positions (nothing is skipped). Counted in
+`recsys_stream_fetch_timeouts_total`.
+
 Install it right after creating the App, before anything touches `app.transport`:
 
     app.transport = FetchWaitTransport(app.conf.broker_consumer, app, fetch_max_wait_ms=20)
@@ -67,6 +78,9 @@ from typing import Any, cast
 
 import aiokafka
 import faust
+from aiokafka.client import ConnectionGroup
+from aiokafka.conn import CloseReason
+from aiokafka.errors import RequestTimedOutError
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -77,6 +91,7 @@ log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 10.0
 STALL_REWIND_S = 3.0  # nothing delivered while the end is ahead: read again from the expected
+FETCH_TIMEOUT_S = 5.0  # a fetch unanswered this long after its wait is given up, reconnecting
 MAX_REWINDS = 5  # seeks back to the same offset before a hole is taken for a real one
 
 
@@ -115,6 +130,31 @@ async def exact_end_offsets(reported: Mapping[Any, int], bootstrap_servers: Any,
     return exact
 
 
+def _bound_fetches(consumer: aiokafka.AIOKafkaConsumer, timeout_s: float) -> None:
+    """Fetch requests of `consumer` that get no answer within `timeout_s` fail as request
+    timeouts and close their connection (what aiokafka does after its own, much longer,
+    request timeout); other requests are untouched."""
+    client = consumer._client
+    send = client.send
+
+    async def send_bounded(node_id: int, request: Any, **kwargs: Any) -> Any:
+        if not type(request).__name__.startswith("FetchRequest"):
+            return await send(node_id, request, **kwargs)
+        try:
+            return await asyncio.wait_for(send(node_id, request, **kwargs), timeout_s)
+        except TimeoutError as exc:
+            telemetry.FETCH_TIMEOUTS.inc()
+            log.warning("fetch from broker %s unanswered for %.1f s: reconnecting", node_id,
+                        timeout_s)
+            group = kwargs.get("group", ConnectionGroup.DEFAULT)
+            conn = client._conns.get((node_id, group))
+            if conn is not None:
+                conn.close(reason=CloseReason.CONNECTION_TIMEOUT)
+            raise RequestTimedOutError() from exc
+
+    client.send = send_bounded
+
+
 def telemetry_rewind(tp: TP) -> None:
     telemetry.CONSUMER_REWINDS.labels(str(tp.partition)).inc()
 
@@ -143,6 +183,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
                 "_fetch_max_wait_ms; stream/transport.py must be adapted"
             )
         consumer._fetch_max_wait_ms = transport.fetch_max_wait_ms
+        _bound_fetches(consumer, transport.fetch_max_wait_ms / 1000.0 + FETCH_TIMEOUT_S)
         return consumer
 
 

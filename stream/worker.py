@@ -125,7 +125,7 @@ def build(settings: Settings) -> StreamWorker:
         offsets = getattr(app.consumer, "_committed_offset", {})
         return offsets.get(tp)
 
-    stall_logged = [False]
+    stalled_beats = [0]  # beats since the worker was found stalled (0: not stalled)
 
     @app.timer(HEARTBEAT_INTERVAL_S)
     async def _heartbeat() -> None:
@@ -140,10 +140,11 @@ def build(settings: Settings) -> StreamWorker:
             telemetry.CONSUMER_LAG.labels(str(tp.partition)).set(lag)
         heartbeat.set_lag(sum(lags.values()) if lags else None)
         ok, reason = heartbeat.status()
-        if not ok and not stall_logged[0]:
+        # On the flip to stalled, then every stream_stall_s while it lasts.
+        if not ok and stalled_beats[0] % max(1, int(heartbeat.stall_s)) == 0:
             log.warning("stream worker stalled: %s; consumer state: %s", reason,
                         consumer_state(app, progress, lags))
-        stall_logged[0] = not ok
+        stalled_beats[0] = 0 if ok else stalled_beats[0] + 1
 
     @app.timer(settings.stream_idle_sweep_s)
     async def _forget_idle() -> None:
@@ -167,16 +168,22 @@ def consumer_state(app: faust.App, progress: ConsumerProgress, lags: dict) -> st
     for name in ("_active_partitions", "_paused_partitions", "_buffered_partitions"):
         tps = getattr(consumer, name, None)
         if tps is not None:
-            parts.append(f"{name}={sorted(tp.partition for tp in tps)}")
+            parts.append(f"{name}={sorted(f'{tp.topic[-12:]}:{tp.partition}' for tp in tps)}")
     try:
         client = consumer._thread._ensure_consumer()
         fetcher = client._fetcher
-        parts.append(f"fetcher_buffered={sorted(tp.partition for tp in fetcher._records)}")
-        parts.append(f"fetcher_in_flight={sorted(fetcher._in_flight)}")
         assignment = client._subscription.subscription.assignment
-        parts.append("positions=" + str({
-            tp.partition: (assignment.state_value(tp).position, assignment.state_value(tp).paused)
-            for tp in assignment.tps}))
+        states = {}
+        for tp in assignment.tps:
+            state = assignment.state_value(tp)
+            states[f"{tp.topic[-12:]}:{tp.partition}"] = (
+                state.position if state.has_valid_position else None, state.paused,
+                tp in fetcher._records)
+        parts.append(f"fetch (position, paused, buffered)={states}")
+        parts.append(f"fetcher_in_flight={sorted(fetcher._in_flight)}")
+        pending = {f"{key}": [type(request).__name__ for _, request, _ in conn._requests]
+                   for key, conn in client._client._conns.items()}
+        parts.append(f"requests pending per connection={pending}")
     except Exception as exc:  # noqa: BLE001 - diagnostics only
         parts.append(f"fetcher=? ({exc!r})")
     return ", ".join(parts)
