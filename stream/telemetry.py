@@ -67,8 +67,6 @@ IDLE_FORGOTTEN = Counter(f"{NS}_idle_users_forgotten_total",
                          "than stream_user_idle_days.")
 HEARTBEAT = Gauge(f"{NS}_heartbeat_timestamp_seconds",
                   "Last time the worker's event loop ran its heartbeat (epoch s).")
-PROGRESS_AGE = Gauge(f"{NS}_progress_age_seconds",
-                     "Seconds since the worker last finished a batch or had nothing to process.")
 BATCH_IN_PROGRESS = Gauge(f"{NS}_batch_in_progress_seconds",
                           "How long the batch being processed has been running (0 when idle).")
 CHANGELOG_RESENDS = Counter(f"{NS}_changelog_resends_total",

@@ -81,6 +81,7 @@ import faust
 from aiokafka.client import ConnectionGroup
 from aiokafka.conn import CloseReason
 from aiokafka.errors import RequestTimedOutError
+from aiokafka.record.memory_records import MemoryRecords
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -130,18 +131,43 @@ async def exact_end_offsets(reported: Mapping[Any, int], bootstrap_servers: Any,
     return exact
 
 
+def summarize_fetch(request: Any, response: Any) -> dict[str, tuple]:
+    """Per partition of a fetch: (offset asked, error code, high watermark, bytes, first and
+    last offset returned), for the stall log: a broker answering without the records asked
+    for looks the same as one not answering, from the outside."""
+    asked = {(topic, p[0]): p[1] for topic, parts in request.topics for p in parts}
+    summary = {}
+    for topic, partitions in response.topics:
+        for partition, error, highwater, *data in partitions:
+            records = MemoryRecords(data[-1]) if data and data[-1] else None
+            first = last = None
+            size = 0
+            if records is not None:
+                size = records.size_in_bytes()
+                while (batch := records.next_batch()) is not None:
+                    first = batch.base_offset if first is None else first
+                    last = batch.base_offset + getattr(batch, "last_offset_delta", 0)
+            summary[f"{topic[-12:]}:{partition}"] = (asked.get((topic, partition)), error,
+                                                      highwater, size, first, last)
+    return summary
+
+
 def _bound_fetches(consumer: aiokafka.AIOKafkaConsumer, timeout_s: float) -> None:
     """Fetch requests of `consumer` that get no answer within `timeout_s` fail as request
     timeouts and close their connection (what aiokafka does after its own, much longer,
     request timeout); other requests are untouched."""
     client = consumer._client
     send = client.send
+    last_fetch: dict[str, tuple] = {}
+    consumer.recsys_last_fetch = last_fetch  # type: ignore[attr-defined] - the stall log
 
     async def send_bounded(node_id: int, request: Any, **kwargs: Any) -> Any:
         if not type(request).__name__.startswith("FetchRequest"):
             return await send(node_id, request, **kwargs)
         try:
-            return await asyncio.wait_for(send(node_id, request, **kwargs), timeout_s)
+            response = await asyncio.wait_for(send(node_id, request, **kwargs), timeout_s)
+            last_fetch.update(summarize_fetch(request, response))
+            return response
         except TimeoutError as exc:
             telemetry.FETCH_TIMEOUTS.inc()
             log.warning("fetch from broker %s unanswered for %.1f s: reconnecting", node_id,

@@ -184,6 +184,8 @@ def consumer_state(app: faust.App, progress: ConsumerProgress, lags: dict) -> st
         pending = {f"{key}": [type(request).__name__ for _, request, _ in conn._requests]
                    for key, conn in client._client._conns.items()}
         parts.append(f"requests pending per connection={pending}")
+        parts.append("last fetch (offset asked, error, highwater, bytes, first, last)="
+                     f"{getattr(client, 'recsys_last_fetch', None)}")
     except Exception as exc:  # noqa: BLE001 - diagnostics only
         parts.append(f"fetcher=? ({exc!r})")
     return ", ".join(parts)
