@@ -46,6 +46,9 @@ CONSUMER_LAG = Gauge(f"{NS}_consumer_lag",
 FETCH_TIMEOUTS = Counter(f"{NS}_fetch_timeouts_total",
                          "Fetch requests the broker left unanswered, given up and sent again "
                          "on a new connection.")
+STARVED_FETCHES = Counter(f"{NS}_starved_fetches_total",
+                          "Switches to the longer fetch wait after a fetch answered without "
+                          "records the broker has (stream/transport.py).")
 CONSUMER_REWINDS = Counter(f"{NS}_consumer_rewinds_total",
                            "Seeks back to the next expected offset: records were skipped after a "
                            "rebalance (stream.transport).", ["partition"])

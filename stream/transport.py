@@ -62,6 +62,16 @@ aiokafka's fetcher logs it, the connection is closed and the next fetch goes out
 one, from the same positions (nothing is skipped). Counted in
 `recsys_stream_fetch_timeouts_total`.
 
+Starved fetches: the local broker (Tansu, memory storage) answers a fetch with no records for
+a partition whose high watermark is far beyond the offset asked, error 0, again and again,
+while events keep arriving and the worker is behind (measured in million_random_users_live:
+offset 91,859 asked, high watermark 158,990, 0 bytes, every fetch, so consumption stops on all
+partitions). With a fetch wait of 500 ms instead of 20 ms the same scenario does not stall:
+the broker seems to answer with what it found when the wait runs out. So a fetch answered
+without records the broker has switches the fetch wait to `STARVED_FETCH_WAIT_MS` until
+records come again (`recsys_stream_starved_fetches_total` counts the switches); a broker that
+answers as soon as it has data (Apache Kafka) loses nothing by the longer wait.
+
 Install it right after creating the App, before anything touches `app.transport`:
 
     app.transport = FetchWaitTransport(app.conf.broker_consumer, app, fetch_max_wait_ms=20)
@@ -92,6 +102,7 @@ log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 10.0
 STALL_REWIND_S = 3.0  # nothing delivered while the end is ahead: read again from the expected
+STARVED_FETCH_WAIT_MS = 500  # the fetch wait while the broker answers without records it has
 FETCH_TIMEOUT_S = 5.0  # a fetch unanswered this long after its wait is given up, reconnecting
 MAX_REWINDS = 5  # seeks back to the same offset before a hole is taken for a real one
 
@@ -152,12 +163,23 @@ def summarize_fetch(request: Any, response: Any) -> dict[str, tuple]:
     return summary
 
 
-def _bound_fetches(consumer: aiokafka.AIOKafkaConsumer, timeout_s: float) -> None:
+def starved(summary: Mapping[str, tuple]) -> bool:
+    """A fetch answer (`summarize_fetch`) without records for a partition whose high
+    watermark is beyond the offset asked: the broker has them and did not send them."""
+    return any(asked is not None and size == 0 and highwater > asked
+               for asked, error, highwater, size, _first, _last in summary.values()
+               if error == 0)
+
+
+def _bound_fetches(consumer: aiokafka.AIOKafkaConsumer, timeout_s: float,
+                   starved_wait_ms: int = STARVED_FETCH_WAIT_MS) -> None:
     """Fetch requests of `consumer` that get no answer within `timeout_s` fail as request
     timeouts and close their connection (what aiokafka does after its own, much longer,
-    request timeout); other requests are untouched."""
+    request timeout); other requests are untouched. A fetch answered without records the
+    broker has makes the next fetches wait `starved_wait_ms` until records come again."""
     client = consumer._client
     send = client.send
+    short_wait_ms = consumer._fetch_max_wait_ms  # the fetcher is created at start()
     last_fetch: dict[str, tuple] = {}
     consumer.recsys_last_fetch = last_fetch  # type: ignore[attr-defined] - the stall log
 
@@ -166,7 +188,14 @@ def _bound_fetches(consumer: aiokafka.AIOKafkaConsumer, timeout_s: float) -> Non
             return await send(node_id, request, **kwargs)
         try:
             response = await asyncio.wait_for(send(node_id, request, **kwargs), timeout_s)
-            last_fetch.update(summarize_fetch(request, response))
+            summary = summarize_fetch(request, response)
+            last_fetch.update(summary)
+            wait_ms = max(starved_wait_ms, short_wait_ms) if starved(summary) else short_wait_ms
+            fetcher = consumer._fetcher
+            if wait_ms != fetcher._fetch_max_wait_ms:
+                if wait_ms > short_wait_ms:
+                    telemetry.STARVED_FETCHES.inc()
+                fetcher._fetch_max_wait_ms = wait_ms
             return response
         except TimeoutError as exc:
             telemetry.FETCH_TIMEOUTS.inc()

@@ -138,3 +138,14 @@ def test_a_fetch_the_broker_leaves_unanswered_is_given_up_and_sent_again(setting
     seen, timeouts = asyncio.run(consume())
     assert sorted(set(seen)) == list(range(40))
     assert timeouts >= 1
+
+
+def test_a_fetch_answered_without_records_the_broker_has_is_starved():
+    from stream.transport import starved
+
+    # (offset asked, error, high watermark, bytes, first offset, last offset) per partition
+    assert starved({"t:0": (91_859, 0, 158_990, 0, None, None),
+                    "t:1": (10, 0, 500, 4096, 10, 60)})
+    assert not starved({"t:0": (100, 0, 100, 0, None, None)})  # at the end: nothing to send
+    assert not starved({"t:0": (90, 0, 100, 2048, 90, 99)})
+    assert not starved({"t:0": (90, 1, 100, 0, None, None)})  # an error answer is not starved
