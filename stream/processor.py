@@ -123,10 +123,13 @@ class BatchProcessor:
     async def process(self, records: list[Record]) -> BatchResult:
         started = time.perf_counter()
         self.heartbeat.batch_started()
+        done = 0
         try:
-            return await self._process(records, started)
+            result = await self._process(records, started)
+            done = len(records)
+            return result
         finally:
-            self.heartbeat.batch_done()
+            self.heartbeat.batch_done(done)
 
     async def _process(self, records: list[Record], started: float) -> BatchResult:
         """Events in order around erase control records (recsys.erasure): the events before
