@@ -378,10 +378,10 @@ def mmr_order(relevance: np.ndarray, vectors: np.ndarray | None, diversity: floa
     norms = np.linalg.norm(vectors, axis=1)
     unit = vectors / np.where(norms > 0, norms, 1.0)[:, None]
     scaled = diversity * unit
-    # value(i) = (1 - lambda) rel(i) - lambda max_j sim(i, j) = min_j ((1 - lambda) rel(i) -
-    # lambda sim(i, j)) (exactly: rounding a subtraction is monotonic), so one minimum a
-    # position keeps it, and -inf marks the chosen and the capped. The pool's size bounds
-    # the work, not the catalogue's.
+    # value(i) = base(i) - max(0, lambda max_j sim(i, j)) = min(base(i), min_j (base(i) -
+    # lambda sim(i, j))) with base = (1 - lambda) rel (exactly: rounding a subtraction is
+    # monotonic), so one minimum a position keeps it, and -inf marks the chosen and the
+    # capped. The pool's size bounds the work, not the catalogue's.
     base = (1.0 - diversity) * rel
     value = base.copy()
     codes = _group_codes(groups) if capped else None
