@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -734,10 +735,7 @@ def redis_out_of_memory(lab: Lab) -> tuple[dict[str, Any], bool]:
     events = [feeder.event(n) for n in sorted(feeder.acked)]
     applied = account(client, keys, events, feeder.ts_ms, _view_weight(settings))
     silently_lost = [item for item in applied["lost"] if item not in dead_items]
-    healthz = None
-    with contextlib.suppress(OSError):
-        healthz = urllib.request.urlopen(  # noqa: S310 - loopback, our own worker
-            f"http://127.0.0.1:{worker.port}/healthz", timeout=2).status
+    healthz = healthz_status(worker.port)
     outcome = {"events": len(events), "dead_letter_topic_reasons": reasons,
                "applied": len(events) - len(applied["lost"]),
                "neither_applied_nor_dead_lettered": len(silently_lost),
@@ -780,6 +778,18 @@ class RandomUsersFeeder(Feeder):
 
     def event(self, n: int) -> tuple[str, str]:
         return self.user_ids[n], self.item_ids[n]
+
+
+def healthz_status(port: int) -> tuple[int, str] | None:
+    """The worker's /healthz answer (status, reason); a 503 is an answer, not an error."""
+    try:
+        with urllib.request.urlopen(  # noqa: S310 - loopback, our own worker
+                f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return None
 
 
 # Memory levels off when its growth over the last third of the run is at most this share of its
@@ -853,10 +863,7 @@ def million_random_users(lab: Lab, users: int = 1_000_000, rate: float = 4000.0,
             break
         time.sleep(2.0)
     seconds = time.monotonic() - started
-    healthz = None
-    with contextlib.suppress(OSError):
-        healthz = urllib.request.urlopen(  # noqa: S310 - loopback, our own worker
-            f"http://127.0.0.1:{worker.port}/healthz", timeout=2).status
+    healthz = healthz_status(worker.port)
     feeder.stop()
     alive = worker.alive()
     stats = client.info("stats")

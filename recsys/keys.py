@@ -386,7 +386,7 @@ class Keys:
 
     def popularity_applied(self, window: str, topic: str) -> str:
         """Hash partition -> highest offset of `topic` counted in the window (the replay
-        guard of stream.popularity). Keyed by topic: a recreated topic under a new name starts
+        guard of stream.trending). Keyed by topic: a recreated topic under a new name starts
         afresh; recreating one under the same name needs these keys deleted."""
         return f"{self.popularity(window)}:applied:{topic}"
 

@@ -298,7 +298,9 @@ def matches(boost: Boost, view: View | None, now_ms: int) -> bool:
 
 def boost_weights(rules: Rules, views: Sequence[View | None], now_ms: int) -> np.ndarray:
     """The product of the matching boosts' weights, per item (1 where none matches):
-    `matches` for every item, with each boost's condition looked at once."""
+    `matches` for every item, with each boost's condition looked at once, and numeric
+    conditions compared as one array when every item has at most one value of the field
+    (the common case: one price, one margin)."""
     weights = np.ones(len(views), dtype=np.float64)
     empty: View = {}
     pool = [view or empty for view in views]
@@ -306,18 +308,28 @@ def boost_weights(rules: Rules, views: Sequence[View | None], now_ms: int) -> np
         field = boost.field
         if boost.field == "new":
             assert boost.days is not None
-            since = now_ms - boost.days * DAY_MS
-            hit = [bool(v := view.get(field)) and v[0] >= since for view in pool]
+            firsts = [v[0] if (v := view.get(field)) else -math.inf for view in pool]
+            hit = np.asarray(firsts, dtype=np.float64) >= now_ms - boost.days * DAY_MS
         elif boost.value is not None:
             key = _key(boost.value)
-            hit = [key in view.get(field, ()) for view in pool]
+            hit = np.asarray([key in view.get(field, ()) for view in pool], dtype=bool)
         else:
             numbers = field + NUMBERS
-            low = -math.inf if boost.min is None else boost.min
-            high = math.inf if boost.max is None else boost.max
-            hit = [any(low <= v <= high for v in view.get(numbers, ())) for view in pool]
-        weights[np.asarray(hit, dtype=bool)] *= boost.weight
+            hit = _in_range([view.get(numbers, ()) for view in pool],
+                            -math.inf if boost.min is None else boost.min,
+                            math.inf if boost.max is None else boost.max)
+        weights[hit] *= boost.weight
     return weights
+
+
+def _in_range(numbers: list[tuple[float, ...]], low: float, high: float) -> np.ndarray:
+    """Whether any of each item's numbers lies in [low, high]."""
+    if max(map(len, numbers), default=0) <= 1:
+        firsts = np.asarray([values[0] if values else math.nan for values in numbers],
+                            dtype=np.float64)
+        return (firsts >= low) & (firsts <= high)  # NaN (no value) is neither
+    return np.asarray([any(low <= v <= high for v in values) for values in numbers],
+                      dtype=bool)
 
 
 def boosted(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -366,36 +378,40 @@ def mmr_order(relevance: np.ndarray, vectors: np.ndarray | None, diversity: floa
     norms = np.linalg.norm(vectors, axis=1)
     unit = vectors / np.where(norms > 0, norms, 1.0)[:, None]
     scaled = diversity * unit
-    # value = (1 - lambda) rel - lambda max_j sim(i, j), -inf once chosen or capped: three
-    # array operations a position (the pool's size bounds them, not the catalogue's).
+    # value(i) = base(i) - max(0, lambda max_j sim(i, j)) = min(base(i), min_j (base(i) -
+    # lambda sim(i, j))) with base = (1 - lambda) rel (exactly: rounding a subtraction is
+    # monotonic), so one minimum a position keeps it, and -inf marks the chosen and the
+    # capped. The pool's size bounds the work, not the catalogue's.
     base = (1.0 - diversity) * rel
-    penalty = np.zeros(n)                        # lambda * max sim to the chosen ones
-    members: dict[Any, list[int]] = {}
-    if capped:
-        assert groups is not None
-        for i, group in enumerate(groups):
-            if group is not None:
-                members.setdefault(group, []).append(i)
-    chosen = []
-    value = np.empty(n)
+    value = base.copy()
+    codes = _group_codes(groups) if capped else None
+    counts_by_code = np.zeros(0 if codes is None else int(codes.max(initial=-1)) + 1,
+                              dtype=np.intp)
+    candidate, similarity = np.empty(n), np.empty(n)
+    chosen: list[int] = []
     while len(chosen) < depth:
-        np.subtract(base, penalty, out=value)
         best = int(value.argmax())               # the first of ties: pool order
-        if base[best] == -np.inf:
+        if value[best] == -np.inf:
             break
         chosen.append(best)
-        base[best] = -np.inf
+        value[best] = -np.inf
         # One row of the pool's cosines per chosen item (a matrix-vector product: a P x P
-        # product would wake BLAS threads for nothing).
-        np.maximum(penalty, scaled @ unit[best], out=penalty)
-        if capped:
-            assert groups is not None and max_per is not None
-            group = groups[best]
-            if group is not None:
-                counts[group] = counts.get(group, 0) + 1
-                if counts[group] >= max_per:
-                    base[members[group]] = -np.inf
+        # product would do the work of every position, chosen or not).
+        np.subtract(base, np.dot(scaled, unit[best], out=similarity), out=candidate)
+        np.minimum(value, candidate, out=value)
+        if codes is not None and (code := codes[best]) >= 0:
+            assert max_per is not None
+            counts_by_code[code] += 1
+            if counts_by_code[code] >= max_per:
+                value[codes == code] = -np.inf
     return chosen
+
+
+def _group_codes(groups: Sequence[Any] | None) -> np.ndarray:
+    """Each item's group as a small integer (-1: no group, never capped)."""
+    index: dict[Any, int] = {}
+    return np.asarray([-1 if group is None else index.setdefault(group, len(index))
+                       for group in groups or ()], dtype=np.intp)
 
 
 def apply_rules(rules: Rules, ids: Sequence[str], scores: Sequence[float],
@@ -409,28 +425,32 @@ def apply_rules(rules: Rules, ids: Sequence[str], scores: Sequence[float],
     user) to its score; pins of other items are dropped."""
     pins = [p for p in rules.pins if pinnable is None or p.item_id in pinnable]
     pool_scores = dict(zip(ids, (float(s) for s in scores), strict=True))
-    pinned_ids = {p.item_id for p in pins}
-    keep = [i for i, item_id in enumerate(ids) if item_id not in pinned_ids]
-    ids = [ids[i] for i in keep]
-    items = [items[i] for i in keep]
-    values = np.asarray([scores[i] for i in keep], dtype=np.float64)
-    if vectors is not None:
-        vectors = vectors[keep]
-    if rules.boosts:
-        values = boosted(values, boost_weights(rules, items, now_ms))
-        order = np.argsort(-values, kind="stable")
-        ids = [ids[i] for i in order]
-        items = [items[i] for i in order]
-        values = values[order]
+    values = np.asarray(scores, dtype=np.float64)
+    pinned_ids = {p.item_id for p in pins} & pool_scores.keys()
+    if pinned_ids:  # out of the pool: they go where they are pinned
+        keep = [i for i, item_id in enumerate(ids) if item_id not in pinned_ids]
+        ids = [ids[i] for i in keep]
+        items = [items[i] for i in keep]
+        values = values[keep]
         if vectors is not None:
-            vectors = vectors[order]
+            vectors = vectors[keep]
     groups = None
     if rules.max_per is not None:
         field = rules.max_per_field
         groups = [(item or {}).get(field, (None,))[0] for item in items]
+    if rules.boosts:
+        values = boosted(values, boost_weights(rules, items, now_ms))
+        order = np.argsort(-values, kind="stable")
+        positions = order.tolist()
+        ids = [ids[i] for i in positions]
+        if groups is not None:
+            groups = [groups[i] for i in positions]
+        values = values[order]
+        if vectors is not None:
+            vectors = vectors[order]
     chosen = mmr_order(values, vectors, rules.diversity or 0.0, groups, rules.max_per, depth)
     out_ids = [ids[i] for i in chosen]
-    out_scores = [float(values[i]) for i in chosen]
+    out_scores = values[chosen].tolist()
     flags = [False] * len(out_ids)
     for pin in sorted(pins, key=lambda p: p.position):
         at = min(pin.position - 1, len(out_ids))

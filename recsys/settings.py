@@ -278,7 +278,9 @@ class Settings(BaseSettings):
     stream_stall_s: float = Field(
         default=60.0, gt=0.0, le=3600.0,
         description="The stream worker's /healthz answers 503 when its event loop has not "
-        "beaten for this long or one batch has been in progress for longer.",
+        "beaten for this long, one batch has been in progress for longer, or records have "
+        "waited (consumer lag > 0) this long while it processed less than a hundredth of the "
+        "lag in this long.",
     )
     stream_batch_guard_ttl_s: float = Field(
         default=600.0, gt=0.0, le=86_400.0,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 
 import faust
 from faust.types import EventT
@@ -21,6 +20,7 @@ from faust.types import EventT
 from recsys.settings import Settings
 from stream import telemetry
 from stream.decode import Record
+from stream.health import ConsumerProgress
 from stream.microbatch import MicroBatcher
 from stream.processor import BatchProcessor
 
@@ -37,26 +37,12 @@ def _record(event: EventT) -> Record:
                   timestamp_ms=int(stamp * 1000) if stamp else None)
 
 
-def _update_lag(app: faust.App, events: Sequence[EventT]) -> None:
-    last: dict = {}
-    for event in events:
-        tp = event.message.tp
-        last[tp] = max(last.get(tp, -1), event.message.offset)
-    for tp, offset in last.items():
-        try:
-            highwater = app.consumer.highwater(tp)
-        except Exception:  # noqa: BLE001 - lag is best effort; never fail a batch for it
-            continue
-        if highwater is not None:
-            telemetry.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, highwater - offset - 1))
-
-
 def register_agents(app: faust.App, topic: faust.TopicT, processor: BatchProcessor,
-                    settings: Settings) -> None:
+                    settings: Settings, progress: ConsumerProgress) -> None:
     def release(events: list[EventT]) -> None:
         for event in events:
             event.ack()  # drop the pin: committable once Faust has moved past it too
-        _update_lag(app, events)
+            progress.processed(event.message.tp, event.message.offset)
 
     async def process(events: list[EventT]) -> None:
         records = [_record(e) for e in events]

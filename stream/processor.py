@@ -59,8 +59,8 @@ from stream.decode import (
 )
 from stream.health import Heartbeat
 from stream.item_foldin import ItemFolder, Touch
-from stream.popularity import TrendingEvent, by_partition
 from stream.redis_writer import RedisRejected, RedisUnavailable, RedisWriter, WritePlan
+from stream.trending import TrendingEvent, by_partition
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +123,13 @@ class BatchProcessor:
     async def process(self, records: list[Record]) -> BatchResult:
         started = time.perf_counter()
         self.heartbeat.batch_started()
+        done = 0
         try:
-            return await self._process(records, started)
+            result = await self._process(records, started)
+            done = len(records)
+            return result
         finally:
-            self.heartbeat.batch_done()
+            self.heartbeat.batch_done(done)
 
     async def _process(self, records: list[Record], started: float) -> BatchResult:
         """Events in order around erase control records (recsys.erasure): the events before
@@ -260,7 +263,7 @@ class BatchProcessor:
                     # A replay by offset goes to trending again: the table write comes before
                     # the Redis write, so a crash in between leaves the event in the table and
                     # not in trending. Trending's own offset watermark drops it if it was
-                    # counted (stream.popularity). A re-sent id at a new offset is not a replay.
+                    # counted (stream.trending). A re-sent id at a new offset is not a replay.
                     if replay and weight > 0 and (user, event.event_id) not in replayed:
                         replayed.add((user, event.event_id))
                         counted.append(TrendingEvent(record.partition, record.offset, item,

@@ -46,7 +46,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from recsys.erasure import aerase_user
 from recsys.keys import POPULARITY_WINDOWS, Keys
 from stream import StreamError, telemetry
-from stream.popularity import LUA_APPLY, PRUNE_BELOW, REBASE_AFTER_TAUS
+from stream.trending import LUA_APPLY, PRUNE_BELOW, REBASE_AFTER_TAUS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -130,7 +130,7 @@ class WritePlan:
     # user -> item -> whether its net feedback is negative now (hidden from the user's lists)
     hidden: dict[str, dict[str, bool]] = field(default_factory=dict)
     # window -> (t0 seconds, partition -> [(offset, item, increment relative to t0)]) of
-    # the source topic `popularity_topic`; see stream.popularity
+    # the source topic `popularity_topic`; see stream.trending
     popularity: dict[str, tuple[float, dict[str, list[tuple[int, str, float]]]]] = field(
         default_factory=dict)
     popularity_topic: str = ""

@@ -40,8 +40,15 @@ FRESHNESS_SECONDS = Histogram(
     "End-to-end freshness: event timestamp to the Redis write being acknowledged.",
     buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-CONSUMER_LAG = Gauge(f"{NS}_consumer_lag", "Records behind the partition's end, after a batch.",
+CONSUMER_LAG = Gauge(f"{NS}_consumer_lag",
+                     "Records behind the partition's end offset, after the last processed one.",
                      ["partition"])
+FETCH_TIMEOUTS = Counter(f"{NS}_fetch_timeouts_total",
+                         "Fetch requests the broker left unanswered, given up and sent again "
+                         "on a new connection.")
+STARVED_FETCHES = Counter(f"{NS}_starved_fetches_total",
+                          "Switches to the longer fetch wait after a fetch answered without "
+                          "records the broker has (stream/transport.py).")
 CONSUMER_REWINDS = Counter(f"{NS}_consumer_rewinds_total",
                            "Seeks back to the next expected offset: records were skipped after a "
                            "rebalance (stream.transport).", ["partition"])

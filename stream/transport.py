@@ -51,6 +51,27 @@ for `STALL_REWIND_S` while no partition delivers anything, makes it seek back to
 offset. A hole that persists after `MAX_REWINDS` seeks is real (compaction, transaction
 markers) and is passed on to Faust.
 
+A fetch the broker never answers is abandoned: the consumer keeps one fetch request in flight
+per broker and sends no other until it is answered, so one unanswered fetch stops consumption
+on every partition at once while the process idles (the chaos scenario
+million_random_users_live: the local broker left a FetchRequest pending for minutes while a
+fresh connection read the same offsets at once; aiokafka gives up only after the request
+timeout, which Faust sets to `broker_request_timeout`). `_bound_fetches` makes a fetch that
+gets no answer within `FETCH_TIMEOUT_S` (beyond the fetch wait) fail as a request timeout:
+aiokafka's fetcher logs it, the connection is closed and the next fetch goes out on a new
+one, from the same positions (nothing is skipped). Counted in
+`recsys_stream_fetch_timeouts_total`.
+
+Starved fetches: the local broker (Tansu, memory storage) answers a fetch with no records for
+a partition whose high watermark is far beyond the offset asked, error 0, again and again,
+while events keep arriving and the worker is behind (measured in million_random_users_live:
+offset 91,859 asked, high watermark 158,990, 0 bytes, every fetch, so consumption stops on all
+partitions). With a fetch wait of 500 ms instead of 20 ms the same scenario does not stall:
+the broker seems to answer with what it found when the wait runs out. So a fetch answered
+without records the broker has switches the fetch wait to `STARVED_FETCH_WAIT_MS` until
+records come again (`recsys_stream_starved_fetches_total` counts the switches); a broker that
+answers as soon as it has data (Apache Kafka) loses nothing by the longer wait.
+
 Install it right after creating the App, before anything touches `app.transport`:
 
     app.transport = FetchWaitTransport(app.conf.broker_consumer, app, fetch_max_wait_ms=20)
@@ -67,6 +88,10 @@ from typing import Any, cast
 
 import aiokafka
 import faust
+from aiokafka.client import ConnectionGroup
+from aiokafka.conn import CloseReason
+from aiokafka.errors import RequestTimedOutError
+from aiokafka.record.memory_records import MemoryRecords
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -77,6 +102,8 @@ log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 10.0
 STALL_REWIND_S = 3.0  # nothing delivered while the end is ahead: read again from the expected
+STARVED_FETCH_WAIT_MS = 500  # the fetch wait while the broker answers without records it has
+FETCH_TIMEOUT_S = 5.0  # a fetch unanswered this long after its wait is given up, reconnecting
 MAX_REWINDS = 5  # seeks back to the same offset before a hole is taken for a real one
 
 
@@ -115,6 +142,74 @@ async def exact_end_offsets(reported: Mapping[Any, int], bootstrap_servers: Any,
     return exact
 
 
+def summarize_fetch(request: Any, response: Any) -> dict[str, tuple]:
+    """Per partition of a fetch: (offset asked, error code, high watermark, bytes, first and
+    last offset returned), for the stall log: a broker answering without the records asked
+    for looks the same as one not answering, from the outside."""
+    asked = {(topic, p[0]): p[1] for topic, parts in request.topics for p in parts}
+    summary = {}
+    for topic, partitions in response.topics:
+        for partition, error, highwater, *data in partitions:
+            records = MemoryRecords(data[-1]) if data and data[-1] else None
+            first = last = None
+            size = 0
+            if records is not None:
+                size = records.size_in_bytes()
+                while (batch := records.next_batch()) is not None:
+                    first = batch.base_offset if first is None else first
+                    last = batch.base_offset + getattr(batch, "last_offset_delta", 0)
+            summary[f"{topic[-12:]}:{partition}"] = (asked.get((topic, partition)), error,
+                                                      highwater, size, first, last)
+    return summary
+
+
+def starved(summary: Mapping[str, tuple]) -> bool:
+    """A fetch answer (`summarize_fetch`) without records for a partition whose high
+    watermark is beyond the offset asked: the broker has them and did not send them."""
+    return any(asked is not None and size == 0 and highwater > asked
+               for asked, error, highwater, size, _first, _last in summary.values()
+               if error == 0)
+
+
+def _bound_fetches(consumer: aiokafka.AIOKafkaConsumer, timeout_s: float,
+                   starved_wait_ms: int = STARVED_FETCH_WAIT_MS) -> None:
+    """Fetch requests of `consumer` that get no answer within `timeout_s` fail as request
+    timeouts and close their connection (what aiokafka does after its own, much longer,
+    request timeout); other requests are untouched. A fetch answered without records the
+    broker has makes the next fetches wait `starved_wait_ms` until records come again."""
+    client = consumer._client
+    send = client.send
+    short_wait_ms = consumer._fetch_max_wait_ms  # the fetcher is created at start()
+    last_fetch: dict[str, tuple] = {}
+    consumer.recsys_last_fetch = last_fetch  # type: ignore[attr-defined] - the stall log
+
+    async def send_bounded(node_id: int, request: Any, **kwargs: Any) -> Any:
+        if not type(request).__name__.startswith("FetchRequest"):
+            return await send(node_id, request, **kwargs)
+        try:
+            response = await asyncio.wait_for(send(node_id, request, **kwargs), timeout_s)
+            summary = summarize_fetch(request, response)
+            last_fetch.update(summary)
+            wait_ms = max(starved_wait_ms, short_wait_ms) if starved(summary) else short_wait_ms
+            fetcher = consumer._fetcher
+            if wait_ms != fetcher._fetch_max_wait_ms:
+                if wait_ms > short_wait_ms:
+                    telemetry.STARVED_FETCHES.inc()
+                fetcher._fetch_max_wait_ms = wait_ms
+            return response
+        except TimeoutError as exc:
+            telemetry.FETCH_TIMEOUTS.inc()
+            log.warning("fetch from broker %s unanswered for %.1f s: reconnecting", node_id,
+                        timeout_s)
+            group = kwargs.get("group", ConnectionGroup.DEFAULT)
+            conn = client._conns.get((node_id, group))
+            if conn is not None:
+                conn.close(reason=CloseReason.CONNECTION_TIMEOUT)
+            raise RequestTimedOutError() from exc
+
+    client.send = send_bounded
+
+
 def telemetry_rewind(tp: TP) -> None:
     telemetry.CONSUMER_REWINDS.labels(str(tp.partition)).inc()
 
@@ -143,6 +238,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
                 "_fetch_max_wait_ms; stream/transport.py must be adapted"
             )
         consumer._fetch_max_wait_ms = transport.fetch_max_wait_ms
+        _bound_fetches(consumer, transport.fetch_max_wait_ms / 1000.0 + FETCH_TIMEOUT_S)
         return consumer
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 import faust
 from redis.exceptions import RedisError
@@ -32,7 +33,7 @@ from stream.agents import register_agents
 from stream.app import create_app
 from stream.changelog import ChangelogWriter
 from stream.current_model import FoldInModel, model_watcher
-from stream.health import Heartbeat, start_server
+from stream.health import ConsumerProgress, Heartbeat, start_server
 from stream.processor import BatchProcessor
 from stream.redis_writer import RedisWriter
 from stream.tables import UserHistoryTable, history_table
@@ -93,7 +94,8 @@ def build(settings: Settings) -> StreamWorker:
                 if settings.redis_cluster else None)
     watcher = model_watcher(client, keys, holder, processor.switch_to,
                             settings.stream_model_poll_s, listener=listener)
-    register_agents(app, source, processor, settings)
+    progress = ConsumerProgress()
+    register_agents(app, source, processor, settings, progress)
     app.task(watcher.run)
 
     pending: set[asyncio.Task] = set()
@@ -117,9 +119,32 @@ def build(settings: Settings) -> StreamWorker:
         # Blocking librdkafka flush: off the event loop, which must keep settling deliveries.
         await asyncio.get_running_loop().run_in_executor(None, changelog.close)
 
+    def committed(tp: object) -> int | None:
+        # Faust keeps the group's committed offsets here (no public accessor): the position of
+        # a partition this worker has processed nothing of yet.
+        offsets = getattr(app.consumer, "_committed_offset", {})
+        return offsets.get(tp)
+
+    stalled_beats = [0]  # beats since the worker was found stalled (0: not stalled)
+
     @app.timer(HEARTBEAT_INTERVAL_S)
     async def _heartbeat() -> None:
         heartbeat.beat()
+        if app.in_recovery:
+            heartbeat.set_lag(None)  # restoring the table is progress; ends are not ours yet
+            return
+        source_tps = [tp for tp in app.consumer.assignment()
+                      if tp.topic == settings.interactions_topic]
+        lags = progress.lag(source_tps, app.consumer.highwater, committed)
+        for tp, lag in lags.items():
+            telemetry.CONSUMER_LAG.labels(str(tp.partition)).set(lag)
+        heartbeat.set_lag(sum(lags.values()) if lags else None)
+        ok, reason = heartbeat.status()
+        # On the flip to stalled, then every stream_stall_s while it lasts.
+        if not ok and stalled_beats[0] % max(1, int(heartbeat.stall_s)) == 0:
+            log.warning("stream worker stalled: %s; consumer state: %s", reason,
+                        consumer_state(app, progress, lags))
+        stalled_beats[0] = 0 if ok else stalled_beats[0] + 1
 
     @app.timer(settings.stream_idle_sweep_s)
     async def _forget_idle() -> None:
@@ -131,6 +156,39 @@ def build(settings: Settings) -> StreamWorker:
         telemetry.TABLE_USERS.set(len(table))
 
     return StreamWorker(settings, app, table, processor, watcher, name, heartbeat)
+
+
+def consumer_state(app: faust.App, progress: ConsumerProgress, lags: dict) -> str:
+    """What a stalled worker's consumer is doing, for the log (best effort, private state of
+    Faust and aiokafka read defensively)."""
+    consumer: Any = app.consumer
+    parts = [f"flow_active={getattr(consumer, 'flow_active', None)}",
+             f"lag={ {str(tp.partition): n for tp, n in lags.items()} }",
+             f"next_offset={ {str(tp.partition): n for tp, n in progress.next_offset.items()} }"]
+    for name in ("_active_partitions", "_paused_partitions", "_buffered_partitions"):
+        tps = getattr(consumer, name, None)
+        if tps is not None:
+            parts.append(f"{name}={sorted(f'{tp.topic[-12:]}:{tp.partition}' for tp in tps)}")
+    try:
+        client = consumer._thread._ensure_consumer()
+        fetcher = client._fetcher
+        assignment = client._subscription.subscription.assignment
+        states = {}
+        for tp in assignment.tps:
+            state = assignment.state_value(tp)
+            states[f"{tp.topic[-12:]}:{tp.partition}"] = (
+                state.position if state.has_valid_position else None, state.paused,
+                tp in fetcher._records)
+        parts.append(f"fetch (position, paused, buffered)={states}")
+        parts.append(f"fetcher_in_flight={sorted(fetcher._in_flight)}")
+        pending = {f"{key}": [type(request).__name__ for _, request, _ in conn._requests]
+                   for key, conn in client._client._conns.items()}
+        parts.append(f"requests pending per connection={pending}")
+        parts.append("last fetch (offset asked, error, highwater, bytes, first, last)="
+                     f"{getattr(client, 'recsys_last_fetch', None)}")
+    except Exception as exc:  # noqa: BLE001 - diagnostics only
+        parts.append(f"fetcher=? ({exc!r})")
+    return ", ".join(parts)
 
 
 def preload_model(worker: StreamWorker) -> None:

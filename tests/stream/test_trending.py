@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from recsys.keys import Keys
-from stream.popularity import (
+from stream.trending import (
     LUA_APPLY,
     PRUNE_BELOW,
     REBASE_AFTER_TAUS,
