@@ -719,7 +719,8 @@ def large_catalog(client: Any, keys: Any, env: dict[str, str], quick: bool) -> d
     stage_model_version(client, keys, version, items, item_factors, manifest, user_ids=users,
                         user_factors=user_factors, ann=layout)
     activate_version(client, keys, version)
-    api = _Api(env, free_port())
+    logs = tempfile.mkdtemp(prefix="serving-bench-large-")
+    api = _Api(env, free_port(), Path(logs))
     try:
         api.wait_ready(version, timeout=600)
         out["factor_load_s"] = api.factor_load_s()
@@ -758,6 +759,7 @@ def large_catalog(client: Any, keys: Any, env: dict[str, str], quick: bool) -> d
         out["recall_at_k"] = recall_at_k(answers, exact)
     finally:
         api.stop()
+        shutil.rmtree(logs, ignore_errors=True)
     out["load_avg_1m_after"] = os.getloadavg()[0]
     out["p99_target_met"] = out["p99_ms"] < 10.0 and out["rps"] >= 0.95 * RATE
     out["recall_target_met"] = out["recall_at_k"] >= 0.95
