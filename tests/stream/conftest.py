@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +119,15 @@ def expected_vector(events: list[Event], model: Clustered,
     conf = np.asarray(confidence(np.array([w for _, w in known]), ALPHA))
     return fold_in(model.factors, model.factors.T.astype(np.float64) @ model.factors,
                    REGULARIZATION, rows, conf)
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """(status, body) of a GET, error statuses included (urllib raises them)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:

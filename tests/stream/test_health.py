@@ -5,8 +5,6 @@ an idle, caught-up or restoring worker is healthy."""
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import redis as redis_lib
@@ -15,15 +13,7 @@ from recsys.events import Event
 from shell.harness import total
 from shell.localstack import start_redis
 from stream.health import ConsumerProgress, Heartbeat
-from tests.stream.conftest import WorkerProcess, produce, wait_until
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+from tests.stream.conftest import WorkerProcess, http_get, produce, wait_until
 
 
 def test_lag_without_progress_is_a_stall_and_caught_up_or_unknown_is_not():
@@ -100,7 +90,7 @@ def test_healthz_flips_when_a_worker_stops_processing_and_recovers(settings, wor
 
         produce(settings, events(20))
         wait_until(lambda: consumed() >= 20, 30, message="first events not consumed")
-        assert _get(health) == (200, "ok")
+        assert http_get(health) == (200, "ok")
 
         client.execute_command("CLIENT", "PAUSE", "120000", "WRITE")
         try:
@@ -108,14 +98,14 @@ def test_healthz_flips_when_a_worker_stops_processing_and_recovers(settings, wor
             # The batch stuck on Redis is reported first, the lag once records waited for
             # stream_stall_s with (almost) nothing processed.
             status, reason = wait_until(
-                lambda: (s := _get(health))[0] == 503 and "records behind" in s[1] and s, 30,
+                lambda: (s := http_get(health))[0] == 503 and "records behind" in s[1] and s, 30,
                 message="/healthz did not report the lag without progress")
             assert "processed in the last 3s" in reason, reason
             assert consumed() < 40
         finally:
             client.execute_command("CLIENT", "UNPAUSE")
         wait_until(lambda: consumed() >= 40, 60, message="events after the pause not consumed")
-        wait_until(lambda: _get(health) == (200, "ok"), 10, message="/healthz stayed 503")
+        wait_until(lambda: http_get(health) == (200, "ok"), 10, message="/healthz stayed 503")
         client.close()
     finally:
         own.stop()

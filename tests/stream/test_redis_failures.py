@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,7 +17,7 @@ from recsys.modelstore import aload_model
 from stream import telemetry
 from stream.health import Heartbeat, start_server
 from stream.redis_writer import RedisUnavailable, RedisWriter, WritePlan
-from tests.stream.conftest import publish
+from tests.stream.conftest import http_get, publish
 from tests.stream.test_processor import Harness, _events
 
 pytestmark = pytest.mark.integration
@@ -139,33 +137,25 @@ def test_seen_sets_expire_after_the_configured_ttl(settings, redis_url):
     asyncio.run(scenario())
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 def test_healthz_reports_a_batch_stuck_on_redis_and_a_silent_loop():
     clock = [1000.0]
     heartbeat = Heartbeat(stall_s=30, clock=lambda: clock[0])
     port = start_server(0, heartbeat, addr="127.0.0.1")
     base = f"http://127.0.0.1:{port}"
-    assert _get(f"{base}/healthz") == (200, "ok")
+    assert http_get(f"{base}/healthz") == (200, "ok")
     heartbeat.batch_started()
     clock[0] += 20
     heartbeat.beat()  # the loop runs, the batch is still retrying
-    assert _get(f"{base}/healthz")[0] == 200
+    assert http_get(f"{base}/healthz")[0] == 200
     clock[0] += 20
     heartbeat.beat()
-    status, reason = _get(f"{base}/healthz")
+    status, reason = http_get(f"{base}/healthz")
     assert status == 503 and "batch in progress for 40s" in reason
-    assert "recsys_stream_batch_in_progress_seconds 40.0" in _get(f"{base}/metrics")[1]
+    assert "recsys_stream_batch_in_progress_seconds 40.0" in http_get(f"{base}/metrics")[1]
     heartbeat.batch_done()
-    assert _get(f"{base}/healthz")[0] == 200
+    assert http_get(f"{base}/healthz")[0] == 200
     clock[0] += 31  # nothing beats: the event loop is blocked
-    status, reason = _get(f"{base}/healthz")
+    status, reason = http_get(f"{base}/healthz")
     assert status == 503 and "event loop silent" in reason
 
 
