@@ -4,15 +4,37 @@ Redis trouble is counted under `operation` and logged, never fatal; the next tic
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from redis.exceptions import RedisError
 
 from serving.telemetry import ApiMetrics
 
 log = logging.getLogger(__name__)
+
+# How long to wait for cancelled tasks before asking them again.
+CANCEL_RETRY_S = 0.5
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task]) -> None:
+    """Cancel `tasks` and return once every one has ended.
+
+    One request is not always enough: a Redis call whose own timeout fires at the moment its
+    task is cancelled ends in TimeoutError instead (an OSError, which the background loops
+    catch and survive), and a task awaited after a single cancel() then runs for ever. So the
+    request is repeated until each task is done. Their errors are consumed here: a stopping
+    loop has nobody left to report to."""
+    pending = {task for task in tasks if not task.done()}
+    for task in pending:
+        task.cancel()
+    while pending:
+        ended, pending = await asyncio.wait(pending, timeout=CANCEL_RETRY_S)
+        for task in pending:
+            task.cancel()
+        for task in ended:
+            if not task.cancelled() and task.exception() is not None:
+                log.debug("%s ended with %r while stopping", task.get_name(), task.exception())
 
 
 class PeriodicTask:
@@ -36,7 +58,5 @@ class PeriodicTask:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await cancel_and_wait([self._task])
             self._task = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -23,6 +22,7 @@ from serving.fallback import Fallback
 from serving.fresh_items import FreshItemPoller
 from serving.impressions import IMPRESSION_FLUSH_S, ImpressionRecorder
 from serving.merchandising import Placements
+from serving.periodic import cancel_and_wait
 from serving.recommender import Recommender
 from serving.redis_guard import RedisGuard
 from serving.served_model import ServedModel
@@ -144,11 +144,7 @@ class Services:
             self.impressions.flush(self.producer)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._tasks)
         await self.new_items.stop()
         await self.holder.stop()
         await self.experiments.stop()
