@@ -197,3 +197,25 @@ async def test_bad_classic_filters_are_422_naming_the_parameter(published, clien
     r = await client.get("/api/recommendations", params={"user_id": "u1", **query})
     assert r.status_code == 422, r.text
     assert r.json()["detail"].startswith(f"{param}:"), r.text
+
+
+# --- pins beyond the rules' pool ----------------------------------------------------------
+async def test_a_pin_pulls_an_item_from_beyond_the_pool(published, client, catalogue,
+                                                        settings):
+    """Rules re-rank the top api_rules_pool_factor x k; a pinned item is shown wherever the
+    model ranks it (the pin names it), a boosted one only when it is in that pool."""
+    ranking = ids((await client.get("/v1/users/u1/recommendations",
+                                    params={"k": 40})).json())
+    k = 3
+    pool = settings.api_rules_pool_factor * k + 1
+    deep = ranking[-1]
+    assert ranking.index(deep) >= pool
+    rules = {"pins": [{"item_id": deep, "position": 2}]}
+    single = (await client.post("/v1/users/u1/recommendations",
+                                json={"k": k, "rules": rules})).json()
+    batch = (await client.post("/v1/recommendations/batch",
+                               json={"user_ids": ["u1"], "k": k, "rules": rules})).json()
+    for body in (single, batch["results"][0]):
+        assert ids(body) == [ranking[0], deep, ranking[1]]
+        assert [i.get("pinned", False) for i in body["items"]] == [False, True, False]
+        assert body["items"][1]["score"] == 0.0  # never scored: it was not in the pool
