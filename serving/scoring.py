@@ -126,6 +126,18 @@ def top_page(
     return rows[order], vals[order]
 
 
+def unindexed_rows(ann: AnnIndex, n_rows: int, exclude: np.ndarray) -> np.ndarray:
+    """Rows past the index, not excluded: the rows a served matrix gained since the version
+    (and its index) was published, from the stream's item fold-in or mapped from attributes
+    (serving.fresh_items, serving.content_items). The index cannot return them, so the
+    approximate paths score them exactly beside its candidates; they are few next to the
+    catalogue (bounded by what arrived since the last publication)."""
+    rows = np.arange(ann.n_items, n_rows, dtype=np.intp)
+    if len(rows) and len(exclude):
+        rows = rows[~np.isin(rows, exclude)]
+    return rows
+
+
 def ann_recommend(
     ann: AnnIndex,
     user_vector: np.ndarray,
@@ -134,13 +146,15 @@ def ann_recommend(
     exclude: np.ndarray,
     oversample: int,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """`recommend` from an approximate index's candidates, re-scored exactly (s_i = y_i . x).
+    """`recommend` from an approximate index's candidates and the rows past it
+    (`unindexed_rows`), re-scored exactly (s_i = y_i . x).
 
     The index is asked for oversample * (k + excluded) rows, so that k remain after the
     exclusions; None when fewer do (the caller scans every item instead)."""
     rows = ann.candidates(user_vector, oversample * (k + len(exclude)))
     if len(exclude):
         rows = rows[~np.isin(rows, exclude)]
+    rows = np.concatenate([rows, unindexed_rows(ann, len(item_factors), exclude)])
     if len(rows) < k:
         return None
     scores = item_factors[rows] @ user_vector.astype(item_factors.dtype, copy=False)
@@ -190,9 +204,12 @@ def ann_neighbours(
     exclude: np.ndarray,
     oversample: int,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """`cosine_neighbours` among an approximate index's candidates for y_row (inner product),
-    re-scored by exact cosine; None when fewer than k remain after the exclusions."""
+    """`cosine_neighbours` among an approximate index's candidates for y_row (inner product)
+    and the rows past it (`unindexed_rows`), re-scored by exact cosine; None when fewer than
+    k remain after the exclusions. `row` may itself be past the index (a fresh item): its
+    vector queries the index like any other."""
     rows = ann.candidates(item_factors[row], oversample * (k + len(exclude) + 1))
+    rows = np.concatenate([rows, unindexed_rows(ann, len(item_factors), EMPTY_ROWS)])
     drop = rows == row
     if len(exclude):
         drop |= np.isin(rows, exclude)
