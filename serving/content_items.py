@@ -182,9 +182,11 @@ def embeddings_cosine(model: LoadedModel, row: int, k: int, exclude: np.ndarray
     return top, scores[top]
 
 
-def new_item_neighbours(model: LoadedModel, row: int) -> list[tuple[str, float]]:
+def new_item_neighbours(model: LoadedModel, row: int, floor: float
+                        ) -> list[tuple[str, float]]:
     """Cosine (factor space, as the stored lists) of `row` to the rows the version gained
-    from attributes: merged into a known item's /similar."""
+    since publication (mapped from attributes, the stream's), those of `floor` or more:
+    merged into a known item's stored /similar list, whose last score is the floor."""
     base = model.n_model_items
     if len(model.item_ids) <= base:
         return []
@@ -194,7 +196,7 @@ def new_item_neighbours(model: LoadedModel, row: int) -> list[tuple[str, float]]
     denom = norms[base:] * max(float(norms[row]), 1e-12)
     cos = np.divide(extra, denom, out=np.zeros_like(extra), where=denom > 0)
     ids = model.item_ids
-    return [(ids[base + j], float(c)) for j, c in enumerate(cos.tolist()) if c > 0]
+    return [(ids[base + j], float(cos[j])) for j in np.flatnonzero(cos >= floor).tolist()]
 
 
 __all__ = ["NewItems", "content_profile", "embeddings_cosine", "extend_with_items",

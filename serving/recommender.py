@@ -135,24 +135,6 @@ def _model_result(model: LoadedModel, items: list[tuple[str, float]], source: st
     return Result(items, source, model.version, fresh=model.fresh_among(i for i, _ in items))
 
 
-def _with_fresh_rows(model: LoadedModel, vector: np.ndarray,
-                     found: tuple[np.ndarray, np.ndarray], k: int, exclude: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """An approximate index's answer plus the rows the version gained since it was published
-    (the stream's item fold-in, content-mapped items), which the index does not hold: they
-    are scored exactly and compete with its candidates."""
-    start = model.n_model_items
-    rows = np.arange(start, len(model.item_ids))
-    scores = model.item_factors[start:] @ vector
-    if len(exclude):
-        keep = ~np.isin(rows, exclude)
-        rows, scores = rows[keep], scores[keep]
-    all_rows = np.concatenate([found[0], rows])
-    all_scores = np.concatenate([found[1], scores.astype(found[1].dtype, copy=False)])
-    order = np.lexsort((all_rows, -all_scores))[:k]
-    return all_rows[order], all_scores[order]
-
-
 class Recommender:
     """Built on the fallback chain, whose clients and components it shares."""
 
@@ -417,11 +399,8 @@ class Recommender:
         candidates = self.catalog.candidate_rows(model, filters)
         if candidates is not None:
             return subset_recommend(vector, model.item_factors, k, exclude, candidates)
-        found = ann_recommend(model.ann, vector, model.item_factors, k, exclude,
-                              self.settings.ann_candidates)
-        if found is not None and len(model.item_ids) > model.n_model_items:
-            found = _with_fresh_rows(model, vector, found, k, exclude)
-        return found
+        return ann_recommend(model.ann, vector, model.item_factors, k, exclude,
+                             self.settings.ann_candidates)
 
     # --- similar items ---------------------------------------------------------------------
     async def similar(self, item_id: str, k: int, filters: ItemFilter | None = None
@@ -474,11 +453,13 @@ class Recommender:
                     self.keys.model_similar(model.version), item_id))
             except (RedisError, OSError) as exc:
                 self.guard.failed("similar", exc)
-        if len(model.item_ids) > model.n_model_items and model.factors > 0:
-            # items mapped in since the version was published compete on the same cosine
-            fresh = new_item_neighbours(model, row)
-            if fresh:
-                stored = sorted([*stored, *fresh], key=lambda pair: -pair[1])
+        if stored and len(model.item_ids) > model.n_model_items and model.factors > 0:
+            # Items gained since the version was published (stream, attributes) compete on
+            # the same cosine: those at or above the stored top-N's last score belong among
+            # it; the ones below come in order from the factors' ranking.
+            floor = min(score for _, score in stored)
+            stored = sorted([*stored, *new_item_neighbours(model, row, floor)],
+                            key=lambda pair: -pair[1])
         sources: list[tuple[str, Sequence[tuple[str, float]]]] = [("stored", stored)]
         items, _ = merge_ranked(sources, k, {item_id}, allowed)
         if len(items) < k and model.factors > 0:
@@ -492,7 +473,7 @@ class Recommender:
             if candidates is not None:
                 found = subset_neighbours(row, model.item_factors, model.norms, want, exclude,
                                           candidates)
-            elif model.ann is not None and row < model.n_model_items:
+            elif model.ann is not None:
                 found = ann_neighbours(model.ann, row, model.item_factors, model.norms, want,
                                        exclude, self.settings.ann_candidates)
             rows, scores = found if found is not None else cosine_neighbours(

@@ -126,6 +126,32 @@ def top_page(
     return rows[order], vals[order]
 
 
+def _with_unindexed(rows: np.ndarray, scores: np.ndarray, extra: np.ndarray, start: int,
+                    drop: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The top k of the index's candidates (`rows`, their exact `scores`) and of the rows
+    past the index: the rows a served matrix gained since the version (and its index) was
+    published, from the stream's item fold-in or mapped from attributes (serving.fresh_items,
+    serving.content_items). The index cannot return those, so the approximate paths score
+    them exactly beside its candidates: `extra` holds the scores of rows start.. (one
+    mat-vec over a contiguous slice, no copy of the rows); rows in `drop` never come out.
+    None when fewer than k rows are left in all."""
+    if len(extra) and len(drop):
+        past = np.unique(drop[drop >= start]) - start
+        extra[past] = -np.inf
+        n_extra = len(extra) - len(past)
+    else:
+        n_extra = len(extra)
+    if len(rows) + n_extra < k:
+        return None
+    if n_extra:
+        top = select_top(extra, min(k, len(extra)))
+        top = top[np.isfinite(extra[top])]
+        rows = np.concatenate([rows, top + start])
+        scores = np.concatenate([scores, extra[top].astype(scores.dtype, copy=False)])
+    best = select_top(scores, k)
+    return rows[best], scores[best]
+
+
 def ann_recommend(
     ann: AnnIndex,
     user_vector: np.ndarray,
@@ -134,18 +160,18 @@ def ann_recommend(
     exclude: np.ndarray,
     oversample: int,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """`recommend` from an approximate index's candidates, re-scored exactly (s_i = y_i . x).
+    """`recommend` from an approximate index's candidates re-scored exactly (s_i = y_i . x),
+    and the rows past the index (`_with_unindexed`).
 
     The index is asked for oversample * (k + excluded) rows, so that k remain after the
     exclusions; None when fewer do (the caller scans every item instead)."""
+    x = user_vector.astype(item_factors.dtype, copy=False)
     rows = ann.candidates(user_vector, oversample * (k + len(exclude)))
     if len(exclude):
         rows = rows[~np.isin(rows, exclude)]
-    if len(rows) < k:
-        return None
-    scores = item_factors[rows] @ user_vector.astype(item_factors.dtype, copy=False)
-    best = select_top(scores, k)
-    return rows[best], scores[best]
+    start = ann.n_items
+    return _with_unindexed(rows, item_factors[rows] @ x, item_factors[start:] @ x, start,
+                           exclude, k)
 
 
 def subset_recommend(
@@ -190,18 +216,21 @@ def ann_neighbours(
     exclude: np.ndarray,
     oversample: int,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """`cosine_neighbours` among an approximate index's candidates for y_row (inner product),
-    re-scored by exact cosine; None when fewer than k remain after the exclusions."""
-    rows = ann.candidates(item_factors[row], oversample * (k + len(exclude) + 1))
+    """`cosine_neighbours` among an approximate index's candidates for y_row (inner product)
+    and the rows past the index (`_with_unindexed`), by exact cosine; None when fewer than k
+    remain after the exclusions. `row` may itself be past the index (a fresh item): its
+    vector queries the index like any other."""
+    y = item_factors[row]
+    rows = ann.candidates(y, oversample * (k + len(exclude) + 1))
     drop = rows == row
     if len(exclude):
         drop |= np.isin(rows, exclude)
     rows = rows[~drop]
-    if len(rows) < k:
-        return None
-    scores = (item_factors[rows] @ item_factors[row]) / (norms[rows] * norms[row])
-    best = select_top(scores, k)
-    return rows[best], scores[best]
+    start = ann.n_items
+    scores = (item_factors[rows] @ y) / (norms[rows] * norms[row])
+    extra = (item_factors[start:] @ y) / (norms[start:] * norms[row])
+    return _with_unindexed(rows, scores, extra, start,
+                           np.append(exclude, row).astype(np.intp, copy=False), k)
 
 
 def session_confidences(

@@ -3,10 +3,13 @@
 import numpy as np
 import pytest
 
+from recsys.ann import AnnIndex, build_layout
 from recsys.foldin import fold_in, gram
 from recsys.neighbours import cosine_neighbours
 from recsys.topk import select_top, top_k
 from serving.scoring import (
+    ann_neighbours,
+    ann_recommend,
     fold_in_session,
     join_rows,
     merge_ranked,
@@ -144,3 +147,24 @@ def test_top_page_pages_tile_the_score_then_row_order_even_with_ties(n):
                 pages.extend(rows.tolist())
             assert pages == truth[:len(pages)].tolist()
             assert len(pages) == min(len(truth), -(-40 // k) * k)
+
+
+def test_the_index_paths_score_the_rows_past_the_index_with_their_exclusions():
+    """The index holds the version's 400 rows; 100 rows joined after it (fresh, mapped).
+    Every cell probed, so the answers must equal exact scoring over all 500 rows, with
+    exclusions on both sides of the boundary and a query row past it."""
+    base = 400
+    ann = AnnIndex(FACTORS[:base], build_layout(FACTORS[:base], n_lists=4, seed=0), n_probe=4)
+    norms = np.linalg.norm(FACTORS, axis=1)
+    exclude = np.array([3, 17, base + 1, base + 2, base + 50], dtype=np.intp)
+    rows, scores = ann_recommend(ann, USER, FACTORS, 10, exclude, oversample=100)
+    assert rows.tolist() == brute_top(FACTORS @ USER, 10, exclude)
+    assert np.allclose(scores, (FACTORS @ USER)[rows])
+    cosine = FACTORS @ FACTORS[base + 7] / (norms * norms[base + 7])
+    rows, _ = ann_neighbours(ann, base + 7, FACTORS, norms, 10, exclude, oversample=100)
+    assert rows.tolist() == brute_top(cosine, 10, [*exclude, base + 7])
+    # fewer than k rows left in all: the caller scans instead
+    every = np.arange(len(FACTORS) - 5, dtype=np.intp)
+    assert ann_recommend(ann, USER, FACTORS, 10, every, oversample=100) is None
+    assert ann_recommend(ann, USER, FACTORS, 5, every, oversample=100)[0].tolist() == \
+        brute_top(FACTORS @ USER, 5, every)
