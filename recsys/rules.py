@@ -450,7 +450,7 @@ def select(relevance: np.ndarray, vectors: np.ndarray | None, diversity: float,
     if not capped:
         codes = None
     group_of = None if codes is None else codes.tolist()
-    counts_by_code = [0] * (0 if codes is None else int(codes.max(initial=-1)) + 1)
+    counts_by_code: dict[int, int] = {}  # codes may be sparse (serving numbers a catalogue)
     candidate, similarity = np.empty(n), np.empty(n)
     chosen: list[int] = []
     argmax, dot, subtract, minimum = value.argmax, np.dot, np.subtract, np.minimum
@@ -467,8 +467,8 @@ def select(relevance: np.ndarray, vectors: np.ndarray | None, diversity: float,
         minimum(value, candidate, out=value)
         if group_of is not None and (code := group_of[best]) >= 0:
             assert max_per is not None
-            counts_by_code[code] += 1
-            if counts_by_code[code] >= max_per:
+            counts_by_code[code] = count = counts_by_code.get(code, 0) + 1
+            if count >= max_per:
                 value[codes == code] = infinity
     return chosen
 
