@@ -160,8 +160,12 @@ async def rerank(request: RuleRequest, result: Result, catalog: Catalog,
     wants_vectors = bool(rules.diversity) and model is not None and model.factors > 0
     rows = None
     if model is not None and (needs_items or wants_vectors):
-        index = model.index
-        rows = np.asarray([index.get(item, -1) for item in ids], dtype=np.intp)
+        if (result.rows is not None and result.model_version == model.version
+                and len(result.rows) == len(ids)):
+            rows = np.asarray(result.rows, dtype=np.intp)
+        else:
+            index = model.index
+            rows = np.asarray([index.get(item, -1) for item in ids], dtype=np.intp)
     columns = (await catalog.rule_columns(rules, ids, model, rows) if needs_items
                else Columns([], None))
     vectors = None
