@@ -453,7 +453,7 @@ def select(relevance: np.ndarray, vectors: np.ndarray | None, diversity: float,
     counts_by_code: dict[int, int] = {}  # codes may be sparse (serving numbers a catalogue)
     candidate, similarity = np.empty(n), np.empty(n)
     chosen: list[int] = []
-    argmax, dot, subtract, minimum = value.argmax, np.dot, np.subtract, np.minimum
+    argmax, dot, subtract, minimum = value.argmax, scaled.dot, np.subtract, np.minimum
     infinity = -np.inf
     while len(chosen) < depth:
         best = int(argmax())                     # the first of ties: pool order
@@ -463,7 +463,7 @@ def select(relevance: np.ndarray, vectors: np.ndarray | None, diversity: float,
         value[best] = infinity
         # One row of the pool's cosines per chosen item (a matrix-vector product: a P x P
         # product would do the work of every position, chosen or not).
-        subtract(base, dot(scaled, unit[best], out=similarity), out=candidate)
+        subtract(base, dot(unit[best], out=similarity), out=candidate)
         minimum(value, candidate, out=value)
         if group_of is not None and (code := group_of[best]) >= 0:
             assert max_per is not None
