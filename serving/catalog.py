@@ -58,9 +58,10 @@ from serving.telemetry import ApiMetrics
 log = logging.getLogger(__name__)
 
 SCAN_BATCH = 10_000
-# Columns of business rules kept per catalogue state (`RuleTable`): each is one or two
-# arrays of the version's rows, one per distinct boost condition or max_per field asked.
-MAX_RULE_COLUMNS = 64
+# Memory of the business rules' columns kept per catalogue state (`RuleTable`: two arrays of
+# the version's rows per distinct boost condition or max_per field asked); beyond it they are
+# dropped and refilled from the cached views as pools ask.
+MAX_RULE_COLUMN_BYTES = 64 << 20
 
 
 def detail_members(item: ItemAttributes | None) -> bytes:
@@ -171,11 +172,15 @@ class RuleTable:
     def column(self, key: tuple[Any, ...], dtype: Any) -> tuple[np.ndarray, np.ndarray]:
         entry = self.columns.get(key)
         if entry is None:
-            if len(self.columns) >= MAX_RULE_COLUMNS:
+            size = self.rows * (np.dtype(dtype).itemsize + 1)
+            if self.nbytes() + size > MAX_RULE_COLUMN_BYTES:
                 self.columns.clear()  # the group codes stay: equal keys keep equal codes
             entry = self.columns[key] = (np.zeros(self.rows, dtype=dtype),
                                          np.zeros(self.rows, dtype=bool))
         return entry
+
+    def nbytes(self) -> int:
+        return sum(values.nbytes + done.nbytes for values, done in self.columns.values())
 
 
 class Catalog:
@@ -495,7 +500,7 @@ class Catalog:
                              for boost in rules.boosts]
         if rules.max_per is not None:
             keys.append(("group", rules.max_per_field))
-            dtypes.append(np.intp)
+            dtypes.append(np.int32)
         entries = [table.column(key, dtype) for key, dtype in zip(keys, dtypes, strict=True)]
         known = rows >= 0
         safe = np.where(known, rows, 0)

@@ -276,3 +276,28 @@ async def test_cached_rule_columns_follow_a_catalogue_write(api, published):
     zeta = {i for i in published.item_ids if brand_of(i) == "zeta"}
     assert ids(before) == expected(zeta)
     assert ids(after) == expected(zeta | {moved}) != ids(before)
+
+
+async def test_rule_columns_past_their_memory_bound_are_dropped_not_wrong(
+        api, published, monkeypatch):
+    from recsys.rules import Rules, columns_of
+    from serving import catalog as catalog_module
+
+    services = api._transport.app.state.services
+    model, catalog = services.holder.current, services.catalog
+    rows = len(model.item_ids)
+    monkeypatch.setattr(catalog_module, "MAX_RULE_COLUMN_BYTES", 2 * 2 * rows)  # 2 columns
+    rules = Rules.model_validate({"boosts": [
+        {"field": "brand", "value": "zeta", "weight": 2.0},
+        {"field": "brand", "value": "acme", "weight": 0.5},
+        {"field": "attributes.margin", "min": 0.5, "weight": 1.5},
+        {"field": "category", "value": "cat1", "weight": 3.0}]})
+    ids = published.item_ids[:30]
+    pool_rows = np.asarray([model.index[i] for i in ids], dtype=np.intp)
+    expected = columns_of(rules, await catalog.rule_items(ids))
+    for _ in range(2):
+        got = await catalog.rule_columns(rules, ids, model, pool_rows)
+        for mine, theirs in zip(got.boosts, expected.boosts, strict=True):
+            assert np.array_equal(mine, theirs)
+        table = next(v for k, v in catalog._memo.items() if k[-1] == "rules")
+        assert 0 < table.nbytes() <= 2 * 2 * rows
