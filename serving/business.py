@@ -180,18 +180,29 @@ def scores_of(model: LoadedModel, user: UserVector, item_ids: Sequence[str]) -> 
 
 
 # --- batches ------------------------------------------------------------------------------
+@dataclass
+class UserList:
+    """One user's list of a batch, and the items their negative feedback hides when the
+    batch read them (None: it did not; a pin must ask `Recommender.hidden`)."""
+
+    result: Result
+    hidden: list[str] | None
+
+
 async def for_users(rec: Recommender, user_ids: Sequence[str], k: int, exclude_seen: bool,
-                    filters: ItemFilter | None) -> list[Result]:
+                    filters: ItemFilter | None) -> list[UserList]:
     """`Recommender.for_user` for many users, with one scoring pass: the batch's vectors are
     scored in one matrix product (serving.scoring.score_batch). Users the model cannot
     answer get the same fallbacks as one by one."""
     model = rec.holder.current
     if model is None or not model.beats_popularity or not rec.guard.available:
-        return [await rec.for_user(user, k, exclude_seen, filters) for user in user_ids]
+        return [UserList(await rec.for_user(user, k, exclude_seen, filters), None)
+                for user in user_ids]
     try:
         users = await read_users(rec, model, user_ids)
     except Unavailable:
-        return [await rec.for_user(user, k, exclude_seen, filters) for user in user_ids]
+        return [UserList(await rec.for_user(user, k, exclude_seen, filters), None)
+                for user in user_ids]
     with_vector = [u for u in users if u.vector is not None]
     # Catalogue state after the last await: no await until the model's rows are ranked.
     unavailable = rec.catalog.excluded_rows(model, filters)
@@ -214,5 +225,5 @@ async def for_users(rec: Recommender, user_ids: Sequence[str], k: int, exclude_s
             result = await rec._user_fallback(user.reason or "no_candidates", user.user_id, k,
                                               exclude_seen, filters, user.seen,
                                               hidden=user.hidden)
-        out.append(result)
+        out.append(UserList(result, user.hidden))
     return out

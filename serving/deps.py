@@ -23,7 +23,13 @@ from recsys.item_filter import (
 )
 from recsys.rules import FIELD_PATTERN, PLACEMENT_NAME_PATTERN, Rules, RulesError
 from recsys.settings import Settings
-from serving.merchandising import Reranker, RuleRequest, UnknownPlacement, resolve
+from serving.merchandising import (
+    PlacementsUnavailable,
+    Reranker,
+    RuleRequest,
+    UnknownPlacement,
+    resolve,
+)
 from serving.schemas import ID_PATTERN
 from serving.state import Services
 
@@ -254,7 +260,8 @@ async def get_rule_query(
     placement: Annotated[str | None, Query(
         pattern=PLACEMENT_NAME_PATTERN,
         description="Apply the rules stored as this placement (PUT /v1/placements/{name}); "
-        "422 when there is none.")] = None,
+        "422 when there is none; 503 when this process has not cached it and Redis "
+        "cannot be asked.")] = None,
     diversity: Annotated[float | None, Query(
         ge=0.0, le=1.0, allow_inf_nan=False,
         description="MMR re-rank: 0 keeps the model's order, 1 picks the least similar "
@@ -287,7 +294,9 @@ NO_RULES = RuleQuery(None, None)  # the signature default (FastAPI always solves
 async def rule_request(services: Services, query: RuleQuery, k: int, offset: int = 0,
                        body_rules: Rules | None = None) -> RuleRequest | None:
     """The merged rules of one request (placement, then the query's, then the body's
-    `rules`); None when there are none. 422 naming the parameter when they cannot apply."""
+    `rules`); None when there are none. 422 naming the parameter when they cannot apply;
+    503 when a placement this process has not cached cannot be looked up (Redis down: the
+    name may well exist, so it is not called unknown)."""
     own = query.rules
     param = ""
     if body_rules is not None:
@@ -298,6 +307,9 @@ async def rule_request(services: Services, query: RuleQuery, k: int, offset: int
                              offset, services.settings.api_rules_max_weight, param)
     except UnknownPlacement as exc:
         raise HTTPException(422, f"placement: {exc}") from None
+    except PlacementsUnavailable as exc:
+        services.guard.failed("placements", exc.__cause__ or exc)
+        raise HTTPException(503, f"placement: {exc}") from None
     except RulesError as exc:
         raise HTTPException(422, str(exc)) from None
 

@@ -41,6 +41,10 @@ class UnknownPlacement(ServingError):
     """`placement=NAME` names no stored placement (422)."""
 
 
+class PlacementsUnavailable(ServingError):
+    """Redis cannot say whether a placement this process does not know exists (503)."""
+
+
 class Placements:
     def __init__(self, keys: Keys, control: aioredis.Redis) -> None:
         self.keys = keys
@@ -85,7 +89,8 @@ class Placements:
 
     # --- per request ----------------------------------------------------------------------
     async def get(self, name: str) -> Rules:
-        """The placement's rules (cached); UnknownPlacement when Redis has none either."""
+        """The placement's rules (cached); UnknownPlacement when Redis has none either,
+        PlacementsUnavailable when Redis cannot be asked (a name is not refused unseen)."""
         if (time.monotonic() - self._loaded_at > PLACEMENT_REFRESH_S
                 and (self._refreshing is None or self._refreshing.done())):
             self._refreshing = asyncio.create_task(self._refresh_quietly(),
@@ -97,7 +102,7 @@ class Placements:
             raw = await self.control.hget(self.keys.placements, name)
         except (RedisError, OSError) as exc:
             log.warning("cannot look placement %r up: %s", name, exc)
-            raw = None
+            raise PlacementsUnavailable("Redis is unavailable; retry") from exc
         if raw is not None:
             try:
                 rules = self.rules[name] = Rules.model_validate_json(raw)

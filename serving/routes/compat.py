@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Query
 
 from recsys.events import MAX_ID_LENGTH, Event, InvalidEvent
-from serving.deps import K, ServicesDep, WriteAccess
+from serving.deps import Filters, K, ServicesDep, WriteAccess
 from serving.experiments import recommend
 from serving.responses import OrjsonResponse
 from serving.routes.events import produce
@@ -19,15 +19,23 @@ router = APIRouter(tags=["classic API"],
 
 
 @router.get("/api/recommendations", response_model=ClassicRecommendations,
-            summary="Recommendations for a user (classic shape)")
+            summary="Recommendations for a user (classic shape)",
+            description="The personalised list of `GET /v1/users/{user_id}/recommendations` "
+            "in the classic shape: `product_id`, `score`, and the catalogue's `name` and "
+            "`image_url` (null when it has none). Takes the same filters as the /v1 list "
+            "routes (`category`, `category_path`, `brand`, `price_min`, `price_max`, "
+            "`available`, `tag`, `attr`: every clause must hold); a bad one is a 422 naming "
+            "the parameter. Seen items are left out.")
 async def classic_recommendations(
     services: ServicesDep,
-    user_id: Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)],
+    user_id: Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
+                                  description="User id (no control characters).")],
     k: K,
+    filters: Filters,
 ) -> ClassicRecommendations:
-    result, served = await recommend(services, "classic", user_id, k, None,
+    result, served = await recommend(services, "classic", user_id, k, filters,
                                      lambda how: services.recommender.for_user(
-                                         user_id, k, treatment=how))
+                                         user_id, k, filters=filters, treatment=how))
     services.metrics.count_response("classic", result.source)
     details = await services.catalog.display([item for item, _ in result.items])
     return OrjsonResponse({  # type: ignore[return-value]

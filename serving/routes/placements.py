@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 
 from recsys.rules import PLACEMENT_NAME_PATTERN, Rules, RulesError, check_rules
 from serving.deps import ServicesDep, WriteAccess
-from serving.merchandising import UnknownPlacement
+from serving.merchandising import PlacementsUnavailable, UnknownPlacement
 from serving.responses import OrjsonResponse
 from serving.schemas import ErrorOut
 from serving.state import Services
@@ -80,7 +80,7 @@ async def put_placement(services: ServicesDep, name: NamePath, body: Rules) -> R
                 raise HTTPException(422, f"at most {settings.api_max_placements} placements "
                                     "(setting api_max_placements); delete one first") from None
         await placements.put(name, body)
-    except (RedisError, OSError) as exc:
+    except (RedisError, OSError, PlacementsUnavailable) as exc:
         raise _unavailable(services, exc) from None
     return body
 

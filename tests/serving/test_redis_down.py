@@ -4,6 +4,8 @@ that says so), readiness says 503, and nothing returns a 500."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import pytest
@@ -103,3 +105,58 @@ async def test_start_with_redis_unreachable_answers_without_500(settings):
             assert body.get("items", body.get("recommendations")) == []
         r = await client.post("/v1/recommendations/anonymous", json={"items": [{"item_id": "a"}]})
         assert r.status_code == 200 and r.json()["source"] == "fallback:redis_unavailable"
+
+
+async def test_an_uncached_placement_while_redis_is_down_is_503_not_unknown(
+        fitted, settings, tmp_path):
+    """422 "unknown placement" only when Redis answered that it has none: while Redis is
+    stopped or paused the name may exist (written through another replica), so 503; a
+    placement this process has cached still applies."""
+    items, users, item_factors, user_factors, _, _ = fitted
+    server = start_redis(tmp_path)
+    url = f"redis://127.0.0.1:{server.port}/0"
+    own = with_overrides(settings, redis_url=url, api_redis_retry_after_s=0.2,
+                         api_redis_timeout_s=0.3)
+    publish(redis_lib.Redis.from_url(url), Keys(own.redis_namespace), "v1", items,
+            item_factors, users, user_factors, popularity={"i05": 3.0, "i17": 2.0})
+    unknown = [
+        ("GET", "/v1/users/u1/recommendations", {"params": {"placement": "elsewhere"}}),
+        ("POST", "/v1/users/u1/recommendations", {"json": {"placement": "elsewhere"}}),
+        ("POST", "/v1/recommendations/batch",
+         {"json": {"user_ids": ["u1"], "placement": "elsewhere"}}),
+        ("GET", "/v1/popular", {"params": {"placement": "elsewhere"}}),
+    ]
+    try:
+        async with running_app(own) as client:
+            r = await client.put("/v1/placements/home", json={"max_per": 1})
+            assert r.status_code == 200, r.text
+            for method, path, kwargs in unknown:  # Redis answers: it has none
+                r = await client.request(method, path, **kwargs)
+                assert r.status_code == 422 and r.json()["detail"].startswith("placement:")
+
+            for outage in ("paused", "stopped"):
+                if outage == "paused":
+                    os.kill(server.pid, signal.SIGSTOP)
+                else:
+                    server.stop()
+                try:
+                    for method, path, kwargs in unknown:
+                        r = await client.request(method, path, **kwargs)
+                        assert r.status_code == 503, (outage, path, r.text)
+                        assert r.json()["detail"].startswith("placement:")
+                        assert "Redis" in r.json()["detail"]
+                    # The cached placement still applies (to a fallback list).
+                    r = await client.get("/v1/users/u1/recommendations",
+                                         params={"placement": "home", "k": 2})
+                    assert r.status_code == 200 and r.json()["placement"] == "home"
+                finally:
+                    if outage == "paused":
+                        os.kill(server.pid, signal.SIGCONT)
+            server = start_redis(tmp_path, port=server.port)
+            await asyncio.sleep(0.3)  # past api_redis_retry_after_s
+            r = await client.get("/v1/users/u1/recommendations",
+                                 params={"placement": "elsewhere"})
+            assert r.status_code == 422 and "no placement named" in r.json()["detail"]
+            assert 'status="500"' not in (await client.get("/metrics")).text
+    finally:
+        server.stop()
