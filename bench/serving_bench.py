@@ -668,11 +668,18 @@ def rules_phase(client: Any, keys: Any, env: dict[str, str], users: list[str], q
                      "duration": duration / 2, "expect": personalised}]})[name]
                 serial[name] += out["latencies"]
                 failures += out["failures"]
+        api.stop()
+        # The same requests in this process, alternating rounds: the CPU of the app itself,
+        # which moves much less with the machine's load than the HTTP figures.
+        n = 200 if quick else 500
+        inprocess = _filtered_cpu(env, plain[:n], ruled[:n], "rules")
     finally:
         api.stop()
         _clear_catalogue(client, keys, N_ITEMS)
     result: dict[str, Any] = {"placement": RULES_PLACEMENT, "k": K, "rate": RATE,
-                              "failed_or_not_personalised": failures}
+                              "failed_or_not_personalised": failures,
+                              "inprocess_cpu_ms_plain": inprocess["cpu_ms_plain"],
+                              "inprocess_cpu_ms_rules": inprocess["cpu_ms_rules"]}
     for name in ("plain", "rules"):
         result[f"{name}_p50_ms"], result[f"{name}_p99_ms"] = _percentiles(latencies[name])
         result[f"{name}_requests"] = len(latencies[name])
@@ -798,8 +805,8 @@ def _clear_catalogue(client: Any, keys: Any, n_items: int) -> None:
 FILTERED_CPU_ROUNDS = 4
 
 
-def _filtered_cpu(env: dict[str, str], plain: list[str], with_filters: list[str]
-                  ) -> dict[str, float]:
+def _filtered_cpu(env: dict[str, str], plain: list[str], with_filters: list[str],
+                  name: str = "filtered") -> dict[str, float]:
     """CPU ms per personalised request through the whole ASGI app, in this process, one at a
     time, plain and filtered in alternating rounds (same caches, same drift): process CPU
     time moves much less with the machine's load than latencies do."""
@@ -815,20 +822,21 @@ def _filtered_cpu(env: dict[str, str], plain: list[str], with_filters: list[str]
 
     async def measure() -> dict[str, float]:
         app = create_app(settings)
-        spent = {"plain": 0.0, "filtered": 0.0}
-        counts = {"plain": 0, "filtered": 0}
+        spent = {"plain": 0.0, name: 0.0}
+        counts = {"plain": 0, name: 0}
         async with app.router.lifespan_context(app):
-            for path in plain[:100] + with_filters[:100]:  # warm-up: memoised rows, caches
+            # Warm-up, every request once: memoised rows, caches, the rules' columns.
+            for path in plain + with_filters:
                 await _asgi_get(app, *split(path))
             for _ in range(FILTERED_CPU_ROUNDS):
-                for name, paths in (("plain", plain), ("filtered", with_filters)):
+                for which, paths in (("plain", plain), (name, with_filters)):
                     start = time.process_time()
                     for path in paths:
                         await _asgi_get(app, *split(path))
-                    spent[name] += time.process_time() - start
-                    counts[name] += len(paths)
-        out = {f"cpu_ms_{name}": spent[name] * 1000 / counts[name] for name in spent}
-        out["cpu_ratio"] = out["cpu_ms_filtered"] / out["cpu_ms_plain"]
+                    spent[which] += time.process_time() - start
+                    counts[which] += len(paths)
+        out = {f"cpu_ms_{which}": spent[which] * 1000 / counts[which] for which in spent}
+        out["cpu_ratio"] = out[f"cpu_ms_{name}"] / out["cpu_ms_plain"]
         return out
 
     return asyncio.run(measure())
@@ -1199,7 +1207,9 @@ def _print_rules(rules: dict[str, Any]) -> None:
           f"{rules['plain_api_cpu_ms_per_request']:.2f} ms; one connection back to back: "
           f"rules p50 {rules['rules_serial_p50_ms']:.2f} ms, p99 "
           f"{rules['rules_serial_p99_ms']:.2f} ms, plain p50 "
-          f"{rules['plain_serial_p50_ms']:.2f} ms, p99 {rules['plain_serial_p99_ms']:.2f} ms")
+          f"{rules['plain_serial_p50_ms']:.2f} ms, p99 {rules['plain_serial_p99_ms']:.2f} ms; "
+          f"in-process CPU per request (whole app, alternating rounds) "
+          f"{rules['inprocess_cpu_ms_rules']:.2f} ms vs {rules['inprocess_cpu_ms_plain']:.2f} ms")
 
 
 def _print_impressions(result: dict[str, Any]) -> None:

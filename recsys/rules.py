@@ -296,29 +296,85 @@ def matches(boost: Boost, view: View | None, now_ms: int) -> bool:
     return any(low <= v <= high for v in (view or {}).get(boost.field + NUMBERS, ()))
 
 
-def boost_weights(rules: Rules, views: Sequence[View | None], now_ms: int) -> np.ndarray:
-    """The product of the matching boosts' weights, per item (1 where none matches):
-    `matches` for every item, with each boost's condition looked at once, and numeric
-    conditions compared as one array when every item has at most one value of the field
-    (the common case: one price, one margin)."""
-    weights = np.ones(len(views), dtype=np.float64)
+# --- columns: what the rules read of each item, as arrays --------------------------------------
+# A boost's column is what its condition needs of each item that does not depend on the
+# time: whether the item matches (bool), or for `new` the time it entered the catalogue
+# (float ms, -inf when unknown). A group column is each item's group of `max_per_field` as a
+# small integer (-1: no value, never capped). Columns are per pool here; serving keeps them
+# per catalogue row too (serving.catalog), so a request reads them instead of the views.
+NO_GROUP = -1
+
+
+def column_key(boost: Boost) -> tuple[Any, ...]:
+    """What a boost's column depends on: its condition, with the value's type (`True` and
+    `1` are equal keys in Python, and match different items)."""
+    return (boost.field, type(boost.value).__name__, boost.value, boost.min, boost.max)
+
+
+def boost_column(boost: Boost, views: Sequence[View | None]) -> np.ndarray:
+    """The boost's column over `views` (see above)."""
     empty: View = {}
     pool = [view or empty for view in views]
-    for boost in rules.boosts:
-        field = boost.field
-        if boost.field == "new":
-            assert boost.days is not None
-            firsts = [v[0] if (v := view.get(field)) else -math.inf for view in pool]
-            hit = np.asarray(firsts, dtype=np.float64) >= now_ms - boost.days * DAY_MS
-        elif boost.value is not None:
-            key = _key(boost.value)
-            hit = np.asarray([key in view.get(field, ()) for view in pool], dtype=bool)
-        else:
-            numbers = field + NUMBERS
-            hit = _in_range([view.get(numbers, ()) for view in pool],
-                            -math.inf if boost.min is None else boost.min,
-                            math.inf if boost.max is None else boost.max)
-        weights[hit] *= boost.weight
+    field = boost.field
+    if field == "new":
+        firsts = [v[0] if (v := view.get(field)) else -math.inf for view in pool]
+        return np.asarray(firsts, dtype=np.float64)
+    if boost.value is not None:
+        key = _key(boost.value)
+        return np.asarray([key in view.get(field, ()) for view in pool], dtype=bool)
+    numbers = field + NUMBERS
+    return _in_range([view.get(numbers, ()) for view in pool],
+                     -math.inf if boost.min is None else boost.min,
+                     math.inf if boost.max is None else boost.max)
+
+
+def boost_hits(boost: Boost, column: np.ndarray, now_ms: int) -> np.ndarray:
+    """Which items the boost matches at `now_ms`, from its column (`matches` per item)."""
+    if boost.field == "new":
+        assert boost.days is not None
+        return column >= now_ms - boost.days * DAY_MS
+    return column
+
+
+def group_keys(views: Sequence[View | None], field: str) -> list[Any]:
+    """Each item's group of `field` (its primary value; None: none, never capped)."""
+    empty: View = {}
+    return [(view or empty).get(field, (None,))[0] for view in views]
+
+
+def group_codes(keys: Sequence[Any], codes: dict[Any, int] | None = None) -> np.ndarray:
+    """Each group key as a small integer (NO_GROUP for None), numbered in `codes` (a fresh
+    numbering when None; pass one to keep codes stable across calls)."""
+    index: dict[Any, int] = {} if codes is None else codes
+    return np.asarray([NO_GROUP if key is None else index.setdefault(key, len(index))
+                       for key in keys], dtype=np.intp)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """A pool's columns for one rule set: one per boost (in `rules.boosts` order) and the
+    group codes of `max_per_field` (None without `max_per`)."""
+
+    boosts: list[np.ndarray]
+    groups: np.ndarray | None
+
+
+def columns_of(rules: Rules, views: Sequence[View | None]) -> Columns:
+    groups = (group_codes(group_keys(views, rules.max_per_field))
+              if rules.max_per is not None else None)
+    return Columns([boost_column(boost, views) for boost in rules.boosts], groups)
+
+
+def boost_weights(rules: Rules, views: Sequence[View | None], now_ms: int,
+                  columns: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """The product of the matching boosts' weights, per item (1 where none matches):
+    `matches` for every item, with each boost's condition looked at once (`columns`, when
+    the caller has them, else built from `views`), compared as arrays."""
+    if columns is None:
+        columns = [boost_column(boost, views) for boost in rules.boosts]
+    weights = np.ones(len(columns[0]) if len(columns) else len(views), dtype=np.float64)
+    for boost, column in zip(rules.boosts, columns, strict=True):
+        weights[boost_hits(boost, column, now_ms)] *= boost.weight
     return weights
 
 
@@ -355,21 +411,28 @@ def mmr_order(relevance: np.ndarray, vectors: np.ndarray | None, diversity: floa
 
     `relevance` is in pool order (the boosted order); `vectors` the items' factors, rows of
     zeros for items without any; `groups` each item's group (None: never capped)."""
+    codes = group_codes(groups) if max_per is not None and groups is not None else None
+    return select(relevance, vectors, diversity, codes, max_per, depth)
+
+
+def select(relevance: np.ndarray, vectors: np.ndarray | None, diversity: float,
+           codes: np.ndarray | None, max_per: int | None, depth: int) -> list[int]:
+    """`mmr_order` with the groups as integer codes (`group_codes`; None: no cap)."""
     n = len(relevance)
     if n == 0 or depth <= 0:
         return []
-    capped = max_per is not None and groups is not None
-    counts: dict[Any, int] = {}
+    capped = max_per is not None and codes is not None
     if not diversity or vectors is None:
         if not capped:
             return list(range(min(depth, n)))
-        assert groups is not None and max_per is not None
+        assert codes is not None and max_per is not None
+        counts: dict[int, int] = {}
         chosen = []
-        for i, group in enumerate(groups):
-            if group is None or counts.get(group, 0) < max_per:
+        for i, code in enumerate(codes.tolist()):
+            if code == NO_GROUP or counts.get(code, 0) < max_per:
                 chosen.append(i)
-                if group is not None:
-                    counts[group] = counts.get(group, 0) + 1
+                if code != NO_GROUP:
+                    counts[code] = counts.get(code, 0) + 1
                 if len(chosen) == depth:
                     break
         return chosen
@@ -384,34 +447,30 @@ def mmr_order(relevance: np.ndarray, vectors: np.ndarray | None, diversity: floa
     # capped. The pool's size bounds the work, not the catalogue's.
     base = (1.0 - diversity) * rel
     value = base.copy()
-    codes = _group_codes(groups) if capped else None
-    counts_by_code = np.zeros(0 if codes is None else int(codes.max(initial=-1)) + 1,
-                              dtype=np.intp)
+    if not capped:
+        codes = None
+    group_of = None if codes is None else codes.tolist()
+    counts_by_code: dict[int, int] = {}  # codes may be sparse (serving numbers a catalogue)
     candidate, similarity = np.empty(n), np.empty(n)
     chosen: list[int] = []
+    argmax, dot, subtract, minimum = value.argmax, scaled.dot, np.subtract, np.minimum
+    infinity = -np.inf
     while len(chosen) < depth:
-        best = int(value.argmax())               # the first of ties: pool order
-        if value[best] == -np.inf:
+        best = int(argmax())                     # the first of ties: pool order
+        if value[best] == infinity:
             break
         chosen.append(best)
-        value[best] = -np.inf
+        value[best] = infinity
         # One row of the pool's cosines per chosen item (a matrix-vector product: a P x P
         # product would do the work of every position, chosen or not).
-        np.subtract(base, np.dot(scaled, unit[best], out=similarity), out=candidate)
-        np.minimum(value, candidate, out=value)
-        if codes is not None and (code := codes[best]) >= 0:
+        subtract(base, dot(unit[best], out=similarity), out=candidate)
+        minimum(value, candidate, out=value)
+        if group_of is not None and (code := group_of[best]) >= 0:
             assert max_per is not None
-            counts_by_code[code] += 1
-            if counts_by_code[code] >= max_per:
-                value[codes == code] = -np.inf
+            counts_by_code[code] = count = counts_by_code.get(code, 0) + 1
+            if count >= max_per:
+                value[codes == code] = infinity
     return chosen
-
-
-def _group_codes(groups: Sequence[Any] | None) -> np.ndarray:
-    """Each item's group as a small integer (-1: no group, never capped)."""
-    index: dict[Any, int] = {}
-    return np.asarray([-1 if group is None else index.setdefault(group, len(index))
-                       for group in groups or ()], dtype=np.intp)
 
 
 def apply_rules(rules: Rules, ids: Sequence[str], scores: Sequence[float],
@@ -423,33 +482,42 @@ def apply_rules(rules: Rules, ids: Sequence[str], scores: Sequence[float],
 
     `pinnable` maps each pinned item that may be shown (available, not hidden from this
     user) to its score; pins of other items are dropped."""
+    return apply_columns(rules, ids, scores, columns_of(rules, items), vectors, now_ms, depth,
+                         pinnable)
+
+
+def apply_columns(rules: Rules, ids: Sequence[str], scores: Sequence[float] | np.ndarray,
+                  columns: Columns, vectors: np.ndarray | None, now_ms: int, depth: int,
+                  pinnable: Mapping[str, float] | None = None) -> Ranked:
+    """`apply_rules` with the pool's columns (`columns_of`, or serving's cached ones)
+    instead of its views."""
     pins = [p for p in rules.pins if pinnable is None or p.item_id in pinnable]
-    pool_scores = dict(zip(ids, (float(s) for s in scores), strict=True))
     values = np.asarray(scores, dtype=np.float64)
-    pinned_ids = {p.item_id for p in pins} & pool_scores.keys()
-    if pinned_ids:  # out of the pool: they go where they are pinned
-        keep = [i for i, item_id in enumerate(ids) if item_id not in pinned_ids]
-        ids = [ids[i] for i in keep]
-        items = [items[i] for i in keep]
-        values = values[keep]
-        if vectors is not None:
-            vectors = vectors[keep]
-    groups = None
-    if rules.max_per is not None:
-        field = rules.max_per_field
-        groups = [(item or {}).get(field, (None,))[0] for item in items]
+    boost_columns, codes = columns.boosts, columns.groups
+    pool_scores: dict[str, float] = {}
+    if pins:
+        pool_scores = dict(zip(ids, values.tolist(), strict=True))
+        pinned_ids = {p.item_id for p in pins} & pool_scores.keys()
+        if pinned_ids:  # out of the pool: they go where they are pinned
+            keep = [i for i, item_id in enumerate(ids) if item_id not in pinned_ids]
+            ids = [ids[i] for i in keep]
+            values = values[keep]
+            boost_columns = [column[keep] for column in boost_columns]
+            codes = None if codes is None else codes[keep]
+            if vectors is not None:
+                vectors = vectors[keep]
+    order = None
     if rules.boosts:
-        values = boosted(values, boost_weights(rules, items, now_ms))
+        values = boosted(values, boost_weights(rules, (), now_ms, boost_columns))
         order = np.argsort(-values, kind="stable")
-        positions = order.tolist()
-        ids = [ids[i] for i in positions]
-        if groups is not None:
-            groups = [groups[i] for i in positions]
         values = values[order]
+        if codes is not None:
+            codes = codes[order]
         if vectors is not None:
             vectors = vectors[order]
-    chosen = mmr_order(values, vectors, rules.diversity or 0.0, groups, rules.max_per, depth)
-    out_ids = [ids[i] for i in chosen]
+    chosen = select(values, vectors, rules.diversity or 0.0, codes, rules.max_per, depth)
+    positions = chosen if order is None else order[chosen].tolist()
+    out_ids = [ids[i] for i in positions]
     out_scores = values[chosen].tolist()
     flags = [False] * len(out_ids)
     for pin in sorted(pins, key=lambda p: p.position):

@@ -37,7 +37,17 @@ from recsys.erasure import remove_item_commands
 from recsys.item_attributes import ItemAttributes, attribute_text
 from recsys.item_filter import ALL_ATTRIBUTES, PATH_SEPARATOR, ItemFilter
 from recsys.keys import Keys
-from recsys.rules import View, view_of
+from recsys.rules import (
+    Columns,
+    Rules,
+    View,
+    boost_column,
+    column_key,
+    columns_of,
+    group_codes,
+    group_keys,
+    view_of,
+)
 from recsys.settings import Settings
 from serving.periodic import PeriodicTask
 from serving.redis_guard import RedisGuard
@@ -48,6 +58,10 @@ from serving.telemetry import ApiMetrics
 log = logging.getLogger(__name__)
 
 SCAN_BATCH = 10_000
+# Memory of the business rules' columns kept per catalogue state (`RuleTable`: two arrays of
+# the version's rows per distinct boost condition or max_per field asked); beyond it they are
+# dropped and refilled from the cached views as pools ask.
+MAX_RULE_COLUMN_BYTES = 64 << 20
 
 
 def detail_members(item: ItemAttributes | None) -> bytes:
@@ -144,6 +158,31 @@ class FacetIndex:
         return items
 
 
+class RuleTable:
+    """What business rules read of each row of one model version (recsys.rules columns: one
+    per boost condition, the group codes of a max_per field), for one catalogue state:
+    memoised like the rows above, filled row by row from the items' views as pools ask."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        # key -> (values per row, whether the row's value is known)
+        self.columns: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self.codes: dict[str, dict[Any, int]] = {}  # max_per field -> group -> code
+
+    def column(self, key: tuple[Any, ...], dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+        entry = self.columns.get(key)
+        if entry is None:
+            size = self.rows * (np.dtype(dtype).itemsize + 1)
+            if self.nbytes() + size > MAX_RULE_COLUMN_BYTES:
+                self.columns.clear()  # the group codes stay: equal keys keep equal codes
+            entry = self.columns[key] = (np.zeros(self.rows, dtype=dtype),
+                                         np.zeros(self.rows, dtype=bool))
+        return entry
+
+    def nbytes(self) -> int:
+        return sum(values.nbytes + done.nbytes for values, done in self.columns.values())
+
+
 class Catalog:
     def __init__(self, settings: Settings, keys: Keys, redis: aioredis.Redis,
                  metrics: ApiMetrics, guard: RedisGuard,
@@ -184,7 +223,7 @@ class Catalog:
         """The served version's rows changed (new items mapped in): forget memoised rows."""
         self._changed()
 
-    def _memoised(self, model: LoadedModel, what: str, build: Any) -> np.ndarray:
+    def _memoised(self, model: LoadedModel, what: str, build: Any) -> Any:
         # The row count too: the stream's fresh items (serving.fresh_items) add rows to a
         # version without changing its id.
         key = (model.version, len(model.item_ids), self._seq, what)
@@ -445,6 +484,50 @@ class Catalog:
                 cache[item_ids[pos]] = (expires, members)
             out[pos] = members
         return out
+
+    async def rule_columns(self, rules: Rules, item_ids: list[str], model: LoadedModel | None,
+                           rows: np.ndarray | None) -> Columns:
+        """recsys.rules.columns_of(rules, the items' views) for a pool: `rows` are its items'
+        rows in `model` (-1: not in it). Read from the columns cached per row (`RuleTable`);
+        views (`rule_items`) are asked only for the items some column does not know yet, or
+        that have no row. None from Redis (it cannot say) is not cached."""
+        if model is None or rows is None:
+            return columns_of(rules, await self.rule_items(item_ids))
+        table: RuleTable = self._memoised(model, "rules",
+                                          lambda: RuleTable(len(model.item_ids)))
+        keys = [("boost", *column_key(boost)) for boost in rules.boosts]
+        dtypes: list[Any] = [np.float64 if boost.field == "new" else bool
+                             for boost in rules.boosts]
+        if rules.max_per is not None:
+            keys.append(("group", rules.max_per_field))
+            dtypes.append(np.int32)
+        entries = [table.column(key, dtype) for key, dtype in zip(keys, dtypes, strict=True)]
+        known = rows >= 0
+        safe = np.where(known, rows, 0)
+        missing = ~known
+        for _, done in entries:
+            missing |= ~done[safe]
+        out = [values[safe] for values, _ in entries]
+        if not missing.any():
+            return Columns(out[:len(rules.boosts)],
+                           out[-1] if rules.max_per is not None else None)
+        positions = np.flatnonzero(missing)
+        wanted = [item_ids[pos] for pos in positions.tolist()]
+        views = await self.rule_items(wanted)
+        fresh = [boost_column(boost, views) for boost in rules.boosts]
+        if rules.max_per is not None:
+            codes = table.codes.setdefault(rules.max_per_field, {})
+            fresh.append(group_codes(group_keys(views, rules.max_per_field), codes))
+        # Cache what the catalogue answered: a view, or "not in the catalogue".
+        settled = np.asarray([view is not None or item_id not in self.categories
+                              for item_id, view in zip(wanted, views, strict=True)],
+                             dtype=bool) & known[positions]
+        settled_rows = rows[positions[settled]]
+        for (values, done), column, pool in zip(entries, fresh, out, strict=True):
+            pool[positions] = column
+            values[settled_rows] = column[settled]
+            done[settled_rows] = True
+        return Columns(out[:len(rules.boosts)], out[-1] if rules.max_per is not None else None)
 
     async def rule_items(self, item_ids: list[str]) -> list[View | None]:
         """Each item's catalogue fields as business rules match them (recsys.rules.view_of

@@ -55,6 +55,10 @@ class Result:
     fallback_sources: list[str] = field(default_factory=list)
     # Items of `items` whose vectors the stream learned (serving.fresh_items): flagged fresh.
     fresh: list[str] = field(default_factory=list)
+    # The items' rows in `model_version`'s item table, in `items` order, when that version
+    # ranked them (None otherwise): the rules' re-rank reads its columns by row without a
+    # lookup per item. Whoever changes `items` sets it to None.
+    rows: np.ndarray | None = None
 
 
 @dataclass

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 
 from recsys.eventtime import now_ms
 from recsys.keys import Keys
-from recsys.rules import Rules, apply_rules, check_rules
+from recsys.rules import Columns, Rules, apply_columns, check_rules
 from serving import ServingError
 from serving.catalog import Catalog
 from serving.fallback import Result
@@ -162,10 +162,20 @@ async def rerank(request: RuleRequest, result: Result, catalog: Catalog,
     ids = [item for item, _ in result.items]
     pinned = [pin.item_id for pin in rules.pins]
     needs_items = bool(rules.boosts) or rules.max_per is not None
-    fetched = await catalog.rule_items(ids) if needs_items else [None] * len(ids)
+    wants_vectors = bool(rules.diversity) and model is not None and model.factors > 0
+    rows = None
+    if model is not None and (needs_items or wants_vectors):
+        if (result.rows is not None and result.model_version == model.version
+                and len(result.rows) == len(ids)):
+            rows = np.asarray(result.rows, dtype=np.intp)
+        else:
+            index = model.index
+            rows = np.asarray([index.get(item, -1) for item in ids], dtype=np.intp)
+    columns = (await catalog.rule_columns(rules, ids, model, rows) if needs_items
+               else Columns([], None))
     vectors = None
-    if rules.diversity and model is not None and model.factors > 0:
-        rows = np.asarray([model.index.get(item, -1) for item in ids], dtype=np.intp)
+    if wants_vectors:
+        assert model is not None and rows is not None
         vectors = np.asarray(model.item_factors[rows], dtype=np.float64)
         vectors[rows < 0] = 0.0  # no factors: similar to nothing
     pinnable = None
@@ -175,8 +185,8 @@ async def rerank(request: RuleRequest, result: Result, catalog: Catalog,
         pinnable = {item: 0.0 for item in pinned
                     if item not in catalog.unavailable and item not in hidden_set
                     and (item in catalog.categories or item in known)}
-    ranked = apply_rules(rules, ids, [score for _, score in result.items], fetched, vectors,
-                         now_ms(), request.depth, pinnable)
+    ranked = apply_columns(rules, ids, [score for _, score in result.items], columns, vectors,
+                           now_ms(), request.depth, pinnable)
     page = slice(request.offset, request.depth)
     items = list(zip(ranked.ids[page], ranked.scores[page], strict=True))
     return (Result(items, result.source, result.model_version, result.fallback_sources),

@@ -131,8 +131,10 @@ def _parse_similar(raw: bytes | None) -> list[tuple[str, float]]:
     return out
 
 
-def _model_result(model: LoadedModel, items: list[tuple[str, float]], source: str) -> Result:
-    return Result(items, source, model.version, fresh=model.fresh_among(i for i, _ in items))
+def _model_result(model: LoadedModel, items: list[tuple[str, float]], source: str,
+                  rows: np.ndarray | None = None) -> Result:
+    return Result(items, source, model.version, fresh=model.fresh_among(i for i, _ in items),
+                  rows=rows)
 
 
 class Recommender:
@@ -168,6 +170,7 @@ class Recommender:
                                             recent=seen, filters=filters)
         if offset:
             result.items = result.items[offset:]
+            result.rows = None
         return result
 
     async def for_user(self, user_id: str, k: int, exclude_seen: bool = True,
@@ -261,7 +264,7 @@ class Recommender:
             return await self._user_fallback("no_candidates", user_id, k, exclude_seen,
                                              filters, seen, offset, hidden)
         return _model_result(model, _ranked(model, rows, scores),
-                             "personalized" if hybrid is None else "hybrid")
+                             "personalized" if hybrid is None else "hybrid", rows)
 
     def _hybrid(self, model: LoadedModel, vector: np.ndarray, recent: list[str],
                 blend: float | None = None) -> np.ndarray | None:
@@ -295,7 +298,7 @@ class Recommender:
             best, scores = recommend(hybrid, model.hybrid_items, k + offset, exclude,
                                      candidates)
         return _model_result(model, _ranked(model, best[offset:], scores[offset:]),
-                             source if hybrid is None else "hybrid")
+                             source if hybrid is None else "hybrid", best[offset:])
 
     async def _for_user_under(self, model: LoadedModel, user_id: str, k: int,
                               exclude_seen: bool, filters: ItemFilter | None, offset: int
@@ -555,4 +558,4 @@ class Recommender:
         if not len(best):
             return await self.fallback.answer("no_candidates", k, exclude=ids, recent=recent,
                                               filters=filters)
-        return _model_result(model, _ranked(model, best, scores), "anonymous")
+        return _model_result(model, _ranked(model, best, scores), "anonymous", best)

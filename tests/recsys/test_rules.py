@@ -17,6 +17,7 @@ from recsys.rules import (
     check_rules,
     matches,
     mmr_order,
+    select,
     values_of,
     view_of,
 )
@@ -118,6 +119,20 @@ def test_mmr_order_honours_the_cap_too():
     rel = np.array([1.0, 0.9, 0.8])
     vectors = np.eye(3)
     assert mmr_order(rel, vectors, 0.5, ["x", "x", "y"], 1, 3) == [0, 2]
+
+
+@pytest.mark.parametrize("diversity", [0.0, 0.4])
+def test_selection_by_sparse_group_codes_is_selection_by_groups(diversity):
+    # Serving numbers a whole catalogue's groups: codes are large and sparse, -1 uncapped.
+    rng = np.random.default_rng(4)
+    rel = np.sort(rng.random(40))[::-1]
+    vectors = rng.standard_normal((40, 6))
+    groups = [None if n % 7 == 0 else f"g{n % 3}" for n in range(40)]
+    codes = np.asarray([-1 if g is None else 10_000 * int(g[1]) + 77 for g in groups])
+    chosen = select(rel, vectors, diversity, codes, 2, 20)
+    assert chosen == mmr_order(rel, vectors, diversity, groups, 2, 20)
+    picked = [groups[i] for i in chosen]
+    assert all(picked.count(g) <= 2 for g in ("g0", "g1", "g2")) and None in picked
 
 
 @pytest.mark.parametrize("body, message", [

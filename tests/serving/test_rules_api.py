@@ -225,3 +225,79 @@ async def test_explain_lists_the_because_contributions_of_every_item(
                               params={"explain": "true"})).json()
     assert fallback["source"].startswith("fallback:")
     assert all(entry["because"] == [] for entry in fallback["items"])
+
+
+def canonical(codes: np.ndarray) -> list[int]:
+    """Group codes renumbered by first appearance (-1 kept): equal when they group alike."""
+    index: dict[int, int] = {}
+    return [-1 if c < 0 else index.setdefault(c, len(index)) for c in codes.tolist()]
+
+
+async def test_cached_rule_columns_are_what_the_views_say(api, published):
+    from recsys.rules import Rules, columns_of
+
+    services = api._transport.app.state.services
+    model, catalog = services.holder.current, services.catalog
+    rules = Rules.model_validate({
+        "boosts": [{"field": "brand", "value": "zeta", "weight": 2.0},
+                   {"field": "attributes.margin", "min": 0.5, "weight": 1.5},
+                   {"field": "new", "days": 7, "weight": 1.2},
+                   {"field": "category", "value": "cat1", "weight": 0.5}],
+        "max_per": 2, "max_per_field": "brand"})
+    ids = [*published.item_ids[:25][::-1], "nowhere"]  # the last: neither model nor catalogue
+    rows = np.asarray([model.index.get(i, -1) for i in ids], dtype=np.intp)
+    expected = columns_of(rules, await catalog.rule_items(ids))
+    for _ in range(2):  # filling the cache, then read from it
+        got = await catalog.rule_columns(rules, ids, model, rows)
+        for mine, theirs in zip(got.boosts, expected.boosts, strict=True):
+            assert np.array_equal(mine, theirs)
+        assert canonical(got.groups) == canonical(expected.groups)
+    assert expected.boosts[0].any() and not expected.boosts[0].all()
+
+
+async def test_cached_rule_columns_follow_a_catalogue_write(api, published):
+    rules = {"boosts": [{"field": "brand", "value": "zeta", "weight": 3.0}]}
+    plain = (await api.get("/v1/users/u1/recommendations", params={"k": 40})).json()
+    before = (await api.post("/v1/users/u1/recommendations",
+                             json={"k": 40, "rules": rules})).json()
+    # The best acme item turns zeta: the boost must see it at once (no stale column).
+    moved = next(e["item_id"] for e in plain["items"] if brand_of(e["item_id"]) == "acme")
+    r = await api.put(f"/v1/items/{moved}", headers=KEY, json={
+        "category": published.category_of[moved],
+        "attributes": {"brand": "zeta", "margin": int(moved[2]) / 10}})
+    assert r.status_code == 200, r.text
+    after = (await api.post("/v1/users/u1/recommendations",
+                            json={"k": 40, "rules": rules})).json()
+
+    def expected(zeta: set[str]) -> list[str]:
+        return [e["item_id"] for e in sorted(plain["items"], key=lambda e: -boosted(
+            e["score"], 3.0 if e["item_id"] in zeta else 1.0))]
+
+    zeta = {i for i in published.item_ids if brand_of(i) == "zeta"}
+    assert ids(before) == expected(zeta)
+    assert ids(after) == expected(zeta | {moved}) != ids(before)
+
+
+async def test_rule_columns_past_their_memory_bound_are_dropped_not_wrong(
+        api, published, monkeypatch):
+    from recsys.rules import Rules, columns_of
+    from serving import catalog as catalog_module
+
+    services = api._transport.app.state.services
+    model, catalog = services.holder.current, services.catalog
+    rows = len(model.item_ids)
+    monkeypatch.setattr(catalog_module, "MAX_RULE_COLUMN_BYTES", 2 * 2 * rows)  # 2 columns
+    rules = Rules.model_validate({"boosts": [
+        {"field": "brand", "value": "zeta", "weight": 2.0},
+        {"field": "brand", "value": "acme", "weight": 0.5},
+        {"field": "attributes.margin", "min": 0.5, "weight": 1.5},
+        {"field": "category", "value": "cat1", "weight": 3.0}]})
+    ids = published.item_ids[:30]
+    pool_rows = np.asarray([model.index[i] for i in ids], dtype=np.intp)
+    expected = columns_of(rules, await catalog.rule_items(ids))
+    for _ in range(2):
+        got = await catalog.rule_columns(rules, ids, model, pool_rows)
+        for mine, theirs in zip(got.boosts, expected.boosts, strict=True):
+            assert np.array_equal(mine, theirs)
+        table = next(v for k, v in catalog._memo.items() if k[-1] == "rules")
+        assert 0 < table.nbytes() <= 2 * 2 * rows
