@@ -22,6 +22,7 @@ BENCHMARKS = {
     "trainer": "bench.trainer_bench",
     "stream": "bench.stream_bench",
     "serving": "bench.serving_bench",
+    "cluster": "bench.cluster_bench",
 }
 
 # The stream benchmark runs an ALS version, then a neural one (their throughput ratio).
@@ -58,6 +59,12 @@ COMPARISONS = [
     ("serving", "large_catalog.api_cpu_ms_per_request", "api_cpu_ms_per_request",
      "API CPU per request, 1,000,000 items / 50,000"),
     ("serving", "large_catalog.recall_at_k", None, "recall@64 against exact; target >= 0.95"),
+    # the in-process figure moves least with the machine's load (bench.cluster_bench)
+    ("cluster", "cluster_3_masters.inprocess_cpu_ms_asgi_user",
+     "one_node.inprocess_cpu_ms_asgi_user",
+     "API CPU per personalised request, no HTTP: 3-master Redis Cluster / one node"),
+    ("cluster", "cluster_3_masters.api_cpu_ms_per_request", "one_node.api_cpu_ms_per_request",
+     "API process CPU per request at 300 req/s: 3-master Redis Cluster / one node"),
 ]
 
 
