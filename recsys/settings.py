@@ -464,7 +464,7 @@ class Settings(BaseSettings):
         '(JSON: {"spark.executor.memory": "4g", "spark.executor.cores": "4"}).',
     )
     spark_finish_sweeps: int = Field(
-        default=1, ge=0, le=10,
+        default=2, ge=0, le=10,
         description="ALS sweeps with the fixed lambda (users, then items; the stream's fold-in "
         "maths) run in the trainer's process on the factors the `spark` backend returns: "
         "Spark's count-scaled regularisation is not the fixed lambda the stream folds users in "

@@ -70,11 +70,11 @@ class SparkOptions:
     conf: tuple[tuple[str, str], ...] = ()
     app_name: str = "recsys-trainer"
     connect_timeout_s: float = 60.0
-    finish_sweeps: int = 1  # fixed-lambda sweeps after Spark's fit (finish_fixed_lambda)
+    finish_sweeps: int = 2  # fixed-lambda sweeps after Spark's fit (finish_fixed_lambda)
 
     @classmethod
     def of(cls, master: str, conf: Mapping[str, Any] | None = None,
-           connect_timeout_s: float = 60.0, finish_sweeps: int = 1) -> SparkOptions:
+           connect_timeout_s: float = 60.0, finish_sweeps: int = 2) -> SparkOptions:
         return cls(master=master, conf=tuple(sorted((str(k), str(v))
                                                     for k, v in (conf or {}).items())),
                    connect_timeout_s=connect_timeout_s, finish_sweeps=finish_sweeps)
@@ -315,7 +315,8 @@ def finish_fixed_lambda(conf: sp.csr_matrix, users: np.ndarray, items: np.ndarra
     fixed lambda against those items. One fixed-lambda sweep moves the item factors to
     that lambda's solution given the users, which recovers most of the quality the mapping
     loses (docs/scale.md). It runs in this process, where the matrix and the factors
-    already are (the fit's input and output), at about one implicit iteration's cost."""
+    already are (the fit's input and output); each sweep is exact solves for every row, a
+    sizeable share of a whole implicit fit's CPU (docs/scale.md)."""
     for _ in range(sweeps):
         users = _solve_rows(conf, items, regularization)
         items = _solve_rows(conf.T.tocsr(), users, regularization)
