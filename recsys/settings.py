@@ -463,6 +463,13 @@ class Settings(BaseSettings):
         description="Spark settings of the `spark` backend, as spark-submit's --conf pairs "
         '(JSON: {"spark.executor.memory": "4g", "spark.executor.cores": "4"}).',
     )
+    spark_finish_sweeps: int = Field(
+        default=2, ge=0, le=10,
+        description="ALS sweeps with the fixed lambda (users, then items; the stream's fold-in "
+        "maths) run in the trainer's process on the factors the `spark` backend returns: "
+        "Spark's count-scaled regularisation is not the fixed lambda the stream folds users in "
+        "with (docs/scale.md). 0: Spark's factors as they come.",
+    )
     spark_connect_timeout_s: float = Field(
         default=60.0, gt=0.0, le=3600.0,
         description="A non-local Spark master must run a first job within this many "

@@ -23,7 +23,8 @@ count per user and per item differ), so the mapping is
 exact for a user with the mean count, heavier for users with more entries and lighter for
 those with fewer (docs/scale.md measures what that costs in NDCG). The settings stay in
 implicit's units: the stream's fold-in solves with lambda, unscaled, against the item factors
-whichever backend fitted them.
+whichever backend fitted them; so Spark's factors are finished with `finish_sweeps` sweeps at
+that fixed lambda (finish_fixed_lambda) before they are published.
 
 A fitted row set comes back as float32 arrays in the matrix's own row and column order; rows
 and columns with no entry stay zero, as in recsys.als.fit_als.
@@ -31,11 +32,13 @@ and columns with no entry stay zero, as in recsys.als.fit_als.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import warnings
@@ -48,6 +51,7 @@ import scipy.sparse as sp
 
 from recsys.als import AlsParams, Factors, check_finite
 from recsys.errors import ConfigError, NotEnoughData
+from recsys.foldin import fold_in_batch, gram
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +70,19 @@ class SparkOptions:
     conf: tuple[tuple[str, str], ...] = ()
     app_name: str = "recsys-trainer"
     connect_timeout_s: float = 60.0
+    finish_sweeps: int = 2  # fixed-lambda sweeps after Spark's fit (finish_fixed_lambda)
 
     @classmethod
     def of(cls, master: str, conf: Mapping[str, Any] | None = None,
-           connect_timeout_s: float = 60.0) -> SparkOptions:
+           connect_timeout_s: float = 60.0, finish_sweeps: int = 2) -> SparkOptions:
         return cls(master=master, conf=tuple(sorted((str(k), str(v))
                                                     for k, v in (conf or {}).items())),
-                   connect_timeout_s=connect_timeout_s)
+                   connect_timeout_s=connect_timeout_s, finish_sweeps=finish_sweeps)
+
+    @property
+    def session_key(self) -> tuple[Any, ...]:
+        """What the SparkSession depends on (not the fit's own options)."""
+        return (self.master, self.conf, self.app_name, self.connect_timeout_s)
 
 
 def spark_options(settings: Any) -> SparkOptions | None:
@@ -80,7 +90,7 @@ def spark_options(settings: Any) -> SparkOptions | None:
     if getattr(settings, "trainer_backend", "implicit") != "spark":
         return None
     return SparkOptions.of(settings.spark_master, settings.spark_conf,
-                           settings.spark_connect_timeout_s)
+                           settings.spark_connect_timeout_s, settings.spark_finish_sweeps)
 
 
 def spark_reg_param(regularization: float, conf: sp.csr_matrix) -> float:
@@ -135,6 +145,38 @@ def master_problem(options: SparkOptions) -> str | None:
 
 _session: tuple[SparkOptions, Any] | None = None
 _lock = threading.Lock()
+CHECKPOINT_CONF = "spark.checkpoint.dir"
+
+
+def _stopped(session: Any) -> bool:
+    """The session's SparkContext has shut down (a failed job in local mode can take the
+    driver's context with it): a new session is needed, the cached one only raises."""
+    try:
+        return bool(session.sparkContext._jsc.sc().isStopped())
+    except Exception:  # noqa: BLE001 - py4j gateway gone: as dead as stopped
+        return True
+
+
+def _checkpoint_dir(options: SparkOptions) -> str | None:
+    """A checkpoint directory for a local master that has none configured.
+
+    MLlib's ALS checkpoints its factor RDDs every `checkpointInterval` (10) iterations only
+    when the context has a checkpoint directory; without one the lineage grows by a few
+    stages per iteration and somewhere past 20 iterations serialising a task overflows the
+    JVM's stack (StackOverflowError), which in local mode stops the context. A local master's
+    executors share this machine's disk, so a temporary directory serves; on a cluster the
+    directory must be shared storage (HDFS, S3...): RECSYS_SPARK_CONF
+    {"spark.checkpoint.dir": ...}."""
+    if any(key == CHECKPOINT_CONF for key, _ in options.conf):
+        return None
+    if not options.master.startswith("local"):
+        log.warning("no %s in spark_conf: ALS fits of more than about 20 iterations may "
+                    "overflow Spark's stack; set it to a directory on shared storage",
+                    CHECKPOINT_CONF)
+        return None
+    path = tempfile.mkdtemp(prefix="recsys-spark-checkpoint-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def spark_session(options: SparkOptions) -> Any:
@@ -144,8 +186,12 @@ def spark_session(options: SparkOptions) -> Any:
     global _session
     with _lock:
         if _session is not None:
-            if _session[0] == options:
+            same = _session[0].session_key == options.session_key
+            if same and not _stopped(_session[1]):
                 return _session[1]
+            if same:
+                log.warning("the Spark session on %s has stopped; starting a new one",
+                            options.master)
             _session[1].stop()
             _session = None
         # pyspark warns about pandas 3 whenever it checks pandas; this module moves Arrow
@@ -166,6 +212,9 @@ def spark_session(options: SparkOptions) -> Any:
                    .config("spark.ui.showConsoleProgress", "false"))
         for key, value in options.conf:
             builder = builder.config(key, value)
+        checkpoints = _checkpoint_dir(options)
+        if checkpoints:
+            builder = builder.config(CHECKPOINT_CONF, checkpoints)
         try:
             session = _start(builder, options)
         except SparkUnavailable:
@@ -244,11 +293,52 @@ def fit_als_spark(conf: sp.csr_matrix, params: AlsParams, options: SparkOptions)
     model = als.fit(frame)
     users = _dense(model.userFactors, n_users, params.factors)
     items = _dense(model.itemFactors, n_items, params.factors)
+    spark_s = time.perf_counter() - started
+    users, items = finish_fixed_lambda(conf, users, items, params.regularization,
+                                       options.finish_sweeps)
     seconds = time.perf_counter() - started
     log.info("Spark ALS fit (%s): %d x %d, %d nonzeros, k=%d, regParam=%.4g (lambda %g), "
-             "%d iterations in %.2fs", options.master, n_users, n_items, conf.nnz,
-             params.factors, reg, params.regularization, params.iterations, seconds)
+             "%d iterations in %.2fs, then %d fixed-lambda sweep(s) in %.2fs", options.master,
+             n_users, n_items, conf.nnz, params.factors, reg, params.regularization,
+             params.iterations, spark_s, options.finish_sweeps, seconds - spark_s)
     return check_finite(Factors(users, items, seconds))
+
+
+def finish_fixed_lambda(conf: sp.csr_matrix, users: np.ndarray, items: np.ndarray,
+                        regularization: float, sweeps: int) -> tuple[np.ndarray, np.ndarray]:
+    """`sweeps` ALS sweeps with implicit's fixed lambda from Spark's factors: every user
+    solved against the item factors, then every item against those users (recsys.foldin's
+    solve, the stream's maths, both ways).
+
+    Spark's count-scaled regularisation leaves the popular items over-shrunk and the rare
+    ones under-regularised (module docstring), and the stream then folds users in with a
+    fixed lambda against those items. One fixed-lambda sweep moves the item factors to
+    that lambda's solution given the users, which recovers most of the quality the mapping
+    loses (docs/scale.md). It runs in this process, where the matrix and the factors
+    already are (the fit's input and output); each sweep is exact solves for every row, a
+    sizeable share of a whole implicit fit's CPU (docs/scale.md)."""
+    for _ in range(sweeps):
+        users = _solve_rows(conf, items, regularization)
+        items = _solve_rows(conf.T.tocsr(), users, regularization)
+    return users, items
+
+
+_SWEEP_BATCH = 2048  # rows per stacked solve: bounds fold_in_batch's (rows, width, k) arrays
+
+
+def _solve_rows(conf: sp.csr_matrix, fixed: np.ndarray, regularization: float) -> np.ndarray:
+    """Each row of C solved against the fixed factors of its columns (a row without
+    entries gets the zero vector, as in a fit)."""
+    fixed = np.asarray(fixed, dtype=np.float32)
+    fixed_gram = gram(fixed)
+    out = np.zeros((conf.shape[0], fixed.shape[1]), dtype=np.float32)
+    ptr, indices, data = conf.indptr, conf.indices, conf.data
+    for start in range(0, conf.shape[0], _SWEEP_BATCH):
+        stop = min(start + _SWEEP_BATCH, conf.shape[0])
+        histories = [(indices[ptr[r]:ptr[r + 1]], data[ptr[r]:ptr[r + 1]])
+                     for r in range(start, stop)]
+        out[start:stop] = fold_in_batch(fixed, fixed_gram, regularization, histories)
+    return out
 
 
 def _dense(factors: Any, n_rows: int, k: int) -> np.ndarray:

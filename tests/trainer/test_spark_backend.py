@@ -15,6 +15,7 @@ import scipy.sparse as sp
 
 from recsys import spark_als
 from recsys.als import AlsParams
+from recsys.foldin import fold_in, gram
 from recsys.keys import Keys
 from recsys.modelstore import load_model, read_current_version
 
@@ -41,6 +42,30 @@ def test_reg_param_is_lambda_per_mean_positive_count_of_the_users_with_entries()
     conf = sp.csr_matrix(np.array([[11.0, 3.0, -2.0], [0.0, 0.0, 0.0], [5.0, 0.0, 0.0]]))
     # 2 users with entries, 3 positive entries: a mean user has 1.5 of them
     assert spark_als.spark_reg_param(30.0, conf) == pytest.approx(30.0 / 1.5)
+
+
+def test_the_fixed_lambda_sweep_solves_users_then_items_with_the_stream_fold_in():
+    rng = np.random.default_rng(3)
+    conf = sp.random(30, 20, density=0.25, format="csr", random_state=rng, dtype=np.float32)
+    conf.data = 1.0 + 10.0 * conf.data
+    conf.data[::7] *= -1.0  # negative feedback: preference 0, confidence |c|
+    users0 = rng.normal(size=(30, 4)).astype(np.float32)
+    items0 = rng.normal(size=(20, 4)).astype(np.float32)
+    lam = 2.0
+    users, items = spark_als.finish_fixed_lambda(conf, users0, items0, lam, sweeps=1)
+    by_item = conf.T.tocsr()
+    for u in range(30):
+        row = conf.getrow(u)
+        expected = fold_in(items0, gram(items0), lam, row.indices, row.data)
+        np.testing.assert_allclose(users[u], expected, rtol=1e-4, atol=1e-5)
+    for i in range(20):
+        col = by_item.getrow(i)
+        expected = fold_in(users, gram(users), lam, col.indices, col.data)
+        np.testing.assert_allclose(items[i], expected, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(items, items0)
+    # no sweep: Spark's factors unchanged
+    same = spark_als.finish_fixed_lambda(conf, users0, items0, lam, sweeps=0)
+    assert same[0] is users0 and same[1] is items0
 
 
 def test_java_missing_names_the_package_to_install(monkeypatch, tmp_path):
@@ -72,6 +97,30 @@ def test_spark_backend_fits_the_als_candidate_and_publishes_it(make_trainer, sma
     # published from the refit on the whole history, by Spark too (no warm start in MLlib)
     assert manifest["trained_until_ms"] > manifest["holdout"]["cutoff_ms"]
     assert result.metrics["ndcg@10"] > result.baseline_metrics["ndcg@10"]
+
+
+@pytest.mark.slow
+def test_a_local_fit_longer_than_sparks_lineage_allows_completes():
+    # without a checkpoint directory MLlib's ALS overflows the JVM's stack past about 20
+    # iterations and the context stops (recsys.spark_als._checkpoint_dir)
+    rng = np.random.default_rng(0)
+    conf = sp.random(40, 30, density=0.3, format="csr", random_state=rng, dtype=np.float32)
+    conf.data = 1.0 + 10.0 * conf.data
+    options = spark_als.SparkOptions.of("local[2]")
+    factors = spark_als.fit_als_spark(conf, AlsParams(factors=4, regularization=1.0,
+                                                      iterations=30, alpha=10.0), options)
+    assert factors.item_factors.shape == (30, 4)
+    assert np.isfinite(factors.item_factors).all()
+    assert float(np.abs(factors.item_factors).sum()) > 0
+
+
+@pytest.mark.slow
+def test_a_stopped_spark_session_is_replaced_by_a_working_one():
+    options = spark_als.SparkOptions.of("local[2]")
+    first = spark_als.spark_session(options)
+    first.sparkContext.stop()  # as a failed job in local mode leaves it
+    second = spark_als.spark_session(options)
+    assert second.range(3).count() == 3
 
 
 @pytest.mark.slow
