@@ -104,9 +104,9 @@ def skip(shape: tuple[int, int], ctx: FitContext) -> str | None:
 
 
 def fit(train: sp.csr_matrix, params: Mapping[str, Any], ctx: FitContext) -> FittedNeural:
-    reason = skip(train.shape, ctx)
-    if reason:
-        raise ValueError(f"neural not applicable: {reason}")
+    import_torch()  # without it: NeuralUnavailable, which names the extra
+    if ctx.sequences is None:
+        raise ValueError(f"neural not applicable: {NO_ORDER}")
     base = ctx.neural if ctx.neural is not None else NeuralParams(seed=ctx.seed,
                                                                   threads=ctx.threads)
     p = replace(base, **dict(params))

@@ -16,7 +16,7 @@ from recsys.candidates import FitContext, registry
 from recsys.candidates.neural import NO_TORCH, restrict
 from recsys.matrix import index_events, weight_matrix
 from recsys.selection import SelectionConfig, select, training_sequences
-from recsys.sequence_train import NeuralParams
+from recsys.sequence_train import NeuralParams, NeuralUnavailable
 from recsys.split import build_holdout
 
 SMALL = NeuralParams(dim=16, window=8, hidden=32, epochs=30, learning_rate=0.01,
@@ -92,6 +92,9 @@ def test_without_torch_neural_is_skipped_and_the_rest_runs(monkeypatch) -> None:
     selection = _select(bag_frame(), ("als", "neural"))
     assert selection.entry("neural").skipped == NO_TORCH
     assert selection.winner == "als", selection.reason
+    # fitted by name (trainer_model_kind=neural), it says what to install
+    with pytest.raises(NeuralUnavailable, match=r"\.\[neural\]"):
+        registry.get("neural").fit(sp.csr_matrix((2, 2)), {}, FitContext(sequences=[[], []]))
 
 
 def test_restrict_keeps_the_order_of_the_items_the_matrix_holds() -> None:
