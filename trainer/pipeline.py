@@ -301,11 +301,12 @@ class Trainer:
             fitted = self._fit_leaderboard(selection, events, train, w_train, holdout, k)
             winner = self._confirm_on_holdout(selection, holdout)
             candidate = fitted[winner]
-            if isinstance(candidate, FittedNeural):
-                # a neural version is published as the fitted tower (no refit)
-                return self._run_neural(pool, events, train, w_train, holdout, snapshot, k,
-                                        timings, candidate, selection, tuning)
-            buy_again = self._buy_again(events, train, purchase, selection, k)
+            buy_again = (None if isinstance(candidate, FittedNeural) else
+                         self._buy_again(events, train, purchase, selection, k))
+        if isinstance(candidate, FittedNeural):
+            # a neural version is published as the fitted tower (no refit)
+            return self._run_neural(pool, events, train, w_train, holdout, snapshot, k,
+                                    timings, candidate, selection, tuning)
         self.metrics.fit_seconds.observe(candidate.seconds)
         with self._timed(timings, "evaluate"):
             # Speculative: the refit and the similar lists only need the candidate. Started
