@@ -101,3 +101,6 @@ def test_a_selection_won_by_neural_publishes_a_neural_version(make_trainer, redi
     model = load_model(redis_client, keys)
     assert model.version == result.version and model.kind == "neural"
     assert model.tower is not None and model.factors == 16
+    served = trainer.metrics.registry.get_sample_value
+    assert served("recsys_trainer_served_model", {"kind": "neural"}) == 1.0
+    assert served("recsys_trainer_served_model", {"kind": "als"}) == 0.0
