@@ -57,6 +57,7 @@ from evaluation.protocols import PROTOCOLS, Split, make_split
 from evaluation.rating import rating_models, rmse
 from recsys.als import PARAM_NAMES, AlsParams, Factors, als_params, fit_als
 from recsys.baselines import PopularityRecommender
+from recsys.candidates import KIND_NEURAL
 from recsys.errors import RecsysError
 from recsys.events import EventType
 from recsys.holdout_eval import fold_in_users
@@ -70,7 +71,14 @@ from recsys.quality import (
     intra_list_diversity,
     ranking_metrics,
 )
-from recsys.selection import Selection, SelectionConfig, config_from_settings, fit_on, select
+from recsys.selection import (
+    Selection,
+    SelectionConfig,
+    config_from_settings,
+    fit_on,
+    select,
+    training_sequences,
+)
 from recsys.sequence_model import tower_queries
 from recsys.sequence_train import NeuralParams, fit_neural_on, import_torch, neural_params
 from recsys.settings import Settings
@@ -232,7 +240,9 @@ def rank_selected(split: Split, events: IndexedEvents, k: int, config: Selection
     the whole training part, ranked for the test users."""
     selection = select(events, split.train_mask, config)
     train = weight_matrix(events, split.train_mask)
-    model = fit_on(selection.winner, train, selection.winning.params, config)
+    sequences = (training_sequences(events, split.train_mask)
+                 if selection.winning.kind == KIND_NEURAL else None)
+    model = fit_on(selection.winner, train, selection.winning.params, config, sequences)
     sub = train[split.holdout.users]
     holdout = replace(split.holdout, seen=UserItems(sub.indptr.astype(np.int64),
                                                     sub.indices.astype(np.int64)),

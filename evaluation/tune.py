@@ -423,8 +423,9 @@ def run_tune_candidates(frame: Any, settings: Any, out_dir: Path, protocol: str,
     """The trainer's search (recsys.selection) on the outer split's training part, every
     candidate's best point scored once on the test split for the report."""
     from evaluation.evaluate import score, selection_config
+    from recsys.candidates import KIND_NEURAL
     from recsys.matrix import index_events, weight_matrix
-    from recsys.selection import fit_on, select
+    from recsys.selection import fit_on, select, training_sequences
 
     events = index_events(frame, settings.event_weights)
     outer = make_split(protocol, events, settings.alpha,
@@ -443,11 +444,14 @@ def run_tune_candidates(frame: Any, settings: Any, out_dir: Path, protocol: str,
     sub = train[outer.holdout.users]
     holdout = replace(outer.holdout, seen_values=np.asarray(sub.data))
     metric = config.metric
+    sequences = (training_sequences(events, outer.train_mask)
+                 if any(e.kind == KIND_NEURAL and not e.skipped for e in selection.leaderboard)
+                 else None)
     rows = []
     for entry in selection.leaderboard:
         test = None
         if not entry.skipped:
-            model = fit_on(entry.name, train, entry.params, config)
+            model = fit_on(entry.name, train, entry.params, config, sequences)
             test = score(model.rank(holdout, k), replace(outer, holdout=holdout), k)
         rows.append({**{key: getattr(entry, key) for key in
                         ("name", "kind", "params", "validation", "trials", "skipped")},

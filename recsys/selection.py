@@ -21,6 +21,10 @@ trial is not started when its predicted time (the candidate's last fit, x1.5) wo
 what is left of the budget after a reserve for what the trainer does next: every
 candidate's best point fitted once more on the whole training part (RESERVE x the sum of
 their fit times on the validation fit part).
+
+Sequence candidates (neural) also read the order of the training events
+(`FitContext.sequences`, built here only when one is on the board), and their training
+stops at the budget's deadline (after at least one epoch).
 """
 
 from __future__ import annotations
@@ -28,17 +32,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.candidates import KIND_ITEM_ITEM, KIND_POPULARITY, FitContext, Fitted, registry
+from recsys.candidates import (
+    KIND_ITEM_ITEM,
+    KIND_NEURAL,
+    KIND_POPULARITY,
+    FitContext,
+    Fitted,
+    registry,
+)
 from recsys.errors import RecsysError
 from recsys.matrix import IndexedEvents, weight_matrix
 from recsys.quality import ranking_metrics
+from recsys.sequence_train import NeuralParams, neural_params, user_sequences
 from recsys.spark_als import SparkOptions, spark_options
 from recsys.split import Holdout, build_holdout, cutoff_for
 
@@ -74,10 +86,11 @@ class SelectionConfig:
     # this share on validation: a win inside the noise of a small validation set is no reason
     # to serve something less robust or to leave the start point
     min_lift: float = 0.01
+    neural: NeuralParams | None = None  # the neural candidate's settings (None: defaults)
 
     def context(self) -> FitContext:
         return FitContext(seed=self.seed, threads=self.threads, neighbours=self.neighbours,
-                          max_items=self.ease_max_items, spark=self.spark)
+                          max_items=self.ease_max_items, spark=self.spark, neural=self.neural)
 
 
 @dataclass
@@ -211,6 +224,8 @@ def select(events: IndexedEvents, train_mask: np.ndarray, config: SelectionConfi
     if not k_text.isdigit() or int(k_text) != config.k:
         raise SelectionError(f"metric {config.metric!r} must be at k={config.k}")
     ctx = config.context()
+    if any(spec.kind == KIND_NEURAL for spec in specs):
+        ctx = replace(ctx, sequences=training_sequences(events, train_mask))
     fit_part, holdout = carve_validation(events, train_mask, config.validation,
                                          config.validation_fraction, config.max_users,
                                          config.seed)
@@ -220,6 +235,7 @@ def select(events: IndexedEvents, train_mask: np.ndarray, config: SelectionConfi
     too_small = (f"{n_users} user(s) x {n_items} item(s) in the fit part: nothing personal "
                  "to learn" if n_users < 2 or n_items < 2 else None)
     deadline = started + config.budget_s
+    ctx = replace(ctx, deadline=deadline)
     tried: set[tuple] = set()
     last_fit: dict[str, float] = {}
 
@@ -250,8 +266,9 @@ def select(events: IndexedEvents, train_mask: np.ndarray, config: SelectionConfi
             return True
         return False
 
-    # start points: every candidate, cheapest kinds first (popularity, item-item, factors)
-    cost = {KIND_POPULARITY: 0, KIND_ITEM_ITEM: 1}
+    # start points: every candidate, cheapest kinds first (popularity, item-item, factors,
+    # then the neural tower, whose training stops at the deadline: it gets what is left)
+    cost = {KIND_POPULARITY: 0, KIND_ITEM_ITEM: 1, KIND_NEURAL: 3}
     for spec in sorted(specs, key=lambda sp_: cost.get(sp_.kind, 2)):
         reason = spec.skip(fit_part.shape, ctx) if spec.skip else None
         if holdout.n_users == 0:
@@ -306,9 +323,20 @@ def select(events: IndexedEvents, train_mask: np.ndarray, config: SelectionConfi
                      holdout.n_users, seconds, config.budget_s, searched)
 
 
+def training_sequences(events: IndexedEvents, mask: np.ndarray) -> list[list[int]]:
+    """Per user row, the item columns of the events under `mask` in the stream's order
+    (FitContext.sequences, for sequence candidates)."""
+    mask = np.asarray(mask, dtype=bool)
+    return user_sequences(events.rows[mask], events.cols[mask], events.timestamps[mask],
+                          events.item_ids, events.shape[0])
+
+
 def fit_on(name: str, train: sp.csr_matrix, params: Mapping[str, Any],
-           config: SelectionConfig) -> Fitted:
-    return registry.get(name).fit(train, params, config.context())
+           config: SelectionConfig, sequences: Sequence[Sequence[int]] | None = None
+           ) -> Fitted:
+    """`sequences`: the training events' order, for sequence candidates (neural)."""
+    return registry.get(name).fit(train, params, replace(config.context(),
+                                                         sequences=sequences))
 
 
 # --- when to tune again ----------------------------------------------------------------------
@@ -341,11 +369,12 @@ def config_from_settings(settings: Any, **overrides: Any) -> SelectionConfig:
         validation_fraction=settings.trainer_validation_fraction,
         max_users=settings.trainer_eval_max_users, seed=settings.random_seed,
         threads=settings.trainer_fit_threads, neighbours=settings.trainer_neighbours,
-        ease_max_items=settings.trainer_ease_max_items, spark=spark_options(settings))
+        ease_max_items=settings.trainer_ease_max_items, spark=spark_options(settings),
+        neural=neural_params(settings))
     values.update(overrides)
     return SelectionConfig(**values)
 
 
 __all__ = ["DEFAULT_CANDIDATES", "Entry", "Selection", "SelectionConfig", "SelectionError",
            "carve_validation", "config_from_settings", "evaluate", "fit_on",
-           "retune_reason", "select"]
+           "retune_reason", "select", "training_sequences"]

@@ -189,8 +189,9 @@ class Settings(BaseSettings):
 
     # --- neural sequence model (recsys.sequence_model; training needs the `neural` extra) ---
     trainer_model_kind: Literal["als", "neural"] = Field(
-        default="als", description="What `recsys train` fits and publishes: implicit ALS, or "
-        "the neural user tower over recent items (interim, until model selection decides).")
+        default="als", description="What `recsys train` publishes: `als`, the winner of the "
+        "candidate selection (`trainer_candidates`, which may list `neural`); `neural`, the "
+        "neural user tower over recent items, fitted and gated without a selection.")
     neural_dim: int = Field(default=64, ge=4, le=1024, description="Item embedding size.")
     neural_window: int = Field(default=50, ge=1, le=1000, description="Newest items the tower "
                                "reads; longer sequences are truncated to them.")

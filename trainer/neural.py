@@ -1,8 +1,7 @@
-"""The neural candidate of a training run: fit, evaluate, and the arrays a version publishes.
+"""A neural version of a training run: evaluate a tower, and the arrays a version publishes.
 
-Kept apart from the ALS pipeline so that it is one candidate among others (model selection):
+The candidate itself is recsys.candidates.neural (fitted by the selection like the others):
 
-    candidate = fit_candidate(events, train_mask, params)        # recsys.sequence_train
     metrics = evaluate_tower(holdout, candidate.tower, candidate.sequences, k)
     arrays = version_arrays(events, item_mask, candidate)          # what publish() writes
 
@@ -20,32 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recsys.candidates.neural import FittedNeural
 from recsys.matrix import IndexedEvents
 from recsys.quality import ranking_metrics
 from recsys.sequence_model import UserTower, tower_queries
-from recsys.sequence_train import NeuralModel, NeuralParams, fit_neural_on, user_sequences
+from recsys.sequence_train import user_sequences
 from recsys.split import Holdout
 from recsys.topk import rank_by_factors
-
-
-@dataclass
-class NeuralCandidate:
-    model: NeuralModel
-    sequences: list[list[int]]  # per user row: training item columns, oldest first
-
-    @property
-    def tower(self) -> UserTower:
-        return self.model.tower()
-
-    @property
-    def seconds(self) -> float:
-        return self.model.seconds
-
-
-def fit_candidate(events: IndexedEvents, train: np.ndarray, params: NeuralParams
-                  ) -> NeuralCandidate:
-    model, sequences = fit_neural_on(events, train, params)
-    return NeuralCandidate(model, sequences)
 
 
 def evaluate_tower(holdout: Holdout, tower: UserTower, sequences: list[list[int]], k: int,
@@ -71,7 +51,7 @@ class VersionArrays:
     tower: dict[str, np.ndarray]
 
 
-def version_arrays(events: IndexedEvents, item_mask: np.ndarray, candidate: NeuralCandidate
+def version_arrays(events: IndexedEvents, item_mask: np.ndarray, candidate: FittedNeural
                    ) -> VersionArrays:
     """The arrays of a neural version over the items `item_mask` (event columns)."""
     item_mask = np.asarray(item_mask, dtype=bool)

@@ -20,7 +20,10 @@
        `trainer_refit_iterations` sweeps, the first one only over the users with events
        after the cutoff: recsys.als.refit_als; item-item models and popularity refitted in
        full); compute similar items and popularity, write the version (its `model_kind` says
-       how serving scores it) to disk and to Redis, move the pointer, garbage-collect
+       how serving scores it) to disk and to Redis, move the pointer, garbage-collect.
+       A neural winner (recsys.candidates.neural) is published as fitted on the training
+       part, without a refit (`_run_neural`; `trainer_model_kind=neural` forces that path
+       without a selection)
 
 Step 6's refit, popularity and similar lists only need the candidate, so a helper thread
 starts them as soon as the fit ends, speculatively, while this thread runs steps 4-5
@@ -44,7 +47,6 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -53,8 +55,9 @@ import scipy.sparse as sp
 
 from recsys.als import AlsParams, als_params, refit_als
 from recsys.baselines import PopularityRecommender
-from recsys.candidates import Fitted
+from recsys.candidates import KIND_NEURAL, Fitted
 from recsys.candidates.als_model import FittedAls, confidences
+from recsys.candidates.neural import FittedNeural
 from recsys.candidates.popularity import item_popularity
 from recsys.candidates.stored import from_arrays
 from recsys.errors import ModelIntegrityError, ModelNotFound, NotEnoughData
@@ -74,9 +77,10 @@ from recsys.selection import (
     holdout_from_weights,
     retune_reason,
     select,
+    training_sequences,
 )
 from recsys.sequence_model import UserTower, tower_manifest
-from recsys.sequence_train import neural_params, user_sequences
+from recsys.sequence_train import user_sequences
 from recsys.settings import Settings
 from recsys.split import Holdout, cutoff_for
 from recsys.topk import top_k, top_k_rows
@@ -84,7 +88,7 @@ from trainer.content import fit_version_content
 from trainer.gate import GateDecision, decide
 from trainer.history import HistoryStore, Snapshot
 from trainer.lease import TrainerLease
-from trainer.neural import evaluate_tower, fit_candidate, version_arrays
+from trainer.neural import evaluate_tower, version_arrays
 from trainer.publish import (
     ModelArtifacts,
     ann_layout,
@@ -294,10 +298,15 @@ class Trainer:
         with self._timed(timings, "select"):
             selection, tuning = self._select(events, train)
         with self._timed(timings, "fit"):
-            fitted = self._fit_leaderboard(selection, w_train, holdout, k)
+            fitted = self._fit_leaderboard(selection, events, train, w_train, holdout, k)
             winner = self._confirm_on_holdout(selection, holdout)
             candidate = fitted[winner]
-            buy_again = self._buy_again(events, train, purchase, selection, k)
+            buy_again = (None if isinstance(candidate, FittedNeural) else
+                         self._buy_again(events, train, purchase, selection, k))
+        if isinstance(candidate, FittedNeural):
+            # a neural version is published as the fitted tower (no refit)
+            return self._run_neural(pool, events, train, w_train, holdout, snapshot, k,
+                                    timings, candidate, selection, tuning)
         self.metrics.fit_seconds.observe(candidate.seconds)
         with self._timed(timings, "evaluate"):
             # Speculative: the refit and the similar lists only need the candidate. Started
@@ -397,19 +406,25 @@ class Trainer:
 
     def _run_neural(self, pool: ThreadPoolExecutor, events: IndexedEvents, train: np.ndarray,
                     w_train: sp.csr_matrix, holdout: Holdout, snapshot: Snapshot, k: int,
-                    timings: dict[str, float]) -> RunResult:
-        """A run whose candidate is the neural user tower (trainer.neural), while
-        `trainer_model_kind=neural` picks it by hand (it is not yet a registered candidate of
-        recsys.candidates): fit on the training part, evaluate and gate like the others,
-        publish the fitted model (no refit)."""
+                    timings: dict[str, float], candidate: FittedNeural | None = None,
+                    selection: Selection | None = None,
+                    tuning: dict[str, Any] | None = None) -> RunResult:
+        """A run whose candidate is the neural user tower (recsys.candidates.neural): the
+        selection's winner (`candidate`, fitted on the training part), or, with
+        `trainer_model_kind=neural`, fitted here without a selection. Evaluated and gated
+        like the others; the fitted model is published (no refit: the tower reads the
+        newest events anyway)."""
         s = self.settings
-        with self._timed(timings, "fit"):
-            candidate = fit_candidate(events, train, neural_params(s))
+        if candidate is None:
+            with self._timed(timings, "fit"):
+                candidate = fit_on("neural", w_train, {}, config_from_settings(s),
+                                   training_sequences(events, train))
         self.metrics.fit_seconds.observe(candidate.seconds)
         with self._timed(timings, "evaluate"):
             cand_metrics = evaluate_tower(holdout, candidate.tower, candidate.sequences, k)
-            pop_metrics = evaluate_candidate(fit_on("popularity", w_train, {},
-                                                    config_from_settings(s)), holdout, k)
+            pop_metrics = (selection.entry("popularity").holdout if selection is not None
+                           else None) or evaluate_candidate(
+                fit_on("popularity", w_train, {}, config_from_settings(s)), holdout, k)
             serving, gate_holdout, gate_info, serving_metrics = \
                 self._evaluate_serving(events, w_train, holdout, k)
             gate_cand = None
@@ -420,14 +435,12 @@ class Trainer:
             decision = decide(s.trainer_gate_metric, s.trainer_gate_tolerance,
                               gate_cand if gate_cand is not None else cand_metrics,
                               serving_metrics, pop_metrics)
-        self._record_eval(cand_metrics, pop_metrics, serving_metrics, decision)
+        self._record_eval(cand_metrics, pop_metrics, serving_metrics, decision, selection)
         version = new_version_id()
         params = candidate.model.params
-        shown = SimpleNamespace(kind="neural", name="neural", params={},
-                                seconds=candidate.seconds)
-        manifest = self._manifest(version, events, w_train, holdout, snapshot, shown,
+        manifest = self._manifest(version, events, w_train, holdout, snapshot, candidate,
                                   cand_metrics, pop_metrics, serving, serving_metrics,
-                                  gate_cand, gate_info, decision, k, None, None)
+                                  gate_cand, gate_info, decision, k, selection, tuning)
         cutoff = holdout.cutoff_ms
         manifest.update(
             model_kind="neural", factors=params.dim, refit_iterations=0,
@@ -535,17 +548,20 @@ class Trainer:
                  reason or tuning["reason"])
         return selection, tuning
 
-    def _fit_leaderboard(self, selection: Selection, w_train: sp.csr_matrix, holdout: Holdout,
-                         k: int) -> dict[str, Fitted]:
+    def _fit_leaderboard(self, selection: Selection, events: IndexedEvents, train: np.ndarray,
+                         w_train: sp.csr_matrix, holdout: Holdout, k: int) -> dict[str, Fitted]:
         """Every candidate's best point fitted on the whole training part and scored on the
         holdout (reported in the leaderboard; only the winner's score decides anything)."""
         config = config_from_settings(self.settings)
+        sequences = None
+        if any(e.kind == KIND_NEURAL and not e.skipped for e in selection.leaderboard):
+            sequences = training_sequences(events, train)
         fitted: dict[str, Fitted] = {}
         for entry in selection.leaderboard:
             if entry.skipped and entry.name != "popularity":
                 continue
             try:
-                model = fit_on(entry.name, w_train, entry.params, config)
+                model = fit_on(entry.name, w_train, entry.params, config, sequences)
                 entry.holdout = evaluate_candidate(model, holdout, k)
             except Exception as exc:  # noqa: BLE001 - a candidate failing is recorded
                 if entry.name == selection.winner or entry.name == "popularity":

@@ -9,7 +9,7 @@ every candidate ranks the same users from the same histories.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,7 +22,8 @@ from recsys.split import Holdout
 KIND_ALS = "als"
 KIND_ITEM_ITEM = "item_item"
 KIND_POPULARITY = "popularity"
-MODEL_KINDS = (KIND_ALS, KIND_ITEM_ITEM, KIND_POPULARITY)
+KIND_NEURAL = "neural"
+MODEL_KINDS = (KIND_ALS, KIND_ITEM_ITEM, KIND_POPULARITY, KIND_NEURAL)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,12 @@ class FitContext:
     neighbours: int = 100  # item-item: neighbours kept per item (what serving holds)
     max_items: int = 20_000  # EASE: largest catalogue it is fitted on (an n x n inverse)
     spark: SparkOptions | None = None  # ALS fitted by Spark MLlib there (None: implicit)
+    # sequence models: per user row, the item columns of the training events oldest first
+    # (recsys.sequence_train.user_sequences); the weight matrix has lost the order. A fit
+    # keeps of each sequence only the items its matrix holds (the validation carve's fit part)
+    sequences: Sequence[Sequence[int]] | None = None
+    neural: Any = None  # recsys.sequence_train.NeuralParams (None: its defaults)
+    deadline: float | None = None  # time.perf_counter() by which a fit should end (selection)
 
 
 @dataclass
@@ -44,6 +51,7 @@ class Export:
                 factors / regularization / alpha / iterations
     item_item:  neighbour_rows (n_items, N) int32, -1 padded; neighbour_weights float32
     popularity: item_scores only
+    neural:     item_factors (n_items, d), tower (recsys.sequence_model.TOWER_ARRAYS)
     """
 
     kind: str
@@ -52,6 +60,7 @@ class Export:
     user_factors: np.ndarray | None = None
     neighbour_rows: np.ndarray | None = None
     neighbour_weights: np.ndarray | None = None
+    tower: dict[str, np.ndarray] | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
 
 

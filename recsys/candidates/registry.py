@@ -9,7 +9,7 @@ from recsys.candidates.base import CandidateSpec
 
 REGISTRY: dict[str, CandidateSpec] = {}
 BUILTIN = ("recsys.candidates.popularity", "recsys.candidates.als_model",
-           "recsys.candidates.knn", "recsys.candidates.ease")
+           "recsys.candidates.knn", "recsys.candidates.ease", "recsys.candidates.neural")
 _loaded = False
 
 

@@ -67,3 +67,22 @@ def test_neural_beats_static_plus_fold_in_on_the_ml100k_replay(ml100k_path) -> N
     overall = result.overall
     assert overall[NEURAL]["hit_rate"] > overall[FOLDIN]["hit_rate"]
     assert overall[NEURAL]["hit_rate"] > overall[POPULARITY]["hit_rate"]
+
+
+def test_the_selected_row_ranks_with_a_neural_winner(tmp_path) -> None:
+    """`selected` refits the winner on the split's training part: a neural winner gets the
+    training events' order as the selection did."""
+    from evaluation.evaluate import evaluate_selected, selection_config
+    from evaluation.protocols import make_split
+    from recsys.matrix import index_events
+    from tests.trainer.test_neural import walk_history
+
+    settings = load_settings().model_copy(update=dict(
+        trainer_candidates=("als", "neural"), neural_dim=16, neural_window=8,
+        neural_hidden=32, neural_epochs=30, neural_learning_rate=0.01, neural_dropout=0.1,
+        trainer_fit_threads=1))
+    events = index_events(walk_history(), {"transaction": 1.0})
+    split = make_split("time", events, 10.0, holdout_fraction=0.2, seed=42)
+    row, record = evaluate_selected(split, events, 10, selection_config(settings, "time", 10))
+    assert record["winner"] == "neural", record["reason"]
+    assert row["ndcg@10"] > 0.5

@@ -6,6 +6,7 @@ serving version by its own tower."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from recsys.keys import Keys
@@ -57,3 +58,49 @@ def test_neural_run_publishes_a_tower_version_whose_vectors_the_tower_reproduces
     again = second.run_once()
     assert again.serving_version == result.version
     assert again.serving_metrics is not None and "ndcg@10" in again.serving_metrics
+
+
+def walk_history(users: int = 400, n_items: int = 60, steps: int = 8, seed: int = 0
+                 ) -> pd.DataFrame:
+    """Users walking a ring of items one way (tests/recsys/test_neural_candidate.py): the
+    order of events is the answer, which the tower learns and bag models cannot."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user in range(users):
+        start = int(rng.integers(n_items))
+        for n in range(steps):
+            rows.append((f"u{user}", f"i{(start + n) % n_items}",
+                         1_735_689_600_000 + (n * users + user) * 60_000))
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    frame["event_type"] = "transaction"
+    frame["value"] = np.nan
+    frame["event_id"] = [f"e{i}" for i in range(len(frame))]
+    return frame
+
+
+def test_a_selection_won_by_neural_publishes_a_neural_version(make_trainer, redis_client,
+                                                               settings):
+    keys = Keys(settings.redis_namespace)
+    trainer = make_trainer(trainer_candidates=("als", "knn_cosine", "neural"),
+                           neural_dim=16, neural_window=8, neural_hidden=32, neural_epochs=30,
+                           neural_learning_rate=0.01, neural_dropout=0.1,
+                           neural_time_budget_s=60.0, trainer_fit_threads=1)
+    trainer.store.append(walk_history())
+    result = trainer.run_once()
+    assert result.published, result.decision.reason
+    manifest = result.manifest
+    assert manifest["selection"]["winner"] == "neural", manifest["selection"]["reason"]
+    assert manifest["model_kind"] == "neural" and manifest["candidate"] == "neural"
+    board = {e["name"]: e for e in manifest["selection"]["leaderboard"]}
+    # the leaderboard shows it beside the others, on validation and on the holdout
+    assert board["neural"]["kind"] == "neural" and board["neural"]["validation"]
+    assert board["neural"]["holdout"]["ndcg@10"] > board["als"]["holdout"]["ndcg@10"]
+    assert manifest["metrics"]["ndcg@10"] == pytest.approx(board["neural"]["holdout"]["ndcg@10"])
+    assert manifest["tower"]["window"] == 8 and manifest["trained_until_ms"] < \
+        manifest["snapshot"]["latest_event_ms"]
+    model = load_model(redis_client, keys)
+    assert model.version == result.version and model.kind == "neural"
+    assert model.tower is not None and model.factors == 16
+    served = trainer.metrics.registry.get_sample_value
+    assert served("recsys_trainer_served_model", {"kind": "neural"}) == 1.0
+    assert served("recsys_trainer_served_model", {"kind": "als"}) == 0.0
