@@ -314,9 +314,9 @@ async def rule_request(services: Services, query: RuleQuery, k: int, offset: int
         raise HTTPException(422, str(exc)) from None
 
 
-def reranker(services: Services, request: RuleRequest | None,
+def reranker(services: Services, request: RuleRequest | None, filters: ItemFilter | None,
              hidden: Callable[[], Awaitable[list[str]]] | None = None) -> Reranker | None:
     if request is None:
         return None
     return Reranker(request, services.catalog, services.holder,
-                    services.settings.api_rules_pool_factor, hidden)
+                    services.settings.api_rules_pool_factor, hidden, filters)

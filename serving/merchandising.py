@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from recsys.eventtime import now_ms
+from recsys.item_filter import ItemFilter
 from recsys.keys import Keys
 from recsys.rules import Columns, Rules, apply_columns, check_rules
 from serving import ServingError
@@ -154,10 +155,11 @@ def pool_size(request: RuleRequest, factor: int) -> int:
 
 
 async def rerank(request: RuleRequest, result: Result, catalog: Catalog,
-                 model: LoadedModel | None, hidden: list[str] | None = None
-                 ) -> tuple[Result, list[bool]]:
+                 model: LoadedModel | None, hidden: list[str] | None = None,
+                 filters: ItemFilter | None = None) -> tuple[Result, list[bool]]:
     """`result` (a pool of candidates, best first) under the request's rules, cut to the
-    requested page; and which of the page's items are pinned."""
+    requested page; and which of the page's items are pinned. A pin is placed only when the
+    request's `filters` allow its item: filters choose the candidates, rules order them."""
     rules = request.rules
     ids = [item for item, _ in result.items]
     pinned = [pin.item_id for pin in rules.pins]
@@ -183,7 +185,7 @@ async def rerank(request: RuleRequest, result: Result, catalog: Catalog,
         hidden_set = set(hidden or ())
         known = model.index if model is not None else {}
         pinnable = {item: 0.0 for item in pinned
-                    if item not in catalog.unavailable and item not in hidden_set
+                    if item not in hidden_set and catalog.is_allowed(item, filters)
                     and (item in catalog.categories or item in known)}
     ranked = apply_columns(rules, ids, [score for _, score in result.items], columns, vectors,
                            now_ms(), request.depth, pinnable)
@@ -199,8 +201,10 @@ class Reranker:
 
     def __init__(self, request: RuleRequest, catalog: Catalog, holder: ServedModel,
                  pool_factor: int,
-                 hidden: Callable[[], Awaitable[list[str]]] | None = None) -> None:
+                 hidden: Callable[[], Awaitable[list[str]]] | None = None,
+                 filters: ItemFilter | None = None) -> None:
         self.request = request
+        self.filters = filters
         self.catalog = catalog
         self.holder = holder
         self.pool = pool_size(request, pool_factor)
@@ -213,7 +217,8 @@ class Reranker:
             model = None  # switched meanwhile: no factors of another version
         hidden = (await self.hidden() if self.hidden is not None and self.request.rules.pins
                   else None)
-        result, self.pinned = await rerank(self.request, result, self.catalog, model, hidden)
+        result, self.pinned = await rerank(self.request, result, self.catalog, model, hidden,
+                                           self.filters)
         return result
 
     def members(self) -> list[bytes]:

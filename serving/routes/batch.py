@@ -165,7 +165,7 @@ async def batch_recommendations(services: ServicesDep, body: BatchIn,
                 item for entry in lists for item, _ in entry.result.items)))
         for n, (user, entry) in enumerate(zip(body.user_ids, lists, strict=True)):
             ruled = Reranker(request, services.catalog, services.holder, factor,
-                             _hidden_of(services, user, entry))
+                             _hidden_of(services, user, entry), filters)
             entry.result = await ruled(entry.result)
             members[n] = ruled.members()
     extra = {"placement": request.placement} if request is not None and request.placement \

@@ -44,7 +44,7 @@ router = APIRouter(tags=["items"],
 async def similar_items(services: ServicesDep, item_id: ItemIdPath, k: K, filters: Filters,
                         session_id: SessionQuery = None,
                         rules: RuleQueryDep = NO_RULES) -> SimilarItems:
-    ruled = reranker(services, await rule_request(services, rules, k))
+    ruled = reranker(services, await rule_request(services, rules, k), filters)
     depth = k if ruled is None else ruled.pool
     try:
         result, served = await recommend(services, "similar", session_id, depth, None,

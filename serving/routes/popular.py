@@ -33,7 +33,7 @@ async def popular(
     session_id: SessionQuery = None,
     rules: RuleQueryDep = NO_RULES,
 ) -> PopularItems:
-    ruled = reranker(services, await rule_request(services, rules, k))
+    ruled = reranker(services, await rule_request(services, rules, k), filters)
     depth = k if ruled is None else ruled.pool
     # Not part of an experiment (it is the popularity list already), but recorded.
     result, served = await recommend(

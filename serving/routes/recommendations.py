@@ -50,7 +50,7 @@ async def _for_user(services: Services, user_id: str, k: int, exclude_seen: bool
                     explain: bool = False) -> Response:
     # A popularity variant serves the trending list (not paged: `offset` is the model's).
     rec = services.recommender
-    ruled = reranker(services, rules, lambda: rec.hidden(user_id))
+    ruled = reranker(services, rules, filters, lambda: rec.hidden(user_id))
     if ruled is None:
         result, served = await recommend(
             services, "user", user_id, k, filters,
@@ -204,7 +204,7 @@ async def anonymous_recommendations(
     limit = services.settings.api_max_anonymous_items
     if len(body.items) > limit:
         raise HTTPException(422, f"at most {limit} items per session; got {len(body.items)}")
-    ruled = reranker(services, await rule_request(services, rules, k, 0, body.rules))
+    ruled = reranker(services, await rule_request(services, rules, k, 0, body.rules), filters)
     depth = k if ruled is None else ruled.pool
     result, served = await recommend(
         services, "anonymous", session_id, depth, filters,

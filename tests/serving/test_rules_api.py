@@ -72,6 +72,24 @@ async def test_pins_take_positions_and_unavailable_or_hidden_items_are_not_pinne
     assert [i.get("pinned", False) for i in body["items"]] == [True] + [False] * 4
 
 
+async def test_a_pin_outside_the_requests_filters_is_not_placed(api, published):
+    favourite = published.category_of[published.seen["u1"][0]]
+    inside = next(i for i in published.item_ids if published.category_of[i] == favourite
+                  and i not in published.seen["u1"])
+    outside = next(i for i in published.item_ids if published.category_of[i] != favourite)
+    rules = {"pins": [{"item_id": outside, "position": 1}, {"item_id": inside, "position": 2}]}
+    r = await api.post("/v1/users/u1/recommendations", params={"category": favourite},
+                       json={"k": 5, "rules": rules})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert outside not in ids(body)  # filters choose the candidates, rules only order them
+    assert body["items"][1]["item_id"] == inside and body["items"][1]["pinned"] is True
+    assert {published.category_of[i] for i in ids(body)} == {favourite}
+    unfiltered = (await api.post("/v1/users/u1/recommendations",
+                                 json={"k": 5, "rules": rules})).json()
+    assert ids(unfiltered)[0] == outside  # the same pin without the filter is placed
+
+
 async def test_pages_with_rules_tile_the_ranking(api):
     rules = {"boosts": [{"field": "brand", "value": "acme", "weight": 1.5}], "diversity": 0.3}
     whole = (await api.post("/v1/users/u2/recommendations",
