@@ -28,6 +28,15 @@ that fixed lambda (finish_fixed_lambda) before they are published.
 
 A fitted row set comes back as float32 arrays in the matrix's own row and column order; rows
 and columns with no entry stay zero, as in recsys.als.fit_als.
+
+Two inputs. `fit_als_spark` is handed C by the caller (the selection's fits, on matrices the
+trainer already holds). `fit_als_spark_history` reads the history's Parquet files itself
+(spark.read.parquet on the trainer's own file list) and weighs every event on the executors
+with the core's rule (recsys.matrix.event_weights_of and decay_factors, through mapInPandas),
+over the driver's user/item index (joined by id) and relative to the driver's decay reference,
+then sums per (user, item) in Spark: the driver sends no event to Spark. Since
+r = sign(c) (|c| - 1) / alpha and c = sign(w) (1 + alpha |w|), Spark's rating is the summed
+weight w itself.
 """
 
 from __future__ import annotations
@@ -38,20 +47,24 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from recsys.als import AlsParams, Factors, check_finite
+from recsys.confidence import confidence
 from recsys.errors import ConfigError, NotEnoughData
 from recsys.foldin import fold_in_batch, gram
+from recsys.matrix import decay_factors, event_weights_of
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +110,11 @@ def spark_reg_param(regularization: float, conf: sp.csr_matrix) -> float:
     """implicit's fixed lambda in Spark's count-scaled units (module docstring)."""
     users = int(np.count_nonzero(np.diff(conf.indptr)))
     positives = int(np.count_nonzero(conf.data > 0))
+    return _reg_param(regularization, users, positives)
+
+
+def _reg_param(regularization: float, users: int, positives: int) -> float:
+    """regParam = lambda / n_mean, n_mean = positive entries per user with entries."""
     return float(regularization) * users / max(positives, 1)
 
 
@@ -194,10 +212,7 @@ def spark_session(options: SparkOptions) -> Any:
                             options.master)
             _session[1].stop()
             _session = None
-        # pyspark warns about pandas 3 whenever it checks pandas; this module moves Arrow
-        # tables, not pandas frames, in and out of Spark
-        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
-                                category=FutureWarning)
+        _quiet_pandas_check()
         try:
             from pyspark.sql import SparkSession
         except ImportError:
@@ -206,6 +221,11 @@ def spark_session(options: SparkOptions) -> Any:
         problem = java_problem() or master_problem(options)
         if problem:
             raise SparkUnavailable(problem)
+        if options.master.startswith("local"):
+            # Python workers (the history's weighting, mapInPandas) run this interpreter,
+            # whose environment has pandas, pyarrow and recsys; Spark's default is whatever
+            # `python3` is on PATH. A cluster's executors need that environment installed.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = (SparkSession.builder.master(options.master).appName(options.app_name)
                    .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                    .config("spark.ui.enabled", "false")
@@ -224,6 +244,14 @@ def spark_session(options: SparkOptions) -> Any:
                                    f"{_first_line(exc)}") from None
         _session = (options, session)
         return session
+
+
+def _quiet_pandas_check() -> None:
+    """pyspark warns about pandas 3 whenever it checks pandas. This module moves Arrow tables
+    in and out of Spark; its one pandas use, the history's weighing (mapInPandas), is
+    checked against the driver's weights by tests/trainer/test_spark_backend.py."""
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
+                            category=FutureWarning)
 
 
 def _start(builder: Any, options: SparkOptions) -> Any:
@@ -273,15 +301,141 @@ def fit_als_spark(conf: sp.csr_matrix, params: AlsParams, options: SparkOptions)
     if conf.nnz == 0:
         raise NotEnoughData("the confidence matrix is empty")
     import pyarrow as pa
-    from pyspark.ml.recommendation import ALS
 
     session = spark_session(options)
-    n_users, n_items = conf.shape
     ratings = spark_ratings(conf, params.alpha)
     frame = session.createDataFrame(pa.table({
         "user": ratings.row.astype(np.int32), "item": ratings.col.astype(np.int32),
         "rating": ratings.data.astype(np.float32)}))
-    reg = spark_reg_param(params.regularization, conf)
+    return _fit(session, frame, conf.shape, conf.nnz,
+                spark_reg_param(params.regularization, conf), lambda: conf, params, options)
+
+
+@dataclass(frozen=True)
+class HistorySource:
+    """What Spark needs to weigh the history itself (fit_als_spark_history): the Parquet
+    files and the inputs of the driver's rule, so that its weights are the driver's."""
+
+    paths: tuple[str, ...]  # the history files, as Spark paths (spark_paths)
+    user_ids: np.ndarray  # row -> user id: the driver's index (recsys.matrix.index_events)
+    item_ids: np.ndarray  # column -> item id; events of other ids are left out
+    event_weights: Mapping[str, float]
+    half_life_days: float | None
+    reference_ms: int  # the decay's "now": the driver's newest event time
+    negative_rating_max: float | None = None
+    min_timestamp_ms: int | None = None  # retention: older events are not in the history
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.user_ids), len(self.item_ids)
+
+
+def spark_paths(location: str, files: Sequence[Any]) -> tuple[str, ...]:
+    """The history's files (trainer.history paths inside `location`'s filesystem) as paths
+    Spark reads: a local path or file:// URI -> file:///abs/path; s3://bucket/key ->
+    s3a://bucket/key (Hadoop's S3 connector; it needs hadoop-aws on the classpath and the
+    credentials in spark.hadoop.fs.s3a.*); another scheme keeps its name and authority
+    (hdfs://namenode:port/..., gs://bucket/...)."""
+    text = str(location)
+    scheme = text.partition("://")[0] if "://" in text else "file"
+    if scheme == "file":
+        return tuple(Path(str(f)).resolve().as_uri() for f in files)
+    # pyarrow's paths on an object store begin with the bucket (s3, gs); on HDFS they are
+    # absolute, the namenode being the URI's authority
+    authority = text.partition("://")[2].partition("/")[0]
+    scheme = "s3a" if scheme == "s3" else scheme
+    return tuple(f"{scheme}://{authority}{f}" if str(f).startswith("/") else f"{scheme}://{f}"
+                 for f in map(str, files))
+
+
+def spark_weights(session: Any, source: HistorySource) -> Any:
+    """DataFrame (user int, item int, weight double): the summed non-zero weight per pair of
+    the history's events, by recsys.matrix's rule (as weight_matrix of the driver's
+    index_events), weighed on the executors."""
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+
+    weights, half_life = dict(source.event_weights), source.half_life_days
+    reference, negative_max = int(source.reference_ms), source.negative_rating_max
+
+    def weigh(batches: Iterator[Any]) -> Iterator[Any]:
+        # the core's functions, as index_events applies them (types as categories there too)
+        for batch in batches:
+            w = event_weights_of(batch["event_type"].astype("category"),
+                                 batch["value"].to_numpy(dtype=np.float64), weights,
+                                 negative_max)
+            w *= decay_factors(batch["timestamp"].to_numpy(dtype=np.int64), half_life,
+                               reference)
+            yield batch[["user_id", "item_id"]].assign(weight=w)
+
+    events = session.read.parquet(*source.paths).select(
+        "user_id", "item_id", "event_type", "value", "timestamp")
+    if source.min_timestamp_ms is not None:
+        events = events.where(F.col("timestamp") >= int(source.min_timestamp_ms))
+    users = session.createDataFrame(pa.table({
+        "user_id": np.asarray(source.user_ids).astype(str),
+        "user": np.arange(len(source.user_ids), dtype=np.int32)}))
+    items = session.createDataFrame(pa.table({
+        "item_id": np.asarray(source.item_ids).astype(str),
+        "item": np.arange(len(source.item_ids), dtype=np.int32)}))
+    _quiet_pandas_check()
+    weighed = events.mapInPandas(weigh, "user_id string, item_id string, weight double")
+    return (weighed.join(users, "user_id").join(items, "item_id")
+            .groupBy("user", "item").agg(F.sum("weight").alias("weight"))
+            .where(F.col("weight") != 0.0))
+
+
+def collect_weights(frame: Any, shape: tuple[int, int]) -> sp.csr_matrix:
+    """spark_weights' pairs as the driver's W (users x items, float64, as weight_matrix)."""
+    table = frame.toArrow()
+    out = sp.csr_matrix((table.column("weight").to_numpy(),
+                         (table.column("user").to_numpy(), table.column("item").to_numpy())),
+                        shape=shape, dtype=np.float64)
+    out.sort_indices()
+    return out
+
+
+def fit_als_spark_history(source: HistorySource, params: AlsParams,
+                          options: SparkOptions) -> Factors:
+    """fit_als_spark on the history's Parquet files, read and weighed by Spark (module
+    docstring). The driver holds the id maps, and, for the fixed-lambda finish
+    (options.finish_sweeps > 0), the summed (user, item) pairs that come back from Spark:
+    one entry per pair, never one per event."""
+    from pyspark.sql import functions as F
+
+    session = spark_session(options)
+    weights = spark_weights(session, source).cache()
+    try:
+        counts = weights.agg(F.countDistinct("user").alias("users"),
+                             F.sum((F.col("weight") > 0).cast("long")).alias("positives"),
+                             F.count(F.lit(1)).alias("nnz")).first()
+        if not counts["nnz"]:
+            raise NotEnoughData("no event of the history carries weight")
+        reg = _reg_param(params.regularization, int(counts["users"]),
+                         int(counts["positives"] or 0))
+
+        def conf() -> sp.csr_matrix:
+            summed = collect_weights(weights, source.shape)
+            matrix = summed.astype(np.float32)
+            matrix.data = np.asarray(confidence(summed.data, params.alpha), dtype=np.float32)
+            return matrix
+
+        # Spark's rating r = sign(c) (|c| - 1) / alpha is the summed weight (module docstring)
+        frame = weights.select("user", "item", F.col("weight").cast("float").alias("rating"))
+        return _fit(session, frame, source.shape, int(counts["nnz"]), reg, conf, params,
+                    options)
+    finally:
+        weights.unpersist()
+
+
+def _fit(session: Any, frame: Any, shape: tuple[int, int], nnz: int, reg: float,
+         conf: Callable[[], sp.csr_matrix], params: AlsParams,
+         options: SparkOptions) -> Factors:
+    """MLlib's implicit ALS on a (user, item, rating) frame, then the fixed-lambda finish on
+    C (`conf()`: only built when there are sweeps to run)."""
+    from pyspark.ml.recommendation import ALS
+
+    n_users, n_items = shape
     blocks = max(1, session.sparkContext.defaultParallelism)
     als = ALS(rank=params.factors, maxIter=params.iterations, regParam=reg,
               implicitPrefs=True, alpha=params.alpha, seed=params.seed, userCol="user",
@@ -294,12 +448,13 @@ def fit_als_spark(conf: sp.csr_matrix, params: AlsParams, options: SparkOptions)
     users = _dense(model.userFactors, n_users, params.factors)
     items = _dense(model.itemFactors, n_items, params.factors)
     spark_s = time.perf_counter() - started
-    users, items = finish_fixed_lambda(conf, users, items, params.regularization,
-                                       options.finish_sweeps)
+    if options.finish_sweeps > 0:
+        users, items = finish_fixed_lambda(conf(), users, items, params.regularization,
+                                           options.finish_sweeps)
     seconds = time.perf_counter() - started
     log.info("Spark ALS fit (%s): %d x %d, %d nonzeros, k=%d, regParam=%.4g (lambda %g), "
              "%d iterations in %.2fs, then %d fixed-lambda sweep(s) in %.2fs", options.master,
-             n_users, n_items, conf.nnz, params.factors, reg, params.regularization,
+             n_users, n_items, nnz, params.factors, reg, params.regularization,
              params.iterations, spark_s, options.finish_sweeps, seconds - spark_s)
     return check_finite(Factors(users, items, seconds))
 

@@ -82,6 +82,7 @@ from recsys.selection import (
 from recsys.sequence_model import UserTower, tower_manifest
 from recsys.sequence_train import user_sequences
 from recsys.settings import Settings
+from recsys.spark_als import HistorySource, fit_als_spark_history, spark_options, spark_paths
 from recsys.split import Holdout, cutoff_for
 from recsys.topk import top_k, top_k_rows
 from trainer.content import fit_version_content
@@ -203,6 +204,7 @@ class Trainer:
         self.model_dir = settings.model_dir
         self.model_dir.mkdir(parents=True, exist_ok=True)
         self._clock = EventClock.from_seconds(settings.event_time_future_tolerance_s)
+        self._history_files: list[Any] = []  # the files the last run loaded
         self._init_served_gauges()
 
     def _init_served_gauges(self) -> None:
@@ -277,6 +279,9 @@ class Trainer:
             # clock (+ tolerance), whatever times older history files hold.
             latest = self._clock.reference(int(frame["timestamp"].max()))
             snapshot = Snapshot(self.store.offsets, latest, len(frame))
+            # the files just read (a file quarantined while loading is no longer among them):
+            # the Spark backend's final fit reads these same files (_spark_history)
+            self._history_files = self.store.files()
         with self._timed(timings, "matrix"):
             events = index_events(frame, s.event_weights, s.trainer_time_decay_days, latest,
                                   s.negative_rating_max)
@@ -654,9 +659,15 @@ class Trainer:
                                     candidate.factors, changed, s.trainer_refit_iterations)
                 final = FittedAls(candidate.als, factors, item_popularity(matrix),
                                   candidate.params, name=candidate.name)
+            elif isinstance(candidate, FittedAls) and candidate.backend == "spark":
+                # MLlib takes no starting factors: a full fit, on the history's Parquet
+                # files read and weighed by Spark itself (recsys.spark_als)
+                factors = fit_als_spark_history(self._spark_history(events, latest),
+                                                candidate.als, spark_options(s))
+                final = FittedAls(candidate.als, factors, item_popularity(matrix),
+                                  candidate.params, name=candidate.name, backend="spark")
             else:
-                # item-item models, popularity, and Spark's ALS (MLlib takes no starting
-                # factors): a full fit on the whole history
+                # item-item models and popularity: a full fit on the whole history
                 final = fit_on(candidate.name, matrix, candidate.params,
                                config_from_settings(s))
         item_mask = _nonzero_columns(matrix)
@@ -683,6 +694,19 @@ class Trainer:
         return FinalModel(final, matrix, trained_until, popularity, pool.submit(similar))
 
     # --- pieces ----------------------------------------------------------------------------
+    def _spark_history(self, events: IndexedEvents, latest: int) -> HistorySource:
+        """The history files this run loaded, with its index and rule inputs, for Spark.
+        The index covers every id of the loaded frame (items taken off the catalogue are not
+        in it, so Spark leaves their events out too); retention is the frame's oldest
+        event: `load` keeps exactly the events at or after its horizon."""
+        s = self.settings
+        return HistorySource(
+            paths=spark_paths(self.store.location, self._history_files),
+            user_ids=events.user_ids, item_ids=events.item_ids,
+            event_weights=s.event_weights, half_life_days=s.trainer_time_decay_days,
+            reference_ms=latest, negative_rating_max=s.negative_rating_max,
+            min_timestamp_ms=int(events.timestamps.min()))
+
     def _serving_model(self, events: IndexedEvents) -> ServingModel | None:
         """The version in service, re-read from the model directory (Redis as fallback)."""
         version = read_current_version(self.redis, self.keys)

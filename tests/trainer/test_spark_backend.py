@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -78,7 +79,12 @@ def test_java_missing_names_the_package_to_install(monkeypatch, tmp_path):
 @pytest.mark.integration
 @pytest.mark.slow
 def test_spark_backend_fits_the_als_candidate_and_publishes_it(make_trainer, small_frame,
-                                                                 redis_client, settings):
+                                                                 redis_client, settings,
+                                                                 monkeypatch):
+    read = []  # what the final fit had Spark read (a spy: the real function runs)
+    weigh = spark_als.spark_weights
+    monkeypatch.setattr(spark_als, "spark_weights",
+                        lambda session, source: read.append(source) or weigh(session, source))
     trainer = make_trainer(params=SPARK_FAST, trainer_backend="spark", spark_master="local[2]",
                            trainer_candidates=("popularity", "als"),
                            # no buy-again weight: one Spark fit less (it is not what is tested)
@@ -96,6 +102,10 @@ def test_spark_backend_fits_the_als_candidate_and_publishes_it(make_trainer, sma
     assert float(np.abs(model.item_factors).sum(axis=1).min()) > 0
     # published from the refit on the whole history, by Spark too (no warm start in MLlib)
     assert manifest["trained_until_ms"] > manifest["holdout"]["cutoff_ms"]
+    # ... from the history's Parquet files, read by Spark itself
+    assert len(read) == 1
+    assert read[0].paths == tuple(p.as_uri() for p in trainer.store.files())
+    assert read[0].shape[1] >= manifest["n_items"]
     assert result.metrics["ndcg@10"] > result.baseline_metrics["ndcg@10"]
 
 
@@ -134,3 +144,58 @@ def test_an_unreachable_master_fails_the_trainer_at_start_up_naming_it(tmp_path)
     assert out.returncode != 0
     assert "spark://127.0.0.1:9" in out.stderr and "RECSYS_SPARK_MASTER" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_spark_weighs_the_parquet_history_as_the_driver_does(tmp_path):
+    # Spark reads the history's files itself (file:// URI) and must give the driver's W:
+    # same ids -> indices, the same decay reference, the negative-rating rule, retention
+    from recsys.matrix import index_events, weight_matrix
+    from trainer.history import HistoryStore
+    from trainer.pipeline import TRAIN_COLUMNS
+
+    day = 86_400_000
+    rng = np.random.default_rng(5)
+    n = 400
+    types = rng.choice(["view", "click", "transaction", "rating", "dislike", "hide"], n)
+    frame = pd.DataFrame({
+        "event_id": [f"e{i}" for i in range(n)],
+        "user_id": [f"u{u}" for u in rng.integers(0, 25, n)],
+        "item_id": [f"i{i}" for i in rng.integers(0, 30, n)],
+        "event_type": types,
+        "value": np.where(types == "rating", rng.integers(1, 6, n).astype(float), np.nan),
+        "timestamp": 1_735_689_600_000 + rng.integers(0, 40 * day, n)})
+    store = HistoryStore((tmp_path / "history").as_uri(), retention_days=30)
+    store.append(frame.iloc[:250])
+    store.append(frame.iloc[250:])  # two files
+    weights = {"view": 1.0, "click": 2.0, "transaction": 5.0, "rating": 3.0, "dislike": 2.0,
+               "hide": 1.0, "addtocart": 3.0}
+    loaded = store.load(columns=TRAIN_COLUMNS)
+    assert len(loaded) < n  # retention dropped the oldest events: Spark must drop them too
+    latest = int(loaded["timestamp"].max()) + day
+    loaded = loaded.loc[loaded["item_id"] != "i3"].reset_index(drop=True)  # off the catalogue
+    events = index_events(loaded, weights, 7.0, latest, negative_rating_max=2.0)
+    expected = weight_matrix(events)
+    assert (expected.data < 0).any() and (expected.data > 0).any()
+
+    source = spark_als.HistorySource(
+        paths=spark_als.spark_paths(store.location, store.files()),
+        user_ids=events.user_ids, item_ids=events.item_ids, event_weights=weights,
+        half_life_days=7.0, reference_ms=latest, negative_rating_max=2.0,
+        min_timestamp_ms=int(events.timestamps.min()))
+    assert all(p.startswith("file:///") for p in source.paths)
+    session = spark_als.spark_session(spark_als.SparkOptions.of("local[2]"))
+    got = spark_als.collect_weights(spark_als.spark_weights(session, source), source.shape)
+    np.testing.assert_array_equal(got.indptr, expected.indptr)
+    np.testing.assert_array_equal(got.indices, expected.indices)
+    np.testing.assert_allclose(got.data, expected.data, rtol=1e-12, atol=1e-12)
+
+
+def test_history_locations_become_spark_paths(tmp_path):
+    files = [tmp_path / "part-000000000001.parquet"]
+    assert spark_als.spark_paths(str(tmp_path), files) == (files[0].as_uri(),)
+    assert spark_als.spark_paths(tmp_path.as_uri(), files) == (files[0].as_uri(),)
+    assert spark_als.spark_paths("s3://bucket/history", ["bucket/history/base-1.parquet"]) \
+        == ("s3a://bucket/history/base-1.parquet",)
+    assert spark_als.spark_paths("hdfs://nn:8020/h", ["/h/part-1.parquet"]) \
+        == ("hdfs://nn:8020/h/part-1.parquet",)
