@@ -213,6 +213,9 @@ def spark_session(options: SparkOptions) -> Any:
             _session[1].stop()
             _session = None
         _quiet_pandas_check()
+        # py4j narrates every connection at INFO, down to its own garbage collection at
+        # interpreter exit, when the handlers' streams may already be closed.
+        logging.getLogger("py4j").setLevel(logging.WARNING)
         try:
             from pyspark.sql import SparkSession
         except ImportError:
