@@ -453,12 +453,16 @@ class Catalog:
     async def detail_members(self, item_ids: list[str]) -> list[bytes]:
         """`detail_members` of each item, in order (cached; b'' for items without details)."""
         now = time.monotonic()
+        known, cache = self.categories, self._details
+        # The common case first, one pass: every item cached and fresh. Only catalogue items
+        # are cached, and removing or reloading drops them, so a hit needs no `known` check.
+        hits = [cache.get(item_id) for item_id in item_ids]
+        if all(hit is not None and hit[0] > now for hit in hits):
+            return [hit[1] for hit in hits]  # type: ignore[index]
         out: list[bytes] = []
         missing: list[int] = []  # positions in `out` still to read from Redis
-        known, cache = self.categories, self._details
-        for item_id in item_ids:
+        for item_id, hit in zip(item_ids, hits, strict=True):
             if item_id in known:  # else: not in the catalog, nothing to show or to ask Redis
-                hit = cache.get(item_id)
                 if hit is not None and hit[0] > now:
                     out.append(hit[1])
                     continue
@@ -480,8 +484,10 @@ class Catalog:
         for pos, raw in zip(missing, raws, strict=True):
             item_id = item_ids[pos]
             members = detail_members(decode_item(item_id, raw) if raw else None)
-            if self.settings.api_catalog_cache_size:
-                cache[item_ids[pos]] = (expires, members)
+            # Still in the catalogue after the await (a reload may have dropped it): only
+            # catalogue items are cached, which the all-cached pass above relies on.
+            if self.settings.api_catalog_cache_size and item_id in self.categories:
+                cache[item_id] = (expires, members)
             out[pos] = members
         return out
 

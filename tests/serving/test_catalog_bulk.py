@@ -118,3 +118,37 @@ async def test_writes_respect_the_detail_cache_size(settings, size):
             assert len(catalog._details) <= size
         # Whatever the cache kept, details still read back from Redis.
         assert (await client.get("/v1/items/sku-3")).json()["name"] == "n3"
+
+
+async def test_details_of_an_item_gone_during_their_read_are_not_cached(client, redis_client,
+                                                                        keys, monkeypatch):
+    """The all-cached pass of `detail_members` trusts that only catalogue items are cached:
+    an item another replica removed while its details were being read is shown this once
+    (it was in the catalogue when asked) but not cached, so the next list shows no details."""
+    r = await client.put("/v1/items", json=[{"item_id": "sku-a", "name": "A"},
+                                            {"item_id": "sku-b", "name": "B"}])
+    assert r.status_code == 200
+    catalog = client._transport.app.state.services.catalog
+    catalog._details.clear()
+    real = catalog.redis.pipeline
+
+    def racing_pipeline(*args, **kwargs):
+        pipe = real(*args, **kwargs)
+        execute = pipe.execute
+
+        async def execute_then_reload():
+            out = await execute()
+            redis_client.hdel(keys.catalog_category, "sku-b")  # another replica's delete
+            await catalog.load()
+            return out
+
+        pipe.execute = execute_then_reload
+        return pipe
+
+    monkeypatch.setattr(catalog.redis, "pipeline", racing_pipeline)
+    first = await catalog.detail_members(["sku-a", "sku-b"])
+    assert all(b'"name"' in members for members in first)
+    monkeypatch.setattr(catalog.redis, "pipeline", real)
+    assert "sku-b" not in catalog._details
+    again = await catalog.detail_members(["sku-a", "sku-b"])
+    assert b'"name":"A"' in again[0] and again[1] == b""
