@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.serving.conftest import running_app, with_overrides
-from tests.serving.test_filters_api import describe, passes
+from tests.serving.test_filters_api import passes, put_catalogue
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -16,11 +16,7 @@ USERS = ["u1", "stranger", "u3", "u6"]
 
 @pytest.fixture
 async def catalogue(published, client):
-    entries = {item: describe(n, item, published.category_of[item])
-               for n, item in enumerate(published.item_ids)}
-    r = await client.put("/v1/items", json=[{"item_id": i, **e} for i, e in entries.items()])
-    assert r.status_code == 200, r.text
-    return entries
+    return await put_catalogue(published, client)
 
 
 def ids(body: dict) -> list[str]:

@@ -20,13 +20,18 @@ def describe(n: int, item: str, category: str) -> dict:
             "attributes": {"colour": "red" if n % 4 < 2 else "blue", "year": 2000 + n % 5}}
 
 
-@pytest.fixture
-async def catalogue(published, client):
+async def put_catalogue(published, client) -> dict:
+    """Every published item described (`describe`) and PUT into the catalogue."""
     entries = {item: describe(n, item, published.category_of[item])
                for n, item in enumerate(published.item_ids)}
     r = await client.put("/v1/items", json=[{"item_id": i, **e} for i, e in entries.items()])
     assert r.status_code == 200, r.text
     return entries
+
+
+@pytest.fixture
+async def catalogue(published, client):
+    return await put_catalogue(published, client)
 
 
 def passes(entry: dict, *, brands=None, price_max=None, tag=None, colour=None, prefix=None
