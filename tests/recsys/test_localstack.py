@@ -40,8 +40,11 @@ def test_exception_inside_the_block_still_stops_everything():
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_parent_killed_or_interrupted_leaves_no_orphans(sig):
+    # The child restores Python's Ctrl-C handler: a test run started in the background by a
+    # shell without job control inherits SIGINT ignored, and Python keeps that disposition.
     script = textwrap.dedent("""
-        import sys, time
+        import signal, sys, time
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from shell.localstack import LocalStack
         stack = LocalStack().start()
         print(" ".join(str(p.pid) for p in stack.processes), flush=True)
@@ -55,8 +58,7 @@ def test_parent_killed_or_interrupted_leaves_no_orphans(sig):
     pids = [int(p) for p in parent.stdout.readline().split()]
     assert len(pids) == 2 and all(_alive(p) for p in pids)
     parent.send_signal(sig)
-    # stop() gives each of the two processes 5 s for SIGTERM and 5 s after SIGKILL: a loaded
-    # machine can need the first part, so wait for the whole bound rather than for 10 s.
+    # stop() gives each of the two processes 5 s for SIGTERM and 5 s after SIGKILL.
     parent.wait(25)
     deadline = time.monotonic() + 10
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
