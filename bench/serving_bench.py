@@ -137,7 +137,7 @@ async def _fixed_rate(host: str, port: int, paths: list[str], rate: float, durat
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
     return {"latencies": latencies, "failures": failures, "achieved_rps": total / elapsed,
-            "slow": sorted(slow)}
+            "slow": sorted(slow), "started_at": time.time() - elapsed}
 
 
 async def _closed_loop(host: str, port: int, paths: list[str], concurrency: int,
@@ -618,6 +618,17 @@ def _seed_catalog(client: Any, keys: Any, n_items: int) -> None:
     pipe.execute()
 
 
+def _warm(port: int, plain: list[str], ruled: list[str]) -> None:
+    """Warm both paths of every API process, closed loop (the rules' catalogue cache fills
+    on their first requests: a fixed rate would queue behind them), then at the rate."""
+    _run_load({"host": "127.0.0.1", "port": port, "phases": [
+        {"name": name, "kind": "closed", "paths": paths[::-1], "concurrency": 4,
+         "duration": 4.0} for name, paths in (("w1", plain), ("w2", ruled))]})
+    _run_load({"host": "127.0.0.1", "port": port, "phases": [
+        {"name": name, "kind": "fixed", "paths": paths[::-1], "rate": RATE,
+         "duration": 2.0} for name, paths in (("w3", plain), ("w4", ruled))]})
+
+
 def rules_phase(client: Any, keys: Any, env: dict[str, str], users: list[str], quick: bool,
                 logs: Path) -> dict[str, Any]:
     """Plain vs with rules (placement=bench), alternating fixed-rate phases at RATE in one
@@ -637,20 +648,15 @@ def rules_phase(client: Any, keys: Any, env: dict[str, str], users: list[str], q
     cpu: dict[str, float] = {"plain": 0.0, "rules": 0.0}
     serial: dict[str, list[float]] = {"plain": [], "rules": []}
     two_workers: dict[str, list[float]] = {"plain": [], "rules": []}
+    # The slow requests' episodes (see _stalls) of each measured phase, by line.
+    episodes: dict[str, list[dict[str, float]]] = {}
     failures = 0
     try:
         api.wait_ready("v50k")
         status, body = api.get(ruled[0])
         if status != 200:
             raise RuntimeError(f"rules request failed: {status} {body[:300]!r}")
-        # Warm both paths, closed loop (the rules' catalogue cache fills on their first
-        # requests: a fixed rate would queue behind them), then at the rate.
-        _run_load({"host": "127.0.0.1", "port": api.port, "phases": [
-            {"name": name, "kind": "closed", "paths": paths[::-1], "concurrency": 4,
-             "duration": 4.0} for name, paths in (("w1", plain), ("w2", ruled))]})
-        _run_load({"host": "127.0.0.1", "port": api.port, "phases": [
-            {"name": name, "kind": "fixed", "paths": paths[::-1], "rate": RATE,
-             "duration": 2.0} for name, paths in (("w3", plain), ("w4", ruled))]})
+        _warm(api.port, plain, ruled)
         for _ in range(2):
             for name, paths in (("plain", plain), ("rules", ruled)):
                 before = api.cpu_s()
@@ -659,6 +665,9 @@ def rules_phase(client: Any, keys: Any, env: dict[str, str], users: list[str], q
                      "duration": duration, "expect": personalised}]})[name]
                 cpu[name] += api.cpu_s() - before
                 latencies[name] += out["latencies"]
+                episodes.setdefault(name, []).extend(
+                    {**e, "at": out["started_at"] + e["first_due_s"]}
+                    for e in _stalls(out["slow"])[:3])
                 failures += out["failures"]
         # One connection, back to back: each request's own latency, without the queueing
         # a fixed rate beyond what a busy machine gives the API adds.
@@ -676,15 +685,16 @@ def rules_phase(client: Any, keys: Any, env: dict[str, str], users: list[str], q
         api = _Api(env, free_port(), logs, workers=2)
         for _ in range(8):  # each answer comes from either process: both must be ready
             api.wait_ready("v50k")
-        _run_load({"host": "127.0.0.1", "port": api.port, "phases": [
-            {"name": name, "kind": "closed", "paths": paths[::-1], "concurrency": 4,
-             "duration": 4.0} for name, paths in (("w1", plain), ("w2", ruled))]})
+        _warm(api.port, plain, ruled)
         for _ in range(2):
             for name, paths in (("plain", plain), ("rules", ruled)):
                 out = _run_load({"host": "127.0.0.1", "port": api.port, "phases": [
                     {"name": name, "kind": "fixed", "paths": paths, "rate": RATE,
                      "duration": duration, "expect": personalised}]})[name]
                 two_workers[name] += out["latencies"]
+                episodes.setdefault(f"{name}_2_workers", []).extend(
+                    {**e, "at": out["started_at"] + e["first_due_s"]}
+                    for e in _stalls(out["slow"])[:3])
                 failures += out["failures"]
         api.stop()
         # The same requests in this process, alternating rounds: the CPU of the app itself,
@@ -697,7 +707,8 @@ def rules_phase(client: Any, keys: Any, env: dict[str, str], users: list[str], q
     result: dict[str, Any] = {"placement": RULES_PLACEMENT, "k": K, "rate": RATE,
                               "failed_or_not_personalised": failures,
                               "inprocess_cpu_ms_plain": inprocess["cpu_ms_plain"],
-                              "inprocess_cpu_ms_rules": inprocess["cpu_ms_rules"]}
+                              "inprocess_cpu_ms_rules": inprocess["cpu_ms_rules"],
+                              "slow_episodes": episodes}
     for name in ("plain", "rules"):
         result[f"{name}_p50_ms"], result[f"{name}_p99_ms"] = _percentiles(latencies[name])
         result[f"{name}_requests"] = len(latencies[name])

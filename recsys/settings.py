@@ -577,8 +577,12 @@ class Settings(BaseSettings):
         description="How often an API process checks for catalog changes by others.",
     )
     api_catalog_cache_s: float = Field(
-        default=30.0, ge=0.0, le=86_400.0,
-        description="How long item details (name, price...) are cached in memory.",
+        default=3600.0, ge=0.0, le=86_400.0,
+        description="How long item details (name, price...) are cached in memory at most. "
+        "Every catalogue write the product makes (the API, `recsys items load`, erasure) "
+        "moves the catalogue generation, and each API process reloads within "
+        "`api_catalog_poll_s` and drops its cache; this bound only limits how long a write "
+        "made around the product (straight into Redis) stays unseen.",
     )
     api_catalog_cache_size: int = Field(
         default=100_000, ge=0, le=10_000_000,

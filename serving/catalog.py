@@ -15,6 +15,7 @@ write and a candidate array.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -49,6 +50,7 @@ from recsys.rules import (
     view_of,
 )
 from recsys.settings import Settings
+from serving.heap import settle_after_load
 from serving.periodic import PeriodicTask
 from serving.redis_guard import RedisGuard
 from serving.scoring import EMPTY_ROWS, rows_of
@@ -58,10 +60,14 @@ from serving.telemetry import ApiMetrics
 log = logging.getLogger(__name__)
 
 SCAN_BATCH = 10_000
-# Memory of the business rules' columns kept per catalogue state (`RuleTable`: two arrays of
+# Memory of the business rules' columns kept per model version (`RuleTable`: two arrays of
 # the version's rows per distinct boost condition or max_per field asked); beyond it they are
 # dropped and refilled from the cached views as pools ask.
 MAX_RULE_COLUMN_BYTES = 64 << 20
+# Model versions whose rule columns are kept (the served one and experiments' variants).
+MAX_RULE_TABLES = 4
+# Items read per Redis round trip when a rule set's columns are filled in the background.
+RULE_FILL_BATCH = 64
 
 
 def detail_members(item: ItemAttributes | None) -> bytes:
@@ -158,16 +164,53 @@ class FacetIndex:
         return items
 
 
+def _column_keys(rules: Rules) -> tuple[list[tuple[Any, ...]], list[Any]]:
+    """The `RuleTable` keys and dtypes of `rules`' columns (recsys.rules.Columns order)."""
+    keys: list[tuple[Any, ...]] = [("boost", *column_key(boost)) for boost in rules.boosts]
+    dtypes: list[Any] = [np.float64 if boost.field == "new" else bool for boost in rules.boosts]
+    if rules.max_per is not None:
+        keys.append(("group", rules.max_per_field))
+        dtypes.append(np.int32)
+    return keys, dtypes
+
+
 class RuleTable:
     """What business rules read of each row of one model version (recsys.rules columns: one
-    per boost condition, the group codes of a max_per field), for one catalogue state:
-    memoised like the rows above, filled row by row from the items' views as pools ask."""
+    per boost condition, the group codes of a max_per field): filled from the items' views as
+    pools ask, and for every row in the background once a rule set is first asked
+    (`Catalog.rule_columns`). A row's values stay until its item is written through this
+    process (`forget`); a catalogue reload drops the table. The stream's fresh items append
+    rows to a version (`grow`); rows never change their item within a version."""
 
-    def __init__(self, rows: int) -> None:
+    def __init__(self, version: str, rows: int, index: dict[str, int]) -> None:
+        self.version = version
         self.rows = rows
+        self.index = index  # item -> row, the latest of the version's (growing) models
         # key -> (values per row, whether the row's value is known)
         self.columns: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
         self.codes: dict[str, dict[Any, int]] = {}  # max_per field -> group -> code
+        self.filling: set[tuple[Any, ...]] = set()  # rule sets' keys filled (or being filled)
+        # Bumped by every `forget`: a view read before it may be stale, so what it gave is
+        # used for that pool but not kept.
+        self.writes = 0
+
+    def grow(self, rows: int, index: dict[str, int]) -> None:
+        self.index = index
+        if rows <= self.rows:
+            return
+        extra = rows - self.rows
+        self.columns = {key: (np.concatenate([values, np.zeros(extra, dtype=values.dtype)]),
+                              np.concatenate([done, np.zeros(extra, dtype=bool)]))
+                        for key, (values, done) in self.columns.items()}
+        self.rows = rows
+
+    def forget(self, item_id: str) -> None:
+        """The item changed: its row is read again from its view when next asked."""
+        row = self.index.get(item_id)
+        if row is not None and row < self.rows:
+            for _, done in self.columns.values():
+                done[row] = False
+        self.writes += 1
 
     def column(self, key: tuple[Any, ...], dtype: Any) -> tuple[np.ndarray, np.ndarray]:
         entry = self.columns.get(key)
@@ -206,6 +249,8 @@ class Catalog:
         # its catalogue fields and added_ms). Valid until the catalogue changes: a write
         # through this process drops the item's entry, a write by another replica reloads.
         self._rule_items: dict[str, View] = {}
+        self._rule_tables: dict[str, RuleTable] = {}  # model version -> its rule columns
+        self._fill_tasks: set[asyncio.Task[None]] = set()
         self._seq = 0  # bumped on every in-memory change; keys the memo
         self._memo: dict[tuple[Any, ...], Any] = {}
         # item -> (expires, detail_members(item)); b'' caches "not in Redis" too.
@@ -347,9 +392,11 @@ class Catalog:
         self.generation = int(generation) if generation is not None else None
         self._details.clear()
         self._rule_items.clear()
+        self._rule_tables.clear()
         self._changed()
         log.info("catalog loaded: %d items, %d unavailable (generation %s)",
                  len(categories), len(unavailable), self.generation)
+        settle_after_load("catalogue")
 
     async def _scan_hash(self, key: str) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -373,6 +420,9 @@ class Catalog:
 
     async def stop(self) -> None:
         await self._poller.stop()
+        for task in list(self._fill_tasks):
+            task.cancel()
+        await asyncio.gather(*self._fill_tasks, return_exceptions=True)
 
     async def put(self, item: ItemAttributes) -> ItemAttributes:
         """Write one item (replacing it) and apply it locally. Redis errors propagate."""
@@ -394,7 +444,7 @@ class Catalog:
         # Synchronous from here on: a request sees the catalog before or after the batch.
         for item in items:
             self._apply_one(item)
-            self._rule_items.pop(item.item_id, None)
+            self._forget_rule_item(item.item_id)
             self.attribute_names.update(item.attributes)
         self._changed()
         if written == (self.generation or 0) + 1:
@@ -421,7 +471,7 @@ class Catalog:
         self.facets.remove(item_id)
         self.unavailable.add(item_id)
         self._details.pop(item_id, None)
-        self._rule_items.pop(item_id, None)
+        self._forget_rule_item(item_id)
         self._changed()
         if written == (self.generation or 0) + 1:
             self.generation = written
@@ -496,17 +546,12 @@ class Catalog:
         """recsys.rules.columns_of(rules, the items' views) for a pool: `rows` are its items'
         rows in `model` (-1: not in it). Read from the columns cached per row (`RuleTable`);
         views (`rule_items`) are asked only for the items some column does not know yet, or
-        that have no row. None from Redis (it cannot say) is not cached."""
+        that have no row. None from Redis (it cannot say) is not cached. The first pool that
+        finds rows missing starts filling the rule set's columns for every row."""
         if model is None or rows is None:
             return columns_of(rules, await self.rule_items(item_ids))
-        table: RuleTable = self._memoised(model, "rules",
-                                          lambda: RuleTable(len(model.item_ids)))
-        keys = [("boost", *column_key(boost)) for boost in rules.boosts]
-        dtypes: list[Any] = [np.float64 if boost.field == "new" else bool
-                             for boost in rules.boosts]
-        if rules.max_per is not None:
-            keys.append(("group", rules.max_per_field))
-            dtypes.append(np.int32)
+        table = self._rule_table(model)
+        keys, dtypes = _column_keys(rules)
         entries = [table.column(key, dtype) for key, dtype in zip(keys, dtypes, strict=True)]
         known = rows >= 0
         safe = np.where(known, rows, 0)
@@ -514,35 +559,105 @@ class Catalog:
         for _, done in entries:
             missing |= ~done[safe]
         out = [values[safe] for values, _ in entries]
-        if not missing.any():
-            return Columns(out[:len(rules.boosts)],
-                           out[-1] if rules.max_per is not None else None)
-        positions = np.flatnonzero(missing)
-        wanted = [item_ids[pos] for pos in positions.tolist()]
-        views = await self.rule_items(wanted)
+        if missing.any():
+            self._start_fill(table, model, rules)
+            positions = np.flatnonzero(missing)
+            wanted = [item_ids[pos] for pos in positions.tolist()]
+            writes = table.writes
+            views = await self.rule_items(wanted)
+            fresh = self._fresh_columns(table, rules, views)
+            for pool, column in zip(out, fresh, strict=True):
+                pool[positions] = column
+            self._settle(table, entries, fresh, wanted, views,
+                         np.where(known[positions], rows[positions], -1), writes)
+        return Columns(out[:len(rules.boosts)], out[-1] if rules.max_per is not None else None)
+
+    def _rule_table(self, model: LoadedModel) -> RuleTable:
+        table = self._rule_tables.get(model.version)
+        if table is None:
+            if len(self._rule_tables) >= MAX_RULE_TABLES:
+                self._rule_tables.clear()
+            table = self._rule_tables[model.version] = RuleTable(
+                model.version, len(model.item_ids), model.index)
+        else:
+            table.grow(len(model.item_ids), model.index)
+        return table
+
+    def _forget_rule_item(self, item_id: str) -> None:
+        self._rule_items.pop(item_id, None)
+        for table in self._rule_tables.values():
+            table.forget(item_id)
+
+    def _fresh_columns(self, table: RuleTable, rules: Rules,
+                       views: list[View | None]) -> list[np.ndarray]:
         fresh = [boost_column(boost, views) for boost in rules.boosts]
         if rules.max_per is not None:
             codes = table.codes.setdefault(rules.max_per_field, {})
             fresh.append(group_codes(group_keys(views, rules.max_per_field), codes))
-        # Cache what the catalogue answered: a view, or "not in the catalogue".
+        return fresh
+
+    def _settle(self, table: RuleTable, entries: list[tuple[np.ndarray, np.ndarray]],
+                fresh: list[np.ndarray], item_ids: list[str], views: list[View | None],
+                rows: np.ndarray, writes: int) -> None:
+        """Cache what the catalogue answered for the items at `rows` (-1: no row): a view,
+        or "not in the catalogue"; nothing when an item was written since the views were
+        asked for (`writes`: the table's count then)."""
+        if table.writes != writes:
+            return
         settled = np.asarray([view is not None or item_id not in self.categories
-                              for item_id, view in zip(wanted, views, strict=True)],
-                             dtype=bool) & known[positions]
-        settled_rows = rows[positions[settled]]
-        for (values, done), column, pool in zip(entries, fresh, out, strict=True):
-            pool[positions] = column
+                              for item_id, view in zip(item_ids, views, strict=True)],
+                             dtype=bool) & (rows >= 0)
+        settled_rows = rows[settled]
+        for (values, done), column in zip(entries, fresh, strict=True):
             values[settled_rows] = column[settled]
             done[settled_rows] = True
-        return Columns(out[:len(rules.boosts)], out[-1] if rules.max_per is not None else None)
+
+    def _start_fill(self, table: RuleTable, model: LoadedModel, rules: Rules) -> None:
+        key = tuple(_column_keys(rules)[0])
+        if key in table.filling or not self.guard.available:
+            return
+        table.filling.add(key)
+        task = asyncio.create_task(self._fill_rule_columns(table, model, rules, key),
+                                   name="rule-columns-fill")
+        self._fill_tasks.add(task)
+        task.add_done_callback(self._fill_tasks.discard)
+
+    async def _fill_rule_columns(self, table: RuleTable, model: LoadedModel, rules: Rules,
+                                 key: tuple[Any, ...]) -> None:
+        """One pass over the rows `rules`' columns do not know yet, RULE_FILL_BATCH items per
+        round trip on the control connection: without it, each request that meets rows
+        nobody asked for yet reads their views itself, for as long as the catalogue has such
+        rows (minutes at 50,000 items, again after every version or reload)."""
+        keys, dtypes = _column_keys(rules)
+        entries = [table.column(k, dtype) for k, dtype in zip(keys, dtypes, strict=True)]
+        unknown = ~np.logical_and.reduce([done for _, done in entries])
+        todo = np.flatnonzero(unknown[:len(model.item_ids)])
+        started, filled = time.perf_counter(), 0
+        try:
+            for begin in range(0, len(todo), RULE_FILL_BATCH):
+                if self._rule_tables.get(table.version) is not table:
+                    return  # reloaded, or past MAX_RULE_TABLES: a new table fills itself
+                rows = todo[begin:begin + RULE_FILL_BATCH]
+                item_ids = [model.item_ids[row] for row in rows.tolist()]
+                writes = table.writes
+                views = await self._read_rule_views(item_ids, self.control)
+                # A column dropped (memory bound) or grown meanwhile: write into the current.
+                entries = [table.column(k, dtype) for k, dtype in zip(keys, dtypes, strict=True)]
+                self._settle(table, entries, self._fresh_columns(table, rules, views),
+                             item_ids, views, rows, writes)
+                filled += len(rows)
+        except (RedisError, OSError) as exc:
+            self.guard.failed("catalog_rule_items", exc)
+            table.filling.discard(key)  # a later pool starts again
+            return
+        log.debug("rule columns of %s filled: %d rows in %.2fs", table.version, filled,
+                  time.perf_counter() - started)
 
     async def rule_items(self, item_ids: list[str]) -> list[View | None]:
         """Each item's catalogue fields as business rules match them (recsys.rules.view_of
         of the item's ItemAttributes plus `added_ms`); None for items not in the catalogue
         or when Redis cannot say. Cached until the catalogue changes (at most
-        api_catalog_cache_size items).
-
-        The one place rules read items from: switch it here when the catalogue's shape
-        changes."""
+        api_catalog_cache_size items)."""
         out: list[View | None] = []
         missing: list[int] = []
         cache = self._rule_items
@@ -558,26 +673,40 @@ class Catalog:
             return out
         wanted = [item_ids[pos] for pos in missing]
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            for item_id in wanted:
-                pipe.hgetall(self.keys.item(item_id))
-            pipe.hmget(self.keys.catalog_added, wanted)
-            *raws, added = await pipe.execute()
+            views = await self._read_rule_views(wanted, self.redis)
         except (RedisError, OSError) as exc:
             self.guard.failed("catalog_rule_items", exc)
             return out
         if len(cache) + len(missing) > self.settings.api_catalog_cache_size:
             cache.clear()
-        for pos, raw, when in zip(missing, raws, added, strict=True):
-            if not raw:
+        for pos, view in zip(missing, views, strict=True):
+            if view is None:
                 continue  # deleted meanwhile: not cached, asked again
-            item = decode_item(item_ids[pos], raw)
-            view = view_of({
-                "category": item.category, "category_paths": item.category_paths,
-                "brand": item.brand, "tags": item.tags, "price": item.price,
-                "attributes": dict(item.attributes),
-                "added_ms": int(when) if when is not None else None})
             if self.settings.api_catalog_cache_size:
                 cache[item_ids[pos]] = view
             out[pos] = view
         return out
+
+    async def _read_rule_views(self, item_ids: list[str],
+                               client: aioredis.Redis) -> list[View | None]:
+        """`rule_items`' views read from Redis, one round trip (None: not in Redis).
+
+        The one place rules read items from: switch it here when the catalogue's shape
+        changes."""
+        pipe = client.pipeline(transaction=False)
+        for item_id in item_ids:
+            pipe.hgetall(self.keys.item(item_id))
+        pipe.hmget(self.keys.catalog_added, item_ids)
+        *raws, added = await pipe.execute()
+        views: list[View | None] = []
+        for item_id, raw, when in zip(item_ids, raws, added, strict=True):
+            if not raw:
+                views.append(None)
+                continue
+            item = decode_item(item_id, raw)
+            views.append(view_of({
+                "category": item.category, "category_paths": item.category_paths,
+                "brand": item.brand, "tags": item.tags, "price": item.price,
+                "attributes": dict(item.attributes),
+                "added_ms": int(when) if when is not None else None}))
+        return views

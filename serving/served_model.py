@@ -31,6 +31,7 @@ from recsys.modelstore import ModelVersion, load_model
 from recsys.neighbours import item_norms
 from recsys.redis_client import redis_client, subscriber_client
 from recsys.settings import Settings
+from serving.heap import settle_after_load
 from serving.scoring import rows_of
 from serving.telemetry import ApiMetrics
 
@@ -254,6 +255,7 @@ class ServedModel:
         log.info("serving model version %s (%d items x %d factors, loaded in %.3fs)%s",
                  loaded.version, len(loaded.item_ids), loaded.factors, loaded.load_seconds,
                  f"; replaced {previous.version}" if previous else "")
+        settle_after_load(f"model version {loaded.version}")
 
     async def refresh(self) -> bool:
         """Load and install the current version if it is not the one in memory.

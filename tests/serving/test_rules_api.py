@@ -317,5 +317,90 @@ async def test_rule_columns_past_their_memory_bound_are_dropped_not_wrong(
         got = await catalog.rule_columns(rules, ids, model, pool_rows)
         for mine, theirs in zip(got.boosts, expected.boosts, strict=True):
             assert np.array_equal(mine, theirs)
-        table = next(v for k, v in catalog._memo.items() if k[-1] == "rules")
+        table = catalog._rule_tables[model.version]
         assert 0 < table.nbytes() <= 2 * 2 * rows
+
+
+async def filled(catalog) -> None:
+    """Wait for the background fills of rule columns (serving.catalog) to finish."""
+    import asyncio
+
+    for _ in range(200):
+        if not catalog._fill_tasks:
+            return
+        await asyncio.gather(*catalog._fill_tasks, return_exceptions=True)
+    raise AssertionError("rule columns still filling")
+
+
+async def test_the_first_pool_fills_every_rows_columns_in_the_background(api, published):
+    """One request asks for a pool; afterwards every row of the version is known for its
+    rule set and equals what the items' views say, and a later pool reads Redis for nothing."""
+    from recsys.rules import Rules, columns_of
+    from serving.catalog import _column_keys
+
+    services = api._transport.app.state.services
+    model, catalog = services.holder.current, services.catalog
+    rules = Rules.model_validate({
+        "boosts": [{"field": "brand", "value": "zeta", "weight": 2.0},
+                   {"field": "attributes.margin", "min": 0.5, "weight": 1.5},
+                   {"field": "new", "days": 7, "weight": 1.2}],
+        "max_per": 2, "max_per_field": "category"})
+    pool = list(model.item_ids[:3])
+    await catalog.rule_columns(rules, pool, model,
+                               np.asarray([model.index[i] for i in pool], dtype=np.intp))
+    await filled(catalog)
+    table = catalog._rule_tables[model.version]
+    keys, _ = _column_keys(rules)
+    assert all(table.columns[key][1].all() for key in keys)  # every row known
+    everything = list(model.item_ids)
+    expected = columns_of(rules, await catalog.rule_items(everything))
+    for key, theirs in zip(keys, expected.boosts, strict=False):
+        assert np.array_equal(table.columns[key][0], theirs)
+    assert canonical(table.columns[keys[-1]][0]) == canonical(expected.groups)
+
+    async def no_reads(*args, **kwargs):
+        raise AssertionError("a known row was read from Redis")
+
+    catalog.rule_items = no_reads
+    rows = np.arange(len(everything), dtype=np.intp)[::-1].copy()
+    got = await catalog.rule_columns(rules, everything[::-1], model, rows)
+    assert np.array_equal(got.boosts[0], expected.boosts[0][::-1])
+
+
+async def test_a_catalogue_write_forgets_only_its_items_row(api, published):
+    from recsys.rules import Rules
+    from serving.catalog import _column_keys
+
+    services = api._transport.app.state.services
+    model, catalog = services.holder.current, services.catalog
+    rules = Rules.model_validate({"boosts": [{"field": "brand", "value": "zeta",
+                                              "weight": 2.0}]})
+    item = model.item_ids[0]
+    await catalog.rule_columns(rules, [item], model, np.asarray([0], dtype=np.intp))
+    await filled(catalog)
+    table = catalog._rule_tables[model.version]
+    values, done = table.columns[_column_keys(rules)[0][0]]
+    assert done.all() and bool(values[0]) == (brand_of(item) == "zeta")
+    flipped = "acme" if brand_of(item) == "zeta" else "zeta"
+    r = await api.put(f"/v1/items/{item}", headers=KEY, json={
+        "category": published.category_of[item], "attributes": {"brand": flipped}})
+    assert r.status_code == 200, r.text
+    assert not done[0] and done[1:].all()
+    got = await catalog.rule_columns(rules, [item], model, np.asarray([0], dtype=np.intp))
+    assert bool(got.boosts[0][0]) == (flipped == "zeta") and done[0]
+
+
+def test_a_rule_table_grows_with_the_versions_fresh_rows_and_keeps_its_values():
+    from serving.catalog import RuleTable
+
+    table = RuleTable("v1", 3, {"a": 0, "b": 1, "c": 2})
+    values, done = table.column(("boost", "brand"), bool)
+    values[:] = [True, False, True]
+    done[:] = True
+    table.grow(5, {"a": 0, "b": 1, "c": 2, "d": 3, "e": 4})
+    values, done = table.columns[("boost", "brand")]
+    assert values.tolist() == [True, False, True, False, False]
+    assert done.tolist() == [True, True, True, False, False]
+    table.forget("d")  # a fresh row's item written: nothing known to forget, still counted
+    table.forget("b")
+    assert done.tolist() == [True, False, True, False, False] and table.writes == 2
