@@ -30,6 +30,12 @@ class ErrorOut(BaseModel):
     detail: Any = Field(description="What was wrong, in words (or a list of field errors).")
 
 
+# The 503 of every route that takes `placement` (serving.deps).
+PLACEMENT_UNAVAILABLE: dict[str, Any] = {
+    "model": ErrorOut, "description": "a placement this process has not cached cannot be "
+    "looked up (Redis unavailable)"}
+
+
 # --- catalog -----------------------------------------------------------------------------
 class CatalogItemIn(BaseModel):
     """An item as the shop describes it. Bounds are recsys.item_attributes' (checked by

@@ -21,7 +21,13 @@ from serving.business import UserList, for_users
 from serving.deps import DEFAULT_K, Filters, RuleQuery, ServicesDep, rule_request
 from serving.merchandising import Reranker, pool_size
 from serving.responses import render
-from serving.schemas import AttributeValue, ErrorOut, Id, UserRecommendations
+from serving.schemas import (
+    PLACEMENT_UNAVAILABLE,
+    AttributeValue,
+    ErrorOut,
+    Id,
+    UserRecommendations,
+)
 from serving.state import Services
 
 router = APIRouter(tags=["recommendations"],
@@ -128,8 +134,7 @@ def batch_filter(services: Services, body: BatchIn, query: ItemFilter | None
 @router.post(
     "/v1/recommendations/batch", response_model=BatchOut,
     summary="Personalised top-k for many users",
-    responses={503: {"model": ErrorOut, "description": "a placement this process has not "
-                     "cached cannot be looked up (Redis unavailable)"}},
+    responses={503: PLACEMENT_UNAVAILABLE},
     description="The personalised lists of many users at once. The users' vectors are read "
     "in one Redis round trip and scored in one matrix product (Y [x_1 .. x_B]), which costs "
     "far less than B single requests; users the model cannot answer get the usual fallbacks "

@@ -26,6 +26,7 @@ from serving.recommender import ItemNotFound
 from serving.responses import OrjsonResponse, render
 from serving.schemas import (
     MAX_CATALOG_BATCH,
+    PLACEMENT_UNAVAILABLE,
     CatalogBatchOut,
     CatalogEntryIn,
     CatalogItemIn,
@@ -39,7 +40,8 @@ router = APIRouter(tags=["items"],
 
 
 @router.get("/v1/items/{item_id}/similar", response_model=SimilarItems,
-            responses={404: {"model": ErrorOut, "description": "unknown item"}},
+            responses={404: {"model": ErrorOut, "description": "unknown item"},
+                       503: PLACEMENT_UNAVAILABLE},
             summary="Items similar to an item")
 async def similar_items(services: ServicesDep, item_id: ItemIdPath, k: K, filters: Filters,
                         session_id: SessionQuery = None,

@@ -18,10 +18,11 @@ from serving.deps import (
 )
 from serving.experiments import recommend
 from serving.responses import render
-from serving.schemas import ErrorOut, PopularItems
+from serving.schemas import PLACEMENT_UNAVAILABLE, ErrorOut, PopularItems
 
 router = APIRouter(tags=["recommendations"],
-                   responses={422: {"model": ErrorOut, "description": "bad parameters"}})
+                   responses={422: {"model": ErrorOut, "description": "bad parameters"},
+                              503: PLACEMENT_UNAVAILABLE})
 
 
 @router.get("/v1/popular", response_model=PopularItems, summary="Trending items")

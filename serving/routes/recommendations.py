@@ -32,6 +32,7 @@ from serving.fallback import Result
 from serving.merchandising import RuleRequest
 from serving.responses import render
 from serving.schemas import (
+    PLACEMENT_UNAVAILABLE,
     AnonymousRequest,
     ErrorOut,
     RecommendationList,
@@ -41,7 +42,8 @@ from serving.schemas import (
 from serving.state import Services
 
 router = APIRouter(tags=["recommendations"],
-                   responses={422: {"model": ErrorOut, "description": "bad parameters"}})
+                   responses={422: {"model": ErrorOut, "description": "bad parameters"},
+                              503: PLACEMENT_UNAVAILABLE})
 
 
 async def _for_user(services: Services, user_id: str, k: int, exclude_seen: bool,

@@ -134,6 +134,16 @@ async def test_an_uncached_placement_while_redis_is_down_is_503_not_unknown(
                 r = await client.request(method, path, **kwargs)
                 assert r.status_code == 422 and r.json()["detail"].startswith("placement:")
 
+            # ... and the spec says so on every route that takes a placement.
+            spec = (await client.get("/openapi.json")).json()["paths"]
+            for method, path in [("get", "/v1/users/{user_id}/recommendations"),
+                                 ("post", "/v1/users/{user_id}/recommendations"),
+                                 ("post", "/v1/recommendations/batch"),
+                                 ("post", "/v1/recommendations/anonymous"),
+                                 ("get", "/v1/items/{item_id}/similar"),
+                                 ("get", "/v1/popular")]:
+                assert "503" in spec[path][method]["responses"], (method, path)
+
             for outage in ("paused", "stopped"):
                 if outage == "paused":
                     os.kill(server.pid, signal.SIGSTOP)
