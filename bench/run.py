@@ -55,6 +55,13 @@ COMPARISONS = [
     ("serving", "p50_ms", "redis_get_p50_ms", "API latency / raw Redis GET"),
     ("serving", "p99_ms", "redis_get_p99_ms", "at 300 req/s; target < 10 ms"),
     ("serving", "rps", None, "max throughput, personalised"),
+    ("serving", "rules.rules_p99_ms", "rules.plain_p99_ms",
+     "with rules (3 boosts, max_per, diversity 0.3) / plain, 300 req/s, one process; "
+     "target < 10 ms"),
+    ("serving", "rules.rules_api_cpu_ms_per_request", "rules.plain_api_cpu_ms_per_request",
+     "API CPU per request, with rules / plain"),
+    ("serving", "rules.rules_p99_ms_2_workers", "rules.plain_p99_ms_2_workers",
+     "with rules / plain, 300 req/s, two API processes"),
     ("serving", "large_catalog.p99_ms", "p99_ms",
      "1,000,000 items (approximate search) / 50,000 exact; target < 10 ms at 300 req/s"),
     ("serving", "large_catalog.api_cpu_ms_per_request", "api_cpu_ms_per_request",
