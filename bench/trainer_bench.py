@@ -35,7 +35,9 @@ cores by default), as `recsys.sequence_train.fit_neural_on` runs it in the train
 process CPU seconds, epochs run of the settings' maximum (the time budget may stop it
 first). Target: under 5 minutes on 2 cores.
 
-ratio = fit_s / implicit_fit_s (target < 1.3 before candidate selection); cpu_ratio is the
+ratio = fit_s / implicit_fit_s (the target < 1.3 was set before candidate selection: since
+then every timed run re-scores each candidate's point, so the ratio is what selection costs a
+run, and the pinned path alone is not timed here; docs/benchmarks.md); cpu_ratio is the
 same with process CPU seconds (all threads: what the run costs, less sensitive to other load
 on a shared machine).
 Spark backend (`spark`, also `python -m bench.trainer_bench --spark [--ml100k]`): on the same
