@@ -35,6 +35,9 @@ COMPARISONS = [
     ("trainer", "fit_s", "implicit_fit_s",
      "train --once with model selection (every candidate's point re-scored each run) / plain "
      "implicit fit; the target < 1.3 was set before selection and no longer applies"),
+    ("trainer", "pinned_fit_s", "implicit_fit_s",
+     "train --once, model pinned (ALS at the settings' point, no selection) / plain implicit "
+     "fit; target < 1.3"),
     ("trainer", "spark.ndcg_ratio", None,
      "Spark MLlib ALS / implicit, NDCG@10 on ML-100K, each at its point searched on "
      "validation; target >= 0.95"),

@@ -22,6 +22,10 @@ what is left of the budget after a reserve for what the trainer does next: every
 candidate's best point fitted once more on the whole training part (RESERVE x the sum of
 their fit times on the validation fit part).
 
+One personal candidate and no search (a pinned run, or `trainer_candidates` naming one
+candidate between searches): there is nothing to choose, so no validation carve and no fit;
+the candidate at its start point wins and the caller's holdout checks it against popularity.
+
 Sequence candidates (neural) also read the order of the training events
 (`FitContext.sequences`, built here only when one is on the board), and their training
 stops at the budget's deadline (after at least one epoch).
@@ -58,6 +62,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CANDIDATES = ("popularity", "als", "knn_cosine", "knn_bm25", "knn_tfidf", "ease")
 VALIDATIONS = ("time", "random")
+NO_VALIDATION = "none"  # Selection.validation of a single candidate chosen without a carve
 # the whole training part is 1 / (1 - validation_fraction) of the fit part (x1.25 at 0.2),
 # plus scoring: the leaderboard's refits cost about this multiple of the validation fits
 RESERVE = 1.5
@@ -224,6 +229,9 @@ def select(events: IndexedEvents, train_mask: np.ndarray, config: SelectionConfi
     if not k_text.isdigit() or int(k_text) != config.k:
         raise SelectionError(f"metric {config.metric!r} must be at k={config.k}")
     ctx = config.context()
+    personal = [spec for spec in specs if spec.kind != KIND_POPULARITY]
+    if not config.search and len(personal) == 1:
+        return _single(events, train_mask, config, personal[0], ctx, warm, started)
     if any(spec.kind == KIND_NEURAL for spec in specs):
         ctx = replace(ctx, sequences=training_sequences(events, train_mask))
     fit_part, holdout = carve_validation(events, train_mask, config.validation,
@@ -323,6 +331,41 @@ def select(events: IndexedEvents, train_mask: np.ndarray, config: SelectionConfi
                      holdout.n_users, seconds, config.budget_s, searched)
 
 
+def _single(events: IndexedEvents, train_mask: np.ndarray, config: SelectionConfig,
+            spec: Any, ctx: FitContext, warm: Mapping[str, Mapping[str, Any]] | None,
+            started: float) -> Selection:
+    """One personal candidate and no search: nothing to choose on validation, so no carve
+    and no fit here. The candidate at its start point wins unless it cannot run; the caller
+    checks it against popularity on its holdout (the trainer's `_confirm_on_holdout`), which
+    a selection's winner passes too. Saves a fit on the validation part each run (about
+    0.6 x a fit at the settings' point)."""
+    mask = np.asarray(train_mask, dtype=bool)
+    weighted = mask & (events.weights != 0)
+    n_users = int(np.count_nonzero(np.bincount(events.rows[weighted],
+                                               minlength=events.shape[0])))
+    n_items = int(np.count_nonzero(np.bincount(events.cols[weighted],
+                                               minlength=events.shape[1])))
+    pop = Entry("popularity", KIND_POPULARITY, dict(registry.get("popularity").defaults))
+    entry = Entry(spec.name, spec.kind, {**spec.defaults,
+                                         **dict((warm or {}).get(spec.name, {}))})
+    if n_users < 2 or n_items < 2:
+        entry.skipped = (f"{n_users} user(s) x {n_items} item(s) in the training part: "
+                         "nothing personal to learn")
+    elif spec.skip:
+        if spec.kind == KIND_NEURAL:
+            ctx = replace(ctx, sequences=training_sequences(events, mask))
+        entry.skipped = spec.skip((events.shape[0], events.shape[1]), ctx)
+    if entry.skipped:
+        winner, reason = "popularity", f"{spec.name} skipped: {entry.skipped}"
+    else:
+        winner = spec.name
+        reason = (f"{spec.name} is the only candidate and no search runs: no validation "
+                  "carve; the holdout checks it against popularity")
+    log.info("selection: %s (%s)", winner, reason)
+    return Selection([pop, entry], winner, reason, config.metric, NO_VALIDATION, 0,
+                     time.perf_counter() - started, config.budget_s, False)
+
+
 def training_sequences(events: IndexedEvents, mask: np.ndarray) -> list[list[int]]:
     """Per user row, the item columns of the events under `mask` in the stream's order
     (FitContext.sequences, for sequence candidates)."""
@@ -375,6 +418,6 @@ def config_from_settings(settings: Any, **overrides: Any) -> SelectionConfig:
     return SelectionConfig(**values)
 
 
-__all__ = ["DEFAULT_CANDIDATES", "Entry", "Selection", "SelectionConfig", "SelectionError",
-           "carve_validation", "config_from_settings", "evaluate", "fit_on",
+__all__ = ["DEFAULT_CANDIDATES", "NO_VALIDATION", "Entry", "Selection", "SelectionConfig",
+           "SelectionError", "carve_validation", "config_from_settings", "evaluate", "fit_on",
            "retune_reason", "select", "training_sequences"]

@@ -70,6 +70,7 @@ from recsys.neighbours import cosine_neighbour_lists
 from recsys.quality import unique_sorted
 from recsys.repeat import fit_weight, keep_seen_validation, repeat_rate
 from recsys.selection import (
+    NO_VALIDATION,
     Selection,
     config_from_settings,
     evaluate,
@@ -569,10 +570,18 @@ class Trainer:
                 model = fit_on(entry.name, w_train, entry.params, config, sequences)
                 entry.holdout = evaluate_candidate(model, holdout, k)
             except Exception as exc:  # noqa: BLE001 - a candidate failing is recorded
-                if entry.name == selection.winner or entry.name == "popularity":
+                # a winner that fitted on validation and fails now is a fault to surface;
+                # one chosen without a validation fit (NO_VALIDATION) fails here first, as
+                # a candidate of a selection fails there: recorded, popularity published
+                unvalidated = selection.validation == NO_VALIDATION
+                if entry.name == "popularity" or (entry.name == selection.winner
+                                                  and not unvalidated):
                     raise
                 log.warning("candidate %s failed on the training part: %s", entry.name, exc)
                 entry.skipped = f"failed on the training part: {exc}"
+                if entry.name == selection.winner:
+                    selection.winner = "popularity"
+                    selection.reason = f"{entry.name} {entry.skipped}: popularity-only version"
                 continue
             fitted[entry.name] = model
         return fitted
@@ -617,8 +626,8 @@ class Trainer:
             selection.reason += (f"; on the holdout {winner} {won:.4f} <= popularity "
                                  f"{pop:.4f}: popularity is published")
             selection.winner = "popularity"
-            log.warning("%s won validation but not the holdout (%.4f <= %.4f): publishing "
-                        "popularity", winner, won, pop)
+            log.warning("%s was chosen but does not beat popularity on the holdout (%.4f <= "
+                        "%.4f): publishing popularity", winner, won, pop)
         return selection.winner
 
     def _evaluate_serving(self, events: IndexedEvents, w_train: sp.csr_matrix,

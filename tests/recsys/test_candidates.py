@@ -280,6 +280,29 @@ def test_without_search_the_warm_points_are_scored_as_they_are() -> None:
     assert all(e.trials == 1 for e in selection.leaderboard)
 
 
+def test_one_candidate_without_search_is_chosen_without_a_validation_fit() -> None:
+    events = index_events(no_taste_frame(), {"transaction": 1.0})
+    train = np.ones(len(events), dtype=bool)
+    warm = {"als": {"factors": 8, "regularization": 1.0, "alpha": 2.0, "iterations": 3}}
+    single = SelectionConfig(candidates=("popularity", "als"), search=False, threads=1)
+    selection = select(events, train, single, warm)
+    # nothing to choose: the candidate at its point wins with no carve and no fit (this
+    # data has no taste, where a validation carve picks popularity: the caller's holdout
+    # check is what keeps popularity then)
+    assert selection.winner == "als", selection.reason
+    assert selection.validation == "none" and selection.n_validation_users == 0
+    assert selection.entry("als").params == warm["als"]
+    assert all(e.trials == 0 and not e.validation for e in selection.leaderboard)
+    assert select(events, train, replace(single, search=True)).winner == "popularity"
+    # two candidates, or a search: the validation decides as before
+    two = select(events, train, replace(single, candidates=("als", "ease")), warm)
+    assert two.validation == "time" and two.winner == "popularity"
+    one_user = index_events(frame_of([(0, i, 1000 + i) for i in range(10)]),
+                            {"transaction": 1.0})
+    tiny = select(one_user, np.ones(len(one_user), dtype=bool), single)
+    assert tiny.winner == "popularity" and "nothing personal" in tiny.reason
+
+
 def test_weight_matrix_is_what_candidates_fit_on() -> None:
     events = index_events(taste_frame(), {"transaction": 2.0})
     assert weight_matrix(events).data.max() == 2.0

@@ -91,6 +91,25 @@ def test_failing_run_is_counted_and_leaves_serving_untouched(make_trainer, small
     assert read_current_version(redis_client, keys) == good.version
 
 
+def test_pinned_parameters_skip_the_validation_fit_and_the_holdout_keeps_the_floor(
+        make_trainer, synthetic_frame, redis_client, settings):
+    keys = Keys(settings.redis_namespace)
+    trainer = make_trainer(params=BAD)
+    trainer.store.append(synthetic_frame)
+    result = trainer.run_once()
+    selection = result.manifest["selection"]
+    # one candidate at a given point: no validation carve, nothing fitted to choose
+    assert selection["validation"] == "none" and selection["validation_users"] == 0
+    board = {e["name"]: e for e in selection["leaderboard"]}
+    assert board["als"]["trials"] == 0 and not board["als"]["validation"]
+    # the holdout still checks it against popularity: this ALS loses, the floor is served
+    assert board["als"]["holdout"]["ndcg@10"] <= board["popularity"]["holdout"]["ndcg@10"]
+    assert selection["winner"] == "popularity" and "popularity is published" in \
+        selection["reason"]
+    assert result.published and load_model(redis_client, keys).kind == "popularity"
+    assert result.timings["select"] < 0.5 * result.timings["fit"]
+
+
 def test_a_candidate_whose_fit_is_not_finite_is_never_published(
         make_trainer, small_frame, redis_client, settings, monkeypatch):
     def nan_fit(*args, **kwargs) -> Factors:
